@@ -1,0 +1,54 @@
+# popgate — the two commands: `make run` and `make test`. Both set up everything they need.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
+
+.PHONY: install system-deps run test bench flood clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test,fast]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages the test suite drives for real: redis-server (store tests),
+# chromium (the browser challenge page). Installed only when missing.
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq $$missing >/dev/null; \
+	fi
+
+var/demo-%.key: | $(STAMP)
+	@mkdir -p var
+	@$(PY) -m gateway keys generate > $@ && chmod 600 $@
+	@echo "generated a demo key in $@ (explicitly, once; delete it to invalidate what it signed)"
+
+# Start the demo origin on 127.0.0.1:8000 and popgate in front of it on
+# 127.0.0.1:8080 (admin on 127.0.0.1:9090), with the embedded SQLite store.
+run: install var/demo-session.key var/demo-puzzle.key
+	@$(PY) -m gateway demo-upstream --listen 127.0.0.1:8000 & up=$$!; \
+	trap "kill $$up 2>/dev/null" EXIT INT TERM; \
+	echo "popgate: http://127.0.0.1:8080  (admin: http://127.0.0.1:9090/metrics)"; \
+	$(PY) -m gateway run --config deploy/demo.toml
+
+test: install system-deps
+	$(VENV)/bin/pytest
+
+bench: install
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || { $(APT_GET) update -qq && $(APT_GET) install -y -qq wrk nginx-light >/dev/null; }
+	$(PY) tests/bench/bench_proxy.py
+
+# A bounded agent-flood run (60 s) against a local stack; report in loadtests/out/REPORT.md.
+flood: install
+	$(PY) loadtests/run_flood.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -1,0 +1,67 @@
+"""Failures as exceptions: one base with an HTTP status and a public reason.
+
+``reason`` and ``title`` are safe for clients; ``detail`` goes to the log
+only. :func:`gateway.responses.error_response` renders them.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base: ``status`` and ``reason`` are public, ``detail`` is private."""
+
+    status = 500
+    reason = "internal_error"
+    title = "Internal error"
+    retry_after: float | None = None
+
+    def __init__(self, detail: str = "", *, reason: str | None = None,
+                 public: str | None = None) -> None:
+        if reason is not None:
+            self.reason = reason
+        self.detail = detail
+        self.public = public
+        super().__init__(detail or self.reason)
+
+
+class BadRequest(GatewayError):
+    status, reason, title = 400, "bad_request", "Bad request"
+
+
+class Unauthorized(GatewayError):
+    status, reason, title = 401, "unauthorized", "Credentials rejected"
+
+
+class Forbidden(GatewayError):
+    status, reason, title = 403, "forbidden", "Forbidden"
+
+
+class PayloadTooLarge(GatewayError):
+    status, reason, title = 413, "body_too_large", "Request body too large"
+
+
+class HeadersTooLarge(GatewayError):
+    status, reason, title = 431, "headers_too_large", "Request header fields too large"
+
+
+class UpstreamUnreachable(GatewayError):
+    status, reason, title = 502, "upstream_unreachable", "Upstream unreachable"
+
+
+class UpstreamTimeout(GatewayError):
+    status, reason, title = 504, "upstream_timeout", "Upstream timed out"
+
+
+class Overloaded(GatewayError):
+    status, reason, title = 503, "overloaded", "Temporarily overloaded"
+
+    def __init__(self, detail: str = "", *, retry_after: float = 1.0, reason: str | None = None) -> None:
+        super().__init__(detail, reason=reason)
+        self.retry_after = retry_after
+
+
+class StoreFailure(GatewayError):
+    """The store is unreachable and this action fails closed."""
+
+    status, reason, title = 503, "store_unavailable", "Temporarily unavailable"
+    retry_after = 2.0

@@ -1,0 +1,309 @@
+"""zkLogin-style ``account`` sessions, bound to an ephemeral key.
+
+``POST /.well-known/popgate/zklogin`` with JSON ``{"id_token", "ext_eph_pk"
+(base64 of flag || public key), "max_epoch", "randomness"}``: popgate verifies
+the OIDC id_token (:mod:`verifiers.oidc`; providers from ``[zklogin]``),
+recomputes the zkLogin nonce from the key, max_epoch and randomness and
+requires it to equal the token's ``nonce`` (:mod:`verifiers.zklogin`), spends
+the id_token once, and answers ``{"token", "keyid", ...}``: a session of class
+``account`` whose ``binding`` is ``httpsig:<base64url flag||pk>``.
+
+Every later request with that session must carry an RFC 9421 signature by the
+ephemeral key (:func:`httpsig_binder`): ``keyid`` = the ``keyid`` returned
+(the session's token id), covering ``@method``, ``@target-uri`` and, when the
+request has a body, ``content-digest`` (which must match the body: the body is
+read here, bounded by ``limits.max_body_bytes``, and the proxy forwards the
+buffered bytes). A stolen session token without the key is worth nothing.
+
+The exchange costs an attacker: a per-network counter in the store is checked
+before any JWKS fetch or signature check.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+from aiohttp import web
+
+from gateway.app import Gateway, Services
+from gateway.bodies import read_json_object
+from gateway.decisions import WayOut
+from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.evidence.zklogin_config import ZkLoginSettings, parse_settings
+from gateway.pipeline import Context
+from gateway.responses import problem
+from gateway.stores.base import key
+from verifiers.errors import VerificationError
+from verifiers.httpsig import Candidate, Policy, RequestView, VerifyingKey, verify_message
+from verifiers.jwks import JwksCache
+from verifiers.oidc import OidcVerifier
+from verifiers.session import InvalidSession, Session
+from verifiers.zklogin import ZkLoginVerifier, parse_ext_eph_pk
+
+log = logging.getLogger("popgate.zklogin")
+ENDPOINT = "/.well-known/popgate/zklogin"
+BINDING = "httpsig"
+MAX_EXCHANGE_BODY = 32 * 1024
+
+
+def _b64u(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _number(x: Any, name: str) -> int:
+    if isinstance(x, int) and not isinstance(x, bool):
+        return x
+    if isinstance(x, str) and x.isdigit() and len(x) <= 78:
+        return int(x)
+    raise BadRequest(f"{name} not a decimal", public=f"{name} must be a decimal integer or string.")
+
+
+def _ext_pk(x: Any) -> bytes:
+    if not isinstance(x, str) or len(x) > 128:
+        raise BadRequest("ext_eph_pk", public="ext_eph_pk must be base64 of flag || public key.")
+    try:
+        text = x.replace("-", "+").replace("_", "/")
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("ext_eph_pk", public="ext_eph_pk must be base64 of flag || public key.") from None
+
+
+def request_scheme(request: web.BaseRequest, trusted: bool) -> str:
+    """The scheme the client used: ``X-Forwarded-Proto`` only behind trusted proxies."""
+    if trusted:
+        proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        if proto in ("http", "https"):
+            return proto
+    return request.scheme
+
+
+async def read_body(request: web.BaseRequest, limit: int) -> bytes | None:
+    """Read the whole request body (at most ``limit`` bytes) and leave it where
+    aiohttp's ``read()`` and the proxy's forwarder find it. None without a body.
+
+    Raises PayloadTooLarge or BadRequest.
+    """
+    cached = getattr(request, "_read_bytes", None)
+    if cached is not None:
+        return bytes(cached)
+    if not request.body_exists:
+        return None
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"body over {limit} bytes")
+    parts, seen = [], 0
+    try:
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            seen += len(chunk)
+            if seen > limit:
+                raise PayloadTooLarge(f"body over {limit} bytes")
+            parts.append(chunk)
+    except (ConnectionResetError, OSError) as exc:
+        raise BadRequest(f"request body: {exc}", reason="bad_body") from None
+    body = b"".join(parts)
+    request._read_bytes = body  # what BaseRequest.read() caches (the forwarder sends it)
+    return body
+
+
+class HttpsigBinder:
+    """Session binder ``httpsig:<base64url flag||pk>``: the request must be
+    signed (RFC 9421) by that key, with ``keyid`` = the session's token id."""
+
+    def __init__(self, settings: ZkLoginSettings, services: Services) -> None:
+        self.store, self.failure = services.store, services.failure
+        self.metrics = services.metrics
+        self.limit = services.config.limits.max_body_bytes
+        self.trusted = bool(services.config.trusted_proxies)
+        self.policy = Policy(required=('"@method"', '"@target-uri"'), digest_with_body=True,
+                             require_expires=True, require_nonce=settings.require_request_nonce,
+                             max_age=settings.signature_window,
+                             max_validity=settings.signature_window,
+                             clock_skew=settings.clock_skew, replay_kind="zklogin-sig")
+        self._keys: OrderedDict[str, VerifyingKey] = OrderedDict()
+
+    def _key(self, binding: str) -> VerifyingKey:
+        found = self._keys.get(binding)
+        if found is not None:
+            return found
+        try:
+            raw = base64.urlsafe_b64decode(binding + "=" * (-len(binding) % 4))
+            eph = parse_ext_eph_pk(raw)
+        except (binascii.Error, ValueError, VerificationError):
+            raise InvalidSession(detail="bad httpsig binding") from None
+        vk = VerifyingKey.from_sui_key(eph.flag, eph.public_key)
+        self._keys[binding] = vk
+        if len(self._keys) > 4096:
+            self._keys.popitem(last=False)
+        return vk
+
+    async def __call__(self, ctx: Context, session: Session) -> None:
+        """Raise VerificationError unless the request is signed by the bound key."""
+        started = time.perf_counter()
+        vk = self._key(str(session.binding).split(":", 1)[1])
+        request = ctx.request
+        if "Signature-Input" not in request.headers:
+            raise VerificationError("signature_required", "bound session without a signature")
+        body = await read_body(request, self.limit)
+        view = RequestView.from_aiohttp(request, body, request_scheme(request, self.trusted))
+
+        async def resolve(cand: Candidate) -> VerifyingKey:
+            if cand.param("keyid") != session.token_id:
+                raise VerificationError("unknown_kid", "keyid does not name this session")
+            return vk
+
+        store = _GuardedStore(self.store, self.failure)
+        await verify_message(view, resolve_key=resolve, policy=self.policy, now=ctx.now,
+                             store=store)
+        self.metrics.verify_seconds.labels("httpsig").observe(time.perf_counter() - started)
+
+
+class _GuardedStore:
+    """``claim`` through the failure policy (replay set of request nonces)."""
+
+    def __init__(self, store: Any, failure: Any) -> None:
+        self.store, self.failure = store, failure
+
+    async def claim(self, k: str, ttl: float, limit: int = 1) -> bool:
+        return bool(await self.failure.guard("replay", self.store.claim(k, ttl, limit), True))
+
+
+class ZkLoginEndpoint:
+    """``POST /.well-known/popgate/zklogin``: id_token + ephemeral key → bound session."""
+
+    def __init__(self, settings: ZkLoginSettings, services: Services,
+                 verifier: ZkLoginVerifier, epochs: Any) -> None:
+        self.s, self.services, self.verifier, self.epochs = settings, services, verifier, epochs
+
+    async def __call__(self, request: web.BaseRequest, ctx: Context) -> web.StreamResponse:
+        if request.method != "POST":
+            return problem(request, 405, "method_not_allowed", "Method not allowed",
+                           headers={"Allow": "POST"})
+        services, s = self.services, self.s
+        used = await services.failure.guard(
+            "rate_limit", services.store.incr(key("zklogin-rate", ctx.network), 1, s.rate_window), 0)
+        if used > s.rate_limit:
+            services.metrics.evidence.labels("zklogin", "rate_limited").inc()
+            return problem(request, 429, "rate_limited", "Too many sign-in attempts",
+                           headers={"Retry-After": str(int(s.rate_window))})
+        data = await self._read(request)
+        token = data.get("id_token", data.get("jwt"))
+        if not isinstance(token, str):
+            raise BadRequest("id_token", public="id_token must be a string.")
+        eph = _ext_pk(data.get("ext_eph_pk"))
+        max_epoch = _number(data.get("max_epoch"), "max_epoch")
+        randomness = _number(data.get("randomness"), "randomness")
+        started = time.perf_counter()
+        try:
+            current = await self.epochs.current(ctx.now) if s.epoch_mode == "sui" else None
+            att = await self.verifier.verify(token, eph, max_epoch, randomness, now=ctx.now,
+                                             current_epoch=current)
+            ttl = int(min(s.session_ttl, max(0.0, (att.expires_at or float("inf")) - ctx.now)))
+            if ttl <= 0:
+                raise VerificationError("expired", "max_epoch leaves no session time")
+            spent = hashlib.sha256(token.encode()).hexdigest()
+            left = max(60.0, att.claims.exp + 120 - ctx.now)
+            fresh = await services.failure.guard(
+                "replay", services.store.claim(key("zklogin-jwt", spent), left, 1), True)
+            if not fresh:
+                raise VerificationError("replayed", "id_token already exchanged")
+        except VerificationError as exc:
+            services.metrics.evidence.labels("zklogin", exc.reason).inc()
+            log.info("zklogin exchange rejected: %s (%s)", exc.reason, exc.detail)
+            status = 503 if exc.reason in ("jwks_unavailable", "epoch_unavailable") else 401
+            return problem(request, status, exc.reason, "Sign-in rejected")
+        finally:
+            services.metrics.verify_seconds.labels("zklogin").observe(time.perf_counter() - started)
+        services.metrics.evidence.labels("zklogin", "ok").inc()
+        session = services.sessions.issue(
+            klass="account", subject=att.subject, now=ctx.now, ttl=ttl, evidence="zklogin",
+            binding=f"{BINDING}:{_b64u(att.ephemeral_key.extended)}")
+        services.metrics.sessions_issued.labels("account", "zklogin").inc()
+        keyid = services.sessions.verify(session, ctx.now).token_id
+        body = {"token": session, "token_type": "PoP", "class": "account", "subject": att.subject,
+                "address": att.address, "keyid": keyid, "expires": int(ctx.now) + ttl,
+                "signature": {"keyid": keyid, "covered": ["@method", "@target-uri",
+                                                         "content-digest (with a body)"],
+                              "window": s.signature_window}}
+        return web.Response(body=json.dumps(body).encode(), content_type="application/json",
+                            headers={"Cache-Control": "no-store"})
+
+    @staticmethod
+    async def _read(request: web.BaseRequest) -> dict[str, Any]:
+        return await read_json_object(request, MAX_EXCHANGE_BODY, "zklogin",
+                                      'Expected JSON {"id_token", "ext_eph_pk", "max_epoch", '
+                                      '"randomness"}.')
+
+
+def way_out(settings: ZkLoginSettings) -> WayOut:
+    """How to get an ``account`` session (listed in every 402)."""
+    return WayOut("zklogin", {
+        "endpoint": ENDPOINT, "class": "account",
+        "providers": [{"issuer": p.issuer, "audiences": sorted(p.audiences)}
+                      for p in settings.providers],
+        "epoch_mode": settings.epoch_mode,
+        "nonce": "base64url(last 20 bytes of Poseidon(eph_hi, eph_lo, max_epoch, randomness))",
+        "request_signature": {"rfc": 9421, "keyid": "the keyid returned with the session",
+                              "covered": ["@method", "@target-uri", "content-digest"],
+                              "window": settings.signature_window}})
+
+
+def zklogin_extension(gateway: Gateway, services: Services) -> None:
+    """Wire ``[zklogin]``: endpoint, ``httpsig`` binder, way out. Absent table: off.
+
+    Raises ConfigError listing every problem in ``[zklogin]``.
+    """
+    raw = services.config.raw.get("zklogin")
+    if raw is None:
+        return
+    settings = parse_settings(raw)
+    jwks = JwksCache(_LazySession(services),  # type: ignore[arg-type]  # duck-typed .get()
+                     refetch_interval=settings.jwks_refetch_interval,
+                     max_stale=settings.jwks_max_stale)
+    salt = settings.salt
+    verifier = ZkLoginVerifier(OidcVerifier(settings.providers, jwks),
+                               epoch_mode="sui" if settings.epoch_mode == "sui" else "unix",
+                               salt=salt,
+                               subject_key=services.subject_key,
+                               max_session=settings.max_session,
+                               max_epoch_delta=settings.max_epoch_delta,
+                               padded_address=settings.padded_address)
+    epochs = settings.epoch_source(services)
+    gateway.endpoints[ENDPOINT] = ZkLoginEndpoint(settings, services, verifier, epochs)
+    gateway.session_scheme.binders[BINDING] = HttpsigBinder(settings, services)
+    offer = way_out(settings)
+    gateway.way_out_providers.append(lambda ctx: offer)
+
+
+class _LazySession:
+    """An aiohttp-session stand-in that opens ``services.outbound()`` on first use."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def get(self, url: str, **kw: Any) -> Any:
+        return _LazyGet(self.services, url, kw)
+
+
+class _LazyGet:
+    def __init__(self, services: Services, url: str, kw: dict[str, Any]) -> None:
+        self.services, self.url, self.kw = services, url, kw
+        self.ctx: Any = None
+
+    async def __aenter__(self) -> Any:
+        session = await self.services.outbound()
+        self.ctx = session.get(self.url, **self.kw)
+        return await self.ctx.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        assert self.ctx is not None
+        return await self.ctx.__aexit__(*exc)
+
+
+__all__ = ["ENDPOINT", "HttpsigBinder", "ZkLoginEndpoint", "read_body", "zklogin_extension"]

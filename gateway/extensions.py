@@ -1,0 +1,62 @@
+"""The list of extensions :func:`gateway.app.build_app` applies by default.
+
+An extension is ``(gateway, services) -> None``: it registers evidence
+schemes, ``/.well-known/popgate/*`` endpoints, way-out providers, enforcers
+or the policy. Each reads its own config table and does nothing when that
+table is absent.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from gateway.app import Extension, Gateway, Services
+from gateway.pipeline import Context
+from gateway.responses import problem
+from verifiers.errors import VerificationError
+
+
+def session_endpoint(gateway: Gateway, services: Services) -> None:
+    """``GET /.well-known/popgate/session``: what the presented session says.
+
+    ``DELETE`` clears the session cookie (sign out).
+    """
+    scheme = gateway.session_scheme
+    cookie = services.config.sessions.cookie_name
+
+    async def handler(request: web.BaseRequest, ctx: Context) -> web.StreamResponse:
+        if request.method == "DELETE":
+            resp = web.Response(status=204, headers={"Cache-Control": "no-store"})
+            resp.del_cookie(cookie, path="/")
+            return resp
+        if request.method not in ("GET", "HEAD"):
+            return problem(request, 405, "method_not_allowed", "Method not allowed",
+                           headers={"Allow": "GET, HEAD, DELETE"})
+        token = scheme.extract(request)
+        if token is None:
+            return problem(request, 401, "no_session", "No session presented")
+        try:
+            session = services.sessions.verify(token, ctx.now)
+        except VerificationError as exc:
+            return problem(request, 401, exc.reason, "Session rejected")
+        body = {"class": session.klass, "subject": session.subject, "evidence": session.evidence,
+                "scope": session.scope, "issued_at": session.issued_at, "expires": session.expires,
+                "budget": session.budget, "bound": session.binding is not None}
+        return web.Response(body=json.dumps(body).encode(), content_type="application/json",
+                            headers={"Cache-Control": "no-store"})
+
+    gateway.endpoints["/.well-known/popgate/session"] = handler
+
+
+def default_extensions() -> list[Extension]:
+    """Every extension popgate ships, in the order they register."""
+    from gateway.evidence.webbotauth import webbotauth_extension
+    from gateway.evidence.worldid import worldid_extension
+    from gateway.evidence.zklogin import zklogin_extension
+    from gateway.policy_stage import policy_extension
+    from gateway.status import status_extension
+    from gateway.fees import payments
+    return [session_endpoint, policy_extension, status_extension, payments,
+            zklogin_extension, webbotauth_extension, worldid_extension]

@@ -1,0 +1,115 @@
+"""In-process store for tests and the ``popgate verify`` command.
+
+Single event loop, no awaits inside an operation: each is atomic by
+construction. ``clock`` is injectable so tests control expiry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+class MemoryStore:
+    """Dict-backed :class:`~gateway.stores.base.Store`."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._data: dict[str, tuple[object, float | None]] = {}
+        self._credits: Any = None
+
+    def _live(self, key: str) -> object | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        value, expires = item
+        if expires is not None and self._clock() >= expires:
+            del self._data[key]
+            return None
+        return value
+
+    def _expiry(self, ttl: float | None) -> float | None:
+        return None if ttl is None else self._clock() + ttl
+
+    async def claim(self, key: str, ttl: float, limit: int = 1) -> bool:
+        count = self._live(key)
+        if count is None:
+            self._data[key] = (1, self._expiry(ttl))
+            return limit >= 1
+        assert isinstance(count, int)
+        if count >= limit:
+            return False
+        self._data[key] = (count + 1, self._data[key][1])
+        return True
+
+    async def incr(self, key: str, amount: int, window: float) -> int:
+        count = self._live(key)
+        if count is None:
+            self._data[key] = (amount, self._expiry(window))
+            return amount
+        assert isinstance(count, int)
+        self._data[key] = (count + amount, self._data[key][1])
+        return count + amount
+
+    async def debit(self, key: str, amount: int) -> int | None:
+        balance = self._live(key) or 0
+        assert isinstance(balance, int)
+        if balance < amount:
+            return None
+        self._data[key] = (balance - amount, None)
+        return balance - amount
+
+    async def credit(self, key: str, amount: int) -> int:
+        balance = self._live(key) or 0
+        assert isinstance(balance, int)
+        self._data[key] = (balance + amount, None)
+        return balance + amount
+
+    async def get(self, key: str) -> bytes | None:
+        value = self._live(key)
+        if value is None:
+            return None
+        return value if isinstance(value, bytes) else str(value).encode()
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        self._data[key] = (bytes(value), self._expiry(ttl))
+
+    async def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    async def gcra(self, key: str, interval: float, burst: int,
+                   cost: int = 1) -> tuple[bool, float]:
+        from policies.ratelimit import gcra
+        tat = self._live(key)
+        now = self._clock()
+        result = gcra(tat if isinstance(tat, float) else None, now, interval, burst, cost)
+        if result.allowed:
+            self._data[key] = (result.tat, result.tat)
+        return result.allowed, result.retry_after
+
+    # Prepaid credits ledger: the reference model itself (atomic: no awaits).
+    def _ledger_model(self) -> Any:
+        if self._credits is None:
+            from gateway.credits import LedgerModel
+            self._credits = LedgerModel()
+        return self._credits
+
+    async def debit_ledger(self, account: str, amount: int, ref: str, at: float) -> int | None:
+        return self._ledger_model().debit_ledger(account, amount, ref, at)  # type: ignore[no-any-return]
+
+    async def credit_ledger(self, account: str, amount: int, kind: str, ref: str,
+                            at: float) -> int:
+        return self._ledger_model().credit_ledger(account, amount, kind, ref, at)  # type: ignore[no-any-return]
+
+    async def ledger(self, account: str, since_seq: int = 0, limit: int = 1000) -> list[Any]:
+        return self._ledger_model().ledger(account, since_seq, limit)  # type: ignore[no-any-return]
+
+    async def balance(self, account: str) -> int:
+        return self._ledger_model().balance(account)  # type: ignore[no-any-return]
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._data.clear()

@@ -1,0 +1,1 @@
+"""Locust scenarios for agent floods against popgate (see loadtests/README.md)."""

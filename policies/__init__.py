@@ -1,0 +1,11 @@
+"""Policy: which class a client is, and what each class gets on each route.
+
+- ``policies.loader``: load/validate/compile a TOML policy (``PolicyError``);
+- ``policies.engine``: ``Policy.match(view, klass, weight) -> Match``, ``PolicyHolder``;
+- ``policies.model``: ``RequestView``, ``Action``, ``Match``, ``Rate``;
+- ``policies.classify``: class and heuristic weight from attestations;
+- ``policies.ratelimit``: GCRA (pure, memory, Redis Lua, SQLite);
+- ``policies.difficulty``: adaptive puzzle difficulty.
+
+Format and snippet library: ``policies/README.md``.
+"""

@@ -1,0 +1,179 @@
+"""One place that drives every parser of client bytes with arbitrary input,
+asserting only the documented exception types (``HYPOTHESIS_PROFILE=deep``
+for a long run). The scheme-specific property tests live beside each
+verifier; this file is the inventory:
+
+=================================  ===========================================
+parser                             scheme-specific property tests
+=================================  ===========================================
+verifiers.session.SessionCodec     tests/gateway/test_sessions.py
+verifiers.worldid.parse_result     tests/verifiers/test_worldid.py
+verifiers.groth16.parse_proof/...  tests/verifiers/test_groth16_parsers.py
+verifiers.oidc.parse_header        tests/verifiers/test_oidc.py
+verifiers.zklogin.parse_ext_eph_pk tests/verifiers/test_zklogin.py
+verifiers.structured_fields.*      tests/verifiers/test_httpsig_structured_fields.py
+verifiers.httpsig.parse_signatures tests/verifiers/test_httpsig.py
+verifiers.webbotauth.parse_sig...  tests/verifiers/test_webbotauth.py
+verifiers.hashcash.parse           tests/verifiers/test_hashcash.py
+verifiers.puzzle.parse_solution    tests/verifiers/test_puzzle_props.py
+verifiers.x402.*                   tests/verifiers/test_x402_wire.py
+verifiers.x402_exact.parse_auth..  tests/verifiers/test_x402_exact.py
+verifiers.paypercrawl.parse_price  tests/verifiers/test_paypercrawl.py
+verifiers.jwks.parse_jwks          (here only)
+policies.loader.loads              tests/policies/test_loader.py
+gateway.config.build_config        (here only)
+=================================  ===========================================
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from verifiers.errors import VerificationError
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=6),
+    max_leaves=25)
+HEADERISH = st.text(alphabet=string.printable, max_size=300) | st.text(max_size=120)
+B64ISH = st.text(alphabet=string.ascii_letters + string.digits + "-_=.+/:;, ", max_size=300)
+TEXT = HEADERISH | B64ISH
+
+
+def _only(exc_types: tuple[type[BaseException], ...], fn: Any, *args: Any, **kw: Any) -> None:
+    try:
+        fn(*args, **kw)
+    except exc_types:
+        pass
+
+
+@given(TEXT)
+def test_session_tokens(token):
+    """SessionCodec.verify: InvalidSession (a VerificationError) for anything bad."""
+    from verifiers.session import SessionCodec
+    codec = SessionCodec({"k1": b"k" * 32}, "k1")
+    _only((VerificationError,), codec.verify, token, 1_800_000_000.0)
+    _only((VerificationError,), codec.verify, "v1.k1." + token, 1_800_000_000.0)
+
+
+@given(JSON | st.fixed_dictionaries({"proof": JSON | TEXT, "merkle_root": JSON | TEXT,
+                                     "nullifier_hash": JSON | TEXT,
+                                     "verification_level": st.sampled_from(["orb", "device", "x"])}))
+def test_worldid_results(obj):
+    from verifiers.worldid import parse_result
+    _only((VerificationError,), parse_result, obj)
+
+
+@given(JSON)
+def test_groth16_proofs_and_publics(obj):
+    from verifiers.groth16 import parse_proof, parse_public
+    _only((VerificationError,), parse_proof, obj)
+    _only((VerificationError,), parse_public, obj)
+
+
+@given(TEXT | st.builds(lambda a, b, c: f"{a}.{b}.{c}", B64ISH, B64ISH, B64ISH))
+def test_jwts(token):
+    from verifiers.oidc import parse_header
+    _only((VerificationError,), parse_header, token)
+
+
+@given(st.binary(max_size=80))
+def test_zklogin_ephemeral_keys(data):
+    from verifiers.zklogin import parse_ext_eph_pk
+    _only((VerificationError,), parse_ext_eph_pk, data)
+
+
+@given(JSON)
+def test_jwks_documents(obj):
+    from verifiers.jwks import parse_jwks
+    _only((VerificationError,), parse_jwks, obj)
+
+
+@given(TEXT)
+def test_structured_fields(value):
+    from verifiers.structured_fields import parse_dictionary, parse_item, parse_list
+    for fn in (parse_item, parse_list, parse_dictionary):
+        _only((VerificationError,), fn, value)
+
+
+@given(st.dictionaries(st.sampled_from(["signature-input", "signature", "signature-agent",
+                                        "content-digest"]), TEXT, max_size=4))
+def test_rfc9421_headers(headers):
+    from verifiers.httpsig import parse_signatures
+    from verifiers.webbotauth import parse_signature_agent
+    _only((VerificationError,), parse_signatures, headers)
+    if "signature-agent" in headers:
+        _only((VerificationError,), parse_signature_agent, headers["signature-agent"])
+
+
+@given(TEXT | st.builds(":".join, st.lists(TEXT, min_size=7, max_size=7)))
+def test_hashcash_stamps(text):
+    from verifiers.hashcash import parse
+    _only((VerificationError,), parse, text)
+
+
+@given(TEXT)
+def test_puzzle_solutions_and_challenges(text):
+    from verifiers.puzzle import PuzzleKeys, decode, parse_solution
+    _only((VerificationError,), parse_solution, text)
+    _only((VerificationError,), decode, PuzzleKeys({"p1": b"p" * 32}, "p1"), text)
+
+
+@given(TEXT, st.booleans())
+def test_x402_headers(value, v1):
+    from verifiers.x402 import decode_header, extract, parse_payment_signature, parse_x_payment
+    _only((VerificationError,), decode_header, value)
+    _only((VerificationError,), parse_payment_signature, value)
+    _only((VerificationError,), parse_x_payment, value)
+    _only((VerificationError,), extract, {"PAYMENT-SIGNATURE": value, "X-PAYMENT": value},
+          accept_v1=v1)
+
+
+@given(st.dictionaries(st.text(max_size=12), JSON | TEXT, max_size=8))
+def test_x402_exact_authorizations(payload):
+    from verifiers.x402_exact import parse_authorization
+    _only((VerificationError,), parse_authorization, payload)
+
+
+@given(TEXT)
+def test_crawler_prices(value):
+    from verifiers.paypercrawl import parse_price
+    _only((VerificationError,), parse_price, value)
+
+
+TOML_KEYS = st.sampled_from(["default", "rules", "thresholds", "all", "human", "unknown", "name",
+                             "path", "action", "kind", "price", "ways", "methods", "networks",
+                             "path_regex", "headers", "weight", "include", "version", "min_bits"])
+TOML_VALUES = st.recursive(
+    st.booleans() | st.integers(-5, 10**6) | st.sampled_from(
+        ["allow", "deny", "challenge", "charge", "/a/**", "(", "[", "10.0.0.0/8", "0.001", "x"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TOML_KEYS, inner, max_size=4),
+    max_leaves=20)
+
+
+RULE = st.dictionaries(TOML_KEYS, TOML_VALUES, max_size=5)
+
+
+@given(st.fixed_dictionaries({}, optional={"default": RULE | TOML_VALUES,
+                                           "rules": st.lists(RULE, max_size=4) | TOML_VALUES,
+                                           "thresholds": st.lists(RULE, max_size=2) | TOML_VALUES,
+                                           "version": TOML_VALUES}),
+       st.text(max_size=200))
+def test_policy_files(doc, text):
+    """policies.loader: PolicyError (every problem listed) for any bad table or text."""
+    from policies.loader import PolicyError, compile_policy, loads
+    _only((PolicyError,), compile_policy, doc)
+    _only((PolicyError,), loads, text)
+
+
+@given(st.dictionaries(st.sampled_from(["server", "limits", "sessions", "store", "policy", "puzzle",
+                                        "x", "credits", "x402", "zklogin", "worldid"]),
+                       st.dictionaries(st.text(max_size=20), JSON, max_size=5) | JSON, max_size=5))
+def test_config_dicts(data):
+    """gateway.config.build_config: ConfigError (never anything else) for any parsed TOML."""
+    from gateway.config import ConfigError, build_config
+    _only((ConfigError,), build_config, data, [], {})

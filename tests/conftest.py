@@ -1,0 +1,82 @@
+"""Fixtures shared by the whole suite: real Redis, real upstream, real gateway."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from hypothesis import HealthCheck, settings
+
+from gateway.config import Config, load_config
+from gateway.demo_upstream import make_app
+from gateway.server import Running, start
+from tests.support.servers import redis_server, serve_app, write_config
+
+settings.register_profile("ci", max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("deep", max_examples=20000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server on a free loopback port, for the whole session."""
+    with redis_server() as (url, _proc):
+        yield url
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[str]:
+    """The demo origin on a free loopback port; yields its base URL."""
+    async with serve_app(make_app()) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+GatewayFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def gateway_factory(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
+    """Start gateways in-process: ``await factory(upstream_url, extra=..., ...)``."""
+    running: list[Running] = []
+
+    async def factory(upstream_url: str, *, extra: str = "", server_extra: str = "",
+                      store: str = "memory://", config: Config | None = None) -> Running:
+        if config is None:
+            path = write_config(tmp_path, upstream_url, store=store, extra=extra,
+                                server_extra=server_extra)
+            config = load_config(path)
+        r = await start(config)
+        running.append(r)
+        return r
+
+    yield factory
+    for r in running:
+        await r.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as s:
+        yield s
+
+
+def url_of(running: Running, path: str = "/") -> str:
+    host, port = running.proxy.addresses[0][:2]
+    return f"http://{host}:{port}{path}"
+
+
+def admin_url(running: Running, path: str) -> str:
+    host, port = running.admin.addresses[0][:2]
+    return f"http://{host}:{port}{path}"
+
+
+def session_token(running: Running, klass: str = "human", **kw: Any) -> str:
+    g = running.gateway
+    return g.services.sessions.issue(klass=klass, subject=kw.pop("subject", f"{klass}:test"),
+                                     now=g.clock(), ttl=kw.pop("ttl", 300), **kw)

@@ -1,0 +1,215 @@
+"""Outside services popgate depends on, failing for real over loopback:
+
+* the zkLogin provider's JWKS endpoint down (closed port), slower than the
+  fetch timeout (5 s, ``verifiers.jwks.JwksCache``), back, then down again
+  while a cached key set is within / past ``jwks_max_stale``;
+* the x402 facilitator slower than the settle timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+
+from aiohttp import web
+
+from tests.conftest import session_token, url_of
+from tests.faults.support import sample
+from tests.gateway.test_fees_x402 import paid_gateway, signed_header
+from tests.gateway.test_zklogin_gateway import AUD, ENDPOINT, ISS, RSA_KEY, Client, jwk_of
+from tests.support.facilitator import FacilitatorState, make_app
+from tests.support.servers import free_port, serve_app
+
+FETCH_TIMEOUT = 5.0  # JwksCache's default, what the gateway uses
+
+
+class Jwks:
+    """A JWKS endpoint whose answer can be delayed; counts hits."""
+
+    def __init__(self) -> None:
+        self.delay, self.hits = 0.0, 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.hits += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return web.json_response({"keys": [jwk_of(RSA_KEY, "k1")]},
+                                 headers={"Cache-Control": "max-age=30"})
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/jwks", self.handle)
+        return app
+
+
+def zk_toml(url: str) -> str:
+    return f"""
+[zklogin]
+allow_http_jwks = true
+session_ttl = 600
+rate_limit = 1000
+jwks_max_stale = 60
+[[zklogin.providers]]
+issuer = "{ISS}"
+audience = "{AUD}"
+jwks_url = "{url}"
+"""
+
+
+async def exchange(http, gw) -> tuple[int, str | None, float]:
+    t0 = time.monotonic()
+    async with asyncio.timeout(FETCH_TIMEOUT * 3):
+        async with http.post(url_of(gw, ENDPOINT), json=Client().exchange_body()) as r:
+            data = await r.json(content_type=None)
+            return r.status, data.get("reason"), time.monotonic() - t0
+
+
+async def test_jwks_down_slow_back_and_stale(upstream, gateway_factory, http):
+    """(a) JWKS port closed: 8 concurrent exchanges → 503 ``jwks_unavailable``
+    at once. (b) JWKS answers after 6 s (> the 5 s fetch timeout): 8
+    concurrent exchanges share one fetch and all get 503 within ~5 s (no
+    queue of 5 s fetches), while store-free traffic is served at once.
+    (c) JWKS back: 200. (d) JWKS down again, cached set 40 s old (expired at
+    30 s, within ``jwks_max_stale`` = 60): served stale, 200. (e) 100 s
+    later (past expiry + max_stale): 503 ``jwks_unavailable``. Never a 500."""
+    port = free_port()
+    gw = await gateway_factory(upstream, extra=zk_toml(f"http://127.0.0.1:{port}/jwks"))
+    plain = session_token(gw)
+    jwks = Jwks()
+
+    # (a) nothing listening
+    t0 = time.monotonic()
+    down = await asyncio.gather(*(exchange(http, gw) for _ in range(8)))
+    assert Counter((s, r) for s, r, _ in down) == {(503, "jwks_unavailable"): 8}
+    assert time.monotonic() - t0 < 2.0
+
+    async with serve_app(jwks.app(), port=port):
+        # (b) slower than the fetch timeout
+        jwks.delay = FETCH_TIMEOUT + 1.0
+
+        async def plain_get() -> float:
+            await asyncio.sleep(0.5)
+            t = time.monotonic()
+            async with http.get(url_of(gw, "/"), headers={"Authorization": f"PoP {plain}"}) as r:
+                assert r.status == 200
+            return time.monotonic() - t
+
+        t0 = time.monotonic()
+        slow, plain_took = await asyncio.gather(
+            asyncio.gather(*(exchange(http, gw) for _ in range(8))), plain_get())
+        took = time.monotonic() - t0
+        assert Counter((s, r) for s, r, _ in slow) == {(503, "jwks_unavailable"): 8}
+        assert took < FETCH_TIMEOUT + 2.0, f"exchanges queued behind the slow JWKS: {took:.1f}s"
+        assert jwks.hits == 1, "concurrent lookups share one fetch"
+        assert plain_took < 1.0
+        # (c) back
+        jwks.delay = 0.0
+        status, reason, _ = await exchange(http, gw)
+        assert status == 200, reason
+    # (d) down again, within max_stale
+    real = gw.gateway.clock
+    gw.gateway.clock = lambda: real() + 40
+    status, reason, took = await exchange(http, gw)
+    assert status == 200, reason
+    assert took < 2.0
+    # (e) past expiry + max_stale
+    gw.gateway.clock = lambda: real() + 100
+    status, reason, _ = await exchange(http, gw)
+    assert (status, reason) == (503, "jwks_unavailable")
+    reg = gw.gateway.metrics.registry
+    assert sample(reg, "popgate_evidence_total", {"scheme": "zklogin", "result": "jwks_unavailable"}) == 17
+    assert sample(reg, "popgate_responses_total", {"code": "5xx"}) == 17  # every 5xx was a 503 above
+
+
+@contextlib.asynccontextmanager
+async def committed_facilitator(state: FacilitatorState):
+    """The test facilitator, but one that (like a real one) finishes what it
+    was asked once it has the request, whether or not the caller hung up."""
+    @web.middleware
+    async def finish_anyway(request, handler):
+        await request.read()
+        return await asyncio.shield(handler(request))
+
+    app = make_app(state)
+    app.middlewares.append(finish_anyway)
+    async with serve_app(app) as port:
+        yield f"http://127.0.0.1:{port}", state
+
+
+def x402_rail(gw):
+    return next(e.x402 for e in gw.gateway.enforcers if getattr(e, "x402", None) is not None)
+
+
+async def slow_paid_gateway(gateway_factory, upstream, fac):
+    gw = await paid_gateway(gateway_factory, upstream, fac)
+    _, queue = await x402_rail(gw)._ready()  # noqa: SLF001
+    queue._fac.settle_timeout = 1.0  # noqa: SLF001 - 30 s by default, not configurable
+    return gw
+
+
+async def pay(http, gw, path: str, header: str) -> tuple[int, str | None, str | None, float]:
+    t0 = time.monotonic()
+    async with asyncio.timeout(10):
+        async with http.get(url_of(gw, path), headers={"PAYMENT-SIGNATURE": header}) as r:
+            data = await r.json(content_type=None)
+            return r.status, data.get("reason"), r.headers.get("Retry-After"), time.monotonic() - t0
+
+
+async def test_slow_facilitator_is_bounded(upstream, gateway_factory, http):
+    """x402, settle = before, the facilitator answers /settle after 2.5 s and
+    the settle timeout is 1 s: 6 concurrent payments each get 503
+    ``settlement_pending`` + Retry-After within the timeout (no queue),
+    nothing reaches the origin, never a 500, and the gateway answers other
+    requests meanwhile. The records are kept: the facilitator (which finished
+    each settle anyway) settled every payment exactly once, and the worker
+    reconciles all six from its "nonce already used" answers."""
+    state = FacilitatorState(latency=2.5)
+    async with committed_facilitator(state) as (fac, st):
+        gw = await slow_paid_gateway(gateway_factory, upstream, fac)
+        headers = [await signed_header(url_of(gw, f"/paid/{i}")) for i in range(6)]
+        t0 = time.monotonic()
+        results, other = await asyncio.gather(
+            asyncio.gather(*(pay(http, gw, f"/paid/{i}", h) for i, h in enumerate(headers))),
+            http.get(url_of(gw, "/paid/free")))
+        took = time.monotonic() - t0
+        assert {(s, r) for s, r, *_ in results} == {(503, "settlement_pending")}, results
+        assert all(ra and int(ra) >= 1 for _, _, ra, _ in results)
+        assert took < 2.0, f"payments queued behind the slow facilitator: {took:.1f}s"
+        assert other.status == 402  # unpaid: answered at once, not stuck behind the settles
+        other.release()
+        assert st.calls["settle"] >= 6  # the worker goes on asking for the held ones
+        reg = gw.gateway.metrics.registry
+        assert sample(reg, "popgate_responses_total", {"code": "5xx"}) == 6
+        state.latency = 0.0
+        queue = await x402_rail(gw).queue()
+        for _ in range(200):
+            if len(st.settled) == 6 and not await queue.pending():
+                break
+            await asyncio.sleep(0.05)
+        assert len(st.settled) == 6 and len({p["nonce"] for p in st.settled}) == 6
+        assert await queue.pending() == []
+
+
+async def test_payment_settled_after_a_timeout_is_not_lost(upstream, gateway_factory, http):
+    """The facilitator finishes the settle it was sent after popgate gave up
+    (1 s timeout, 2.5 s latency): the client was told 503 "retry"; its retry
+    of the same payment should be served (it has paid), not refused."""
+    state = FacilitatorState(latency=2.5)
+    async with committed_facilitator(state) as (fac, st):
+        gw = await slow_paid_gateway(gateway_factory, upstream, fac)
+        header = await signed_header(url_of(gw, "/paid/late"))
+        assert (await pay(http, gw, "/paid/late", header))[:2] == (503, "settlement_pending")
+        for _ in range(60):
+            if st.settled:
+                break
+            await asyncio.sleep(0.05)
+        assert len(st.settled) == 1, "the facilitator settled it after all: the payer has paid"
+        state.latency = 0.0
+        status, reason, *_ = await pay(http, gw, "/paid/late", header)
+        assert status in (200, 402) and status != 500
+        assert status == 200, f"paid but refused: {status} {reason}"
+        assert len(st.settled) == 1
+        # a third copy of the payment buys nothing more
+        assert (await pay(http, gw, "/paid/late", header))[:2] == (402, "payment_rejected")

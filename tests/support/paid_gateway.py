@@ -1,0 +1,51 @@
+"""A gateway process whose policy charges a fixed price on ``/paid/*``
+(tests and benchmarks of the fee rails, until the shipped policy is used).
+
+    python -m tests.support.paid_gateway CONFIG [PRICE_ATOMIC]
+
+Also: :class:`ChargePolicy`, the tiny policy object the in-process tests
+install on ``gateway.policy.policy``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from gateway.decisions import Charge, Decision
+from gateway.pipeline import Context
+
+
+class ChargePolicy:
+    def __init__(self, price: int = 10_000, prefix: str = "/paid", route: str = "paid") -> None:
+        self.price, self.prefix, self.route = price, prefix, route
+
+    def decide(self, ctx: Context) -> Decision | None:
+        if ctx.request.path.startswith(self.prefix):
+            return Charge(price=self.price, route=self.route)
+        return None
+
+
+async def main(path: str, price: int) -> None:
+    from gateway.app import build_app
+    from gateway.config import load_config
+    from gateway.metrics import Metrics
+    from gateway.server import start
+    from gateway.stores import open_store
+
+    config = load_config(path)
+    store = open_store(config.store.url, timeout=config.store.timeout)
+    gateway = build_app(config, store=store, metrics=Metrics())
+    gateway.policy.policy = ChargePolicy(price)
+    running = await start(config, gateway=gateway)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await running.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 10_000))

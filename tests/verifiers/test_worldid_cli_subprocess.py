@@ -1,0 +1,42 @@
+"""``popgate verify groth16|worldid`` as a real subprocess, JSON Lines in and out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.gateway.worldid_support import CASES, FIX, ROOT, VK_FILE
+
+POPGATE = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "popgate"
+
+
+def run(scheme: str, cases: list[object]) -> list[dict]:
+    lines = "\n".join(c if isinstance(c, str) else json.dumps(c) for c in cases) + "\n"
+    proc = subprocess.run([str(POPGATE), "verify", scheme], input=lines, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(x) for x in proc.stdout.splitlines()]
+
+
+def test_worldid_cli_replay_is_nullifier_reused():
+    vk = json.loads(VK_FILE.read_text())
+
+    def case(i: int, **kw: object) -> dict:
+        c = CASES[i]
+        return {"app_id": c["app_id"], "action": c["action"], "signal": c["signal"],
+                "result": c["idkit2_result"], "valid_roots": [ROOT], "vk": vk, **kw}
+
+    out = run("worldid", [case(0), case(1), case(0), case(0, valid_roots=["0x01"]),
+                          case(1, signal="other"), "not json", case(3)])
+    assert [o["reason"] for o in out] == ["ok", "ok", "nullifier_reused", "unknown_root",
+                                          "invalid_proof", "malformed", "ok"]
+    assert out[0]["nullifier"] == CASES[0]["idkit2_result"]["nullifier_hash"].lower()
+    assert [o["valid"] for o in out] == [True, True, False, False, False, False, True]
+
+
+def test_groth16_cli():
+    pub2 = json.loads((FIX / "pub2.json").read_text())
+    good = {"vk": pub2["vk"], "proof": pub2["proof"], "public": pub2["public"]}
+    out = run("groth16", [good, {**good, "public": ["1", pub2["public"][1]]}, {"vk": pub2["vk"]}])
+    assert [o["reason"] for o in out] == ["ok", "invalid_proof", "malformed"]

@@ -1,0 +1,66 @@
+"""`popgate verify zklogin|zklogin-nonce|poseidon|webbotauth` as a real subprocess:
+JSON Lines in, one JSON line out per case, replays within one run caught."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.verifiers.test_webbotauth import AGENT_JWKS
+from tests.verifiers.test_webbotauth import FIX as WBA
+from tests.verifiers.test_webbotauth import NOW as WBA_NOW
+from tests.verifiers.test_webbotauth import PUB
+from tests.verifiers.test_zklogin import FIX, JWT, NONCES, SALT, cli_case
+
+POPGATE = Path(sys.executable).parent / "popgate"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(scheme: str, cases: list[Any]) -> list[dict[str, Any]]:
+    lines = "\n".join(c if isinstance(c, str) else json.dumps(c) for c in cases) + "\n"
+    proc = subprocess.run([str(POPGATE), "verify", scheme], input=lines, capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(x) for x in proc.stdout.splitlines()]
+
+
+def test_zklogin_table_and_replay() -> None:
+    """Every JWT case gives its reason; the valid token presented again in the run is `replayed`."""
+    cases = [cli_case(c, salt=str(SALT)) for c in JWT["cases"]]
+    res = run("zklogin", cases + [cases[0], "{not json", "[1]"])
+    want = [c["reason"] or "ok" for c in JWT["cases"]] + ["replayed", "malformed", "malformed"]
+    assert [r["reason"] for r in res] == want
+    assert res[0]["address"] == JWT["expected_address"]["address_padded"]
+    assert res[0]["subject"] == "zklogin:" + res[0]["address"]
+
+
+def test_zklogin_nonce_and_poseidon() -> None:
+    """Nonces equal @mysten/sui generateNonce; Poseidon equals circomlibjs; junk is malformed."""
+    res = run("zklogin-nonce", [{k: v[k] for k in ("ext_eph_pk", "max_epoch", "randomness")}
+                                for v in NONCES] + [{"ext_eph_pk": "!!", "max_epoch": "1", "randomness": "1"}])
+    assert [r.get("nonce") for r in res[:-1]] == [v["nonce"] for v in NONCES]
+    assert res[-1] == {"valid": False, "reason": "malformed"}
+    vecs = json.loads((FIX / "poseidon_vectors.json").read_text())["vectors"]
+    res = run("poseidon", [{"inputs": v["inputs"]} for v in vecs] + [{"inputs": []}])
+    assert [r.get("hash") for r in res[:-1]] == [v["hash"] for v in vecs]
+    assert res[-1]["reason"] == "malformed"
+
+
+def test_webbotauth_cloudflare_vectors_and_replay() -> None:
+    """web-bot-auth-signed requests verify; the same request again in the run is `replayed`."""
+    cases = [{"method": r["method"], "url": r["url"], "headers": r["headers"], "jwks": AGENT_JWKS,
+              "now": WBA_NOW + 5} for r in WBA["requests"]]
+    res = run("webbotauth", cases + [cases[2], {**cases[0], "jwks": {"keys": [PUB["other"]]}},
+                                     {**cases[0], "now": WBA_NOW + 3600}])
+    assert [r["reason"] for r in res] == ["ok"] * len(cases) + ["replayed", "unknown_kid", "expired"]
+    assert res[1]["subject"] == "signer.example.test"
+
+
+def test_unknown_scheme_is_usage_error() -> None:
+    """An unknown scheme exits 2 with a message."""
+    proc = subprocess.run([str(POPGATE), "verify", "nope"], input="", capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert proc.returncode == 2 and "unknown scheme" in proc.stderr

@@ -1,0 +1,9 @@
+"""Adapters for ``popgate verify SCHEME``: one module per scheme.
+
+Each module ``verifiers.cli.<scheme>`` (dashes become underscores) defines::
+
+    async def check(case: dict, env: gateway.verify_cli.VerifyEnv) -> dict
+
+It returns the extra output fields for a valid case (``valid``/``reason`` are
+added by the driver) or raises ``verifiers.errors.VerificationError``.
+"""

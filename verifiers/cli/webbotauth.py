@@ -1,0 +1,23 @@
+"""``popgate verify webbotauth``: ``{"method", "url", "headers": {...}, "jwks": {...},
+"now", "body"?}`` -> ``keyid``, ``subject``, ``agent``. Keys are the JWKS given
+(no directory fetches); nonces are spent in the run's shared store, so a
+repeated request in one run gives ``replayed``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from verifiers.errors import Malformed
+from verifiers.httpsig import RequestView
+from verifiers.webbotauth import WebBotAuthVerifier, static_keys_from_jwks
+
+
+async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
+    method, url, headers = case["method"], case["url"], case["headers"]
+    if not isinstance(method, str) or not isinstance(url, str) or not isinstance(headers, dict):
+        raise Malformed(detail="method/url must be strings, headers an object")
+    body = case.get("body")
+    view = RequestView.build(method, url, headers, body.encode() if isinstance(body, str) else None)
+    verifier = WebBotAuthVerifier(static=static_keys_from_jwks(case["jwks"]), store=env.store)
+    att = await verifier.verify(view, now=env.now)
+    return {"keyid": att.keyid, "subject": att.subject, "agent": att.agent}
