@@ -11,7 +11,6 @@ posted N times, one id_token exchanged N times, one World ID nullifier.
 
 from __future__ import annotations
 
-import json
 import random
 from http.cookiejar import DefaultCookiePolicy
 import time
@@ -21,10 +20,11 @@ import gevent
 from locust import between, task
 
 from gateway import client as popclient
-from loadtests.users import (ZKLOGIN, PopUser, WebBotAuthSigner, ZkLoginWallet, api_path,
-                             is_challenge, upstream_json)
+from loadtests.users import (ZKLOGIN, PopUser, WebBotAuthSigner, WorldIdHuman, ZkLoginWallet,
+                             api_path, is_challenge, upstream_json)
 
 PUZZLE = "/.well-known/popgate/puzzle"
+WORLDID = "/.well-known/popgate/worldid"
 
 
 class Attacker(PopUser):
@@ -164,6 +164,15 @@ class Replayer(Attacker):
                      "REPLAY zklogin session without its key")
 
     @task
+    def worldid_proof_replay(self) -> None:
+        """The WorldIdHuman's proof, once it has bought its session: its nullifier is spent."""
+        body = WorldIdHuman.spent
+        if body is None:
+            return
+        self.attempt("worldid_proof_replay", "POST", WORLDID, self.headers(), "REPLAY worldid proof",
+                     json=body)
+
+    @task
     def webbotauth_signature_replay(self) -> None:
         if not self.settings.wba_jwk:
             return
@@ -181,10 +190,14 @@ class Sybil(Attacker):
     net_octet = 9
     copies = 5
 
-    def many(self, kind: str, method: str, path: str, label: str, bodies: list[Any]) -> None:
-        """Send ``bodies`` concurrently; more than one session out is a breach."""
+    sessions: dict[str, int] = {}     # credential → sessions it bought, over the whole run
+
+    def many(self, kind: str, method: str, path: str, label: str, bodies: list[Any],
+             credential: str | None = None) -> None:
+        """Send ``bodies`` concurrently; more than one session for the credential (in this
+        attempt, or, when ``credential`` names it, over the whole run) is a breach."""
         self.tally.attempts[kind] += 1
-        won = []
+        won: list[Any] = []
 
         def one(body: Any) -> None:
             with self.client.request(method, path, name=self.name(label), json=body, catch_response=True,
@@ -197,11 +210,14 @@ class Sybil(Attacker):
                 resp.success()
 
         gevent.joinall([gevent.spawn(one, b) for b in bodies])
-        if len(won) > 1:
-            self.breach(None, kind, f"{len(won)} sessions from one credential")
+        total = len(won)
+        if credential is not None:
+            total = Sybil.sessions[credential] = Sybil.sessions.get(credential, 0) + len(won)
+        if len(won) and total > 1:
+            self.breach(None, kind, f"{total} sessions from one credential")
             self.environment.events.request.fire(
                 request_type="SECURITY", name=self.name(label), response_time=0, response_length=0,
-                exception=Exception(f"SECURITY {kind}: {len(won)} sessions from one credential"),
+                exception=Exception(f"SECURITY {kind}: {total} sessions from one credential"),
                 context={})
 
     @task
@@ -223,9 +239,9 @@ class Sybil(Attacker):
     def one_nullifier_many_sessions(self) -> None:
         if not self.settings.worldid_proof:
             return
-        body = json.loads(open(self.settings.worldid_proof, encoding="utf-8").read())
-        self.many("sybil_worldid", "POST", "/.well-known/popgate/worldid", "SYBIL worldid nullifier x5",
-                  [body] * self.copies)
+        body = self.settings.worldid_bodies()[-1]
+        self.many("sybil_worldid", "POST", WORLDID, "SYBIL worldid nullifier x5",
+                  [body] * self.copies, credential=f"worldid:{body['result'].get('nullifier_hash')}")
 
 
 __all__ = ["Replayer", "Sybil"]

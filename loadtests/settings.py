@@ -8,6 +8,7 @@ credentials are missing is left out of the run (``locustfile.py``).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ class Settings:
     idp_issuer: str = ""
     idp_audience: str = ""
     idp_kid: str = ""
-    worldid_proof: str = ""                          # JSON file: an IDKit result the gateway accepts
+    worldid_proof: str = ""                          # JSON file: one exchange body, or a list of them
     price: int = 1000                                # atomic units the /paid route costs
     xff: bool = False                                # spread users over client networks (X-Forwarded-For)
     forge_key: str = ""                              # a key the gateway does NOT know (forged sessions)
@@ -64,6 +65,17 @@ class Settings:
             max_fail_ratio=_float("POPGATE_LT_MAX_FAIL_RATIO", 0.01),
             max_p95_ms=_float("POPGATE_LT_MAX_P95_MS", 2000.0),
             require_classes=e("POPGATE_LT_REQUIRE_CLASSES", "") == "1")
+
+    def worldid_bodies(self) -> list[dict[str, object]]:
+        """The World ID exchange bodies in ``POPGATE_LT_WORLDID_PROOF``: the file holds one body
+        (``{"result": <IDKit result>, "signal": "..."}``) or a list of them, one per nullifier.
+        WorldIdHuman presents the first; Sybil replays the last (give two, or the Sybil and the
+        human race for one nullifier and one of them is refused)."""
+        data = json.loads(Path(self.worldid_proof).read_text(encoding="utf-8"))
+        bodies = data if isinstance(data, list) else [data]
+        if not bodies or not all(isinstance(b, dict) for b in bodies):
+            raise ValueError(f"{self.worldid_proof}: expected a JSON object or a list of objects")
+        return bodies
 
     def missing(self, klass: str) -> str | None:
         """Why user class ``klass`` cannot run here, or None."""

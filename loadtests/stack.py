@@ -101,6 +101,20 @@ def write_keys(keys: Path) -> dict[str, str]:
     return out
 
 
+WORLDID_FIXTURES = ROOT / "tests/fixtures/groth16/worldid_v3_local.json"
+WORLDID_VK = ROOT / "tests/fixtures/groth16/semaphore_v3_local_depth20.vk.json"
+
+
+def write_worldid_proofs(keys: Path) -> dict[str, str]:
+    """Two exchange bodies (two nullifiers) for action ``verify-human`` from the committed
+    Semaphore fixtures: the first is the WorldIdHuman's, the last the Sybil's."""
+    cases = [c for c in json.loads(WORLDID_FIXTURES.read_text())["cases"] if c["action"] == "verify-human"]
+    bodies = [{"result": c["idkit2_result"], "signal": c["signal"]} for c in cases[:2]]
+    (keys / "worldid.json").write_text(json.dumps(bodies))
+    return {"worldid_app_id": cases[0]["app_id"], "worldid_vk": str(WORLDID_VK),
+            "worldid_root": cases[0]["idkit2_result"]["merkle_root"]}
+
+
 def _start(args: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as fh:
         proc = subprocess.Popen(args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
@@ -144,7 +158,7 @@ def start_stack(out: Path, *, store: str = "sqlite", workers: int = 1, api_keys:
             (out / "store.db").unlink(missing_ok=True)
             store_url = f"sqlite:///{out / 'store.db'}"
         config = Template((HERE / "flood.toml").read_text()).substitute(
-            port=port, admin_port=admin, upstream=f"http://127.0.0.1:{up}", store=store_url,
+            **write_worldid_proofs(out / "keys"), port=port, admin_port=admin, upstream=f"http://127.0.0.1:{up}", store=store_url,
             keys=out / "keys", policy=HERE / "flood-policy.toml",
             facilitator=f"http://127.0.0.1:{fac}")
         (out / "popgate.toml").write_text(config)
@@ -193,6 +207,7 @@ def credentials(stack: Stack, secrets: dict[str, str], api_keys: int, sessions: 
         "POPGATE_LT_IDP_ISSUER": IDP_ISSUER,
         "POPGATE_LT_IDP_AUDIENCE": IDP_AUDIENCE,
         "POPGATE_LT_IDP_KID": IDP_KID,
+        "POPGATE_LT_WORLDID_PROOF": str(k / "worldid.json"),
         "POPGATE_LT_PRICE": str(PRICE_ATOMIC),
         "POPGATE_LT_XFF": "1",
         "POPGATE_LT_FORGE_KEY": os.urandom(32).hex(),

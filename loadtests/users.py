@@ -454,7 +454,7 @@ class AccountUser(PopUser):
 
 
 class WorldIdHuman(PopUser):
-    """Exchanges a World ID proof (an IDKit result, ``POPGATE_LT_WORLDID_PROOF``)
+    """Exchanges a World ID proof (the first exchange body in ``POPGATE_LT_WORLDID_PROOF``)
     for a session once, then browses as ``human``. Enabled only with a proof
     the gateway accepts (one proof = one nullifier: one user of this class)."""
 
@@ -462,15 +462,17 @@ class WorldIdHuman(PopUser):
     fixed_count = 1
     wait_time = between(0.1, 0.3)
     net_octet = 7
+    spent: dict[str, Any] | None = None   # the body once exchanged: the Replayer replays it
 
     def on_start(self) -> None:
         super().on_start()
         self.token = ""
-        body = json.loads(open(self.settings.worldid_proof, encoding="utf-8").read())
+        body = self.settings.worldid_bodies()[0]
         with self.client.post("/.well-known/popgate/worldid", name=self.name("POST worldid"), json=body,
                               catch_response=True, headers=self.headers()) as resp:
             if resp.status_code == 200 and resp.json().get("token"):
                 self.token = resp.json()["token"]
+                WorldIdHuman.spent = body
                 resp.success()
             else:
                 resp.failure(f"World ID exchange refused: {resp.status_code} {resp.text[:200]}")

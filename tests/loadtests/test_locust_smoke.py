@@ -16,7 +16,7 @@ from loadtests.stack import start_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["FloodBot", "PuzzleBot", "Human", "PayingAgent", "VerifiedAgent", "AccountUser",
-           "Replayer", "Sybil"]
+           "WorldIdHuman", "Replayer", "Sybil"]
 
 
 @pytest.mark.slow
