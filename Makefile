@@ -44,7 +44,7 @@ test: install system-deps
 
 bench: install
 	@command -v wrk >/dev/null && command -v nginx >/dev/null || { $(APT_GET) update -qq && $(APT_GET) install -y -qq wrk nginx-light >/dev/null; }
-	$(PY) tests/bench/bench_proxy.py
+	$(PY) tests/bench/bench_all.py
 
 # A bounded agent-flood run (60 s) against a local stack; report in loadtests/out/REPORT.md.
 flood: install

@@ -22,7 +22,7 @@ from aiohttp import web
 from gateway import stages
 from gateway.config import Config
 from gateway.decisions import Allow, WayOut
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, StoreFailure
 from gateway.evidence import EvidenceScheme
 from gateway.evidence.session import SessionScheme
 from gateway.failure import FailurePolicy
@@ -32,7 +32,7 @@ from gateway.metrics import Metrics
 from gateway.pipeline import Context, Pipeline
 from gateway.proxy import Forwarder
 from gateway.responses import HtmlChallenge, decision_response, error_response, problem
-from gateway.stores.base import Store
+from gateway.stores.base import Store, StoreUnavailable
 from gateway.upstream import AiohttpUpstream, UpstreamClient
 from verifiers.session import SessionCodec
 
@@ -145,6 +145,11 @@ class Gateway:
             log.info("%s %s -> %d %s: %s", request.method, request.path, exc.status, exc.reason,
                      exc.detail)
             response = error_response(request, exc)
+        except StoreUnavailable as exc:
+            # a store call no failure mode guarded: fail closed, never a 500
+            metrics.store_errors.labels("unguarded").inc()
+            log.warning("store unavailable for %s %s: %s", request.method, request.path, exc)
+            response = error_response(request, StoreFailure(str(exc)))
         except asyncio.CancelledError:
             raise
         except Exception:

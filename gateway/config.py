@@ -173,8 +173,22 @@ def load_config(path: str | os.PathLike[str] | None, overrides: dict[str, Any] |
     return build_config(data, problems, os.environ if env is None else env)
 
 
+def _nul_strings(value: Any, where: str) -> list[str]:
+    """Key paths of strings holding a NUL (TOML can spell one; no path or name can hold it)."""
+    if isinstance(value, str):
+        return [f"{where or '(top)'}: NUL character in a string"] if "\x00" in value else []
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _nul_strings(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _nul_strings(v, f"{where}[{i}]")]
+    return []
+
+
 def build_config(data: dict[str, Any], problems: list[str], env: Any) -> Config:
     """Validate a parsed config dict; raise ConfigError listing all problems."""
+    nul = _nul_strings(data, "")
+    if nul:
+        raise ConfigError(problems + nul)
     c = pc.Collector(data, problems)
     c.unknown_keys("", data, {"server", "limits", "sessions", "store", "policy"} | _extension_sections())
     server = c.table("server")

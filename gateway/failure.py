@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gateway.config import StoreConfig
 from gateway.errors import StoreFailure
@@ -48,3 +48,18 @@ class FailurePolicy:
                 return open_value
             log.warning("store unavailable, %s fails closed: %s", action, exc)
             raise StoreFailure(str(exc)) from None
+
+
+class GuardedClaims:
+    """A store's ``claim`` under the failure mode of ``action``, for verifiers that
+    spend as they verify (``verifiers.puzzle.verify``): a store outage then answers
+    as that action is configured (503, or open) instead of escaping as an error."""
+
+    __slots__ = ("_store", "_policy", "_action")
+
+    def __init__(self, store: Any, policy: FailurePolicy, action: str) -> None:
+        self._store, self._policy, self._action = store, policy, action
+
+    async def claim(self, key: str, ttl: float, limit: int = 1) -> bool:
+        won: bool = await self._policy.guard(self._action, self._store.claim(key, ttl, limit), True)
+        return won

@@ -35,7 +35,7 @@ from gateway.decisions import Challenge, Charge, Decision, Deny, Throttle, WayOu
 from gateway.errors import GatewayError
 from gateway.evidence import hashcash as hashcash_ev
 from gateway.evidence.puzzle import PuzzleOffer, WorkProof
-from gateway.failure import FailurePolicy
+from gateway.failure import FailurePolicy, GuardedClaims
 from gateway.pipeline import Context
 from gateway.pressure import PressureMonitor
 from gateway.stores.base import Store
@@ -273,7 +273,8 @@ def policy_extension(gateway, services) -> None:  # type: ignore[no-untyped-def]
         puzzles = PuzzleOffer(keys, pz, difficulty, services.metrics)
         gateway.schemes.append(PuzzleScheme(keys))
         gateway.endpoints[SUBMIT] = PuzzleEndpoint(
-            keys, pz, services.store, services.sessions, services.subject_key,
+            keys, pz, GuardedClaims(services.store, services.failure, "spend"), services.sessions,
+            services.subject_key,
             config.sessions.cookie_name, config.sessions.cookie_secure, services.metrics)
         if pz.hashcash:
             max_age = float(pz.hashcash_max_age)

@@ -30,6 +30,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.samples import Sample
 
 from gateway.metrics import Metrics
+from gateway.metrics_files import flush
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Gauges that are a level per worker add up; these take the largest instead.
@@ -70,6 +71,7 @@ def scrape_registry(metrics: Metrics) -> CollectorRegistry:
     path = os.environ.get(MULTIPROC_ENV)
     if not path or not os.path.isdir(path):
         return metrics.registry
+    flush()          # this worker's own numbers, up to this request
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Aggregated(path))
     return registry

@@ -15,8 +15,10 @@ parent only supervises:
 Metrics: workers share a per-run ``PROMETHEUS_MULTIPROC_DIR`` (prometheus
 client multiprocess mode; an operator-set one is used and emptied at start),
 and ``/metrics`` on the shared admin port aggregates every worker's numbers,
-whichever worker answers (:func:`gateway.status.scrape_registry`). Counters of a replaced
-worker stay in the total, so counters never go backwards; its gauges go.
+whichever worker answers (:func:`gateway.status.scrape_registry`). Each worker writes its
+numbers to the files in batches (:mod:`gateway.metrics_files`: every 0.1 s, and before it
+answers a scrape), so another worker's last 0.1 s may be missing from a scrape. Counters of a
+replaced worker stay in the total, so counters never go backwards; its gauges go.
 
 The embedded SQLite store is safe across the workers of one host (WAL, one
 connection per worker, atomic statements); ``memory://`` is refused because
@@ -42,6 +44,7 @@ from prometheus_client import values
 from prometheus_client.multiprocess import mark_process_dead
 
 from gateway.config import Config
+from gateway.metrics_files import batched_value_class, flush, start_flusher
 from gateway.server import serve
 from gateway.status import MULTIPROC_ENV
 
@@ -70,9 +73,13 @@ def _worker_main(config: Config) -> None:
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
     # prometheus_client picked its value class at import, in the parent;
-    # switch this process to the shared files.
-    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
-    _run_one(config, reuse_port=True)
+    # switch this process to the shared files (written in batches).
+    values.ValueClass = batched_value_class()
+    start_flusher()
+    try:
+        _run_one(config, reuse_port=True)
+    finally:
+        flush()      # a forked process leaves through os._exit: no atexit
 
 
 def _prepare_multiproc_dir() -> tuple[str, bool]:

@@ -3,10 +3,11 @@
 User classes (weights in parentheses): FloodBot (10), PuzzleBot (3), Human (3),
 PayingAgent (2), VerifiedAgent (2), AccountUser (2), WorldIdHuman (1, one
 user), Replayer (1), Sybil (1). A class whose credentials are not in the
-environment is left out (see loadtests/settings.py and loadtests/README.md);
-``POPGATE_LT_CLASSES=A,B`` runs only those; ``POPGATE_LT_ONE_EACH=1`` gives
+environment or on the command line is left out (see loadtests/settings.py and
+loadtests/README.md; every ``POPGATE_LT_X_Y`` variable is also a ``--pg-x-y``
+flag); ``--pg-classes A,B`` runs only those; ``--pg-one-each 1`` gives
 every class exactly one user (smoke runs). The shape comes from
-``POPGATE_LT_SHAPE`` (staged | ramp | spike | flood | none). The gate
+``--pg-shape`` (staged | ramp | spike | flood | none). The gate
 (loadtests/gate.py) sets a non-zero exit code on any breach or threshold.
 """
 
@@ -19,8 +20,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from locust import events  # noqa: E402
+
+from loadtests.settings import Settings, add_options, apply_command_line  # noqa: E402
+
+apply_command_line(sys.argv[1:])     # --pg-* flags → POPGATE_LT_* before anything reads them
+
 from loadtests import attackers, gate, shapes, users  # noqa: E402
-from loadtests.settings import Settings  # noqa: E402
+
+
+@events.init_command_line_parser.add_listener
+def _popgate_options(parser: object) -> None:
+    """So that locust accepts (and ``--help`` lists) the ``--pg-*`` flags."""
+    add_options(parser, include_in_web_ui=False)
 
 _settings = Settings.from_env()
 _CANDIDATES = [users.FloodBot, users.PuzzleBot, users.Human, users.PayingAgent, users.VerifiedAgent,

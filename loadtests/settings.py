@@ -1,17 +1,74 @@
 """What the load-test users read from the environment (all optional).
 
-Point the scenarios at any deployment: set ``POPGATE_LT_HOST`` (or pass
-``--host``) and the credentials of the classes you want; a class whose
-credentials are missing is left out of the run (``locustfile.py``).
-``run_flood.py`` sets all of them for its own local stack.
+Point the scenarios at any deployment: pass ``--host`` (or set ``POPGATE_LT_HOST``)
+and the credentials of the classes you want, as ``--pg-*`` flags or ``POPGATE_LT_*``
+variables (:data:`OPTIONS`); a class whose credentials are missing is left out of the
+run (``locustfile.py``). ``run_flood.py`` sets all of them for its own local stack.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+
+# Every setting is an environment variable and a locust command-line flag
+# (``POPGATE_LT_WORLDID_PROOF`` = ``--pg-worldid-proof``); a flag wins over the variable.
+OPTIONS: dict[str, str] = {
+    "POPGATE_LT_SHAPE": "load shape: staged | ramp | spike | flood | none (locust's -u/-r/-t)",
+    "POPGATE_LT_DURATION": "seconds the shape runs (60)",
+    "POPGATE_LT_USERS": "peak users of the shape (40)",
+    "POPGATE_LT_CLASSES": "run only these user classes (comma-separated)",
+    "POPGATE_LT_ONE_EACH": "1: exactly one user of every class (smoke runs)",
+    "POPGATE_LT_SESSION_TOKENS": "Human: popgate session tokens (comma-separated)",
+    "POPGATE_LT_API_KEYS": "PayingAgent: prepaid API keys (comma-separated)",
+    "POPGATE_LT_CREDIT_ACCOUNTS": "their credit accounts, same order (for the exactly-once check)",
+    "POPGATE_LT_ADMIN_URL": "popgate's admin listener (credit balances)",
+    "POPGATE_LT_ADMIN_TOKEN": "its admin token (prefer the variable: flags show in ps)",
+    "POPGATE_LT_X402_KEY": "PayingAgent: a TEST private key the x402 SDK signs with",
+    "POPGATE_LT_PRICE": "atomic units the /paid route costs (1000)",
+    "POPGATE_LT_WBA_JWK": "VerifiedAgent: Ed25519 private JWK file of a Web Bot Auth agent",
+    "POPGATE_LT_WBA_AGENT": "VerifiedAgent: optional Signature-Agent URL",
+    "POPGATE_LT_IDP_KEY": "AccountUser: PEM file of a test IdP your [zklogin] provider trusts",
+    "POPGATE_LT_IDP_ISSUER": "AccountUser: that IdP's issuer",
+    "POPGATE_LT_IDP_AUDIENCE": "AccountUser: the audience",
+    "POPGATE_LT_IDP_KID": "AccountUser: the key id",
+    "POPGATE_LT_WORLDID_PROOF": "WorldIdHuman, Sybil, Replayer: JSON file, one exchange body or a list",
+    "POPGATE_LT_XFF": "1: spread users over client networks with X-Forwarded-For",
+    "POPGATE_LT_FORGE_KEY": "a key the gateway does NOT know (forged sessions; random by default)",
+    "POPGATE_LT_MAX_BITS": "hardest puzzle a PuzzleBot still solves (20)",
+    "POPGATE_LT_SUMMARY": "write the run's tallies here (JSON)",
+    "POPGATE_LT_MAX_FAIL_RATIO": "gate: unexpected outcomes / requests (0.01)",
+    "POPGATE_LT_MAX_P95_MS": "gate: p95 latency of all requests, ms (2000)",
+    "POPGATE_LT_REQUIRE_CLASSES": "1: gate fails when a user class made no request",
+}
+
+
+def flag(env: str) -> str:
+    """``POPGATE_LT_WORLDID_PROOF`` → ``--pg-worldid-proof``."""
+    return "--pg-" + env.removeprefix("POPGATE_LT_").lower().replace("_", "-")
+
+
+def add_options(parser: Any, **extra: Any) -> None:
+    """Register the ``--pg-*`` flags on an argparse-like parser (locust's, or our own)."""
+    for env, text in OPTIONS.items():
+        parser.add_argument(flag(env), dest=env, default=None, help=f"{text} [env {env}]", **extra)
+
+
+def apply_command_line(argv: list[str]) -> None:
+    """Copy the ``--pg-*`` flags in ``argv`` into the environment, where the users, shapes
+    and gate read them (they are read at import, before locust parses its own options)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    add_options(parser)
+    known, _rest = parser.parse_known_args(argv)
+    for env in OPTIONS:
+        value = getattr(known, env)
+        if value is not None:
+            os.environ[env] = value
 
 
 def _list(name: str) -> list[str]:

@@ -126,7 +126,7 @@ def _include(p: Problems, here: str, r: dict[str, Any], base: Path | None, depth
              stack: set[Path]) -> list[tuple[str, dict[str, Any]]]:
     p.unknown_keys(here, r, {"include"})
     name = r["include"]
-    if not isinstance(name, str):
+    if not isinstance(name, str) or not name or "\x00" in name:
         p.add(f"{here}.include", "expected a file name")
         return []
     if name.startswith("(snippets)/"):

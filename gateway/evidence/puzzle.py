@@ -28,7 +28,7 @@ from gateway.errors import BadRequest
 from gateway.metrics import Metrics
 from gateway.pipeline import Attestation, Context
 from gateway.responses import problem, wants_html
-from gateway.stores.base import Store
+from gateway.failure import GuardedClaims
 from policies.classify import classify
 from policies.difficulty import Difficulty
 from verifiers import puzzle
@@ -126,7 +126,7 @@ class PuzzleEndpoint:
     Rejected solutions get 403 problem+json with the verifier's reason.
     """
 
-    def __init__(self, keys: puzzle.PuzzleKeys, settings: PuzzleConfig, store: Store,
+    def __init__(self, keys: puzzle.PuzzleKeys, settings: PuzzleConfig, store: GuardedClaims,
                  sessions: SessionCodec, subject_key: bytes, cookie: str, secure: bool,
                  metrics: Metrics) -> None:
         self.keys, self.settings, self.store = keys, settings, store

@@ -52,12 +52,31 @@ class SQLiteStore:
         if self._conn is None:
             conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None,
                                    check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(SCHEMA)
-            conn.executescript(LEDGER_SCHEMA)
+            try:
+                self._set_up(conn)
+            except BaseException:
+                conn.close()
+                raise
             self._conn = conn
         return self._conn
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        # Switching to WAL takes an exclusive lock and does not wait on the busy
+        # handler: workers opening a new file together retry it, within the timeout.
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() in ("wal", "memory"):
+                    break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError("could not switch the store to WAL mode")
+            time.sleep(0.01)
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(SCHEMA)
+        conn.executescript(LEDGER_SCHEMA)
 
     async def _run(self, fn: Callable[[sqlite3.Connection, float], T]) -> T:
         queued = time.monotonic()

@@ -1,12 +1,14 @@
 """The whole benchmark in one run, on loopback: proxies, workers, memory, verifiers.
 
-    python tests/bench/bench_all.py [--seconds 5] [--conns 32] [--workers 2]
+    python tests/bench/bench_all.py [--seconds 5] [--conns 32] [--rounds 3] [--workers 2]
                                     [--flood-seconds 60] [--out loadtests/BENCHMARKS.md]
 
 (a) the origin directly (nginx static), (b) a bare aiohttp proxy, (c) nginx
 proxy_pass, (d) popgate with valid sessions, (e) popgate answering an
 unverified flood with 402s, (f) each of (b), (d), (e) with 1 and with N worker
-processes (SO_REUSEPORT); driven by wrk from a separate process. Then a
+processes (SO_REUSEPORT); driven by wrk from a separate process. All of them
+run at once and the cases take turns, round after round; each case keeps its
+best round (the machine is shared: noise only ever slows a case). Then a
 sustained flood (``--flood-seconds``, random paths and client networks) on
 popgate with N workers, sampling each worker's RSS: peak (VmHWM) and growth.
 Then the verifier micro-benchmarks (Groth16, JWT/identity, puzzle, payments).
@@ -40,7 +42,9 @@ FLOOD_LUA = """
 math.randomseed(os.time())
 request = function()
   local path = "/api/items/" .. math.random(1, 1000000000)
-  local xff = "10." .. math.random(0, 255) .. "." .. math.random(0, 255) .. "." .. math.random(1, 254)
+  -- a botnet's spread: /24s from all over the unicast IPv4 space (~14 M of them), so the
+  -- per-network state reaches its cap (difficulty max_networks = 100,000) within the run
+  local xff = math.random(1, 223) .. "." .. math.random(0, 255) .. "." .. math.random(0, 255) .. "." .. math.random(1, 254)
   return wrk.format("GET", path, { ["X-Forwarded-For"] = xff, ["User-Agent"] = "flood/1.0" })
 end
 """
@@ -158,6 +162,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--conns", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3, help="wrk rounds per case; the best is kept")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--flood-seconds", type=int, default=60)
     ap.add_argument("--policy", default=str(ROOT / "policies/default.toml"))
@@ -173,12 +178,19 @@ def main() -> None:
     results: list[Result] = []
     lines: list[str] = []
 
-    def run(name: str, port: int, pids: list[int], headers: dict[str, str] | None = None) -> Result:
-        r = wrk(name, f"http://127.0.0.1:{port}/api/items", pids, seconds=args.seconds, conns=args.conns,
-                headers=headers or {})
-        results.append(r)
-        print(f"  {name:28s} {r.rps:>10,.0f} req/s  p50 {r.p50_ms:.2f} ms  p99 {r.p99_ms:.2f} ms", flush=True)
-        return r
+    def measure(cases: list[tuple[str, int, list[int], dict[str, str]]]) -> None:
+        """Every case once per round, round-robin (so a noisy minute hits them all alike);
+        the best round of each case is kept: noise only ever slows a run down."""
+        best: dict[str, Result] = {}
+        for rnd in range(args.rounds):
+            for name, port, pids, headers in cases:
+                r = wrk(name, f"http://127.0.0.1:{port}/api/items", pids, seconds=args.seconds,
+                        conns=args.conns, headers=headers)
+                print(f"  [{rnd + 1}/{args.rounds}] {name:28s} {r.rps:>10,.0f} req/s  p50 {r.p50_ms:.2f} ms  "
+                      f"p99 {r.p99_ms:.2f} ms", flush=True)
+                if name not in best or r.rps > best[name].rps:
+                    best[name] = r
+        results.extend(best[name] for name, *_ in cases)
 
     try:
         up = free_port()
@@ -187,46 +199,53 @@ def main() -> None:
         origin = f"http://127.0.0.1:{up}"
         token = session_token(str(tmp / "k1"))
         auth = {"Authorization": f"PoP {token}"}
-        print(f"bench_all: {args.seconds}s per case, {args.conns} connections, N = {n} workers")
-        run("(a) direct", up, tree(p.pid))
+        print(f"bench_all: {args.seconds}s per case, best of {args.rounds} rounds, {args.conns} connections, "
+              f"N = {n} workers")
         ref = free_port()
         ngx = nginx(ref, upstream=up)[0]
         procs.append(ngx)
-        run("(c) nginx proxy_pass", ref, tree(ngx.pid))
-        peaks: dict[str, list[float]] = {}
-        for w in (1, n):
+        cases: list[tuple[str, int, list[int], dict[str, str]]] = [
+            ("(a) direct", up, tree(p.pid), {}), ("(c) nginx proxy_pass", ref, tree(ngx.pid), {})]
+        gateways: dict[int, tuple[subprocess.Popen[bytes], int]] = {}
+        for w in sorted({1, n}):
             bare, bport = bare_proxies(w, origin)
             procs.extend(bare)
-            run(f"(b) bare aiohttp ×{w}", bport, [b.pid for b in bare])
-            for b in bare:
-                b.terminate()
-                b.wait(10)
             gw, gport = popgate(tmp, origin, w, Path(args.policy).resolve())
             procs.append(gw)
-            pids = tree(gw.pid)
-            run(f"(d) popgate session ×{w}", gport, pids, auth)
-            run(f"(e) popgate 402 flood ×{w}", gport, pids)
-            peaks[f"×{w} after (d),(e)"] = [peak_rss_mb(q) for q in workers_of(gw.pid)]
-            if w == n:
-                script = tmp / "flood.lua"
-                script.write_text(FLOOD_LUA)
-                print(f"  sustained flood: {args.flood_seconds}s, random paths and client networks ...", flush=True)
-                wpids = workers_of(gw.pid)
-                flood, samples = wrk_flood(f"http://127.0.0.1:{gport}/", wpids, args.flood_seconds,
-                                           args.conns, script)
-                hwm = {q: peak_rss_mb(q) for q in wpids}
-            gw.terminate()
-            gw.wait(15)
+            gateways[w] = (gw, gport)
+            cases += [(f"(b) bare aiohttp ×{w}", bport, [b.pid for b in bare], {}),
+                      (f"(d) popgate session ×{w}", gport, tree(gw.pid), auth),
+                      (f"(e) popgate 402 flood ×{w}", gport, tree(gw.pid), {})]
+        measure(cases)
+        peaks: dict[str, list[float]] = {
+            f"×{w} after (d),(e)": [peak_rss_mb(q) for q in workers_of(gw.pid)]
+            for w, (gw, _) in gateways.items()}
+        for q in procs:
+            if q not in (p, gateways[n][0]):
+                q.terminate()
+        gw, gport = gateways[n]
+        script = tmp / "flood.lua"
+        script.write_text(FLOOD_LUA)
+        print(f"  sustained flood: {args.flood_seconds}s, random paths and client networks ...", flush=True)
+        wpids = workers_of(gw.pid)
+        flood, samples = wrk_flood(f"http://127.0.0.1:{gport}/", wpids, args.flood_seconds, args.conns, script)
+        hwm = {q: peak_rss_mb(q) for q in wpids}
+        gw.terminate()
+        gw.wait(15)
         b = {r.name: r for r in results}
 
         def ratio(x: str, y: str) -> float:
             return b[x].rps / b[y].rps
-        first = samples[1][1] if len(samples) > 2 else samples[0][1]   # after the first 5 s (warm)
+        d1, dn = b["(d) popgate session ×1"], b[f"(d) popgate session ×{n}"]
+        # The first half fills the bounded per-network state; the second half must be flat.
+        half = next((s for t, s in samples if t >= args.flood_seconds / 2), samples[0][1])
         last = samples[-1][1]
-        growth = {q: last[q] - first.get(q, last[q]) for q in last}
+        growth = {q: last[q] - half.get(q, last[q]) for q in last}
+        total_growth = {q: last[q] - samples[0][1].get(q, last[q]) for q in last}
         lines += [f"# popgate benchmarks", "",
                   f"One run of `python tests/bench/bench_all.py --seconds {args.seconds} --conns {args.conns} "
-                  f"--workers {n} --flood-seconds {args.flood_seconds}` on {os.cpu_count()} cores "
+                  f"--rounds {args.rounds} --workers {n} --flood-seconds {args.flood_seconds}` (best of "
+                  f"{args.rounds} rounds per case) on {os.cpu_count()} cores "
                   f"({platform.processor() or platform.machine()}, Python {platform.python_version()}), "
                   f"{time.strftime('%Y-%m-%d')}. wrk (1 thread, {args.conns} connections) on loopback; "
                   f"origin: nginx returning a static body; popgate: `{Path(args.policy).name}`, puzzles on, "
@@ -239,13 +258,25 @@ def main() -> None:
                   f"| popgate session, {n} workers / 1 worker | {ratio(f'(d) popgate session ×{n}', '(d) popgate session ×1'):.2f} | ≥ 1.6 |",
                   f"| popgate 402 flood, {n} workers / 1 worker | {ratio(f'(e) popgate 402 flood ×{n}', '(e) popgate 402 flood ×1'):.2f} | — |",
                   f"| bare aiohttp, {n} workers / 1 worker | {ratio(f'(b) bare aiohttp ×{n}', '(b) bare aiohttp ×1'):.2f} | — |",
+                  f"| popgate session, req/s per core used, {n} workers / 1 worker | "
+                  f"{(dn.rps / dn.cores) / (d1.rps / d1.cores):.2f} | — |",
                   f"| peak RSS per worker, {args.flood_seconds} s sustained flood | "
                   f"{', '.join(f'{v:.1f}' for v in hwm.values())} MB | < 200 MB |",
-                  f"| RSS growth per worker over the flood (after 5 s warm-up) | "
-                  f"{', '.join(f'{v:+.1f}' for v in growth.values())} MB | ≈ 0 |", "",
+                  f"| RSS growth per worker, second half of the flood | "
+                  f"{', '.join(f'{v:+.1f}' for v in growth.values())} MB | ≈ 0 |",
+                  f"| RSS growth per worker, whole flood (bounded state filling) | "
+                  f"{', '.join(f'{v:+.1f}' for v in total_growth.values())} MB | — |", "",
+                  f"Where the {n}-worker ceiling comes from: during (d) ×1 popgate used {d1.cores:.2f} cores "
+                  f"(one worker is bound by one core) and the machine was {d1.idle_pct:.0f} % idle; during (d) "
+                  f"×{n} popgate used {dn.cores:.2f} cores and the machine was {dn.idle_pct:.0f} % idle: wrk, the "
+                  f"origin and the kernel's loopback work share the same {os.cpu_count()} cores, so ×{n}/×1 "
+                  "is capped by what they leave, for popgate and the bare proxy alike.", "",
                   f"Sustained flood: {flood.rps:,.0f} req/s, p50 {flood.p50_ms:.2f} ms, p99 {flood.p99_ms:.2f} ms, "
                   f"{flood.non2xx:,} non-2xx (402s) over {args.flood_seconds} s, every request a new path "
-                  "and a random client /24 (X-Forwarded-For from a trusted proxy).", "",
+                  "and a random client /24 from the whole unicast IPv4 space (X-Forwarded-For from a "
+                  "trusted proxy). Per-network state is bounded (the difficulty tracker keeps at most "
+                  "`max_networks` = 100,000 networks per worker, least recently seen evicted; rate "
+                  "buckets live in the store), so RSS rises while that fills and then stays flat.", "",
                   "RSS per worker during the flood (MB, VmRSS, every 5 s): " + "; ".join(
                       f"{t:.0f}s " + "/".join(f"{v:.1f}" for v in s.values()) for t, s in samples), "",
                   "Peak RSS (VmHWM) per serving process after the throughput cases: " + "; ".join(

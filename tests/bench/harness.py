@@ -51,6 +51,12 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(all, idle + iowait) CPU ticks of the whole machine, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
 @dataclass
 class Result:
     name: str
@@ -59,15 +65,23 @@ class Result:
     p99_ms: float
     cpu_us: float
     non2xx: int
+    idle_pct: float = -1.0      # the machine's idle CPU during the run: 0 = saturated
+
+    @property
+    def cores(self) -> float:
+        """CPU cores the measured processes used."""
+        return self.cpu_us * self.rps / 1e6
 
 
 def wrk(name: str, url: str, pids: list[int], *, seconds: int, conns: int, headers: dict[str, str]) -> Result:
     args = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
     for k, v in headers.items():
         args += ["-H", f"{k}: {v}"]
-    before = cpu_seconds(pids)
+    before, ticks = cpu_seconds(pids), machine_ticks()
     out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
     cpu = cpu_seconds(pids) - before
+    after = machine_ticks()
+    idle = 100 * (after[1] - ticks[1]) / max(after[0] - ticks[0], 1)
     total = int(re.search(r"(\d+) requests in", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 
@@ -77,7 +91,7 @@ def wrk(name: str, url: str, pids: list[int], *, seconds: int, conns: int, heade
         return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     return Result(name, rps, lat("50"), lat("99"), cpu / max(total, 1) * 1e6,
-                  int(non2xx.group(1)) if non2xx else 0)
+                  int(non2xx.group(1)) if non2xx else 0, idle)
 
 
 def start(args: list[str], port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -111,10 +125,12 @@ http {{ access_log off; {ups}
 def table(results: list[Result], base: str, ref: str | None = None) -> str:
     b = next(r for r in results if r.name == base)
     n = next((r for r in results if r.name == ref), None) if ref else None
-    head = "| case | req/s | p50 ms | p99 ms | CPU µs/req | × " + base + (f" | × {ref}" if n else "") + " | non-2xx |"
+    head = ("| case | req/s | p50 ms | p99 ms | CPU µs/req | cores used | machine idle | × " + base
+            + (f" | × {ref}" if n else "") + " | non-2xx |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
-        row = f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_us:.0f} | {r.rps / b.rps:.2f}"
+        row = (f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_us:.0f} | {r.cores:.2f} | "
+               f"{r.idle_pct:.0f} % | {r.rps / b.rps:.2f}")
         if n:
             row += f" | {r.rps / n.rps:.2f}"
         lines.append(row + f" | {r.non2xx} |")

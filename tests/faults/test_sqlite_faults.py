@@ -75,3 +75,62 @@ async def test_sqlite_read_only_file_fails_closed(upstream, gateway_factory, htt
     reg = gw.gateway.metrics.registry
     assert sample(reg, "popgate_fail_open_total", {"action": "budget"}) == 5
     await ro.close()
+
+
+async def test_new_store_file_waits_for_another_writer_instead_of_failing(tmp_path):
+    """Switching a new store file to WAL does not go through SQLite's busy handler
+    (it fails at once while another connection writes): popgate retries it within
+    the store timeout, so workers opening one file together do not fail their first
+    requests (it did: a 500 on the first puzzle spend of a two-worker gateway)."""
+    from gateway.stores.sqlite import SQLiteStore
+    db = tmp_path / "store.db"
+    locker = sqlite3.connect(db, isolation_level=None)
+    locker.execute("CREATE TABLE other (x)")
+    locker.execute("BEGIN IMMEDIATE")
+    locker.execute("INSERT INTO other VALUES (1)")
+    asyncio.get_running_loop().call_later(0.3, locker.execute, "COMMIT")
+    store = SQLiteStore(str(db), timeout=3.0)
+    try:
+        t0 = time.monotonic()
+        assert await store.claim("pg:{x:1}", 60) is True
+        assert 0.25 <= time.monotonic() - t0 < 2.5, "waited for the writer, then went on"
+        assert await store.claim("pg:{x:1}", 60) is False
+        assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        await store.close()
+        locker.close()
+
+
+async def test_puzzle_submission_with_the_store_locked_is_503_and_spends_nothing(
+        upstream, gateway_factory, http, tmp_path):
+    """POST /.well-known/popgate/puzzle while the store is locked: 503
+    store_unavailable with Retry-After (the spend fails closed; before, the
+    StoreUnavailable escaped as a 500), and the same solution buys its session
+    once the store is back: nothing was spent by the failed attempt."""
+    from tests.gateway.puzzle_support import puzzle_extra, way
+    from verifiers import puzzle
+    db = tmp_path / "store.db"
+    gw = await gateway_factory(upstream, store=f"sqlite:///{db}", extra=puzzle_extra(tmp_path))
+    async with http.get(url_of(gw, "/v1/x"), headers={"Accept": "application/json"}) as r:
+        assert r.status == 402
+        p = way(await r.json(), "puzzle")
+    nonces, _ = await asyncio.to_thread(puzzle.solve, p["challenge"], p["bits"], p["subs"])
+    body = {"solution": f"{p['challenge']}:{','.join(nonces)}"}
+    submit = url_of(gw, "/.well-known/popgate/puzzle")
+    locker = sqlite3.connect(db, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        async with http.post(submit, json=body) as r:
+            assert r.status == 503
+            assert (await r.json())["reason"] == "store_unavailable"
+            assert r.headers.get("Retry-After")
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    reg = gw.gateway.metrics.registry
+    assert sample(reg, "popgate_store_errors_total", {"action": "spend"}) == 1
+    async with http.post(submit, json=body) as r:
+        assert r.status == 200, await r.text()
+        assert (await r.json())["token"]
+    async with http.post(submit, json=body) as r:
+        assert r.status == 403

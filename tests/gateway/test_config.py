@@ -106,6 +106,18 @@ def test_inline_secret_refused(tmp_path):
     assert any("sessions.keys[0].secret" in p for p in exc.value.problems)
 
 
+def test_nul_in_a_file_name_is_a_config_problem_not_a_crash(tmp_path):
+    """TOML can spell a NUL (\\u0000); a file name holding one is reported with its
+    key path (it crashed start-up with a ValueError traceback)."""
+    path = write(tmp_path, '[server]\nupstream = "http://a:1"\n[sessions]\n'
+                           'keys = [{kid = "k1", secret_file = "/etc/k\\u0000"}]\n'
+                           '[policy]\nfile = "p\\u0000.toml"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.problems == ["sessions.keys[0].secret_file: NUL character in a string",
+                                  "policy.file: NUL character in a string"]
+
+
 def test_missing_keys_is_an_error_not_a_silent_default(tmp_path):
     """No session key configured → start-up fails; popgate never invents one."""
     path = write(tmp_path, '[server]\nupstream = "http://a:1"\n')

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from gateway.config import load_config
+from gateway.metrics_files import FLUSH_SECONDS
 from gateway.workers import worker_pids
 from tests.support.servers import gateway_process, wait_port_async, write_config
 
@@ -100,6 +101,8 @@ async def test_workers_share_both_ports_and_aggregate_metrics(upstream, tmp_path
             sent += 20
             writers = {int(f.stem.rsplit("_", 1)[1]) for f in multiproc_dir.glob("counter_*.db")}
         assert writers == set(pids), "both workers should have served (and counted) requests"
+        # Workers write their numbers every FLUSH_SECONDS (and the answering one at once).
+        await asyncio.sleep(3 * FLUSH_SECONDS)
         scrapes = [await scrape(cfg.admin.port) for _ in range(8)]
         for text in scrapes:
             assert metric(text, "popgate_requests_total", decision="challenge") == sent
@@ -122,12 +125,14 @@ async def test_dead_worker_is_replaced_and_counters_survive(upstream, tmp_path, 
         await wait_port_async(cfg.listen.port)
         pids = await wait_workers(proc.pid, WORKERS)
         await hammer(cfg.listen.port, "/", 20)
+        await asyncio.sleep(3 * FLUSH_SECONDS)   # a SIGKILL loses at most the last flush period
         os.kill(pids[0], signal.SIGKILL)
         new = await wait_workers(proc.pid, WORKERS, exclude={pids[0]})
         assert pids[1] in new
         assert not list(multiproc_dir.glob(f"gauge_*_{pids[0]}.db")), "dead worker's gauges dropped"
         await asyncio.sleep(0.3)
         assert await hammer(cfg.listen.port, "/", 20) == [402] * 20
+        await asyncio.sleep(3 * FLUSH_SECONDS)
         text = await scrape(cfg.admin.port)
         assert metric(text, "popgate_requests_total") == 40
     finally:

@@ -24,12 +24,15 @@ def test_locust_smoke_gate_passes(tmp_path: Path) -> None:
     """Every user class makes requests, no attack succeeds, the gate exits 0."""
     stack = start_stack(tmp_path / "stack", api_keys=1, sessions=2)
     try:
+        # Settings both ways a site owner gives them: POPGATE_LT_* variables and --pg-* flags.
         env = {**os.environ, **stack.env, "POPGATE_LT_SHAPE": "flood", "POPGATE_LT_DURATION": "6",
                "POPGATE_LT_USERS": str(len(CLASSES)), "POPGATE_LT_REQUIRE_CLASSES": "1",
-               "POPGATE_LT_CLASSES": ",".join(CLASSES), "POPGATE_LT_ONE_EACH": "1", "POPGATE_LT_MAX_P95_MS": "5000",
-               "POPGATE_LT_SUMMARY": str(tmp_path / "summary.json")}
+               "POPGATE_LT_MAX_P95_MS": "5000"}
+        worldid_proof = env.pop("POPGATE_LT_WORLDID_PROOF")
+        flags = ["--pg-classes", ",".join(CLASSES), "--pg-one-each", "1", "--pg-worldid-proof", worldid_proof,
+                 "--pg-summary", str(tmp_path / "summary.json")]
         proc = subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests/locustfile.py"),
-                               "--headless", "--only-summary", "--csv", str(tmp_path / "smoke")],
+                               "--headless", "--only-summary", "--csv", str(tmp_path / "smoke"), *flags],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     finally:
         stack.close()
