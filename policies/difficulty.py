@@ -54,27 +54,44 @@ class DifficultyConfig:
 
 
 class Difficulty:
-    """Tracks per-network request rates and answers the bits to ask for."""
+    """Tracks per-network request rates and answers the bits to ask for.
 
-    __slots__ = ("config", "pressure", "_rates", "_decay")
+    At most ``max_networks`` networks are tracked, in two generations of half that
+    each: a full current generation becomes the old one (the previous old one is
+    dropped), and a network seen again moves back to the current one. So the
+    networks dropped are those not seen for a whole generation, at O(1) per request
+    (evicting the oldest entry of one dict costs a scan over its deleted slots).
+    """
+
+    __slots__ = ("config", "pressure", "_rates", "_old", "_half", "_decay")
 
     def __init__(self, config: DifficultyConfig, pressure: Pressure | None = None) -> None:
         self.config = config
         self.pressure = pressure if pressure is not None else Pressure()
-        self._rates: dict[str, tuple[float, float]] = {}   # network -> (count, at)
+        self._rates: dict[str, tuple[float, float]] = {}   # network -> (count, at): current
+        self._old: dict[str, tuple[float, float]] = {}     # the previous generation
+        self._half = max(1, config.max_networks // 2)
         self._decay = math.log(2) / config.half_life
+
+    def __len__(self) -> int:
+        return len(self._rates) + len(self._old)
 
     def observe(self, network: str, now: float, n: int = 1) -> None:
         """Count ``n`` requests from ``network`` at ``now``."""
-        count, at = self._rates.pop(network, (0.0, now))
-        count = count * math.exp(-self._decay * max(0.0, now - at)) + n
-        if len(self._rates) >= self.config.max_networks:
-            del self._rates[next(iter(self._rates))]      # least recently seen
-        self._rates[network] = (count, now)
+        rates = self._rates
+        prev = rates.get(network)
+        if prev is None:
+            prev = self._old.pop(network, None)
+            if len(rates) >= self._half:
+                self._old, self._rates = rates, {}
+                rates = self._rates
+        count, at = prev if prev is not None else (0.0, now)
+        rates[network] = (count * math.exp(-self._decay * max(0.0, now - at)) + n, now)
 
     def rate(self, network: str, now: float) -> float:
         """Estimated requests/s from ``network`` (decayed count × ln2 / half-life)."""
-        count, at = self._rates.get(network, (0.0, now))
+        hit = self._rates.get(network) or self._old.get(network)
+        count, at = hit if hit is not None else (0.0, now)
         return count * math.exp(-self._decay * max(0.0, now - at)) * self._decay
 
     def rate_bits(self, network: str, now: float) -> int:

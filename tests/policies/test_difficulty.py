@@ -69,8 +69,23 @@ def test_bounded_table_and_bad_config() -> None:
     d = Difficulty(DifficultyConfig(max_networks=10))
     for i in range(100):
         d.observe(f"10.0.{i}.0/24", float(i))
-    assert len(d._rates) <= 10
+        assert len(d) <= 10
+    assert d.rate("10.0.99.0/24", 99.0) > 0, "the newest networks are kept"
+    assert d.rate("10.0.0.0/24", 99.0) == 0, "the oldest are dropped"
     with pytest.raises(ValueError):
         DifficultyConfig(ceiling=50)
     with pytest.raises(ValueError):
         DifficultyConfig(class_floor={"unknown": 30}, ceiling=20)
+
+
+def test_a_busy_network_survives_a_flood_of_new_ones() -> None:
+    """A network that keeps sending is never dropped, however many one-off networks
+    pass (they fill the table and rotate out); its rate is not reset."""
+    d = Difficulty(DifficultyConfig(max_networks=100, half_life=30.0))
+    t = 0.0
+    for i in range(5000):
+        t += 0.01
+        d.observe(NET, t)
+        d.observe(f"10.{i // 256}.{i % 256}.0/24", t)
+        assert len(d) <= 100
+    assert d.rate(NET, t) > 50, "about 100 requests/s, still tracked"
