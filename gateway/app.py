@@ -87,6 +87,8 @@ class Gateway:
         self.endpoints: dict[str, Endpoint] = {}
         self.enforcers: list[stages.Enforcer] = []
         self.admin_routes: list[tuple[str, str, Any]] = []
+        # called with (ctx, response) after every request (extensions: per-route counters)
+        self.observers: list[Callable[[Context, web.StreamResponse], None]] = []
         self.heuristics: Callable[[Context], str | None] | None = None
         self.html_challenge: HtmlChallenge | None = None
         self.policy = PolicyHolder(stages.ClassActions(config.policy.actions, self.ways_out))
@@ -159,6 +161,8 @@ class Gateway:
             metrics.inflight.dec()
         for hook in ctx.after_response:
             hook(response)
+        for observe in self.observers:
+            observe(ctx, response)
         metrics.count_request(ctx.klass, decision, response.status, time.perf_counter() - started)
         return response
 

@@ -7,7 +7,7 @@
   evidence results, store errors, fail-opens and the top routes.
 - ``popgate_route_requests_total{rule, code}``: requests per policy rule name
   (bounded by the policy file; ``(popgate)`` for popgate's own endpoints,
-  ``(none)`` when no rule matched), counted from an ``after_response`` hook.
+  ``(none)`` when no rule matched), counted by a gateway observer.
 
 With several workers the registry read is the aggregate of all of them
 (:func:`scrape_registry`, prometheus client multiprocess mode), so the page
@@ -177,24 +177,17 @@ def status_extension(gateway: Any, services: Any) -> None:
     metrics: Metrics = services.metrics
     counter = _route_counter(metrics)
     children: dict[tuple[str, int], Any] = {}
-    base_context = gateway.context
     prefix = "/.well-known/popgate/"
 
-    def context(request: web.BaseRequest) -> Any:
-        ctx = base_context(request)
+    def count(ctx: Any, response: web.StreamResponse) -> None:
+        rule = ctx.rule or ("(popgate)" if ctx.request.path.startswith(prefix) else "(none)")
+        code = response.status // 100
+        child = children.get((rule, code))
+        if child is None:
+            child = children[(rule, code)] = counter.labels(rule, f"{code}xx")
+        child.inc()
 
-        def count(response: web.StreamResponse) -> None:
-            rule = ctx.rule or ("(popgate)" if request.path.startswith(prefix) else "(none)")
-            code = response.status // 100
-            child = children.get((rule, code))
-            if child is None:
-                child = children[(rule, code)] = counter.labels(rule, f"{code}xx")
-            child.inc()
-
-        ctx.after_response.append(count)
-        return ctx
-
-    gateway.context = context
+    gateway.observers.append(count)
     page = (STATIC / "status.html").read_bytes()
 
     async def status_page(request: web.Request) -> web.Response:

@@ -198,7 +198,13 @@ def report(out: Path, args: argparse.Namespace, code: int, samples: list[dict[st
     L += ["", f"Requests the paying users got through: {dict(paid)} at {price} each = "
           f"{sum(paid.values()) * price} atomic; popgate's fee counter: {sum(v for _l, v in fees):.0f}; "
           f"the facilitator settled {fac.get('settled', '?')} x402 payments worth {fac.get('value', '?')} "
-          f"(x402 requests through: {paid.get('x402', 0)}). Credit balances were reconciled by the gate.", ""]
+          f"(x402 requests through: {paid.get('x402', 0)}). Credit balances were reconciled by the gate."]
+    in_flight = {k: v for k, v in (summary.get("uncertain") or {}).items() if v}
+    if in_flight:
+        L.append(f"Paid requests still in flight when the run stopped (sent, answer never seen by the "
+                 f"user; popgate may have charged them, once): {in_flight}. They are the only "
+                 "allowed difference between the users' count and popgate's.")
+    L.append("")
     L += ["## Puzzle cost and difficulty", ""]
     if pz.get("solved"):
         L.append(f"PuzzleBot: {pz['solved']:.0f} puzzles solved, {pz.get('hashes', 0):,.0f} hashes, "
