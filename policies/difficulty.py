@@ -73,7 +73,8 @@ class Difficulty:
         self._half = max(1, config.max_networks // 2)
         self._decay = math.log(2) / config.half_life
 
-    def __len__(self) -> int:
+    def tracked(self) -> int:
+        """How many networks are tracked now (at most ``max_networks``)."""
         return len(self._rates) + len(self._old)
 
     def observe(self, network: str, now: float, n: int = 1) -> None:
