@@ -30,6 +30,8 @@ Config tables (absent → that rail is off)::
     max_timeout_seconds = 300
     settle_interval = 5.0                # background retry period, seconds
     retry_backoff = 2.0                  # first retry delay (doubles, capped at 300 s)
+    verify_timeout = 5.0                 # facilitator /supported and /verify, seconds
+    settle_timeout = 30.0                # facilitator /settle: then 503 settlement_pending, held
     rpc = { "eip155:84532" = "https://..." }   # eth_getCode: payers with code → /verify
     [x402.assets."eip155:84532"]         # optional; default: USDC
     address = "0x..." ; name = "USDC" ; version = "2" ; decimals = 6
@@ -78,6 +80,8 @@ class X402Settings:
     settle_interval: float = 5.0
     rpc: dict[str, str] = field(default_factory=dict)
     retry_backoff: float = 2.0
+    verify_timeout: float = 5.0
+    settle_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +110,8 @@ def parse_x402(c: Collector, t: dict[str, Any]) -> X402Settings | None:
     """Validate ``[x402]``; every problem is recorded with its key path."""
     c.unknown_keys("x402", t, {"networks", "pay_to", "facilitator", "assets", "settle",
                                "debt_limit", "accept_v1", "price", "max_timeout_seconds",
-                               "settle_interval", "rpc", "retry_backoff"})
+                               "settle_interval", "rpc", "retry_backoff", "verify_timeout",
+                               "settle_timeout"})
     nets = t.get("networks", ["eip155:84532"])
     networks: list[str] = []
     if not isinstance(nets, list) or not nets:
@@ -160,6 +165,8 @@ def parse_x402(c: Collector, t: dict[str, Any]) -> X402Settings | None:
                    hi=86400, integer=True)
     interval = c.number("x402.settle_interval", t.get("settle_interval", 5.0), lo=0.05, hi=3600)
     backoff = c.number("x402.retry_backoff", t.get("retry_backoff", 2.0), lo=0.01, hi=3600)
+    verify_timeout = c.number("x402.verify_timeout", t.get("verify_timeout", 5.0), lo=0.1, hi=120)
+    settle_timeout = c.number("x402.settle_timeout", t.get("settle_timeout", 30.0), lo=0.1, hi=600)
     rpc = c.table("rpc", t)
     for n, url in rpc.items():
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
@@ -170,7 +177,8 @@ def parse_x402(c: Collector, t: dict[str, Any]) -> X402Settings | None:
         return None
     return X402Settings(tuple(networks), str(pay_to), str(fac), assets, str(settle), int(debt or 0),
                         bool(v1), int(price or 0), int(mts or 300), float(interval or 5.0),
-                        {str(k): str(v) for k, v in rpc.items()}, float(backoff or 2.0))
+                        {str(k): str(v) for k, v in rpc.items()}, float(backoff or 2.0),
+                        float(verify_timeout or 5.0), float(settle_timeout or 30.0))
 
 
 def parse_credits(c: Collector, t: dict[str, Any], env: Any) -> CreditsSettings | None:

@@ -105,7 +105,9 @@ class X402Rail:
     async def _ready(self) -> tuple[ExactVerifier, SettlementQueue]:
         if self._verifier is None or self._queue is None:
             session = await self.services.outbound()
-            fac = FacilitatorClient(session, self.settings.facilitator)
+            fac = FacilitatorClient(session, self.settings.facilitator,
+                                    verify_timeout=self.settings.verify_timeout,
+                                    settle_timeout=self.settings.settle_timeout)
             code = CodeLookup(session, dict(self.settings.rpc)) if self.settings.rpc else None
             self._verifier = ExactVerifier(self.services.store, code_lookup=code, facilitator=fac)
             self._queue = SettlementQueue(self.services.store, fac,

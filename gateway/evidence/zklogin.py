@@ -265,7 +265,7 @@ def zklogin_extension(gateway: Gateway, services: Services) -> None:
     settings = parse_settings(raw)
     jwks = JwksCache(_LazySession(services),  # type: ignore[arg-type]  # duck-typed .get()
                      refetch_interval=settings.jwks_refetch_interval,
-                     max_stale=settings.jwks_max_stale)
+                     max_stale=settings.jwks_max_stale, timeout=settings.jwks_timeout)
     salt = settings.salt
     verifier = ZkLoginVerifier(OidcVerifier(settings.providers, jwks),
                                epoch_mode="sui" if settings.epoch_mode == "sui" else "unix",

@@ -9,6 +9,7 @@ session_ttl = 3600             # capped by max_epoch in unix mode
 signature_window = 300         # per-request signatures: created within, expires at most this ahead
 salt = { secret_file = "/run/secrets/zklogin-salt" }   # optional: subject = zkLogin address
 rate_limit = 30                # exchanges per client network per rate_window seconds
+jwks_timeout = 5.0             # one JWKS fetch, seconds (then the cached keys, within jwks_max_stale)
 [[zklogin.providers]]
 issuer = "https://accounts.google.com"
 audience = "1234.apps.googleusercontent.com"       # or audiences = [...]
@@ -42,6 +43,7 @@ _NUMBERS: dict[str, tuple[float, float, float, bool]] = {
     "max_epoch_delta": (30, 0, 10**6, True),
     "jwks_refetch_interval": (30, 0, 86400, False),
     "jwks_max_stale": (6 * 3600, 0, 7 * 86400, False),
+    "jwks_timeout": (5.0, 0.1, 60, False),
 }
 _BOOLS = {"padded_address": True, "require_request_nonce": False, "allow_http_jwks": False}
 _PROVIDER_KEYS = {"issuer", "audience", "audiences", "jwks_url", "jwks_file", "algorithms",
@@ -98,6 +100,7 @@ class ZkLoginSettings:
     max_epoch_delta: int
     jwks_refetch_interval: float
     jwks_max_stale: float
+    jwks_timeout: float
     padded_address: bool
     require_request_nonce: bool
     allow_http_jwks: bool

@@ -22,7 +22,7 @@ from tests.gateway.test_zklogin_gateway import AUD, ENDPOINT, ISS, RSA_KEY, Clie
 from tests.support.facilitator import FacilitatorState, make_app
 from tests.support.servers import free_port, serve_app
 
-FETCH_TIMEOUT = 5.0  # JwksCache's default, what the gateway uses
+FETCH_TIMEOUT = 1.5  # [zklogin] jwks_timeout below (the default is 5 s)
 
 
 class Jwks:
@@ -51,6 +51,7 @@ allow_http_jwks = true
 session_ttl = 600
 rate_limit = 1000
 jwks_max_stale = 60
+jwks_timeout = {FETCH_TIMEOUT}
 [[zklogin.providers]]
 issuer = "{ISS}"
 audience = "{AUD}"
@@ -68,9 +69,9 @@ async def exchange(http, gw) -> tuple[int, str | None, float]:
 
 async def test_jwks_down_slow_back_and_stale(upstream, gateway_factory, http):
     """(a) JWKS port closed: 8 concurrent exchanges → 503 ``jwks_unavailable``
-    at once. (b) JWKS answers after 6 s (> the 5 s fetch timeout): 8
-    concurrent exchanges share one fetch and all get 503 within ~5 s (no
-    queue of 5 s fetches), while store-free traffic is served at once.
+    at once. (b) JWKS answers after 2.5 s (> the configured ``jwks_timeout``
+    of 1.5 s): 8 concurrent exchanges share one fetch and all get 503 after
+    ~1.5 s (no queue of fetches), while store-free traffic is served at once.
     (c) JWKS back: 200. (d) JWKS down again, cached set 40 s old (expired at
     30 s, within ``jwks_max_stale`` = 60): served stale, 200. (e) 100 s
     later (past expiry + max_stale): 503 ``jwks_unavailable``. Never a 500."""
@@ -102,6 +103,7 @@ async def test_jwks_down_slow_back_and_stale(upstream, gateway_factory, http):
         took = time.monotonic() - t0
         assert Counter((s, r) for s, r, _ in slow) == {(503, "jwks_unavailable"): 8}
         assert took < FETCH_TIMEOUT + 2.0, f"exchanges queued behind the slow JWKS: {took:.1f}s"
+        assert took > FETCH_TIMEOUT - 0.3, "the configured jwks_timeout decides when to give up"
         assert jwks.hits == 1, "concurrent lookups share one fetch"
         assert plain_took < 1.0
         # (c) back
@@ -143,10 +145,7 @@ def x402_rail(gw):
 
 
 async def slow_paid_gateway(gateway_factory, upstream, fac):
-    gw = await paid_gateway(gateway_factory, upstream, fac)
-    _, queue = await x402_rail(gw)._ready()  # noqa: SLF001
-    queue._fac.settle_timeout = 1.0  # noqa: SLF001 - 30 s by default, not configurable
-    return gw
+    return await paid_gateway(gateway_factory, upstream, fac, settle_timeout="1.0")
 
 
 async def pay(http, gw, path: str, header: str) -> tuple[int, str | None, str | None, float]:

@@ -266,6 +266,8 @@ networks = ["eip155:999", "solana:x"]
 pay_to = "nope"
 settle = "sometime"
 price = 0.01
+verify_timeout = 0
+settle_timeout = "long"
 [x402.rpc]
 "eip155:1" = "ftp://x"
 [credits]
@@ -276,7 +278,8 @@ topup_amounts = ["-1"]
         build_app(load_config(path), store=MemoryStore())
     text = "\n".join(info.value.problems)
     for p in ("x402.networks[1]", 'x402.assets."eip155:999"', "x402.pay_to", "x402.facilitator",
-              "x402.settle", "x402.price", 'x402.rpc."eip155:1"', "credits.admin_token.secret_env",
+              "x402.settle", "x402.price", 'x402.rpc."eip155:1"', "x402.verify_timeout",
+              "x402.settle_timeout", "credits.admin_token.secret_env",
               "credits.topup_amounts[0]"):
         assert p in text, p
     _ = time

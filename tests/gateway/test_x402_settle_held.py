@@ -223,8 +223,7 @@ async def test_idempotent_facilitator_reports_the_original_transaction(gateway_f
     of a settled payment with its transaction: the held retry carries it."""
     state = FacilitatorState(latency=1.5, idempotent=True)
     async with committed_facilitator(state) as (fac, st):
-        gw = await held_gateway(gateway_factory, upstream, fac, worker=False)
-        (await rail(gw).queue())._fac.settle_timeout = 0.5  # noqa: SLF001
+        gw = await held_gateway(gateway_factory, upstream, fac, worker=False, settle_timeout="0.5")
         header = await signed_header(url_of(gw, "/paid/x"))
         assert (await get(http, gw, "/paid/x", header))[:2][0] == 503
         for _ in range(60):

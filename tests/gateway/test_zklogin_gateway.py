@@ -271,11 +271,13 @@ def test_config_problems_all_reported(tmp_path: Path) -> None:
     """Every [zklogin] problem is reported with its key path, at once."""
     with pytest.raises(ConfigError) as exc:
         parse_settings({"epoch_mode": "sui", "session_ttl": -1, "bogus": 1, "salt": {"secret": "x"},
+                        "jwks_timeout": 0,
                         "providers": [{"issuer": "", "jwks_url": "http://x/jwks"},
                                       {"issuer": "a", "audience": "b", "jwks_url": "u", "jwks_file": "f"}]},
                        env={})
     text = "\n".join(exc.value.problems)
-    for where in ("zklogin.bogus", "zklogin.session_ttl", "zklogin.salt.secret", "zklogin.providers[0].issuer",
+    for where in ("zklogin.bogus", "zklogin.session_ttl", "zklogin.jwks_timeout", "zklogin.salt.secret",
+                  "zklogin.providers[0].issuer",
                   "zklogin.providers[0].audience", "zklogin.providers[0].jwks_url",
                   "zklogin.providers[1]: give exactly one", "current_epoch, sui_rpc"):
         assert where in text, where
