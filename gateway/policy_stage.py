@@ -11,7 +11,7 @@ the action on this route, and answers:
   filtered by kind) plus the puzzle and the hashcash stamp issued here at the
   current adaptive difficulty; work already presented for this route
   (a puzzle solution or stamp of enough bits, or a session bought with a
-  puzzle) satisfies it;
+  puzzle of at least the route's floor bits) satisfies it;
 - ``charge`` → a :class:`~gateway.decisions.Charge` for the payment enforcers;
 - ``throttle`` → a GCRA step in the store per subject or per network.
 
@@ -167,8 +167,9 @@ class PolicyStage:
                     ctx.evidence_kind = proof.kind
                     return True
             elif a.session is not None and a.evidence in ("puzzle", "hashcash") and \
-                    ("puzzle" in ways or "hashcash" in ways):
-                return True  # a session bought with work (budgeted, network-bound)
+                    ("puzzle" in ways or "hashcash" in ways) and \
+                    a.session.work >= self._floor(ctx, action):
+                return True  # a session bought with enough work (budgeted, network-bound)
         return bool(action.price) and ("pay" in ways or "credits" in ways) \
             and ctx.charged >= action.price
 

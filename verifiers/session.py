@@ -57,6 +57,7 @@ class Session:
     binding: str | None = None
     budget: int | None = None
     token_id: str = ""
+    work: int = 0           # bits of the puzzle that bought the session (0: none)
 
     def covers(self, path: str) -> bool:
         """True when ``path`` lies inside this session's scope."""
@@ -86,7 +87,8 @@ class SessionCodec:
         self._signing_key = keys[signing_kid]
 
     def issue(self, *, klass: str, subject: str, now: float, ttl: int, scope: str = "/",
-              evidence: str = "", binding: str | None = None, budget: int | None = None) -> str:
+              evidence: str = "", binding: str | None = None, budget: int | None = None,
+              work: int | None = None) -> str:
         """Return a signed token; raises ValueError on an unknown class."""
         if klass not in CLASSES:
             raise ValueError(f"unknown class {klass!r}")
@@ -96,6 +98,8 @@ class SessionCodec:
             claims["k"] = binding
         if budget is not None:
             claims["b"] = budget
+        if work is not None:
+            claims["w"] = work
         payload = _b64e(json.dumps(claims, separators=(",", ":")).encode())
         signed = f"{VERSION}.{self._signing_kid}.{payload}"
         mac = hmac.new(self._signing_key, signed.encode(), hashlib.sha256).digest()
@@ -130,7 +134,8 @@ class SessionCodec:
             session = Session(
                 klass=claims["c"], subject=claims["s"], issued_at=int(claims["i"]),
                 expires=int(claims["x"]), scope=claims.get("p", "/"), evidence=claims.get("e", ""),
-                binding=claims.get("k"), budget=claims.get("b"), token_id=claims.get("j", ""))
+                binding=claims.get("k"), budget=claims.get("b"), token_id=claims.get("j", ""),
+                work=int(claims.get("w", 0)))
         except (ValueError, KeyError, TypeError) as exc:
             # A valid MAC over a bad payload means our own bug or a leaked key.
             raise Malformed(detail=f"payload: {exc}") from None

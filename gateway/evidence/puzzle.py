@@ -152,7 +152,7 @@ class PuzzleEndpoint:
         token = self.sessions.issue(
             klass=klass, subject=keyed_subject(self.subject_key, "puzzle", solution), now=ctx.now,
             ttl=s.session_ttl, evidence="puzzle", binding=f"net:{att.network}",
-            budget=s.session_budget or None)
+            budget=s.session_budget or None, work=att.bits)
         self.metrics.sessions_issued.labels(klass, "puzzle").inc()
         body = {"token": token, "token_type": "PoP", "class": klass, "expires": int(ctx.now) + s.session_ttl,
                 "budget": s.session_budget or None, "redirect": return_to}

@@ -210,3 +210,47 @@ async def test_throttle_per_network(upstream, gateway_factory, http, tmp_path):
             codes.append(r.status)
             retry = r.headers.get("Retry-After", retry)
     assert codes == [200, 429, 429] and retry is not None and 1 <= int(retry) <= 30
+
+
+HARD_POLICY = """
+[default]
+human = "allow"
+account = "allow"
+verified-agent = "allow"
+agent = { kind = "challenge", ways = ["puzzle"], min_bits = 8 }
+unknown = { kind = "challenge", ways = ["puzzle"], min_bits = 8 }
+
+[[rules]]
+name = "hard"
+path = "/hard/**"
+[rules.actions]
+unknown = { kind = "challenge", ways = ["puzzle"], min_bits = 13 }
+agent = { kind = "challenge", ways = ["puzzle"], min_bits = 13 }
+"""
+
+
+async def test_session_bought_cheaply_does_not_open_a_harder_route(upstream, gateway_factory, http, tmp_path):
+    """A session carries the bits of the puzzle that bought it: one bought on an 8-bit
+    route is refused (402) where the policy asks 13 bits; one bought there opens both."""
+    gw = await gateway_factory(upstream, extra=puzzle_extra(tmp_path, policy=HARD_POLICY))
+
+    async def buy(path: str) -> str:
+        async with http.get(url_of(gw, path), headers=UA) as r:
+            assert r.status == 402
+            pz = way(await r.json(), "puzzle")
+        solved = client.solve_puzzle(pz)
+        async with http.post(url_of(gw, pz["submit"]), json={"solution": solved.headers["PoP-Puzzle"]},
+                             headers=UA) as r:
+            assert r.status == 200
+            return (await r.json())["token"]
+
+    async def status(path: str, token: str) -> int:
+        async with http.get(url_of(gw, path), headers={**UA, "Authorization": f"PoP {token}"}) as r:
+            return r.status
+
+    cheap = await buy("/easy/x")
+    assert await status("/easy/y", cheap) == 200
+    assert await status("/hard/y", cheap) == 402
+    dear = await buy("/hard/x")
+    assert await status("/hard/y", dear) == 200
+    assert await status("/easy/y", dear) == 200
