@@ -13,8 +13,11 @@ source fails closed with :class:`~gateway.errors.Overloaded` ``roots_unavailable
   or a state bridge: ``latestRoot()`` (always valid), ``rootHistory(uint256)
   → uint128`` (when an older root was superseded/received: valid while
   ``now <= t + expiry``) and ``rootHistoryExpiry()`` (the window, unless
-  configured). Lookups of unknown roots are cached (valid or not) and
-  limited to 16 per interval, so random roots cost the chain nothing.
+  configured). Lookups are cached (a superseded root for good, a root the
+  chain does not know for one interval: it may be a root newer than the
+  last ``latestRoot``) and limited to 16 per interval, so random roots cost
+  the chain nothing. A lookup the chain does not answer is
+  ``roots_unavailable`` (503, retry), not ``unknown_root``.
 """
 
 from __future__ import annotations
@@ -150,6 +153,7 @@ class RpcRoots(_Refreshing):
         self.call, self.contract, self.expiry = call, contract, expiry
         self.latest: int | None = None
         self.superseded: OrderedDict[int, float] = OrderedDict()  # root -> time it stopped being latest
+        self.unknown: OrderedDict[int, float] = OrderedDict()     # root -> when the chain said "never"
         self.lookups = 0
 
     async def _word(self, data: str) -> int:
@@ -172,19 +176,32 @@ class RpcRoots(_Refreshing):
         assert self.expiry is not None
         seen = self.superseded.get(root)
         if seen is None:
+            asked = self.unknown.get(root)
+            if asked is not None and now - asked < self.interval:
+                return False
             if self.lookups >= self.LOOKUPS_PER_INTERVAL:
                 return False
             self.lookups += 1
             try:
                 ts = await self._word(ROOT_HISTORY + f"{root:064x}")
             except Exception as exc:  # noqa: BLE001 - an unreachable chain proves nothing
-                log.warning("rootHistory lookup failed: %s", exc)
+                log.warning("rootHistory lookup failed: %s: %s", type(exc).__name__, exc)
+                raise Overloaded("root lookup failed", reason="roots_unavailable",
+                                 retry_after=self.interval) from None
+            if not ts:
+                _remember(self.unknown, root, now)
                 return False
-            seen = float(ts) if ts else -1e18
-            self.superseded[root] = seen
-            while len(self.superseded) > 4096:
-                self.superseded.popitem(last=False)
+            seen = float(ts)
+            self.unknown.pop(root, None)
+            _remember(self.superseded, root, seen)
         return now <= seen + self.expiry
+
+
+def _remember(cache: OrderedDict[int, float], root: int, value: float, limit: int = 4096) -> None:
+    cache[root] = value
+    cache.move_to_end(root)
+    while len(cache) > limit:
+        cache.popitem(last=False)
 
 
 def rpc_caller(session: Callable[[], Awaitable[Any]], url: str, timeout: float = 5.0) -> Call:
