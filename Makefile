@@ -5,7 +5,7 @@ STAMP   := $(VENV)/.installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: install system-deps run test bench flood clean
+.PHONY: install system-deps run test bench bench-deps flood clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -42,8 +42,11 @@ run: install var/demo-session.key var/demo-puzzle.key
 test: install system-deps
 	$(VENV)/bin/pytest
 
-bench: install
+# wrk drives the proxies, nginx is the reference; both from apt when missing.
+bench-deps: install
 	@command -v wrk >/dev/null && command -v nginx >/dev/null || { $(APT_GET) update -qq && $(APT_GET) install -y -qq wrk nginx-light >/dev/null; }
+
+bench: bench-deps
 	$(PY) tests/bench/bench_all.py
 
 # A bounded agent-flood run (60 s) against a local stack; report in loadtests/out/REPORT.md.

@@ -74,6 +74,8 @@ class Result:
 
 
 def wrk(name: str, url: str, pids: list[int], *, seconds: int, conns: int, headers: dict[str, str]) -> Result:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: `make bench-deps` installs it (apt: wrk, nginx-light)")
     args = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
     for k, v in headers.items():
         args += ["-H", f"{k}: {v}"]

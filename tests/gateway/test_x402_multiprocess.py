@@ -94,8 +94,9 @@ async def test_ledger_reconciles_after_kill_mid_load(tmp_path, redis_url):
     async with await counting_origin(seen) as oport:
         procs = [spawn(tmp_path, n, f"http://127.0.0.1:{oport}", redis_url, "") for n in "ab"]
         try:
-            for _, port, _ in procs:
+            for _, port, admin_port in procs:  # the admin listener binds after the proxy's
                 await wait_port_async(port)
+                await wait_port_async(admin_port)
             admin = f"http://127.0.0.1:{procs[1][2]}"
             hdr = {"Authorization": f"Bearer {TOKEN}"}
             async with aiohttp.ClientSession() as s:
