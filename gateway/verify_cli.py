@@ -22,8 +22,8 @@ from typing import IO, Any
 from gateway.stores.memory import MemoryStore
 from verifiers.errors import VerificationError
 
-SCHEMES = ("session", "groth16", "worldid", "zklogin", "zklogin-nonce", "poseidon", "webbotauth",
-           "hashcash", "puzzle", "x402")
+SCHEMES = ("session", "groth16", "worldid", "zklogin", "zklogin-nonce", "zklogin-proof", "poseidon",
+           "webbotauth", "hashcash", "puzzle", "x402")
 
 
 @dataclass

@@ -189,7 +189,7 @@ class ZkLoginVerifier:
         key = parse_ext_eph_pk(ext_eph_pk)
         if not 0 <= randomness < R or not 0 <= max_epoch < 2**64:
             raise Malformed(detail="randomness or max_epoch out of range")
-        expires_at = self._check_epoch(max_epoch, now, current_epoch)
+        expires_at = self.check_epoch(max_epoch, now, current_epoch)
         claims = await self._oidc.verify(id_token, now=now, require_nonce=True)
         expected = compute_nonce(key.extended, max_epoch, randomness)
         if not hmac.compare_digest(expected.encode(), (claims.nonce or "").encode()):
@@ -210,7 +210,10 @@ class ZkLoginVerifier:
                                   aud=claims.aud, ephemeral_key=key, max_epoch=max_epoch,
                                   expires_at=expires_at, claims=claims)
 
-    def _check_epoch(self, max_epoch: int, now: float, current_epoch: int | None) -> float | None:
+    def check_epoch(self, max_epoch: int, now: float, current_epoch: int | None) -> float | None:
+        """The session expiry ``max_epoch`` allows (unix mode; None in sui mode).
+
+        Raises VerificationError ``expired`` or Malformed (too far ahead, epoch unknown)."""
         if self._mode == "unix":
             if max_epoch < now:
                 raise VerificationError("expired", "max_epoch passed")

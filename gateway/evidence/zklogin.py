@@ -15,8 +15,12 @@ request has a body, ``content-digest`` (which must match the body: the body is
 read here, bounded by ``limits.max_body_bytes``, and the proxy forwards the
 buffered bytes). A stolen session token without the key is worth nothing.
 
+With ``[zklogin] proofs = true`` the same endpoint also takes a full zkLogin
+proof instead of the id_token (:mod:`gateway.evidence.zklogin_proof`): the
+JWT never reaches popgate; the session is the same, bound the same way.
+
 The exchange costs an attacker: a per-network counter in the store is checked
-before any JWKS fetch or signature check.
+before any JWKS fetch, signature check or pairing.
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ from aiohttp import web
 from gateway.app import Gateway, Services
 from gateway.bodies import read_json_object
 from gateway.decisions import WayOut
-from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
 from gateway.evidence.zklogin_config import ZkLoginSettings, parse_settings
+from gateway.evidence.zklogin_proof import ProofExchange, proof_exchange, proofs_disabled, wants_proof
 from gateway.pipeline import Context
 from gateway.responses import problem
 from gateway.stores.base import key
@@ -178,8 +183,9 @@ class ZkLoginEndpoint:
     """``POST /.well-known/popgate/zklogin``: id_token + ephemeral key → bound session."""
 
     def __init__(self, settings: ZkLoginSettings, services: Services,
-                 verifier: ZkLoginVerifier, epochs: Any) -> None:
+                 verifier: ZkLoginVerifier, epochs: Any, proofs: ProofExchange | None = None) -> None:
         self.s, self.services, self.verifier, self.epochs = settings, services, verifier, epochs
+        self.proofs = proofs
 
     async def __call__(self, request: web.BaseRequest, ctx: Context) -> web.StreamResponse:
         if request.method != "POST":
@@ -193,52 +199,70 @@ class ZkLoginEndpoint:
             return problem(request, 429, "rate_limited", "Too many sign-in attempts",
                            headers={"Retry-After": str(int(s.rate_window))})
         data = await self._read(request)
-        token = data.get("id_token", data.get("jwt"))
-        if not isinstance(token, str):
-            raise BadRequest("id_token", public="id_token must be a string.")
-        eph = _ext_pk(data.get("ext_eph_pk"))
-        max_epoch = _number(data.get("max_epoch"), "max_epoch")
-        randomness = _number(data.get("randomness"), "randomness")
         started = time.perf_counter()
         try:
             current = await self.epochs.current(ctx.now) if s.epoch_mode == "sui" else None
-            att = await self.verifier.verify(token, eph, max_epoch, randomness, now=ctx.now,
-                                             current_epoch=current)
-            ttl = int(min(s.session_ttl, max(0.0, (att.expires_at or float("inf")) - ctx.now)))
+            if wants_proof(data):
+                if self.proofs is None:
+                    raise proofs_disabled()
+                proved = await self.proofs.verify(data, _ext_pk, _number, now=ctx.now,
+                                                  current_epoch=current)
+                subject, address, eph = proved.subject, proved.address, proved.ephemeral_key
+                expires_at = proved.expires_at
+            else:
+                att = await self._id_token(data, ctx, current)
+                subject, address, eph, expires_at = (att.subject, att.address, att.ephemeral_key,
+                                                     att.expires_at)
+            ttl = int(min(s.session_ttl, max(0.0, (expires_at or float("inf")) - ctx.now)))
             if ttl <= 0:
                 raise VerificationError("expired", "max_epoch leaves no session time")
-            spent = hashlib.sha256(token.encode()).hexdigest()
-            left = max(60.0, att.claims.exp + 120 - ctx.now)
-            fresh = await services.failure.guard(
-                "replay", services.store.claim(key("zklogin-jwt", spent), left, 1), True)
-            if not fresh:
-                raise VerificationError("replayed", "id_token already exchanged")
         except VerificationError as exc:
             services.metrics.evidence.labels("zklogin", exc.reason).inc()
             log.info("zklogin exchange rejected: %s (%s)", exc.reason, exc.detail)
             status = 503 if exc.reason in ("jwks_unavailable", "epoch_unavailable") else 401
             return problem(request, status, exc.reason, "Sign-in rejected")
+        except GatewayError as exc:
+            services.metrics.evidence.labels("zklogin", exc.reason).inc()
+            raise
         finally:
             services.metrics.verify_seconds.labels("zklogin").observe(time.perf_counter() - started)
         services.metrics.evidence.labels("zklogin", "ok").inc()
         session = services.sessions.issue(
-            klass="account", subject=att.subject, now=ctx.now, ttl=ttl, evidence="zklogin",
-            binding=f"{BINDING}:{_b64u(att.ephemeral_key.extended)}")
+            klass="account", subject=subject, now=ctx.now, ttl=ttl, evidence="zklogin",
+            binding=f"{BINDING}:{_b64u(eph.extended)}")
         services.metrics.sessions_issued.labels("account", "zklogin").inc()
         keyid = services.sessions.verify(session, ctx.now).token_id
-        body = {"token": session, "token_type": "PoP", "class": "account", "subject": att.subject,
-                "address": att.address, "keyid": keyid, "expires": int(ctx.now) + ttl,
+        body = {"token": session, "token_type": "PoP", "class": "account", "subject": subject,
+                "address": address, "keyid": keyid, "expires": int(ctx.now) + ttl,
                 "signature": {"keyid": keyid, "covered": ["@method", "@target-uri",
                                                          "content-digest (with a body)"],
                               "window": s.signature_window}}
         return web.Response(body=json.dumps(body).encode(), content_type="application/json",
                             headers={"Cache-Control": "no-store"})
 
+    async def _id_token(self, data: dict[str, Any], ctx: Context, current: int | None) -> Any:
+        """Verify an id_token exchange and spend the token once; raise VerificationError."""
+        token = data.get("id_token", data.get("jwt"))
+        if not isinstance(token, str):
+            raise BadRequest("id_token", public="id_token must be a string.")
+        eph = _ext_pk(data.get("ext_eph_pk"))
+        max_epoch = _number(data.get("max_epoch"), "max_epoch")
+        randomness = _number(data.get("randomness"), "randomness")
+        att = await self.verifier.verify(token, eph, max_epoch, randomness, now=ctx.now,
+                                         current_epoch=current)
+        spent = hashlib.sha256(token.encode()).hexdigest()
+        left = max(60.0, att.claims.exp + 120 - ctx.now)
+        fresh = await self.services.failure.guard(
+            "replay", self.services.store.claim(key("zklogin-jwt", spent), left, 1), True)
+        if not fresh:
+            raise VerificationError("replayed", "id_token already exchanged")
+        return att
+
     @staticmethod
     async def _read(request: web.BaseRequest) -> dict[str, Any]:
         return await read_json_object(request, MAX_EXCHANGE_BODY, "zklogin",
                                       'Expected JSON {"id_token", "ext_eph_pk", "max_epoch", '
-                                      '"randomness"}.')
+                                      '"randomness"} or {"zklogin_signature"}.')
 
 
 def way_out(settings: ZkLoginSettings) -> WayOut:
@@ -251,7 +275,11 @@ def way_out(settings: ZkLoginSettings) -> WayOut:
         "nonce": "base64url(last 20 bytes of Poseidon(eph_hi, eph_lo, max_epoch, randomness))",
         "request_signature": {"rfc": 9421, "keyid": "the keyid returned with the session",
                               "covered": ["@method", "@target-uri", "content-digest"],
-                              "window": settings.signature_window}})
+                              "window": settings.signature_window},
+        **({"proof": {"body": {"zklogin_signature": "base64(0x05 || BCS(ZkLoginSignature))"},
+                      "or": {"inputs": "the prover's JSON with addressSeed",
+                             "ext_eph_pk": "base64(flag || pk)", "max_epoch": "..."},
+                      "circuit": "Sui zkLogin V1"}} if settings.proofs else {})})
 
 
 def zklogin_extension(gateway: Gateway, services: Services) -> None:
@@ -267,7 +295,8 @@ def zklogin_extension(gateway: Gateway, services: Services) -> None:
                      refetch_interval=settings.jwks_refetch_interval,
                      max_stale=settings.jwks_max_stale, timeout=settings.jwks_timeout)
     salt = settings.salt
-    verifier = ZkLoginVerifier(OidcVerifier(settings.providers, jwks),
+    oidc = OidcVerifier(settings.providers, jwks)
+    verifier = ZkLoginVerifier(oidc,
                                epoch_mode="sui" if settings.epoch_mode == "sui" else "unix",
                                salt=salt,
                                subject_key=services.subject_key,
@@ -275,7 +304,8 @@ def zklogin_extension(gateway: Gateway, services: Services) -> None:
                                max_epoch_delta=settings.max_epoch_delta,
                                padded_address=settings.padded_address)
     epochs = settings.epoch_source(services)
-    gateway.endpoints[ENDPOINT] = ZkLoginEndpoint(settings, services, verifier, epochs)
+    proofs = proof_exchange(settings, services, oidc, jwks, verifier)
+    gateway.endpoints[ENDPOINT] = ZkLoginEndpoint(settings, services, verifier, epochs, proofs)
     gateway.session_scheme.binders[BINDING] = HttpsigBinder(settings, services)
     offer = way_out(settings)
     gateway.way_out_providers.append(lambda ctx: offer)

@@ -10,6 +10,10 @@ signature_window = 300         # per-request signatures: created within, expires
 salt = { secret_file = "/run/secrets/zklogin-salt" }   # optional: subject = zkLogin address
 rate_limit = 30                # exchanges per client network per rate_window seconds
 jwks_timeout = 5.0             # one JWKS fetch, seconds (then the cached keys, within jwks_max_stale)
+proofs = false                 # also accept full zkLogin proofs (Groth16, the JWT never sent)
+proof_workers = 1              # their verification processes
+proof_queue_limit = 16         # proofs waiting beyond the workers, then 503
+# proof_vk_file = "zklogin-test.vk.json"   # default: the zkLogin production key
 [[zklogin.providers]]
 issuer = "https://accounts.google.com"
 audience = "1234.apps.googleusercontent.com"       # or audiences = [...]
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -44,8 +49,11 @@ _NUMBERS: dict[str, tuple[float, float, float, bool]] = {
     "jwks_refetch_interval": (30, 0, 86400, False),
     "jwks_max_stale": (6 * 3600, 0, 7 * 86400, False),
     "jwks_timeout": (5.0, 0.1, 60, False),
+    "proof_workers": (1, 1, 64, True),
+    "proof_queue_limit": (16, 0, 100000, True),
 }
-_BOOLS = {"padded_address": True, "require_request_nonce": False, "allow_http_jwks": False}
+_BOOLS = {"padded_address": True, "require_request_nonce": False, "allow_http_jwks": False,
+          "proofs": False}
 _PROVIDER_KEYS = {"issuer", "audience", "audiences", "jwks_url", "jwks_file", "algorithms",
                   "leeway", "max_token_age", "name"}
 
@@ -104,6 +112,10 @@ class ZkLoginSettings:
     padded_address: bool
     require_request_nonce: bool
     allow_http_jwks: bool
+    proofs: bool
+    proof_workers: int
+    proof_queue_limit: int
+    proof_vk: dict[str, Any] | None = None   # None: the production key
 
     def epoch_source(self, services: Any) -> Any:
         if self.epoch_mode != "sui":
@@ -161,7 +173,7 @@ def parse_settings(raw: Any, env: Any = None) -> ZkLoginSettings:
     t = c.table("zklogin")
     env = os.environ if env is None else env
     c.unknown_keys("zklogin", t, {"providers", "epoch_mode", "current_epoch", "sui_rpc", "salt",
-                                  *_NUMBERS, *_BOOLS})
+                                  "proof_vk_file", *_NUMBERS, *_BOOLS})
     vals: dict[str, Any] = {}
     for name, (default, lo, hi, integer) in _NUMBERS.items():
         v = c.number(f"zklogin.{name}", t.get(name, default), lo=lo, hi=hi, integer=integer)
@@ -203,9 +215,31 @@ def parse_settings(raw: Any, env: Any = None) -> ZkLoginSettings:
             if secret is not None:  # one operator salt < 2^128, as Sui's docs require
                 salt = int.from_bytes(hmac.new(secret, b"popgate zklogin salt v1",
                                                hashlib.sha256).digest()[:16], "big")
+    vk = _proof_key(c, t.get("proof_vk_file"))
     if problems:
         raise ConfigError(problems)
     return ZkLoginSettings(
         providers=tuple(providers), epoch_mode=str(mode),
         current_epoch=int(current) if current is not None else None,
-        sui_rpc=str(rpc) if rpc is not None else None, salt=salt, **vals)
+        sui_rpc=str(rpc) if rpc is not None else None, salt=salt, proof_vk=vk, **vals)
+
+
+def _proof_key(c: pc.Collector, path: Any) -> dict[str, Any] | None:
+    """``proof_vk_file``: a snarkjs key with one public input (or a file holding it
+    under ``prod_v1``, as popgate ships the production key)."""
+    if path is None:
+        return None
+    from verifiers.errors import VerificationError as Invalid
+    from verifiers.groth16 import parse_vk
+
+    try:
+        with open(str(path), encoding="utf-8") as f:
+            data = json.load(f)
+        data = data.get("prod_v1", data) if isinstance(data, dict) else data
+        if parse_vk(data).n_public != 1:
+            c.problem("zklogin.proof_vk_file", "a zkLogin key has exactly one public input")
+            return None
+        return data  # type: ignore[no-any-return]
+    except (OSError, ValueError, Invalid) as exc:
+        c.problem("zklogin.proof_vk_file", f"cannot use {path}: {exc}")
+        return None

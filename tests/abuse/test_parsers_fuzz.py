@@ -87,6 +87,16 @@ def test_zklogin_ephemeral_keys(data):
     _only((VerificationError,), parse_ext_eph_pk, data)
 
 
+@given(st.binary(max_size=400) | st.builds(lambda b: b"\x05" + b, st.binary(max_size=400)), JSON)
+def test_zklogin_proofs(data, obj):
+    """Serialized zkLogin signatures (BCS) and the prover's JSON."""
+    import base64
+
+    from verifiers.zklogin_proof import parse_inputs, parse_signature
+    _only((VerificationError,), parse_signature, base64.b64encode(data).decode())
+    _only((VerificationError,), parse_inputs, obj)
+
+
 @given(JSON)
 def test_jwks_documents(obj):
     from verifiers.jwks import parse_jwks

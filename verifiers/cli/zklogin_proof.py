@@ -1,0 +1,65 @@
+"""``popgate verify zklogin-proof``: a full zkLogin proof (Sui, circuit V1), no JWT.
+
+Case: ``{"zklogin_signature": base64(0x05 || BCS(ZkLoginSignature))}`` or
+``{"inputs": <the prover's JSON with addressSeed>, "ext_eph_pk": base64(flag||pk),
+"max_epoch"}``; plus ``"jwks"`` (the provider's key set, the proof's ``kid``
+is looked up in it) or ``"modulus"`` (base64url RSA modulus), optionally
+``"issuer"`` (the ``iss`` the proof must carry) and ``"vk"`` (a snarkjs key;
+default: the zkLogin production key). Output: ``iss``, ``kid``,
+``max_epoch``, ``address`` (Sui's unpadded form) and ``address_padded``.
+Reasons: ``invalid_proof``, ``unknown_kid``, ``wrong_issuer``, ``wrong_alg``,
+``malformed``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from verifiers.cli.zklogin_nonce import decimal, ext_key
+from verifiers.errors import Malformed, VerificationError
+from verifiers.groth16 import prepared_key
+from verifiers.jwks import parse_jwks
+from verifiers.zklogin import address_from_seed
+from verifiers.zklogin_proof import parse_inputs, parse_signature, prod_key_json, verify_inputs
+
+
+def _modulus(case: dict[str, Any], kid: str) -> int:
+    if "modulus" in case:
+        text = case["modulus"]
+        if not isinstance(text, str):
+            raise Malformed(detail="modulus must be base64url")
+        try:
+            return int.from_bytes(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)), "big")
+        except (binascii.Error, ValueError):
+            raise Malformed(detail="modulus must be base64url") from None
+    keys = parse_jwks(case.get("jwks"))
+    jwk = keys.get(kid)
+    if jwk is None:
+        raise VerificationError("unknown_kid", f"kid {kid!r} not in the JWKS")
+    try:
+        return int(jwk.key.public_numbers().n)
+    except AttributeError:
+        raise VerificationError("wrong_alg", "the proof's key is not an RSA key") from None
+
+
+async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
+    if not isinstance(case, dict):
+        raise Malformed(detail="case: expected an object")
+    if "zklogin_signature" in case:
+        parts = parse_signature(case["zklogin_signature"])
+        inputs, max_epoch, eph = parts.inputs, parts.max_epoch, parts.ephemeral_key.extended
+    else:
+        inputs = parse_inputs(case.get("inputs"))
+        max_epoch, eph = decimal(case.get("max_epoch")), ext_key(case.get("ext_eph_pk"))
+    want = case.get("issuer")
+    if want is not None and want != inputs.iss:
+        raise VerificationError("wrong_issuer", f"the proof is for {inputs.iss!r}")
+    key = prepared_key(case["vk"] if "vk" in case else prod_key_json())
+    if key.n_public != 1:
+        raise Malformed(detail="a zkLogin key has one public input")
+    verify_inputs(inputs, eph, max_epoch, _modulus(case, inputs.kid), key)
+    return {"iss": inputs.iss, "kid": inputs.kid, "max_epoch": max_epoch,
+            "address": address_from_seed(inputs.address_seed, inputs.iss, padded=False),
+            "address_padded": address_from_seed(inputs.address_seed, inputs.iss, padded=True)}
