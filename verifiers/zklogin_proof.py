@@ -44,7 +44,8 @@ from verifiers.poseidon import R, poseidon_hash
 from verifiers.zklogin import EphemeralKey, hash_ascii_str_to_field, parse_ext_eph_pk
 
 __all__ = ["ZkLoginInputs", "SignatureParts", "all_inputs_hash", "decode_iss", "header_kid",
-           "modulus_field", "parse_inputs", "parse_signature", "prod_key_json", "verify_inputs"]
+           "modulus_field", "parse_inputs", "parse_signature", "parse_submission", "prod_key_json",
+           "verify_inputs"]
 
 MAX_ISS_B64, MAX_HEADER_B64 = 224, 248
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
@@ -70,7 +71,7 @@ class ZkLoginInputs:
 
 @dataclass(frozen=True)
 class SignatureParts:
-    """A parsed serialized zkLogin signature."""
+    """A parsed zkLogin submission (``user_signature`` empty when sent without one)."""
 
     inputs: ZkLoginInputs
     max_epoch: int
@@ -237,6 +238,30 @@ def parse_signature(text: Any) -> SignatureParts:
         raise Malformed(detail="ephemeral signature has the wrong length")
     key = parse_ext_eph_pk(bytes([user_sig[0]]) + user_sig[1 + sig_len:])
     return SignatureParts(inputs, max_epoch, key, user_sig)
+
+
+def parse_submission(obj: Any) -> SignatureParts:
+    """What a client submits: ``{"zklogin_signature"}`` or ``{"inputs", "ext_eph_pk"
+    (base64 of flag || pk), "max_epoch"}`` (``user_signature`` is empty then). Raises Malformed."""
+    if not isinstance(obj, dict):
+        raise Malformed(detail="expected an object")
+    if "zklogin_signature" in obj:
+        return parse_signature(obj["zklogin_signature"])
+    inputs = parse_inputs(obj.get("inputs"), obj.get("address_seed"))
+    epoch = obj.get("max_epoch")
+    if isinstance(epoch, str) and epoch.isdigit() and len(epoch) <= 20:
+        epoch = int(epoch)
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch < 2**64:
+        raise Malformed(detail="max_epoch must be a u64 (a decimal string or integer)")
+    text = obj.get("ext_eph_pk")
+    if not isinstance(text, str) or len(text) > 128:
+        raise Malformed(detail="ext_eph_pk must be base64 of flag || public key")
+    try:
+        text = text.replace("-", "+").replace("_", "/")
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise Malformed(detail="ext_eph_pk must be base64 of flag || public key") from None
+    return SignatureParts(inputs, epoch, parse_ext_eph_pk(raw), b"")
 
 
 def modulus_field(modulus: int) -> int:

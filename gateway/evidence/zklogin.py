@@ -205,8 +205,7 @@ class ZkLoginEndpoint:
             if wants_proof(data):
                 if self.proofs is None:
                     raise proofs_disabled()
-                proved = await self.proofs.verify(data, _ext_pk, _number, now=ctx.now,
-                                                  current_epoch=current)
+                proved = await self.proofs.verify(data, now=ctx.now, current_epoch=current)
                 subject, address, eph = proved.subject, proved.address, proved.ephemeral_key
                 expires_at = proved.expires_at
             else:

@@ -37,8 +37,8 @@ from gateway.proofpool import ProofPool, start_executor
 from verifiers.errors import VerificationError
 from verifiers.jwks import JwksCache
 from verifiers.oidc import OidcVerifier
-from verifiers.zklogin import EphemeralKey, ZkLoginVerifier, address_from_seed, parse_ext_eph_pk
-from verifiers.zklogin_proof import all_inputs_hash, parse_inputs, parse_signature, prod_key_json
+from verifiers.zklogin import EphemeralKey, ZkLoginVerifier, address_from_seed
+from verifiers.zklogin_proof import all_inputs_hash, parse_submission, prod_key_json
 
 
 @dataclass(frozen=True)
@@ -60,24 +60,18 @@ class ProofExchange:
                  verifier: ZkLoginVerifier, pool: ProofPool) -> None:
         self.s, self.oidc, self.jwks, self.verifier, self.pool = settings, oidc, jwks, verifier, pool
 
-    async def verify(self, data: dict[str, Any], ext_pk: Any, number: Any, *, now: float,
+    async def verify(self, data: dict[str, Any], *, now: float,
                      current_epoch: int | None) -> ProvedAccount:
         """Raise VerificationError (``malformed``, ``wrong_issuer``, ``unknown_kid``,
         ``jwks_unavailable``, ``expired``, ``wrong_alg``, ``invalid_proof``) or Overloaded."""
-        if "zklogin_signature" in data:
-            parts = parse_signature(data["zklogin_signature"])
-            inputs, max_epoch, key = parts.inputs, parts.max_epoch, parts.ephemeral_key
-        else:
-            inputs = parse_inputs(data["inputs"], data.get("address_seed"))
-            max_epoch = number(data.get("max_epoch"), "max_epoch")
-            key = parse_ext_eph_pk(ext_pk(data.get("ext_eph_pk")))
+        sub = parse_submission(data)
+        inputs, max_epoch, key = sub.inputs, sub.max_epoch, sub.ephemeral_key
         expires_at = self.verifier.check_epoch(max_epoch, now, current_epoch)
         provider = self.oidc.provider(inputs.iss)
         jwk = await self.jwks.get_key(provider, inputs.kid, now)
-        modulus = getattr(getattr(jwk.key, "public_numbers", lambda: None)(), "n", None)
-        if jwk.kty != "RSA" or not isinstance(modulus, int):
+        if jwk.kty != "RSA":
             raise VerificationError("wrong_alg", "the proof's provider key is not RSA")
-        public = all_inputs_hash(inputs, key.extended, max_epoch, modulus)
+        public = all_inputs_hash(inputs, key.extended, max_epoch, jwk.key.public_numbers().n)
         await self.pool.verify(inputs.proof_json, [public])
         address = address_from_seed(inputs.address_seed, inputs.iss, padded=self.s.padded_address)
         return ProvedAccount("zklogin:" + address, address, key, expires_at)

@@ -159,3 +159,16 @@ def test_iss_decoder_only_raises_malformed(value, index):
         decode_iss(value, index)
     except Malformed:
         pass
+
+
+def test_submission_forms():
+    from verifiers.zklogin_proof import parse_submission
+    raw = {"inputs": CASE["inputs"], "ext_eph_pk": CASE["ext_eph_pk"], "max_epoch": "10"}
+    sub = parse_submission(raw)
+    assert (sub.max_epoch, sub.ephemeral_key.extended, sub.user_signature) == (10, EXT, b"")
+    assert parse_submission({"zklogin_signature": CASE["zklogin_signature"]}).inputs == sub.inputs
+    for bad in ({**raw, "max_epoch": "-1"}, {**raw, "max_epoch": str(2**64)}, {**raw, "max_epoch": True},
+                {**raw, "ext_eph_pk": "!!"}, {**raw, "ext_eph_pk": base64.b64encode(b"\x07" + EXT[1:]).decode()},
+                {k: v for k, v in raw.items() if k != "ext_eph_pk"}, [raw]):
+        with pytest.raises(Malformed):
+            parse_submission(bad)

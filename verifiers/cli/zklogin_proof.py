@@ -17,12 +17,11 @@ import base64
 import binascii
 from typing import Any
 
-from verifiers.cli.zklogin_nonce import decimal, ext_key
 from verifiers.errors import Malformed, VerificationError
 from verifiers.groth16 import prepared_key
 from verifiers.jwks import parse_jwks
 from verifiers.zklogin import address_from_seed
-from verifiers.zklogin_proof import parse_inputs, parse_signature, prod_key_json, verify_inputs
+from verifiers.zklogin_proof import parse_submission, prod_key_json, verify_inputs
 
 
 def _modulus(case: dict[str, Any], kid: str) -> int:
@@ -38,21 +37,14 @@ def _modulus(case: dict[str, Any], kid: str) -> int:
     jwk = keys.get(kid)
     if jwk is None:
         raise VerificationError("unknown_kid", f"kid {kid!r} not in the JWKS")
-    try:
-        return int(jwk.key.public_numbers().n)
-    except AttributeError:
-        raise VerificationError("wrong_alg", "the proof's key is not an RSA key") from None
+    if jwk.kty != "RSA":
+        raise VerificationError("wrong_alg", "the proof's key is not an RSA key")
+    return int(jwk.key.public_numbers().n)
 
 
 async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
-    if not isinstance(case, dict):
-        raise Malformed(detail="case: expected an object")
-    if "zklogin_signature" in case:
-        parts = parse_signature(case["zklogin_signature"])
-        inputs, max_epoch, eph = parts.inputs, parts.max_epoch, parts.ephemeral_key.extended
-    else:
-        inputs = parse_inputs(case.get("inputs"))
-        max_epoch, eph = decimal(case.get("max_epoch")), ext_key(case.get("ext_eph_pk"))
+    sub = parse_submission(case)
+    inputs, max_epoch, eph = sub.inputs, sub.max_epoch, sub.ephemeral_key.extended
     want = case.get("issuer")
     if want is not None and want != inputs.iss:
         raise VerificationError("wrong_issuer", f"the proof is for {inputs.iss!r}")
