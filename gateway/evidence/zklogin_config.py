@@ -4,7 +4,9 @@
 [zklogin]
 epoch_mode = "unix"            # or "sui": max_epoch is a Sui epoch
 # current_epoch = 812          # sui mode: a fixed current epoch, or
-# sui_rpc = "https://fullnode.mainnet.sui.io:443"   # ... read it from a Sui RPC (cached 60 s)
+# sui_rpc = "https://fullnode.mainnet.sui.io:443"   # ... read it from a Sui RPC:
+# sui_epoch_cache = 60         #   seconds between reads; sui_rpc_timeout = 5 per read;
+# sui_epoch_max_stale = 3600   #   the last epoch read is used this long while the RPC is away
 session_ttl = 3600             # capped by max_epoch in unix mode
 signature_window = 300         # per-request signatures: created within, expires at most this ahead
 salt = { secret_file = "/run/secrets/zklogin-salt" }   # optional: subject = zkLogin address
@@ -23,19 +25,26 @@ jwks_url = "https://www.googleapis.com/oauth2/v3/certs"   # or jwks_file = "..."
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+import aiohttp
 
 from gateway import validation as pc
 from gateway.config import ConfigError, read_secret
 from verifiers.errors import VerificationError
 from verifiers.jwks import ProviderConfig
+
+log = logging.getLogger("popgate.zklogin")
 
 _NUMBERS: dict[str, tuple[float, float, float, bool]] = {
     # name: (default, lo, hi, integer)
@@ -49,6 +58,9 @@ _NUMBERS: dict[str, tuple[float, float, float, bool]] = {
     "jwks_refetch_interval": (30, 0, 86400, False),
     "jwks_max_stale": (6 * 3600, 0, 7 * 86400, False),
     "jwks_timeout": (5.0, 0.1, 60, False),
+    "sui_epoch_cache": (60, 0, 86400, False),
+    "sui_rpc_timeout": (5.0, 0.1, 60, False),
+    "sui_epoch_max_stale": (3600, 0, 7 * 86400, False),
     "proof_workers": (1, 1, 64, True),
     "proof_queue_limit": (16, 0, 100000, True),
 }
@@ -67,29 +79,53 @@ class FixedEpoch:
 
 
 class SuiRpcEpoch:
-    """The current Sui epoch from ``suix_getLatestSuiSystemState``, cached 60 s."""
+    """The current Sui epoch from ``suix_getLatestSuiSystemState``.
 
-    def __init__(self, url: str, services: Any, ttl: float = 60.0) -> None:
-        self.url, self.services, self.ttl = url, services, ttl
+    Cached ``ttl`` seconds; one fetch at a time (concurrent exchanges share it,
+    each fetch bounded by ``timeout``); after a failed fetch none is tried for
+    ``retry`` seconds (the cache period, at most 5 s). The last known epoch is served for up to ``max_stale``
+    seconds after it was read (a Sui epoch lasts about a day), then the
+    exchange fails closed with ``epoch_unavailable`` (503)."""
+
+    def __init__(self, url: str, services: Any, *, ttl: float = 60.0, timeout: float = 5.0,
+                 max_stale: float = 3600.0, retry: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.url, self.services, self.clock = url, services, clock
+        self.ttl, self.timeout, self.max_stale, self.retry = ttl, timeout, max_stale, retry
         self._value: int | None = None
-        self._until = 0.0
+        self._read_at = self._next_try = float("-inf")
+        self._flight: asyncio.Future[None] | None = None
+        self._error = "no Sui epoch yet"
+        self.fetches = 0
 
     async def current(self, now: float) -> int:
-        mono = time.monotonic()
-        if self._value is not None and mono < self._until:
+        if self._value is not None and self.clock() - self._read_at < self.ttl:
             return self._value
+        if self.clock() >= self._next_try:
+            if self._flight is None or self._flight.done():
+                self._flight = asyncio.ensure_future(self._fetch())
+            await asyncio.shield(self._flight)
+        if self._value is not None and self.clock() - self._read_at <= self.max_stale:
+            return self._value  # fresh, or the last known one while the RPC is away
+        raise VerificationError("epoch_unavailable", self._error)
+
+    async def _fetch(self) -> None:
+        self.fetches += 1
         body = {"jsonrpc": "2.0", "id": 1, "method": "suix_getLatestSuiSystemState", "params": []}
         try:
             session = await self.services.outbound()
-            async with session.post(self.url, json=body, allow_redirects=False) as resp:
+            async with session.post(self.url, json=body, allow_redirects=False,
+                                    timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
                 data = await resp.json(content_type=None)
             epoch = int(data["result"]["epoch"])
+            if not 0 <= epoch < 2**64:
+                raise ValueError("epoch out of range")
         except Exception as exc:  # noqa: BLE001 - any failure means "unknown epoch"
-            if self._value is not None:
-                return self._value  # serve the last known epoch rather than fail
-            raise VerificationError("epoch_unavailable", f"sui rpc: {exc!r}") from None
-        self._value, self._until = epoch, mono + self.ttl
-        return epoch
+            self._next_try = self.clock() + self.retry
+            self._error = f"sui rpc: {type(exc).__name__}"
+            log.warning("sui epoch fetch failed: %s: %s", type(exc).__name__, exc)
+            return
+        self._value, self._read_at, self._next_try = epoch, self.clock(), float("-inf")
 
 
 @dataclass(frozen=True)
@@ -112,6 +148,9 @@ class ZkLoginSettings:
     padded_address: bool
     require_request_nonce: bool
     allow_http_jwks: bool
+    sui_epoch_cache: float
+    sui_rpc_timeout: float
+    sui_epoch_max_stale: float
     proofs: bool
     proof_workers: int
     proof_queue_limit: int
@@ -123,7 +162,9 @@ class ZkLoginSettings:
         if self.current_epoch is not None:
             return FixedEpoch(self.current_epoch)
         assert self.sui_rpc is not None
-        return SuiRpcEpoch(self.sui_rpc, services)
+        return SuiRpcEpoch(self.sui_rpc, services, ttl=self.sui_epoch_cache,
+                           timeout=self.sui_rpc_timeout, max_stale=self.sui_epoch_max_stale,
+                           retry=min(5.0, self.sui_epoch_cache))
 
 
 def _provider(c: pc.Collector, path: str, t: Any, allow_http: bool) -> ProviderConfig | None:

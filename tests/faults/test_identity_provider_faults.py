@@ -1,9 +1,11 @@
 """Outside services popgate depends on, failing for real over loopback:
 
 * the zkLogin provider's JWKS endpoint down (closed port), slower than the
-  fetch timeout (5 s, ``verifiers.jwks.JwksCache``), back, then down again
+  fetch timeout (``[zklogin] jwks_timeout``), back, then down again
   while a cached key set is within / past ``jwks_max_stale``;
-* the x402 facilitator slower than the settle timeout.
+* the x402 facilitator slower than the settle timeout;
+* the Sui RPC (``epoch_mode = "sui"``) down, slow, back, and away past
+  ``sui_epoch_max_stale``.
 """
 
 from __future__ import annotations
@@ -212,3 +214,74 @@ async def test_payment_settled_after_a_timeout_is_not_lost(upstream, gateway_fac
         assert len(st.settled) == 1
         # a third copy of the payment buys nothing more
         assert (await pay(http, gw, "/paid/late", header))[:2] == (402, "payment_rejected")
+
+
+class SuiRpc:
+    """A Sui JSON-RPC endpoint whose answer can be delayed; counts hits."""
+
+    def __init__(self) -> None:
+        self.delay, self.hits, self.epoch = 0.0, 0, 800
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.hits += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {"epoch": str(self.epoch)}})
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/", self.handle)
+        return app
+
+
+async def test_sui_rpc_down_slow_back_and_stale(upstream, gateway_factory, http):
+    """``epoch_mode = "sui"`` reading the epoch from a Sui RPC (cache 0.5 s, timeout 1 s,
+    max stale 3 s). (a) RPC port closed: 6 concurrent exchanges → 503 ``epoch_unavailable``
+    at once. (b) RPC up: 200. (c) RPC slower than the timeout: 6 concurrent exchanges share
+    one read, and the last known epoch serves them all (200) within ~the timeout. (d) Past
+    max stale with the RPC still slow: 503. (e) RPC back: 200. Never a 500."""
+    jwks, rpc = Jwks(), SuiRpc()
+    rpc_port = free_port()
+    async with serve_app(jwks.app()) as jport:
+        sui = (f'epoch_mode = "sui"\nsui_rpc = "http://127.0.0.1:{rpc_port}/"\n'
+               "sui_epoch_cache = 0.5\nsui_rpc_timeout = 1.0\nsui_epoch_max_stale = 3\n")
+        toml = zk_toml(f"http://127.0.0.1:{jport}/jwks").replace("[zklogin]\n", "[zklogin]\n" + sui, 1)
+        gw = await gateway_factory(upstream, extra=toml)
+
+        async def burst(n: int) -> tuple[Counter, float]:
+            t0 = time.monotonic()
+            clients = [Client() for _ in range(n)]
+            for c in clients:
+                c.max_epoch = 805
+            out = await asyncio.gather(*(post(http, gw, c.exchange_body()) for c in clients))
+            return Counter(out), time.monotonic() - t0
+
+        got, took = await burst(6)                                           # (a)
+        assert got == {(503, "epoch_unavailable"): 6} and took < 2.0
+        async with serve_app(rpc.app(), port=rpc_port):
+            await asyncio.sleep(0.6)                                         # the retry pause
+            got, _ = await burst(1)                                          # (b)
+            assert got == {(200, None): 1} and rpc.hits == 1
+            read_at = time.monotonic()
+            rpc.delay = 2.5
+            await asyncio.sleep(0.6)                                         # cache expired
+            got, took = await burst(6)                                       # (c)
+            assert got == {(200, None): 6}, got
+            assert rpc.hits == 2, "six exchanges shared one read"
+            assert took < 2.5, f"exchanges queued behind the slow RPC: {took:.1f}s"
+            await asyncio.sleep(max(0.0, read_at + 3.2 - time.monotonic()))
+            got, _ = await burst(1)                                          # (d)
+            assert got == {(503, "epoch_unavailable"): 1}
+            rpc.delay = 0.0
+            await asyncio.sleep(0.6)
+            got, _ = await burst(1)                                          # (e)
+            assert got == {(200, None): 1}
+    reg = gw.gateway.metrics.registry
+    assert sample(reg, "popgate_evidence_total", {"scheme": "zklogin", "result": "epoch_unavailable"}) == 7
+    assert sample(reg, "popgate_responses_total", {"code": "5xx"}) == 7  # each a 503 above
+
+
+async def post(http, gw, body) -> tuple[int, str | None]:
+    async with http.post(url_of(gw, ENDPOINT), json=body) as r:
+        data = await r.json(content_type=None)
+        return r.status, (data.get("reason") if r.status != 200 else None)
