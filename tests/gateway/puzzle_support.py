@@ -39,8 +39,11 @@ action = "allow"
 """
 
 
-def puzzle_extra(tmp: Path, *, policy: str = POLICY, floor: int = 8, extra: str = "") -> str:
-    """Config tables: [policy] file, [puzzle] keys, [difficulty] with a low floor."""
+def puzzle_extra(tmp: Path, *, policy: str = POLICY, floor: int = 8, pressure_bits: int = 0,
+                 extra: str = "") -> str:
+    """Config tables: [policy] file, [puzzle] keys, [difficulty] with a low floor and,
+    unless asked for, no pressure bits (a loaded test machine's loop lag must not raise
+    the bits between a 402 and its answer; pressure has its own tests)."""
     (tmp / "pz").write_bytes(os.urandom(24).hex().encode())
     pol = tmp / "policy.toml"
     pol.write_text(policy)
@@ -56,6 +59,7 @@ session_ttl = 600
 [difficulty]
 class_floor = {{unknown = {floor}, agent = {floor}}}
 ceiling = 22
+pressure_bits = {pressure_bits}
 {extra}
 """
 

@@ -88,7 +88,7 @@ async def test_flood_from_one_network_does_not_raise_anothers_bits(upstream, htt
 async def test_pressure_adds_bits_for_unverified_clients(upstream, http, tmp_path):
     """Event-loop lag over its threshold adds pressure_bits; it decays away when the lag is gone."""
     clock = Clock(NOW)
-    running = await _gateway(tmp_path, upstream, clock, floor=8, extra="pressure_bits = 3\n")
+    running = await _gateway(tmp_path, upstream, clock, floor=8, pressure_bits=3)
     try:
         stage = running.gateway.policy_stage
         assert await _bits(http, running) == 8
