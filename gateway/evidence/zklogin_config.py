@@ -83,9 +83,9 @@ class SuiRpcEpoch:
 
     Cached ``ttl`` seconds; one fetch at a time (concurrent exchanges share it,
     each fetch bounded by ``timeout``); after a failed fetch none is tried for
-    ``retry`` seconds (the cache period, at most 5 s). The last known epoch is served for up to ``max_stale``
-    seconds after it was read (a Sui epoch lasts about a day), then the
-    exchange fails closed with ``epoch_unavailable`` (503)."""
+    ``retry`` seconds (the cache period, at most 5 s). The last known epoch is
+    served for up to ``max_stale`` seconds after it was read (a Sui epoch lasts
+    about a day), then the exchange fails closed with ``epoch_unavailable`` (503)."""
 
     def __init__(self, url: str, services: Any, *, ttl: float = 60.0, timeout: float = 5.0,
                  max_stale: float = 3600.0, retry: float = 5.0,
@@ -96,7 +96,6 @@ class SuiRpcEpoch:
         self._read_at = self._next_try = float("-inf")
         self._flight: asyncio.Future[None] | None = None
         self._error = "no Sui epoch yet"
-        self.fetches = 0
 
     async def current(self, now: float) -> int:
         if self._value is not None and self.clock() - self._read_at < self.ttl:
@@ -110,7 +109,6 @@ class SuiRpcEpoch:
         raise VerificationError("epoch_unavailable", self._error)
 
     async def _fetch(self) -> None:
-        self.fetches += 1
         body = {"jsonrpc": "2.0", "id": 1, "method": "suix_getLatestSuiSystemState", "params": []}
         try:
             session = await self.services.outbound()

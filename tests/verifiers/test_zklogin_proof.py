@@ -167,8 +167,9 @@ def test_submission_forms():
     sub = parse_submission(raw)
     assert (sub.max_epoch, sub.ephemeral_key.extended, sub.user_signature) == (10, EXT, b"")
     assert parse_submission({"zklogin_signature": CASE["zklogin_signature"]}).inputs == sub.inputs
+    unknown_flag = base64.b64encode(b"\x07" + EXT[1:]).decode()
     for bad in ({**raw, "max_epoch": "-1"}, {**raw, "max_epoch": str(2**64)}, {**raw, "max_epoch": True},
-                {**raw, "ext_eph_pk": "!!"}, {**raw, "ext_eph_pk": base64.b64encode(b"\x07" + EXT[1:]).decode()},
+                {**raw, "ext_eph_pk": "!!"}, {**raw, "ext_eph_pk": unknown_flag},
                 {k: v for k, v in raw.items() if k != "ext_eph_pk"}, [raw]):
         with pytest.raises(Malformed):
             parse_submission(bad)
