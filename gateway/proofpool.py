@@ -27,6 +27,7 @@ broken at submit time never ran, so it is submitted once more to the new one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import math
@@ -67,6 +68,28 @@ def start_executor(vk_json: Any, workers: int) -> ProcessPoolExecutor:
     for _ in range(workers):  # 3.11 spawns a worker per submit while none is idle
         pool.submit(_ping)
     return pool
+
+
+async def stop_executor(executor: Executor, timeout: float = 5.0) -> None:
+    """Stop a pool before the event loop ends: drop the jobs still waiting, let
+    the processes take their exit sentinels, and terminate any that have not
+    gone within ``timeout`` seconds.
+
+    ``shutdown(wait=False)`` is not enough in a forked ``--workers`` process: it
+    leaves via multiprocessing's exit handler, which joins the pool processes,
+    but never runs the ``concurrent.futures`` hook that tells them to exit, so
+    the worker waited on its pool for ever after SIGTERM."""
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(loop.run_in_executor(
+            None, functools.partial(executor.shutdown, wait=True, cancel_futures=True)), timeout)
+    except (asyncio.TimeoutError, RuntimeError) as exc:
+        log.warning("verification pool did not stop in %.0fs (%s): terminating it", timeout,
+                    type(exc).__name__)
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
 
 
 def job_hash(vk_id: str, proof: Any, public: list[int]) -> str:

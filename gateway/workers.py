@@ -80,6 +80,10 @@ def _worker_main(config: Config) -> None:
         _run_one(config, reuse_port=True)
     finally:
         flush()      # a forked process leaves through os._exit: no atexit
+        # multiprocessing's exit handler joins our children: one a cleanup
+        # missed (a proof pool process) would keep this worker alive for ever.
+        for child in multiprocessing.active_children():
+            child.terminate()
 
 
 def _prepare_multiproc_dir() -> tuple[str, bool]:

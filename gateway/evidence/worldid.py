@@ -57,7 +57,7 @@ from gateway.errors import GatewayError
 from gateway.evidence.worldid_config import WorldIdSettings, parse_settings
 from gateway.evidence.worldid_v4 import CloudVerifier, V4_PROTOCOL, v4_item
 from gateway.pipeline import Context
-from gateway.proofpool import ProofPool, start_executor
+from gateway.proofpool import ProofPool, start_executor, stop_executor
 from gateway.responses import problem
 from gateway.roots import FileRoots, RedisSetRoots, RootSource, RpcRoots, StaticRoots, rpc_caller
 from gateway.stores.base import key
@@ -265,7 +265,7 @@ def worldid_extension(gateway: Gateway, services: Services) -> None:
                      restart=new_executor if own else None)
     if own:
         async def shutdown() -> None:
-            pool.executor.shutdown(wait=False, cancel_futures=True)  # the current one
+            await stop_executor(pool.executor)  # the current one
 
         services.cleanups.append(shutdown)
         log.info("worldid: %d verification worker(s) starting (%.2fs)", s.workers,

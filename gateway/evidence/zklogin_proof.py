@@ -33,7 +33,7 @@ from typing import Any
 from gateway.app import Services
 from gateway.errors import BadRequest
 from gateway.evidence.zklogin_config import ZkLoginSettings
-from gateway.proofpool import ProofPool, start_executor
+from gateway.proofpool import ProofPool, start_executor, stop_executor
 from verifiers.errors import VerificationError
 from verifiers.jwks import JwksCache
 from verifiers.oidc import OidcVerifier
@@ -94,7 +94,7 @@ def proof_exchange(settings: ZkLoginSettings, services: Services, oidc: OidcVeri
                      scheme="zklogin_proof", restart=new_executor if own else None)
     if own:
         async def shutdown() -> None:
-            pool.executor.shutdown(wait=False, cancel_futures=True)
+            await stop_executor(pool.executor)
 
         services.cleanups.append(shutdown)
     return ProofExchange(settings, oidc, jwks, verifier, pool)

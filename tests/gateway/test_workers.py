@@ -16,6 +16,7 @@ import pytest
 from gateway.config import load_config
 from gateway.metrics_files import FLUSH_SECONDS
 from gateway.workers import worker_pids
+from tests.gateway.worldid_support import ENDPOINT, body, worldid_toml
 from tests.support.servers import gateway_process, wait_port_async, write_config
 
 WORKERS = 2
@@ -234,3 +235,59 @@ async def test_sqlite_store_spends_once_across_workers(upstream, tmp_path):
         assert sorted(statuses) == [200] + [403] * 15, statuses
     finally:
         assert stop(proc) == 0
+
+
+def descendants(pid: int) -> set[int]:
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            kids = []
+        out.update(kids)
+        todo.extend(kids)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def test_sigterm_stops_workers_and_their_proof_pools(upstream, tmp_path):
+    """SIGTERM with World ID on: every worker, and the Groth16 pool each worker runs, exits.
+    (Before: a forked worker left through multiprocessing's exit handler, which joined the
+    pool processes nobody had told to stop: the parent waited for ever.)"""
+    path = write_config(tmp_path, upstream, store=f"sqlite:///{tmp_path}/store.db", extra=worldid_toml())
+    cfg = load_config(path)
+    for round_ in range(2):
+        proc = gateway_process(path, "--workers", "2")
+        try:
+            await wait_port_async(cfg.listen.port, timeout=30)
+            deadline = time.monotonic() + 15
+            while len(worker_pids(proc.pid)) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            async with aiohttp.ClientSession() as s:
+                for i in range(4):  # use the pools (each worker its own)
+                    async with s.post(f"http://127.0.0.1:{cfg.listen.port}{ENDPOINT}", json=body(0)) as r:
+                        await r.read()
+            everyone = descendants(proc.pid)
+            assert len(everyone) >= 4, everyone   # 2 workers, each a forkserver and a pool process
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        deadline = time.monotonic() + 5
+        while any(alive(p) for p in everyone) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        left = [p for p in everyone if alive(p)]
+        for p in left:
+            os.kill(p, signal.SIGKILL)
+        assert not left, f"round {round_}: processes left behind: {left}"
