@@ -9,6 +9,7 @@ ended here, by its pid.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -70,7 +71,10 @@ class Stack:
             try:
                 p.wait(15)
             except subprocess.TimeoutExpired:
-                p.kill()
+                print(f"flood: {p.args[:4]} did not stop in 15 s: killing its process group",
+                      file=sys.stderr)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)  # the group is its own (start_new_session)
                 p.wait(5)
 
 
@@ -117,7 +121,9 @@ def write_worldid_proofs(keys: Path) -> dict[str, str]:
 
 def _start(args: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as fh:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+        # its own process group: close() can end its workers too if it hangs
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     wait_port(port, timeout=30, proc=proc)
     return proc
 
@@ -164,7 +170,9 @@ def start_stack(out: Path, *, store: str = "sqlite", workers: int = 1, api_keys:
         (out / "popgate.toml").write_text(config)
         gw = _start([PY, "-m", "gateway", "run", "--config", str(out / "popgate.toml"), "--workers",
                      str(workers), "--log-level", "WARNING"], port, out / "popgate.log")
+        procs.append(gw)
         wait_port(admin, timeout=30, proc=gw)
+        procs.remove(gw)
     except BaseException:
         for p in procs:
             p.terminate()
