@@ -209,3 +209,30 @@ class ProofPool:
 
     def _gauge(self) -> None:
         self.metrics.pool_queue.set(max(0, self.pending - self.workers))
+
+
+def service_pool(services: Any, vk_json: Any, *, workers: int, queue_limit: int, scheme: str,
+                 cache_size: int = 4096) -> ProofPool:
+    """A ProofPool for an extension: on ``services.executor`` when the gateway
+    was given one (tests share one), else on processes of its own, replaced if
+    one dies and stopped with the gateway (:func:`stop_executor`)."""
+    if services.executor is not None:
+        return ProofPool(services.executor, vk_json, workers=workers, queue_limit=queue_limit,
+                         metrics=services.metrics, scheme=scheme, cache_size=cache_size)
+    started = time.perf_counter()
+
+    def new_executor() -> ProcessPoolExecutor:
+        return start_executor(vk_json, workers)
+
+    pool = ProofPool(new_executor(), vk_json, workers=workers, queue_limit=queue_limit,
+                     metrics=services.metrics, scheme=scheme, cache_size=cache_size,
+                     restart=new_executor)
+
+    async def shutdown() -> None:
+        await stop_executor(pool.executor)  # the current one
+
+    services.cleanups.append(shutdown)
+    log.info("%s: %d verification worker(s) starting (%.2fs)", scheme, workers,
+             time.perf_counter() - started)
+    return pool
+

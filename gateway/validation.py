@@ -58,3 +58,26 @@ class Collector:
             self.problem(path, f"must be <= {hi}, got {value}")
             return None
         return value
+
+
+def read_vk_file(c: Collector, where: str, path: str) -> Any:
+    """A snarkjs verification key from ``path``, parsed once to check it; None
+    (and a problem at ``where``) when it cannot be read or is not a key."""
+    import json
+    from pathlib import Path
+
+    from verifiers.errors import VerificationError
+    from verifiers.groth16 import parse_vk
+
+    try:
+        vk = json.loads(Path(path).read_text())
+        parse_vk(vk)
+        return vk
+    except OSError as exc:
+        c.problem(where, f"cannot read {path}: {exc.strerror}")
+    except ValueError:
+        c.problem(where, f"{path}: not JSON")
+    except VerificationError as exc:
+        c.problem(where, f"{path}: not a valid key ({exc.detail})")
+    return None
+

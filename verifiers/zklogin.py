@@ -22,11 +22,12 @@ ValueError from the pure helpers on out-of-range input.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from verifiers.errors import Malformed, VerificationError
 from verifiers.oidc import OidcClaims, OidcVerifier
@@ -34,7 +35,7 @@ from verifiers.poseidon import R, poseidon_hash
 
 __all__ = [
     "FLAG_ED25519", "FLAG_SECP256K1", "FLAG_SECP256R1", "EphemeralKey", "ZkLoginAttestation",
-    "ZkLoginVerifier", "address_from_seed", "compute_nonce", "gen_address_seed",
+    "ZkLoginVerifier", "address_from_seed", "compute_nonce", "decode_ext_eph_pk", "gen_address_seed",
     "hash_ascii_str_to_field", "normalize_issuer", "parse_ext_eph_pk", "zklogin_address",
 ]
 
@@ -68,6 +69,18 @@ def parse_ext_eph_pk(data: bytes) -> EphemeralKey:
     if data[0] != FLAG_ED25519 and data[1] not in (2, 3):
         raise Malformed(detail="compressed EC point expected")
     return EphemeralKey(data[0], bytes(data[1:]))
+
+
+def decode_ext_eph_pk(text: Any) -> bytes:
+    """The bytes of ``flag || pk`` sent as base64 (standard or URL alphabet,
+    padding optional, at most 128 characters); raises Malformed."""
+    if not isinstance(text, str) or len(text) > 128:
+        raise Malformed(detail="ext_eph_pk must be base64 of flag || public key")
+    try:
+        std = text.replace("-", "+").replace("_", "/")
+        return base64.b64decode(std + "=" * (-len(std) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise Malformed(detail="ext_eph_pk must be base64 of flag || public key") from None
 
 
 def compute_nonce(ext_eph_pk: bytes, max_epoch: int, randomness: int) -> str:

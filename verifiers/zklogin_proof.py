@@ -41,7 +41,7 @@ from typing import Any
 from verifiers.errors import Malformed, VerificationError
 from verifiers.groth16 import PreparedKey, Proof, parse_proof, prepared_key, verify
 from verifiers.poseidon import R, poseidon_hash
-from verifiers.zklogin import EphemeralKey, hash_ascii_str_to_field, parse_ext_eph_pk
+from verifiers.zklogin import EphemeralKey, decode_ext_eph_pk, hash_ascii_str_to_field, parse_ext_eph_pk
 
 __all__ = ["ZkLoginInputs", "SignatureParts", "all_inputs_hash", "decode_iss", "header_kid",
            "modulus_field", "parse_inputs", "parse_signature", "parse_submission", "prod_key_json",
@@ -253,15 +253,8 @@ def parse_submission(obj: Any) -> SignatureParts:
         epoch = int(epoch)
     if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch < 2**64:
         raise Malformed(detail="max_epoch must be a u64 (a decimal string or integer)")
-    text = obj.get("ext_eph_pk")
-    if not isinstance(text, str) or len(text) > 128:
-        raise Malformed(detail="ext_eph_pk must be base64 of flag || public key")
-    try:
-        text = text.replace("-", "+").replace("_", "/")
-        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise Malformed(detail="ext_eph_pk must be base64 of flag || public key") from None
-    return SignatureParts(inputs, epoch, parse_ext_eph_pk(raw), b"")
+    key = parse_ext_eph_pk(decode_ext_eph_pk(obj.get("ext_eph_pk")))
+    return SignatureParts(inputs, epoch, key, b"")
 
 
 def modulus_field(modulus: int) -> int:

@@ -43,9 +43,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from aiohttp import web
@@ -57,7 +55,7 @@ from gateway.errors import GatewayError
 from gateway.evidence.worldid_config import WorldIdSettings, parse_settings
 from gateway.evidence.worldid_v4 import CloudVerifier, V4_PROTOCOL, v4_item
 from gateway.pipeline import Context
-from gateway.proofpool import ProofPool, start_executor, stop_executor
+from gateway.proofpool import ProofPool, service_pool
 from gateway.responses import problem
 from gateway.roots import FileRoots, RedisSetRoots, RootSource, RpcRoots, StaticRoots, rpc_caller
 from gateway.stores.base import key
@@ -253,23 +251,8 @@ def worldid_extension(gateway: Gateway, services: Services) -> None:
     if raw is None:
         return
     s = parse_settings(raw, services.config.store.url)
-    own = services.executor is None  # our own pool: replaced if a worker dies (gateway.proofpool)
-    started = time.perf_counter()
-
-    def new_executor() -> ProcessPoolExecutor:
-        return start_executor(s.vk_json, s.workers)
-
-    executor = new_executor() if services.executor is None else services.executor
-    pool = ProofPool(executor, s.vk_json, workers=s.workers, queue_limit=s.queue_limit,
-                     metrics=services.metrics, cache_size=s.cache_size,
-                     restart=new_executor if own else None)
-    if own:
-        async def shutdown() -> None:
-            await stop_executor(pool.executor)  # the current one
-
-        services.cleanups.append(shutdown)
-        log.info("worldid: %d verification worker(s) starting (%.2fs)", s.workers,
-                 time.perf_counter() - started)
+    pool = service_pool(services, s.vk_json, workers=s.workers, queue_limit=s.queue_limit,
+                        scheme="worldid", cache_size=s.cache_size)
     cloud = CloudVerifier(s.cloud_verify_url, s.cloud_timeout, services) if s.cloud_verify_url else None
     endpoint = WorldIdEndpoint(s, services, root_source(s, services), pool, cloud)
     gateway.endpoints[ENDPOINT] = endpoint

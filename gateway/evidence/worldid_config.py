@@ -33,17 +33,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from gateway.config import ConfigError
-from gateway.validation import Collector
+from gateway.validation import Collector, read_vk_file
 from verifiers.bn254.encoding import parse_uint
 from verifiers.errors import VerificationError
-from verifiers.groth16 import parse_vk
 from verifiers.worldid import key_spec
 
 ROTATIONS = {"none": 0, "daily": 86400, "weekly": 7 * 86400}
@@ -119,18 +116,7 @@ def _vk(c: Collector, t: dict[str, Any]) -> Any:
     if "vk_file" in t and "key" in t:
         c.problem("worldid.vk_file", "give either key or vk_file, not both")
     if "vk_file" in t:
-        path = _str(c, t, "vk_file", "")
-        try:
-            vk = json.loads(Path(path).read_text())
-            parse_vk(vk)
-            return vk
-        except OSError as exc:
-            c.problem("worldid.vk_file", f"cannot read {path}: {exc.strerror}")
-        except ValueError:
-            c.problem("worldid.vk_file", f"{path}: not JSON")
-        except VerificationError as exc:
-            c.problem("worldid.vk_file", f"{path}: not a valid key ({exc.detail})")
-        return None
+        return read_vk_file(c, "worldid.vk_file", _str(c, t, "vk_file", ""))
     spec = _str(c, t, "key", "worldid_v3")
     if "depth" in t:
         depth = c.number("worldid.depth", t["depth"], lo=1, hi=32, integer=True)

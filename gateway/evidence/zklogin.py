@@ -50,7 +50,7 @@ from verifiers.httpsig import Candidate, Policy, RequestView, VerifyingKey, veri
 from verifiers.jwks import JwksCache
 from verifiers.oidc import OidcVerifier
 from verifiers.session import InvalidSession, Session
-from verifiers.zklogin import ZkLoginVerifier, parse_ext_eph_pk
+from verifiers.zklogin import ZkLoginVerifier, decode_ext_eph_pk, parse_ext_eph_pk
 
 log = logging.getLogger("popgate.zklogin")
 ENDPOINT = "/.well-known/popgate/zklogin"
@@ -71,12 +71,9 @@ def _number(x: Any, name: str) -> int:
 
 
 def _ext_pk(x: Any) -> bytes:
-    if not isinstance(x, str) or len(x) > 128:
-        raise BadRequest("ext_eph_pk", public="ext_eph_pk must be base64 of flag || public key.")
     try:
-        text = x.replace("-", "+").replace("_", "/")
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
+        return decode_ext_eph_pk(x)
+    except VerificationError:
         raise BadRequest("ext_eph_pk", public="ext_eph_pk must be base64 of flag || public key.") from None
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import os
 import time
@@ -264,21 +263,13 @@ def parse_settings(raw: Any, env: Any = None) -> ZkLoginSettings:
 
 
 def _proof_key(c: pc.Collector, path: Any) -> dict[str, Any] | None:
-    """``proof_vk_file``: a snarkjs key with one public input (or a file holding it
-    under ``prod_v1``, as popgate ships the production key)."""
+    """``proof_vk_file``: a snarkjs key with one public input."""
     if path is None:
         return None
-    from verifiers.errors import VerificationError as Invalid
     from verifiers.groth16 import parse_vk
 
-    try:
-        with open(str(path), encoding="utf-8") as f:
-            data = json.load(f)
-        data = data.get("prod_v1", data) if isinstance(data, dict) else data
-        if parse_vk(data).n_public != 1:
-            c.problem("zklogin.proof_vk_file", "a zkLogin key has exactly one public input")
-            return None
-        return data  # type: ignore[no-any-return]
-    except (OSError, ValueError, Invalid) as exc:
-        c.problem("zklogin.proof_vk_file", f"cannot use {path}: {exc}")
+    vk = pc.read_vk_file(c, "zklogin.proof_vk_file", str(path))
+    if vk is not None and parse_vk(vk).n_public != 1:
+        c.problem("zklogin.proof_vk_file", "a zkLogin key has exactly one public input")
         return None
+    return vk  # type: ignore[no-any-return]

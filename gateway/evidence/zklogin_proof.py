@@ -33,7 +33,7 @@ from typing import Any
 from gateway.app import Services
 from gateway.errors import BadRequest
 from gateway.evidence.zklogin_config import ZkLoginSettings
-from gateway.proofpool import ProofPool, start_executor, stop_executor
+from gateway.proofpool import ProofPool, service_pool
 from verifiers.errors import VerificationError
 from verifiers.jwks import JwksCache
 from verifiers.oidc import OidcVerifier
@@ -79,24 +79,12 @@ class ProofExchange:
 
 def proof_exchange(settings: ZkLoginSettings, services: Services, oidc: OidcVerifier,
                    jwks: JwksCache, verifier: ZkLoginVerifier) -> ProofExchange | None:
-    """The proof path when ``proofs = true``: its own process pool (or the shared one)."""
+    """The proof path when ``proofs = true``, with a pool of its own (:func:`service_pool`)."""
     if not settings.proofs:
         return None
-    vk = settings.proof_vk or prod_key_json()
-    own = services.executor is None
-
-    def new_executor() -> Any:
-        return start_executor(vk, settings.proof_workers)
-
-    executor = new_executor() if own else services.executor
-    pool = ProofPool(executor, vk, workers=settings.proof_workers,
-                     queue_limit=settings.proof_queue_limit, metrics=services.metrics,
-                     scheme="zklogin_proof", restart=new_executor if own else None)
-    if own:
-        async def shutdown() -> None:
-            await stop_executor(pool.executor)
-
-        services.cleanups.append(shutdown)
+    pool = service_pool(services, settings.proof_vk or prod_key_json(),
+                        workers=settings.proof_workers, queue_limit=settings.proof_queue_limit,
+                        scheme="zklogin_proof")
     return ProofExchange(settings, oidc, jwks, verifier, pool)
 
 
