@@ -28,16 +28,16 @@ system-deps:
 
 var/demo-%.key: | $(STAMP)
 	@mkdir -p var
-	@$(PY) -m gateway keys generate > $@ && chmod 600 $@
+	@$(PY) -m popgate.gateway keys generate > $@ && chmod 600 $@
 	@echo "generated a demo key in $@ (explicitly, once; delete it to invalidate what it signed)"
 
 # Start the demo origin on 127.0.0.1:8000 and popgate in front of it on
 # 127.0.0.1:8080 (admin on 127.0.0.1:9090), with the embedded SQLite store.
 run: install var/demo-session.key var/demo-puzzle.key
-	@$(PY) -m gateway demo-upstream --listen 127.0.0.1:8000 & up=$$!; \
+	@$(PY) -m popgate.gateway demo-upstream --listen 127.0.0.1:8000 & up=$$!; \
 	trap "kill $$up 2>/dev/null" EXIT INT TERM; \
 	echo "popgate: http://127.0.0.1:8080  (admin: http://127.0.0.1:9090/metrics)"; \
-	$(PY) -m gateway run --config deploy/demo.toml
+	$(PY) -m popgate.gateway run --config deploy/demo.toml
 
 test: install system-deps
 	$(VENV)/bin/pytest

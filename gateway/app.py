@@ -19,22 +19,22 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway import stages
-from gateway.config import Config
-from gateway.decisions import Allow, WayOut
-from gateway.errors import GatewayError, StoreFailure
-from gateway.evidence import EvidenceScheme
-from gateway.evidence.session import SessionScheme
-from gateway.failure import FailurePolicy
-from gateway.httpclient import LeanUpstream
-from gateway.headers import client_address, parse_ip
-from gateway.metrics import Metrics
-from gateway.pipeline import Context, Pipeline
-from gateway.proxy import Forwarder
-from gateway.responses import HtmlChallenge, decision_response, error_response, problem
-from gateway.stores.base import Store, StoreUnavailable
-from gateway.upstream import AiohttpUpstream, UpstreamClient
-from verifiers.session import SessionCodec
+from popgate.gateway.pipeline import stages
+from popgate.gateway.ops.config import Config
+from popgate.gateway.pipeline.decisions import Allow, WayOut
+from popgate.gateway.errors import GatewayError, StoreFailure
+from popgate.gateway.schemes import EvidenceScheme
+from popgate.gateway.schemes.session import SessionScheme
+from popgate.gateway.stores.failure import FailurePolicy
+from popgate.gateway.http.lean_upstream import LeanUpstream
+from popgate.gateway.http.headers import client_address, parse_ip
+from popgate.gateway.ops.metrics import Metrics
+from popgate.gateway.pipeline.context import Context, Pipeline
+from popgate.gateway.http.proxy import Forwarder
+from popgate.gateway.pipeline.responses import HtmlChallenge, decision_response, error_response, problem
+from popgate.gateway.stores.base import Store, StoreUnavailable
+from popgate.gateway.http.upstream import AiohttpUpstream, UpstreamClient
+from popgate.verifiers.session import SessionCodec
 
 log = logging.getLogger("popgate")
 Endpoint = Callable[[web.BaseRequest, Context], Awaitable[web.StreamResponse]]
@@ -211,7 +211,7 @@ def build_app(config: Config, *, store: Store, clock: Callable[[], float] = time
                         subject_key=config.sessions.subject_key)
     gateway = Gateway(config, services, upstream or upstream_client(config))
     if extensions is None:
-        from gateway.extensions import default_extensions
+        from popgate.gateway.extensions import default_extensions
         extensions = default_extensions()
     for extend in extensions:
         extend(gateway, services)

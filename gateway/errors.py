@@ -1,7 +1,7 @@
 """Failures as exceptions: one base with an HTTP status and a public reason.
 
 ``reason`` and ``title`` are safe for clients; ``detail`` goes to the log
-only. :func:`gateway.responses.error_response` renders them.
+only. :func:`gateway.pipeline.responses.error_response` renders them.
 """
 
 from __future__ import annotations

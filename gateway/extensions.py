@@ -12,10 +12,10 @@ import json
 
 from aiohttp import web
 
-from gateway.app import Extension, Gateway, Services
-from gateway.pipeline import Context
-from gateway.responses import problem
-from verifiers.errors import VerificationError
+from popgate.gateway.app import Extension, Gateway, Services
+from popgate.gateway.pipeline.context import Context
+from popgate.gateway.pipeline.responses import problem
+from popgate.verifiers.errors import VerificationError
 
 
 def session_endpoint(gateway: Gateway, services: Services) -> None:
@@ -52,11 +52,11 @@ def session_endpoint(gateway: Gateway, services: Services) -> None:
 
 def default_extensions() -> list[Extension]:
     """Every extension popgate ships, in the order they register."""
-    from gateway.evidence.webbotauth import webbotauth_extension
-    from gateway.evidence.worldid import worldid_extension
-    from gateway.evidence.zklogin import zklogin_extension
-    from gateway.policy_stage import policy_extension
-    from gateway.status import status_extension
-    from gateway.fees import payments
+    from popgate.gateway.schemes.webbotauth import webbotauth_extension
+    from popgate.gateway.schemes.worldid import worldid_extension
+    from popgate.gateway.schemes.zklogin import zklogin_extension
+    from popgate.gateway.pipeline.policy_stage import policy_extension
+    from popgate.gateway.ops.status import status_extension
+    from popgate.gateway.payments.fees import payments
     return [session_endpoint, policy_extension, status_extension, payments,
             zklogin_extension, webbotauth_extension, worldid_extension]

@@ -19,7 +19,7 @@ from typing import Any
 import gevent
 from locust import between, task
 
-from gateway import client as popclient
+from popgate.gateway import client as popclient
 from loadtests.users import (ZKLOGIN, PopUser, WebBotAuthSigner, WorldIdHuman, ZkLoginWallet,
                              api_path, is_challenge, upstream_json)
 
@@ -115,7 +115,7 @@ class Replayer(Attacker):
 
     @task
     def forged_session(self) -> None:
-        from verifiers.session import SessionCodec
+        from popgate.verifiers.session import SessionCodec
         codec = SessionCodec({"flood": self.settings.forge_key.encode()}, "flood")
         token = codec.issue(klass="human", subject="forged", now=time.time(), ttl=600)
         self.attempt("forged_session", "GET", api_path(),

@@ -152,7 +152,7 @@ def start_stack(out: Path, *, store: str = "sqlite", workers: int = 1, api_keys:
     try:
         secrets = write_keys(out / "keys")
         up, fac, port, admin = free_port(), free_port(), free_port(), free_port()
-        procs.append(_start([PY, "-m", "gateway", "demo-upstream", "--listen", f"127.0.0.1:{up}"], up,
+        procs.append(_start([PY, "-m", "popgate.gateway", "demo-upstream", "--listen", f"127.0.0.1:{up}"], up,
                             out / "upstream.log"))
         procs.append(_start([PY, "-m", "loadtests.facilitator", str(fac)], fac, out / "facilitator.log"))
         if store == "redis":
@@ -168,7 +168,7 @@ def start_stack(out: Path, *, store: str = "sqlite", workers: int = 1, api_keys:
             keys=out / "keys", policy=HERE / "flood-policy.toml",
             facilitator=f"http://127.0.0.1:{fac}")
         (out / "popgate.toml").write_text(config)
-        gw = _start([PY, "-m", "gateway", "run", "--config", str(out / "popgate.toml"), "--workers",
+        gw = _start([PY, "-m", "popgate.gateway", "run", "--config", str(out / "popgate.toml"), "--workers",
                      str(workers), "--log-level", "WARNING"], port, out / "popgate.log")
         procs.append(gw)
         wait_port(admin, timeout=30, proc=gw)
@@ -191,7 +191,7 @@ def start_stack(out: Path, *, store: str = "sqlite", workers: int = 1, api_keys:
 def credentials(stack: Stack, secrets: dict[str, str], api_keys: int, sessions: int,
                 credit_usd: str) -> dict[str, str]:
     """The environment the locust users read (see loadtests/settings.py)."""
-    from verifiers.session import SessionCodec
+    from popgate.verifiers.session import SessionCodec
     codec = SessionCodec({"flood": secrets["session"].encode()}, "flood")
     now = time.time()
     tokens = [codec.issue(klass="human", subject=f"flood-human-{i}", now=now, ttl=3600)

@@ -25,7 +25,7 @@ import gevent
 from locust import HttpUser, between, task
 from locust.clients import ResponseContextManager
 
-from gateway import client as popclient
+from popgate.gateway import client as popclient
 from loadtests.settings import Settings
 from loadtests.tally import Tally, tally_of
 
@@ -329,7 +329,7 @@ class WebBotAuthSigner:
     def __init__(self, jwk_file: str, agent: str = "") -> None:
         from cryptography.hazmat.primitives.asymmetric import ed25519
 
-        from verifiers.httpsig import jwk_thumbprint
+        from popgate.verifiers.httpsig import jwk_thumbprint
         jwk = json.loads(open(jwk_file, encoding="utf-8").read())
         d = base64.urlsafe_b64decode(jwk["d"] + "=" * (-len(jwk["d"]) % 4))
         self.key = ed25519.Ed25519PrivateKey.from_private_bytes(d)
@@ -337,8 +337,8 @@ class WebBotAuthSigner:
         self.agent = agent
 
     def sign(self, url: str, headers: dict[str, str]) -> dict[str, str]:
-        from verifiers.httpsig import RequestView, signature_base
-        from verifiers.structured_fields import InnerList, Item, serialize_inner_list
+        from popgate.verifiers.httpsig import RequestView, signature_base
+        from popgate.verifiers.structured_fields import InnerList, Item, serialize_inner_list
         h = dict(headers)
         comps = ['@authority']
         if self.agent:
@@ -394,7 +394,7 @@ class ZkLoginWallet:
     def exchange_body(self) -> dict[str, Any]:
         import jwt
 
-        from verifiers.zklogin import compute_nonce
+        from popgate.verifiers.zklogin import compute_nonce
         now = int(time.time())
         claims = {"iss": self.s.idp_issuer, "aud": self.s.idp_audience, "sub": self.sub, "iat": now,
                   "exp": now + 600, "nonce": compute_nonce(self.ext, self.max_epoch, self.randomness)}
@@ -404,8 +404,8 @@ class ZkLoginWallet:
                 "randomness": str(self.randomness)}
 
     def sign(self, method: str, url: str, headers: dict[str, str]) -> dict[str, str]:
-        from verifiers.httpsig import RequestView, signature_base
-        from verifiers.structured_fields import InnerList, Item, serialize_inner_list
+        from popgate.verifiers.httpsig import RequestView, signature_base
+        from popgate.verifiers.structured_fields import InnerList, Item, serialize_inner_list
         h = {**headers, "Authorization": f"PoP {self.token}"}
         now = int(time.time())
         il = InnerList([Item("@method", {}), Item("@target-uri", {})],

@@ -15,7 +15,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from policies.model import ATOMIC_PER_USD, KINDS, WAYS, Action, Rate
+from popgate.policies.model import ATOMIC_PER_USD, KINDS, WAYS, Action, Rate
 
 MAX_PRICE_USD = Decimal(1000)
 MAX_BITS = 40

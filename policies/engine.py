@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from policies.model import ALLOW, Match, RequestView
-from policies.pathnorm import normalize_path
+from popgate.policies.model import ALLOW, Match, RequestView
+from popgate.policies.pathnorm import normalize_path
 
 POPGATE_PREFIX = "/.well-known/popgate"
 _POPGATE = Match(ALLOW, "popgate-endpoints", "popgate")
@@ -130,7 +130,7 @@ class PolicyHolder:
         """Compile the file again and swap it in. Raises
         :class:`policies.loader.PolicyError` (keeping the old policy) when the
         new file is invalid."""
-        from policies.loader import load
+        from popgate.policies.loader import load
 
         target = Path(path) if path is not None else self.path
         if target is None:

@@ -13,9 +13,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from policies.actions import Problems, parse_action
-from policies.engine import Check, Policy, Rule, Threshold
-from policies.model import CLASSES, Action, Match
+from popgate.policies.actions import Problems, parse_action
+from popgate.policies.engine import Check, Policy, Rule, Threshold
+from popgate.policies.model import CLASSES, Action, Match
 
 SNIPPETS = Path(__file__).parent / "snippets"
 MAX_INCLUDE_DEPTH = 4
@@ -148,7 +148,7 @@ def _include(p: Problems, here: str, r: dict[str, Any], base: Path | None, depth
 
 
 def _rule(p: Problems, where: str, r: dict[str, Any], default: dict[str, Action]) -> Rule | None:
-    from policies.matchers import compile_checks
+    from popgate.policies.matchers import compile_checks
 
     n0 = len(p.items)
     p.unknown_keys(where, r, RULE_KEYS)

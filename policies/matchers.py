@@ -16,8 +16,8 @@ import ipaddress
 import re
 from typing import Any
 
-from policies.actions import Problems
-from policies.engine import Check, Req
+from popgate.policies.actions import Problems
+from popgate.policies.engine import Check, Req
 
 
 def glob_to_regex(glob: str, sep: str = "/") -> str:

@@ -30,8 +30,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from policies.model import IPAddress, Rate
-from verifiers.puzzle import network_of
+from popgate.policies.model import IPAddress, Rate
+from popgate.verifiers.puzzle import network_of
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from hypothesis import HealthCheck, settings
 
-from gateway.config import Config, load_config
-from gateway.demo_upstream import make_app
-from gateway.server import Running, start
+from popgate.gateway.ops.config import Config, load_config
+from popgate.gateway.cli.demo_upstream import make_app
+from popgate.gateway.http.server import Running, start
 from tests.support.servers import redis_server, serve_app, write_config
 
 settings.register_profile("ci", max_examples=60, deadline=None,

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from verifiers.evm import keccak256, parse_address
+from popgate.verifiers.evm import keccak256, parse_address
 
 DOMAIN_TYPE = b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 TRANSFER_TYPE = (

@@ -21,7 +21,7 @@ import aiohttp
 from coincurve import PublicKey
 from Crypto.Hash import keccak as _keccak
 
-from verifiers.errors import VerificationError
+from popgate.verifiers.errors import VerificationError
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 SECP256K1_HALF_N = SECP256K1_N // 2

@@ -30,15 +30,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from verifiers.bn254.curve import (
+from popgate.verifiers.bn254.curve import (
     G1Point, G2Point, g1_decompress, g1_fixed_table, g1_msm_fixed,
     g1_on_curve, g2_decompress, g2_in_subgroup, g2_on_curve,
 )
-from verifiers.bn254.encoding import affine_g1, affine_g2, g1_proj, g2_proj, seq
-from verifiers.bn254.encoding import parse_uint as parse_uint  # re-exported
-from verifiers.bn254.fields import P, R, Fp12
-from verifiers.bn254.pairing import Line, final_exponentiation, line_schedule, miller_loop
-from verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.bn254.encoding import affine_g1, affine_g2, g1_proj, g2_proj, seq
+from popgate.verifiers.bn254.encoding import parse_uint as parse_uint  # re-exported
+from popgate.verifiers.bn254.fields import P, R, Fp12
+from popgate.verifiers.bn254.pairing import Line, final_exponentiation, line_schedule, miller_loop
+from popgate.verifiers.errors import Malformed, VerificationError
 
 
 class InvalidProof(VerificationError):
@@ -288,7 +288,7 @@ def verify(key: PreparedKey, proof: Proof, public: Sequence[int]) -> None:
 
 def verify_reference(vk: VerifyingKey, proof: Proof, public: Sequence[int]) -> None:
     """:func:`verify` done naively with py_ecc (four pairings; ~1-2 s). Same errors."""
-    from verifiers.bn254 import reference
+    from popgate.verifiers.bn254 import reference
 
     _check_public(vk.n_public, public)
     _check_points(proof)

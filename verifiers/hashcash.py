@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from verifiers.errors import Malformed, Replayed, VerificationError
+from popgate.verifiers.errors import Malformed, Replayed, VerificationError
 
 MAX_STAMP_LEN = 512
 DEFAULT_MAX_AGE = 28 * 86400

@@ -35,8 +35,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from verifiers.errors import Malformed, Replayed, VerificationError
-from verifiers.structured_fields import (InnerList, Item, parse_dictionary, serialize_inner_list,
+from popgate.verifiers.errors import Malformed, Replayed, VerificationError
+from popgate.verifiers.structured_fields import (InnerList, Item, parse_dictionary, serialize_inner_list,
                                          serialize_item, serialize_member)
 
 __all__ = ["Headers", "RequestView", "ResponseView", "VerifyingKey", "Candidate", "Policy",
@@ -451,7 +451,7 @@ async def verify_message(view: View, *, resolve_key: KeyResolver, policy: Policy
     key = await resolve_key(c)
     verified = verify_candidate(view, c, key, policy, now)
     if verified.nonce is not None and store is not None:
-        from gateway.stores.base import key as store_key
+        from popgate.gateway.stores.base import key as store_key
         ttl = max(1.0, (verified.expires or verified.created + policy.max_age) - now + policy.clock_skew)
         ident = hashlib.sha256(f"{verified.keyid}\0{verified.nonce}".encode()).hexdigest()
         if not await store.claim(store_key(policy.replay_kind, ident), ttl, limit=1):

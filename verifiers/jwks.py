@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 import jwt
 
-from verifiers.errors import VerificationError
+from popgate.verifiers.errors import VerificationError
 
 __all__ = ["ProviderConfig", "JwksCache", "Jwk", "parse_jwks"]
 

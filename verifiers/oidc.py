@@ -32,8 +32,8 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from verifiers.errors import Malformed, VerificationError
-from verifiers.jwks import JwksCache, ProviderConfig
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.jwks import JwksCache, ProviderConfig
 
 __all__ = ["OidcClaims", "OidcVerifier", "decode_segment", "parse_header"]
 

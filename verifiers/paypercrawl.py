@@ -11,7 +11,7 @@ error-codes pages): a price is ``<CURRENCY> <decimal>``, e.g. ``USD 0.01``.
 
 Parsing is pure and strict (one ASCII space, upper-case ISO currency,
 plain decimal, no sign or exponent). Payment itself is debited from the
-crawler's prepaid account (gateway.credits); the price header must be
+crawler's prepaid account (gateway.payments.ledger); the price header must be
 covered by the crawler's Web Bot Auth signature, which the Web Bot Auth
 verifier checks, not this module.
 """
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from verifiers.errors import VerificationError
+from popgate.verifiers.errors import VerificationError
 
 CRAWLER_PRICE = "crawler-price"
 CRAWLER_EXACT_PRICE = "crawler-exact-price"

@@ -57,7 +57,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Protocol
 
-from verifiers.errors import Malformed, Replayed, VerificationError
+from popgate.verifiers.errors import Malformed, Replayed, VerificationError
 
 PREFIX = "pz1"
 MAX_CHALLENGE_LEN = 512

@@ -29,7 +29,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.errors import Malformed, VerificationError
 
 VERSION = "v1"
 MAX_TOKEN_LEN = 2048

@@ -20,7 +20,7 @@ import binascii
 import re
 from typing import NamedTuple, Union
 
-from verifiers.errors import Malformed
+from popgate.verifiers.errors import Malformed
 
 __all__ = ["Token", "Item", "InnerList", "BareItem", "Member", "parse_item", "parse_list",
            "parse_dictionary", "serialize_item", "serialize_inner_list", "serialize_member",

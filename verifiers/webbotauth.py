@@ -32,10 +32,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from verifiers.errors import Malformed, VerificationError
-from verifiers.httpsig import (Candidate, Headers, Policy, RequestView, ResponseView, VerifyingKey,
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.httpsig import (Candidate, Headers, Policy, RequestView, ResponseView, VerifyingKey,
                                jwk_thumbprint, parse_signatures, verify_candidate, verify_message)
-from verifiers.structured_fields import Item, Token, parse_dictionary, parse_item
+from popgate.verifiers.structured_fields import Item, Token, parse_dictionary, parse_item
 
 __all__ = ["TAG", "DIRECTORY_PATH", "StaticKey", "WebBotAuthAttestation", "KeyDirectory",
            "WebBotAuthVerifier", "parse_signature_agent", "agent_origin", "static_keys_from_jwks"]

@@ -26,10 +26,10 @@ from typing import Any
 
 from Crypto.Hash import keccak
 
-from verifiers.bn254.fields import R
-from verifiers.errors import Malformed, VerificationError
-from verifiers.bn254.encoding import parse_uint
-from verifiers.groth16 import PreparedKey, Proof, parse_proof, prepared_key, verify
+from popgate.verifiers.bn254.fields import R
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.bn254.encoding import parse_uint
+from popgate.verifiers.groth16 import PreparedKey, Proof, parse_proof, prepared_key, verify
 
 
 class UnknownRoot(VerificationError):

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from verifiers.errors import Malformed, VerificationError
-from verifiers.evm import parse_address
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.evm import parse_address
 
 PAYMENT_REQUIRED = "PAYMENT-REQUIRED"
 PAYMENT_SIGNATURE = "PAYMENT-SIGNATURE"

@@ -28,11 +28,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.stores.base import Store, key
-from verifiers.eip712 import Domain, transfer_digest
-from verifiers.errors import Malformed, VerificationError
-from verifiers.evm import CodeLookup, RpcError, recover_address, to_checksum_address
-from verifiers.x402 import USDC, PaymentPayload, Requirements, select_offer
+from popgate.gateway.stores.base import Store, key
+from popgate.verifiers.eip712 import Domain, transfer_digest
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.evm import CodeLookup, RpcError, recover_address, to_checksum_address
+from popgate.verifiers.x402 import USDC, PaymentPayload, Requirements, select_offer
 
 _ADDR = re.compile(r"0[xX][0-9a-fA-F]{40}")
 _B32 = re.compile(r"0[xX][0-9a-fA-F]{64}")
@@ -214,7 +214,7 @@ class ExactVerifier:
         return has_code
 
     async def _facilitator_verify(self, payment: PaymentPayload, req: Requirements) -> str:
-        from verifiers.facilitator import map_invalid_reason  # avoid an import cycle
+        from popgate.gateway.payments.facilitator import map_invalid_reason  # avoid an import cycle
 
         assert self._facilitator is not None
         result = await self._facilitator.verify(payment.raw, req.for_facilitator(payment.version))

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from verifiers.errors import Malformed, VerificationError
-from verifiers.oidc import OidcClaims, OidcVerifier
-from verifiers.poseidon import R, poseidon_hash
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.oidc import OidcClaims, OidcVerifier
+from popgate.verifiers.poseidon import R, poseidon_hash
 
 __all__ = [
     "FLAG_ED25519", "FLAG_SECP256K1", "FLAG_SECP256R1", "EphemeralKey", "ZkLoginAttestation",

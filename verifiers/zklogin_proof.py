@@ -38,10 +38,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from verifiers.errors import Malformed, VerificationError
-from verifiers.groth16 import PreparedKey, Proof, parse_proof, prepared_key, verify
-from verifiers.poseidon import R, poseidon_hash
-from verifiers.zklogin import EphemeralKey, decode_ext_eph_pk, hash_ascii_str_to_field, parse_ext_eph_pk
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.groth16 import PreparedKey, Proof, parse_proof, prepared_key, verify
+from popgate.verifiers.poseidon import R, poseidon_hash
+from popgate.verifiers.zklogin import EphemeralKey, decode_ext_eph_pk, hash_ascii_str_to_field, parse_ext_eph_pk
 
 __all__ = ["ZkLoginInputs", "SignatureParts", "all_inputs_hash", "decode_iss", "header_kid",
            "modulus_field", "parse_inputs", "parse_signature", "parse_submission", "prod_key_json",

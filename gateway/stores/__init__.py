@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.stores.base import Store, StoreUnavailable, key
+from popgate.gateway.stores.base import Store, StoreUnavailable, key
 
 __all__ = ["Store", "StoreUnavailable", "key", "open_store"]
 
@@ -15,12 +15,12 @@ def open_store(url: str, *, timeout: float = 0.5) -> Store:
     Raises ValueError for any other scheme.
     """
     if url.startswith("memory://"):
-        from gateway.stores.memory import MemoryStore
+        from popgate.gateway.stores.memory import MemoryStore
         return MemoryStore()
     if url.startswith("sqlite:///"):
-        from gateway.stores.sqlite import SQLiteStore
+        from popgate.gateway.stores.sqlite import SQLiteStore
         return SQLiteStore(url[len("sqlite:///"):] or ":memory:", timeout=max(timeout, 0.25))
     if url.startswith(("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")):
-        from gateway.stores.redis import RedisStore
+        from popgate.gateway.stores.redis import RedisStore
         return RedisStore(url, timeout=timeout)
     raise ValueError(f"unsupported store URL: {url!r}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from gateway.credits import LedgerEntry
+    from popgate.gateway.payments.ledger import LedgerEntry
 
 
 class StoreUnavailable(Exception):
@@ -86,7 +86,7 @@ class Store(Protocol):
         balance, or None (and change nothing) when the balance is short.
         A non-empty ``ref`` seen before on this account changes nothing and
         returns the balance after the original (idempotent retries).
-        Semantics: :class:`gateway.credits.LedgerModel`."""
+        Semantics: :class:`gateway.payments.ledger.LedgerModel`."""
         ...
 
     async def credit_ledger(self, account: str, amount: int, kind: str, ref: str,
@@ -100,7 +100,7 @@ class Store(Protocol):
                      limit: int = 1000) -> list[LedgerEntry]:
         """Ledger entries of ``account`` with ``seq > since_seq``, oldest
         first, at most ``limit``. The ledger is append-only and always sums
-        to :meth:`balance` (:func:`gateway.credits.reconcile`)."""
+        to :meth:`balance` (:func:`gateway.payments.ledger.reconcile`)."""
         ...
 
     async def balance(self, account: str) -> int:

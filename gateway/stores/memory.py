@@ -80,7 +80,7 @@ class MemoryStore:
 
     async def gcra(self, key: str, interval: float, burst: int,
                    cost: int = 1) -> tuple[bool, float]:
-        from policies.ratelimit import gcra
+        from popgate.policies.ratelimit import gcra
         tat = self._live(key)
         now = self._clock()
         result = gcra(tat if isinstance(tat, float) else None, now, interval, burst, cost)
@@ -91,7 +91,7 @@ class MemoryStore:
     # Prepaid credits ledger: the reference model itself (atomic: no awaits).
     def _ledger_model(self) -> Any:
         if self._credits is None:
-            from gateway.credits import LedgerModel
+            from popgate.gateway.payments.ledger import LedgerModel
             self._credits = LedgerModel()
         return self._credits
 

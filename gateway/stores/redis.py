@@ -35,8 +35,8 @@ from urllib.parse import unquote
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from gateway.credits import LEDGER_LUA, LedgerEntry, redis_keys
-from gateway.stores.base import StoreUnavailable
+from popgate.gateway.payments.ledger import LEDGER_LUA, LedgerEntry, redis_keys
+from popgate.gateway.stores.base import StoreUnavailable
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 POOL_SIZE = 64  # connections (one server) / in-flight commands (cluster) per store
@@ -226,7 +226,7 @@ class RedisStore:
         r = await self._do(self._gcra(keys=[key], args=[max(1, round(interval * 1e6)), burst, cost]))
         return bool(int(r[0])), int(r[1]) / 1e6
 
-    # Prepaid credits: gateway.credits.LEDGER_LUA, one script over four keys
+    # Prepaid credits: gateway.payments.ledger.LEDGER_LUA, one script over four keys
     # sharing the hash tag {credits:<account>} (cluster-safe).
     async def debit_ledger(self, account: str, amount: int, ref: str, at: float) -> int | None:
         if amount <= 0:

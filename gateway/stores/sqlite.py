@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.credits import (LEDGER_OP_SQL, LEDGER_REF_SQL, LEDGER_SCHEMA, LEDGER_SELECT_SQL,
+from popgate.gateway.payments.ledger import (LEDGER_OP_SQL, LEDGER_REF_SQL, LEDGER_SCHEMA, LEDGER_SELECT_SQL,
                              LedgerEntry)
-from gateway.stores.base import StoreUnavailable
+from popgate.gateway.stores.base import StoreUnavailable
 
 T = TypeVar("T")
 
@@ -182,7 +182,7 @@ class SQLiteStore:
 
     async def gcra(self, key: str, interval: float, burst: int,
                    cost: int = 1) -> tuple[bool, float]:
-        from policies.ratelimit import gcra
+        from popgate.policies.ratelimit import gcra
 
         def op(conn: sqlite3.Connection, now: float) -> tuple[bool, float]:
             row = self._row(conn, key, now)
@@ -195,7 +195,7 @@ class SQLiteStore:
             return result.allowed, result.retry_after
         return await self._run(op)
 
-    # Prepaid credits: the statements of gateway.credits in this store's
+    # Prepaid credits: the statements of gateway.payments.ledger in this store's
     # BEGIN IMMEDIATE transaction (triggers keep the ledger append-only).
     async def _ledger_apply(self, account: str, delta: int, kind: str, ref: str,
                             at: float) -> int | None:

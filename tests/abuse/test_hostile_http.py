@@ -10,7 +10,7 @@ import json
 import pytest
 
 from tests.conftest import session_token, url_of
-from tests.gateway.test_bad_input import raw_exchange, status_of
+from tests.gateway.http.test_bad_input import raw_exchange, status_of
 
 POLICY = """
 [default]

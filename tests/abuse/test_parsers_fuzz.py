@@ -6,7 +6,7 @@ verifier; this file is the inventory:
 =================================  ===========================================
 parser                             scheme-specific property tests
 =================================  ===========================================
-verifiers.session.SessionCodec     tests/gateway/test_sessions.py
+verifiers.session.SessionCodec     tests/gateway/schemes/test_session.py
 verifiers.worldid.parse_result     tests/verifiers/test_worldid.py
 verifiers.groth16.parse_proof/...  tests/verifiers/test_groth16_parsers.py
 verifiers.oidc.parse_header        tests/verifiers/test_oidc.py
@@ -21,7 +21,7 @@ verifiers.x402_exact.parse_auth..  tests/verifiers/test_x402_exact.py
 verifiers.paypercrawl.parse_price  tests/verifiers/test_paypercrawl.py
 verifiers.jwks.parse_jwks          (here only)
 policies.loader.loads              tests/policies/test_loader.py
-gateway.config.build_config        (here only)
+gateway.ops.config.build_config        (here only)
 =================================  ===========================================
 """
 
@@ -33,7 +33,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from verifiers.errors import VerificationError
+from popgate.verifiers.errors import VerificationError
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
@@ -54,7 +54,7 @@ def _only(exc_types: tuple[type[BaseException], ...], fn: Any, *args: Any, **kw:
 @given(TEXT)
 def test_session_tokens(token):
     """SessionCodec.verify: InvalidSession (a VerificationError) for anything bad."""
-    from verifiers.session import SessionCodec
+    from popgate.verifiers.session import SessionCodec
     codec = SessionCodec({"k1": b"k" * 32}, "k1")
     _only((VerificationError,), codec.verify, token, 1_800_000_000.0)
     _only((VerificationError,), codec.verify, "v1.k1." + token, 1_800_000_000.0)
@@ -64,26 +64,26 @@ def test_session_tokens(token):
                                      "nullifier_hash": JSON | TEXT,
                                      "verification_level": st.sampled_from(["orb", "device", "x"])}))
 def test_worldid_results(obj):
-    from verifiers.worldid import parse_result
+    from popgate.verifiers.worldid import parse_result
     _only((VerificationError,), parse_result, obj)
 
 
 @given(JSON)
 def test_groth16_proofs_and_publics(obj):
-    from verifiers.groth16 import parse_proof, parse_public
+    from popgate.verifiers.groth16 import parse_proof, parse_public
     _only((VerificationError,), parse_proof, obj)
     _only((VerificationError,), parse_public, obj)
 
 
 @given(TEXT | st.builds(lambda a, b, c: f"{a}.{b}.{c}", B64ISH, B64ISH, B64ISH))
 def test_jwts(token):
-    from verifiers.oidc import parse_header
+    from popgate.verifiers.oidc import parse_header
     _only((VerificationError,), parse_header, token)
 
 
 @given(st.binary(max_size=80))
 def test_zklogin_ephemeral_keys(data):
-    from verifiers.zklogin import parse_ext_eph_pk
+    from popgate.verifiers.zklogin import parse_ext_eph_pk
     _only((VerificationError,), parse_ext_eph_pk, data)
 
 
@@ -92,20 +92,20 @@ def test_zklogin_proofs(data, obj):
     """Serialized zkLogin signatures (BCS) and the prover's JSON."""
     import base64
 
-    from verifiers.zklogin_proof import parse_inputs, parse_signature
+    from popgate.verifiers.zklogin_proof import parse_inputs, parse_signature
     _only((VerificationError,), parse_signature, base64.b64encode(data).decode())
     _only((VerificationError,), parse_inputs, obj)
 
 
 @given(JSON)
 def test_jwks_documents(obj):
-    from verifiers.jwks import parse_jwks
+    from popgate.verifiers.jwks import parse_jwks
     _only((VerificationError,), parse_jwks, obj)
 
 
 @given(TEXT)
 def test_structured_fields(value):
-    from verifiers.structured_fields import parse_dictionary, parse_item, parse_list
+    from popgate.verifiers.structured_fields import parse_dictionary, parse_item, parse_list
     for fn in (parse_item, parse_list, parse_dictionary):
         _only((VerificationError,), fn, value)
 
@@ -113,8 +113,8 @@ def test_structured_fields(value):
 @given(st.dictionaries(st.sampled_from(["signature-input", "signature", "signature-agent",
                                         "content-digest"]), TEXT, max_size=4))
 def test_rfc9421_headers(headers):
-    from verifiers.httpsig import parse_signatures
-    from verifiers.webbotauth import parse_signature_agent
+    from popgate.verifiers.httpsig import parse_signatures
+    from popgate.verifiers.webbotauth import parse_signature_agent
     _only((VerificationError,), parse_signatures, headers)
     if "signature-agent" in headers:
         _only((VerificationError,), parse_signature_agent, headers["signature-agent"])
@@ -122,20 +122,20 @@ def test_rfc9421_headers(headers):
 
 @given(TEXT | st.builds(":".join, st.lists(TEXT, min_size=7, max_size=7)))
 def test_hashcash_stamps(text):
-    from verifiers.hashcash import parse
+    from popgate.verifiers.hashcash import parse
     _only((VerificationError,), parse, text)
 
 
 @given(TEXT)
 def test_puzzle_solutions_and_challenges(text):
-    from verifiers.puzzle import PuzzleKeys, decode, parse_solution
+    from popgate.verifiers.puzzle import PuzzleKeys, decode, parse_solution
     _only((VerificationError,), parse_solution, text)
     _only((VerificationError,), decode, PuzzleKeys({"p1": b"p" * 32}, "p1"), text)
 
 
 @given(TEXT, st.booleans())
 def test_x402_headers(value, v1):
-    from verifiers.x402 import decode_header, extract, parse_payment_signature, parse_x_payment
+    from popgate.verifiers.x402 import decode_header, extract, parse_payment_signature, parse_x_payment
     _only((VerificationError,), decode_header, value)
     _only((VerificationError,), parse_payment_signature, value)
     _only((VerificationError,), parse_x_payment, value)
@@ -145,13 +145,13 @@ def test_x402_headers(value, v1):
 
 @given(st.dictionaries(st.text(max_size=12), JSON | TEXT, max_size=8))
 def test_x402_exact_authorizations(payload):
-    from verifiers.x402_exact import parse_authorization
+    from popgate.verifiers.x402_exact import parse_authorization
     _only((VerificationError,), parse_authorization, payload)
 
 
 @given(TEXT)
 def test_crawler_prices(value):
-    from verifiers.paypercrawl import parse_price
+    from popgate.verifiers.paypercrawl import parse_price
     _only((VerificationError,), parse_price, value)
 
 
@@ -174,8 +174,8 @@ RULE = st.dictionaries(TOML_KEYS, TOML_VALUES, max_size=5)
                                            "version": TOML_VALUES}),
        st.text(max_size=200))
 def test_policy_files(doc, text):
-    """policies.loader: PolicyError (every problem listed) for any bad table or text."""
-    from policies.loader import PolicyError, compile_policy, loads
+    """popgate.policies.loader: PolicyError (every problem listed) for any bad table or text."""
+    from popgate.policies.loader import PolicyError, compile_policy, loads
     _only((PolicyError,), compile_policy, doc)
     _only((PolicyError,), loads, text)
 
@@ -184,6 +184,6 @@ def test_policy_files(doc, text):
                                         "x", "credits", "x402", "zklogin", "worldid"]),
                        st.dictionaries(st.text(max_size=20), JSON, max_size=5) | JSON, max_size=5))
 def test_config_dicts(data):
-    """gateway.config.build_config: ConfigError (never anything else) for any parsed TOML."""
-    from gateway.config import ConfigError, build_config
+    """popgate.gateway.ops.config.build_config: ConfigError (never anything else) for any parsed TOML."""
+    from popgate.gateway.ops.config import ConfigError, build_config
     _only((ConfigError,), build_config, data, [], {})

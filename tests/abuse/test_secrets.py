@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, load_config
+from popgate.gateway.ops.config import ConfigError, load_config
 from tests.conftest import admin_url, session_token, url_of
-from tests.gateway.test_bad_input import raw_exchange
+from tests.gateway.http.test_bad_input import raw_exchange
 from tests.support.paid_gateway import ChargePolicy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,8 +73,8 @@ CONSTANT_TIME_SITES = [
     ("verifiers/puzzle.py", "hmac.compare_digest(expected.encode()"),
     ("verifiers/zklogin.py", "hmac.compare_digest(expected.encode(), (claims.nonce"),
     ("verifiers/httpsig.py", "hmac.compare_digest(member.value, want)"),
-    ("gateway/credits.py", "hmac.compare_digest(digest, stored_hash"),
-    ("gateway/credits_api.py", "hmac.compare_digest(presented, token)"),
+    ("gateway/payments/ledger.py", "hmac.compare_digest(digest, stored_hash"),
+    ("gateway/payments/credits_api.py", "hmac.compare_digest(presented, token)"),
 ]
 
 

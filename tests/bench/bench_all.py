@@ -71,7 +71,7 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
 
 def workers_of(pid: int) -> list[int]:
     """The serving processes: the workers when popgate forked some, else itself."""
-    kids = [p for p in tree(pid) if p != pid and "gateway" in _cmd(p)]
+    kids = [p for p in tree(pid) if p != pid and "popgate.gateway" in _cmd(p)]
     return kids or [pid]
 
 
@@ -112,7 +112,7 @@ file = "{policy}"
 [puzzle]
 keys = [{{kid = "p1", secret_file = "{tmp / 'k1'}"}}]
 """)
-    proc = start([PY, "-m", "gateway", "run", "--config", str(cfg), "--log-level", "WARNING",
+    proc = start([PY, "-m", "popgate.gateway", "run", "--config", str(cfg), "--log-level", "WARNING",
                   "--workers", str(workers)], port)
     time.sleep(1.0 if workers > 1 else 0.2)   # every worker listening
     return proc, port

@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from verifiers import worldid  # noqa: E402
-from verifiers.bn254 import curve  # noqa: E402
-from verifiers.bn254.pairing import final_exponentiation, line_schedule, miller_loop  # noqa: E402
-from verifiers.groth16 import parse_proof, parse_vk, prepare_key, verify, verify_reference  # noqa: E402
+from popgate.verifiers import worldid  # noqa: E402
+from popgate.verifiers.bn254 import curve  # noqa: E402
+from popgate.verifiers.bn254.pairing import final_exponentiation, line_schedule, miller_loop  # noqa: E402
+from popgate.verifiers.groth16 import parse_proof, parse_vk, prepare_key, verify, verify_reference  # noqa: E402
 
 
 def median_time(fn, runs: int, clock=time.process_time) -> float:  # type: ignore[no-untyped-def]
@@ -86,7 +86,7 @@ def zklogin(fast_runs: int, naive_runs: int) -> None:
     """The real Google zkLogin proof (fastcrypto's test vector) on the production key."""
     import base64
 
-    from verifiers.zklogin_proof import all_inputs_hash, parse_submission, prod_key_json
+    from popgate.verifiers.zklogin_proof import all_inputs_hash, parse_submission, prod_key_json
     case = json.loads((ROOT / "tests/fixtures/zklogin/proof_vectors.json").read_text())["proofs"][0]
     sub = parse_submission({"zklogin_signature": case["zklogin_signature"]})
     n = case["jwk"]["n"]

@@ -21,13 +21,13 @@ sys.path.insert(0, str(ROOT))
 
 import jwt as pyjwt  # noqa: E402
 
-from verifiers.httpsig import Policy, RequestView, VerifyingKey, parse_signatures, signature_base  # noqa: E402
-from verifiers.httpsig import verify_message  # noqa: E402
-from verifiers.jwks import JwksCache, ProviderConfig  # noqa: E402
-from verifiers.oidc import OidcVerifier  # noqa: E402
-from verifiers.poseidon import poseidon_hash  # noqa: E402
-from verifiers.webbotauth import WebBotAuthVerifier, static_keys_from_jwks  # noqa: E402
-from verifiers.zklogin import ZkLoginVerifier, compute_nonce, zklogin_address  # noqa: E402
+from popgate.verifiers.httpsig import Policy, RequestView, VerifyingKey, parse_signatures, signature_base  # noqa: E402
+from popgate.verifiers.httpsig import verify_message  # noqa: E402
+from popgate.verifiers.jwks import JwksCache, ProviderConfig  # noqa: E402
+from popgate.verifiers.oidc import OidcVerifier  # noqa: E402
+from popgate.verifiers.poseidon import poseidon_hash  # noqa: E402
+from popgate.verifiers.webbotauth import WebBotAuthVerifier, static_keys_from_jwks  # noqa: E402
+from popgate.verifiers.zklogin import ZkLoginVerifier, compute_nonce, zklogin_address  # noqa: E402
 
 ZK = json.loads((ROOT / "tests/fixtures/zklogin/jwt_cases.json").read_text())
 WBA = json.loads((ROOT / "tests/fixtures/webbotauth/vectors.json").read_text())
@@ -136,12 +136,12 @@ async def gateway_rows(n: int) -> list[tuple[str, float, str]]:
     from aiohttp.test_utils import make_mocked_request
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from gateway.app import build_app
-    from gateway.config import load_config
-    from gateway.stores.memory import MemoryStore
+    from popgate.gateway.app import build_app
+    from popgate.gateway.ops.config import load_config
+    from popgate.gateway.stores.memory import MemoryStore
     from tests.support.servers import write_config
-    from verifiers.httpsig import content_digest
-    from verifiers.structured_fields import InnerList, Item, serialize_inner_list
+    from popgate.verifiers.httpsig import content_digest
+    from popgate.verifiers.structured_fields import InnerList, Item, serialize_inner_list
 
     tmp = Path(tempfile.mkdtemp(prefix="pg-bench-"))
     jwks = tmp / "jwks.json"

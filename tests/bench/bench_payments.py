@@ -33,12 +33,12 @@ from coincurve import PrivateKey  # noqa: E402
 from eth_account import Account  # noqa: E402
 from eth_account.messages import encode_typed_data  # noqa: E402
 
-from gateway.stores.memory import MemoryStore  # noqa: E402
-from verifiers.eip712 import Domain, transfer_digest  # noqa: E402
-from verifiers.evm import recover_address  # noqa: E402
-from verifiers.x402 import (encode_header, exact_requirements,  # noqa: E402
+from popgate.gateway.stores.memory import MemoryStore  # noqa: E402
+from popgate.verifiers.eip712 import Domain, transfer_digest  # noqa: E402
+from popgate.verifiers.evm import recover_address  # noqa: E402
+from popgate.verifiers.x402 import (encode_header, exact_requirements,  # noqa: E402
                             parse_payment_signature)
-from verifiers.x402_exact import ExactVerifier  # noqa: E402
+from popgate.verifiers.x402_exact import ExactVerifier  # noqa: E402
 
 KEY = bytes.fromhex("11" * 32)
 PAYER = Account.from_key(KEY).address
@@ -133,7 +133,7 @@ async def debit_cost(n: int) -> dict[str, float]:
     import shutil
     import tempfile
 
-    from gateway.stores.sqlite import SQLiteStore
+    from popgate.gateway.stores.sqlite import SQLiteStore
     from tests.support.servers import redis_server
     out: dict[str, float] = {}
 
@@ -148,7 +148,7 @@ async def debit_cost(n: int) -> dict[str, float]:
     d = tempfile.mkdtemp(prefix="pg-bench-")
     await run("sqlite, synchronous=FULL", SQLiteStore(f"{d}/b.db"))
     if shutil.which("redis-server"):
-        from gateway.stores.redis import RedisStore
+        from popgate.gateway.stores.redis import RedisStore
         with redis_server() as (url, _):
             await run("redis, Lua", RedisStore(url))
     return out
@@ -163,7 +163,7 @@ def gateway_run(seconds: int) -> None:
 
     from tests.bench.harness import PY, free_port, start, table, tree, wrk
     from tests.support.servers import redis_server, write_config
-    from verifiers.session import SessionCodec
+    from popgate.verifiers.session import SessionCodec
 
     tmp = Path(tempfile.mkdtemp(prefix="pg-bench-pay-"))
     (tmp / "admin").write_text("b" * 40)
@@ -172,7 +172,7 @@ def gateway_run(seconds: int) -> None:
         store = r[0]
         try:
             up = free_port()
-            procs.append(start([PY, "-m", "gateway.demo_upstream", f"127.0.0.1:{up}"], up))
+            procs.append(start([PY, "-m", "popgate.gateway.cli.demo_upstream", f"127.0.0.1:{up}"], up))
             gw, admin = free_port(), free_port()
             cfg = write_config(tmp, f"http://127.0.0.1:{up}", store=store, listen=gw, admin=admin,
                                extra=f'[credits]\nadmin_token = {{ secret_file = "{tmp / "admin"}" }}\n')

@@ -25,7 +25,7 @@ from tests.bench.harness import PY, Result, free_port, nginx, start, table, tree
 
 
 def session_token(keyfile: str) -> str:
-    from verifiers.session import SessionCodec
+    from popgate.verifiers.session import SessionCodec
     key = Path(keyfile).read_bytes().strip()
     return SessionCodec({"k1": key}, "k1").issue(klass="human", subject="bench", now=time.time(),
                                                   ttl=3600)
@@ -50,7 +50,7 @@ def main() -> None:
         if shutil.which("nginx"):
             p, _ = nginx(up, body="hello from the origin")
         else:
-            p = start([PY, "-m", "gateway.demo_upstream", f"127.0.0.1:{up}"], up)
+            p = start([PY, "-m", "popgate.gateway.cli.demo_upstream", f"127.0.0.1:{up}"], up)
         procs.append(p)
         origin = f"http://127.0.0.1:{up}"
         bare = free_port()
@@ -76,7 +76,7 @@ file = "{Path(args.policy).resolve()}"
 [puzzle]
 keys = [{{kid = "p1", secret_file = "{keyfile}"}}]
 """ if args.policy else ""))
-        gwp = start([PY, "-m", "gateway", "run", "--config", f"{tmp}/popgate.toml", "--log-level",
+        gwp = start([PY, "-m", "popgate.gateway", "run", "--config", f"{tmp}/popgate.toml", "--log-level",
                      "WARNING", "--workers", str(args.workers)], gw)
         procs.append(gwp)
         token = session_token(keyfile)

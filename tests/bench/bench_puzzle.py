@@ -18,12 +18,12 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from gateway import client  # noqa: E402
-from gateway.stores.memory import MemoryStore  # noqa: E402
-from policies import loader  # noqa: E402
-from policies.classify import classify  # noqa: E402
-from policies.model import RequestView  # noqa: E402
-from verifiers import hashcash, puzzle  # noqa: E402
+from popgate.gateway import client  # noqa: E402
+from popgate.gateway.stores.memory import MemoryStore  # noqa: E402
+from popgate.policies import loader  # noqa: E402
+from popgate.policies.classify import classify  # noqa: E402
+from popgate.policies.model import RequestView  # noqa: E402
+from popgate.verifiers import hashcash, puzzle  # noqa: E402
 
 NOW = 1_795_219_200.0  # 2026-11-21T00:00:00Z
 

@@ -18,19 +18,19 @@ from pathlib import Path
 
 import aiohttp
 
-from gateway.config import load_config
-from gateway.demo_upstream import make_app
-from gateway.server import start
-from tests.gateway.worldid_support import ENDPOINT, body, worldid_toml
+from popgate.gateway.ops.config import load_config
+from popgate.gateway.cli.demo_upstream import make_app
+from popgate.gateway.http.server import start
+from tests.gateway.schemes.worldid_support import ENDPOINT, body, worldid_toml
 from tests.support.servers import serve_app, write_config
 
 
 async def main(workers: int, n: int) -> None:
     import json
 
-    from verifiers.groth16 import prepared_key, verify
-    from verifiers.worldid import parse_result, signal_hash, external_nullifier
-    from tests.gateway.worldid_support import CASES, VK_FILE
+    from popgate.verifiers.groth16 import prepared_key, verify
+    from popgate.verifiers.worldid import parse_result, signal_hash, external_nullifier
+    from tests.gateway.schemes.worldid_support import CASES, VK_FILE
     key = prepared_key(json.loads(VK_FILE.read_text()))
     parsed = parse_result(CASES[0]["idkit2_result"])
     pub = [parsed.merkle_root, parsed.nullifier, signal_hash(""), external_nullifier(CASES[0]["app_id"], "verify-human")]

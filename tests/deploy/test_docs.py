@@ -30,7 +30,7 @@ def test_cited_tests_exist() -> None:
         for file, test in refs:
             path = ROOT / file
             if "/" not in file:  # a short name: the one test file of that name
-                found = [*(ROOT / "tests").glob(file), *(ROOT / "tests").glob(f"*/{file}")]
+                found = list((ROOT / "tests").rglob(file))
                 path = found[0] if len(found) == 1 else path
             if not path.is_file() or not re.search(rf"def {test}\(", path.read_text()):
                 missing.append(f"{doc.name}: {file}::{test}")

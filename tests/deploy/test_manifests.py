@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import load_config
-from gateway.metrics import Metrics
-from gateway.status import _route_counter
-from policies.loader import load as load_policy
+from popgate.gateway.ops.config import load_config
+from popgate.gateway.ops.metrics import Metrics
+from popgate.gateway.ops.status import _route_counter
+from popgate.policies.loader import load as load_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -5,13 +5,13 @@ Already covered elsewhere (reused, not duplicated here):
 * puzzle solution, two processes: tests/fleet/test_fleet.py
   ``test_puzzle_solution_is_spent_once_across_the_fleet``,
   ``test_puzzle_header_is_spent_once_across_the_fleet``;
-  two in-process gateways: tests/gateway/test_puzzle_fleet.py
+  two in-process gateways: tests/gateway/schemes/test_puzzle_fleet.py
 * hashcash stamp: tests/fleet/test_fleet.py ``test_hashcash_stamp_is_spent_once_across_the_fleet``
 * session budget: tests/fleet/test_fleet.py ``test_session_budget_is_shared_by_the_fleet``
 * x402 payment nonce, one gateway, concurrent copies:
-  tests/gateway/test_fees_x402.py ``test_concurrent_copies_of_one_payment_reach_upstream_once``
+  tests/gateway/payments/test_fees_x402.py ``test_concurrent_copies_of_one_payment_reach_upstream_once``
 * store primitives under concurrency (claim, debit, ledger), all backends:
-  tests/stores/test_contract.py
+  tests/gateway/stores/test_contract.py
 
 Here: prepaid-credit debits through two real ``popgate`` processes.
 """
@@ -26,9 +26,9 @@ from collections import Counter
 import aiohttp
 import redis as redis_lib
 
-from gateway.config import load_config
-from gateway.credits import reconcile
-from gateway.stores.redis import RedisStore
+from popgate.gateway.ops.config import load_config
+from popgate.gateway.payments.ledger import reconcile
+from popgate.gateway.stores.redis import RedisStore
 from tests.support.servers import ROOT, wait_port_async, write_config
 
 TOKEN = "z" * 40

@@ -19,8 +19,8 @@ from aiohttp import web
 
 from tests.conftest import session_token, url_of
 from tests.faults.support import sample
-from tests.gateway.test_fees_x402 import paid_gateway, signed_header
-from tests.gateway.test_zklogin_gateway import AUD, ENDPOINT, ISS, RSA_KEY, Client, jwk_of
+from tests.gateway.payments.test_fees_x402 import paid_gateway, signed_header
+from tests.gateway.schemes.test_zklogin import AUD, ENDPOINT, ISS, RSA_KEY, Client, jwk_of
 from tests.support.facilitator import FacilitatorState, make_app
 from tests.support.servers import free_port, serve_app
 

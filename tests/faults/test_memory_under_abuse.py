@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
-from gateway.config import load_config
+from popgate.gateway.ops.config import load_config
 from tests.support.servers import ROOT, wait_port_async, write_config
 
 SECONDS = 14.0
@@ -95,7 +95,7 @@ keys = [{{kid = "p1", secret_file = "{tmp_path / 'pz'}"}}]
     path = write_config(tmp_path, upstream, extra=extra,
                         server_extra='trusted_proxies = ["127.0.0.1/32"]')
     cfg = load_config(path)
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(path),
+    proc = subprocess.Popen([sys.executable, "-m", "popgate.gateway", "run", "--config", str(path),
                              "--log-level", "ERROR"], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{cfg.listen.port}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.conftest import url_of
 from tests.faults.support import sample
-from tests.gateway.worldid_support import ENDPOINT, body, worldid_toml
+from tests.gateway.schemes.worldid_support import ENDPOINT, body, worldid_toml
 
 
 def descendants(pid: int) -> set[int]:

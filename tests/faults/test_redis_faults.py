@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from gateway.credits import reconcile
+from popgate.gateway.payments.ledger import reconcile
 from tests.conftest import admin_url, session_token, url_of
 from tests.faults.support import delaying_proxy, durable_redis, sample
 from tests.support.paid_gateway import ChargePolicy

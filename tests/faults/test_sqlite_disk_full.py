@@ -23,13 +23,13 @@ from collections import Counter
 
 import aiohttp
 
-from gateway.config import load_config
-from gateway.stores.sqlite import SQLiteStore
-from gateway.stores.base import StoreUnavailable
+from popgate.gateway.ops.config import load_config
+from popgate.gateway.stores.sqlite import SQLiteStore
+from popgate.gateway.stores.base import StoreUnavailable
 from tests.conftest import session_token, url_of
 from tests.faults.support import sample, samples_from_text
 from tests.support.servers import ROOT, wait_port_async, write_config
-from verifiers.session import SessionCodec
+from popgate.verifiers.session import SessionCodec
 
 LIMIT = 192 * 1024  # bytes any one file of the gateway may grow to
 
@@ -54,7 +54,7 @@ async def test_sqlite_disk_full_fails_closed_and_recovers(upstream, tmp_path):
     pre = SQLiteStore(str(db))  # the schema exists before the limit applies
     await pre.ping()
     await pre.close()
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(path),
+    proc = subprocess.Popen([sys.executable, "-m", "popgate.gateway", "run", "--config", str(path),
                              "--log-level", "ERROR"], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, preexec_fn=limited(LIMIT))
     codec = SessionCodec(cfg.sessions.keys, cfg.sessions.signing_kid)

@@ -65,7 +65,7 @@ async def test_sqlite_read_only_file_fails_closed(upstream, gateway_factory, htt
     budgeted = session_token(gw, budget=1000)
     assert (await _hit(http, url_of(gw, "/"), {"Authorization": f"PoP {budgeted}"}))[0] == 200
     # reopen the same file read-only (as after a remount ro / a permissions change)
-    from gateway.stores.sqlite import SQLiteStore
+    from popgate.gateway.stores.sqlite import SQLiteStore
     ro = SQLiteStore(f"file:{db}?mode=ro")
     ro._connect = lambda: sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None,  # type: ignore[method-assign]
                                           check_same_thread=False)
@@ -82,7 +82,7 @@ async def test_new_store_file_waits_for_another_writer_instead_of_failing(tmp_pa
     (it fails at once while another connection writes): popgate retries it within
     the store timeout, so workers opening one file together do not fail their first
     requests (it did: a 500 on the first puzzle spend of a two-worker gateway)."""
-    from gateway.stores.sqlite import SQLiteStore
+    from popgate.gateway.stores.sqlite import SQLiteStore
     db = tmp_path / "store.db"
     locker = sqlite3.connect(db, isolation_level=None)
     locker.execute("CREATE TABLE other (x)")
@@ -107,8 +107,8 @@ async def test_puzzle_submission_with_the_store_locked_is_503_and_spends_nothing
     store_unavailable with Retry-After (the spend fails closed; before, the
     StoreUnavailable escaped as a 500), and the same solution buys its session
     once the store is back: nothing was spent by the failed attempt."""
-    from tests.gateway.puzzle_support import puzzle_extra, way
-    from verifiers import puzzle
+    from tests.gateway.schemes.puzzle_support import puzzle_extra, way
+    from popgate.verifiers import puzzle
     db = tmp_path / "store.db"
     gw = await gateway_factory(upstream, store=f"sqlite:///{db}", extra=puzzle_extra(tmp_path))
     async with http.get(url_of(gw, "/v1/x"), headers={"Accept": "application/json"}) as r:

@@ -178,7 +178,7 @@ def redis_cluster3() -> Iterator[Cluster]:
 
 async def flush_cluster(url: str) -> None:
     """FLUSHDB on every master of the cluster behind a ``redis+cluster://`` URL."""
-    from gateway.stores.redis import RedisStore
+    from popgate.gateway.stores.redis import RedisStore
     store = RedisStore(url)
     try:
         await store.client.flushdb(target_nodes=store.client.PRIMARIES)

@@ -23,10 +23,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.config import Config, load_config
+from popgate.gateway.ops.config import Config, load_config
 from tests.fleet.cluster_support import flush_cluster, redis_cluster3  # noqa: F401 (fixture)
 from tests.support.servers import free_port, gateway_process, wait_port, wait_port_async, write_config
-from verifiers.session import SessionCodec
+from popgate.verifiers.session import SessionCodec
 
 
 @dataclass

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from gateway.stores.base import key
-from gateway.stores.redis import RedisStore
+from popgate.gateway.stores.base import key
+from popgate.gateway.stores.redis import RedisStore
 from tests.fleet.test_fleet import CHARGE_POLICY, PUZZLE, THROTTLE_POLICY, buy_session, solved_puzzle
-from verifiers import hashcash
+from popgate.verifiers import hashcash
 
 
 async def test_store_operations_on_a_cluster_node(redis_cluster_url):

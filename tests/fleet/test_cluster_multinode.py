@@ -17,12 +17,12 @@ import redis
 from redis.cluster import key_slot
 from redis.exceptions import MovedError
 
-from gateway.config import ConfigError, load_config
-from gateway.credits import redis_keys
-from gateway.roots import RedisSetRoots
-from gateway.stores import open_store
-from gateway.stores.base import StoreUnavailable, key
-from gateway.stores.redis import CLAIM, RedisStore, parse_cluster_url
+from popgate.gateway.ops.config import ConfigError, load_config
+from popgate.gateway.payments.ledger import redis_keys
+from popgate.gateway.schemes.worldid_roots import RedisSetRoots
+from popgate.gateway.stores import open_store
+from popgate.gateway.stores.base import StoreUnavailable, key
+from popgate.gateway.stores.redis import CLAIM, RedisStore, parse_cluster_url
 from tests.fleet.cluster_support import Cluster, start_cluster, stop_cluster
 from tests.fleet.test_fleet import CHARGE_POLICY, PUZZLE, buy_session, solved_puzzle
 from tests.support.servers import free_port, write_config

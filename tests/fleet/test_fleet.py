@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 
-from verifiers import hashcash, puzzle
+from popgate.verifiers import hashcash, puzzle
 
 N = 3
 PUZZLE = """
@@ -244,7 +244,7 @@ async def test_x402_payment_nonce_is_spent_once_across_the_fleet(fleet):
 async def test_worldid_nullifier_is_spent_once_across_the_fleet(fleet):
     """One World ID proof (one person, one action) posted to every instance at once buys
     exactly one session; every other instance answers nullifier_reused."""
-    from tests.gateway.worldid_support import ENDPOINT, body, worldid_toml
+    from tests.gateway.schemes.worldid_support import ENDPOINT, body, worldid_toml
 
     f = await fleet(N, extra=worldid_toml())
     results = await asyncio.gather(*(f.post(i % N, ENDPOINT, json=body(0)) for i in range(2 * N)))

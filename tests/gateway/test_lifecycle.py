@@ -11,9 +11,9 @@ import time
 
 import aiohttp
 
-from gateway.config import load_config
+from popgate.gateway.ops.config import load_config
 from tests.support.servers import ROOT, gateway_process, wait_port_async, write_config
-from verifiers.session import SessionCodec
+from popgate.verifiers.session import SessionCodec
 
 
 async def test_sigterm_drains_in_flight_requests(upstream, tmp_path):
@@ -49,7 +49,7 @@ def test_config_errors_exit_2_with_every_problem(tmp_path):
     """`popgate run` with a bad config prints all problems and exits 2 without starting."""
     bad = tmp_path / "bad.toml"
     bad.write_text('[server]\nlisten = "x"\nupstream = "nope"\n')
-    out = subprocess.run([sys.executable, "-m", "gateway", "run", "--config", str(bad)], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "popgate.gateway", "run", "--config", str(bad)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     for where in ("server.listen", "server.upstream", "sessions.keys"):
@@ -57,7 +57,7 @@ def test_config_errors_exit_2_with_every_problem(tmp_path):
 
 
 def verify(scheme: str, lines: list[str], *args: str) -> tuple[int, list[dict], str]:
-    out = subprocess.run([sys.executable, "-m", "gateway", "verify", scheme, *args], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "popgate.gateway", "verify", scheme, *args], cwd=ROOT,
                          input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60)
     return out.returncode, [json.loads(x) for x in out.stdout.splitlines()], out.stderr
 

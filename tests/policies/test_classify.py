@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from policies.classify import RANK, classify, strongest
+from popgate.policies.classify import RANK, classify, strongest
 
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Safari/537.36"
 FULL = {"accept": "text/html", "accept-language": "en", "sec-fetch-mode": "navigate", "sec-fetch-site": "none"}

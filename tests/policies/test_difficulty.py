@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policies.difficulty import Difficulty, DifficultyConfig, Pressure
+from popgate.policies.difficulty import Difficulty, DifficultyConfig, Pressure
 
 NET = "203.0.113.0/24"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from policies import loader
-from policies.engine import PolicyHolder
-from policies.loader import PolicyError
-from policies.model import RequestView
+from popgate.policies import loader
+from popgate.policies.engine import PolicyHolder
+from popgate.policies.loader import PolicyError
+from popgate.policies.model import RequestView
 
 DEFAULT = loader.load(Path(loader.__file__).parent / "default.toml")
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/130.0 Safari/537.36"

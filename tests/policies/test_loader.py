@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from policies import loader
-from policies.loader import PolicyError
+from popgate.policies import loader
+from popgate.policies.loader import PolicyError
 
 DEFAULT = """
 [default]

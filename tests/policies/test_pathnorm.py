@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from policies.pathnorm import normalize_path
+from popgate.policies.pathnorm import normalize_path
 
 
 @pytest.mark.parametrize("raw, norm", [

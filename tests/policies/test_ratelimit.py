@@ -10,8 +10,8 @@ from typing import Any, AsyncIterator
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from policies import ratelimit as rl
-from policies.model import Rate
+from popgate.policies import ratelimit as rl
+from popgate.policies.model import Rate
 
 
 class Clock:

@@ -18,8 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from verifiers.errors import VerificationError
-from verifiers.groth16 import parse_proof, prepared_key, verify
+from popgate.verifiers.errors import VerificationError
+from popgate.verifiers.groth16 import parse_proof, prepared_key, verify
 
 FIXTURE = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "groth16"
                       / "worldid_protocol_nullifier_compressed.json").read_text())

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.roots import LATEST_ROOT, ROOT_HISTORY, ROOT_HISTORY_EXPIRY
+from popgate.gateway.schemes.worldid_roots import LATEST_ROOT, ROOT_HISTORY, ROOT_HISTORY_EXPIRY
 
 
 @dataclass

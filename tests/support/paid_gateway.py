@@ -13,8 +13,8 @@ import asyncio
 import signal
 import sys
 
-from gateway.decisions import Charge, Decision
-from gateway.pipeline import Context
+from popgate.gateway.pipeline.decisions import Charge, Decision
+from popgate.gateway.pipeline.context import Context
 
 
 class ChargePolicy:
@@ -28,11 +28,11 @@ class ChargePolicy:
 
 
 async def main(path: str, price: int) -> None:
-    from gateway.app import build_app
-    from gateway.config import load_config
-    from gateway.metrics import Metrics
-    from gateway.server import start
-    from gateway.stores import open_store
+    from popgate.gateway.app import build_app
+    from popgate.gateway.ops.config import load_config
+    from popgate.gateway.ops.metrics import Metrics
+    from popgate.gateway.http.server import start
+    from popgate.gateway.stores import open_store
 
     config = load_config(path)
     store = open_store(config.store.url, timeout=config.store.timeout)

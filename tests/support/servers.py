@@ -98,7 +98,7 @@ keys = [{{kid = "k1", secret_file = "{tmp / 'k1'}"}}, {{kid = "k0", secret_file 
 
 def gateway_process(config: Path, *args: str) -> subprocess.Popen[bytes]:
     """``popgate run --config`` as a subprocess (for signals and multi-process tests)."""
-    return subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config),
+    return subprocess.Popen([sys.executable, "-m", "popgate.gateway", "run", "--config", str(config),
                              "--log-level", "WARNING", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 

@@ -9,9 +9,9 @@ from hypothesis import given, settings, strategies as st
 from py_ecc import bn128 as b
 from py_ecc.fields import bn128_FQ12 as FQ12
 
-from verifiers.bn254 import curve as c
-from verifiers.bn254 import fields as f
-from verifiers.bn254.pairing import final_exponentiation, line_schedule, miller_loop, pairing
+from popgate.verifiers.bn254 import curve as c
+from popgate.verifiers.bn254 import fields as f
+from popgate.verifiers.bn254.pairing import final_exponentiation, line_schedule, miller_loop, pairing
 
 
 def ref_g1(pt: c.G1Point) -> object:

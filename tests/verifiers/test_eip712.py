@@ -11,9 +11,9 @@ from eth_utils import to_checksum_address as eth_checksum
 from hypothesis import given
 from hypothesis import strategies as st
 
-from verifiers.eip712 import Domain, domain_separator, transfer_digest
-from verifiers.errors import VerificationError
-from verifiers.evm import SECP256K1_N, keccak256, recover_address, to_checksum_address
+from popgate.verifiers.eip712 import Domain, domain_separator, transfer_digest
+from popgate.verifiers.errors import VerificationError
+from popgate.verifiers.evm import SECP256K1_N, keccak256, recover_address, to_checksum_address
 
 SEPOLIA_USDC = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
 KEY = "0x" + "11" * 32

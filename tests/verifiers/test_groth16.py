@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from tests.verifiers.test_bn254 import twist_point_off_subgroup
-from verifiers import worldid
-from verifiers.bn254 import curve as c
-from verifiers.bn254.fields import P, R
-from verifiers.errors import Malformed, VerificationError
-from verifiers.groth16 import (
+from popgate.verifiers import worldid
+from popgate.verifiers.bn254 import curve as c
+from popgate.verifiers.bn254.fields import P, R
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.groth16 import (
     InvalidKey, InvalidProof, Proof, parse_proof, parse_public, parse_vk, prepare_key,
     prepared_key, raise_job_result, verify, verify_job, verify_reference,
 )

@@ -7,10 +7,10 @@ from typing import Any
 
 from hypothesis import given, settings, strategies as st
 
-from verifiers.bn254 import curve as c
-from verifiers.bn254.fields import P, R
-from verifiers.errors import Malformed, VerificationError
-from verifiers.groth16 import Proof, parse_proof, parse_public, parse_uint
+from popgate.verifiers.bn254 import curve as c
+from popgate.verifiers.bn254.fields import P, R
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.groth16 import Proof, parse_proof, parse_public, parse_uint
 
 U256 = st.integers(min_value=0, max_value=(1 << 256) - 1)
 json_values = st.recursive(

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from gateway.stores.memory import MemoryStore
-from verifiers import hashcash
-from verifiers.errors import VerificationError
+from popgate.gateway.stores.memory import MemoryStore
+from popgate.verifiers import hashcash
+from popgate.verifiers.errors import VerificationError
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "hashcash" / "stamps.tsv"
 # make_stamps.sh mints at 2026-11-20 12:34:56 UTC; check the next midnight.

@@ -16,11 +16,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.stores.memory import MemoryStore
-from verifiers.errors import VerificationError
-from verifiers.httpsig import (Headers, Policy, RequestView, VerifyingKey, content_digest,
+from popgate.gateway.stores.memory import MemoryStore
+from popgate.verifiers.errors import VerificationError
+from popgate.verifiers.httpsig import (Headers, Policy, RequestView, VerifyingKey, content_digest,
                                parse_signatures, signature_base, verify_message)
-from verifiers.structured_fields import InnerList, Item, Token, serialize_inner_list
+from popgate.verifiers.structured_fields import InnerList, Item, Token, serialize_inner_list
 
 FIX = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "webbotauth" / "vectors.json").read_text())
 NOW = FIX["now"]

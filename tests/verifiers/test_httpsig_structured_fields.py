@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from verifiers.errors import Malformed, VerificationError
-from verifiers.httpsig import Headers, check_content_digest
-from verifiers.structured_fields import (InnerList, Item, Token, parse_dictionary, parse_item, parse_list,
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.httpsig import Headers, check_content_digest
+from popgate.verifiers.structured_fields import (InnerList, Item, Token, parse_dictionary, parse_item, parse_list,
                                          serialize_member)
 
 

@@ -17,9 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support.servers import serve_app
-from verifiers.errors import VerificationError
-from verifiers.jwks import JwksCache, ProviderConfig, parse_jwks
-from verifiers.oidc import OidcVerifier, decode_segment, parse_header
+from popgate.verifiers.errors import VerificationError
+from popgate.verifiers.jwks import JwksCache, ProviderConfig, parse_jwks
+from popgate.verifiers.oidc import OidcVerifier, decode_segment, parse_header
 
 FIX = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "zklogin" / "jwt_cases.json").read_text())
 NOW = FIX["now"]

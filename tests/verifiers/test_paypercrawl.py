@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from verifiers.errors import VerificationError
-from verifiers.paypercrawl import (CRAWLER_CHARGED, CRAWLER_ERROR, CRAWLER_PRICE, CrawlerPriceError,
+from popgate.verifiers.errors import VerificationError
+from popgate.verifiers.paypercrawl import (CRAWLER_CHARGED, CRAWLER_ERROR, CRAWLER_PRICE, CrawlerPriceError,
                                    Price, accept_offer, charged_headers, format_price, parse_price,
                                    price_headers)
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from verifiers.poseidon import R, _raw, poseidon, poseidon_hash
+from popgate.verifiers.poseidon import R, _raw, poseidon, poseidon_hash
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "zklogin"
 VECTORS = json.loads((FIX / "poseidon_vectors.json").read_text())["vectors"]

@@ -7,9 +7,9 @@ import ipaddress
 
 import pytest
 
-from gateway.stores.memory import MemoryStore
-from verifiers import puzzle
-from verifiers.errors import VerificationError
+from popgate.gateway.stores.memory import MemoryStore
+from popgate.verifiers import puzzle
+from popgate.verifiers.errors import VerificationError
 
 KEYS = puzzle.PuzzleKeys({"k1": b"k" * 32, "k0": b"o" * 32}, "k1")
 NOW = 1_790_000_000.0

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from gateway.stores.memory import MemoryStore
-from verifiers import puzzle
-from verifiers.cli import hashcash as hashcash_cli
-from verifiers.cli import puzzle as puzzle_cli
-from verifiers.errors import VerificationError
+from popgate.gateway.stores.memory import MemoryStore
+from popgate.verifiers import puzzle
+from popgate.verifiers.cli import hashcash as hashcash_cli
+from popgate.verifiers.cli import puzzle as puzzle_cli
+from popgate.verifiers.errors import VerificationError
 
 NOW = 1_790_000_000.0
 STAMPS = Path(__file__).parent.parent / "fixtures" / "hashcash" / "stamps.tsv"

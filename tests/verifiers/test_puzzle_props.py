@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from verifiers import puzzle
-from verifiers.errors import VerificationError
+from popgate.verifiers import puzzle
+from popgate.verifiers.errors import VerificationError
 
 KEYS = puzzle.PuzzleKeys({"k1": b"k" * 32}, "k1")
 NOW = 1_790_000_000.0

@@ -18,13 +18,13 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.stores.memory import MemoryStore
-from gateway.verify_cli import load_checker, run_cases
+from popgate.gateway.stores.memory import MemoryStore
+from popgate.gateway.cli.verify import load_checker, run_cases
 from tests.support.servers import serve_app
-from verifiers.errors import Malformed, VerificationError
-from verifiers.httpsig import Headers, RequestView, ResponseView, jwk_thumbprint, signature_base
-from verifiers.structured_fields import InnerList, Item, serialize_inner_list
-from verifiers.webbotauth import (DIRECTORY_PATH, KeyDirectory, StaticKey, WebBotAuthVerifier,
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.httpsig import Headers, RequestView, ResponseView, jwk_thumbprint, signature_base
+from popgate.verifiers.structured_fields import InnerList, Item, serialize_inner_list
+from popgate.verifiers.webbotauth import (DIRECTORY_PATH, KeyDirectory, StaticKey, WebBotAuthVerifier,
                                   agent_origin, parse_signature_agent, static_keys_from_jwks)
 
 FIX = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "webbotauth" / "vectors.json").read_text())

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from hypothesis import given, strategies as st
 
-from gateway.stores.memory import MemoryStore
-from gateway.verify_cli import VerifyEnv, run_cases
-from verifiers import worldid as w
-from verifiers.bn254.fields import R
-from verifiers.cli import groth16 as cli_groth16, worldid as cli_worldid
-from verifiers.errors import Malformed, VerificationError
-from verifiers.groth16 import InvalidProof, parse_vk, prepared_key
+from popgate.gateway.stores.memory import MemoryStore
+from popgate.gateway.cli.verify import VerifyEnv, run_cases
+from popgate.verifiers import worldid as w
+from popgate.verifiers.bn254.fields import R
+from popgate.verifiers.cli import groth16 as cli_groth16, worldid as cli_worldid
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.groth16 import InvalidProof, parse_vk, prepared_key
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "groth16"
 WID = json.loads((FIX / "worldid_v3_local.json").read_text())["cases"]
@@ -231,7 +231,7 @@ def test_worldid_adapter_accepts_a_named_key() -> None:
     # popgate hashes signal/action itself, so only the raw proof check applies here:
     key = prepared_key(w.key_spec("semaphore_v3:16"))
     parsed = w.parse_result(result)
-    from verifiers.groth16 import verify
+    from popgate.verifiers.groth16 import verify
     verify(key, parsed.proof, [parsed.merkle_root, parsed.nullifier, int(wc["signal_hash"], 16),
                                int(wc["external_nullifier_hash"], 16)])
     assert parsed.proof.packed() == [int(x, 16) for x in wc["packed"]]

@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.gateway.worldid_support import CASES, FIX, ROOT, VK_FILE
+from tests.gateway.schemes.worldid_support import CASES, FIX, ROOT, VK_FILE
 
 POPGATE = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "popgate"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from gateway.verify_cli import load_checker, run_cases
+from popgate.gateway.cli.verify import load_checker, run_cases
 from tests.fixtures.x402.cases import DOC
 
 

@@ -12,14 +12,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.stores.memory import MemoryStore
+from popgate.gateway.stores.memory import MemoryStore
 from tests.fixtures.x402.cases import CASES, NOW, PAYER
 from tests.support.facilitator import FacilitatorState, running
-from verifiers.errors import VerificationError
-from verifiers.evm import CodeLookup, RpcError
-from verifiers.facilitator import FacilitatorClient
-from verifiers.x402 import Requirements, encode_header, extract
-from verifiers.x402_exact import ExactConfig, ExactVerifier, nonce_key
+from popgate.verifiers.errors import VerificationError
+from popgate.verifiers.evm import CodeLookup, RpcError
+from popgate.gateway.payments.facilitator import FacilitatorClient
+from popgate.verifiers.x402 import Requirements, encode_header, extract
+from popgate.verifiers.x402_exact import ExactConfig, ExactVerifier, nonce_key
 
 ORDER = list(CASES)
 

@@ -25,13 +25,13 @@ from x402.http.clients.requests import x402_requests
 from x402.http.utils import decode_payment_response_header
 from x402.mechanisms.evm.exact.register import register_exact_evm_client
 
-from gateway.stores.memory import MemoryStore
+from popgate.gateway.stores.memory import MemoryStore
 from tests.support.facilitator import FacilitatorState, running
-from verifiers.errors import Malformed, VerificationError
-from verifiers.facilitator import FacilitatorClient, SettlementQueue
-from verifiers.x402 import (PAYMENT_REQUIRED, PAYMENT_RESPONSE, encode_header,
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.gateway.payments.facilitator import FacilitatorClient, SettlementQueue
+from popgate.verifiers.x402 import (PAYMENT_REQUIRED, PAYMENT_RESPONSE, encode_header,
                             encode_payment_response, exact_requirements, extract, payment_required)
-from verifiers.x402_exact import ExactVerifier
+from popgate.verifiers.x402_exact import ExactVerifier
 
 KEY = "0x" + "44" * 32
 PAY_TO = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"

@@ -15,8 +15,8 @@ from x402.http.utils import (decode_payment_required_header, decode_payment_resp
                              encode_payment_response_header)
 from x402.schemas import SettleResponse
 
-from verifiers.errors import Malformed, VerificationError
-from verifiers.x402 import (USDC, Requirements, SettleResult, decode_header, encode_header,
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.x402 import (USDC, Requirements, SettleResult, decode_header, encode_header,
                             encode_payment_response, exact_requirements, extract,
                             parse_payment_signature, parse_x_payment, payment_required,
                             select_offer, usd_to_atomic)

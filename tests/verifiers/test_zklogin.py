@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.verify_cli import load_checker, run_cases
-from verifiers.errors import VerificationError
-from verifiers.jwks import JwksCache, ProviderConfig
-from verifiers.oidc import OidcVerifier
-from verifiers.poseidon import R
-from verifiers.zklogin import (ZkLoginVerifier, address_from_seed, compute_nonce, gen_address_seed,
+from popgate.gateway.cli.verify import load_checker, run_cases
+from popgate.verifiers.errors import VerificationError
+from popgate.verifiers.jwks import JwksCache, ProviderConfig
+from popgate.verifiers.oidc import OidcVerifier
+from popgate.verifiers.poseidon import R
+from popgate.verifiers.zklogin import (ZkLoginVerifier, address_from_seed, compute_nonce, gen_address_seed,
                                hash_ascii_str_to_field, parse_ext_eph_pk, zklogin_address)
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "zklogin"

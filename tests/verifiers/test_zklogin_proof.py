@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from verifiers.errors import Malformed, VerificationError
-from verifiers.groth16 import InvalidProof
-from verifiers.zklogin import address_from_seed, compute_nonce, hash_ascii_str_to_field
-from verifiers.zklogin_proof import (
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.groth16 import InvalidProof
+from popgate.verifiers.zklogin import address_from_seed, compute_nonce, hash_ascii_str_to_field
+from popgate.verifiers.zklogin_proof import (
     all_inputs_hash, decode_iss, header_kid, modulus_field, parse_inputs, parse_signature,
     verify_inputs,
 )
@@ -162,7 +162,7 @@ def test_iss_decoder_only_raises_malformed(value, index):
 
 
 def test_submission_forms():
-    from verifiers.zklogin_proof import parse_submission
+    from popgate.verifiers.zklogin_proof import parse_submission
     raw = {"inputs": CASE["inputs"], "ext_eph_pk": CASE["ext_eph_pk"], "max_epoch": "10"}
     sub = parse_submission(raw)
     assert (sub.max_epoch, sub.ephemeral_key.extended, sub.user_signature) == (10, EXT, b"")

@@ -7,6 +7,6 @@ Layers, each a small module: :mod:`.fields` (Fp, Fp2, Fp12), :mod:`.curve`
 benchmarks).
 """
 
-from verifiers.bn254.fields import P, R, U
+from popgate.verifiers.bn254.fields import P, R, U
 
 __all__ = ["P", "R", "U"]

@@ -13,7 +13,7 @@ bool, decompression returns None when no point exists.
 
 from __future__ import annotations
 
-from verifiers.bn254.fields import (
+from popgate.verifiers.bn254.fields import (
     _FROB, FP2_ONE, FP2_ZERO, P, U, XI, Fp2, f2_add, f2_conj, f2_inv, f2_mul,
     f2_neg, f2_scale, f2_sqr, f2_sub, fp_is_square, fp_sqrt,
 )

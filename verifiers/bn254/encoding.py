@@ -14,9 +14,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from verifiers.bn254.curve import G1Point, G2Point, g1_on_curve, g2_on_curve
-from verifiers.bn254.fields import P
-from verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.bn254.curve import G1Point, G2Point, g1_on_curve, g2_on_curve
+from popgate.verifiers.bn254.fields import P
+from popgate.verifiers.errors import Malformed, VerificationError
 
 _DEC = re.compile(r"[0-9]{1,78}")
 _HEX = re.compile(r"0[xX][0-9a-fA-F]{1,64}")

@@ -18,8 +18,8 @@ whose G2 points (γ, δ) are fixed per key. So:
 
 from __future__ import annotations
 
-from verifiers.bn254.curve import G1Point, G2Point, g2_neg, g2_psi
-from verifiers.bn254.fields import (
+from popgate.verifiers.bn254.curve import G1Point, G2Point, g2_neg, g2_psi
+from popgate.verifiers.bn254.fields import (
     F12_ONE, P, U, Fp12,
     f12_conj, f12_cyc_sqr, f12_frob, f12_inv, f12_mul, f12_mul_line1, f12_sqr,
 )

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from py_ecc import optimized_bn128
 
-from verifiers.bn254.curve import G1Point, G2Point
+from popgate.verifiers.bn254.curve import G1Point, G2Point
 
 if TYPE_CHECKING:
-    from verifiers.groth16 import Proof, VerifyingKey
+    from popgate.verifiers.groth16 import Proof, VerifyingKey
 
 ob: Any = optimized_bn128
 

@@ -2,7 +2,7 @@
 
 Each module ``verifiers.cli.<scheme>`` (dashes become underscores) defines::
 
-    async def check(case: dict, env: gateway.verify_cli.VerifyEnv) -> dict
+    async def check(case: dict, env: gateway.cli.verify.VerifyEnv) -> dict
 
 It returns the extra output fields for a valid case (``valid``/``reason`` are
 added by the driver) or raises ``verifiers.errors.VerificationError``.

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from verifiers.errors import Malformed
-from verifiers.groth16 import parse_proof, parse_public, prepared_key, verify
+from popgate.verifiers.errors import Malformed
+from popgate.verifiers.groth16 import parse_proof, parse_public, prepared_key, verify
 
 
 async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:

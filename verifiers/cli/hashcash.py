@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from verifiers import hashcash
-from verifiers.errors import Malformed
+from popgate.verifiers import hashcash
+from popgate.verifiers.errors import Malformed
 
 
 async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from verifiers.errors import Malformed
-from verifiers.poseidon import poseidon_hash
+from popgate.verifiers.errors import Malformed
+from popgate.verifiers.poseidon import poseidon_hash
 
 
 def _field(x: Any) -> int:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from verifiers import puzzle
-from verifiers.errors import Malformed, VerificationError
+from popgate.verifiers import puzzle
+from popgate.verifiers.errors import Malformed, VerificationError
 
 
 def keys_from_config(config: Any) -> puzzle.PuzzleKeys:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from verifiers.errors import VerificationError
-from verifiers.session import SessionCodec
+from popgate.verifiers.errors import VerificationError
+from popgate.verifiers.session import SessionCodec
 
 
 async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from verifiers.errors import Malformed
-from verifiers.httpsig import RequestView
-from verifiers.webbotauth import WebBotAuthVerifier, static_keys_from_jwks
+from popgate.verifiers.errors import Malformed
+from popgate.verifiers.httpsig import RequestView
+from popgate.verifiers.webbotauth import WebBotAuthVerifier, static_keys_from_jwks
 
 
 async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:

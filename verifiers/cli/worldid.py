@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.stores.base import key as store_key
-from verifiers.errors import Malformed
-from verifiers.bn254.encoding import parse_uint
-from verifiers.groth16 import prepared_key
-from verifiers.worldid import (
+from popgate.gateway.stores.base import key as store_key
+from popgate.verifiers.errors import Malformed
+from popgate.verifiers.bn254.encoding import parse_uint
+from popgate.verifiers.groth16 import prepared_key
+from popgate.verifiers.worldid import (
     NullifierReused, default_key, key_spec, nullifier_scope, verify_result,
 )
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from verifiers.errors import Malformed
-from verifiers.x402 import (PAYMENT_SIGNATURE, X_PAYMENT, Requirements,
+from popgate.verifiers.errors import Malformed
+from popgate.verifiers.x402 import (PAYMENT_SIGNATURE, X_PAYMENT, Requirements,
                             parse_payment_signature, parse_x_payment)
-from verifiers.x402_exact import ExactVerifier
+from popgate.verifiers.x402_exact import ExactVerifier
 
 
 def _accept_v1(config: Any) -> bool:

@@ -15,13 +15,13 @@ import hashlib
 import os
 from typing import Any
 
-from gateway.stores.base import key
+from popgate.gateway.stores.base import key
 
-from verifiers.cli.zklogin_nonce import decimal, ext_key
-from verifiers.errors import Malformed, Replayed
-from verifiers.jwks import JwksCache, ProviderConfig
-from verifiers.oidc import OidcVerifier
-from verifiers.zklogin import ZkLoginVerifier
+from popgate.verifiers.cli.zklogin_nonce import decimal, ext_key
+from popgate.verifiers.errors import Malformed, Replayed
+from popgate.verifiers.jwks import JwksCache, ProviderConfig
+from popgate.verifiers.oidc import OidcVerifier
+from popgate.verifiers.zklogin import ZkLoginVerifier
 
 _RUN_KEY = os.urandom(32)
 

@@ -7,8 +7,8 @@ import base64
 import binascii
 from typing import Any
 
-from verifiers.errors import Malformed
-from verifiers.zklogin import compute_nonce, parse_ext_eph_pk
+from popgate.verifiers.errors import Malformed
+from popgate.verifiers.zklogin import compute_nonce, parse_ext_eph_pk
 
 
 def decimal(x: Any) -> int:

@@ -17,11 +17,11 @@ import base64
 import binascii
 from typing import Any
 
-from verifiers.errors import Malformed, VerificationError
-from verifiers.groth16 import prepared_key
-from verifiers.jwks import parse_jwks
-from verifiers.zklogin import address_from_seed
-from verifiers.zklogin_proof import parse_submission, prod_key_json, verify_inputs
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.groth16 import prepared_key
+from popgate.verifiers.jwks import parse_jwks
+from popgate.verifiers.zklogin import address_from_seed
+from popgate.verifiers.zklogin_proof import parse_submission, prod_key_json, verify_inputs
 
 
 def _modulus(case: dict[str, Any], kid: str) -> int:

@@ -1,0 +1,437 @@
+"""Configuration: a TOML file plus command-line overrides, validated once.
+
+:func:`load_config` reads the file, applies overrides and returns a frozen
+:class:`Config`, or raises :class:`ConfigError` listing *every* problem with
+its key path (``sessions.keys[1].secret_env: environment variable ... unset``).
+Nothing here is read again per request.
+
+Secrets never sit in the file itself: a key names ``secret_file`` (the file's
+bytes, a trailing newline removed) or ``secret_env`` (an environment variable).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from popgate.gateway.ops import validation as pc
+
+MIN_SECRET_BYTES = 32
+CLASSES = ("human", "account", "verified-agent", "agent", "unknown")
+DEFAULT_ACTIONS = ("allow", "challenge", "deny")
+FAILURE_MODES = ("closed", "open")
+# Store-backed actions whose failure mode an operator may choose (gateway/stores/failure.py):
+# spend (puzzle solutions, stamps, nullifiers), replay (id_tokens, signature
+# nonces), rate_limit (throttles and exchange gates), budget (budgeted sessions).
+FAILURE_ACTIONS = frozenset({"default", "spend", "replay", "rate_limit", "budget"})
+KID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` lists each with its path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    url: str
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def authority(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        return self.host if self.port == default else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_header_bytes: int = 16384
+    max_header_count: int = 100
+    max_body_bytes: int = 10 * 1024 * 1024
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    pool_size: int = 256
+    keepalive_timeout: float = 30.0
+    buffer_below: int = 65536
+    client_header_timeout: float = 10.0   # whole request head, from first byte (or accept)
+    client_body_timeout: float = 30.0     # longest client silence while a body is due
+    client_keepalive_timeout: float = 75.0  # idle client connection between requests
+
+
+@dataclass(frozen=True, slots=True)
+class Sessions:
+    keys: dict[str, bytes]
+    signing_kid: str
+    subject_key: bytes
+    ttl: int = 3600
+    cookie_name: str = "popgate_session"
+    cookie_secure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    url: str = "sqlite:///var/popgate/store.db"
+    timeout: float = 0.5
+    failure_modes: dict[str, str] = field(default_factory=dict)
+
+    def mode(self, action: str) -> str:
+        """Failure mode for ``action``: closed unless configured open."""
+        return self.failure_modes.get(action, self.failure_modes.get("default", "closed"))
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    actions: dict[str, str]
+    file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PuzzleConfig:
+    """``[puzzle]``: challenge MAC keys and what a solved puzzle buys."""
+
+    keys: dict[str, bytes]
+    signing_kid: str
+    bits: int = 16                 # floor when the policy names none
+    subs: int = 1                  # sub-solutions per challenge (bounded variance)
+    ttl: int = 300                 # challenge lifetime, seconds
+    session_ttl: int = 900         # session bought with POST /.well-known/popgate/puzzle
+    session_budget: int = 200      # requests that session is good for (0: no budget)
+    hashcash: bool = True          # accept self-minted hashcash v1 stamps where the policy does
+    hashcash_max_age: int = 172800  # >= 1 day: stamps dated YYMMDD mean midnight UTC
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The validated configuration; built by :func:`load_config`."""
+
+    listen: HostPort
+    admin: HostPort
+    upstream: Upstream
+    sessions: Sessions
+    store: StoreConfig
+    policy: PolicyConfig
+    limits: Limits = Limits()
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    shutdown_timeout: float = 30.0
+    via_name: str = "popgate"
+    access_log: bool = False
+    upstream_client: str = "lean"
+    puzzle: PuzzleConfig | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def puzzle_keys(self) -> dict[str, bytes]:
+        """``[puzzle]`` keys (kid -> secret), as ``popgate verify puzzle`` reads them."""
+        return dict(self.puzzle.keys) if self.puzzle is not None else {}
+
+    @property
+    def puzzle_signing_kid(self) -> str:
+        return self.puzzle.signing_kid if self.puzzle is not None else ""
+
+
+def load_config(path: str | os.PathLike[str] | None, overrides: dict[str, Any] | None = None,
+                env: dict[str, str] | None = None) -> Config:
+    """Read ``path`` (TOML; may be None), apply ``overrides`` and validate.
+
+    ``overrides`` maps dotted keys (``server.upstream``) to values, as the CLI
+    flags give them. Raises ConfigError with every problem found.
+    """
+    problems: list[str] = []
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            pc.set_dotted(data, dotted, value)
+    return build_config(data, problems, os.environ if env is None else env)
+
+
+def _nul_strings(value: Any, where: str) -> list[str]:
+    """Key paths of strings holding a NUL (TOML can spell one; no path or name can hold it)."""
+    if isinstance(value, str):
+        return [f"{where or '(top)'}: NUL character in a string"] if "\x00" in value else []
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _nul_strings(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _nul_strings(v, f"{where}[{i}]")]
+    return []
+
+
+def build_config(data: dict[str, Any], problems: list[str], env: Any) -> Config:
+    """Validate a parsed config dict; raise ConfigError listing all problems."""
+    nul = _nul_strings(data, "")
+    if nul:
+        raise ConfigError(problems + nul)
+    c = pc.Collector(data, problems)
+    c.unknown_keys("", data, {"server", "limits", "sessions", "store", "policy"} | _extension_sections())
+    server = c.table("server")
+    c.unknown_keys("server", server, {"listen", "admin", "upstream", "trusted_proxies",
+                                      "shutdown_timeout", "via_name", "access_log",
+                                      "upstream_client"})
+    client = server.get("upstream_client", "lean")
+    if client not in ("lean", "aiohttp"):
+        c.problem("server.upstream_client", f"expected \"lean\" or \"aiohttp\", got {client!r}")
+    listen = _host_port(c, "server.listen", server.get("listen", "127.0.0.1:8080"))
+    admin = _host_port(c, "server.admin", server.get("admin", "127.0.0.1:9090"))
+    upstream = _upstream(c, "server.upstream", server.get("upstream"))
+    trusted = _networks(c, "server.trusted_proxies", server.get("trusted_proxies", []))
+    shutdown = c.number("server.shutdown_timeout", server.get("shutdown_timeout", 30.0), lo=0)
+    limits = _limits(c, c.table("limits"))
+    sessions = _sessions(c, c.table("sessions"), env)
+    store = _store(c, c.table("store"))
+    policy = _policy(c, c.table("policy"))
+    puzzle = _puzzle(c, c.table("puzzle"), env) if "puzzle" in data else None
+    if problems:
+        raise ConfigError(problems)
+    assert listen and admin and upstream and sessions
+    return Config(listen=listen, admin=admin, upstream=upstream, sessions=sessions, store=store,
+                  policy=policy, limits=limits, trusted_proxies=tuple(trusted),
+                  shutdown_timeout=float(shutdown), via_name=str(server.get("via_name", "popgate")),
+                  access_log=bool(server.get("access_log", False)),
+                  upstream_client=str(client), puzzle=puzzle, raw=data)
+
+
+def _puzzle(c: pc.Collector, t: dict[str, Any], env: Any) -> PuzzleConfig | None:
+    d = {f: v.default for f, v in PuzzleConfig.__dataclass_fields__.items()
+         if f not in ("keys", "signing_kid")}
+    c.unknown_keys("puzzle", t, {"keys", "signing_kid", *d})
+    keys, signing = read_keyring(c, "puzzle", t, env)
+    lo = {"bits": 0, "subs": 1, "ttl": 10, "session_ttl": 1, "session_budget": 0,
+          "hashcash_max_age": 86400}
+    hi = {"bits": 40, "subs": 16}
+    vals: dict[str, Any] = {}
+    for name, default in d.items():
+        if isinstance(default, bool):
+            vals[name] = t.get(name, default)
+            if not isinstance(vals[name], bool):
+                c.problem(f"puzzle.{name}", f"expected true or false, got {vals[name]!r}")
+            continue
+        v = c.number(f"puzzle.{name}", t.get(name, default), lo=lo[name], integer=True)
+        if v is not None and name in hi and v > hi[name]:
+            c.problem(f"puzzle.{name}", f"at most {hi[name]}, got {v}")
+        vals[name] = int(v) if v is not None else default
+    if not keys:
+        return None
+    return PuzzleConfig(keys=keys, signing_kid=signing, **vals)
+
+
+def _extension_sections() -> set[str]:
+    """Top-level tables owned by optional verifiers (validated by them)."""
+    return {"worldid", "zklogin", "webbotauth", "puzzle", "x402", "credits", "difficulty"}
+
+
+def _host_port(c: pc.Collector, path: str, value: Any) -> HostPort | None:
+    if not isinstance(value, str):
+        c.problem(path, f"expected HOST:PORT, got {value!r}")
+        return None
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", value)
+    if not m:
+        c.problem(path, f"expected HOST:PORT, got {value!r}")
+        return None
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if not 0 <= port <= 65535:
+        c.problem(path, f"port out of range: {port}")
+        return None
+    return HostPort(host, port)
+
+
+def _upstream(c: pc.Collector, path: str, value: Any) -> Upstream | None:
+    if value is None:
+        c.problem(path, "required: the URL of the origin to protect (or --upstream)")
+        return None
+    parts = urlsplit(str(value))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        c.problem(path, f"expected an http:// or https:// URL, got {value!r}")
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        c.problem(path, "must be scheme://host[:port] with no path, query or fragment")
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        c.problem(path, f"invalid port in {value!r}")
+        return None
+    return Upstream(str(value).rstrip("/"), parts.scheme, parts.hostname, port)
+
+
+def _networks(c: pc.Collector, path: str, value: Any) -> list[Any]:
+    out = []
+    if not isinstance(value, list):
+        c.problem(path, "expected a list of CIDR strings")
+        return out
+    for i, item in enumerate(value):
+        try:
+            out.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            c.problem(f"{path}[{i}]", f"not an IP network: {item!r}")
+    return out
+
+
+def _limits(c: pc.Collector, t: dict[str, Any]) -> Limits:
+    d = Limits()
+    names = {f: getattr(d, f) for f in Limits.__dataclass_fields__}
+    c.unknown_keys("limits", t, set(names))
+    vals: dict[str, Any] = {}
+    for name, default in names.items():
+        v = c.number(f"limits.{name}", t.get(name, default), lo=0, integer=isinstance(default, int))
+        vals[name] = v if v is not None else default
+    if vals["max_header_count"] < 8:
+        c.problem("limits.max_header_count", "must be at least 8")
+    for name in ("client_header_timeout", "client_body_timeout", "client_keepalive_timeout"):
+        if not vals[name] > 0:
+            c.problem(f"limits.{name}", "must be more than 0 seconds")
+    return Limits(**vals)
+
+
+def read_secret(c: pc.Collector, path: str, t: dict[str, Any], env: Any) -> bytes | None:
+    """Read a secret named by ``secret_file`` or ``secret_env`` in table ``t``."""
+    if "secret" in t:
+        c.problem(f"{path}.secret", "inline secrets are not accepted: use secret_file or secret_env")
+        return None
+    if "secret_file" in t:
+        try:
+            raw = Path(str(t["secret_file"])).read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            c.problem(f"{path}.secret_file", f"cannot read {t['secret_file']}: {exc.strerror}")
+            return None
+    elif "secret_env" in t:
+        val = env.get(str(t["secret_env"]))
+        if not val:
+            c.problem(f"{path}.secret_env", f"environment variable {t['secret_env']} is unset or empty")
+            return None
+        raw = val.encode()
+    else:
+        c.problem(path, "needs secret_file or secret_env")
+        return None
+    if len(raw) < MIN_SECRET_BYTES:
+        c.problem(path, f"secret too short: {len(raw)} bytes, need at least {MIN_SECRET_BYTES}")
+        return None
+    return raw
+
+
+def read_keyring(c: pc.Collector, path: str, t: dict[str, Any], env: Any) -> tuple[dict[str, bytes], str]:
+    """Read ``keys = [{kid, secret_file|secret_env}, ...]`` and ``signing_kid``."""
+    keys: dict[str, bytes] = {}
+    entries = t.get("keys")
+    if not isinstance(entries, list) or not entries:
+        c.problem(f"{path}.keys", "at least one key is required "
+                  "(generate one with `popgate keys generate`)")
+        return keys, ""
+    for i, entry in enumerate(entries):
+        p = f"{path}.keys[{i}]"
+        if not isinstance(entry, dict):
+            c.problem(p, "expected a table with kid and secret_file or secret_env")
+            continue
+        kid = entry.get("kid")
+        if not isinstance(kid, str) or not KID_RE.match(kid):
+            c.problem(f"{p}.kid", "required: 1-32 characters of A-Z a-z 0-9 _ -")
+            continue
+        if kid in keys:
+            c.problem(f"{p}.kid", f"duplicate key id {kid!r}")
+        secret = read_secret(c, p, entry, env)
+        if secret is not None:
+            keys[kid] = secret
+    signing = t.get("signing_kid", entries[0].get("kid") if isinstance(entries[0], dict) else "")
+    if isinstance(signing, str) and keys and signing not in keys:
+        c.problem(f"{path}.signing_kid", f"names no configured key: {signing!r}")
+    return keys, str(signing)
+
+
+def _sessions(c: pc.Collector, t: dict[str, Any], env: Any) -> Sessions | None:
+    c.unknown_keys("sessions", t, {"keys", "signing_kid", "ttl", "cookie_name", "cookie_secure",
+                                   "subject_key"})
+    keys, signing = read_keyring(c, "sessions", t, env)
+    subject_key = None
+    if "subject_key" in t:
+        subject_key = read_secret(c, "sessions.subject_key", c.table("subject_key", t), env)
+    ttl = c.number("sessions.ttl", t.get("ttl", 3600), lo=1, integer=True)
+    cookie = t.get("cookie_name", "popgate_session")
+    if not isinstance(cookie, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", cookie):
+        c.problem("sessions.cookie_name", "must be 1-64 characters of A-Z a-z 0-9 _ -")
+    if not keys:
+        return None
+    if subject_key is None:
+        # Derived from the first key: set sessions.subject_key so pseudonyms
+        # survive rotating that key away.
+        first = next(iter(keys.values()))
+        subject_key = hmac.new(first, b"popgate-subject-key", hashlib.sha256).digest()
+    return Sessions(keys=keys, signing_kid=signing, subject_key=subject_key, ttl=int(ttl or 3600), cookie_name=str(cookie),
+                    cookie_secure=bool(t.get("cookie_secure", False)))
+
+
+def _store(c: pc.Collector, t: dict[str, Any]) -> StoreConfig:
+    c.unknown_keys("store", t, {"url", "timeout", "failure_mode"})
+    url = t.get("url", "sqlite:///var/popgate/store.db")
+    if not isinstance(url, str) or not re.match(
+            r"^(memory://|sqlite:///|redis://|rediss://|redis\+cluster://|rediss\+cluster://)", url):
+        c.problem("store.url", "expected memory://, sqlite:///PATH, redis://HOST:PORT/DB or "
+                  f"redis+cluster://HOST:PORT[,HOST:PORT...]/, got {url!r}")
+    elif url.startswith(("redis+cluster://", "rediss+cluster://")):
+        from popgate.gateway.stores.redis import parse_cluster_url
+        try:
+            parse_cluster_url(url)
+        except ValueError as exc:
+            c.problem("store.url", str(exc))
+    timeout = c.number("store.timeout", t.get("timeout", 0.5), lo=0.001)
+    modes = t.get("failure_mode", {})
+    if not isinstance(modes, dict):
+        c.problem("store.failure_mode", "expected a table of action = \"open\" | \"closed\"")
+        modes = {}
+    for action, mode in modes.items():
+        if action not in FAILURE_ACTIONS:
+            c.problem(f"store.failure_mode.{action}",
+                      f"unknown action (expected one of: {', '.join(sorted(FAILURE_ACTIONS))}; "
+                      "payments and credit debits always fail closed)")
+        if mode not in FAILURE_MODES:
+            c.problem(f"store.failure_mode.{action}", f"expected \"open\" or \"closed\", got {mode!r}")
+    return StoreConfig(url=str(url), timeout=float(timeout or 0.5), failure_modes=dict(modes))
+
+
+def _policy(c: pc.Collector, t: dict[str, Any]) -> PolicyConfig:
+    c.unknown_keys("policy", t, {"file", "default", *CLASSES})
+    default = t.get("default", "challenge")
+    actions = {}
+    for klass in CLASSES:
+        action = t.get(klass, "allow" if klass != "unknown" else default)
+        if action not in DEFAULT_ACTIONS:
+            c.problem(f"policy.{klass}", f"expected one of {', '.join(DEFAULT_ACTIONS)}, got {action!r}")
+        actions[klass] = str(action)
+    if default not in DEFAULT_ACTIONS:
+        c.problem("policy.default", f"expected one of {', '.join(DEFAULT_ACTIONS)}, got {default!r}")
+    file = t.get("file")
+    if file is not None and not Path(str(file)).is_file():
+        c.problem("policy.file", f"no such file: {file}")
+    if file is not None:
+        for k in ("default", *CLASSES):
+            if k in t:
+                c.problem(f"policy.{k}", "not used when policy.file is set: put per-class "
+                          "actions in the policy file's [default] table")
+    return PolicyConfig(actions=actions, file=str(file) if file else None)

@@ -1,0 +1,367 @@
+"""x402 on requests: a paid retry settles a pending Charge.
+
+Per paid request: parse (400 when malformed) → :class:`ExactVerifier`
+(offline EIP-712 + ecrecover; payers with code → facilitator ``/verify``)
+which reserves ``(network, from, nonce)`` once in the shared store, so of
+any number of concurrent copies of one payment, across every gateway
+sharing the store, one goes on → a durable record in the
+:class:`SettlementQueue` → settlement:
+
+* ``settle = "before"`` (default): settle first, then forward (the SDK's
+  "upfront" flow): the origin is only reached by paid requests.
+  ``settled`` → forward with ``PAYMENT-RESPONSE``; ``settlement_pending``
+  (tx broadcast, receipt not yet seen) → forward, the worker reconciles;
+  rejected → 402 with ``PAYMENT-RESPONSE`` ``success: false``. No answer
+  (timeout, unreachable, 5xx) → 503 ``settlement_pending`` + Retry-After:
+  the facilitator may still carry the settle out, so the record is *kept*
+  (marked ambiguous; the worker keeps asking), the nonce stays reserved and
+  the payment is *held* (``held:`` key: record id + payment digest). The
+  client retries with the same payment: its nonce claim fails, the held
+  record is found (same authorization and signature, else ``nonce_reused``)
+  and probed once more: settled (``nonce_already_used`` on an ambiguous
+  record counts as settled) → served exactly once (``served:`` claim; a
+  third copy gets 402 ``nonce_reused``) with ``PAYMENT-RESPONSE``; still no
+  answer → 503 ``settlement_pending`` again; rejected → 402 with the reason.
+* ``settle = "after"``: the payer's unsettled debt (a store counter) must
+  stay within ``debt_limit``; the record is written, the request forwarded
+  at once and settled in the background (and by the worker, with retries).
+  No ``PAYMENT-RESPONSE`` (the outcome is not known yet).
+
+The worker (:mod:`gateway.payments.settlement`) retries what is left in the store,
+so a crash or restart loses nothing owed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from popgate.gateway.app import Services
+from popgate.gateway.payments.fees import route_price
+from popgate.gateway.pipeline.decisions import Charge, Decision, WayOut
+from popgate.gateway.errors import GatewayError, StoreFailure
+from popgate.gateway.pipeline.context import Context
+from popgate.gateway.payments.settlement import SettlementWorker
+from popgate.gateway.stores.base import StoreUnavailable, key
+from popgate.verifiers.errors import VerificationError
+from popgate.verifiers.evm import CodeLookup, to_checksum_address
+from popgate.gateway.payments.facilitator import (DEBT_WINDOW, FacilitatorClient, FacilitatorError,
+                                   PendingSettlement, SettlementQueue)
+from popgate.verifiers.x402 import (PAYMENT_REQUIRED, PAYMENT_RESPONSE, USDC, X_PAYMENT_RESPONSE,
+                            PaymentPayload, Requirements, SettleResult, encode_header,
+                            encode_payment_response, exact_requirements, extract,
+                            payment_required, select_offer)
+from popgate.verifiers.x402_exact import ExactPayment, ExactVerifier, nonce_key, parse_authorization
+
+log = logging.getLogger("popgate.x402")
+
+
+class FacilitatorUnavailable(GatewayError):
+    status, reason, title = 503, "facilitator_unavailable", "Payment settlement unavailable"
+    retry_after = 5.0
+
+
+class SettlementPending(GatewayError):
+    """The facilitator gave no answer; the payment is held, not released."""
+
+    status, reason, title = 503, "settlement_pending", "Payment settlement pending"
+    retry_after = 2.0
+
+    def __init__(self, detail: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(detail, public="The payment is being settled. Retry with the same "
+                                        "payment; do not sign a new one.")
+        if retry_after is not None:
+            self.retry_after = max(1.0, min(30.0, retry_after))
+
+
+@dataclass(frozen=True, slots=True)
+class HeldPayment(ExactPayment):
+    """A payment presented again after 503 ``settlement_pending``: the very
+    payment (same digest) of the settlement record ``item_id``."""
+
+    item_id: int = 0
+
+
+class X402Rail:
+    """Verifies, reserves and settles x402 ``exact`` payments for a Charge."""
+
+    def __init__(self, settings: Any, services: Services, meter: Any) -> None:
+        self.settings = settings
+        self.services = services
+        self.meter = meter
+        self._offers: dict[int, list[Requirements]] = {}
+        self._verifier: ExactVerifier | None = None
+        self._queue: SettlementQueue | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.worker = SettlementWorker(self.queue, services.clock, settings.settle_interval,
+                                       services.metrics)
+
+    # -- set-up (lazy: the outbound session needs a running loop) ----------
+    async def _ready(self) -> tuple[ExactVerifier, SettlementQueue]:
+        if self._verifier is None or self._queue is None:
+            session = await self.services.outbound()
+            fac = FacilitatorClient(session, self.settings.facilitator,
+                                    verify_timeout=self.settings.verify_timeout,
+                                    settle_timeout=self.settings.settle_timeout)
+            code = CodeLookup(session, dict(self.settings.rpc)) if self.settings.rpc else None
+            self._verifier = ExactVerifier(self.services.store, code_lookup=code, facilitator=fac)
+            self._queue = SettlementQueue(self.services.store, fac,
+                                          backoff=self.settings.retry_backoff)
+        return self._verifier, self._queue
+
+    async def queue(self) -> SettlementQueue:
+        return (await self._ready())[1]
+
+    def ensure_worker(self) -> None:
+        self.worker.ensure_started()
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        await self.worker.stop()
+
+    # -- offers ------------------------------------------------------------
+    def offers(self, price: int) -> list[Requirements]:
+        """``accepts[]`` for a price in atomic units (one per network; cached)."""
+        got = self._offers.get(price)
+        if got is None:
+            s = self.settings
+            got = []
+            for net in s.networks:
+                asset = s.assets.get(net) or USDC[net]
+                usd = f"{price / 10 ** asset.decimals:.{asset.decimals}f}"
+                got.append(exact_requirements(usd, net, s.pay_to, asset=asset,
+                                              max_timeout_seconds=s.max_timeout_seconds))
+            if len(self._offers) < 1024:  # prices come from the policy: a small set
+                self._offers[price] = got
+        return got
+
+    def required_header(self, request: web.BaseRequest, offers: list[Requirements],
+                        error: str | None = None, description: str = "") -> str:
+        return encode_header(payment_required(offers, url=str(request.url), error=error,
+                                              description=description))
+
+    def way_out(self, ctx: Context, price: int, error: str | None = None) -> WayOut:
+        offers = self.offers(price)
+        header = self.required_header(ctx.request, offers, error)
+        params: dict[str, Any] = {"scheme": "x402", "x402Version": 2, "price": price,
+                                  "header": "PAYMENT-SIGNATURE",
+                                  "accepts": [o.to_json() for o in offers]}
+        if error:
+            params["error"] = error
+        return WayOut("pay", params, ((PAYMENT_REQUIRED, header),))
+
+    def challenge_way_out(self, ctx: Context) -> WayOut | None:
+        """Way-out provider for plain challenges (policy ways include ``pay``)."""
+        price = route_price(ctx)
+        return self.way_out(ctx, self.settings.price if price is None else price)
+
+    # -- per request -------------------------------------------------------
+    def extract(self, headers: Mapping[str, str]) -> PaymentPayload | None:
+        """The payment the request carries; raises Malformed (→ 400)."""
+        return extract(headers, accept_v1=self.settings.accept_v1)
+
+    async def verify(self, payment: PaymentPayload, offers: list[Requirements],
+                     now: float) -> ExactPayment:
+        """Verify and reserve; VerificationError for a bad payment, 503s for
+        an unreachable store (always closed) or facilitator."""
+        verifier, _ = await self._ready()
+        try:
+            paid = await verifier.verify(payment, offers, now)
+        except StoreUnavailable as exc:
+            self.services.metrics.store_errors.labels("payment").inc()
+            raise StoreFailure(str(exc)) from None
+        except FacilitatorError as exc:
+            raise FacilitatorUnavailable(f"verify: {exc.detail}") from None
+        except VerificationError as exc:
+            # Its nonce is taken (or it expired meanwhile): is it a payment we
+            # held after a settle without an answer? Then settle_first resumes it.
+            if exc.reason not in ("nonce_reused", "expired"):
+                raise
+            held = await self._held(payment, offers)
+            if held is None:
+                raise
+            paid = held
+        self.services.metrics.evidence.labels("x402", "ok").inc()
+        return paid
+
+    async def _held(self, payment: PaymentPayload,
+                    offers: list[Requirements]) -> HeldPayment | None:
+        try:
+            req = select_offer(payment, offers)
+            auth = parse_authorization(payment.payload)
+        except VerificationError:
+            return None
+        payer, nonce = to_checksum_address(auth.from_), "0x" + auth.nonce.hex()
+        _, queue = await self._ready()
+        try:
+            item_id = await queue.held(req.network, payer, nonce, payment.raw)
+        except StoreUnavailable as exc:
+            self.services.metrics.store_errors.labels("payment").inc()
+            raise StoreFailure(str(exc)) from None
+        if item_id is None:
+            return None
+        return HeldPayment(payer, req.network, auth.value, nonce, auth.valid_before, req,
+                           payment, "held", item_id)
+
+    async def settle_first(self, paid: ExactPayment, now: float) -> SettleResult:
+        """Durable record, then settle inline. Returns the result when
+        settled or pending; VerificationError(``settlement_failed``) with
+        ``.result`` when rejected; SettlementPending (record kept, payment
+        held for a retry of the same payment) when the facilitator gave no
+        answer. A :class:`HeldPayment` resumes its record instead."""
+        if isinstance(paid, HeldPayment):
+            return await self._settle_held(paid, now)
+        item = await self._enqueue(paid, now)
+        _, queue = await self._ready()
+        try:
+            outcome, result = await queue.settle_now(item, now)
+            self.services.metrics.settlements.labels(outcome).inc()
+            if outcome in ("settled", "pending") and result is not None:
+                return result
+            if outcome == "failed" and result is not None:
+                raise _settlement_failed(result)
+            # No answer: the facilitator may still settle it. Keep the record
+            # (the worker goes on asking) and the nonce; hold the payment.
+            await queue.hold(item)
+        except StoreUnavailable as exc:
+            self.services.metrics.store_errors.labels("payment").inc()
+            raise StoreFailure(str(exc)) from None
+        raise SettlementPending(f"settle: {item.last_error or outcome}",
+                                retry_after=item.next_at - now)
+
+    async def _settle_held(self, paid: HeldPayment, now: float) -> SettleResult:
+        """The client came back with a held payment: settled → its one
+        request (spend-once ``served`` claim); still open → probe the
+        facilitator once more; rejected or dead → 402 with the reason."""
+        _, queue = await self._ready()
+        try:
+            item = await queue.item(paid.item_id)
+            if item is not None:
+                outcome, result = await queue.probe(item, now)
+                self.services.metrics.settlements.labels(outcome).inc()
+                if outcome == "failed" and result is not None:
+                    raise _settlement_failed(result)
+                if outcome not in ("settled", "pending") or result is None:
+                    raise SettlementPending(f"held settle #{item.id}: {outcome}",
+                                            retry_after=item.next_at - now)
+            else:
+                dead = await queue.dead(paid.item_id)
+                if dead is not None:
+                    raise _settlement_failed(SettleResult(
+                        False, dead.transaction, dead.network, dead.payer,
+                        dead.last_error or "settle_failed"))
+                tx = await queue.receipt(paid.network, paid.payer, paid.nonce)
+                if tx is None:
+                    raise VerificationError("nonce_reused", "held payment's records expired")
+                result = SettleResult(True, tx, paid.network, paid.payer)
+            if not await queue.claim_served(paid.network, paid.payer, paid.nonce):
+                raise VerificationError("nonce_reused", "held payment already served")
+            return result
+        except StoreUnavailable as exc:
+            self.services.metrics.store_errors.labels("payment").inc()
+            raise StoreFailure(str(exc)) from None
+
+    async def _enqueue(self, paid: ExactPayment, now: float, debt_key: str = "") -> PendingSettlement:
+        _, queue = await self._ready()
+        try:
+            return await queue.enqueue(
+                payload=paid.payment.raw,
+                requirements=paid.requirements.for_facilitator(paid.payment.version),
+                payer=paid.payer, network=paid.network, nonce=paid.nonce,
+                valid_before=paid.valid_before, now=now, debt_key=debt_key, amount=paid.amount,
+                inline=True)
+        except StoreUnavailable as exc:
+            self.services.metrics.store_errors.labels("payment").inc()
+            raise StoreFailure(str(exc)) from None
+
+    async def _release(self, paid: ExactPayment) -> None:
+        """Un-reserve a payment we refused after reserving it (never settled)."""
+        from_ = bytes.fromhex(paid.payer[2:])
+        nonce = bytes.fromhex(paid.nonce[2:])
+        try:
+            await self.services.store.delete(nonce_key(paid.network, from_, nonce))
+        except StoreUnavailable:
+            pass  # the reservation expires at validBefore anyway
+
+    async def pay(self, ctx: Context, charge: Charge, payment: PaymentPayload) -> Decision | None:
+        """Settle ``charge`` with ``payment``; None when paid (allowed)."""
+        from popgate.gateway.payments.fees import with_ways
+        offers = self.offers(charge.price)
+        try:
+            paid = await self.verify(payment, offers, ctx.now)
+        except VerificationError as exc:
+            self.services.metrics.evidence.labels("x402", exc.reason).inc()
+            self.services.metrics.payments.labels("x402", exc.reason).inc()
+            log.info("x402 payment rejected: %s (%s)", exc.reason, exc.detail)
+            return with_ways(charge, (self.way_out(ctx, charge.price, exc.reason),),
+                             reason="payment_rejected",
+                             detail=f"The payment was not accepted: {exc.reason}.")
+        response_header = PAYMENT_RESPONSE if payment.version == 2 else X_PAYMENT_RESPONSE
+        if self.settings.settle == "after" and not isinstance(paid, HeldPayment):
+            refused = await self._pay_later(ctx, paid)
+            if refused is not None:
+                return with_ways(charge, (self.way_out(ctx, charge.price, refused),),
+                                 reason="payment_rejected",
+                                 detail="Unsettled payments exceed this payer's limit; retry later.")
+        else:
+            try:
+                result = await self.settle_first(paid, ctx.now)
+            except VerificationError as exc:
+                result = getattr(exc, "result", None)
+                if result is not None:
+                    ctx.response_headers.append((response_header, encode_payment_response(result)))
+                self.services.metrics.payments.labels("x402", exc.reason).inc()
+                detail = ("Settlement failed." if exc.reason == "settlement_failed"
+                          else f"The payment was not accepted: {exc.reason}.")
+                return with_ways(charge, (self.way_out(ctx, charge.price, exc.reason),),
+                                 reason="payment_rejected", detail=detail)
+            ctx.response_headers.append((response_header, encode_payment_response(result)))
+        ctx.response_headers.append(("Cache-Control", "private"))
+        self.services.metrics.payments.labels("x402", "ok").inc()
+        ctx.charged = charge.price
+        ctx.decision = None
+        if not ctx.subject:
+            ctx.subject = f"x402:{paid.payer.lower()}"
+        await self.meter.record("x402", charge.route, f"x402:{paid.payer.lower()}", charge.price)
+        return None
+
+    async def _pay_later(self, ctx: Context, paid: ExactPayment) -> str | None:
+        """Settle-after: raise the payer's debt within the limit, write the
+        record, settle in the background. Returns a refusal reason or None."""
+        store = self.services.store
+        debt_key = key("x402debt", f"{paid.network}:{paid.payer.lower()}")
+        try:
+            debt = await store.incr(debt_key, paid.amount, DEBT_WINDOW)
+            if debt > self.settings.debt_limit:
+                await store.incr(debt_key, -paid.amount, DEBT_WINDOW)
+                await self._release(paid)
+                self.services.metrics.payments.labels("x402", "debt_limit").inc()
+                return "debt_limit"
+        except StoreUnavailable as exc:
+            self.services.metrics.store_errors.labels("payment").inc()
+            raise StoreFailure(str(exc)) from None
+        item = await self._enqueue(paid, ctx.now, debt_key)
+        task = asyncio.get_running_loop().create_task(self._settle_background(item))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return None
+
+    async def _settle_background(self, item: PendingSettlement) -> None:
+        try:
+            _, queue = await self._ready()
+            outcome, _ = await queue.settle_now(item, self.services.clock())
+            self.services.metrics.settlements.labels(outcome).inc()
+        except Exception:  # noqa: BLE001 - the worker retries from the store
+            log.exception("background settlement of %s failed", item.id)
+
+
+def _settlement_failed(result: SettleResult) -> VerificationError:
+    err = VerificationError("settlement_failed", result.error_reason or "")
+    err.result = result  # type: ignore[attr-defined]
+    return err

@@ -1,0 +1,112 @@
+"""The request pipeline: extract → precheck → verify → classify → decide → enforce.
+
+A stage is an object with ``async __call__(ctx) -> Decision | None``: it
+returns a decision to stop, or None to let the next stage run. Stages are
+built once at start-up (:func:`gateway.app.build_pipeline`); per request only
+a :class:`Context` is made. When every stage passes, the request is allowed
+and :mod:`gateway.http.proxy` forwards it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from popgate.gateway.pipeline.decisions import Allow, Decision
+from popgate.gateway.http.headers import IPAddress, network_of
+
+
+@dataclass(slots=True)
+class Attestation:
+    """What verified evidence says about the client."""
+
+    klass: str
+    subject: str
+    evidence: str
+    charged: int = 0
+    session: Any = None
+    extra: Any = None
+
+
+class Context:
+    """Per-request state that flows through the stages."""
+
+    __slots__ = ("request", "now", "client_ip", "_network", "evidence", "attestations",
+                 "rejections", "klass", "subject", "evidence_kind", "charged", "rule",
+                 "response_headers", "after_response", "decision", "consumed")
+
+    def __init__(self, request: web.BaseRequest, now: float, client_ip: IPAddress,
+                 network: str | None = None) -> None:
+        self.request = request
+        self.now = now
+        self.client_ip = client_ip
+        self._network = network
+        self.evidence: dict[str, Any] = {}
+        self.attestations: list[Attestation] = []
+        self.rejections: list[str] = []
+        self.klass = "unknown"
+        self.subject = ""
+        self.evidence_kind = ""
+        self.charged = 0
+        self.rule = ""
+        self.response_headers: list[tuple[str, str]] = []
+        self.after_response: list[Any] = []
+        self.decision: Decision | None = None
+        self.consumed: set[str] | None = None  # request headers popgate used up: not forwarded
+
+    @property
+    def network(self) -> str:
+        """The client's /24 or /64, computed on first use (most requests never ask)."""
+        if self._network is None:
+            self._network = network_of(self.client_ip)
+        return self._network
+
+    @network.setter
+    def network(self, value: str) -> None:
+        self._network = value
+
+    def consume(self, header: str) -> None:
+        """Mark a request header as popgate's own evidence, not for the origin."""
+        if self.consumed is None:
+            self.consumed = set()
+        self.consumed.add(header.lower())
+
+    def origin_headers(self) -> list[tuple[str, str]]:
+        """The ``PoP-*`` headers that tell the origin who the client is."""
+        headers = [("PoP-Class", self.klass)]
+        if self.subject:
+            headers.append(("PoP-Subject", self.subject))
+        if self.evidence_kind:
+            headers.append(("PoP-Evidence", self.evidence_kind))
+        if self.charged:
+            headers.append(("PoP-Charged", str(self.charged)))
+        return headers
+
+
+class Stage(Protocol):
+    async def __call__(self, ctx: Context) -> Decision | None: ...
+
+
+ALLOW = Allow()
+
+
+class Pipeline:
+    """Runs stages in order; the first decision wins, else Allow."""
+
+    __slots__ = ("stages", "names")
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.stages = tuple(stages)
+        self.names = tuple(type(s).__name__ for s in stages)
+
+    async def run(self, ctx: Context) -> Decision:
+        for stage in self.stages:
+            decision = await stage(ctx)
+            if decision is not None:
+                ctx.decision = decision
+                return decision
+        ctx.decision = ALLOW
+        return ALLOW  # a pending Charge was settled (Enforce returns it otherwise)

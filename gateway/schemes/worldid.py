@@ -1,0 +1,260 @@
+"""World ID proofs → ``human`` sessions: ``POST /.well-known/popgate/worldid``.
+
+Body (JSON, at most 16 KiB): ``{"result": <IDKit result>, "signal": "..."}``
+or the IDKit result itself (with an optional ``"signal"`` beside it). The
+result is an IDKit 2.x ``ISuccessResult``, an IDKit 4.x v3 response item, or
+an IDKit 4.x result (``protocol_version`` ``"3.0"`` / ``"4.0"``).
+
+The action the client must prove for (``GET`` this endpoint, or read the
+402's ``prove`` way out) is ``[worldid] action`` when ``rotate = "none"``,
+else ``f"{action}/d{floor(unix_time / 86400)}"`` (daily, UTC days) or
+``f"{action}/w{floor(unix_time / 604800)}"`` (weekly, periods of 7 days
+counted from the Unix epoch, i.e. starting Thursday 00:00 UTC). A new period
+is a new action, so a person's nullifiers cannot be linked across periods.
+The signal is ``""`` unless ``signal = "client"`` (then: the body's ``signal``).
+popgate hashes app_id, action and signal itself; client-sent hashes are ignored.
+
+Checks, cheapest first, so garbage is never free to send and never costly to
+refuse: size and JSON shape → proof parse (field ranges, curve points) →
+verification level → root validity (:mod:`gateway.schemes.worldid_roots`, before any pairing)
+→ verdict cache → the gates (default: a rate bucket per client network in the
+store; more can be appended to ``endpoint.gates``, e.g. a solved puzzle) →
+the Groth16 check in the bounded process pool (:mod:`gateway.schemes.proofpool`;
+full → 503 + Retry-After) → spend: ``store.claim(key("worldid-nullifier",
+scope:nullifier), ttl, limit=sessions_per_nullifier)``, atomic across every
+gateway sharing the store (scope = the external nullifier of app_id and action).
+
+4.0 results go to ``cloud_verify_url`` (the IDKit result as-is, as the
+developer portal's ``/api/v4/verify`` takes it); popgate still enforces
+nullifier uniqueness (scope ``v4:`` + app_id/action), because the API does not.
+
+Answer: ``{"token", "token_type": "PoP", "class": "human", "subject",
+"expires", "action"}`` and the same token as an HttpOnly SameSite=Lax cookie.
+The subject is a keyed hash of scope and nullifier: never the nullifier.
+Errors are problem+json with ``reason``: ``malformed`` (400), ``wrong_action``
+(400), ``invalid_proof``/``unknown_root``/``verification_level`` (401),
+``nullifier_reused`` (409), ``rate_limited`` (429), ``overloaded`` (503),
+``verifier_unavailable`` (503: a pool worker died with the proof in flight;
+the pool is replaced, retry).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from popgate.gateway.app import Gateway, Services
+from popgate.gateway.http.bodies import read_json_object
+from popgate.gateway.pipeline.decisions import WayOut
+from popgate.gateway.errors import GatewayError
+from popgate.gateway.schemes.worldid_config import WorldIdSettings, parse_settings
+from popgate.gateway.schemes.worldid_v4 import CloudVerifier, V4_PROTOCOL, v4_item
+from popgate.gateway.pipeline.context import Context
+from popgate.gateway.schemes.proofpool import ProofPool, service_pool
+from popgate.gateway.pipeline.responses import problem
+from popgate.gateway.schemes.worldid_roots import FileRoots, RedisSetRoots, RootSource, RpcRoots, StaticRoots, rpc_caller
+from popgate.gateway.stores.base import key
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.session import keyed_subject
+from popgate.verifiers.worldid import (
+    NullifierReused, UnknownRoot, canonical_nullifier, external_nullifier, parse_result,
+    signal_hash,
+)
+
+log = logging.getLogger("popgate.worldid")
+ENDPOINT = "/.well-known/popgate/worldid"
+MAX_BODY = 16 * 1024
+MAX_SIGNAL = 1024
+FOREVER = 10 * 365 * 86400.0
+STATUS = {"malformed": 400, "wrong_action": 400, "signal_not_allowed": 400,
+          "unsupported_protocol": 400, "nullifier_reused": 409}
+Gate = Callable[[web.BaseRequest, Context], Awaitable[None]]
+
+
+class RateLimited(GatewayError):
+    status, reason, title = 429, "rate_limited", "Too many proofs from this network"
+
+
+def current_action(s: WorldIdSettings, now: float) -> str:
+    """The action string a proof must be made for at ``now`` (see the module doc)."""
+    if not s.period:
+        return s.action
+    return f"{s.action}/{s.rotate[0]}{int(now // s.period)}"
+
+
+def claim_ttl(s: WorldIdSettings, now: float) -> float:
+    """How long a spent nullifier is remembered: its period (+ one spare), or ten years."""
+    if not s.period:
+        return FOREVER
+    return (int(now // s.period) + 2) * s.period - now
+
+
+class RateGate:
+    """At most ``rate`` pool jobs per client network per ``window`` (store counter)."""
+
+    def __init__(self, services: Services, rate: int, window: float) -> None:
+        self.services, self.rate, self.window = services, rate, window
+
+    async def __call__(self, request: web.BaseRequest, ctx: Context) -> None:
+        st = self.services
+        used = await st.failure.guard(
+            "rate_limit", st.store.incr(key("worldid-gate", ctx.network), 1, self.window), 0)
+        if used > self.rate:
+            err = RateLimited(f"{used} proofs in {self.window}s")
+            err.retry_after = self.window
+            raise err
+
+
+class WorldIdEndpoint:
+    """``GET``: what to prove; ``POST``: a proof → a ``human`` session."""
+
+    def __init__(self, settings: WorldIdSettings, services: Services, roots: RootSource,
+                 pool: ProofPool, cloud: CloudVerifier | None) -> None:
+        self.s, self.services, self.roots, self.pool, self.cloud = settings, services, roots, pool, cloud
+        self.gates: list[Gate] = [RateGate(services, settings.gate_rate, settings.gate_window)]
+        self.cookie = services.config.sessions.cookie_name
+        self.secure = services.config.sessions.cookie_secure
+
+    async def __call__(self, request: web.BaseRequest, ctx: Context) -> web.StreamResponse:
+        if request.method in ("GET", "HEAD"):
+            return web.json_response(offer(self.s, ctx.now, self.cloud is not None),
+                                     headers={"Cache-Control": "no-store"})
+        if request.method != "POST":
+            return problem(request, 405, "method_not_allowed", "Method not allowed",
+                           headers={"Allow": "GET, HEAD, POST"})
+        metrics = self.services.metrics
+        try:
+            data = await self._read(request)
+            scope, nullifier, action = await self._verify(request, ctx, data)
+            await self._spend(ctx, scope, nullifier)
+        except VerificationError as exc:
+            metrics.evidence.labels("worldid", exc.reason).inc()
+            log.info("worldid exchange rejected: %s (%s)", exc.reason, exc.detail)
+            return problem(request, STATUS.get(exc.reason, 401), exc.reason,
+                           "World ID proof rejected")
+        except GatewayError as exc:
+            metrics.evidence.labels("worldid", exc.reason).inc()
+            raise
+        metrics.evidence.labels("worldid", "ok").inc()
+        return self._session(ctx, scope, nullifier, action)
+
+    async def _verify(self, request: web.BaseRequest, ctx: Context,
+                      data: dict[str, Any]) -> tuple[str, str, str]:
+        s = self.s
+        action = current_action(s, ctx.now)
+        result = data.get("result", data)
+        if not isinstance(result, dict):
+            raise Malformed(detail="result: expected an object")
+        sent = result.get("action")
+        if sent is not None and sent != action:
+            raise VerificationError("wrong_action", "result made for another action")
+        if result.get("protocol_version") == V4_PROTOCOL and v4_item(result) is not None:
+            if self.cloud is None:
+                raise VerificationError("unsupported_protocol", "4.0 without cloud_verify_url")
+            await self._gate(request, ctx)
+            nullifier = await self.cloud.verify(result)
+            scope = "v4:" + hashlib.sha256(f"{s.app_id}\0{action}".encode()).hexdigest()[:40]
+            return scope, nullifier, action
+        parsed = parse_result(result)
+        if s.verification_levels and parsed.verification_level not in s.verification_levels:
+            raise VerificationError("verification_level", parsed.verification_level)
+        if not await self.roots.is_valid(parsed.merkle_root, ctx.now):
+            raise UnknownRoot(detail="root not valid")
+        nullifier = canonical_nullifier(parsed.nullifier)
+        en = external_nullifier(s.app_id, action)
+        public = [parsed.merkle_root, parsed.nullifier, signal_hash(self._signal(data)), en]
+        proof = parsed.proof.packed()
+        if self.pool.cached(proof, public) is False:
+            await self._gate(request, ctx)
+        await self.pool.verify(proof, public)
+        return f"0x{en:064x}", nullifier, action
+
+    def _signal(self, data: dict[str, Any]) -> str:
+        signal = data.get("signal", "")
+        if signal is None:
+            signal = ""
+        if not isinstance(signal, str) or len(signal) > MAX_SIGNAL:
+            raise Malformed(detail="signal: expected a short string")
+        if self.s.signal == "empty" and signal:
+            raise VerificationError("signal_not_allowed", "this gateway proves an empty signal")
+        return signal
+
+    async def _gate(self, request: web.BaseRequest, ctx: Context) -> None:
+        for gate in self.gates:
+            await gate(request, ctx)
+
+    async def _spend(self, ctx: Context, scope: str, nullifier: str) -> None:
+        st, s = self.services, self.s
+        fresh = await st.failure.guard("spend", st.store.claim(
+            key("worldid-nullifier", f"{scope}:{nullifier}"), claim_ttl(s, ctx.now),
+            s.sessions_per_nullifier), True)
+        if not fresh:
+            raise NullifierReused(detail="allowance used")
+
+    def _session(self, ctx: Context, scope: str, nullifier: str, action: str) -> web.Response:
+        st, ttl = self.services, self.s.session_ttl
+        subject = keyed_subject(st.subject_key, "human", f"{scope}:{nullifier}")
+        token = st.sessions.issue(klass="human", subject=subject, now=ctx.now, ttl=ttl,
+                                  evidence="worldid")
+        st.metrics.sessions_issued.labels("human", "worldid").inc()
+        body = {"token": token, "token_type": "PoP", "class": "human", "subject": subject,
+                "expires": int(ctx.now) + ttl, "action": action}
+        resp = web.Response(body=json.dumps(body).encode(), content_type="application/json",
+                            headers={"Cache-Control": "no-store"})
+        resp.set_cookie(self.cookie, token, path="/", max_age=ttl, httponly=True,
+                        samesite="Lax", secure=self.secure)
+        return resp
+
+    @staticmethod
+    async def _read(request: web.BaseRequest) -> dict[str, Any]:
+        return await read_json_object(request, MAX_BODY, "worldid",
+                                      'Expected JSON {"result": <IDKit result>, "signal": "..."}.',
+                                      reason="malformed")
+
+
+def offer(s: WorldIdSettings, now: float, v4: bool) -> dict[str, Any]:
+    """The ``prove`` way-out parameters (also ``GET`` on the endpoint)."""
+    out: dict[str, Any] = {
+        "method": "worldid", "app_id": s.app_id, "action": current_action(s, now),
+        "endpoint": ENDPOINT, "class": "human", "signal": s.signal, "rotate": s.rotate,
+        "protocol_versions": ["3.0", "4.0"] if v4 else ["3.0"],
+        "body": {"result": "<IDKit result>", "signal": "<the signal proved>"}}
+    if s.period:
+        out["action_expires"] = int((now // s.period + 1) * s.period)
+    if s.verification_levels:
+        out["verification_levels"] = sorted(s.verification_levels)
+    return out
+
+
+def root_source(s: WorldIdSettings, services: Services) -> RootSource:
+    r = s.roots
+    if r.source == "file":
+        return FileRoots(r.file, r.poll_interval)
+    if r.source == "redis":
+        return RedisSetRoots(getattr(services.store, "client"), r.redis_key, r.poll_interval)
+    if r.source == "rpc":
+        return RpcRoots(rpc_caller(services.outbound, r.rpc_url), r.contract, r.poll_interval,
+                        r.root_expiry)
+    return StaticRoots(r.roots)
+
+
+def worldid_extension(gateway: Gateway, services: Services) -> None:
+    """Wire ``[worldid]``: endpoint, way out, pool. Absent table: off.
+
+    Raises ConfigError listing every problem in ``[worldid]``."""
+    raw = services.config.raw.get("worldid")
+    if raw is None:
+        return
+    s = parse_settings(raw, services.config.store.url)
+    pool = service_pool(services, s.vk_json, workers=s.workers, queue_limit=s.queue_limit,
+                        scheme="worldid", cache_size=s.cache_size)
+    cloud = CloudVerifier(s.cloud_verify_url, s.cloud_timeout, services) if s.cloud_verify_url else None
+    endpoint = WorldIdEndpoint(s, services, root_source(s, services), pool, cloud)
+    gateway.endpoints[ENDPOINT] = endpoint
+    gateway.way_out_providers.append(
+        lambda ctx: WayOut("prove", offer(s, ctx.now, cloud is not None)))

@@ -1,0 +1,65 @@
+"""The challenge page in real headless Chromium: it solves the puzzle in a Web Worker,
+gets the session cookie and reaches the upstream. Saves deploy/docs/challenge-page.png.
+
+Needs Debian ``chromium`` (/usr/bin/chromium) and the ``playwright`` Python package;
+without them this test FAILS with instructions (it never skips silently).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+from tests.support.browser import ARGS, CHROMIUM, playwright
+from tests.conftest import url_of
+from tests.gateway.schemes.puzzle_support import POLICY, puzzle_extra
+
+SCREENSHOT = Path(__file__).resolve().parents[3] / "deploy" / "docs" / "challenge-page.png"
+SLOW = POLICY + """
+[[rules]]
+name = "slow"
+path = "/slow/**"
+action = { kind = "challenge", ways = ["puzzle"], min_bits = 22 }
+"""
+
+
+async def test_browser_solves_challenge_and_reaches_upstream(upstream, gateway_factory, tmp_path):
+    """402 page → worker solves → POST → cookie (HttpOnly, SameSite=Lax, Path=/) → the upstream page."""
+    async_playwright = playwright()
+    gw = await gateway_factory(upstream, extra=puzzle_extra(tmp_path, floor=12, policy=SLOW))
+    target = url_of(gw, "/api/page?from=browser")
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            context = await browser.new_context()
+            page = await context.new_page()
+            first = await page.goto(target)
+            assert first is not None and first.status == 402
+            assert "text/html" in (first.headers.get("content-type") or "")
+            await page.wait_for_url("**/api/page?from=browser", timeout=60_000)
+            await page.wait_for_function("document.body && document.body.innerText.includes('PoP-Class')",
+                                         timeout=60_000)
+            info = json.loads(await page.inner_text("body"))
+            assert info["pop"]["PoP-Class"] == "unknown" and info["pop"]["PoP-Evidence"] == "puzzle"
+            assert info["path"] == "/api/page?from=browser"
+            cookies = {c["name"]: c for c in await context.cookies()}
+            c = cookies["popgate_session"]
+            assert c["httpOnly"] and c["sameSite"] == "Lax" and c["path"] == "/" and not c["secure"]
+            # a reload reaches the upstream directly: no challenge loop
+            again = await page.reload()
+            assert again is not None and again.status == 200
+
+            # screenshot of the page at work (22 bits keeps it busy for a while)
+            shot = await (await browser.new_context()).new_page()  # no cookie yet
+            await shot.set_viewport_size({"width": 900, "height": 760})
+            slow = await shot.goto(url_of(gw, "/slow/report"))
+            assert slow is not None and slow.status == 402
+            await shot.wait_for_function(
+                "document.getElementById('popgate-status').textContent.startsWith('Working')",
+                timeout=20_000)
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            await shot.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            await browser.close()
+    assert SCREENSHOT.stat().st_size > 10_000
