@@ -19,21 +19,21 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from popgate.gateway.pipeline import stages
-from popgate.gateway.ops.config import Config
-from popgate.gateway.pipeline.decisions import Allow, WayOut
 from popgate.gateway.errors import GatewayError, StoreFailure
+from popgate.gateway.http.headers import client_address, parse_ip
+from popgate.gateway.http.lean_upstream import LeanUpstream
+from popgate.gateway.http.proxy import Forwarder
+from popgate.gateway.http.upstream import AiohttpUpstream, UpstreamClient
+from popgate.gateway.ops.config import Config
+from popgate.gateway.ops.metrics import Metrics
+from popgate.gateway.pipeline import stages
+from popgate.gateway.pipeline.context import Context, Pipeline
+from popgate.gateway.pipeline.decisions import Allow, WayOut
+from popgate.gateway.pipeline.responses import HtmlChallenge, decision_response, error_response, problem
 from popgate.gateway.schemes import EvidenceScheme
 from popgate.gateway.schemes.session import SessionScheme
-from popgate.gateway.stores.failure import FailurePolicy
-from popgate.gateway.http.lean_upstream import LeanUpstream
-from popgate.gateway.http.headers import client_address, parse_ip
-from popgate.gateway.ops.metrics import Metrics
-from popgate.gateway.pipeline.context import Context, Pipeline
-from popgate.gateway.http.proxy import Forwarder
-from popgate.gateway.pipeline.responses import HtmlChallenge, decision_response, error_response, problem
 from popgate.gateway.stores.base import Store, StoreUnavailable
-from popgate.gateway.http.upstream import AiohttpUpstream, UpstreamClient
+from popgate.gateway.stores.failure import FailurePolicy
 from popgate.verifiers.session import SessionCodec
 
 log = logging.getLogger("popgate")
@@ -80,8 +80,9 @@ class Gateway:
         self.clock = services.clock
         self.upstream = upstream
         self.forwarder = Forwarder(config, upstream)
-        self.session_scheme = SessionScheme(services.sessions, config.sessions.cookie_name,
-                                            services.store, services.failure)
+        self.session_scheme = SessionScheme(
+            services.sessions, config.sessions.cookie_name, services.store, services.failure
+        )
         self.schemes: list[EvidenceScheme] = [self.session_scheme]
         self.way_out_providers: list[Callable[[Context], WayOut | None]] = []
         self.endpoints: dict[str, Endpoint] = {}
@@ -102,14 +103,16 @@ class Gateway:
 
     def build_pipeline(self) -> Pipeline:
         """Freeze the stages; call after extensions have registered."""
-        self.pipeline = Pipeline([
-            stages.Extract(self.schemes),
-            stages.Precheck(self.config.limits),
-            stages.Verify(self.schemes, self.metrics),
-            stages.Classify(self.heuristics),
-            stages.Decide(self.policy),
-            stages.Enforce(self.enforcers),
-        ])
+        self.pipeline = Pipeline(
+            [
+                stages.Extract(self.schemes),
+                stages.Precheck(self.config.limits),
+                stages.Verify(self.schemes, self.metrics),
+                stages.Classify(self.heuristics),
+                stages.Decide(self.policy),
+                stages.Enforce(self.enforcers),
+            ]
+        )
         return self.pipeline
 
     def context(self, request: web.BaseRequest) -> Context:
@@ -144,8 +147,7 @@ class Gateway:
         except GatewayError as exc:
             if exc.status >= 500:
                 metrics.upstream_errors.labels(exc.reason).inc()
-            log.info("%s %s -> %d %s: %s", request.method, request.path, exc.status, exc.reason,
-                     exc.detail)
+            log.info("%s %s -> %d %s: %s", request.method, request.path, exc.status, exc.reason, exc.detail)
             response = error_response(request, exc)
         except StoreUnavailable as exc:
             # a store call no failure mode guarded: fail closed, never a 500
@@ -169,15 +171,20 @@ class Gateway:
     async def _endpoint(self, request: web.BaseRequest, ctx: Context) -> web.StreamResponse:
         handler = self.endpoints.get(request.path)
         if handler is None:
-            return problem(request, 404, "no_such_endpoint", "Not found",
-                           f"popgate endpoints: {', '.join(sorted(self.endpoints))}")
+            return problem(
+                request,
+                404,
+                "no_such_endpoint",
+                "Not found",
+                f"popgate endpoints: {', '.join(sorted(self.endpoints))}",
+            )
         return await handler(request, ctx)
 
     async def close(self) -> None:
         for cleanup in reversed(self.services.cleanups):
             try:
                 await cleanup()
-            except Exception:  # noqa: BLE001 - keep closing the rest
+            except Exception:
                 log.exception("cleanup failed")
         if self.services.http is not None:
             await self.services.http.close()
@@ -195,9 +202,16 @@ def upstream_client(config: Config) -> UpstreamClient:
     return AiohttpUpstream(config.upstream, config.limits)
 
 
-def build_app(config: Config, *, store: Store, clock: Callable[[], float] = time.time,
-              metrics: Metrics | None = None, upstream: UpstreamClient | None = None,
-              executor: Executor | None = None, extensions: list[Extension] | None = None) -> Gateway:
+def build_app(
+    config: Config,
+    *,
+    store: Store,
+    clock: Callable[[], float] = time.time,
+    metrics: Metrics | None = None,
+    upstream: UpstreamClient | None = None,
+    executor: Executor | None = None,
+    extensions: list[Extension] | None = None,
+) -> Gateway:
     """Build a gateway from ``config`` and injected services.
 
     ``extensions`` (default: :func:`gateway.extensions.default_extensions`)
@@ -205,13 +219,20 @@ def build_app(config: Config, *, store: Store, clock: Callable[[], float] = time
     """
     metrics = metrics or Metrics()
     keys = config.sessions.keys
-    services = Services(config=config, store=store, clock=clock, metrics=metrics,
-                        sessions=SessionCodec(keys, config.sessions.signing_kid),
-                        failure=FailurePolicy(config.store, metrics), executor=executor,
-                        subject_key=config.sessions.subject_key)
+    services = Services(
+        config=config,
+        store=store,
+        clock=clock,
+        metrics=metrics,
+        sessions=SessionCodec(keys, config.sessions.signing_kid),
+        failure=FailurePolicy(config.store, metrics),
+        executor=executor,
+        subject_key=config.sessions.subject_key,
+    )
     gateway = Gateway(config, services, upstream or upstream_client(config))
     if extensions is None:
         from popgate.gateway.extensions import default_extensions
+
         extensions = default_extensions()
     for extend in extensions:
         extend(gateway, services)

@@ -38,8 +38,9 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 SOLVABLE = ("puzzle", "hashcash")
 
@@ -89,12 +90,18 @@ def solve_puzzle(way: dict[str, Any], max_bits: int = 28) -> Solved:
         nonces.append(str(n))
         hashes += tries
     header = str(way.get("header", "PoP-Puzzle"))
-    return Solved("puzzle", {header: f"{challenge}:{','.join(nonces)}"}, hashes,
-                  time.perf_counter() - t0, {"nonces": nonces})
+    return Solved(
+        "puzzle",
+        {header: f"{challenge}:{','.join(nonces)}"},
+        hashes,
+        time.perf_counter() - t0,
+        {"nonces": nonces},
+    )
 
 
-def mint_hashcash(resource: str, bits: int, now: float | None = None, max_bits: int = 28,
-                  header: str = "X-Hashcash") -> Solved:
+def mint_hashcash(
+    resource: str, bits: int, now: float | None = None, max_bits: int = 28, header: str = "X-Hashcash"
+) -> Solved:
     """Mint a hashcash v1 stamp (SHA-1, date YYMMDD in UTC) for ``resource``."""
     if bits > max_bits or ":" in resource:
         raise CannotSolve(f"stamp of {bits} bits for {resource!r} is beyond this client")
@@ -120,12 +127,19 @@ def ways_out(problem: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(ways, list):
         return []
     # ``kind`` names every way out; older gateways sent ``type``.
-    return [{**w, "kind": w.get("kind", w.get("type"))} for w in ways
-            if isinstance(w, dict) and ("kind" in w or "type" in w)]
+    return [
+        {**w, "kind": w.get("kind", w.get("type"))}
+        for w in ways
+        if isinstance(w, dict) and ("kind" in w or "type" in w)
+    ]
 
 
-def respond(problem: dict[str, Any] | str | bytes, prefer: Iterable[str] = SOLVABLE,
-            max_bits: int = 28, now: float | None = None) -> Solved:
+def respond(
+    problem: dict[str, Any] | str | bytes,
+    prefer: Iterable[str] = SOLVABLE,
+    max_bits: int = 28,
+    now: float | None = None,
+) -> Solved:
     """Pick the first way out in ``prefer`` order that is offered and solve it.
 
     Raises CannotSolve when none of them is offered (or all are too hard).
@@ -142,8 +156,13 @@ def respond(problem: dict[str, Any] | str | bytes, prefer: Iterable[str] = SOLVA
             if kind == "puzzle" and way is not None:
                 return solve_puzzle(way, max_bits)
             if kind == "hashcash" and way is not None:
-                return mint_hashcash(str(way["resource"]), int(way["bits"]), now, max_bits,
-                                     str(way.get("header", "X-Hashcash")))
+                return mint_hashcash(
+                    str(way["resource"]),
+                    int(way["bits"]),
+                    now,
+                    max_bits,
+                    str(way.get("header", "X-Hashcash")),
+                )
         except (CannotSolve, KeyError, ValueError, TypeError) as exc:
             last = exc
     raise CannotSolve(f"no solvable way out among {sorted(offered)}: {last or 'none offered'}")
@@ -153,8 +172,7 @@ def _is_challenge(status: int, content_type: str) -> bool:
     return status == 402 and content_type.split(";")[0].strip() == "application/problem+json"
 
 
-async def aiohttp_request(session: Any, method: str, url: str, *, max_bits: int = 28,
-                          **kwargs: Any) -> Any:
+async def aiohttp_request(session: Any, method: str, url: str, *, max_bits: int = 28, **kwargs: Any) -> Any:
     """``session.request`` that, on a popgate 402, solves and retries once.
     Returns the final ``aiohttp.ClientResponse`` (its ``solved`` attribute is
     set when work was done)."""
@@ -169,8 +187,7 @@ async def aiohttp_request(session: Any, method: str, url: str, *, max_bits: int 
     return retry
 
 
-def requests_request(session: Any, method: str, url: str, *, max_bits: int = 28,
-                     **kwargs: Any) -> Any:
+def requests_request(session: Any, method: str, url: str, *, max_bits: int = 28, **kwargs: Any) -> Any:
     """The same for a ``requests.Session``."""
     resp = session.request(method, url, **kwargs)
     if not _is_challenge(resp.status_code, resp.headers.get("Content-Type", "")):

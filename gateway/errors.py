@@ -15,8 +15,7 @@ class GatewayError(Exception):
     title = "Internal error"
     retry_after: float | None = None
 
-    def __init__(self, detail: str = "", *, reason: str | None = None,
-                 public: str | None = None) -> None:
+    def __init__(self, detail: str = "", *, reason: str | None = None, public: str | None = None) -> None:
         if reason is not None:
             self.reason = reason
         self.detail = detail

@@ -32,8 +32,13 @@ def session_endpoint(gateway: Gateway, services: Services) -> None:
             resp.del_cookie(cookie, path="/")
             return resp
         if request.method not in ("GET", "HEAD"):
-            return problem(request, 405, "method_not_allowed", "Method not allowed",
-                           headers={"Allow": "GET, HEAD, DELETE"})
+            return problem(
+                request,
+                405,
+                "method_not_allowed",
+                "Method not allowed",
+                headers={"Allow": "GET, HEAD, DELETE"},
+            )
         token = scheme.extract(request)
         if token is None:
             return problem(request, 401, "no_session", "No session presented")
@@ -41,22 +46,40 @@ def session_endpoint(gateway: Gateway, services: Services) -> None:
             session = services.sessions.verify(token, ctx.now)
         except VerificationError as exc:
             return problem(request, 401, exc.reason, "Session rejected")
-        body = {"class": session.klass, "subject": session.subject, "evidence": session.evidence,
-                "scope": session.scope, "issued_at": session.issued_at, "expires": session.expires,
-                "budget": session.budget, "bound": session.binding is not None}
-        return web.Response(body=json.dumps(body).encode(), content_type="application/json",
-                            headers={"Cache-Control": "no-store"})
+        body = {
+            "class": session.klass,
+            "subject": session.subject,
+            "evidence": session.evidence,
+            "scope": session.scope,
+            "issued_at": session.issued_at,
+            "expires": session.expires,
+            "budget": session.budget,
+            "bound": session.binding is not None,
+        }
+        return web.Response(
+            body=json.dumps(body).encode(),
+            content_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
 
     gateway.endpoints["/.well-known/popgate/session"] = handler
 
 
 def default_extensions() -> list[Extension]:
     """Every extension popgate ships, in the order they register."""
+    from popgate.gateway.ops.status import status_extension
+    from popgate.gateway.payments.fees import payments
+    from popgate.gateway.pipeline.policy_stage import policy_extension
     from popgate.gateway.schemes.webbotauth import webbotauth_extension
     from popgate.gateway.schemes.worldid import worldid_extension
     from popgate.gateway.schemes.zklogin import zklogin_extension
-    from popgate.gateway.pipeline.policy_stage import policy_extension
-    from popgate.gateway.ops.status import status_extension
-    from popgate.gateway.payments.fees import payments
-    return [session_endpoint, policy_extension, status_extension, payments,
-            zklogin_extension, webbotauth_extension, worldid_extension]
+
+    return [
+        session_endpoint,
+        policy_extension,
+        status_extension,
+        payments,
+        zklogin_extension,
+        webbotauth_extension,
+        worldid_extension,
+    ]

@@ -12,16 +12,24 @@ posted N times, one id_token exchanged N times, one World ID nullifier.
 from __future__ import annotations
 
 import random
-from http.cookiejar import DefaultCookiePolicy
 import time
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import gevent
 from locust import between, task
 
+from loadtests.users import (
+    ZKLOGIN,
+    PopUser,
+    WebBotAuthSigner,
+    WorldIdHuman,
+    ZkLoginWallet,
+    api_path,
+    is_challenge,
+    upstream_json,
+)
 from popgate.gateway import client as popclient
-from loadtests.users import (ZKLOGIN, PopUser, WebBotAuthSigner, WorldIdHuman, ZkLoginWallet,
-                             api_path, is_challenge, upstream_json)
 
 PUZZLE = "/.well-known/popgate/puzzle"
 WORLDID = "/.well-known/popgate/worldid"
@@ -37,12 +45,14 @@ class Attacker(PopUser):
         # replay through for the wrong reason (and hide a real breach).
         self.client.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
 
-    def attempt(self, kind: str, method: str, path: str, headers: dict[str, str], label: str,
-                **kw: Any) -> Any:
+    def attempt(
+        self, kind: str, method: str, path: str, headers: dict[str, str], label: str, **kw: Any
+    ) -> Any:
         """One attack request: must NOT reach the origin."""
         self.tally.attempts[kind] += 1
-        with self.client.request(method, path, name=self.name(label), catch_response=True,
-                                 headers=headers, **kw) as resp:
+        with self.client.request(
+            method, path, name=self.name(label), catch_response=True, headers=headers, **kw
+        ) as resp:
             if upstream_json(resp) is not None or resp.status_code in (200, 201, 204):
                 self.breach(resp, kind, f"{method} {path} -> {resp.status_code}")
             elif resp.status_code >= 500:
@@ -51,11 +61,19 @@ class Attacker(PopUser):
                 resp.success()
             return resp
 
-    def honest(self, method: str, path: str, headers: dict[str, str], label: str,
-               ok: tuple[int, ...] = (200,), **kw: Any) -> Any:
+    def honest(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        label: str,
+        ok: tuple[int, ...] = (200,),
+        **kw: Any,
+    ) -> Any:
         """The legitimate first use the attack then replays; None when it failed."""
-        with self.client.request(method, path, name=self.name(label), catch_response=True,
-                                 headers=headers, **kw) as resp:
+        with self.client.request(
+            method, path, name=self.name(label), catch_response=True, headers=headers, **kw
+        ) as resp:
             if resp.status_code in ok:
                 resp.success()
                 return resp
@@ -63,8 +81,9 @@ class Attacker(PopUser):
             return None
 
     def challenge(self, path: str, ip: str | None = None) -> dict[str, Any] | None:
-        with self.client.get(path, name=self.name("GET /api/* (402)"), catch_response=True,
-                             headers=self.headers(ip=ip)) as resp:
+        with self.client.get(
+            path, name=self.name("GET /api/* (402)"), catch_response=True, headers=self.headers(ip=ip)
+        ) as resp:
             if not is_challenge(resp):
                 resp.failure(f"expected a 402 challenge, got {resp.status_code}")
                 return None
@@ -93,8 +112,13 @@ class Replayer(Attacker):
             return
         if self.honest("GET", path, self.headers({"PoP-Puzzle": solution}), "GET /api/* +work") is None:
             return
-        self.attempt("puzzle_solution_replay", "GET", path, self.headers({"PoP-Puzzle": solution}),
-                     "REPLAY puzzle solution")
+        self.attempt(
+            "puzzle_solution_replay",
+            "GET",
+            path,
+            self.headers({"PoP-Puzzle": solution}),
+            "REPLAY puzzle solution",
+        )
 
     @task
     def puzzle_session_other_network(self) -> None:
@@ -109,17 +133,27 @@ class Replayer(Attacker):
             return
         token = resp.json()["token"]
         elsewhere = f"10.{random.randint(100, 200)}.{random.randint(0, 255)}.7"
-        self.attempt("session_other_network", "GET", api_path(),
-                     self.headers({"Authorization": f"PoP {token}"}, ip=elsewhere),
-                     "REPLAY puzzle session from another network")
+        self.attempt(
+            "session_other_network",
+            "GET",
+            api_path(),
+            self.headers({"Authorization": f"PoP {token}"}, ip=elsewhere),
+            "REPLAY puzzle session from another network",
+        )
 
     @task
     def forged_session(self) -> None:
         from popgate.verifiers.session import SessionCodec
+
         codec = SessionCodec({"flood": self.settings.forge_key.encode()}, "flood")
         token = codec.issue(klass="human", subject="forged", now=time.time(), ttl=600)
-        self.attempt("forged_session", "GET", api_path(),
-                     self.headers({"Authorization": f"PoP {token}"}), "FORGE session")
+        self.attempt(
+            "forged_session",
+            "GET",
+            api_path(),
+            self.headers({"Authorization": f"PoP {token}"}),
+            "FORGE session",
+        )
 
     @task
     def x402_payment_replay(self) -> None:
@@ -129,9 +163,11 @@ class Replayer(Attacker):
         from x402 import x402ClientSync
         from x402.http.utils import decode_payment_required_header, encode_payment_signature_header
         from x402.mechanisms.evm.exact.register import register_exact_evm_client
+
         path = f"/paid/replay/{random.randint(1, 99)}"
-        with self.client.get(path, name=self.name("GET /paid/* (402)"), catch_response=True,
-                             headers=self.headers()) as resp:
+        with self.client.get(
+            path, name=self.name("GET /paid/* (402)"), catch_response=True, headers=self.headers()
+        ) as resp:
             header = resp.headers.get("PAYMENT-REQUIRED")
             if resp.status_code != 402 or not header:
                 resp.failure(f"expected 402 with PAYMENT-REQUIRED, got {resp.status_code}")
@@ -140,12 +176,18 @@ class Replayer(Attacker):
         sdk = x402ClientSync()
         register_exact_evm_client(sdk, Account.from_key(self.settings.x402_key))
         payment = encode_payment_signature_header(
-            sdk.create_payment_payload(decode_payment_required_header(header)))
+            sdk.create_payment_payload(decode_payment_required_header(header))
+        )
         if self.honest("GET", path, self.headers({"PAYMENT-SIGNATURE": payment}), "GET /paid/* x402") is None:
             return
         self.tally.paid["x402"] += 1
-        self.attempt("x402_payment_replay", "GET", path, self.headers({"PAYMENT-SIGNATURE": payment}),
-                     "REPLAY x402 payment")
+        self.attempt(
+            "x402_payment_replay",
+            "GET",
+            path,
+            self.headers({"PAYMENT-SIGNATURE": payment}),
+            "REPLAY x402 payment",
+        )
 
     @task
     def zklogin_replays(self) -> None:
@@ -157,11 +199,16 @@ class Replayer(Attacker):
         if resp is None:
             return
         token = resp.json()["token"]
-        self.attempt("zklogin_id_token_replay", "POST", ZKLOGIN, self.headers(),
-                     "REPLAY zklogin id_token", json=body)
-        self.attempt("zklogin_stolen_session", "GET", api_path(),
-                     self.headers({"Authorization": f"PoP {token}"}),
-                     "REPLAY zklogin session without its key")
+        self.attempt(
+            "zklogin_id_token_replay", "POST", ZKLOGIN, self.headers(), "REPLAY zklogin id_token", json=body
+        )
+        self.attempt(
+            "zklogin_stolen_session",
+            "GET",
+            api_path(),
+            self.headers({"Authorization": f"PoP {token}"}),
+            "REPLAY zklogin session without its key",
+        )
 
     @task
     def worldid_proof_replay(self) -> None:
@@ -169,8 +216,9 @@ class Replayer(Attacker):
         body = WorldIdHuman.spent
         if body is None:
             return
-        self.attempt("worldid_proof_replay", "POST", WORLDID, self.headers(), "REPLAY worldid proof",
-                     json=body)
+        self.attempt(
+            "worldid_proof_replay", "POST", WORLDID, self.headers(), "REPLAY worldid proof", json=body
+        )
 
     @task
     def webbotauth_signature_replay(self) -> None:
@@ -181,8 +229,7 @@ class Replayer(Attacker):
         headers = signer.sign(self.host.rstrip("/") + path, self.headers())
         if self.honest("GET", path, headers, "GET /api/* web-bot-auth") is None:
             return
-        self.attempt("webbotauth_signature_replay", "GET", path, headers,
-                     "REPLAY web-bot-auth signature")
+        self.attempt("webbotauth_signature_replay", "GET", path, headers, "REPLAY web-bot-auth signature")
 
 
 class Sybil(Attacker):
@@ -190,18 +237,20 @@ class Sybil(Attacker):
     net_octet = 9
     copies = 5
 
-    sessions: dict[str, int] = {}     # credential → sessions it bought, over the whole run
+    sessions: dict[str, int] = {}  # credential → sessions it bought, over the whole run
 
-    def many(self, kind: str, method: str, path: str, label: str, bodies: list[Any],
-             credential: str | None = None) -> None:
+    def many(
+        self, kind: str, method: str, path: str, label: str, bodies: list[Any], credential: str | None = None
+    ) -> None:
         """Send ``bodies`` concurrently; more than one session for the credential (in this
         attempt, or, when ``credential`` names it, over the whole run) is a breach."""
         self.tally.attempts[kind] += 1
         won: list[Any] = []
 
         def one(body: Any) -> None:
-            with self.client.request(method, path, name=self.name(label), json=body, catch_response=True,
-                                     headers=self.headers()) as resp:
+            with self.client.request(
+                method, path, name=self.name(label), json=body, catch_response=True, headers=self.headers()
+            ) as resp:
                 if resp.status_code == 200:
                     won.append(resp.json().get("token"))
                 elif resp.status_code >= 500:
@@ -216,17 +265,26 @@ class Sybil(Attacker):
         if len(won) and total > 1:
             self.breach(None, kind, f"{total} sessions from one credential")
             self.environment.events.request.fire(
-                request_type="SECURITY", name=self.name(label), response_time=0, response_length=0,
+                request_type="SECURITY",
+                name=self.name(label),
+                response_time=0,
+                response_length=0,
                 exception=Exception(f"SECURITY {kind}: {total} sessions from one credential"),
-                context={})
+                context={},
+            )
 
     @task
     def one_puzzle_many_sessions(self) -> None:
         problem = self.challenge(api_path())
         solution = problem and self.solve(problem)
         if solution:
-            self.many("sybil_puzzle", "POST", PUZZLE, "SYBIL puzzle solution x5",
-                      [{"solution": solution}] * self.copies)
+            self.many(
+                "sybil_puzzle",
+                "POST",
+                PUZZLE,
+                "SYBIL puzzle solution x5",
+                [{"solution": solution}] * self.copies,
+            )
 
     @task
     def one_id_token_many_sessions(self) -> None:
@@ -240,8 +298,14 @@ class Sybil(Attacker):
         if not self.settings.worldid_proof:
             return
         body = self.settings.worldid_bodies()[-1]
-        self.many("sybil_worldid", "POST", WORLDID, "SYBIL worldid nullifier x5",
-                  [body] * self.copies, credential=f"worldid:{body['result'].get('nullifier_hash')}")
+        self.many(
+            "sybil_worldid",
+            "POST",
+            WORLDID,
+            "SYBIL worldid nullifier x5",
+            [body] * self.copies,
+            credential=f"worldid:{body['result'].get('nullifier_hash')}",
+        )
 
 
 __all__ = ["Replayer", "Sybil"]

@@ -18,7 +18,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.facilitator import FacilitatorState, make_app  # noqa: E402
+from tests.support.facilitator import FacilitatorState, make_app
 
 
 def app() -> web.Application:
@@ -26,9 +26,13 @@ def app() -> web.Application:
     application = make_app(state)
 
     async def stats(request: web.Request) -> web.Response:
-        return web.json_response({"settled": len(state.settled),
-                                  "value": sum(int(s["value"]) for s in state.settled),
-                                  "calls": dict(state.calls)})
+        return web.json_response(
+            {
+                "settled": len(state.settled),
+                "value": sum(int(s["value"]) for s in state.settled),
+                "calls": dict(state.calls),
+            }
+        )
 
     application.router.add_get("/stats", stats)
     return application

@@ -20,8 +20,10 @@ log = logging.getLogger("popgate.gate")
 def _balance(s: Settings, account: str) -> int | None:
     if not (s.admin_url and s.admin_token):
         return None
-    req = urllib.request.Request(f"{s.admin_url}/admin/credits/accounts/{account}",
-                                 headers={"Authorization": f"Bearer {s.admin_token}"})
+    req = urllib.request.Request(
+        f"{s.admin_url}/admin/credits/accounts/{account}",
+        headers={"Authorization": f"Bearer {s.admin_token}"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return int(json.loads(r.read())["balance"])
@@ -53,8 +55,10 @@ def install(settings: Settings, classes: list[str]) -> None:
             spent, paid = before - after, tally.paid_accounts[account] * settings.price
             slack = tally.uncertain["credits"] * settings.price
             if not paid <= spent <= paid + slack:
-                tally.breach("credits_not_charged_once",
-                             f"{account}: balance fell by {spent}, requests through cost {paid}")
+                tally.breach(
+                    "credits_not_charged_once",
+                    f"{account}: balance fell by {spent}, requests through cost {paid}",
+                )
         if tally.breaches:
             problems.append(f"security: {sum(tally.breaches.values())} breaches {dict(tally.breaches)}")
         if total.num_requests == 0:
@@ -64,14 +68,22 @@ def install(settings: Settings, classes: list[str]) -> None:
         p95 = total.get_response_time_percentile(0.95) or 0
         if p95 > settings.max_p95_ms:
             problems.append(f"latency: p95 {p95:.0f} ms > {settings.max_p95_ms:.0f} ms")
-        made = {name.split(" ", 1)[0] for (name, _m), e in environment.stats.entries.items()
-                if e.num_requests}
+        made = {
+            name.split(" ", 1)[0] for (name, _m), e in environment.stats.entries.items() if e.num_requests
+        }
         silent = [c for c in classes if c not in made]
         if settings.require_classes and silent:
             problems.append(f"user classes that made no request: {silent}")
-        summary = {"classes": classes, "silent_classes": silent, "problems": problems,
-                   "requests": total.num_requests, "failures": total.num_failures,
-                   "fail_ratio": total.fail_ratio, "p95_ms": p95, **tally.as_dict()}
+        summary = {
+            "classes": classes,
+            "silent_classes": silent,
+            "problems": problems,
+            "requests": total.num_requests,
+            "failures": total.num_failures,
+            "fail_ratio": total.fail_ratio,
+            "p95_ms": p95,
+            **tally.as_dict(),
+        }
         if settings.summary:
             with open(settings.summary, "w", encoding="utf-8") as fh:
                 json.dump(summary, fh, indent=2)

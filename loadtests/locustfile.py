@@ -20,11 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from locust import events  # noqa: E402
+from locust import events
 
-from loadtests.settings import Settings, add_options, apply_command_line  # noqa: E402
+from loadtests.settings import Settings, add_options, apply_command_line
 
-apply_command_line(sys.argv[1:])     # --pg-* flags → POPGATE_LT_* before anything reads them
+apply_command_line(sys.argv[1:])  # --pg-* flags → POPGATE_LT_* before anything reads them
 
 from loadtests import attackers, gate, shapes, users  # noqa: E402
 
@@ -34,9 +34,19 @@ def _popgate_options(parser: object) -> None:
     """So that locust accepts (and ``--help`` lists) the ``--pg-*`` flags."""
     add_options(parser, include_in_web_ui=False)
 
+
 _settings = Settings.from_env()
-_CANDIDATES = [users.FloodBot, users.PuzzleBot, users.Human, users.PayingAgent, users.VerifiedAgent,
-               users.AccountUser, users.WorldIdHuman, attackers.Replayer, attackers.Sybil]
+_CANDIDATES = [
+    users.FloodBot,
+    users.PuzzleBot,
+    users.Human,
+    users.PayingAgent,
+    users.VerifiedAgent,
+    users.AccountUser,
+    users.WorldIdHuman,
+    attackers.Replayer,
+    attackers.Sybil,
+]
 _only = {c.strip() for c in os.environ.get("POPGATE_LT_CLASSES", "").split(",") if c.strip()}
 ACTIVE: list[str] = []
 for _cls in _CANDIDATES:
@@ -47,7 +57,7 @@ for _cls in _CANDIDATES:
         logging.getLogger("popgate.locustfile").warning("%s left out: %s", _cls.__name__, _why)
         continue
     if os.environ.get("POPGATE_LT_ONE_EACH") == "1":
-        _cls.fixed_count = 1      # smoke runs: exactly one user of every class
+        _cls.fixed_count = 1  # smoke runs: exactly one user of every class
     globals()[_cls.__name__] = _cls
     ACTIVE.append(_cls.__name__)
 del _cls

@@ -33,8 +33,17 @@ sys.path.insert(0, str(ROOT))
 
 from loadtests.stack import Stack, start_stack  # noqa: E402
 
-CLASS_ORDER = ("FloodBot", "PuzzleBot", "Human", "PayingAgent", "VerifiedAgent", "AccountUser",
-               "WorldIdHuman", "Replayer", "Sybil")
+CLASS_ORDER = (
+    "FloodBot",
+    "PuzzleBot",
+    "Human",
+    "PayingAgent",
+    "VerifiedAgent",
+    "AccountUser",
+    "WorldIdHuman",
+    "Replayer",
+    "Sybil",
+)
 EXPECTED = {
     "FloodBot": "only 402 / 429 / 403, never the origin",
     "PuzzleBot": "through after solving puzzles (cost below)",
@@ -50,6 +59,7 @@ EXPECTED = {
 
 def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     from prometheus_client.parser import text_string_to_metric_families
+
     out: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
@@ -85,13 +95,33 @@ class Scraper(threading.Thread):
 
 
 def run_locust(stack: Stack, out: Path, args: argparse.Namespace) -> int:
-    env = {**os.environ, **stack.env, "POPGATE_LT_SHAPE": args.shape,
-           "POPGATE_LT_DURATION": str(args.duration), "POPGATE_LT_USERS": str(args.users),
-           "POPGATE_LT_SUMMARY": str(out / "summary.json"), "POPGATE_LT_REQUIRE_CLASSES": "1",
-           "POPGATE_LT_MAX_P95_MS": str(args.max_p95_ms)}
-    cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests/locustfile.py"), "--headless",
-           "--host", stack.base_url, "--csv", str(out / "locust"), "--html", str(out / "locust.html"),
-           "--only-summary", "--loglevel", "WARNING"]
+    env = {
+        **os.environ,
+        **stack.env,
+        "POPGATE_LT_SHAPE": args.shape,
+        "POPGATE_LT_DURATION": str(args.duration),
+        "POPGATE_LT_USERS": str(args.users),
+        "POPGATE_LT_SUMMARY": str(out / "summary.json"),
+        "POPGATE_LT_REQUIRE_CLASSES": "1",
+        "POPGATE_LT_MAX_P95_MS": str(args.max_p95_ms),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(ROOT / "loadtests/locustfile.py"),
+        "--headless",
+        "--host",
+        stack.base_url,
+        "--csv",
+        str(out / "locust"),
+        "--html",
+        str(out / "locust.html"),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+    ]
     with open(out / "locust.log", "wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -113,21 +143,33 @@ def class_rows(out: Path) -> list[dict[str, Any]]:
         if name == "Aggregated":
             continue
         klass = name.split(" ", 1)[0]
-        row = rows.setdefault(klass, {"class": klass, "requests": 0, "failures": 0, "rps": 0.0,
-                                      "p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0})
+        row = rows.setdefault(
+            klass,
+            {
+                "class": klass,
+                "requests": 0,
+                "failures": 0,
+                "rps": 0.0,
+                "p50": 0.0,
+                "p95": 0.0,
+                "p99": 0.0,
+                "max": 0.0,
+            },
+        )
         n = int(r["Request Count"])
         row["requests"] += n
         row["failures"] += int(r["Failure Count"])
         row["rps"] += float(r["Requests/s"])
         for k, col in (("p50", "50%"), ("p95", "95%"), ("p99", "99%"), ("max", "Max Response Time")):
             if n and r.get(col) not in (None, "", "N/A"):
-                row[k] = max(row[k], float(r[col]))   # worst request type of the class
+                row[k] = max(row[k], float(r[col]))  # worst request type of the class
     return [rows[c] for c in CLASS_ORDER if c in rows]
 
 
 def plot(samples: list[dict[str, Any]], path: Path) -> bool:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -135,7 +177,9 @@ def plot(samples: list[dict[str, Any]], path: Path) -> bool:
     if len(samples) < 2:
         return False
     ts = [s["t"] for s in samples[1:]]
-    rate = [(b["requests"] - a["requests"]) / max(b["t"] - a["t"], 1e-6) for a, b in zip(samples, samples[1:])]
+    rate = [
+        (b["requests"] - a["requests"]) / max(b["t"] - a["t"], 1e-6) for a, b in zip(samples, samples[1:])
+    ]
     scopes = sorted({k for s in samples for k in s["bits"]})
     fig, ax = plt.subplots(figsize=(9, 4.5))
     ax.plot(ts, rate, color="0.35", label="requests/s (popgate)")
@@ -144,8 +188,13 @@ def plot(samples: list[dict[str, Any]], path: Path) -> bool:
     ax2 = ax.twinx()
     colors = ("tab:red", "tab:orange", "tab:green", "tab:purple", "tab:brown")
     for i, scope in enumerate(scopes):
-        ax2.step([s["t"] for s in samples], [s["bits"].get(scope, float("nan")) for s in samples],
-                 where="post", color=colors[i % len(colors)], label=f"difficulty bits ({scope})")
+        ax2.step(
+            [s["t"] for s in samples],
+            [s["bits"].get(scope, float("nan")) for s in samples],
+            where="post",
+            color=colors[i % len(colors)],
+            label=f"difficulty bits ({scope})",
+        )
     ax2.set_ylabel("puzzle difficulty (bits)")
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
@@ -157,26 +206,46 @@ def plot(samples: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def report(out: Path, args: argparse.Namespace, code: int, samples: list[dict[str, Any]],
-           final: dict[str, list[tuple[dict[str, str], float]]], fac: dict[str, Any], plotted: bool) -> str:
+def report(
+    out: Path,
+    args: argparse.Namespace,
+    code: int,
+    samples: list[dict[str, Any]],
+    final: dict[str, list[tuple[dict[str, str], float]]],
+    fac: dict[str, Any],
+    plotted: bool,
+) -> str:
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     rows = class_rows(out)
-    L = [f"# popgate flood run — {'PASSED' if code == 0 else 'FAILED'} (exit {code})", "",
-         f"{args.duration} s, shape `{args.shape}`, peak {args.users} users, store `{args.store}`, "
-         f"popgate workers {args.workers}; everything on 127.0.0.1. "
-         f"Locust: {summary.get('requests', '?')} requests, {summary.get('failures', '?')} unexpected, "
-         f"p95 {summary.get('p95_ms', '?')} ms.", ""]
+    L = [
+        f"# popgate flood run — {'PASSED' if code == 0 else 'FAILED'} (exit {code})",
+        "",
+        f"{args.duration} s, shape `{args.shape}`, peak {args.users} users, store `{args.store}`, "
+        f"popgate workers {args.workers}; everything on 127.0.0.1. "
+        f"Locust: {summary.get('requests', '?')} requests, {summary.get('failures', '?')} unexpected, "
+        f"p95 {summary.get('p95_ms', '?')} ms.",
+        "",
+    ]
     if summary.get("problems"):
         L += ["**Gate problems:**", ""] + [f"- {p}" for p in summary["problems"]] + [""]
-    L += ["## Per user class (locust)", "",
-          "| class | expected | requests | unexpected | req/s | p50 ms | p95 ms | p99 ms |",
-          "|---|---|---|---|---|---|---|---|"]
+    L += [
+        "## Per user class (locust)",
+        "",
+        "| class | expected | requests | unexpected | req/s | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        L.append(f"| {r['class']} | {EXPECTED.get(r['class'], '')} | {r['requests']} | {r['failures']} | "
-                 f"{r['rps']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} |")
+        L.append(
+            f"| {r['class']} | {EXPECTED.get(r['class'], '')} | {r['requests']} | {r['failures']} | "
+            f"{r['rps']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} |"
+        )
     silent = summary.get("silent_classes") or []
-    L += ["", f"Classes in the run: {', '.join(summary.get('classes', []))}."
-          + (f" Made no request: {', '.join(silent)}." if silent else ""), ""]
+    L += [
+        "",
+        f"Classes in the run: {', '.join(summary.get('classes', []))}."
+        + (f" Made no request: {', '.join(silent)}." if silent else ""),
+        "",
+    ]
     L += ["## Attacks", "", "| attack | attempts | succeeded |", "|---|---|---|"]
     for k, v in (summary.get("attacks") or {}).items():
         L.append(f"| {k} | {v['attempts']} | {v['succeeded']} |")
@@ -185,8 +254,10 @@ def report(out: Path, args: argparse.Namespace, code: int, samples: list[dict[st
     if summary.get("breach_examples"):
         L += [f"- {k}: {v}" for k, v in summary["breach_examples"].items()] + [""]
     L += ["## Decisions by class (popgate /metrics)", "", "| class | decision | requests |", "|---|---|---|"]
-    for labels, v in sorted(final.get("popgate_requests_total", []),
-                            key=lambda x: (x[0].get("klass", ""), x[0].get("decision", ""))):
+    for labels, v in sorted(
+        final.get("popgate_requests_total", []),
+        key=lambda x: (x[0].get("klass", ""), x[0].get("decision", "")),
+    ):
         L.append(f"| {labels.get('klass')} | {labels.get('decision')} | {v:.0f} |")
     pz = summary.get("puzzle") or {}
     paid = summary.get("paid") or {}
@@ -195,31 +266,44 @@ def report(out: Path, args: argparse.Namespace, code: int, samples: list[dict[st
     L += ["", "## Fees", "", "| rail | route | collected (atomic, 6 decimals) |", "|---|---|---|"]
     for labels, v in fees:
         L.append(f"| {labels.get('rail')} | {labels.get('route')} | {v:.0f} |")
-    L += ["", f"Requests the paying users got through: {dict(paid)} at {price} each = "
-          f"{sum(paid.values()) * price} atomic; popgate's fee counter: {sum(v for _l, v in fees):.0f}; "
-          f"the facilitator settled {fac.get('settled', '?')} x402 payments worth {fac.get('value', '?')} "
-          f"(x402 requests through: {paid.get('x402', 0)}). Credit balances were reconciled by the gate."]
+    L += [
+        "",
+        f"Requests the paying users got through: {dict(paid)} at {price} each = "
+        f"{sum(paid.values()) * price} atomic; popgate's fee counter: {sum(v for _l, v in fees):.0f}; "
+        f"the facilitator settled {fac.get('settled', '?')} x402 payments worth {fac.get('value', '?')} "
+        f"(x402 requests through: {paid.get('x402', 0)}). Credit balances were reconciled by the gate.",
+    ]
     in_flight = {k: v for k, v in (summary.get("uncertain") or {}).items() if v}
     if in_flight:
-        L.append(f"Paid requests still in flight when the run stopped (sent, answer never seen by the "
-                 f"user; popgate may have charged them, once): {in_flight}. They are the only "
-                 "allowed difference between the users' count and popgate's.")
+        L.append(
+            f"Paid requests still in flight when the run stopped (sent, answer never seen by the "
+            f"user; popgate may have charged them, once): {in_flight}. They are the only "
+            "allowed difference between the users' count and popgate's."
+        )
     L.append("")
     L += ["## Puzzle cost and difficulty", ""]
     if pz.get("solved"):
-        L.append(f"PuzzleBot: {pz['solved']:.0f} puzzles solved, {pz.get('hashes', 0):,.0f} hashes, "
-                 f"{pz.get('seconds', 0):.1f} s of CPU, {pz.get('requests_through', 0):.0f} requests through: "
-                 f"**{pz.get('hashes_per_request') or 0:,.0f} hashes and "
-                 f"{pz.get('solve_ms_per_request') or 0:.1f} ms of CPU per request**. "
-                 f"Bits seen: {pz.get('bits_seen')}. Priced out: {summary.get('notes', {}).get('puzzle_priced_out', 0)}.")
+        L.append(
+            f"PuzzleBot: {pz['solved']:.0f} puzzles solved, {pz.get('hashes', 0):,.0f} hashes, "
+            f"{pz.get('seconds', 0):.1f} s of CPU, {pz.get('requests_through', 0):.0f} requests through: "
+            f"**{pz.get('hashes_per_request') or 0:,.0f} hashes and "
+            f"{pz.get('solve_ms_per_request') or 0:.1f} ms of CPU per request**. "
+            f"Bits seen: {pz.get('bits_seen')}. Priced out: {summary.get('notes', {}).get('puzzle_priced_out', 0)}."
+        )
     bits = [b for s in samples for b in s["bits"].values()]
     if bits:
-        L.append(f"\nDifficulty offered (popgate_puzzle_difficulty_bits, scraped every {args.scrape_interval:g} s): "
-                 f"min {min(bits):.0f}, max {max(bits):.0f} bits.")
+        L.append(
+            f"\nDifficulty offered (popgate_puzzle_difficulty_bits, scraped every {args.scrape_interval:g} s): "
+            f"min {min(bits):.0f}, max {max(bits):.0f} bits."
+        )
     if plotted:
         L += ["", "![difficulty and request rate](difficulty.png)"]
-    L += ["", "Files: `locust_stats.csv`, `locust_stats_history.csv`, `locust_failures.csv`, "
-          "`locust.html`, `summary.json`, `metrics.json` (difficulty/rate series), `stack/` (config, logs).", ""]
+    L += [
+        "",
+        "Files: `locust_stats.csv`, `locust_stats_history.csv`, `locust_failures.csv`, "
+        "`locust.html`, `summary.json`, `metrics.json` (difficulty/rate series), `stack/` (config, logs).",
+        "",
+    ]
     return "\n".join(L)
 
 
@@ -244,7 +328,9 @@ def main() -> int:
     scraper = Scraper(stack, args.scrape_interval)
     try:
         scraper.start()
-        print(f"flood: locust, {args.duration} s, shape {args.shape}, peak {args.users} users → {stack.base_url}")
+        print(
+            f"flood: locust, {args.duration} s, shape {args.shape}, peak {args.users} users → {stack.base_url}"
+        )
         code = run_locust(stack, out, args)
         scraper.stop.set()
         scraper.join(10)

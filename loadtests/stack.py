@@ -33,9 +33,9 @@ from tests.support.servers import free_port, wait_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
-X402_TEST_KEY = "0x" + "44" * 32      # a public test key: never fund it
+X402_TEST_KEY = "0x" + "44" * 32  # a public test key: never fund it
 IDP_ISSUER, IDP_AUDIENCE, IDP_KID = "https://idp.flood.popgate.test", "popgate-flood", "flood-1"
-PRICE_ATOMIC = 1000                   # flood-policy.toml: "0.001" USD
+PRICE_ATOMIC = 1000  # flood-policy.toml: "0.001" USD
 
 
 @dataclass
@@ -52,10 +52,12 @@ class Stack:
 
     def admin(self, path: str, body: dict[str, Any] | None = None) -> Any:
         """Call the admin API (credits) with the run's admin token."""
-        req = urllib.request.Request(self.admin_url + path, method="POST" if body is not None else "GET",
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Authorization": f"Bearer {self.admin_token}",
-                                              "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.admin_url + path,
+            method="POST" if body is not None else "GET",
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {self.admin_token}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
 
@@ -71,8 +73,7 @@ class Stack:
             try:
                 p.wait(15)
             except subprocess.TimeoutExpired:
-                print(f"flood: {p.args[:4]} did not stop in 15 s: killing its process group",
-                      file=sys.stderr)
+                print(f"flood: {p.args[:4]} did not stop in 15 s: killing its process group", file=sys.stderr)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)  # the group is its own (start_new_session)
                 p.wait(5)
@@ -91,13 +92,17 @@ def write_keys(keys: Path) -> dict[str, str]:
     out = {name: _secret(keys / f"{name}.key") for name in ("session", "puzzle")}
     out["admin"] = _secret(keys / "admin.token")
     idp = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    (keys / "idp.pem").write_bytes(idp.private_bytes(serialization.Encoding.PEM,
-                                                     serialization.PrivateFormat.PKCS8,
-                                                     serialization.NoEncryption()))
+    (keys / "idp.pem").write_bytes(
+        idp.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     import jwt
+
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(idp.public_key()))
-    (keys / "idp.jwks.json").write_text(json.dumps(
-        {"keys": [{**jwk, "kid": IDP_KID, "alg": "RS256", "use": "sig"}]}))
+    (keys / "idp.jwks.json").write_text(
+        json.dumps({"keys": [{**jwk, "kid": IDP_KID, "alg": "RS256", "use": "sig"}]})
+    )
     agent = json.loads((ROOT / "tests/fixtures/webbotauth/vectors.json").read_text())["keys"]["agent"]
     (keys / "agent.jwk.json").write_text(json.dumps(agent))
     public = {k: agent[k] for k in ("kty", "crv", "x")}
@@ -115,15 +120,17 @@ def write_worldid_proofs(keys: Path) -> dict[str, str]:
     cases = [c for c in json.loads(WORLDID_FIXTURES.read_text())["cases"] if c["action"] == "verify-human"]
     bodies = [{"result": c["idkit2_result"], "signal": c["signal"]} for c in cases[:2]]
     (keys / "worldid.json").write_text(json.dumps(bodies))
-    return {"worldid_app_id": cases[0]["app_id"], "worldid_vk": str(WORLDID_VK),
-            "worldid_root": cases[0]["idkit2_result"]["merkle_root"]}
+    return {
+        "worldid_app_id": cases[0]["app_id"],
+        "worldid_vk": str(WORLDID_VK),
+        "worldid_root": cases[0]["idkit2_result"]["merkle_root"],
+    }
 
 
 def _start(args: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as fh:
         # its own process group: close() can end its workers too if it hangs
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     wait_port(port, timeout=30, proc=proc)
     return proc
 
@@ -134,13 +141,37 @@ def start_redis(out: Path) -> tuple[str, subprocess.Popen[bytes]]:
         raise RuntimeError("redis-server not found (apt-get install redis-server)")
     port = free_port()
     (out / "redis").mkdir(exist_ok=True)
-    proc = _start([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                   "no", "--dir", str(out / "redis"), "--protected-mode", "yes"], port, out / "redis.log")
+    proc = _start(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(out / "redis"),
+            "--protected-mode",
+            "yes",
+        ],
+        port,
+        out / "redis.log",
+    )
     return f"redis://127.0.0.1:{port}/0", proc
 
 
-def start_stack(out: Path, *, store: str = "sqlite", workers: int = 1, api_keys: int = 4,
-                sessions: int = 16, credit_usd: str = "1000.00") -> Stack:
+def start_stack(
+    out: Path,
+    *,
+    store: str = "sqlite",
+    workers: int = 1,
+    api_keys: int = 4,
+    sessions: int = 16,
+    credit_usd: str = "1000.00",
+) -> Stack:
     """Start origin, facilitator and popgate; issue credentials; return the Stack.
 
     ``store``: ``sqlite`` (embedded, the default), ``redis`` (a throwaway
@@ -152,8 +183,13 @@ def start_stack(out: Path, *, store: str = "sqlite", workers: int = 1, api_keys:
     try:
         secrets = write_keys(out / "keys")
         up, fac, port, admin = free_port(), free_port(), free_port(), free_port()
-        procs.append(_start([PY, "-m", "popgate.gateway", "demo-upstream", "--listen", f"127.0.0.1:{up}"], up,
-                            out / "upstream.log"))
+        procs.append(
+            _start(
+                [PY, "-m", "popgate.gateway", "demo-upstream", "--listen", f"127.0.0.1:{up}"],
+                up,
+                out / "upstream.log",
+            )
+        )
         procs.append(_start([PY, "-m", "loadtests.facilitator", str(fac)], fac, out / "facilitator.log"))
         if store == "redis":
             store_url, redis = start_redis(out)
@@ -164,12 +200,32 @@ def start_stack(out: Path, *, store: str = "sqlite", workers: int = 1, api_keys:
             (out / "store.db").unlink(missing_ok=True)
             store_url = f"sqlite:///{out / 'store.db'}"
         config = Template((HERE / "flood.toml").read_text()).substitute(
-            **write_worldid_proofs(out / "keys"), port=port, admin_port=admin, upstream=f"http://127.0.0.1:{up}", store=store_url,
-            keys=out / "keys", policy=HERE / "flood-policy.toml",
-            facilitator=f"http://127.0.0.1:{fac}")
+            **write_worldid_proofs(out / "keys"),
+            port=port,
+            admin_port=admin,
+            upstream=f"http://127.0.0.1:{up}",
+            store=store_url,
+            keys=out / "keys",
+            policy=HERE / "flood-policy.toml",
+            facilitator=f"http://127.0.0.1:{fac}",
+        )
         (out / "popgate.toml").write_text(config)
-        gw = _start([PY, "-m", "popgate.gateway", "run", "--config", str(out / "popgate.toml"), "--workers",
-                     str(workers), "--log-level", "WARNING"], port, out / "popgate.log")
+        gw = _start(
+            [
+                PY,
+                "-m",
+                "popgate.gateway",
+                "run",
+                "--config",
+                str(out / "popgate.toml"),
+                "--workers",
+                str(workers),
+                "--log-level",
+                "WARNING",
+            ],
+            port,
+            out / "popgate.log",
+        )
         procs.append(gw)
         wait_port(admin, timeout=30, proc=gw)
         procs.remove(gw)
@@ -178,8 +234,16 @@ def start_stack(out: Path, *, store: str = "sqlite", workers: int = 1, api_keys:
             p.terminate()
             p.wait(10)
         raise
-    stack = Stack(out, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", f"http://127.0.0.1:{up}",
-                  f"http://127.0.0.1:{fac}", gw, procs, admin_token=secrets["admin"])
+    stack = Stack(
+        out,
+        f"http://127.0.0.1:{port}",
+        f"http://127.0.0.1:{admin}",
+        f"http://127.0.0.1:{up}",
+        f"http://127.0.0.1:{fac}",
+        gw,
+        procs,
+        admin_token=secrets["admin"],
+    )
     try:
         stack.env = credentials(stack, secrets, api_keys, sessions, credit_usd)
     except BaseException:
@@ -188,14 +252,17 @@ def start_stack(out: Path, *, store: str = "sqlite", workers: int = 1, api_keys:
     return stack
 
 
-def credentials(stack: Stack, secrets: dict[str, str], api_keys: int, sessions: int,
-                credit_usd: str) -> dict[str, str]:
+def credentials(
+    stack: Stack, secrets: dict[str, str], api_keys: int, sessions: int, credit_usd: str
+) -> dict[str, str]:
     """The environment the locust users read (see loadtests/settings.py)."""
     from popgate.verifiers.session import SessionCodec
+
     codec = SessionCodec({"flood": secrets["session"].encode()}, "flood")
     now = time.time()
-    tokens = [codec.issue(klass="human", subject=f"flood-human-{i}", now=now, ttl=3600)
-              for i in range(sessions)]
+    tokens = [
+        codec.issue(klass="human", subject=f"flood-human-{i}", now=now, ttl=3600) for i in range(sessions)
+    ]
     keys, accounts = [], []
     for _ in range(api_keys):
         k = stack.admin("/admin/credits/keys", {"amount_usd": credit_usd})

@@ -11,14 +11,14 @@ from typing import Any
 
 @dataclass
 class Tally:
-    attempts: Counter[str] = field(default_factory=Counter)     # attack kind -> tries
-    breaches: Counter[str] = field(default_factory=Counter)     # attack or check -> successes
+    attempts: Counter[str] = field(default_factory=Counter)  # attack kind -> tries
+    breaches: Counter[str] = field(default_factory=Counter)  # attack or check -> successes
     breach_examples: dict[str, str] = field(default_factory=dict)
     work: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    bits: Counter[int] = field(default_factory=Counter)          # puzzle bits seen by solvers
-    paid: Counter[str] = field(default_factory=Counter)          # rail -> requests charged
+    bits: Counter[int] = field(default_factory=Counter)  # puzzle bits seen by solvers
+    paid: Counter[str] = field(default_factory=Counter)  # rail -> requests charged
     paid_accounts: Counter[str] = field(default_factory=Counter)  # credit account -> requests
-    uncertain: Counter[str] = field(default_factory=Counter)     # rail -> requests with no answer
+    uncertain: Counter[str] = field(default_factory=Counter)  # rail -> requests with no answer
     notes: Counter[str] = field(default_factory=Counter)
 
     def breach(self, kind: str, detail: str) -> None:
@@ -29,14 +29,22 @@ class Tally:
         w = self.work
         through = w.get("requests_through", 0.0)
         return {
-            "attacks": {k: {"attempts": self.attempts[k], "succeeded": self.breaches[k]}
-                        for k in sorted(set(self.attempts) | set(self.breaches))},
-            "breaches": dict(self.breaches), "breach_examples": self.breach_examples,
-            "puzzle": {**dict(w), "bits_seen": {str(b): n for b, n in sorted(self.bits.items())},
-                       "hashes_per_request": w.get("hashes", 0.0) / through if through else None,
-                       "solve_ms_per_request": 1000 * w.get("seconds", 0.0) / through if through else None},
-            "paid": dict(self.paid), "paid_accounts": dict(self.paid_accounts),
-            "uncertain": dict(self.uncertain), "notes": dict(self.notes),
+            "attacks": {
+                k: {"attempts": self.attempts[k], "succeeded": self.breaches[k]}
+                for k in sorted(set(self.attempts) | set(self.breaches))
+            },
+            "breaches": dict(self.breaches),
+            "breach_examples": self.breach_examples,
+            "puzzle": {
+                **dict(w),
+                "bits_seen": {str(b): n for b, n in sorted(self.bits.items())},
+                "hashes_per_request": w.get("hashes", 0.0) / through if through else None,
+                "solve_ms_per_request": 1000 * w.get("seconds", 0.0) / through if through else None,
+            },
+            "paid": dict(self.paid),
+            "paid_accounts": dict(self.paid_accounts),
+            "uncertain": dict(self.uncertain),
+            "notes": dict(self.notes),
         }
 
 

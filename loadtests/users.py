@@ -25,16 +25,24 @@ import gevent
 from locust import HttpUser, between, task
 from locust.clients import ResponseContextManager
 
-from popgate.gateway import client as popclient
 from loadtests.settings import Settings
 from loadtests.tally import Tally, tally_of
+from popgate.gateway import client as popclient
 
 SETTINGS = Settings.from_env()
 CHALLENGE = "application/problem+json"
-BROWSER_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-              "Chrome/131.0 Safari/537.36")
-FLOOD_UAS = (BROWSER_UA, "python-requests/2.32", "curl/8.5.0", "GPTBot/1.2", "Go-http-client/1.1",
-             "Scrapy/2.11 (+https://scrapy.org)", "")
+BROWSER_UA = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+)
+FLOOD_UAS = (
+    BROWSER_UA,
+    "python-requests/2.32",
+    "curl/8.5.0",
+    "GPTBot/1.2",
+    "Go-http-client/1.1",
+    "Scrapy/2.11 (+https://scrapy.org)",
+    "",
+)
 API_PATHS = ("/api/items", "/api/items/{n}", "/api/search?q={n}", "/api/users/{n}/posts")
 
 
@@ -62,7 +70,7 @@ class PopUser(HttpUser):
 
     abstract = True
     host = SETTINGS.host or None
-    net_octet = 9          # second octet of this class's client networks (X-Forwarded-For)
+    net_octet = 9  # second octet of this class's client networks (X-Forwarded-For)
 
     def on_start(self) -> None:
         self.tally: Tally = tally_of(self.environment)
@@ -86,8 +94,9 @@ class PopUser(HttpUser):
         if resp is not None:
             resp.failure(f"SECURITY {kind}: {detail}"[:500])
 
-    def expect_upstream(self, resp: ResponseContextManager, klass: str | None = None,
-                        charged: int | None = None) -> dict[str, Any] | None:
+    def expect_upstream(
+        self, resp: ResponseContextManager, klass: str | None = None, charged: int | None = None
+    ) -> dict[str, Any] | None:
         """The request reached the origin as ``klass``, charged ``charged`` (None: any)."""
         body = upstream_json(resp)
         if body is None:
@@ -98,8 +107,9 @@ class PopUser(HttpUser):
             resp.failure(f"origin saw class {pop.get('PoP-Class')!r}, expected {klass!r}")
             return None
         if charged is not None and int(pop.get("PoP-Charged", "0") or 0) != charged:
-            self.breach(resp, "charge_mismatch",
-                        f"PoP-Charged {pop.get('PoP-Charged')!r}, expected {charged}")
+            self.breach(
+                resp, "charge_mismatch", f"PoP-Charged {pop.get('PoP-Charged')!r}, expected {charged}"
+            )
             return None
         resp.success()
         return body
@@ -121,8 +131,14 @@ class FloodBot(PopUser):
 
     def _hit(self, method: str, path: str, label: str, allowed: tuple[int, ...], **kw: Any) -> None:
         ua = random.choice(FLOOD_UAS)
-        with self.client.request(method, path, name=self.name(label), catch_response=True,
-                                 headers=self.headers({"User-Agent": ua}), **kw) as resp:
+        with self.client.request(
+            method,
+            path,
+            name=self.name(label),
+            catch_response=True,
+            headers=self.headers({"User-Agent": ua}),
+            **kw,
+        ) as resp:
             if upstream_json(resp) is not None or resp.status_code == 200:
                 self.breach(resp, "flood_reached_origin", f"{method} {path} -> {resp.status_code}")
             elif resp.status_code not in allowed:
@@ -165,14 +181,20 @@ class PuzzleBot(PopUser):
 
     def _solve(self, resp: ResponseContextManager) -> popclient.Solved | None:
         try:
-            solved = popclient.respond(resp.json(), prefer=("puzzle", "hashcash"),
-                                       max_bits=self.settings.max_bits)
+            solved = popclient.respond(
+                resp.json(), prefer=("puzzle", "hashcash"), max_bits=self.settings.max_bits
+            )
         except popclient.CannotSolve as exc:
             self.tally.notes["puzzle_priced_out"] += 1
-            resp.success()      # the policy priced this client out: working as intended
+            resp.success()  # the policy priced this client out: working as intended
             self.environment.events.request.fire(
-                request_type="WORK", name=self.name("priced out"), response_time=0,
-                response_length=0, exception=None, context={})
+                request_type="WORK",
+                name=self.name("priced out"),
+                response_time=0,
+                response_length=0,
+                exception=None,
+                context={},
+            )
             del exc
             return None
         resp.success()
@@ -189,8 +211,9 @@ class PuzzleBot(PopUser):
     def browse(self) -> None:
         path = api_path()
         auth = {"Authorization": f"PoP {self.token}"} if self.token else {}
-        with self.client.get(path, name=self.name("GET /api/*"), catch_response=True,
-                             headers=self.headers(auth)) as resp:
+        with self.client.get(
+            path, name=self.name("GET /api/*"), catch_response=True, headers=self.headers(auth)
+        ) as resp:
             if upstream_json(resp) is not None:
                 self.tally.work["requests_through"] += 1
                 self.expect_upstream(resp)
@@ -198,23 +221,31 @@ class PuzzleBot(PopUser):
             if not is_challenge(resp):
                 resp.failure(f"status {resp.status_code}: {resp.text[:200]}")
                 return
-            self.token = None          # budget spent or session gone: work again
+            self.token = None  # budget spent or session gone: work again
             solved = self._solve(resp)
         if solved is None:
             return
         if solved.way == "puzzle" and random.random() < 0.8:
             self._buy_session(solved)
         else:
-            with self.client.get(path, name=self.name("GET /api/* +work"), catch_response=True,
-                                 headers=self.headers(solved.headers)) as resp:
+            with self.client.get(
+                path,
+                name=self.name("GET /api/* +work"),
+                catch_response=True,
+                headers=self.headers(solved.headers),
+            ) as resp:
                 if self.expect_upstream(resp) is not None:
                     self.tally.work["requests_through"] += 1
 
     def _buy_session(self, solved: popclient.Solved) -> None:
         solution = next(iter(solved.headers.values()))
-        with self.client.post("/.well-known/popgate/puzzle", name=self.name("POST puzzle"),
-                              json={"solution": solution}, catch_response=True,
-                              headers=self.headers()) as resp:
+        with self.client.post(
+            "/.well-known/popgate/puzzle",
+            name=self.name("POST puzzle"),
+            json={"solution": solution},
+            catch_response=True,
+            headers=self.headers(),
+        ) as resp:
             if resp.status_code == 200 and resp.json().get("token"):
                 self.token = resp.json()["token"]
                 resp.success()
@@ -236,14 +267,22 @@ class Human(PopUser):
 
     @task(4)
     def api(self) -> None:
-        with self.client.get(api_path(), name=self.name("GET /api/*"), catch_response=True,
-                             headers=self.headers({"Authorization": f"PoP {self.token}"})) as resp:
+        with self.client.get(
+            api_path(),
+            name=self.name("GET /api/*"),
+            catch_response=True,
+            headers=self.headers({"Authorization": f"PoP {self.token}"}),
+        ) as resp:
             self.expect_upstream(resp, "human", 0)
 
     @task(1)
     def paid(self) -> None:
-        with self.client.get("/paid/report", name=self.name("GET /paid/*"), catch_response=True,
-                             headers=self.headers({"Authorization": f"PoP {self.token}"})) as resp:
+        with self.client.get(
+            "/paid/report",
+            name=self.name("GET /paid/*"),
+            catch_response=True,
+            headers=self.headers({"Authorization": f"PoP {self.token}"}),
+        ) as resp:
             self.expect_upstream(resp, "human", 0)
 
 
@@ -275,9 +314,13 @@ class PayingAgent(PopUser):
 
     def _credits(self) -> None:
         path = f"/paid/report/{random.randint(1, 99)}"
-        self.tally.uncertain["credits"] += 1    # until an answer comes back (the run may stop mid-request)
-        with self.client.get(path, name=self.name("GET /paid/* credits"), catch_response=True,
-                             headers=self.headers({"Authorization": f"Bearer {self.api_key}"})) as resp:
+        self.tally.uncertain["credits"] += 1  # until an answer comes back (the run may stop mid-request)
+        with self.client.get(
+            path,
+            name=self.name("GET /paid/* credits"),
+            catch_response=True,
+            headers=self.headers({"Authorization": f"Bearer {self.api_key}"}),
+        ) as resp:
             if resp.status_code:
                 self.tally.uncertain["credits"] -= 1
             if self.expect_upstream(resp, None, self.settings.price) is not None:
@@ -289,6 +332,7 @@ class PayingAgent(PopUser):
             from eth_account import Account
             from x402 import x402ClientSync
             from x402.mechanisms.evm.exact.register import register_exact_evm_client
+
             self.x402 = x402ClientSync()
             register_exact_evm_client(self.x402, Account.from_key(self.settings.x402_key))
         return self.x402
@@ -296,8 +340,10 @@ class PayingAgent(PopUser):
     def _requirements(self, path: str) -> Any:
         """Ask once, as an x402 client does: the 402's PAYMENT-REQUIRED header."""
         from x402.http.utils import decode_payment_required_header
-        with self.client.get(path, name=self.name("GET /paid/* (402)"), catch_response=True,
-                             headers=self.headers()) as resp:
+
+        with self.client.get(
+            path, name=self.name("GET /paid/* (402)"), catch_response=True, headers=self.headers()
+        ) as resp:
             header = resp.headers.get("PAYMENT-REQUIRED")
             if resp.status_code != 402 or not header:
                 resp.failure(f"expected 402 with PAYMENT-REQUIRED, got {resp.status_code}")
@@ -307,14 +353,19 @@ class PayingAgent(PopUser):
 
     def _x402(self) -> None:
         from x402.http.utils import encode_payment_signature_header
+
         path = f"/paid/report/{random.randint(1, 99)}"
-        required = self._requirements(path)   # per request: the resource URL is in the requirement
+        required = self._requirements(path)  # per request: the resource URL is in the requirement
         if required is None:
             return
         header = encode_payment_signature_header(self._sdk().create_payment_payload(required))
         self.tally.uncertain["x402"] += 1
-        with self.client.get(path, name=self.name("GET /paid/* x402"), catch_response=True,
-                             headers=self.headers({"PAYMENT-SIGNATURE": header})) as resp:
+        with self.client.get(
+            path,
+            name=self.name("GET /paid/* x402"),
+            catch_response=True,
+            headers=self.headers({"PAYMENT-SIGNATURE": header}),
+        ) as resp:
             if resp.status_code:
                 self.tally.uncertain["x402"] -= 1
             if self.expect_upstream(resp, None, self.settings.price) is not None:
@@ -330,6 +381,7 @@ class WebBotAuthSigner:
         from cryptography.hazmat.primitives.asymmetric import ed25519
 
         from popgate.verifiers.httpsig import jwk_thumbprint
+
         jwk = json.loads(open(jwk_file, encoding="utf-8").read())
         d = base64.urlsafe_b64decode(jwk["d"] + "=" * (-len(jwk["d"]) % 4))
         self.key = ed25519.Ed25519PrivateKey.from_private_bytes(d)
@@ -339,15 +391,24 @@ class WebBotAuthSigner:
     def sign(self, url: str, headers: dict[str, str]) -> dict[str, str]:
         from popgate.verifiers.httpsig import RequestView, signature_base
         from popgate.verifiers.structured_fields import InnerList, Item, serialize_inner_list
+
         h = dict(headers)
-        comps = ['@authority']
+        comps = ["@authority"]
         if self.agent:
             h["Signature-Agent"] = f'"{self.agent}"'
             comps.append("signature-agent")
         now = int(time.time())
-        il = InnerList([Item(c, {}) for c in comps],
-                       {"created": now, "expires": now + 60, "keyid": self.keyid, "alg": "ed25519",
-                        "nonce": base64.b64encode(os.urandom(32)).decode(), "tag": "web-bot-auth"})
+        il = InnerList(
+            [Item(c, {}) for c in comps],
+            {
+                "created": now,
+                "expires": now + 60,
+                "keyid": self.keyid,
+                "alg": "ed25519",
+                "nonce": base64.b64encode(os.urandom(32)).decode(),
+                "tag": "web-bot-auth",
+            },
+        )
         sig = self.key.sign(signature_base(RequestView.build("GET", url, h), il))
         h["Signature-Input"] = f"sig1={serialize_inner_list(il)}"
         h["Signature"] = f"sig1=:{base64.b64encode(sig).decode()}:"
@@ -370,8 +431,9 @@ class VerifiedAgent(PopUser):
     def api(self) -> None:
         path = api_path()
         headers = self.signer.sign(self.host.rstrip("/") + path, self.headers())
-        with self.client.get(path, name=self.name("GET /api/*"), catch_response=True,
-                             headers=headers) as resp:
+        with self.client.get(
+            path, name=self.name("GET /api/*"), catch_response=True, headers=headers
+        ) as resp:
             self.expect_upstream(resp, "verified-agent", 0)
 
 
@@ -383,6 +445,7 @@ class ZkLoginWallet:
     def __init__(self, s: Settings, sub: str) -> None:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ed25519
+
         self.s, self.sub = s, sub
         self.idp = serialization.load_pem_private_key(open(s.idp_key, "rb").read(), None)
         self.key = ed25519.Ed25519PrivateKey.generate()
@@ -395,21 +458,33 @@ class ZkLoginWallet:
         import jwt
 
         from popgate.verifiers.zklogin import compute_nonce
+
         now = int(time.time())
-        claims = {"iss": self.s.idp_issuer, "aud": self.s.idp_audience, "sub": self.sub, "iat": now,
-                  "exp": now + 600, "nonce": compute_nonce(self.ext, self.max_epoch, self.randomness)}
-        return {"id_token": jwt.encode(claims, self.idp, algorithm="RS256",
-                                       headers={"kid": self.s.idp_kid}),
-                "ext_eph_pk": base64.b64encode(self.ext).decode(), "max_epoch": self.max_epoch,
-                "randomness": str(self.randomness)}
+        claims = {
+            "iss": self.s.idp_issuer,
+            "aud": self.s.idp_audience,
+            "sub": self.sub,
+            "iat": now,
+            "exp": now + 600,
+            "nonce": compute_nonce(self.ext, self.max_epoch, self.randomness),
+        }
+        return {
+            "id_token": jwt.encode(claims, self.idp, algorithm="RS256", headers={"kid": self.s.idp_kid}),
+            "ext_eph_pk": base64.b64encode(self.ext).decode(),
+            "max_epoch": self.max_epoch,
+            "randomness": str(self.randomness),
+        }
 
     def sign(self, method: str, url: str, headers: dict[str, str]) -> dict[str, str]:
         from popgate.verifiers.httpsig import RequestView, signature_base
         from popgate.verifiers.structured_fields import InnerList, Item, serialize_inner_list
+
         h = {**headers, "Authorization": f"PoP {self.token}"}
         now = int(time.time())
-        il = InnerList([Item("@method", {}), Item("@target-uri", {})],
-                       {"created": now, "expires": now + 60, "keyid": self.keyid, "alg": "ed25519"})
+        il = InnerList(
+            [Item("@method", {}), Item("@target-uri", {})],
+            {"created": now, "expires": now + 60, "keyid": self.keyid, "alg": "ed25519"},
+        )
         sig = self.key.sign(signature_base(RequestView.build(method, url, h), il))
         h["Signature-Input"] = f"sig1={serialize_inner_list(il)}"
         h["Signature"] = f"sig1=:{base64.b64encode(sig).decode()}:"
@@ -433,8 +508,13 @@ class AccountUser(PopUser):
         self.login()
 
     def login(self) -> None:
-        with self.client.post(ZKLOGIN, name=self.name("POST zklogin"), json=self.wallet.exchange_body(),
-                              catch_response=True, headers=self.headers()) as resp:
+        with self.client.post(
+            ZKLOGIN,
+            name=self.name("POST zklogin"),
+            json=self.wallet.exchange_body(),
+            catch_response=True,
+            headers=self.headers(),
+        ) as resp:
             if resp.status_code == 200 and resp.json().get("token"):
                 data = resp.json()
                 self.wallet.token, self.wallet.keyid = data["token"], data["keyid"]
@@ -448,8 +528,9 @@ class AccountUser(PopUser):
             return self.login()
         path = api_path()
         headers = self.wallet.sign("GET", self.host.rstrip("/") + path, self.headers())
-        with self.client.get(path, name=self.name("GET /api/*"), catch_response=True,
-                             headers=headers) as resp:
+        with self.client.get(
+            path, name=self.name("GET /api/*"), catch_response=True, headers=headers
+        ) as resp:
             self.expect_upstream(resp, "account", 0)
 
 
@@ -462,14 +543,19 @@ class WorldIdHuman(PopUser):
     fixed_count = 1
     wait_time = between(0.1, 0.3)
     net_octet = 7
-    spent: dict[str, Any] | None = None   # the body once exchanged: the Replayer replays it
+    spent: dict[str, Any] | None = None  # the body once exchanged: the Replayer replays it
 
     def on_start(self) -> None:
         super().on_start()
         self.token = ""
         body = self.settings.worldid_bodies()[0]
-        with self.client.post("/.well-known/popgate/worldid", name=self.name("POST worldid"), json=body,
-                              catch_response=True, headers=self.headers()) as resp:
+        with self.client.post(
+            "/.well-known/popgate/worldid",
+            name=self.name("POST worldid"),
+            json=body,
+            catch_response=True,
+            headers=self.headers(),
+        ) as resp:
             if resp.status_code == 200 and resp.json().get("token"):
                 self.token = resp.json()["token"]
                 WorldIdHuman.spent = body
@@ -481,6 +567,10 @@ class WorldIdHuman(PopUser):
     def api(self) -> None:
         if not self.token:
             return
-        with self.client.get(api_path(), name=self.name("GET /api/*"), catch_response=True,
-                             headers=self.headers({"Authorization": f"PoP {self.token}"})) as resp:
+        with self.client.get(
+            api_path(),
+            name=self.name("GET /api/*"),
+            catch_response=True,
+            headers=self.headers({"Authorization": f"PoP {self.token}"}),
+        ) as resp:
             self.expect_upstream(resp, "human", 0)

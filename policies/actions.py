@@ -20,10 +20,25 @@ from popgate.policies.model import ATOMIC_PER_USD, KINDS, WAYS, Action, Rate
 MAX_PRICE_USD = Decimal(1000)
 MAX_BITS = 40
 _RATE_RE = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*\Z")
-_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60,
-          "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
-_KEYS = {"challenge": {"ways", "price", "min_bits"}, "charge": {"price"},
-         "throttle": {"rate", "burst", "per"}, "deny": {"status"}, "allow": set()}
+_UNITS = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "h": 3600,
+    "hour": 3600,
+    "d": 86400,
+    "day": 86400,
+}
+_KEYS = {
+    "challenge": {"ways", "price", "min_bits"},
+    "charge": {"price"},
+    "throttle": {"rate", "burst", "per"},
+    "deny": {"status"},
+    "allow": set(),
+}
 
 
 class Problems:
@@ -40,14 +55,16 @@ class Problems:
     def unknown_keys(self, where: str, table: dict[str, Any], known: set[str]) -> None:
         for k in table:
             if k not in known:
-                self.add(f"{where}.{k}" if where else k,
-                         f"unknown key (expected one of: {', '.join(sorted(known))})")
+                self.add(
+                    f"{where}.{k}" if where else k,
+                    f"unknown key (expected one of: {', '.join(sorted(known))})",
+                )
 
 
 def parse_price(p: Problems, where: str, value: Any) -> int | None:
     """Decimal USD (string preferred: "0.001"; numbers accepted) to atomic units."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        p.add(where, f"expected a decimal USD amount like \"0.001\", got {value!r}")
+        p.add(where, f'expected a decimal USD amount like "0.001", got {value!r}')
         return None
     try:
         d = Decimal(value if isinstance(value, str) else repr(value))
@@ -68,7 +85,7 @@ def parse_rate(p: Problems, where: str, value: Any) -> tuple[int, float] | None:
     """``"60/min"``, ``"10/s"``, ``"100/10s"`` to (count, period seconds)."""
     m = _RATE_RE.match(value) if isinstance(value, str) else None
     if m is None or int(m.group(1)) < 1 or m.group(2) == "0":
-        p.add(where, f"expected a rate like \"60/min\" or \"100/10s\", got {value!r}")
+        p.add(where, f'expected a rate like "60/min" or "100/10s", got {value!r}')
         return None
     return int(m.group(1)), float(int(m.group(2) or 1) * _UNITS[m.group(3)])
 
@@ -118,8 +135,12 @@ def parse_action(p: Problems, where: str, value: Any) -> Action | None:
 
 def _challenge(p: Problems, where: str, value: dict[str, Any], price: int | None) -> Action:
     ways = value.get("ways", ["prove", "puzzle"])
-    if not isinstance(ways, list) or not ways or any(w not in WAYS for w in ways) \
-            or len(set(ways)) != len(ways):
+    if (
+        not isinstance(ways, list)
+        or not ways
+        or any(w not in WAYS for w in ways)
+        or len(set(ways)) != len(ways)
+    ):
         p.add(f"{where}.ways", f"expected a non-empty list of distinct {', '.join(WAYS)}, got {ways!r}")
         ways = []
     if ("pay" in ways) != ("price" in value):

@@ -16,9 +16,8 @@ weight per missing header; an empty User-Agent earns weight too.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
-
 
 RANK = {"human": 4, "account": 3, "verified-agent": 2, "agent": 1, "unknown": 0}
 # Named clients and crawlers; then any product token ending in bot/spider/crawler.
@@ -26,7 +25,8 @@ BOT_UA = re.compile(
     r"\b(?:curl|wget|python-requests|python-urllib|python-httpx|aiohttp|httpie|go-http-client"
     r"|okhttp|java/|apache-httpclient|node-fetch|axios|undici|libwww-perl|scrapy|colly"
     r"|chatgpt-user|oai-searchbot|claude-user|anthropic-ai|perplexity-user|bytespider"
-    r"|facebookexternalhit|meta-externalagent|diffbot|img2dataset)")
+    r"|facebookexternalhit|meta-externalagent|diffbot|img2dataset)"
+)
 _GENERIC_BOT = re.compile(r"(?:bot|spider|crawler)\b")
 _TOKEN_TAIL = re.compile(r"[a-z0-9_-]*\Z")  # both applied to the lower-cased UA: (?i) is 4x slower
 BROWSER_UA = re.compile(r"Mozilla/5\.0 \(")
@@ -73,11 +73,15 @@ def bot_token(user_agent: str) -> str | None:
     if g is None:
         return None
     head = _TOKEN_TAIL.search(low, 0, g.start())
-    return low[head.start() if head else g.start():g.end()]
+    return low[head.start() if head else g.start() : g.end()]
 
 
-def classify(attestations: Iterable[tuple[str, str]], user_agent: str,
-             headers: Mapping[str, str], h: Heuristics = Heuristics()) -> Classification:
+def classify(
+    attestations: Iterable[tuple[str, str]],
+    user_agent: str,
+    headers: Mapping[str, str],
+    h: Heuristics = Heuristics(),
+) -> Classification:
     """Pick the client's class; add heuristic weight only without evidence.
 
     ``headers`` answers ``get()`` for lower-case names.

@@ -30,16 +30,16 @@ class Pressure:
     """Live load signals; the gateway updates the fields, difficulty reads them."""
 
     in_flight: int = 0
-    loop_lag: float = 0.0            # seconds
-    upstream_latency: float = 0.0    # seconds, recent p50 or EWMA
+    loop_lag: float = 0.0  # seconds
+    upstream_latency: float = 0.0  # seconds, recent p50 or EWMA
 
 
 @dataclass(frozen=True, slots=True)
 class DifficultyConfig:
     class_floor: dict[str, int] = field(default_factory=lambda: {"unknown": 16, "agent": 16})
     ceiling: int = 26
-    free_rate: float = 2.0           # requests/s per network before rate bits start
-    half_life: float = 30.0          # seconds
+    free_rate: float = 2.0  # requests/s per network before rate bits start
+    half_life: float = 30.0  # seconds
     in_flight_high: int = 512
     loop_lag_high: float = 0.05
     upstream_latency_high: float = 1.0
@@ -63,13 +63,13 @@ class Difficulty:
     (evicting the oldest entry of one dict costs a scan over its deleted slots).
     """
 
-    __slots__ = ("config", "pressure", "_rates", "_old", "_half", "_decay")
+    __slots__ = ("_decay", "_half", "_old", "_rates", "config", "pressure")
 
     def __init__(self, config: DifficultyConfig, pressure: Pressure | None = None) -> None:
         self.config = config
         self.pressure = pressure if pressure is not None else Pressure()
-        self._rates: dict[str, tuple[float, float]] = {}   # network -> (count, at): current
-        self._old: dict[str, tuple[float, float]] = {}     # the previous generation
+        self._rates: dict[str, tuple[float, float]] = {}  # network -> (count, at): current
+        self._old: dict[str, tuple[float, float]] = {}  # the previous generation
         self._half = max(1, config.max_networks // 2)
         self._decay = math.log(2) / config.half_life
 
@@ -101,8 +101,11 @@ class Difficulty:
 
     def pressure_bits(self) -> int:
         c, p = self.config, self.pressure
-        signals = (p.in_flight > c.in_flight_high, p.loop_lag > c.loop_lag_high,
-                   p.upstream_latency > c.upstream_latency_high)
+        signals = (
+            p.in_flight > c.in_flight_high,
+            p.loop_lag > c.loop_lag_high,
+            p.upstream_latency > c.upstream_latency_high,
+        )
         return c.pressure_bits * sum(signals)
 
     def bits(self, klass: str, network: str, now: float, route_floor: int = 0) -> int:

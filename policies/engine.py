@@ -21,9 +21,9 @@ compiles a new one and swaps it in with one attribute assignment.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from popgate.policies.model import ALLOW, Match, RequestView
 from popgate.policies.pathnorm import normalize_path
@@ -35,13 +35,13 @@ _POPGATE = Match(ALLOW, "popgate-endpoints", "popgate")
 class Req:
     """Per-request derived values, computed once and shared by all rules."""
 
-    __slots__ = ("view", "host", "npath", "ip_int", "ip_version")
+    __slots__ = ("host", "ip_int", "ip_version", "npath", "view")
 
     def __init__(self, view: RequestView) -> None:
         self.view = view
         host = view.host
         if host.startswith("["):
-            host = host[1:host.find("]")] if "]" in host else host
+            host = host[1 : host.find("]")] if "]" in host else host
         elif host.count(":") == 1:
             host = host.partition(":")[0]
         self.host = host.lower()
@@ -63,8 +63,8 @@ class Rule:
     name: str
     route: str
     checks: tuple[Check, ...]
-    weight: int                          # > 0 for weigh rules, 0 for terminal ones
-    results: dict[str, Match] | None     # per class, for terminal rules
+    weight: int  # > 0 for weigh rules, 0 for terminal ones
+    results: dict[str, Match] | None  # per class, for terminal rules
 
     def matches(self, req: Req) -> bool:
         for check in self.checks:
@@ -85,7 +85,7 @@ class Policy:
     """A compiled, immutable policy. Build it with :func:`policies.loader.load`."""
 
     rules: tuple[Rule, ...]
-    thresholds: tuple[Threshold, ...]   # sorted by weight, highest first
+    thresholds: tuple[Threshold, ...]  # sorted by weight, highest first
     default: dict[str, Match]
     source: str = "<memory>"
 
@@ -98,7 +98,8 @@ class Policy:
         req = Req(view)
         npath = req.npath
         if npath.startswith(POPGATE_PREFIX) and (
-                len(npath) == len(POPGATE_PREFIX) or npath[len(POPGATE_PREFIX)] == "/"):
+            len(npath) == len(POPGATE_PREFIX) or npath[len(POPGATE_PREFIX)] == "/"
+        ):
             return _POPGATE
         for rule in self.rules:
             if rule.matches(req):

@@ -19,9 +19,25 @@ from popgate.policies.model import CLASSES, Action, Match
 
 SNIPPETS = Path(__file__).parent / "snippets"
 MAX_INCLUDE_DEPTH = 4
-RULE_KEYS = {"name", "route", "host", "methods", "path", "path_regex", "path_form", "case_sensitive",
-             "headers", "headers_absent", "user_agent", "networks", "declared_agent", "weight",
-             "action", "actions", "description"}
+RULE_KEYS = {
+    "name",
+    "route",
+    "host",
+    "methods",
+    "path",
+    "path_regex",
+    "path_form",
+    "case_sensitive",
+    "headers",
+    "headers_absent",
+    "user_agent",
+    "networks",
+    "declared_agent",
+    "weight",
+    "action",
+    "actions",
+    "description",
+}
 _NAME_RE = re.compile(r"[A-Za-z0-9_.:/*-]{1,64}\Z")
 
 
@@ -52,8 +68,7 @@ def loads(text: str, *, base_dir: Path | None = None, source: str = "<string>") 
     return compile_policy(data, base_dir=base_dir, source=source)
 
 
-def compile_policy(data: dict[str, Any], *, base_dir: Path | None = None,
-                   source: str = "<memory>") -> Policy:
+def compile_policy(data: dict[str, Any], *, base_dir: Path | None = None, source: str = "<memory>") -> Policy:
     """Validate a parsed policy table and compile it. Raises PolicyError."""
     p = Problems()
     p.unknown_keys("", data, {"version", "description", "default", "rules", "thresholds"})
@@ -104,8 +119,9 @@ def _per_class(p: Problems, where: str, table: dict[str, Any]) -> dict[str, Acti
     return out
 
 
-def _expand(p: Problems, items: Any, where: str, base: Path | None, depth: int,
-            stack: set[Path]) -> list[tuple[str, dict[str, Any]]]:
+def _expand(
+    p: Problems, items: Any, where: str, base: Path | None, depth: int, stack: set[Path]
+) -> list[tuple[str, dict[str, Any]]]:
     """Flatten ``rules`` with ``{include = "..."}`` entries into (path, table) pairs."""
     if not isinstance(items, list):
         p.add(where, "expected an array of tables ([[rules]])")
@@ -122,8 +138,9 @@ def _expand(p: Problems, items: Any, where: str, base: Path | None, depth: int,
     return out
 
 
-def _include(p: Problems, here: str, r: dict[str, Any], base: Path | None, depth: int,
-             stack: set[Path]) -> list[tuple[str, dict[str, Any]]]:
+def _include(
+    p: Problems, here: str, r: dict[str, Any], base: Path | None, depth: int, stack: set[Path]
+) -> list[tuple[str, dict[str, Any]]]:
     p.unknown_keys(here, r, {"include"})
     name = r["include"]
     if not isinstance(name, str) or not name or "\x00" in name:
@@ -143,8 +160,9 @@ def _include(p: Problems, here: str, r: dict[str, Any], base: Path | None, depth
         p.add(f"{here}.include", f"cannot load {name}: {exc}")
         return []
     p.unknown_keys(f"{here}({name})", data, {"description", "rules"})
-    return _expand(p, data.get("rules", []), f"{here}({name}).rules", target.parent, depth + 1,
-                   stack | {target})
+    return _expand(
+        p, data.get("rules", []), f"{here}({name}).rules", target.parent, depth + 1, stack | {target}
+    )
 
 
 def _rule(p: Problems, where: str, r: dict[str, Any], default: dict[str, Action]) -> Rule | None:
@@ -178,8 +196,9 @@ def _rule(p: Problems, where: str, r: dict[str, Any], default: dict[str, Action]
     return Rule(name, route, checks, weight or 0, results)
 
 
-def _results(p: Problems, where: str, r: dict[str, Any], default: dict[str, Action],
-             name: str, route: str) -> dict[str, Match]:
+def _results(
+    p: Problems, where: str, r: dict[str, Any], default: dict[str, Action], name: str, route: str
+) -> dict[str, Match]:
     acts: dict[str, Action] = {}
     if "action" in r and "actions" in r:
         p.add(where, "give action (all classes) or actions (per class), not both")
@@ -191,8 +210,9 @@ def _results(p: Problems, where: str, r: dict[str, Any], default: dict[str, Acti
         p.add(f"{where}.actions", "expected a table of class = action")
     else:
         acts = _per_class(p, f"{where}.actions", r["actions"])
-    return {k: Match(acts.get(k) or default.get(k) or Action("deny", status=403), name, route)
-            for k in CLASSES}
+    return {
+        k: Match(acts.get(k) or default.get(k) or Action("deny", status=403), name, route) for k in CLASSES
+    }
 
 
 def _thresholds(p: Problems, items: Any, default: dict[str, Action]) -> list[Threshold]:

@@ -30,8 +30,9 @@ def glob_to_regex(glob: str, sep: str = "/") -> str:
             out.append(".*")
             i += 2
             continue
-        out.append(f"[^{re.escape(sep)}]*" if c == "*" else f"[^{re.escape(sep)}]" if c == "?"
-                   else re.escape(c))
+        out.append(
+            f"[^{re.escape(sep)}]*" if c == "*" else f"[^{re.escape(sep)}]" if c == "?" else re.escape(c)
+        )
         i += 1
     return "".join(out)
 
@@ -77,11 +78,18 @@ def compile_checks(p: Problems, where: str, r: dict[str, Any]) -> tuple[Check, .
     checks.extend(_header_checks(p, where, r))
     if "declared_agent" in r:
         globs = _strings(p, f"{where}.declared_agent", r["declared_agent"])
-        rx = _regex(p, f"{where}.declared_agent",
-                    "(?:" + "|".join(glob_to_regex(g, "\0") for g in globs) + ")\\Z", re.IGNORECASE)
+        rx = _regex(
+            p,
+            f"{where}.declared_agent",
+            "(?:" + "|".join(glob_to_regex(g, "\0") for g in globs) + ")\\Z",
+            re.IGNORECASE,
+        )
         if rx is not None:
-            checks.append(lambda q, m=rx.match: q.view.declared_agent is not None
-                          and m(q.view.declared_agent) is not None)
+            checks.append(
+                lambda q, m=rx.match: (
+                    q.view.declared_agent is not None and m(q.view.declared_agent) is not None
+                )
+            )
     if "networks" in r:
         net = _network_check(p, f"{where}.networks", r["networks"])
         if net is not None:
@@ -128,8 +136,11 @@ def _header_checks(p: Problems, where: str, r: dict[str, Any]) -> list[Check]:
         if not isinstance(pattern, str):
             p.add(f"{where}.headers.{name}", f"expected a regex string, got {pattern!r}")
         if rx is not None:
-            checks.append(lambda q, n=name.lower(), s=rx.search:
-                          (v := q.view.headers.get(n)) is not None and s(v) is not None)
+            checks.append(
+                lambda q, n=name.lower(), s=rx.search: (
+                    (v := q.view.headers.get(n)) is not None and s(v) is not None
+                )
+            )
     if "headers_absent" in r:
         names = tuple(n.lower() for n in _strings(p, f"{where}.headers_absent", r["headers_absent"]))
         checks.append(lambda q, ns=names: any(q.view.headers.get(n) is None for n in ns))
@@ -146,7 +157,8 @@ def _network_check(p: Problems, where: str, value: Any) -> Check | None:
             continue
         width = net.max_prefixlen
         groups.setdefault((net.version, net.prefixlen), set()).add(
-            int(net.network_address) >> (width - net.prefixlen))
+            int(net.network_address) >> (width - net.prefixlen)
+        )
     table = tuple((v, (32 if v == 4 else 128) - plen, frozenset(s)) for (v, plen), s in groups.items())
     if not table:
         return None

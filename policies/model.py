@@ -9,8 +9,9 @@ compile time, so matching allocates nothing of its own beyond the view.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Literal
 
 CLASSES: tuple[str, ...] = ("human", "account", "verified-agent", "agent", "unknown")
 KINDS: tuple[str, ...] = ("allow", "challenge", "charge", "throttle", "deny")

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from popgate.policies.model import IPAddress, Rate
 from popgate.verifiers.puzzle import network_of
@@ -68,7 +69,7 @@ def network_key(ip: IPAddress | str, v4_prefix: int = 24, v6_prefix: int = 64) -
 class MemoryGCRA:
     """In-process GCRA limiter with an injected clock and a bounded key table."""
 
-    __slots__ = ("_clock", "_tat", "_max_keys")
+    __slots__ = ("_clock", "_max_keys", "_tat")
 
     def __init__(self, clock: Callable[[], float], max_keys: int = 100_000) -> None:
         self._clock = clock
@@ -129,13 +130,13 @@ CREATE TABLE IF NOT EXISTS gcra (
 ) WITHOUT ROWID
 """
 SQLITE_GCRA_SELECT = "SELECT tat FROM gcra WHERE key = ?"
-SQLITE_GCRA_UPSERT = ("INSERT INTO gcra (key, tat) VALUES (?, ?) "
-                      "ON CONFLICT (key) DO UPDATE SET tat = excluded.tat")
+SQLITE_GCRA_UPSERT = (
+    "INSERT INTO gcra (key, tat) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET tat = excluded.tat"
+)
 SQLITE_GCRA_PURGE = "DELETE FROM gcra WHERE tat < ?"
 
 
-def sqlite_gcra(conn: sqlite3.Connection, key: str, rate: Rate, now: float,
-                cost: int = 1) -> GcraResult:
+def sqlite_gcra(conn: sqlite3.Connection, key: str, rate: Rate, now: float, cost: int = 1) -> GcraResult:
     """GCRA step in one write transaction (``BEGIN IMMEDIATE`` unless the caller
     already holds one). Blocking: run it on the store's thread."""
     own = not conn.in_transaction

@@ -11,15 +11,15 @@ import aiohttp
 import pytest
 from hypothesis import HealthCheck, settings
 
-from popgate.gateway.ops.config import Config, load_config
 from popgate.gateway.cli.demo_upstream import make_app
 from popgate.gateway.http.server import Running, start
+from popgate.gateway.ops.config import Config, load_config
 from tests.support.servers import redis_server, serve_app, write_config
 
-settings.register_profile("ci", max_examples=60, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("deep", max_examples=20000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "deep", max_examples=20000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
@@ -45,11 +45,16 @@ async def gateway_factory(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     """Start gateways in-process: ``await factory(upstream_url, extra=..., ...)``."""
     running: list[Running] = []
 
-    async def factory(upstream_url: str, *, extra: str = "", server_extra: str = "",
-                      store: str = "memory://", config: Config | None = None) -> Running:
+    async def factory(
+        upstream_url: str,
+        *,
+        extra: str = "",
+        server_extra: str = "",
+        store: str = "memory://",
+        config: Config | None = None,
+    ) -> Running:
         if config is None:
-            path = write_config(tmp_path, upstream_url, store=store, extra=extra,
-                                server_extra=server_extra)
+            path = write_config(tmp_path, upstream_url, store=store, extra=extra, server_extra=server_extra)
             config = load_config(path)
         r = await start(config)
         running.append(r)
@@ -78,5 +83,6 @@ def admin_url(running: Running, path: str) -> str:
 
 def session_token(running: Running, klass: str = "human", **kw: Any) -> str:
     g = running.gateway
-    return g.services.sessions.issue(klass=klass, subject=kw.pop("subject", f"{klass}:test"),
-                                     now=g.clock(), ttl=kw.pop("ttl", 300), **kw)
+    return g.services.sessions.issue(
+        klass=klass, subject=kw.pop("subject", f"{klass}:test"), now=g.clock(), ttl=kw.pop("ttl", 300), **kw
+    )

@@ -38,8 +38,7 @@ class Domain:
     verifying_contract: str  # 0x-hex address
 
     def separator(self) -> bytes:
-        return domain_separator(self.name, self.version, self.chain_id,
-                                self.verifying_contract.lower())
+        return domain_separator(self.name, self.version, self.chain_id, self.verifying_contract.lower())
 
 
 def _u256(value: int) -> bytes:
@@ -73,8 +72,13 @@ def transfer_struct_hash(
     if len(nonce) != 32:
         raise ValueError("nonce must be 32 bytes")
     return keccak256(
-        TRANSFER_TYPEHASH + _addr(from_) + _addr(to) + _u256(value)
-        + _u256(valid_after) + _u256(valid_before) + nonce
+        TRANSFER_TYPEHASH
+        + _addr(from_)
+        + _addr(to)
+        + _u256(value)
+        + _u256(valid_after)
+        + _u256(valid_before)
+        + nonce
     )
 
 
@@ -84,8 +88,13 @@ def typed_data_digest(separator: bytes, struct_hash: bytes) -> bytes:
 
 
 def transfer_digest(
-    domain: Domain, from_: bytes, to: bytes, value: int,
-    valid_after: int, valid_before: int, nonce: bytes,
+    domain: Domain,
+    from_: bytes,
+    to: bytes,
+    value: int,
+    valid_after: int,
+    valid_before: int,
+    nonce: bytes,
 ) -> bytes:
     """The digest an EIP-3009 ``transferWithAuthorization`` signer signs."""
     return typed_data_digest(

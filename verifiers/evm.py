@@ -50,8 +50,7 @@ def to_checksum_address(raw: bytes) -> str:
     hexaddr = raw.hex()
     digest = keccak256(hexaddr.encode()).hex()
     return "0x" + "".join(
-        c.upper() if c.isalpha() and int(digest[i], 16) >= 8 else c
-        for i, c in enumerate(hexaddr)
+        c.upper() if c.isalpha() and int(digest[i], 16) >= 8 else c for i, c in enumerate(hexaddr)
     )
 
 
@@ -164,8 +163,12 @@ class CodeLookup:
         if url is None:
             raise RpcError(detail=f"no JSON-RPC endpoint for {network}")
         self._ids += 1
-        body = {"jsonrpc": "2.0", "id": self._ids, "method": "eth_getCode",
-                "params": ["0x" + address.hex(), "latest"]}
+        body = {
+            "jsonrpc": "2.0",
+            "id": self._ids,
+            "method": "eth_getCode",
+            "params": ["0x" + address.hex(), "latest"],
+        }
         try:
             async with self.session.post(
                 url, json=body, timeout=aiohttp.ClientTimeout(total=self.timeout)
@@ -173,7 +176,7 @@ class CodeLookup:
                 if resp.status != 200:
                     raise RpcError(detail=f"HTTP {resp.status} from {network} RPC")
                 data = json.loads(await resp.read())
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise RpcError(detail=f"{type(exc).__name__}: {exc}") from exc
         if not isinstance(data, dict) or "error" in data:
             raise RpcError(detail=f"RPC error: {data!r:.200}")

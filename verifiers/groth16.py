@@ -31,12 +31,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from popgate.verifiers.bn254.curve import (
-    G1Point, G2Point, g1_decompress, g1_fixed_table, g1_msm_fixed,
-    g1_on_curve, g2_decompress, g2_in_subgroup, g2_on_curve,
+    G1Point,
+    G2Point,
+    g1_decompress,
+    g1_fixed_table,
+    g1_msm_fixed,
+    g1_on_curve,
+    g2_decompress,
+    g2_in_subgroup,
+    g2_on_curve,
 )
 from popgate.verifiers.bn254.encoding import affine_g1, affine_g2, g1_proj, g2_proj, seq
 from popgate.verifiers.bn254.encoding import parse_uint as parse_uint  # re-exported
-from popgate.verifiers.bn254.fields import P, R, Fp12
+from popgate.verifiers.bn254.fields import Fp12, P, R
 from popgate.verifiers.bn254.pairing import Line, final_exponentiation, line_schedule, miller_loop
 from popgate.verifiers.errors import Malformed, VerificationError
 
@@ -59,6 +66,7 @@ MAX_PUBLIC = 64
 
 # --- keys ---------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class VerifyingKey:
     """A parsed, validated Groth16 key (affine points)."""
@@ -75,8 +83,9 @@ class VerifyingKey:
 
     def fingerprint(self) -> str:
         """SHA-256 over the integers, so any spelling of one key gives one id."""
-        return hashlib.sha256(repr((self.alpha, self.beta, self.gamma, self.delta,
-                                    self.ic)).encode()).hexdigest()
+        return hashlib.sha256(
+            repr((self.alpha, self.beta, self.gamma, self.delta, self.ic)).encode()
+        ).hexdigest()
 
 
 def parse_vk(obj: Any) -> VerifyingKey:
@@ -88,15 +97,15 @@ def parse_vk(obj: Any) -> VerifyingKey:
         raise Malformed(detail="verification key: not a groth16/bn128 key")
     try:
         alpha = affine_g1(g1_proj(obj["vk_alpha_1"], "vk_alpha_1"), "vk_alpha_1", InvalidKey)
-        g2 = {k: affine_g2(g2_proj(obj[k], k), k, InvalidKey)
-              for k in ("vk_beta_2", "vk_gamma_2", "vk_delta_2")}
+        g2 = {
+            k: affine_g2(g2_proj(obj[k], k), k, InvalidKey) for k in ("vk_beta_2", "vk_gamma_2", "vk_delta_2")
+        }
         ic_raw = obj["IC"]
     except KeyError as exc:
         raise Malformed(detail=f"verification key: missing {exc.args[0]}") from None
     if not isinstance(ic_raw, list) or not 1 <= len(ic_raw) <= MAX_PUBLIC + 1:
         raise Malformed(detail=f"verification key: IC must hold 1..{MAX_PUBLIC + 1} points")
-    ic = tuple(affine_g1(g1_proj(p, f"IC[{i}]"), f"IC[{i}]", InvalidKey)
-               for i, p in enumerate(ic_raw))
+    ic = tuple(affine_g1(g1_proj(p, f"IC[{i}]"), f"IC[{i}]", InvalidKey) for i, p in enumerate(ic_raw))
     if "nPublic" in obj and obj["nPublic"] != len(ic) - 1:
         raise Malformed(detail="verification key: nPublic does not match IC")
     for k, pt in g2.items():
@@ -126,8 +135,13 @@ def prepare_key(vk: VerifyingKey | Any) -> PreparedKey:
     if not isinstance(vk, VerifyingKey):
         vk = parse_vk(vk)
     alphabeta = final_exponentiation(miller_loop([(vk.alpha, line_schedule(vk.beta))]))
-    return PreparedKey(vk, alphabeta, line_schedule(vk.gamma), line_schedule(vk.delta),
-                       [g1_fixed_table(p) for p in vk.ic[1:]])
+    return PreparedKey(
+        vk,
+        alphabeta,
+        line_schedule(vk.gamma),
+        line_schedule(vk.delta),
+        [g1_fixed_table(p) for p in vk.ic[1:]],
+    )
 
 
 _CACHE: OrderedDict[str, PreparedKey] = OrderedDict()
@@ -165,6 +179,7 @@ def prepared_key(vk_json: Any) -> PreparedKey:
 
 
 # --- proofs ---------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Proof:
@@ -214,7 +229,7 @@ def parse_proof(obj: Any) -> Proof:
     if isinstance(obj, str):
         if not _ABI8.fullmatch(obj):
             raise Malformed(detail="proof: expected 0x + 512 hex digits (ABI uint256[8])")
-        return proof_from_packed([int(obj[2 + 64 * i: 66 + 64 * i], 16) for i in range(8)])
+        return proof_from_packed([int(obj[2 + 64 * i : 66 + 64 * i], 16) for i in range(8)])
     if isinstance(obj, (list, tuple)):
         if len(obj) == 8:
             return proof_from_packed(obj)
@@ -257,8 +272,12 @@ def _check_public(n_public: int, public: Sequence[int]) -> None:
 
 def _check_points(proof: Proof) -> None:
     """Re-check what parse_proof guarantees (a Proof may be built directly): ~20 µs."""
-    if not (isinstance(proof.a, tuple) and isinstance(proof.c, tuple) and g1_on_curve(proof.a)
-            and g1_on_curve(proof.c)):
+    if not (
+        isinstance(proof.a, tuple)
+        and isinstance(proof.c, tuple)
+        and g1_on_curve(proof.a)
+        and g1_on_curve(proof.c)
+    ):
         raise InvalidProof(detail="A or C is not a curve point")
     if not (isinstance(proof.b, tuple) and g2_on_curve(proof.b)):
         raise InvalidProof(detail="B is not on the twist curve")
@@ -279,7 +298,9 @@ def verify(key: PreparedKey, proof: Proof, public: Sequence[int]) -> None:
     except ValueError:
         raise InvalidProof(detail="B is degenerate") from None
     pairs: list[tuple[G1Point, list[Line]]] = [
-        (proof.a, b_lines), ((proof.c[0], -proof.c[1] % P), key.delta_lines)]
+        (proof.a, b_lines),
+        ((proof.c[0], -proof.c[1] % P), key.delta_lines),
+    ]
     if acc is not None:  # L = O (probability ~0) contributes e(O, γ) = 1
         pairs.append(((acc[0], -acc[1] % P), key.gamma_lines))
     if final_exponentiation(miller_loop(pairs)) != key.alphabeta:

@@ -75,8 +75,13 @@ def parse_date(date: str) -> int:
     if m is None:
         raise Malformed(detail=f"bad date {date!r}")
     yy, mo, dd, hh, mi, ss = (int(g) if g is not None else 0 for g in m.groups())
-    if not (1 <= mo <= 12 and 1 <= dd <= calendar.monthrange(2000 + yy, mo)[1]
-            and hh <= 23 and mi <= 59 and ss <= 59):
+    if not (
+        1 <= mo <= 12
+        and 1 <= dd <= calendar.monthrange(2000 + yy, mo)[1]
+        and hh <= 23
+        and mi <= 59
+        and ss <= 59
+    ):
         raise Malformed(detail=f"bad date {date!r}")
     return calendar.timegm((2000 + yy, mo, dd, hh, mi, ss, 0, 0, 0))
 
@@ -106,8 +111,15 @@ def zero_bits(digest: bytes) -> int:
     return len(digest) * 8 - value.bit_length()
 
 
-def check(text: str, *, resource: str, now: float, min_bits: int = 20,
-          max_age: float = DEFAULT_MAX_AGE, skew: float = DEFAULT_SKEW) -> HashcashAttestation:
+def check(
+    text: str,
+    *,
+    resource: str,
+    now: float,
+    min_bits: int = 20,
+    max_age: float = DEFAULT_MAX_AGE,
+    skew: float = DEFAULT_SKEW,
+) -> HashcashAttestation:
     """All stateless checks of a stamp: syntax, claim >= ``min_bits``, work,
     date window, resource. Raises VerificationError (see module doc)."""
     s = parse(text)
@@ -126,9 +138,16 @@ def check(text: str, *, resource: str, now: float, min_bits: int = 20,
     return HashcashAttestation(s.resource, found, s.timestamp, digest.hex())
 
 
-async def verify(text: str, *, resource: str, now: float, store: _ClaimStore,
-                 min_bits: int = 20, max_age: float = DEFAULT_MAX_AGE,
-                 skew: float = DEFAULT_SKEW) -> HashcashAttestation:
+async def verify(
+    text: str,
+    *,
+    resource: str,
+    now: float,
+    store: _ClaimStore,
+    min_bits: int = 20,
+    max_age: float = DEFAULT_MAX_AGE,
+    skew: float = DEFAULT_SKEW,
+) -> HashcashAttestation:
     """:func:`check`, then spend the stamp once (``replayed`` when already spent)."""
     att = check(text, resource=resource, now=now, min_bits=min_bits, max_age=max_age, skew=skew)
     ttl = max(1.0, att.timestamp + max_age - now + skew)
@@ -137,8 +156,9 @@ async def verify(text: str, *, resource: str, now: float, store: _ClaimStore,
     return att
 
 
-def mint(resource: str, bits: int, now: float, *, rand: str = "", date_format: str = "%y%m%d",
-         ext: str = "") -> tuple[str, int]:
+def mint(
+    resource: str, bits: int, now: float, *, rand: str = "", date_format: str = "%y%m%d", ext: str = ""
+) -> tuple[str, int]:
     """Reference minter (tests, client): return (stamp, hashes tried)."""
     date = time.strftime(date_format, time.gmtime(now))
     rand = rand or base64.b64encode(os.urandom(12)).decode()
@@ -153,5 +173,11 @@ def mint(resource: str, bits: int, now: float, *, rand: str = "", date_format: s
 
 def way_out(resource: str, bits: int, max_age: float = DEFAULT_MAX_AGE) -> dict[str, object]:
     """The ``hashcash`` entry of a 402 body's ``ways_out`` (format: ``gateway/client.py``)."""
-    return {"type": "hashcash", "version": 1, "resource": resource, "bits": bits,
-            "max_age": int(max_age), "header": "X-Hashcash"}
+    return {
+        "type": "hashcash",
+        "version": 1,
+        "resource": resource,
+        "bits": bits,
+        "max_age": int(max_age),
+        "header": "X-Hashcash",
+    }

@@ -36,13 +36,34 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from popgate.verifiers.errors import Malformed, Replayed, VerificationError
-from popgate.verifiers.structured_fields import (InnerList, Item, parse_dictionary, serialize_inner_list,
-                                         serialize_item, serialize_member)
+from popgate.verifiers.structured_fields import (
+    InnerList,
+    Item,
+    parse_dictionary,
+    serialize_inner_list,
+    serialize_item,
+    serialize_member,
+)
 
-__all__ = ["Headers", "RequestView", "ResponseView", "VerifyingKey", "Candidate", "Policy",
-           "VerifiedSignature", "parse_signatures", "signature_base", "verify_candidate",
-           "verify_message", "jwk_thumbprint", "content_digest", "check_content_digest",
-           "component_value", "check_params", "KeyResolver"]
+__all__ = [
+    "Candidate",
+    "Headers",
+    "KeyResolver",
+    "Policy",
+    "RequestView",
+    "ResponseView",
+    "VerifiedSignature",
+    "VerifyingKey",
+    "check_content_digest",
+    "check_params",
+    "component_value",
+    "content_digest",
+    "jwk_thumbprint",
+    "parse_signatures",
+    "signature_base",
+    "verify_candidate",
+    "verify_message",
+]
 
 
 class Headers:
@@ -56,7 +77,7 @@ class Headers:
         if hasattr(items, "getall") and hasattr(items, "keys"):  # multidict: keep repeats
             pairs = items.items()  # type: ignore[union-attr]
         for k, v in pairs:
-            for one in (v if isinstance(v, list) else [v]):
+            for one in v if isinstance(v, list) else [v]:
                 d.setdefault(str(k).lower(), []).append(str(one))
         self._d = d
 
@@ -81,10 +102,14 @@ class RequestView:
     body: bytes | None = None
 
     @classmethod
-    def build(cls, method: str, url: str, headers: Mapping[str, Any] | Iterable[tuple[str, str]] = (),
-              body: bytes | None = None) -> RequestView:
+    def build(
+        cls,
+        method: str,
+        url: str,
+        headers: Mapping[str, Any] | Iterable[tuple[str, str]] = (),
+        body: bytes | None = None,
+    ) -> RequestView:
         return cls(method, url, headers if isinstance(headers, Headers) else Headers(headers), body)
-
 
     @classmethod
     def from_aiohttp(cls, request: Any, body: bytes | None = None, scheme: str | None = None) -> RequestView:
@@ -194,7 +219,8 @@ def signature_base(view: View, params_list: InnerList) -> bytes:
 # --- keys ------------------------------------------------------------------------------
 
 _CURVES: dict[str, tuple[str, type[ec.EllipticCurve]]] = {
-    "P-256": ("ecdsa-p256-sha256", ec.SECP256R1), "secp256k1": ("ecdsa-secp256k1-sha256", ec.SECP256K1),
+    "P-256": ("ecdsa-p256-sha256", ec.SECP256R1),
+    "secp256k1": ("ecdsa-secp256k1-sha256", ec.SECP256K1),
 }
 
 
@@ -228,8 +254,12 @@ class VerifyingKey:
                 x, y = _b64u(jwk["x"]), _b64u(jwk["y"])
                 if len(x) != 32 or len(y) != 32:
                     raise Malformed(detail="EC coordinate length")
-                return cls(alg, ec.EllipticCurvePublicNumbers(
-                    int.from_bytes(x, "big"), int.from_bytes(y, "big"), curve()).public_key())
+                return cls(
+                    alg,
+                    ec.EllipticCurvePublicNumbers(
+                        int.from_bytes(x, "big"), int.from_bytes(y, "big"), curve()
+                    ).public_key(),
+                )
         except (KeyError, TypeError, ValueError) as exc:
             raise Malformed(detail=f"bad JWK: {exc}") from exc
         raise Malformed(detail="unsupported JWK type")
@@ -256,8 +286,9 @@ class VerifyingKey:
                 return
             if len(signature) != 64:
                 raise VerificationError("bad_signature", "ECDSA signature must be r||s")
-            der = encode_dss_signature(int.from_bytes(signature[:32], "big"),
-                                       int.from_bytes(signature[32:], "big"))
+            der = encode_dss_signature(
+                int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+            )
             self.key.verify(der, data, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature as exc:
             raise VerificationError("bad_signature", "signature does not verify") from exc
@@ -300,6 +331,7 @@ def check_content_digest(headers: Headers, body: bytes) -> None:
 
 
 # --- signatures ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -415,24 +447,41 @@ def check_params(c: Candidate, view: View, policy: Policy, now: float) -> tuple[
     return created, expires
 
 
-def verify_candidate(view: View, c: Candidate, key: VerifyingKey, policy: Policy,
-                     now: float) -> VerifiedSignature:
+def verify_candidate(
+    view: View, c: Candidate, key: VerifyingKey, policy: Policy, now: float
+) -> VerifiedSignature:
     """Check one candidate with ``key`` (no replay check). Raises VerificationError."""
     created, expires = check_params(c, view, policy, now)
     alg = c.param("alg")
-    if alg is not None and alg != key.alg or key.alg not in policy.algorithms:
+    if (alg is not None and alg != key.alg) or key.alg not in policy.algorithms:
         raise VerificationError("bad_algorithm", f"alg {alg!r} vs key {key.alg}")
     key.verify(c.signature, signature_base(view, c.params_list))
     tag, nonce = c.param("tag"), c.param("nonce")
-    return VerifiedSignature(c.label, c.param("keyid"), key.alg, c.components, created, expires,
-                             nonce, tag if isinstance(tag, str) else None, dict(c.params_list.params))
+    return VerifiedSignature(
+        c.label,
+        c.param("keyid"),
+        key.alg,
+        c.components,
+        created,
+        expires,
+        nonce,
+        tag if isinstance(tag, str) else None,
+        dict(c.params_list.params),
+    )
 
 
 KeyResolver = Callable[[Candidate], Awaitable[VerifyingKey]]
 
 
-async def verify_message(view: View, *, resolve_key: KeyResolver, policy: Policy, now: float,
-                         store: Any = None, label: str | None = None) -> VerifiedSignature:
+async def verify_message(
+    view: View,
+    *,
+    resolve_key: KeyResolver,
+    policy: Policy,
+    now: float,
+    store: Any = None,
+    label: str | None = None,
+) -> VerifiedSignature:
     """Verify the signature ``label`` (or the first whose tag fits the policy),
     then spend its nonce once in ``store`` (``store.claim``) when it has one.
 
@@ -452,6 +501,7 @@ async def verify_message(view: View, *, resolve_key: KeyResolver, policy: Policy
     verified = verify_candidate(view, c, key, policy, now)
     if verified.nonce is not None and store is not None:
         from popgate.gateway.stores.base import key as store_key
+
         ttl = max(1.0, (verified.expires or verified.created + policy.max_age) - now + policy.clock_skew)
         ident = hashlib.sha256(f"{verified.keyid}\0{verified.nonce}".encode()).hexdigest()
         if not await store.claim(store_key(policy.replay_kind, ident), ttl, limit=1):

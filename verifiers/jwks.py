@@ -32,7 +32,7 @@ import jwt
 
 from popgate.verifiers.errors import VerificationError
 
-__all__ = ["ProviderConfig", "JwksCache", "Jwk", "parse_jwks"]
+__all__ = ["Jwk", "JwksCache", "ProviderConfig", "parse_jwks"]
 
 _MAX_JWKS_BYTES = 256 * 1024
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d{1,10})\"?\s*(?:,|$)", re.IGNORECASE)
@@ -184,8 +184,11 @@ class JwksCache:
             # fetch too: a failed one is not repeated once per waiter (with a
             # slow endpoint that was a queue of timeouts, one after another).
             waited_for_one = entry.finished != finished
-            if ((stale or kid not in entry.keys) and (may_refetch or not entry.fetched_once)
-                    and not waited_for_one):
+            if (
+                (stale or kid not in entry.keys)
+                and (may_refetch or not entry.fetched_once)
+                and not waited_for_one
+            ):
                 await self._fetch(provider, entry, now)
             if not entry.fetched_once or now >= entry.expires + self._max_stale:
                 raise VerificationError("jwks_unavailable", f"no key set for {provider.issuer}")
@@ -221,7 +224,9 @@ class JwksCache:
         assert provider.jwks_url is not None and self._session is not None
         try:
             async with self._session.get(
-                provider.jwks_url, timeout=self._timeout, allow_redirects=False,
+                provider.jwks_url,
+                timeout=self._timeout,
+                allow_redirects=False,
                 headers={"Accept": "application/json"},
             ) as resp:
                 if resp.status != 200:
@@ -231,7 +236,7 @@ class JwksCache:
             if len(body) > _MAX_JWKS_BYTES:
                 return
             keys = parse_jwks(json.loads(body), provider.algorithms)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, VerificationError):
+        except (TimeoutError, aiohttp.ClientError, ValueError, VerificationError):
             return
         age = _max_age(cache_control)
         ttl = self._default_max_age if age is None else age

@@ -40,8 +40,10 @@ __all__ = ["OidcClaims", "OidcVerifier", "decode_segment", "parse_header"]
 MAX_TOKEN_BYTES = 16 * 1024
 _FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "crit"})
 _KEY_TYPES: dict[str, tuple[type, ...]] = {
-    "RS": (rsa.RSAPublicKey,), "PS": (rsa.RSAPublicKey,),
-    "ES": (ec.EllipticCurvePublicKey,), "Ed": (ed25519.Ed25519PublicKey,),
+    "RS": (rsa.RSAPublicKey,),
+    "PS": (rsa.RSAPublicKey,),
+    "ES": (ec.EllipticCurvePublicKey,),
+    "Ed": (ed25519.Ed25519PublicKey,),
 }
 
 
@@ -162,7 +164,11 @@ class OidcVerifier:
 
     @staticmethod
     def _check_claims(
-        provider: ProviderConfig, payload: dict[str, Any], kid: str, now: float, require_nonce: bool,
+        provider: ProviderConfig,
+        payload: dict[str, Any],
+        kid: str,
+        now: float,
+        require_nonce: bool,
     ) -> OidcClaims:
         for name in provider.required_claims + (("nonce",) if require_nonce else ()):
             if name not in payload:
@@ -188,5 +194,6 @@ class OidcVerifier:
             raise VerificationError("not_yet_valid", "nbf in the future")
         if now - iat > provider.max_token_age + leeway:
             raise VerificationError("expired", "token older than max_token_age")
-        return OidcClaims(iss=provider.issuer, sub=sub, aud=aud, iat=iat, exp=exp,
-                          nonce=nonce, kid=kid, claims=payload)
+        return OidcClaims(
+            iss=provider.issuer, sub=sub, aud=aud, iat=iat, exp=exp, nonce=nonce, kid=kid, claims=payload
+        )

@@ -33,10 +33,16 @@ CRAWLER_ERROR = "crawler-error"
 
 # crawler-error code → HTTP status (Cloudflare error-codes reference)
 ERRORS: dict[str, int] = {
-    "CrawlerForbidden": 403, "StrongAuthRequired": 400, "InvalidSignature": 400,
-    "InvalidCrawlerPriceValue": 400, "MissingCrawlerPrice": 402, "PaymentFailed": 403,
-    "InvalidCrawlerExactPrice": 402, "InvalidCrawlerMaxPrice": 402,
-    "ConflictingPriceHeaders": 400, "InvalidContentPrice": 502,
+    "CrawlerForbidden": 403,
+    "StrongAuthRequired": 400,
+    "InvalidSignature": 400,
+    "InvalidCrawlerPriceValue": 400,
+    "MissingCrawlerPrice": 402,
+    "PaymentFailed": 403,
+    "InvalidCrawlerExactPrice": 402,
+    "InvalidCrawlerMaxPrice": 402,
+    "ConflictingPriceHeaders": 400,
+    "InvalidContentPrice": 502,
 }
 _PRICE = re.compile(r"([A-Z]{3}) ((?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,12})?)")
 MAX_LEN = 64

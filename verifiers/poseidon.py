@@ -19,7 +19,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 from operator import mul
 from pathlib import Path
 
@@ -72,7 +72,7 @@ _Params = tuple[
 ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _params(t: int) -> _Params:
     """Derive the optimised round structure for width ``t`` from circomlib's C, M.
 
@@ -90,7 +90,7 @@ def _params(t: int) -> _Params:
     n_rounds = _ROUNDS_F + rounds_p
     if len(flat) != n_rounds * t or len(mds) != t:
         raise RuntimeError("poseidon constants have the wrong shape")
-    consts = [flat[r * t:(r + 1) * t] for r in range(n_rounds)]
+    consts = [flat[r * t : (r + 1) * t] for r in range(n_rounds)]
     half = _ROUNDS_F // 2
     for r in range(half, half + rounds_p):  # (1) fold constants forward
         rest = [0, *consts[r][1:]]
@@ -111,8 +111,7 @@ def _params(t: int) -> _Params:
         w = tuple(row[0] for row in acc[1:])
         sparse.append((consts[r][0], acc[0][0], u, w))
         acc = [mds[0]] + [
-            [sum(d[i][k] * mds[k + 1][j] for k in range(t - 1)) % R for j in range(t)]
-            for i in range(t - 1)
+            [sum(d[i][k] * mds[k + 1][j] for k in range(t - 1)) % R for j in range(t)] for i in range(t - 1)
         ]
     sparse.reverse()
     m_t = tuple(tuple(row) for row in mds)
@@ -121,7 +120,7 @@ def _params(t: int) -> _Params:
         tuple(tuple(c) for c in consts[:half]),
         first_m,
         tuple(sparse),
-        tuple(tuple(c) for c in consts[half + rounds_p:]),
+        tuple(tuple(c) for c in consts[half + rounds_p :]),
         m_t,
     )
 
@@ -185,5 +184,5 @@ def poseidon_hash(inputs: Sequence[int]) -> int:
     for x in inputs:
         if not 0 <= x < R:
             raise ValueError("input not in the BN254 scalar field")
-    chunks = [poseidon(inputs[i:i + 16]) for i in range(0, n, 16)]
+    chunks = [poseidon(inputs[i : i + 16]) for i in range(0, n, 16)]
     return poseidon_hash(chunks)

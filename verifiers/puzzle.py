@@ -54,8 +54,9 @@ import ipaddress
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Protocol
+from typing import Protocol
 
 from popgate.verifiers.errors import Malformed, Replayed, VerificationError
 
@@ -143,9 +144,18 @@ def _mac(key: bytes, signed: str) -> str:
     return _b64e(hmac.digest(key, signed.encode("ascii"), "sha256"))
 
 
-def issue(keys: PuzzleKeys, *, network: str, scope: str, bits: int, now: float,
-          ttl: int = 300, subs: int = 1, rand: bytes | None = None,
-          trusted_network: bool = False) -> Challenge:
+def issue(
+    keys: PuzzleKeys,
+    *,
+    network: str,
+    scope: str,
+    bits: int,
+    now: float,
+    ttl: int = 300,
+    subs: int = 1,
+    rand: bytes | None = None,
+    trusted_network: bool = False,
+) -> Challenge:
     """Sign a new challenge for ``network`` (see :func:`network_of`) and ``scope``.
 
     ``trusted_network`` skips re-parsing a network string the gateway computed
@@ -158,8 +168,14 @@ def issue(keys: PuzzleKeys, *, network: str, scope: str, bits: int, now: float,
         raise ValueError(f"bad scope {scope!r}")
     if not trusted_network:
         ipaddress.ip_network(network)  # raises ValueError when not a network
-    body = {"n": network, "s": scope, "b": bits, "k": subs, "x": int(now) + ttl,
-            "r": _b64e(rand if rand is not None else os.urandom(16))}
+    body = {
+        "n": network,
+        "s": scope,
+        "b": bits,
+        "k": subs,
+        "x": int(now) + ttl,
+        "r": _b64e(rand if rand is not None else os.urandom(16)),
+    }
     payload = _b64e(json.dumps(body, separators=(",", ":")).encode())
     kid = keys.signing_kid
     signed = f"{PREFIX}.{kid}.{payload}"
@@ -201,8 +217,9 @@ def decode(keys: PuzzleKeys, wire: str) -> Challenge:
         raise VerificationError("bad_mac")
     try:
         body = json.loads(_b64d(payload))
-        c = Challenge(wire, kid, str(body["n"]), str(body["s"]), int(body["b"]),
-                      int(body["k"]), int(body["x"]), mac)
+        c = Challenge(
+            wire, kid, str(body["n"]), str(body["s"]), int(body["b"]), int(body["k"]), int(body["x"]), mac
+        )
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:  # signed by us: should not happen
         raise Malformed(detail=f"payload: {exc}") from None
     return c
@@ -216,14 +233,24 @@ def work_ok(wire: str, nonces: tuple[str, ...], bits: int) -> bool:
     """True when every sub-solution reaches ``bits`` zero bits (see module doc)."""
     if len(nonces) == 1:
         return _zero_bits_ok(hashlib.sha256((wire + nonces[0]).encode()).digest(), bits)
-    return all(_zero_bits_ok(hashlib.sha256(f"{wire}.{j}.{n}".encode()).digest(), bits)
-               for j, n in enumerate(nonces))
+    return all(
+        _zero_bits_ok(hashlib.sha256(f"{wire}.{j}.{n}".encode()).digest(), bits) for j, n in enumerate(nonces)
+    )
 
 
-def check(keys: PuzzleKeys, wire: str, nonces: tuple[str, ...], *, now: float,
-          client_ip: IPAddress | str | None = None, network: str | None = None,
-          scope: str | None = None, min_bits: int = 0,
-          v4_prefix: int = 24, v6_prefix: int = 64) -> Challenge:
+def check(
+    keys: PuzzleKeys,
+    wire: str,
+    nonces: tuple[str, ...],
+    *,
+    now: float,
+    client_ip: IPAddress | str | None = None,
+    network: str | None = None,
+    scope: str | None = None,
+    min_bits: int = 0,
+    v4_prefix: int = 24,
+    v6_prefix: int = 64,
+) -> Challenge:
     """Every stateless check (MAC, expiry, binding, work); no store.
 
     ``client_ip`` (mapped to its prefix) or ``network`` must equal the bound
@@ -250,9 +277,17 @@ def check(keys: PuzzleKeys, wire: str, nonces: tuple[str, ...], *, now: float,
     return c
 
 
-async def verify(keys: PuzzleKeys, solution: str, *, now: float, store: _ClaimStore,
-                 client_ip: IPAddress | str | None = None, network: str | None = None,
-                 scope: str | None = None, min_bits: int = 0) -> PuzzleAttestation:
+async def verify(
+    keys: PuzzleKeys,
+    solution: str,
+    *,
+    now: float,
+    store: _ClaimStore,
+    client_ip: IPAddress | str | None = None,
+    network: str | None = None,
+    scope: str | None = None,
+    min_bits: int = 0,
+) -> PuzzleAttestation:
     """Verify a ``PoP-Puzzle`` value and spend its challenge exactly once.
 
     Raises VerificationError (``replayed`` when the challenge was already
@@ -261,8 +296,9 @@ async def verify(keys: PuzzleKeys, solution: str, *, now: float, store: _ClaimSt
     if client_ip is None and network is None:
         raise ValueError("verify needs client_ip or network: a challenge is always bound")
     wire, nonces = parse_solution(solution)
-    c = check(keys, wire, nonces, now=now, client_ip=client_ip, network=network,
-              scope=scope, min_bits=min_bits)
+    c = check(
+        keys, wire, nonces, now=now, client_ip=client_ip, network=network, scope=scope, min_bits=min_bits
+    )
     if not await store.claim(f"pg:{{puzzle:{c.mac}}}", ttl=max(1.0, c.expires - now), limit=1):
         raise Replayed(detail="challenge already spent")
     return PuzzleAttestation(c.network, c.scope, c.bits, c.subs, c.expires)
@@ -286,6 +322,13 @@ def solve(wire: str, bits: int, subs: int = 1, start: int = 0) -> tuple[tuple[st
 
 def way_out(c: Challenge, submit: str = "/.well-known/popgate/puzzle") -> dict[str, object]:
     """The ``puzzle`` entry of a 402 body's ``ways_out`` (format: ``gateway/client.py``)."""
-    return {"type": "puzzle", "algorithm": "sha256-leading-zero-bits", "challenge": c.wire,
-            "bits": c.bits, "subs": c.subs, "expires": c.expires, "header": "PoP-Puzzle",
-            "submit": submit}
+    return {
+        "type": "puzzle",
+        "algorithm": "sha256-leading-zero-bits",
+        "challenge": c.wire,
+        "bits": c.bits,
+        "subs": c.subs,
+        "expires": c.expires,
+        "header": "PoP-Puzzle",
+        "submit": submit,
+    }

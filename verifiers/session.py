@@ -57,13 +57,16 @@ class Session:
     binding: str | None = None
     budget: int | None = None
     token_id: str = ""
-    work: int = 0           # bits of the puzzle that bought the session (0: none)
+    work: int = 0  # bits of the puzzle that bought the session (0: none)
 
     def covers(self, path: str) -> bool:
         """True when ``path`` lies inside this session's scope."""
         scope = self.scope
-        return scope == "/" or path == scope.rstrip("/") or path.startswith(
-            scope if scope.endswith("/") else scope + "/")
+        return (
+            scope == "/"
+            or path == scope.rstrip("/")
+            or path.startswith(scope if scope.endswith("/") else scope + "/")
+        )
 
 
 def _b64e(raw: bytes) -> str:
@@ -77,7 +80,7 @@ def _b64d(text: str) -> bytes:
 class SessionCodec:
     """Issues and verifies tokens with a keyring ``{kid: secret}``."""
 
-    __slots__ = ("_keys", "_signing_kid", "_signing_key", "_prefixes")
+    __slots__ = ("_keys", "_prefixes", "_signing_key", "_signing_kid")
 
     def __init__(self, keys: dict[str, bytes], signing_kid: str) -> None:
         if signing_kid not in keys:
@@ -86,14 +89,31 @@ class SessionCodec:
         self._signing_kid = signing_kid
         self._signing_key = keys[signing_kid]
 
-    def issue(self, *, klass: str, subject: str, now: float, ttl: int, scope: str = "/",
-              evidence: str = "", binding: str | None = None, budget: int | None = None,
-              work: int | None = None) -> str:
+    def issue(
+        self,
+        *,
+        klass: str,
+        subject: str,
+        now: float,
+        ttl: int,
+        scope: str = "/",
+        evidence: str = "",
+        binding: str | None = None,
+        budget: int | None = None,
+        work: int | None = None,
+    ) -> str:
         """Return a signed token; raises ValueError on an unknown class."""
         if klass not in CLASSES:
             raise ValueError(f"unknown class {klass!r}")
-        claims: dict[str, object] = {"c": klass, "s": subject, "i": int(now), "x": int(now) + ttl,
-                                     "p": scope, "e": evidence, "j": _b64e(os.urandom(9))}
+        claims: dict[str, object] = {
+            "c": klass,
+            "s": subject,
+            "i": int(now),
+            "x": int(now) + ttl,
+            "p": scope,
+            "e": evidence,
+            "j": _b64e(os.urandom(9)),
+        }
         if binding is not None:
             claims["k"] = binding
         if budget is not None:
@@ -132,10 +152,17 @@ class SessionCodec:
         try:
             claims = json.loads(_b64d(parts[2]))
             session = Session(
-                klass=claims["c"], subject=claims["s"], issued_at=int(claims["i"]),
-                expires=int(claims["x"]), scope=claims.get("p", "/"), evidence=claims.get("e", ""),
-                binding=claims.get("k"), budget=claims.get("b"), token_id=claims.get("j", ""),
-                work=int(claims.get("w", 0)))
+                klass=claims["c"],
+                subject=claims["s"],
+                issued_at=int(claims["i"]),
+                expires=int(claims["x"]),
+                scope=claims.get("p", "/"),
+                evidence=claims.get("e", ""),
+                binding=claims.get("k"),
+                budget=claims.get("b"),
+                token_id=claims.get("j", ""),
+                work=int(claims.get("w", 0)),
+            )
         except (ValueError, KeyError, TypeError) as exc:
             # A valid MAC over a bad payload means our own bug or a leaked key.
             raise Malformed(detail=f"payload: {exc}") from None

@@ -22,9 +22,21 @@ from typing import NamedTuple, Union
 
 from popgate.verifiers.errors import Malformed
 
-__all__ = ["Token", "Item", "InnerList", "BareItem", "Member", "parse_item", "parse_list",
-           "parse_dictionary", "serialize_item", "serialize_inner_list", "serialize_member",
-           "serialize_params", "serialize_bare"]
+__all__ = [
+    "BareItem",
+    "InnerList",
+    "Item",
+    "Member",
+    "Token",
+    "parse_dictionary",
+    "parse_item",
+    "parse_list",
+    "serialize_bare",
+    "serialize_inner_list",
+    "serialize_item",
+    "serialize_member",
+    "serialize_params",
+]
 
 
 class Token(str):
@@ -59,7 +71,7 @@ MAX_FIELD = 8192
 
 
 class _P:
-    __slots__ = ("s", "i")
+    __slots__ = ("i", "s")
 
     def __init__(self, s: str) -> None:
         if not isinstance(s, str) or len(s) > MAX_FIELD or not s.isascii():
@@ -105,7 +117,7 @@ class _P:
 
     def bare(self) -> BareItem:
         c = self.peek()
-        if c == "-" or c.isdigit() and c:
+        if c == "-" or (c.isdigit() and c):
             return self.number()
         if c == '"':
             return self.string()
@@ -153,7 +165,7 @@ class _P:
         end = self.s.find(":", self.i)
         if end < 0:
             raise self.fail("unterminated byte sequence")
-        text = self.s[self.i:end]
+        text = self.s[self.i : end]
         self.i = end + 1
         if not _B64.fullmatch(text):
             raise self.fail("bad base64")

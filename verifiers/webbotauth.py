@@ -33,12 +33,31 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from popgate.verifiers.errors import Malformed, VerificationError
-from popgate.verifiers.httpsig import (Candidate, Headers, Policy, RequestView, ResponseView, VerifyingKey,
-                               jwk_thumbprint, parse_signatures, verify_candidate, verify_message)
+from popgate.verifiers.httpsig import (
+    Candidate,
+    Headers,
+    Policy,
+    RequestView,
+    ResponseView,
+    VerifyingKey,
+    jwk_thumbprint,
+    parse_signatures,
+    verify_candidate,
+    verify_message,
+)
 from popgate.verifiers.structured_fields import Item, Token, parse_dictionary, parse_item
 
-__all__ = ["TAG", "DIRECTORY_PATH", "StaticKey", "WebBotAuthAttestation", "KeyDirectory",
-           "WebBotAuthVerifier", "parse_signature_agent", "agent_origin", "static_keys_from_jwks"]
+__all__ = [
+    "DIRECTORY_PATH",
+    "TAG",
+    "KeyDirectory",
+    "StaticKey",
+    "WebBotAuthAttestation",
+    "WebBotAuthVerifier",
+    "agent_origin",
+    "parse_signature_agent",
+    "static_keys_from_jwks",
+]
 
 TAG = "web-bot-auth"
 DIRECTORY_TAG = "http-message-signatures-directory"
@@ -110,7 +129,7 @@ class WebBotAuthAttestation:
     created: int
     expires: int | None
     components: tuple[str, ...] = ()  # covered components, serialized ('"@authority"', ...)
-    nonce: str | None = None          # spent once in the store when present
+    nonce: str | None = None  # spent once in the store when present
 
     def covers(self, header: str) -> bool:
         """Is request header ``header`` covered by the signature?"""
@@ -127,9 +146,18 @@ class _Dir:
 class KeyDirectory:
     """Fetches and caches agents' signed key directories."""
 
-    def __init__(self, session: aiohttp.ClientSession, *, allow_insecure: bool = False,
-                 default_ttl: float = 3600.0, min_ttl: float = 60.0, max_ttl: float = 86400.0,
-                 failure_ttl: float = 60.0, max_agents: int = 1024, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        allow_insecure: bool = False,
+        default_ttl: float = 3600.0,
+        min_ttl: float = 60.0,
+        max_ttl: float = 86400.0,
+        failure_ttl: float = 60.0,
+        max_agents: int = 1024,
+        timeout: float = 5.0,
+    ) -> None:
         self._session, self.allow_insecure = session, allow_insecure
         self._ttl = (default_ttl, min_ttl, max_ttl, failure_ttl)
         self._max_agents, self._timeout = max_agents, aiohttp.ClientTimeout(total=timeout)
@@ -158,8 +186,9 @@ class KeyDirectory:
         self.fetches += 1
         entry.expires = now + failure_ttl  # until proven otherwise (negative cache)
         try:
-            async with self._session.get(url, timeout=self._timeout, allow_redirects=False,
-                                         headers={"Accept": DIRECTORY_MEDIA}) as resp:
+            async with self._session.get(
+                url, timeout=self._timeout, allow_redirects=False, headers={"Accept": DIRECTORY_MEDIA}
+            ) as resp:
                 if resp.status != 200:
                     return
                 body = await resp.content.read(_MAX_DIRECTORY + 1)
@@ -167,7 +196,7 @@ class KeyDirectory:
             if len(body) > _MAX_DIRECTORY:
                 return
             keys = self.verify_directory(url, headers, body, now)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, VerificationError):
+        except (TimeoutError, aiohttp.ClientError, ValueError, VerificationError):
             return
         m = _MAX_AGE.search(headers.get("cache-control") or "")
         ttl = min(max(float(m.group(1)) if m else default_ttl, min_ttl), max_ttl)
@@ -189,8 +218,14 @@ class KeyDirectory:
             except (Malformed, AttributeError):
                 continue
         view = ResponseView(200, headers, RequestView.build("GET", url, {}), body)
-        policy = Policy(required=('"@authority";req',), digest_with_body=False, tag=DIRECTORY_TAG,
-                        algorithms=frozenset({"ed25519"}), max_age=7 * 86400, max_validity=7 * 86400)
+        policy = Policy(
+            required=('"@authority";req',),
+            digest_with_body=False,
+            tag=DIRECTORY_TAG,
+            algorithms=frozenset({"ed25519"}),
+            max_age=7 * 86400,
+            max_validity=7 * 86400,
+        )
         good: dict[str, VerifyingKey] = {}
         for cand in parse_signatures(headers):
             kid = cand.param("keyid")
@@ -206,15 +241,22 @@ class KeyDirectory:
 class WebBotAuthVerifier:
     """Verify Web Bot Auth requests; one object per gateway, built from config."""
 
-    def __init__(self, *, static: Mapping[str, StaticKey] | None = None,
-                 directory: KeyDirectory | None = None, store: Any = None,
-                 policy: Policy | None = None, allow_insecure_agents: bool = False,
-                 allowed_agents: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        static: Mapping[str, StaticKey] | None = None,
+        directory: KeyDirectory | None = None,
+        store: Any = None,
+        policy: Policy | None = None,
+        allow_insecure_agents: bool = False,
+        allowed_agents: frozenset[str] | None = None,
+    ) -> None:
         self._static = dict(static or {})
         self._allowed = allowed_agents  # agent origins whose directories we fetch (None: any)
         self._directory, self._store = directory, store
-        self._policy = policy or Policy(required=('"@authority"',), tag=TAG,
-                                        algorithms=frozenset({"ed25519"}), max_age=300.0)
+        self._policy = policy or Policy(
+            required=('"@authority"',), tag=TAG, algorithms=frozenset({"ed25519"}), max_age=300.0
+        )
         self._insecure = allow_insecure_agents
 
     def _agent(self, view: RequestView, cand: Candidate) -> str | None:
@@ -252,8 +294,7 @@ class WebBotAuthVerifier:
                 return await self._directory.key(agent[0], kid, now)
             raise VerificationError("unknown_kid", f"no key {kid!r}")
 
-        v = await verify_message(view, resolve_key=resolve, policy=self._policy, now=now,
-                                 store=self._store)
+        v = await verify_message(view, resolve_key=resolve, policy=self._policy, now=now, store=self._store)
         static = self._static.get(v.keyid)
         origin = agent[0]
         if static is not None and static.operator:
@@ -262,5 +303,6 @@ class WebBotAuthVerifier:
             subject = urlsplit(origin).netloc
         else:
             subject = "jwk:" + v.keyid
-        return WebBotAuthAttestation(subject, v.keyid, origin, v.label, v.created, v.expires,
-                                     tuple(v.components), v.nonce)
+        return WebBotAuthAttestation(
+            subject, v.keyid, origin, v.label, v.created, v.expires, tuple(v.components), v.nonce
+        )

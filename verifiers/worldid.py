@@ -20,15 +20,15 @@ import json
 import re
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from Crypto.Hash import keccak
 
+from popgate.verifiers.bn254.encoding import parse_uint
 from popgate.verifiers.bn254.fields import R
 from popgate.verifiers.errors import Malformed, VerificationError
-from popgate.verifiers.bn254.encoding import parse_uint
 from popgate.verifiers.groth16 import PreparedKey, Proof, parse_proof, prepared_key, verify
 
 
@@ -45,6 +45,7 @@ class NullifierReused(VerificationError):
 
 
 # --- hashing (IDKit 2.x / developer portal conventions) ------------------------
+
 
 def hash_to_field(data: bytes) -> int:
     """``uint256(keccak256(data)) >> 8``: always below 2²⁴⁸ < r."""
@@ -107,7 +108,8 @@ def nullifier_scope(app_id: str, action: str) -> str:
 
 # --- keys ---------------------------------------------------------------------------
 
-@lru_cache(maxsize=None)
+
+@cache
 def _data(name: str) -> Any:
     return json.loads((Path(__file__).parent / "data" / name).read_text())
 
@@ -117,8 +119,10 @@ def key(name: str = "worldid_v3", depth: int | None = None) -> dict[str, Any]:
     ``semaphore_v3`` (depth 16..32) or ``semaphore_v4`` (depth 1..32). Raises ValueError."""
     if name == "worldid_v3" and depth in (None, 30):
         return dict(_data("worldid_v3_semaphore_depth30.vk.json"))
-    files = {"semaphore_v3": ("semaphore_v3_pse_all_depths.json", 16, 32),
-             "semaphore_v4": ("semaphore_v4_pse_all_depths.json", 1, 32)}
+    files = {
+        "semaphore_v3": ("semaphore_v3_pse_all_depths.json", 16, 32),
+        "semaphore_v4": ("semaphore_v4_pse_all_depths.json", 1, 32),
+    }
     if name not in files or depth is None:
         raise ValueError(f"unknown key {name!r} depth {depth}")
     fname, lo, hi = files[name]
@@ -142,6 +146,7 @@ def key_spec(spec: str) -> dict[str, Any]:
 
 
 # --- results ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class WorldIdResult:
@@ -197,9 +202,15 @@ class Verified:
     external_nullifier: str
 
 
-def verify_result(prepared: PreparedKey, result: Any, *, app_id: str, action: str,
-                  signal: str | bytes | None = "",
-                  valid_roots: Container[int] | Callable[[int], bool]) -> Verified:
+def verify_result(
+    prepared: PreparedKey,
+    result: Any,
+    *,
+    app_id: str,
+    action: str,
+    signal: str | bytes | None = "",
+    valid_roots: Container[int] | Callable[[int], bool],
+) -> Verified:
     """Verify a World ID 3.x proof for (app_id, action, signal).
 
     Raises Malformed (unparsable), UnknownRoot (root not valid; checked before
@@ -212,8 +223,13 @@ def verify_result(prepared: PreparedKey, result: Any, *, app_id: str, action: st
         raise UnknownRoot(detail=f"root 0x{parsed.merkle_root:064x}")
     sh, en = signal_hash(signal), external_nullifier(app_id, action)
     verify(prepared, parsed.proof, [parsed.merkle_root, parsed.nullifier, sh, en])
-    return Verified(canonical_nullifier(parsed.nullifier), f"0x{parsed.merkle_root:064x}",
-                    parsed.verification_level, f"0x{sh:064x}", f"0x{en:064x}")
+    return Verified(
+        canonical_nullifier(parsed.nullifier),
+        f"0x{parsed.merkle_root:064x}",
+        parsed.verification_level,
+        f"0x{sh:064x}",
+        f"0x{en:064x}",
+    )
 
 
 def default_key() -> PreparedKey:

@@ -55,8 +55,12 @@ USDC: dict[str, Asset] = {
     "eip155:43114": Asset("0xB97EF9Ef8734C71904D8002F8b6Bc66Dd9c48a6E", "USD Coin", "2"),
 }
 # v1 used plain network names.
-V1_NETWORKS = {"base": "eip155:8453", "base-sepolia": "eip155:84532",
-               "ethereum": "eip155:1", "avalanche": "eip155:43114"}
+V1_NETWORKS = {
+    "base": "eip155:8453",
+    "base-sepolia": "eip155:84532",
+    "ethereum": "eip155:1",
+    "avalanche": "eip155:43114",
+}
 
 
 def usd_to_atomic(price: str | Decimal, decimals: int = 6) -> int:
@@ -91,9 +95,15 @@ class Requirements:
     extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"scheme": self.scheme, "network": self.network, "asset": self.asset,
-                "amount": self.amount, "payTo": self.pay_to,
-                "maxTimeoutSeconds": self.max_timeout_seconds, "extra": dict(self.extra)}
+        return {
+            "scheme": self.scheme,
+            "network": self.network,
+            "asset": self.asset,
+            "amount": self.amount,
+            "payTo": self.pay_to,
+            "maxTimeoutSeconds": self.max_timeout_seconds,
+            "extra": dict(self.extra),
+        }
 
     @classmethod
     def from_json(cls, obj: Any, where: str = "requirements") -> Requirements:
@@ -103,9 +113,15 @@ class Requirements:
         mts = o.get("maxTimeoutSeconds")
         if isinstance(mts, bool) or not isinstance(mts, int) or mts <= 0:
             raise Malformed(detail=f"{where}.maxTimeoutSeconds must be a positive integer")
-        return cls(_str(o, "scheme", where), _str(o, "network", where), _str(o, "asset", where),
-                   _str(o, "amount", where), _str(o, "payTo", where), mts,
-                   _obj(extra, f"{where}.extra"))
+        return cls(
+            _str(o, "scheme", where),
+            _str(o, "network", where),
+            _str(o, "asset", where),
+            _str(o, "amount", where),
+            _str(o, "payTo", where),
+            mts,
+            _obj(extra, f"{where}.extra"),
+        )
 
     def for_facilitator(self, version: int, resource: str = "") -> dict[str, Any]:
         """The ``paymentRequirements`` a facilitator expects for a payload of
@@ -114,24 +130,40 @@ class Requirements:
         if version != 1:
             return self.to_json()
         name = next((k for k, v in V1_NETWORKS.items() if v == self.network), self.network)
-        return {"scheme": self.scheme, "network": name, "maxAmountRequired": self.amount,
-                "resource": resource, "description": "", "mimeType": "", "payTo": self.pay_to,
-                "maxTimeoutSeconds": self.max_timeout_seconds, "asset": self.asset,
-                "extra": dict(self.extra)}
+        return {
+            "scheme": self.scheme,
+            "network": name,
+            "maxAmountRequired": self.amount,
+            "resource": resource,
+            "description": "",
+            "mimeType": "",
+            "payTo": self.pay_to,
+            "maxTimeoutSeconds": self.max_timeout_seconds,
+            "asset": self.asset,
+            "extra": dict(self.extra),
+        }
 
     def matches(self, accepted: Requirements) -> bool:
         """The SDK's rule: core terms equal, our ``extra`` a subset of theirs."""
-        return (self.scheme == accepted.scheme and self.network == accepted.network
-                and self.amount == accepted.amount and self.asset == accepted.asset
-                and self.pay_to == accepted.pay_to
-                and self.max_timeout_seconds == accepted.max_timeout_seconds
-                and all(k in accepted.extra and accepted.extra[k] == v
-                        for k, v in self.extra.items()))
+        return (
+            self.scheme == accepted.scheme
+            and self.network == accepted.network
+            and self.amount == accepted.amount
+            and self.asset == accepted.asset
+            and self.pay_to == accepted.pay_to
+            and self.max_timeout_seconds == accepted.max_timeout_seconds
+            and all(k in accepted.extra and accepted.extra[k] == v for k, v in self.extra.items())
+        )
 
 
-def exact_requirements(price_usd: str | Decimal, network: str, pay_to: str, *,
-                       max_timeout_seconds: int = 300, asset: Asset | None = None,
-                       ) -> Requirements:
+def exact_requirements(
+    price_usd: str | Decimal,
+    network: str,
+    pay_to: str,
+    *,
+    max_timeout_seconds: int = 300,
+    asset: Asset | None = None,
+) -> Requirements:
     """Build an ``exact`` EIP-3009 requirement for a route price in USD.
 
     Raises ValueError for an unknown network (without an explicit ``asset``),
@@ -144,13 +176,26 @@ def exact_requirements(price_usd: str | Decimal, network: str, pay_to: str, *,
         asset = USDC[network]
     amount = usd_to_atomic(price_usd, asset.decimals)
     parse_address(pay_to)  # ValueError at configure time, not per request
-    return Requirements("exact", network, asset.address, str(amount), pay_to,
-                        max_timeout_seconds, {"name": asset.name, "version": asset.version})
+    return Requirements(
+        "exact",
+        network,
+        asset.address,
+        str(amount),
+        pay_to,
+        max_timeout_seconds,
+        {"name": asset.name, "version": asset.version},
+    )
 
 
-def payment_required(accepts: list[Requirements], *, url: str, description: str = "",
-                     mime_type: str = "", error: str | None = None,
-                     extensions: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def payment_required(
+    accepts: list[Requirements],
+    *,
+    url: str,
+    description: str = "",
+    mime_type: str = "",
+    error: str | None = None,
+    extensions: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The decoded ``PAYMENT-REQUIRED`` object (``x402Version: 2``)."""
     out: dict[str, Any] = {"x402Version": 2}
     if error is not None:
@@ -187,8 +232,9 @@ def decode_header(value: str, max_len: int = MAX_HEADER_LEN) -> dict[str, Any]:
         raise Malformed(detail=f"header longer than {max_len}")
     try:
         raw = base64.b64decode(value.strip().encode("ascii"), validate=True)
-        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates,
-                         parse_constant=_reject_constant)
+        obj = json.loads(
+            raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
+        )
     except (binascii.Error, UnicodeError) as exc:
         raise Malformed(detail=f"bad base64/utf-8: {exc}") from exc
     except (ValueError, RecursionError) as exc:
@@ -294,8 +340,11 @@ class SettleResult:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"success": self.success}
-        for k, v in (("errorReason", self.error_reason), ("errorMessage", self.error_message),
-                     ("payer", self.payer)):
+        for k, v in (
+            ("errorReason", self.error_reason),
+            ("errorMessage", self.error_message),
+            ("payer", self.payer),
+        ):
             if v is not None:
                 out[k] = v
         out["transaction"], out["network"] = self.transaction, self.network
@@ -312,9 +361,16 @@ class SettleResult:
         if not isinstance(ok, bool):
             raise Malformed(detail="settle.success must be a boolean")
         extra = o.get("extra")
-        return cls(ok, _opt(o, "transaction") or "", _str(o, "network", "settle"),
-                   _opt(o, "payer"), _opt(o, "errorReason"), _opt(o, "errorMessage"),
-                   _opt(o, "amount"), _obj(extra, "settle.extra") if extra is not None else None)
+        return cls(
+            ok,
+            _opt(o, "transaction") or "",
+            _str(o, "network", "settle"),
+            _opt(o, "payer"),
+            _opt(o, "errorReason"),
+            _opt(o, "errorMessage"),
+            _opt(o, "amount"),
+            _obj(extra, "settle.extra") if extra is not None else None,
+        )
 
 
 def encode_payment_response(result: SettleResult) -> str:

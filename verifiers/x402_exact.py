@@ -84,8 +84,7 @@ class ExactPayment:
 
 
 class Facilitator(Protocol):
-    async def verify(self, payload: Mapping[str, Any],
-                     requirements: Mapping[str, Any]) -> Any: ...
+    async def verify(self, payload: Mapping[str, Any], requirements: Mapping[str, Any]) -> Any: ...
 
 
 def parse_authorization(payload: Mapping[str, Any]) -> Authorization:
@@ -97,16 +96,27 @@ def parse_authorization(payload: Mapping[str, Any]) -> Authorization:
     if not isinstance(auth, dict) or not isinstance(sig, str) or not _HEX.fullmatch(sig):
         raise Malformed(detail="payload needs authorization{} and a hex signature")
     fields = {}
-    for name, pattern in (("from", _ADDR), ("to", _ADDR), ("value", _UINT),
-                          ("validAfter", _UINT), ("validBefore", _UINT), ("nonce", _B32)):
+    for name, pattern in (
+        ("from", _ADDR),
+        ("to", _ADDR),
+        ("value", _UINT),
+        ("validAfter", _UINT),
+        ("validBefore", _UINT),
+        ("nonce", _B32),
+    ):
         v = auth.get(name)
         if not isinstance(v, str) or not pattern.fullmatch(v):
             raise Malformed(detail=f"authorization.{name} is missing or badly formed")
         fields[name] = v
     return Authorization(
-        bytes.fromhex(fields["from"][2:]), bytes.fromhex(fields["to"][2:]),
-        int(fields["value"]), int(fields["validAfter"]), int(fields["validBefore"]),
-        bytes.fromhex(fields["nonce"][2:]), bytes.fromhex(sig[2:]))
+        bytes.fromhex(fields["from"][2:]),
+        bytes.fromhex(fields["to"][2:]),
+        int(fields["value"]),
+        int(fields["validAfter"]),
+        int(fields["validBefore"]),
+        bytes.fromhex(fields["nonce"][2:]),
+        bytes.fromhex(sig[2:]),
+    )
 
 
 def chain_id(network: str) -> int:
@@ -146,8 +156,9 @@ def check_terms(req: Requirements, auth: Authorization, now: float, cfg: ExactCo
 def check_signature(req: Requirements, auth: Authorization) -> None:
     """EIP-712 digest, low-s ecrecover, recovered == ``from``; raises
     ``bad_signature`` / ``high_s``."""
-    digest = transfer_digest(domain_for(req), auth.from_, auth.to, auth.value,
-                             auth.valid_after, auth.valid_before, auth.nonce)
+    digest = transfer_digest(
+        domain_for(req), auth.from_, auth.to, auth.value, auth.valid_after, auth.valid_before, auth.nonce
+    )
     if recover_address(digest, auth.signature) != auth.from_:
         raise VerificationError("bad_signature", "signer is not authorization.from")
 
@@ -164,18 +175,22 @@ class ExactVerifier:
     Built once at start-up; ``verify`` is the per-request entry point.
     """
 
-    __slots__ = ("_cfg", "_store", "_code", "_facilitator")
+    __slots__ = ("_cfg", "_code", "_facilitator", "_store")
 
-    def __init__(self, store: Store, cfg: ExactConfig | None = None, *,
-                 code_lookup: CodeLookup | None = None,
-                 facilitator: Facilitator | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        cfg: ExactConfig | None = None,
+        *,
+        code_lookup: CodeLookup | None = None,
+        facilitator: Facilitator | None = None,
+    ) -> None:
         self._cfg = cfg or ExactConfig()
         self._store = store
         self._code = code_lookup
         self._facilitator = facilitator
 
-    async def verify(self, payment: PaymentPayload, offered: list[Requirements],
-                     now: float) -> ExactPayment:
+    async def verify(self, payment: PaymentPayload, offered: list[Requirements], now: float) -> ExactPayment:
         """Verify ``payment`` against the route's offers at time ``now``.
 
         Raises VerificationError (see module docstring for reasons).
@@ -193,11 +208,18 @@ class ExactVerifier:
         ttl = max(1.0, auth.valid_before - now)
         if not await self._store.claim(nonce_key(req.network, auth.from_, auth.nonce), ttl, 1):
             raise VerificationError("nonce_reused", "authorization nonce already presented")
-        return ExactPayment(to_checksum_address(auth.from_), req.network, auth.value,
-                            "0x" + auth.nonce.hex(), auth.valid_before, req, payment, by)
+        return ExactPayment(
+            to_checksum_address(auth.from_),
+            req.network,
+            auth.value,
+            "0x" + auth.nonce.hex(),
+            auth.valid_before,
+            req,
+            payment,
+            by,
+        )
 
-    async def _needs_facilitator(self, req: Requirements, auth: Authorization,
-                                 now: float) -> bool:
+    async def _needs_facilitator(self, req: Requirements, auth: Authorization, now: float) -> bool:
         smart_sig = len(auth.signature) != 65 or auth.signature.endswith(_ERC6492_MAGIC)
         has_code = smart_sig
         if not smart_sig and self._code is not None and self._code.supports(req.network):
@@ -219,6 +241,7 @@ class ExactVerifier:
         assert self._facilitator is not None
         result = await self._facilitator.verify(payment.raw, req.for_facilitator(payment.version))
         if not result.is_valid:
-            raise VerificationError(map_invalid_reason(result.invalid_reason),
-                                    f"facilitator: {result.invalid_reason}")
+            raise VerificationError(
+                map_invalid_reason(result.invalid_reason), f"facilitator: {result.invalid_reason}"
+            )
         return "facilitator"

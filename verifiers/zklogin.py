@@ -34,9 +34,20 @@ from popgate.verifiers.oidc import OidcClaims, OidcVerifier
 from popgate.verifiers.poseidon import R, poseidon_hash
 
 __all__ = [
-    "FLAG_ED25519", "FLAG_SECP256K1", "FLAG_SECP256R1", "EphemeralKey", "ZkLoginAttestation",
-    "ZkLoginVerifier", "address_from_seed", "compute_nonce", "decode_ext_eph_pk", "gen_address_seed",
-    "hash_ascii_str_to_field", "normalize_issuer", "parse_ext_eph_pk", "zklogin_address",
+    "FLAG_ED25519",
+    "FLAG_SECP256K1",
+    "FLAG_SECP256R1",
+    "EphemeralKey",
+    "ZkLoginAttestation",
+    "ZkLoginVerifier",
+    "address_from_seed",
+    "compute_nonce",
+    "decode_ext_eph_pk",
+    "gen_address_seed",
+    "hash_ascii_str_to_field",
+    "normalize_issuer",
+    "parse_ext_eph_pk",
+    "zklogin_address",
 ]
 
 FLAG_ED25519, FLAG_SECP256K1, FLAG_SECP256R1 = 0x00, 0x01, 0x02
@@ -108,7 +119,7 @@ def hash_ascii_str_to_field(s: str, max_len: int) -> int:
     raw = s.encode("ascii").ljust(max_len, b"\0")
     first = len(raw) % 31 or 31
     limbs = [int.from_bytes(raw[:first], "big")]
-    limbs += [int.from_bytes(raw[i:i + 31], "big") for i in range(first, len(raw), 31)]
+    limbs += [int.from_bytes(raw[i : i + 31], "big") for i in range(first, len(raw), 31)]
     return poseidon_hash(limbs)
 
 
@@ -116,12 +127,14 @@ def gen_address_seed(salt: int, name: str, value: str, aud: str) -> int:
     """zkLogin ``genAddressSeed`` (default claim-length limits)."""
     if not 0 <= salt < R:
         raise ValueError("salt must be a field element")
-    return poseidon_hash([
-        hash_ascii_str_to_field(name, MAX_NAME_LEN),
-        hash_ascii_str_to_field(value, MAX_VALUE_LEN),
-        hash_ascii_str_to_field(aud, MAX_AUD_LEN),
-        _salt_hash(salt),
-    ])
+    return poseidon_hash(
+        [
+            hash_ascii_str_to_field(name, MAX_NAME_LEN),
+            hash_ascii_str_to_field(value, MAX_VALUE_LEN),
+            hash_ascii_str_to_field(aud, MAX_AUD_LEN),
+            _salt_hash(salt),
+        ]
+    )
 
 
 @lru_cache(maxsize=64)
@@ -148,8 +161,9 @@ def address_from_seed(seed: int, iss: str, *, padded: bool = True) -> str:
     return "0x" + digest.hexdigest()
 
 
-def zklogin_address(*, salt: int, iss: str, aud: str, sub: str, claim_name: str = "sub",
-                    padded: bool = True) -> str:
+def zklogin_address(
+    *, salt: int, iss: str, aud: str, sub: str, claim_name: str = "sub", padded: bool = True
+) -> str:
     """``jwtToAddress`` / ``computeZkLoginAddress`` from claims; ValueError on bad input."""
     return address_from_seed(gen_address_seed(salt, claim_name, sub, aud), iss, padded=padded)
 
@@ -179,10 +193,17 @@ class ZkLoginVerifier:
     otherwise ``oidc:<hex HMAC-SHA256(subject_key, iss NUL sub)[:32]>``.
     """
 
-    def __init__(self, oidc: OidcVerifier, *, epoch_mode: EpochMode = "unix",
-                 salt: int | None = None, subject_key: bytes | None = None,
-                 max_session: float = 7 * 86400.0, max_epoch_delta: int = 30,
-                 padded_address: bool = True) -> None:
+    def __init__(
+        self,
+        oidc: OidcVerifier,
+        *,
+        epoch_mode: EpochMode = "unix",
+        salt: int | None = None,
+        subject_key: bytes | None = None,
+        max_session: float = 7 * 86400.0,
+        max_epoch_delta: int = 30,
+        padded_address: bool = True,
+    ) -> None:
         if epoch_mode not in ("unix", "sui"):
             raise ValueError("epoch_mode must be 'unix' or 'sui'")
         if salt is None and not subject_key:
@@ -192,8 +213,16 @@ class ZkLoginVerifier:
         self._oidc, self._mode, self._salt, self._key = oidc, epoch_mode, salt, subject_key
         self._max_session, self._max_delta, self._padded = max_session, max_epoch_delta, padded_address
 
-    async def verify(self, id_token: str, ext_eph_pk: bytes, max_epoch: int, randomness: int, *,
-                     now: float, current_epoch: int | None = None) -> ZkLoginAttestation:
+    async def verify(
+        self,
+        id_token: str,
+        ext_eph_pk: bytes,
+        max_epoch: int,
+        randomness: int,
+        *,
+        now: float,
+        current_epoch: int | None = None,
+    ) -> ZkLoginAttestation:
         """Verify the token and that its nonce commits to the presented key.
 
         Raises VerificationError: the OIDC reasons, ``malformed`` (bad key or
@@ -210,8 +239,9 @@ class ZkLoginVerifier:
         address = None
         if self._salt is not None:
             try:
-                address = zklogin_address(salt=self._salt, iss=claims.iss, aud=claims.aud,
-                                          sub=claims.sub, padded=self._padded)
+                address = zklogin_address(
+                    salt=self._salt, iss=claims.iss, aud=claims.aud, sub=claims.sub, padded=self._padded
+                )
             except ValueError as exc:  # claim too long / non-ASCII for the circuit
                 raise Malformed(detail=str(exc)) from exc
             subject = "zklogin:" + address
@@ -219,9 +249,17 @@ class ZkLoginVerifier:
             assert self._key is not None
             mac = hmac.new(self._key, claims.iss.encode() + b"\0" + claims.sub.encode(), "sha256")
             subject = "oidc:" + mac.hexdigest()[:32]
-        return ZkLoginAttestation(subject=subject, address=address, iss=claims.iss, sub=claims.sub,
-                                  aud=claims.aud, ephemeral_key=key, max_epoch=max_epoch,
-                                  expires_at=expires_at, claims=claims)
+        return ZkLoginAttestation(
+            subject=subject,
+            address=address,
+            iss=claims.iss,
+            sub=claims.sub,
+            aud=claims.aud,
+            ephemeral_key=key,
+            max_epoch=max_epoch,
+            expires_at=expires_at,
+            claims=claims,
+        )
 
     def check_epoch(self, max_epoch: int, now: float, current_epoch: int | None) -> float | None:
         """The session expiry ``max_epoch`` allows (unix mode; None in sui mode).

@@ -41,16 +41,30 @@ from typing import Any
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.groth16 import PreparedKey, Proof, parse_proof, prepared_key, verify
 from popgate.verifiers.poseidon import R, poseidon_hash
-from popgate.verifiers.zklogin import EphemeralKey, decode_ext_eph_pk, hash_ascii_str_to_field, parse_ext_eph_pk
+from popgate.verifiers.zklogin import (
+    EphemeralKey,
+    decode_ext_eph_pk,
+    hash_ascii_str_to_field,
+    parse_ext_eph_pk,
+)
 
-__all__ = ["ZkLoginInputs", "SignatureParts", "all_inputs_hash", "decode_iss", "header_kid",
-           "modulus_field", "parse_inputs", "parse_signature", "parse_submission", "prod_key_json",
-           "verify_inputs"]
+__all__ = [
+    "SignatureParts",
+    "ZkLoginInputs",
+    "all_inputs_hash",
+    "decode_iss",
+    "header_kid",
+    "modulus_field",
+    "parse_inputs",
+    "parse_signature",
+    "parse_submission",
+    "prod_key_json",
+    "verify_inputs",
+]
 
 MAX_ISS_B64, MAX_HEADER_B64 = 224, 248
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
-_ALPHABET = {c: i for i, c in enumerate(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
+_ALPHABET = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
 _SIGNATURE_FLAG = 0x05
 _USER_SIG_LEN = {0x00: (64, 32), 0x01: (64, 33), 0x02: (64, 33)}  # flag -> (sig, pk) bytes
 
@@ -106,11 +120,11 @@ def decode_iss(value: str, index_mod_4: int) -> str:
     if len(value) < 2 or not _B64URL.fullmatch(value):
         raise Malformed(detail="issBase64Details.value is not base64url")
     bits = "".join(format(_ALPHABET[c], "06b") for c in value)
-    bits = bits[2 * index_mod_4:]
+    bits = bits[2 * index_mod_4 :]
     tail = (index_mod_4 + len(value) - 1) % 4  # position of the last character in its group
     if tail == 0:
         raise Malformed(detail="issBase64Details.value ends inside a byte")
-    bits = bits[:len(bits) - {3: 0, 2: 2, 1: 4}[tail]]
+    bits = bits[: len(bits) - {3: 0, 2: 2, 1: 4}[tail]]
     if len(bits) % 8:
         raise Malformed(detail="issBase64Details.value does not cover whole bytes")
     try:
@@ -174,7 +188,7 @@ class _Bcs:
     def take(self, n: int) -> bytes:
         if n < 0 or self.at + n > len(self.data):
             raise Malformed(detail="zkLogin signature truncated")
-        out = self.data[self.at:self.at + n]
+        out = self.data[self.at : self.at + n]
         self.at += n
         return out
 
@@ -228,15 +242,20 @@ def parse_signature(text: Any) -> SignatureParts:
     user_sig = r.take(r.uleb())
     if r.at != len(r.data):
         raise Malformed(detail="trailing bytes after the zkLogin signature")
-    inputs = parse_inputs({"proofPoints": {"a": a, "b": b, "c": c},
-                           "issBase64Details": {"value": value, "indexMod4": index},
-                           "headerBase64": header, "addressSeed": seed})
+    inputs = parse_inputs(
+        {
+            "proofPoints": {"a": a, "b": b, "c": c},
+            "issBase64Details": {"value": value, "indexMod4": index},
+            "headerBase64": header,
+            "addressSeed": seed,
+        }
+    )
     if not user_sig or user_sig[0] not in _USER_SIG_LEN:
         raise Malformed(detail="unknown ephemeral signature scheme")
     sig_len, pk_len = _USER_SIG_LEN[user_sig[0]]
     if len(user_sig) != 1 + sig_len + pk_len:
         raise Malformed(detail="ephemeral signature has the wrong length")
-    key = parse_ext_eph_pk(bytes([user_sig[0]]) + user_sig[1 + sig_len:])
+    key = parse_ext_eph_pk(bytes([user_sig[0]]) + user_sig[1 + sig_len :])
     return SignatureParts(inputs, max_epoch, key, user_sig)
 
 
@@ -270,11 +289,18 @@ def all_inputs_hash(inputs: ZkLoginInputs, ext_eph_pk: bytes, max_epoch: int, mo
     if not 0 <= max_epoch < 2**64:
         raise Malformed(detail="max_epoch must be a u64")
     v = int.from_bytes(ext_eph_pk, "big")
-    return poseidon_hash([
-        v >> 128, v & ((1 << 128) - 1), inputs.address_seed, max_epoch,
-        hash_ascii_str_to_field(inputs.iss_b64, MAX_ISS_B64), inputs.index_mod_4,
-        hash_ascii_str_to_field(inputs.header_b64, MAX_HEADER_B64), modulus_field(modulus),
-    ])
+    return poseidon_hash(
+        [
+            v >> 128,
+            v & ((1 << 128) - 1),
+            inputs.address_seed,
+            max_epoch,
+            hash_ascii_str_to_field(inputs.iss_b64, MAX_ISS_B64),
+            inputs.index_mod_4,
+            hash_ascii_str_to_field(inputs.header_b64, MAX_HEADER_B64),
+            modulus_field(modulus),
+        ]
+    )
 
 
 @lru_cache(maxsize=1)
@@ -284,10 +310,14 @@ def prod_key_json() -> dict[str, Any]:
     return json.loads(text)["prod_v1"]
 
 
-def verify_inputs(inputs: ZkLoginInputs, ext_eph_pk: bytes, max_epoch: int, modulus: int,
-                  key: PreparedKey | None = None) -> None:
+def verify_inputs(
+    inputs: ZkLoginInputs, ext_eph_pk: bytes, max_epoch: int, modulus: int, key: PreparedKey | None = None
+) -> None:
     """Check the proof in-process (the gateway uses its process pool instead).
 
     Raises Malformed, or InvalidProof when the proof does not verify."""
-    verify(key or prepared_key(prod_key_json()), inputs.proof,
-           [all_inputs_hash(inputs, ext_eph_pk, max_epoch, modulus)])
+    verify(
+        key or prepared_key(prod_key_json()),
+        inputs.proof,
+        [all_inputs_hash(inputs, ext_eph_pk, max_epoch, modulus)],
+    )

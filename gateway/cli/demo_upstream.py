@@ -19,10 +19,12 @@ CHUNK = 64 * 1024
 async def describe(request: web.Request) -> web.Response:
     body = await request.read() if request.can_read_body else b""
     info = {
-        "method": request.method, "path": request.path_qs,
+        "method": request.method,
+        "path": request.path_qs,
         "headers": {k: v for k, v in request.headers.items()},
         "pop": {k: v for k, v in request.headers.items() if k.lower().startswith("pop-")},
-        "body_sha256": hashlib.sha256(body).hexdigest(), "body_length": len(body),
+        "body_sha256": hashlib.sha256(body).hexdigest(),
+        "body_length": len(body),
     }
     return web.json_response(info, headers={"Set-Cookie": "origin=1; Path=/"})
 
@@ -79,7 +81,7 @@ async def hello(request: web.Request) -> web.Response:
 
 
 def make_app() -> web.Application:
-    app = web.Application(client_max_size=1024 ** 3)
+    app = web.Application(client_max_size=1024**3)
     app.router.add_route("*", "/echo", echo)
     app.router.add_get("/stream", stream)
     app.router.add_get("/slow", slow)
@@ -96,6 +98,7 @@ def run(host: str, port: int) -> None:
 
 def main() -> None:
     import sys
+
     listen = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:8000"
     host, _, port = listen.rpartition(":")
     run(host or "127.0.0.1", int(port))

@@ -19,7 +19,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--upstream", help="origin URL, e.g. http://127.0.0.1:8000")
     run.add_argument("--listen", help="HOST:PORT for the proxy (default 127.0.0.1:8080)")
     run.add_argument("--admin", help="HOST:PORT for metrics/health (default 127.0.0.1:9090)")
-    run.add_argument("--store", help="memory://, sqlite:///PATH, redis://HOST:PORT/DB or redis+cluster://HOST:PORT[,HOST:PORT...]")
+    run.add_argument(
+        "--store",
+        help="memory://, sqlite:///PATH, redis://HOST:PORT/DB or redis+cluster://HOST:PORT[,HOST:PORT...]",
+    )
     run.add_argument("--workers", type=int, default=None, help="worker processes sharing the port")
     run.add_argument("--log-level", default="INFO")
     ver = sub.add_parser("verify", help="check evidence cases given as JSON Lines on stdin")
@@ -38,25 +41,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify":
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
         from popgate.gateway.cli.verify import main as verify_main
+
         return verify_main(args.scheme, args.config)
     if args.command == "keys":
         print(base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode())
         return 0
     if args.command == "demo-upstream":
         from popgate.gateway.cli.demo_upstream import run as run_demo
+
         host, _, port = args.listen.rpartition(":")
         run_demo(host or "127.0.0.1", int(port))
         return 0
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {"server.upstream": args.upstream, "server.listen": args.listen,
-                 "server.admin": args.admin, "store.url": args.store}
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    overrides = {
+        "server.upstream": args.upstream,
+        "server.listen": args.listen,
+        "server.admin": args.admin,
+        "store.url": args.store,
+    }
     try:
         config = load_config(args.config, overrides)
     except ConfigError as exc:
         print(f"popgate: {exc}", file=sys.stderr)
         return 2
     from popgate.gateway.ops.workers import run_workers
+
     return run_workers(config, args.workers or 1)
 
 

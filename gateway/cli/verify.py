@@ -22,8 +22,19 @@ from typing import IO, Any
 from popgate.gateway.stores.memory import MemoryStore
 from popgate.verifiers.errors import VerificationError
 
-SCHEMES = ("session", "groth16", "worldid", "zklogin", "zklogin-nonce", "zklogin-proof", "poseidon",
-           "webbotauth", "hashcash", "puzzle", "x402")
+SCHEMES = (
+    "session",
+    "groth16",
+    "worldid",
+    "zklogin",
+    "zklogin-nonce",
+    "zklogin-proof",
+    "poseidon",
+    "webbotauth",
+    "hashcash",
+    "puzzle",
+    "x402",
+)
 
 
 @dataclass
@@ -74,12 +85,12 @@ def main(scheme: str, config_path: str | None) -> int:
     try:
         check = load_checker(scheme)
     except LookupError:
-        print(f"popgate verify: unknown scheme {scheme!r}; one of: {', '.join(SCHEMES)}",
-              file=sys.stderr)
+        print(f"popgate verify: unknown scheme {scheme!r}; one of: {', '.join(SCHEMES)}", file=sys.stderr)
         return 2
     config = None
     if config_path is not None:
         from popgate.gateway.ops.config import ConfigError, load_config
+
         try:
             config = load_config(config_path, {"server.upstream": "http://127.0.0.1:9"})
         except ConfigError as exc:

@@ -32,7 +32,8 @@ def parse_json_object(raw: bytes, what: str, hint: str, reason: str = "bad_reque
     return data
 
 
-async def read_json_object(request: web.BaseRequest, limit: int, what: str, hint: str,
-                           reason: str = "bad_request") -> dict[str, Any]:
+async def read_json_object(
+    request: web.BaseRequest, limit: int, what: str, hint: str, reason: str = "bad_request"
+) -> dict[str, Any]:
     """:func:`read_bounded` then :func:`parse_json_object`."""
     return parse_json_object(await read_bounded(request, limit, what), what, hint, reason)

@@ -13,13 +13,23 @@ IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 # RFC 9110 §7.6.1 plus the legacy names proxies still meet.
-HOP_BY_HOP = frozenset({
-    "connection", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding",
-    "upgrade", "proxy-authorization", "proxy-authenticate",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+    }
+)
 # Set by popgate for the origin; never taken from a client.
-FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
-                        "x-real-ip", "host"})
+FORWARDING = frozenset(
+    {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip", "host"}
+)
 POP_PREFIX = "pop-"
 
 
@@ -57,7 +67,7 @@ def parse_ip(text: str) -> IPAddress | None:
 def _parse_ip(text: str) -> IPAddress | None:
     text = text.strip()
     if text.startswith("[") and "]" in text:
-        text = text[1:text.index("]")]
+        text = text[1 : text.index("]")]
     elif text.count(":") == 1:  # IPv4 with a port
         text = text.split(":", 1)[0]
     try:

@@ -16,10 +16,10 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
 import httptools
 
-from popgate.gateway.ops.config import Limits
-from popgate.gateway.ops.config import Upstream as UpstreamConfig
 from popgate.gateway.errors import UpstreamTimeout, UpstreamUnreachable
 from popgate.gateway.http.upstream import BodyError
+from popgate.gateway.ops.config import Limits
+from popgate.gateway.ops.config import Upstream as UpstreamConfig
 
 HIGH_WATER = 1 << 20
 LOW_WATER = 1 << 18
@@ -90,8 +90,12 @@ class _Conn(asyncio.Protocol):
         self.have_head = True
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it after the body
         names = {n.lower() for n, _ in self.headers}
-        self.until_close = ("content-length" not in names and "transfer-encoding" not in names
-                            and code not in (204, 304) and not self.head_only)
+        self.until_close = (
+            "content-length" not in names
+            and "transfer-encoding" not in names
+            and code not in (204, 304)
+            and not self.head_only
+        )
         self._wake()
         if self.head_only:
             self.on_message_complete()
@@ -135,13 +139,19 @@ class _Conn(asyncio.Protocol):
         if task is not None and not task.done():
             task.cancel()
             return False
-        return self.body_error is None and self.complete and self.keep_alive and not self.closed and self.error is None
+        return (
+            self.body_error is None
+            and self.complete
+            and self.keep_alive
+            and not self.closed
+            and self.error is None
+        )
 
 
 class LeanResponse:
     """The response being received on a connection (one at a time)."""
 
-    __slots__ = ("_client", "_conn", "status", "reason", "headers", "_released")
+    __slots__ = ("_client", "_conn", "_released", "headers", "reason", "status")
 
     def __init__(self, client: LeanUpstream, conn: _Conn) -> None:
         self._client = client
@@ -222,9 +232,9 @@ class LeanUpstream:
         self.active += 1
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Conn(loop), self.host, self.port),
-                self.connect_timeout)
-        except asyncio.TimeoutError:
+                loop.create_connection(lambda: _Conn(loop), self.host, self.port), self.connect_timeout
+            )
+        except TimeoutError:
             self._forget()
             raise UpstreamTimeout("connecting") from None
         except OSError as exc:
@@ -266,8 +276,9 @@ class LeanUpstream:
             handle.cancel()
             conn.waiter = None
 
-    async def send(self, method: str, target: str, headers: list[tuple[str, str]],
-                   body: AsyncIterable[bytes] | None) -> LeanResponse:
+    async def send(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: AsyncIterable[bytes] | None
+    ) -> LeanResponse:
         head = _serialize(method, target, headers, body is not None)
         chunked = body is not None and "content-length" not in _names(headers)
         for attempt in (0, 1):
@@ -283,8 +294,13 @@ class LeanUpstream:
                 await self._wait_head(conn)
                 return LeanResponse(self, conn)
             except UpstreamUnreachable as exc:
-                stale = (reused and not conn.got_data and body is None and attempt == 0
-                         and not isinstance(exc, UpstreamTimeout))
+                stale = (
+                    reused
+                    and not conn.got_data
+                    and body is None
+                    and attempt == 0
+                    and not isinstance(exc, UpstreamTimeout)
+                )
                 self._discard(conn)
                 if stale:
                     continue

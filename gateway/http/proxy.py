@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from popgate.gateway.ops.config import Config
 from popgate.gateway.errors import BadRequest, GatewayError, PayloadTooLarge
 from popgate.gateway.http.headers import FORWARDING, HOP_BY_HOP, POP_PREFIX, connection_tokens
-from popgate.gateway.pipeline.context import Context
 from popgate.gateway.http.upstream import BodyError, UpstreamClient
 from popgate.gateway.http.websocket import WebSocketProxy, is_upgrade
+from popgate.gateway.ops.config import Config
+from popgate.gateway.pipeline.context import Context
 
 log = logging.getLogger("popgate.proxy")
 # Evidence headers popgate always consumes itself (PoP-* are stripped by prefix).
@@ -43,9 +43,12 @@ class Forwarder:
 
     def _ws_headers(self, ctx: Context) -> list[tuple[str, str]]:
         request = ctx.request
-        return [("X-Forwarded-For", str(request.remote or "")),
-                ("X-Forwarded-Host", request.headers.get("Host", "")), ("Via", self.via),
-                *ctx.origin_headers()]
+        return [
+            ("X-Forwarded-For", str(request.remote or "")),
+            ("X-Forwarded-Host", request.headers.get("Host", "")),
+            ("Via", self.via),
+            *ctx.origin_headers(),
+        ]
 
     def request_headers(self, ctx: Context) -> list[tuple[str, str]]:
         """Headers for the upstream: the client's, cleaned, plus ours."""
@@ -57,8 +60,14 @@ class Forwarder:
         drop = ctx.consumed or ()
         for name, value in headers.items():
             low = name.lower()
-            if (low in HOP_BY_HOP or low in FORWARDING or low.startswith(POP_PREFIX)
-                    or low in conn or low in CONSUMED or low in drop):
+            if (
+                low in HOP_BY_HOP
+                or low in FORWARDING
+                or low.startswith(POP_PREFIX)
+                or low in conn
+                or low in CONSUMED
+                or low in drop
+            ):
                 continue
             if low == "authorization" and value[:4].lower() in ("pop ", "pop-"):
                 continue  # popgate's own credential is not the origin's business
@@ -93,8 +102,9 @@ class Forwarder:
         else:
             body = self._body(request) if request.body_exists else None
         try:
-            upstream = await self.upstream.send(request.method, request.raw_path,
-                                                self.request_headers(ctx), body)
+            upstream = await self.upstream.send(
+                request.method, request.raw_path, self.request_headers(ctx), body
+            )
         except BodyError as exc:
             raise exc.error from None
         try:
@@ -121,8 +131,9 @@ class Forwarder:
     async def _respond(self, ctx: Context, upstream: object) -> web.StreamResponse:
         up = upstream  # UpstreamResponse
         headers = up.headers  # type: ignore[attr-defined]
-        conn = {v.strip().lower() for k, vals in headers if k.lower() == "connection"
-                for v in vals.split(",")}
+        conn = {
+            v.strip().lower() for k, vals in headers if k.lower() == "connection" for v in vals.split(",")
+        }
         out = []
         length = None
         for name, value in headers:

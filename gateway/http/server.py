@@ -27,8 +27,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from popgate.gateway.ops.admin import build_admin
 from popgate.gateway.app import Gateway, build_app
+from popgate.gateway.ops.admin import build_admin
 from popgate.gateway.ops.config import Config
 from popgate.gateway.ops.metrics import Metrics
 from popgate.gateway.stores import open_store
@@ -36,19 +36,35 @@ from popgate.gateway.stores import open_store
 log = logging.getLogger("popgate.server")
 
 
-_TIMEOUT_BODY = json.dumps({"type": "urn:popgate:problem:request_timeout",
-                            "title": "Request timeout", "status": 408,
-                            "reason": "request_timeout"}).encode()
-_TIMEOUT_408 = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/problem+json\r\n"
-                b"Connection: close\r\nCache-Control: no-store\r\nContent-Length: "
-                + str(len(_TIMEOUT_BODY)).encode() + b"\r\n\r\n" + _TIMEOUT_BODY)
+_TIMEOUT_BODY = json.dumps(
+    {
+        "type": "urn:popgate:problem:request_timeout",
+        "title": "Request timeout",
+        "status": 408,
+        "reason": "request_timeout",
+    }
+).encode()
+_TIMEOUT_408 = (
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/problem+json\r\n"
+    b"Connection: close\r\nCache-Control: no-store\r\nContent-Length: "
+    + str(len(_TIMEOUT_BODY)).encode()
+    + b"\r\n\r\n"
+    + _TIMEOUT_BODY
+)
 
 
 class _Protocol(RequestHandler):
     """aiohttp's request handler plus client header/body timeouts."""
 
-    def __init__(self, manager: Any, *, head_timeout: float, body_timeout: float,
-                 on_timeout: Callable[[str], None], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        manager: Any,
+        *,
+        head_timeout: float,
+        body_timeout: float,
+        on_timeout: Callable[[str], None],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
         self._pg_head_timeout = head_timeout
         self._pg_body_timeout = body_timeout
@@ -83,8 +99,7 @@ class _Protocol(RequestHandler):
             if payload is not None and not payload.is_eof():
                 self._pg_payload = payload
                 if self._pg_body_timer is None:
-                    self._pg_body_timer = self._loop.call_later(self._pg_body_timeout,
-                                                                self._pg_check_body)
+                    self._pg_body_timer = self._loop.call_later(self._pg_body_timeout, self._pg_check_body)
         elif data and self._pg_head_timer is None and self._pg_idle():
             self._pg_arm_head()  # first byte of the next request head
 
@@ -114,38 +129,53 @@ class _Protocol(RequestHandler):
         now = self._loop.time()
         due = self._pg_last_data + self._pg_body_timeout
         if self._reading_paused or now < due:  # popgate holds back, or the client spoke
-            self._pg_body_timer = self._loop.call_later(max(due - now, 0.05)
-                                                        if not self._reading_paused
-                                                        else self._pg_body_timeout,
-                                                        self._pg_check_body)
+            self._pg_body_timer = self._loop.call_later(
+                max(due - now, 0.05) if not self._reading_paused else self._pg_body_timeout,
+                self._pg_check_body,
+            )
             return
         self._pg_on_timeout("body")
         self.force_close()
         transport.close()
 
-    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
         if status != 400 or exc is None:
             return super().handle_error(request, status, exc, message)
         too_big = isinstance(exc, LineTooLong) or "Too many headers" in str(exc)
-        code, reason, title = ((431, "headers_too_large", "Request header fields too large")
-                               if too_big else (400, "malformed_request", "Malformed request"))
+        code, reason, title = (
+            (431, "headers_too_large", "Request header fields too large")
+            if too_big
+            else (400, "malformed_request", "Malformed request")
+        )
         # The parser's message quotes the offending bytes (credentials too): log the kind only.
         self.logger.info("rejected malformed request: %s", type(exc).__name__)
-        body = json.dumps({"type": f"urn:popgate:problem:{reason}", "title": title,
-                           "status": code, "reason": reason}).encode()
-        resp = web.Response(status=code, body=body, content_type="application/problem+json",
-                            headers={"Cache-Control": "no-store"})
+        body = json.dumps(
+            {"type": f"urn:popgate:problem:{reason}", "title": title, "status": code, "reason": reason}
+        ).encode()
+        resp = web.Response(
+            status=code,
+            body=body,
+            content_type="application/problem+json",
+            headers={"Cache-Control": "no-store"},
+        )
         resp.force_close()
         return resp
 
 
 class _Server(web.Server):
-    def __init__(self, handler: Any, *, head_timeout: float, body_timeout: float,
-                 on_timeout: Callable[[str], None], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        head_timeout: float,
+        body_timeout: float,
+        on_timeout: Callable[[str], None],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(handler, **kwargs)
-        self._pg = {"head_timeout": head_timeout, "body_timeout": body_timeout,
-                    "on_timeout": on_timeout}
+        self._pg = {"head_timeout": head_timeout, "body_timeout": body_timeout, "on_timeout": on_timeout}
 
     def __call__(self) -> RequestHandler:
         return _Protocol(self, loop=self._loop, **self._pg, **self._kwargs)
@@ -161,12 +191,17 @@ def proxy_server(gateway: Gateway, config: Config) -> web.Server:
         counter.labels(phase).inc()
         log.info("closed a connection: client %s timeout", phase)
 
-    return _Server(gateway.handle, max_line_size=line, max_field_size=line,
-                   max_headers=limits.max_header_count + 1,
-                   keepalive_timeout=limits.client_keepalive_timeout,
-                   head_timeout=limits.client_header_timeout,
-                   body_timeout=limits.client_body_timeout, on_timeout=on_timeout,
-                   access_log=log if config.access_log else None)
+    return _Server(
+        gateway.handle,
+        max_line_size=line,
+        max_field_size=line,
+        max_headers=limits.max_header_count + 1,
+        keepalive_timeout=limits.client_keepalive_timeout,
+        head_timeout=limits.client_header_timeout,
+        body_timeout=limits.client_body_timeout,
+        on_timeout=on_timeout,
+        access_log=log if config.access_log else None,
+    )
 
 
 class Running:
@@ -188,29 +223,32 @@ class Running:
         await self.gateway.services.store.close()
 
 
-async def start(config: Config, *, reuse_port: bool = False,
-                gateway: Gateway | None = None) -> Running:
+async def start(config: Config, *, reuse_port: bool = False, gateway: Gateway | None = None) -> Running:
     """Open the store, build the gateway and start both listeners."""
     if gateway is None:
         store = open_store(config.store.url, timeout=config.store.timeout)
         gateway = build_app(config, store=store, metrics=Metrics())
-    runner = web.ServerRunner(proxy_server(gateway, config), shutdown_timeout=config.shutdown_timeout,
-                              handle_signals=False)
+    runner = web.ServerRunner(
+        proxy_server(gateway, config), shutdown_timeout=config.shutdown_timeout, handle_signals=False
+    )
     await runner.setup()
-    site = web.TCPSite(runner, config.listen.host, config.listen.port, reuse_port=reuse_port,
-                       backlog=1024)
+    site = web.TCPSite(runner, config.listen.host, config.listen.port, reuse_port=reuse_port, backlog=1024)
     await site.start()
     admin_runner = web.AppRunner(build_admin(gateway), handle_signals=False, access_log=None)
     await admin_runner.setup()
-    await web.TCPSite(admin_runner, config.admin.host, config.admin.port,
-                      reuse_port=reuse_port).start()
-    log.info("popgate proxying %s on %s (admin on %s)", config.upstream.url,
-             runner.addresses, admin_runner.addresses)
+    await web.TCPSite(admin_runner, config.admin.host, config.admin.port, reuse_port=reuse_port).start()
+    log.info(
+        "popgate proxying %s on %s (admin on %s)",
+        config.upstream.url,
+        runner.addresses,
+        admin_runner.addresses,
+    )
     return Running(gateway, runner, admin_runner)
 
 
-async def serve(config: Config, *, reuse_port: bool = False,
-                on_started: Callable[[Running], None] | None = None) -> None:
+async def serve(
+    config: Config, *, reuse_port: bool = False, on_started: Callable[[Running], None] | None = None
+) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     running = await start(config, reuse_port=reuse_port)
     if on_started is not None:

@@ -9,15 +9,14 @@ failures → :class:`UpstreamUnreachable` (502), timeouts →
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterable, Sequence
 from typing import Protocol
 
 import aiohttp
 
+from popgate.gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
 from popgate.gateway.ops.config import Limits
 from popgate.gateway.ops.config import Upstream as UpstreamConfig
-from popgate.gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
 
 
 class BodyError(Exception):
@@ -43,8 +42,9 @@ class UpstreamResponse(Protocol):
 
 
 class UpstreamClient(Protocol):
-    async def send(self, method: str, target: str, headers: list[tuple[str, str]],
-                   body: AsyncIterable[bytes] | None) -> UpstreamResponse:
+    async def send(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: AsyncIterable[bytes] | None
+    ) -> UpstreamResponse:
         """Send a request; raise UpstreamUnreachable / UpstreamTimeout / BodyError."""
         ...
 
@@ -52,7 +52,7 @@ class UpstreamClient(Protocol):
 
 
 class _Response:
-    __slots__ = ("_resp", "status", "reason")
+    __slots__ = ("_resp", "reason", "status")
 
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self._resp = resp
@@ -66,7 +66,7 @@ class _Response:
     async def read(self, limit: int) -> bytes:
         try:
             data = await self._resp.content.read(limit)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamTimeout("reading response body") from None
         except aiohttp.ClientError as exc:
             raise UpstreamUnreachable(f"reading response body: {exc}") from None
@@ -76,7 +76,7 @@ class _Response:
         try:
             async for chunk in self._resp.content.iter_any():
                 yield chunk
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamTimeout("reading response body") from None
         except aiohttp.ClientError as exc:
             raise UpstreamUnreachable(f"reading response body: {exc}") from None
@@ -90,24 +90,35 @@ class AiohttpUpstream:
 
     def __init__(self, upstream: UpstreamConfig, limits: Limits) -> None:
         self.base = upstream.url
-        connector = aiohttp.TCPConnector(limit=limits.pool_size,
-                                         keepalive_timeout=limits.keepalive_timeout,
-                                         enable_cleanup_closed=True)
+        connector = aiohttp.TCPConnector(
+            limit=limits.pool_size, keepalive_timeout=limits.keepalive_timeout, enable_cleanup_closed=True
+        )
         self.session = aiohttp.ClientSession(
-            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=limits.connect_timeout,
-                                          sock_read=limits.read_timeout),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"))
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=limits.connect_timeout, sock_read=limits.read_timeout
+            ),
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        )
 
-    async def send(self, method: str, target: str, headers: list[tuple[str, str]],
-                   body: AsyncIterable[bytes] | None) -> UpstreamResponse:
+    async def send(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: AsyncIterable[bytes] | None
+    ) -> UpstreamResponse:
         try:
-            resp = await self.session.request(method, self.base + target, headers=headers,
-                                              data=body, allow_redirects=False,
-                                              compress=None, auto_decompress=False)
+            resp = await self.session.request(
+                method,
+                self.base + target,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                compress=None,
+                auto_decompress=False,
+            )
         except BodyError:
             raise
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamTimeout("waiting for response headers") from None
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamUnreachable(f"connect: {exc}") from None

@@ -13,9 +13,17 @@ from popgate.gateway.errors import UpstreamTimeout, UpstreamUnreachable
 from popgate.gateway.http.headers import FORWARDING, HOP_BY_HOP, POP_PREFIX
 
 log = logging.getLogger("popgate.websocket")
-SKIP = HOP_BY_HOP | FORWARDING | {"sec-websocket-key", "sec-websocket-version",
-                                  "sec-websocket-extensions", "sec-websocket-protocol",
-                                  "content-length"}
+SKIP = (
+    HOP_BY_HOP
+    | FORWARDING
+    | {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "content-length",
+    }
+)
 
 
 def is_upgrade(request: web.BaseRequest) -> bool:
@@ -37,22 +45,31 @@ class WebSocketProxy:
 
     async def forward(self, request: web.BaseRequest, extra: list[tuple[str, str]]) -> web.StreamResponse:
         """Open the upstream socket first (so failures are 502/504), then the client's."""
-        headers = [(k, v) for k, v in request.headers.items()
-                   if k.lower() not in SKIP and not k.lower().startswith(POP_PREFIX)]
+        headers = [
+            (k, v)
+            for k, v in request.headers.items()
+            if k.lower() not in SKIP and not k.lower().startswith(POP_PREFIX)
+        ]
         headers += extra
-        protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
-                     if p.strip()]
+        protocols = [
+            p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
+        ]
         try:
             upstream = await self.session().ws_connect(
-                self.base + request.raw_path, headers=headers, protocols=protocols,
+                self.base + request.raw_path,
+                headers=headers,
+                protocols=protocols,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10),
-                autoclose=False, autoping=True)
-        except asyncio.TimeoutError:
+                autoclose=False,
+                autoping=True,
+            )
+        except TimeoutError:
             raise UpstreamTimeout("websocket connect") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamUnreachable(f"websocket connect: {exc}") from None
-        client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (),
-                                       autoclose=False)
+        client = web.WebSocketResponse(
+            protocols=[upstream.protocol] if upstream.protocol else (), autoclose=False
+        )
         await client.prepare(request)  # type: ignore[arg-type]
         await asyncio.gather(_pump(client, upstream), _pump(upstream, client))
         return client

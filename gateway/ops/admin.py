@@ -47,13 +47,13 @@ class Readiness:
         result = {"store": "ok", "upstream": "ok"}
         try:
             await asyncio.wait_for(self.gateway.services.store.ping(), 2.0)
-        except (StoreUnavailable, asyncio.TimeoutError) as exc:
+        except (TimeoutError, StoreUnavailable) as exc:
             result["store"] = f"unavailable: {type(exc).__name__}"
         up = self.gateway.config.upstream
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(up.host, up.port), 2.0)
             writer.close()
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             result["upstream"] = f"unreachable: {type(exc).__name__}"
         self.checked, self.result = time.monotonic(), result
         return result
@@ -68,8 +68,9 @@ def build_admin(gateway: Gateway) -> web.Application:
     async def readyz(request: web.Request) -> web.Response:
         result = await readiness.check()
         ok = all(v == "ok" for v in result.values())
-        return web.Response(status=200 if ok else 503, body=json.dumps(result).encode(),
-                            content_type="application/json")
+        return web.Response(
+            status=200 if ok else 503, body=json.dumps(result).encode(), content_type="application/json"
+        )
 
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)

@@ -75,8 +75,8 @@ class Limits:
     pool_size: int = 256
     keepalive_timeout: float = 30.0
     buffer_below: int = 65536
-    client_header_timeout: float = 10.0   # whole request head, from first byte (or accept)
-    client_body_timeout: float = 30.0     # longest client silence while a body is due
+    client_header_timeout: float = 10.0  # whole request head, from first byte (or accept)
+    client_body_timeout: float = 30.0  # longest client silence while a body is due
     client_keepalive_timeout: float = 75.0  # idle client connection between requests
 
 
@@ -113,12 +113,12 @@ class PuzzleConfig:
 
     keys: dict[str, bytes]
     signing_kid: str
-    bits: int = 16                 # floor when the policy names none
-    subs: int = 1                  # sub-solutions per challenge (bounded variance)
-    ttl: int = 300                 # challenge lifetime, seconds
-    session_ttl: int = 900         # session bought with POST /.well-known/popgate/puzzle
-    session_budget: int = 200      # requests that session is good for (0: no budget)
-    hashcash: bool = True          # accept self-minted hashcash v1 stamps where the policy does
+    bits: int = 16  # floor when the policy names none
+    subs: int = 1  # sub-solutions per challenge (bounded variance)
+    ttl: int = 300  # challenge lifetime, seconds
+    session_ttl: int = 900  # session bought with POST /.well-known/popgate/puzzle
+    session_budget: int = 200  # requests that session is good for (0: no budget)
+    hashcash: bool = True  # accept self-minted hashcash v1 stamps where the policy does
     hashcash_max_age: int = 172800  # >= 1 day: stamps dated YYMMDD mean midnight UTC
 
 
@@ -151,8 +151,11 @@ class Config:
         return self.puzzle.signing_kid if self.puzzle is not None else ""
 
 
-def load_config(path: str | os.PathLike[str] | None, overrides: dict[str, Any] | None = None,
-                env: dict[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None,
+    overrides: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> Config:
     """Read ``path`` (TOML; may be None), apply ``overrides`` and validate.
 
     ``overrides`` maps dotted keys (``server.upstream``) to values, as the CLI
@@ -192,12 +195,23 @@ def build_config(data: dict[str, Any], problems: list[str], env: Any) -> Config:
     c = pc.Collector(data, problems)
     c.unknown_keys("", data, {"server", "limits", "sessions", "store", "policy"} | _extension_sections())
     server = c.table("server")
-    c.unknown_keys("server", server, {"listen", "admin", "upstream", "trusted_proxies",
-                                      "shutdown_timeout", "via_name", "access_log",
-                                      "upstream_client"})
+    c.unknown_keys(
+        "server",
+        server,
+        {
+            "listen",
+            "admin",
+            "upstream",
+            "trusted_proxies",
+            "shutdown_timeout",
+            "via_name",
+            "access_log",
+            "upstream_client",
+        },
+    )
     client = server.get("upstream_client", "lean")
     if client not in ("lean", "aiohttp"):
-        c.problem("server.upstream_client", f"expected \"lean\" or \"aiohttp\", got {client!r}")
+        c.problem("server.upstream_client", f'expected "lean" or "aiohttp", got {client!r}')
     listen = _host_port(c, "server.listen", server.get("listen", "127.0.0.1:8080"))
     admin = _host_port(c, "server.admin", server.get("admin", "127.0.0.1:9090"))
     upstream = _upstream(c, "server.upstream", server.get("upstream"))
@@ -211,20 +225,31 @@ def build_config(data: dict[str, Any], problems: list[str], env: Any) -> Config:
     if problems:
         raise ConfigError(problems)
     assert listen and admin and upstream and sessions
-    return Config(listen=listen, admin=admin, upstream=upstream, sessions=sessions, store=store,
-                  policy=policy, limits=limits, trusted_proxies=tuple(trusted),
-                  shutdown_timeout=float(shutdown), via_name=str(server.get("via_name", "popgate")),
-                  access_log=bool(server.get("access_log", False)),
-                  upstream_client=str(client), puzzle=puzzle, raw=data)
+    return Config(
+        listen=listen,
+        admin=admin,
+        upstream=upstream,
+        sessions=sessions,
+        store=store,
+        policy=policy,
+        limits=limits,
+        trusted_proxies=tuple(trusted),
+        shutdown_timeout=float(shutdown),
+        via_name=str(server.get("via_name", "popgate")),
+        access_log=bool(server.get("access_log", False)),
+        upstream_client=str(client),
+        puzzle=puzzle,
+        raw=data,
+    )
 
 
 def _puzzle(c: pc.Collector, t: dict[str, Any], env: Any) -> PuzzleConfig | None:
-    d = {f: v.default for f, v in PuzzleConfig.__dataclass_fields__.items()
-         if f not in ("keys", "signing_kid")}
+    d = {
+        f: v.default for f, v in PuzzleConfig.__dataclass_fields__.items() if f not in ("keys", "signing_kid")
+    }
     c.unknown_keys("puzzle", t, {"keys", "signing_kid", *d})
     keys, signing = read_keyring(c, "puzzle", t, env)
-    lo = {"bits": 0, "subs": 1, "ttl": 10, "session_ttl": 1, "session_budget": 0,
-          "hashcash_max_age": 86400}
+    lo = {"bits": 0, "subs": 1, "ttl": 10, "session_ttl": 1, "session_budget": 0, "hashcash_max_age": 86400}
     hi = {"bits": 40, "subs": 16}
     vals: dict[str, Any] = {}
     for name, default in d.items():
@@ -342,8 +367,7 @@ def read_keyring(c: pc.Collector, path: str, t: dict[str, Any], env: Any) -> tup
     keys: dict[str, bytes] = {}
     entries = t.get("keys")
     if not isinstance(entries, list) or not entries:
-        c.problem(f"{path}.keys", "at least one key is required "
-                  "(generate one with `popgate keys generate`)")
+        c.problem(f"{path}.keys", "at least one key is required (generate one with `popgate keys generate`)")
         return keys, ""
     for i, entry in enumerate(entries):
         p = f"{path}.keys[{i}]"
@@ -366,8 +390,9 @@ def read_keyring(c: pc.Collector, path: str, t: dict[str, Any], env: Any) -> tup
 
 
 def _sessions(c: pc.Collector, t: dict[str, Any], env: Any) -> Sessions | None:
-    c.unknown_keys("sessions", t, {"keys", "signing_kid", "ttl", "cookie_name", "cookie_secure",
-                                   "subject_key"})
+    c.unknown_keys(
+        "sessions", t, {"keys", "signing_kid", "ttl", "cookie_name", "cookie_secure", "subject_key"}
+    )
     keys, signing = read_keyring(c, "sessions", t, env)
     subject_key = None
     if "subject_key" in t:
@@ -383,19 +408,30 @@ def _sessions(c: pc.Collector, t: dict[str, Any], env: Any) -> Sessions | None:
         # survive rotating that key away.
         first = next(iter(keys.values()))
         subject_key = hmac.new(first, b"popgate-subject-key", hashlib.sha256).digest()
-    return Sessions(keys=keys, signing_kid=signing, subject_key=subject_key, ttl=int(ttl or 3600), cookie_name=str(cookie),
-                    cookie_secure=bool(t.get("cookie_secure", False)))
+    return Sessions(
+        keys=keys,
+        signing_kid=signing,
+        subject_key=subject_key,
+        ttl=int(ttl or 3600),
+        cookie_name=str(cookie),
+        cookie_secure=bool(t.get("cookie_secure", False)),
+    )
 
 
 def _store(c: pc.Collector, t: dict[str, Any]) -> StoreConfig:
     c.unknown_keys("store", t, {"url", "timeout", "failure_mode"})
     url = t.get("url", "sqlite:///var/popgate/store.db")
     if not isinstance(url, str) or not re.match(
-            r"^(memory://|sqlite:///|redis://|rediss://|redis\+cluster://|rediss\+cluster://)", url):
-        c.problem("store.url", "expected memory://, sqlite:///PATH, redis://HOST:PORT/DB or "
-                  f"redis+cluster://HOST:PORT[,HOST:PORT...]/, got {url!r}")
+        r"^(memory://|sqlite:///|redis://|rediss://|redis\+cluster://|rediss\+cluster://)", url
+    ):
+        c.problem(
+            "store.url",
+            "expected memory://, sqlite:///PATH, redis://HOST:PORT/DB or "
+            f"redis+cluster://HOST:PORT[,HOST:PORT...]/, got {url!r}",
+        )
     elif url.startswith(("redis+cluster://", "rediss+cluster://")):
         from popgate.gateway.stores.redis import parse_cluster_url
+
         try:
             parse_cluster_url(url)
         except ValueError as exc:
@@ -403,15 +439,17 @@ def _store(c: pc.Collector, t: dict[str, Any]) -> StoreConfig:
     timeout = c.number("store.timeout", t.get("timeout", 0.5), lo=0.001)
     modes = t.get("failure_mode", {})
     if not isinstance(modes, dict):
-        c.problem("store.failure_mode", "expected a table of action = \"open\" | \"closed\"")
+        c.problem("store.failure_mode", 'expected a table of action = "open" | "closed"')
         modes = {}
     for action, mode in modes.items():
         if action not in FAILURE_ACTIONS:
-            c.problem(f"store.failure_mode.{action}",
-                      f"unknown action (expected one of: {', '.join(sorted(FAILURE_ACTIONS))}; "
-                      "payments and credit debits always fail closed)")
+            c.problem(
+                f"store.failure_mode.{action}",
+                f"unknown action (expected one of: {', '.join(sorted(FAILURE_ACTIONS))}; "
+                "payments and credit debits always fail closed)",
+            )
         if mode not in FAILURE_MODES:
-            c.problem(f"store.failure_mode.{action}", f"expected \"open\" or \"closed\", got {mode!r}")
+            c.problem(f"store.failure_mode.{action}", f'expected "open" or "closed", got {mode!r}')
     return StoreConfig(url=str(url), timeout=float(timeout or 0.5), failure_modes=dict(modes))
 
 
@@ -432,6 +470,9 @@ def _policy(c: pc.Collector, t: dict[str, Any]) -> PolicyConfig:
     if file is not None:
         for k in ("default", *CLASSES):
             if k in t:
-                c.problem(f"policy.{k}", "not used when policy.file is set: put per-class "
-                          "actions in the policy file's [default] table")
+                c.problem(
+                    f"policy.{k}",
+                    "not used when policy.file is set: put per-class "
+                    "actions in the policy file's [default] table",
+                )
     return PolicyConfig(actions=actions, file=str(file) if file else None)

@@ -17,39 +17,68 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter("popgate_requests_total", "Requests by client class and decision",
-                                ["klass", "decision"], registry=r)
-        self.responses = Counter("popgate_responses_total", "Responses by status class",
-                                 ["code"], registry=r)
-        self.latency = Histogram("popgate_request_seconds", "Time spent handling a request",
-                                 ["decision"], buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter(
+            "popgate_requests_total",
+            "Requests by client class and decision",
+            ["klass", "decision"],
+            registry=r,
+        )
+        self.responses = Counter("popgate_responses_total", "Responses by status class", ["code"], registry=r)
+        self.latency = Histogram(
+            "popgate_request_seconds",
+            "Time spent handling a request",
+            ["decision"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.inflight = Gauge("popgate_inflight_requests", "Requests being handled", registry=r)
-        self.upstream_errors = Counter("popgate_upstream_errors_total", "Upstream failures",
-                                       ["kind"], registry=r)
-        self.evidence = Counter("popgate_evidence_total", "Evidence checked, by scheme and result",
-                                ["scheme", "result"], registry=r)
-        self.verify_seconds = Histogram("popgate_verification_seconds", "Verification time",
-                                        ["scheme"], buckets=LATENCY_BUCKETS, registry=r)
-        self.sessions_issued = Counter("popgate_sessions_issued_total", "Sessions issued",
-                                       ["klass", "evidence"], registry=r)
-        self.store_errors = Counter("popgate_store_errors_total", "Store operations that failed",
-                                    ["action"], registry=r)
-        self.fail_open = Counter("popgate_fail_open_total",
-                                 "Actions let through while the store was unavailable",
-                                 ["action"], registry=r)
-        self.fees = Counter("popgate_fees_atomic_total", "Fees collected (atomic units)",
-                            ["rail", "route"], registry=r)
-        self.payments = Counter("popgate_payments_total", "Payment attempts by rail and result",
-                                ["rail", "result"], registry=r)
-        self.settlements = Counter("popgate_settlements_total",
-                                   "x402 settlement attempts by outcome", ["outcome"], registry=r)
-        self.difficulty = Gauge("popgate_puzzle_difficulty_bits", "Current puzzle difficulty",
-                                ["scope"], registry=r)
-        self.client_timeouts = Counter("popgate_client_timeouts_total",
-                                       "Client connections cut for a slow head or body",
-                                       ["phase"], registry=r)
-        self.pool_queue = Gauge("popgate_verify_queue_depth", "Proofs waiting for a pool slot",
-                                registry=r)
+        self.upstream_errors = Counter(
+            "popgate_upstream_errors_total", "Upstream failures", ["kind"], registry=r
+        )
+        self.evidence = Counter(
+            "popgate_evidence_total",
+            "Evidence checked, by scheme and result",
+            ["scheme", "result"],
+            registry=r,
+        )
+        self.verify_seconds = Histogram(
+            "popgate_verification_seconds",
+            "Verification time",
+            ["scheme"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sessions_issued = Counter(
+            "popgate_sessions_issued_total", "Sessions issued", ["klass", "evidence"], registry=r
+        )
+        self.store_errors = Counter(
+            "popgate_store_errors_total", "Store operations that failed", ["action"], registry=r
+        )
+        self.fail_open = Counter(
+            "popgate_fail_open_total",
+            "Actions let through while the store was unavailable",
+            ["action"],
+            registry=r,
+        )
+        self.fees = Counter(
+            "popgate_fees_atomic_total", "Fees collected (atomic units)", ["rail", "route"], registry=r
+        )
+        self.payments = Counter(
+            "popgate_payments_total", "Payment attempts by rail and result", ["rail", "result"], registry=r
+        )
+        self.settlements = Counter(
+            "popgate_settlements_total", "x402 settlement attempts by outcome", ["outcome"], registry=r
+        )
+        self.difficulty = Gauge(
+            "popgate_puzzle_difficulty_bits", "Current puzzle difficulty", ["scope"], registry=r
+        )
+        self.client_timeouts = Counter(
+            "popgate_client_timeouts_total",
+            "Client connections cut for a slow head or body",
+            ["phase"],
+            registry=r,
+        )
+        self.pool_queue = Gauge("popgate_verify_queue_depth", "Proofs waiting for a pool slot", registry=r)
         self._req_children: dict[tuple[str, str], Counter] = {}
         self._resp_children: dict[int, Counter] = {}
         self._lat_children: dict[str, Histogram] = {}

@@ -48,7 +48,7 @@ def batched_value_class() -> type:
 
     class BatchedValue(base):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            with _lock:      # every mmap write of this process happens under _lock
+            with _lock:  # every mmap write of this process happens under _lock
                 super().__init__(*args, **kwargs)
 
         def inc(self, amount: float) -> None:

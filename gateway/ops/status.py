@@ -71,13 +71,14 @@ def scrape_registry(metrics: Metrics) -> CollectorRegistry:
     path = os.environ.get(MULTIPROC_ENV)
     if not path or not os.path.isdir(path):
         return metrics.registry
-    flush()          # this worker's own numbers, up to this request
+    flush()  # this worker's own numbers, up to this request
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Aggregated(path))
     return registry
 
 
 # -- the summary ---------------------------------------------------------------
+
 
 def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
     """Estimate a quantile from cumulative (upper bound, count) buckets, as PromQL does."""
@@ -108,10 +109,23 @@ def _nested(out: dict[str, Any], keys: list[str], value: float) -> None:
 def summarize(registry: CollectorRegistry, now: float | None = None) -> dict[str, Any]:
     """A JSON-ready summary of popgate's metrics in ``registry``."""
     s: dict[str, Any] = {
-        "time": time.time() if now is None else now, "requests": {}, "requests_total": 0,
-        "decisions": {}, "classes": {}, "responses": {}, "fees": {}, "fees_total": 0,
-        "difficulty": {}, "verification": {}, "evidence": {}, "store_errors": {},
-        "fail_open": {}, "inflight": 0, "routes": [], "latency": {}, "sessions_issued": 0,
+        "time": time.time() if now is None else now,
+        "requests": {},
+        "requests_total": 0,
+        "decisions": {},
+        "classes": {},
+        "responses": {},
+        "fees": {},
+        "fees_total": 0,
+        "difficulty": {},
+        "verification": {},
+        "evidence": {},
+        "store_errors": {},
+        "fail_open": {},
+        "inflight": 0,
+        "routes": [],
+        "latency": {},
+        "sessions_issued": 0,
     }
     hist: dict[tuple[str, str], list[tuple[float, float]]] = {}
     hsum: dict[tuple[str, str], float] = {}
@@ -154,21 +168,31 @@ def summarize(registry: CollectorRegistry, now: float | None = None) -> dict[str
         count = buckets[-1][1] if buckets else 0
         if not count:
             continue
-        entry = {"count": count, "p50_ms": _ms(_quantile(buckets, 0.5)),
-                 "p95_ms": _ms(_quantile(buckets, 0.95)),
-                 "mean_ms": round(hsum.get((n, label), 0.0) / count * 1000, 3)}
+        entry = {
+            "count": count,
+            "p50_ms": _ms(_quantile(buckets, 0.5)),
+            "p95_ms": _ms(_quantile(buckets, 0.95)),
+            "mean_ms": round(hsum.get((n, label), 0.0) / count * 1000, 3),
+        }
         target = "verification" if n.startswith("popgate_verification") else "latency"
         s[target][label] = entry
-    s["routes"] = [{"rule": r, "requests": v} for r, v in
-                   sorted(routes.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_ROUTES]]
+    s["routes"] = [
+        {"rule": r, "requests": v}
+        for r, v in sorted(routes.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_ROUTES]
+    ]
     return s
 
 
 # -- the admin routes and the route counter --------------------------------------
 
+
 def _route_counter(metrics: Metrics) -> Counter:
-    return Counter(ROUTE_METRIC, "Requests by policy rule name and status class",
-                   ["rule", "code"], registry=metrics.registry)
+    return Counter(
+        ROUTE_METRIC,
+        "Requests by policy rule name and status class",
+        ["rule", "code"],
+        registry=metrics.registry,
+    )
 
 
 def status_extension(gateway: Any, services: Any) -> None:
@@ -191,13 +215,17 @@ def status_extension(gateway: Any, services: Any) -> None:
     page = (STATIC / "status.html").read_bytes()
 
     async def status_page(request: web.Request) -> web.Response:
-        return web.Response(body=page, content_type="text/html", charset="utf-8",
-                            headers={"Cache-Control": "no-store"})
+        return web.Response(
+            body=page, content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-store"}
+        )
 
     async def status_json(request: web.Request) -> web.Response:
         summary = summarize(scrape_registry(metrics))
-        return web.Response(body=json.dumps(summary).encode(), content_type="application/json",
-                            headers={"Cache-Control": "no-store"})
+        return web.Response(
+            body=json.dumps(summary).encode(),
+            content_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
 
     gateway.admin_routes.append(("GET", "/status", status_page))
     gateway.admin_routes.append(("GET", "/status.json", status_json))

@@ -44,8 +44,15 @@ class Collector:
                 where = f"{path}.{k}" if path else k
                 self.problem(where, f"unknown key (expected one of: {', '.join(sorted(known))})")
 
-    def number(self, path: str, value: Any, *, lo: float | None = None, hi: float | None = None,
-               integer: bool = False) -> float | int | None:
+    def number(
+        self,
+        path: str,
+        value: Any,
+        *,
+        lo: float | None = None,
+        hi: float | None = None,
+        integer: bool = False,
+    ) -> float | int | None:
         """Check a number's type and range; return it or None after a problem."""
         ok = isinstance(value, int) if integer else isinstance(value, (int, float))
         if not ok or isinstance(value, bool):
@@ -80,4 +87,3 @@ def read_vk_file(c: Collector, where: str, path: str) -> Any:
     except VerificationError as exc:
         c.problem(where, f"{path}: not a valid key ({exc.detail})")
     return None
-

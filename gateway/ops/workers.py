@@ -43,9 +43,9 @@ from typing import Any
 from prometheus_client import values
 from prometheus_client.multiprocess import mark_process_dead
 
+from popgate.gateway.http.server import serve
 from popgate.gateway.ops.config import Config
 from popgate.gateway.ops.metrics_files import batched_value_class, flush, start_flusher
-from popgate.gateway.http.server import serve
 from popgate.gateway.ops.status import MULTIPROC_ENV
 
 log = logging.getLogger("popgate.workers")
@@ -79,7 +79,7 @@ def _worker_main(config: Config) -> None:
     try:
         _run_one(config, reuse_port=True)
     finally:
-        flush()      # a forked process leaves through os._exit: no atexit
+        flush()  # a forked process leaves through os._exit: no atexit
         # multiprocessing's exit handler joins our children: one a cleanup
         # missed (a proof pool process) would keep this worker alive for ever.
         for child in multiprocessing.active_children():
@@ -120,8 +120,9 @@ class Supervisor:
     def spawn(self, index: int) -> Any:
         # Fork with our signals blocked: the child must not run the parent's
         # handlers before it has installed its own.
-        p = self.ctx.Process(target=_worker_main, args=(self.config,),
-                             name=f"popgate-worker-{index}", daemon=False)
+        p = self.ctx.Process(
+            target=_worker_main, args=(self.config,), name=f"popgate-worker-{index}", daemon=False
+        )
         old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         try:
             p.start()
@@ -151,15 +152,21 @@ class Supervisor:
             self.procs.append(self.spawn(i))
         status = 0
         while any(p.exitcode is None for p in self.procs):
-            multiprocessing.connection.wait([p.sentinel for p in self.procs
-                                             if p.exitcode is None], timeout=0.5)
+            multiprocessing.connection.wait(
+                [p.sentinel for p in self.procs if p.exitcode is None], timeout=0.5
+            )
             for i, p in enumerate(self.procs):
                 if p.exitcode is None or self.stopping:
                     continue
                 p.join()
                 lived = time.monotonic() - self.started.pop(p.pid, 0.0)
-                log.warning("worker %d (pid %d) exited with %s after %.1fs; starting another",
-                            i, p.pid, p.exitcode, lived)
+                log.warning(
+                    "worker %d (pid %d) exited with %s after %.1fs; starting another",
+                    i,
+                    p.pid,
+                    p.exitcode,
+                    lived,
+                )
                 _forget_worker(self.metrics_dir, p.pid)
                 self.fast_exits = self.fast_exits + 1 if lived < FAST_EXIT_SECONDS else 0
                 if self.fast_exits >= MAX_FAST_EXITS:
@@ -181,9 +188,11 @@ def run_workers(config: Config, workers: int) -> int:
         _run_one(config, reuse_port=False)
         return 0
     if config.store.url.startswith("memory://"):
-        print("popgate: --workers > 1 needs a shared store (sqlite:/// or redis://), "
-              "not memory://: each worker would spend, count and debit on its own",
-              file=sys.stderr)
+        print(
+            "popgate: --workers > 1 needs a shared store (sqlite:/// or redis://), "
+            "not memory://: each worker would spend, count and debit on its own",
+            file=sys.stderr,
+        )
         return 2
     path, owned = _prepare_multiproc_dir()
     try:

@@ -28,14 +28,22 @@ from typing import Any
 from aiohttp import web
 
 from popgate.gateway.app import Services
-from popgate.gateway.payments.ledger import BadApiKey, check_api_key, key_id_of
-from popgate.gateway.payments.fees import route_price
-from popgate.gateway.pipeline.decisions import Charge, Decision, WayOut
 from popgate.gateway.errors import BadRequest, Forbidden, StoreFailure, Unauthorized
+from popgate.gateway.payments.fees import route_price
+from popgate.gateway.payments.ledger import BadApiKey, check_api_key, key_id_of
 from popgate.gateway.pipeline.context import Context
+from popgate.gateway.pipeline.decisions import Charge, Decision, WayOut
 from popgate.gateway.stores.base import StoreUnavailable, key
-from popgate.verifiers.paypercrawl import (CRAWLER_CHARGED, CRAWLER_ERROR, CRAWLER_EXACT_PRICE, CRAWLER_MAX_PRICE, CRAWLER_PRICE,
-                                   CrawlerPriceError, accept_offer, format_price)
+from popgate.verifiers.paypercrawl import (
+    CRAWLER_CHARGED,
+    CRAWLER_ERROR,
+    CRAWLER_EXACT_PRICE,
+    CRAWLER_MAX_PRICE,
+    CRAWLER_PRICE,
+    CrawlerPriceError,
+    accept_offer,
+    format_price,
+)
 
 log = logging.getLogger("popgate.credits")
 TOPUP_PATH = "/.well-known/popgate/credits/topup"
@@ -70,15 +78,23 @@ class CreditsRail:
 
     # -- ways out ----------------------------------------------------------
     def ways_out(self, ctx: Context, price: int, balance: int | None = None) -> list[WayOut]:
-        params: dict[str, Any] = {"header": "Authorization: Bearer <api key>", "price": price,
-                                  "topup": TOPUP_PATH,
-                                  "topup_amounts": list(self.settings.topup_amounts)}
+        params: dict[str, Any] = {
+            "header": "Authorization: Bearer <api key>",
+            "price": price,
+            "topup": TOPUP_PATH,
+            "topup_amounts": list(self.settings.topup_amounts),
+        }
         if balance is not None:
             params["balance"] = balance
         ways = [WayOut("credits", params)]
         if self.settings.crawlers:
-            ways.append(WayOut("pay-per-crawl", {"price": format_price(usd(price))},
-                               ((CRAWLER_PRICE, format_price(usd(price))),)))
+            ways.append(
+                WayOut(
+                    "pay-per-crawl",
+                    {"price": format_price(usd(price))},
+                    ((CRAWLER_PRICE, format_price(usd(price))),),
+                )
+            )
         return ways
 
     def challenge_way_out(self, ctx: Context) -> WayOut | None:
@@ -109,8 +125,9 @@ class CreditsRail:
             check_api_key(api_key, await self.stored_hash(key_id, now))
         except BadApiKey:
             self.services.metrics.evidence.labels("credits", "bad_api_key").inc()
-            raise Unauthorized("bad api key", reason="bad_api_key",
-                               public="The API key is not valid.") from None
+            raise Unauthorized(
+                "bad api key", reason="bad_api_key", public="The API key is not valid."
+            ) from None
         return account_of_key(key_id)
 
     # -- debits ------------------------------------------------------------
@@ -123,8 +140,7 @@ class CreditsRail:
             self.services.metrics.store_errors.labels("debit").inc()
             # The debit may still land (a timed-out command Redis runs late):
             # make the outcome certain, then undo it, so a 503 is never billed.
-            task = asyncio.get_running_loop().create_task(
-                self._compensate(account, amount, ref, ctx.now))
+            task = asyncio.get_running_loop().create_task(self._compensate(account, amount, ref, ctx.now))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             raise StoreFailure(str(exc)) from None
@@ -137,16 +153,25 @@ class CreditsRail:
         for attempt in range(6):
             try:
                 if await store.debit_ledger(account, amount, ref, at) is not None:
-                    await store.credit_ledger(account, amount, "refund", f"refund:{ref}",
-                                              self.services.clock())
+                    await store.credit_ledger(
+                        account, amount, "refund", f"refund:{ref}", self.services.clock()
+                    )
                 return
             except StoreUnavailable:
-                await asyncio.sleep(0.25 * 2 ** attempt)
-        log.error("could not settle a lost debit of %s on %s (ref %s): store unavailable",
-                  amount, account, ref)
+                await asyncio.sleep(0.25 * 2**attempt)
+        log.error(
+            "could not settle a lost debit of %s on %s (ref %s): store unavailable", amount, account, ref
+        )
 
-    def _bill_on_success(self, ctx: Context, account: str, amount: int, ref: str, rail: str,
-                         drop_on_failure: tuple[str, ...] = ()) -> None:
+    def _bill_on_success(
+        self,
+        ctx: Context,
+        account: str,
+        amount: int,
+        ref: str,
+        rail: str,
+        drop_on_failure: tuple[str, ...] = (),
+    ) -> None:
         def hook(response: web.StreamResponse) -> None:
             if 200 <= response.status < 300:
                 return
@@ -156,30 +181,37 @@ class CreditsRail:
             task = asyncio.get_running_loop().create_task(self._refund(account, amount, ref, rail))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
         ctx.after_response.append(hook)
 
     async def _refund(self, account: str, amount: int, ref: str, rail: str) -> None:
         for attempt in range(5):
             try:
-                await self.services.store.credit_ledger(account, amount, "refund", f"refund:{ref}",
-                                                        self.services.clock())
+                await self.services.store.credit_ledger(
+                    account, amount, "refund", f"refund:{ref}", self.services.clock()
+                )
                 self.services.metrics.payments.labels(rail, "refunded").inc()
                 await self.meter.refund(rail, account, amount)
                 return
             except StoreUnavailable:
-                await asyncio.sleep(0.2 * 2 ** attempt)
+                await asyncio.sleep(0.2 * 2**attempt)
         log.error("refund of %s to %s (ref %s) failed: store unavailable", amount, account, ref)
 
     async def pay_with_key(self, ctx: Context, charge: Charge, api_key: str) -> Decision | None:
         from popgate.gateway.payments.fees import with_ways
+
         account = await self.account_for_key(api_key, ctx.now)
         ref, bal = await self.debit(ctx, charge.price, account)
         if bal is None:
             self.services.metrics.payments.labels("credits", "insufficient_credits").inc()
             balance = await self._balance(account)
             ways = self.ways_out(ctx, charge.price, balance=balance)[:1]
-            return with_ways(charge, tuple(ways), reason="insufficient_credits",
-                             detail="The account balance does not cover this request: top up.")
+            return with_ways(
+                charge,
+                tuple(ways),
+                reason="insufficient_credits",
+                detail="The account balance does not cover this request: top up.",
+            )
         self._settled(ctx, charge, account, "credits")
         self._bill_on_success(ctx, account, charge.price, ref, "credits")
         await self.meter.record("credits", charge.route, account, charge.price)
@@ -201,6 +233,7 @@ class CreditsRail:
     async def pay_crawl(self, ctx: Context, charge: Charge) -> Decision | None:
         """Pay-per-crawl: bill a verified crawler's account."""
         from popgate.gateway.payments.fees import with_ways
+
         price = usd(charge.price)
         try:
             if ctx.klass != "verified-agent" or not ctx.subject:
@@ -214,11 +247,16 @@ class CreditsRail:
         except CrawlerPriceError as exc:
             self.services.metrics.payments.labels("crawler", exc.code).inc()
             code = exc.code
-            ctx.after_response.append(lambda r: r.headers.__setitem__(CRAWLER_ERROR, code)
-                                      if not r.prepared else None)
+            ctx.after_response.append(
+                lambda r: r.headers.__setitem__(CRAWLER_ERROR, code) if not r.prepared else None
+            )
             if exc.status == 402:
-                return with_ways(charge, tuple(self.ways_out(ctx, charge.price)),
-                                 reason=exc.reason, detail=f"crawler-error: {code}")
+                return with_ways(
+                    charge,
+                    tuple(self.ways_out(ctx, charge.price)),
+                    reason=exc.reason,
+                    detail=f"crawler-error: {code}",
+                )
             err = BadRequest if exc.status == 400 else Forbidden
             raise err(exc.detail, reason=exc.reason, public=f"crawler-error: {code}") from None
         self._settled(ctx, charge, account, "crawler")
@@ -232,8 +270,14 @@ def _require_signed_price(ctx: Context) -> None:
     """Billing a crawler needs its consent in the signature: the price header it
     sent must be covered, and a nonce (spent once) must make the request unique —
     otherwise a captured signed request could be replayed with a price added."""
-    sig = next((a.extra.get("signature") for a in ctx.attestations
-                if a.evidence == "webbotauth" and isinstance(a.extra, dict)), None)
+    sig = next(
+        (
+            a.extra.get("signature")
+            for a in ctx.attestations
+            if a.evidence == "webbotauth" and isinstance(a.extra, dict)
+        ),
+        None,
+    )
     if sig is None:
         raise CrawlerPriceError("StrongAuthRequired", "no Web Bot Auth signature")
     headers = ctx.request.headers

@@ -32,22 +32,31 @@ from typing import Any
 from aiohttp import web
 
 from popgate.gateway.app import Gateway, Services
-from popgate.gateway.payments.ledger import issue_api_key
 from popgate.gateway.errors import GatewayError
 from popgate.gateway.payments.credits import TOPUP_PATH, account_of_key
+from popgate.gateway.payments.ledger import issue_api_key
 from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.responses import error_response, problem
 from popgate.gateway.stores.base import StoreUnavailable, key
 from popgate.verifiers.errors import Malformed, VerificationError
-from popgate.verifiers.x402 import (PAYMENT_REQUIRED, PAYMENT_RESPONSE, X_PAYMENT_RESPONSE,
-                            encode_payment_response, usd_to_atomic)
+from popgate.verifiers.x402 import (
+    PAYMENT_REQUIRED,
+    PAYMENT_RESPONSE,
+    X_PAYMENT_RESPONSE,
+    encode_payment_response,
+    usd_to_atomic,
+)
 
 MAX_ATOMIC = 10**15
 
 
 def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=json.dumps(obj).encode(), content_type="application/json",
-                        headers={"Cache-Control": "no-store", **(headers or {})})
+    return web.Response(
+        status=status,
+        body=json.dumps(obj).encode(),
+        content_type="application/json",
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
 
 
 def _amount(body: dict[str, Any]) -> int:
@@ -64,8 +73,9 @@ def _amount(body: dict[str, Any]) -> int:
     return v
 
 
-def register_credits_api(gateway: Gateway, services: Services, meter: Any, x402: Any,
-                         credits: Any, enforcer: Any) -> None:
+def register_credits_api(
+    gateway: Gateway, services: Services, meter: Any, x402: Any, credits: Any, enforcer: Any
+) -> None:
     """Mount the admin routes and the top-up endpoint (where configured)."""
     store = services.store
     token = credits.settings.admin_token if credits is not None else None
@@ -79,14 +89,20 @@ def register_credits_api(gateway: Gateway, services: Services, meter: Any, x402:
     def admin(handler: Any) -> Any:
         async def guarded(request: web.Request) -> web.StreamResponse:
             if not authorized(request):
-                return problem(request, 401, "admin_token_required", "Admin token required",
-                               headers={"WWW-Authenticate": 'Bearer realm="popgate-admin"'})
+                return problem(
+                    request,
+                    401,
+                    "admin_token_required",
+                    "Admin token required",
+                    headers={"WWW-Authenticate": 'Bearer realm="popgate-admin"'},
+                )
             try:
                 return await handler(request)
             except (ValueError, TypeError, KeyError) as exc:
                 return problem(request, 400, "bad_request", "Bad request", str(exc))
             except StoreUnavailable:
                 return problem(request, 503, "store_unavailable", "Temporarily unavailable")
+
         return guarded
 
     async def body_of(request: web.Request) -> dict[str, Any]:
@@ -107,10 +123,12 @@ def register_credits_api(gateway: Gateway, services: Services, meter: Any, x402:
         account = account_of_key(issued.key_id)
         balance = 0
         if "amount" in body or "amount_usd" in body:
-            balance = await store.credit_ledger(account, _amount(body), "topup",
-                                                f"admin:create:{issued.key_id}", services.clock())
-        return _json({"api_key": issued.key, "key_id": issued.key_id, "account": account,
-                      "balance": balance}, 201)
+            balance = await store.credit_ledger(
+                account, _amount(body), "topup", f"admin:create:{issued.key_id}", services.clock()
+            )
+        return _json(
+            {"api_key": issued.key, "key_id": issued.key_id, "account": account, "balance": balance}, 201
+        )
 
     async def revoke_key(request: web.Request) -> web.Response:
         key_id = request.match_info["key_id"]
@@ -125,23 +143,38 @@ def register_credits_api(gateway: Gateway, services: Services, meter: Any, x402:
         ref = body.get("ref", "")
         if not isinstance(ref, str) or len(ref) > 200:
             raise ValueError("ref must be a string of at most 200 characters")
-        bal = await store.credit_ledger(account, _amount(body), "topup",
-                                        f"admin:{ref}" if ref else "", services.clock())
+        bal = await store.credit_ledger(
+            account, _amount(body), "topup", f"admin:{ref}" if ref else "", services.clock()
+        )
         return _json({"account": account, "balance": bal})
 
     async def account_info(request: web.Request) -> web.Response:
         account = request.match_info["account"]
-        return _json({"account": account, "balance": await store.balance(account),
-                      "usage": await usage(account)})
+        return _json(
+            {"account": account, "balance": await store.balance(account), "usage": await usage(account)}
+        )
 
     async def ledger(request: web.Request) -> web.Response:
         account = request.match_info["account"]
         since = int(request.query.get("since", "0"))
         limit = min(max(int(request.query.get("limit", "100")), 1), 10_000)
         entries = await store.ledger(account, since, limit)
-        return _json({"account": account, "entries": [
-            {"seq": e.seq, "delta": e.delta, "balance_after": e.balance_after, "kind": e.kind,
-             "ref": e.ref, "at": e.at} for e in entries]})
+        return _json(
+            {
+                "account": account,
+                "entries": [
+                    {
+                        "seq": e.seq,
+                        "delta": e.delta,
+                        "balance_after": e.balance_after,
+                        "kind": e.kind,
+                        "ref": e.ref,
+                        "at": e.at,
+                    }
+                    for e in entries
+                ],
+            }
+        )
 
     async def fees(request: web.Request) -> web.Response:
         subject = request.match_info["subject"]
@@ -152,21 +185,35 @@ def register_credits_api(gateway: Gateway, services: Services, meter: Any, x402:
             return _json({"pending": []})
         queue = await x402.queue()
         items = await queue.pending()
-        return _json({"pending": [{"id": i.id, "payer": i.payer, "network": i.network,
-                                   "amount": i.amount, "attempts": i.attempts,
-                                   "transaction": i.transaction, "last_error": i.last_error}
-                                  for i in items[:1000]]})
+        return _json(
+            {
+                "pending": [
+                    {
+                        "id": i.id,
+                        "payer": i.payer,
+                        "network": i.network,
+                        "amount": i.amount,
+                        "attempts": i.attempts,
+                        "transaction": i.transaction,
+                        "last_error": i.last_error,
+                    }
+                    for i in items[:1000]
+                ]
+            }
+        )
 
     if token is not None:
-        gateway.admin_routes.extend([
-            ("POST", "/admin/credits/keys", admin(create_key)),
-            ("DELETE", "/admin/credits/keys/{key_id}", admin(revoke_key)),
-            ("POST", "/admin/credits/accounts/{account}/topup", admin(topup)),
-            ("GET", "/admin/credits/accounts/{account}", admin(account_info)),
-            ("GET", "/admin/credits/accounts/{account}/ledger", admin(ledger)),
-            ("GET", "/admin/fees/{subject}", admin(fees)),
-            ("GET", "/admin/settlements", admin(settlements)),
-        ])
+        gateway.admin_routes.extend(
+            [
+                ("POST", "/admin/credits/keys", admin(create_key)),
+                ("DELETE", "/admin/credits/keys/{key_id}", admin(revoke_key)),
+                ("POST", "/admin/credits/accounts/{account}/topup", admin(topup)),
+                ("GET", "/admin/credits/accounts/{account}", admin(account_info)),
+                ("GET", "/admin/credits/accounts/{account}/ledger", admin(ledger)),
+                ("GET", "/admin/fees/{subject}", admin(fees)),
+                ("GET", "/admin/settlements", admin(settlements)),
+            ]
+        )
     if credits is not None and x402 is not None:
         gateway.endpoints[TOPUP_PATH] = _topup_endpoint(services, meter, x402, credits)
 
@@ -176,8 +223,9 @@ def _topup_endpoint(services: Services, meter: Any, x402: Any, credits: Any) -> 
 
     async def handler(request: web.BaseRequest, ctx: Context) -> web.StreamResponse:
         if request.method != "POST":
-            return problem(request, 405, "method_not_allowed", "Method not allowed",
-                           headers={"Allow": "POST"})
+            return problem(
+                request, 405, "method_not_allowed", "Method not allowed", headers={"Allow": "POST"}
+            )
         try:
             return await _topup(request, ctx)
         except GatewayError as exc:
@@ -192,26 +240,38 @@ def _topup_endpoint(services: Services, meter: Any, x402: Any, credits: Any) -> 
             except ValueError:
                 want = -1
             if want not in amounts:
-                return problem(request, 400, "bad_amount", "Unsupported top-up amount",
-                               f"offered: {', '.join(str(a) for a in amounts)} (atomic units)")
+                return problem(
+                    request,
+                    400,
+                    "bad_amount",
+                    "Unsupported top-up amount",
+                    f"offered: {', '.join(str(a) for a in amounts)} (atomic units)",
+                )
             chosen = (want,)
         offers = [o for a in chosen for o in x402.offers(a)]
         try:
             payment = x402.extract(request.headers)
         except Malformed:
-            return problem(request, 400, "malformed_payment", "Bad request",
-                           "The payment header could not be decoded.")
+            return problem(
+                request, 400, "malformed_payment", "Bad request", "The payment header could not be decoded."
+            )
 
         def ask(error: str | None = None, extra: dict[str, str] | None = None) -> web.Response:
             header = x402.required_header(request, offers, error, "popgate credits top-up")
-            return problem(request, 402, "payment_required", "Payment required",
-                           "Pay one of the offered amounts to add credits.",
-                           {"accepts": [o.to_json() for o in offers], **({"error": error} if error else {})},
-                           {PAYMENT_REQUIRED: header, **(extra or {})})
+            return problem(
+                request,
+                402,
+                "payment_required",
+                "Payment required",
+                "Pay one of the offered amounts to add credits.",
+                {"accepts": [o.to_json() for o in offers], **({"error": error} if error else {})},
+                {PAYMENT_REQUIRED: header, **(extra or {})},
+            )
 
         if payment is None:
             return ask()
         from popgate.gateway.payments.ledger import bearer_key
+
         presented = bearer_key(request.headers.get("Authorization"))
         account = (await credits.account_for_key(presented, ctx.now)) if presented else None
         try:

@@ -22,7 +22,6 @@ Transport problems raise :class:`FacilitatorError` with reasons
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -81,9 +80,11 @@ class VerifyResult:
     def from_json(cls, obj: Any) -> VerifyResult:
         if not isinstance(obj, dict) or not isinstance(obj.get("isValid"), bool):
             raise Malformed(detail="verify response lacks isValid")
+
         def s(k: str) -> str | None:
             v = obj.get(k)
             return v if isinstance(v, str) else None
+
         return cls(obj["isValid"], s("payer"), s("invalidReason"), s("invalidMessage"))
 
 
@@ -102,8 +103,9 @@ class Supported:
     signers: Mapping[str, list[str]] = field(default_factory=dict)
 
     def supports(self, scheme: str, network: str, version: int = 2) -> bool:
-        return any(k.scheme == scheme and k.network == network and k.x402_version == version
-                   for k in self.kinds)
+        return any(
+            k.scheme == scheme and k.network == network and k.x402_version == version for k in self.kinds
+        )
 
 
 AuthHeaders = Callable[[str], Mapping[str, str]]  # endpoint name → headers
@@ -116,11 +118,17 @@ class FacilitatorClient:
     supplies per-call auth, e.g. a CDP JWT. Timeouts are per call.
     """
 
-    __slots__ = ("_session", "_url", "_auth", "verify_timeout", "settle_timeout")
+    __slots__ = ("_auth", "_session", "_url", "settle_timeout", "verify_timeout")
 
-    def __init__(self, session: aiohttp.ClientSession, url: str, *,
-                 verify_timeout: float = 5.0, settle_timeout: float = 30.0,
-                 auth_headers: AuthHeaders | None = None) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        *,
+        verify_timeout: float = 5.0,
+        settle_timeout: float = 30.0,
+        auth_headers: AuthHeaders | None = None,
+    ) -> None:
         self._session = session
         self._url = url.rstrip("/")
         self._auth = auth_headers
@@ -133,31 +141,36 @@ class FacilitatorClient:
         if status != 200 or not isinstance(obj, dict) or not isinstance(obj.get("kinds"), list):
             raise FacilitatorError("facilitator_bad_response", f"/supported: HTTP {status}")
         try:
-            kinds = [SupportedKind(int(k["x402Version"]), str(k["scheme"]), str(k["network"]),
-                                   k.get("extra")) for k in obj["kinds"]]
+            kinds = [
+                SupportedKind(int(k["x402Version"]), str(k["scheme"]), str(k["network"]), k.get("extra"))
+                for k in obj["kinds"]
+            ]
         except (KeyError, TypeError, ValueError) as exc:
             raise FacilitatorError("facilitator_bad_response", f"/supported: {exc}") from exc
         return Supported(kinds, list(obj.get("extensions") or []), dict(obj.get("signers") or {}))
 
-    async def verify(self, payload: Mapping[str, Any],
-                     requirements: Mapping[str, Any]) -> VerifyResult:
+    async def verify(self, payload: Mapping[str, Any], requirements: Mapping[str, Any]) -> VerifyResult:
         """``POST /verify``; a rejection is a result, transport trouble raises."""
-        status, obj = await self._call("POST", "verify", self._body(payload, requirements),
-                                       self.verify_timeout)
+        status, obj = await self._call(
+            "POST", "verify", self._body(payload, requirements), self.verify_timeout
+        )
         return self._parse(status, obj, VerifyResult.from_json)
 
-    async def settle(self, payload: Mapping[str, Any],
-                     requirements: Mapping[str, Any]) -> SettleResult:
+    async def settle(self, payload: Mapping[str, Any], requirements: Mapping[str, Any]) -> SettleResult:
         """``POST /settle``; ``success: false`` is a result (including
         ``settlement_pending``), transport trouble raises FacilitatorError."""
-        status, obj = await self._call("POST", "settle", self._body(payload, requirements),
-                                       self.settle_timeout)
+        status, obj = await self._call(
+            "POST", "settle", self._body(payload, requirements), self.settle_timeout
+        )
         return self._parse(status, obj, SettleResult.from_json)
 
     @staticmethod
     def _body(payload: Mapping[str, Any], requirements: Mapping[str, Any]) -> dict[str, Any]:
-        return {"x402Version": payload.get("x402Version", 2),
-                "paymentPayload": dict(payload), "paymentRequirements": dict(requirements)}
+        return {
+            "x402Version": payload.get("x402Version", 2),
+            "paymentPayload": dict(payload),
+            "paymentRequirements": dict(requirements),
+        }
 
     @staticmethod
     def _parse(status: int, obj: Any, parse: Callable[[Any], _T]) -> _T:
@@ -170,19 +183,21 @@ class FacilitatorClient:
             raise FacilitatorError("facilitator_unavailable", f"HTTP {status}")
         return result
 
-    async def _call(self, method: str, endpoint: str, body: Any,
-                    timeout: float) -> tuple[int, Any]:
+    async def _call(self, method: str, endpoint: str, body: Any, timeout: float) -> tuple[int, Any]:
         headers = {"Content-Type": "application/json"}
         if self._auth is not None:
             headers.update(self._auth(endpoint))
         try:
             async with self._session.request(
-                method, f"{self._url}/{endpoint}", json=body, headers=headers,
+                method,
+                f"{self._url}/{endpoint}",
+                json=body,
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise FacilitatorError("facilitator_timeout", f"/{endpoint} after {timeout}s") from exc
         except aiohttp.ClientError as exc:
             raise FacilitatorError("facilitator_unavailable", f"/{endpoint}: {exc}") from exc
@@ -238,12 +253,11 @@ class PendingSettlement:
     transaction: str = ""
     last_error: str = ""
     debt_key: str = ""  # store counter of the payer's unsettled debt (settle-after mode)
-    amount: int = 0     # what this settlement is worth (atomic units)
+    amount: int = 0  # what this settlement is worth (atomic units)
     ambiguous: bool = False  # a /settle for it may have reached the facilitator unanswered
 
     def dumps(self) -> bytes:
-        return json.dumps({s: getattr(self, s) for s in self.__slots__},
-                          separators=(",", ":")).encode()
+        return json.dumps({s: getattr(self, s) for s in self.__slots__}, separators=(",", ":")).encode()
 
     @classmethod
     def loads(cls, raw: bytes) -> PendingSettlement:
@@ -255,8 +269,9 @@ class PendingSettlement:
         Yes after an unanswered call or a broadcast tx; and for a record
         older than a lease that no attempt ever rescheduled (its gateway
         died mid-call)."""
-        return self.ambiguous or bool(self.transaction) or (
-            self.attempts == 0 and now - self.created >= lease)
+        return (
+            self.ambiguous or bool(self.transaction) or (self.attempts == 0 and now - self.created >= lease)
+        )
 
 
 def payment_digest(payload: Mapping[str, Any]) -> str:
@@ -287,19 +302,38 @@ class SettlementQueue:
     The same answer to a first send stays a rejection (a replay).
     """
 
-    def __init__(self, store: Any, facilitator: FacilitatorClient | Any, *,
-                 backoff: float = 2.0, backoff_max: float = 300.0, lease: float = 60.0,
-                 max_attempts: int = 20, scan: int = 1000) -> None:
+    def __init__(
+        self,
+        store: Any,
+        facilitator: FacilitatorClient | Any,
+        *,
+        backoff: float = 2.0,
+        backoff_max: float = 300.0,
+        lease: float = 60.0,
+        max_attempts: int = 20,
+        scan: int = 1000,
+    ) -> None:
         from popgate.gateway.stores.base import key
+
         self._key = key
         self._store, self._fac = store, facilitator
         self.backoff, self.backoff_max, self.lease = backoff, backoff_max, lease
         self.max_attempts, self.scan = max_attempts, scan
 
-    async def enqueue(self, *, payload: Mapping[str, Any], requirements: Mapping[str, Any],
-                      payer: str, network: str, nonce: str, valid_before: int,
-                      now: float, debt_key: str = "", amount: int = 0,
-                      inline: bool = False) -> PendingSettlement:
+    async def enqueue(
+        self,
+        *,
+        payload: Mapping[str, Any],
+        requirements: Mapping[str, Any],
+        payer: str,
+        network: str,
+        nonce: str,
+        valid_before: int,
+        now: float,
+        debt_key: str = "",
+        amount: int = 0,
+        inline: bool = False,
+    ) -> PendingSettlement:
         """Write the pending record; await this before releasing a response.
 
         ``debt_key`` (optional): a store counter already raised by ``amount``
@@ -307,15 +341,23 @@ class SettlementQueue:
         the caller attempts it at once, so workers leave it alone for a
         lease (they then take it as an orphan whose call may have happened)."""
         seq = await self._store.incr(self._key(_Q, "head"), 1, _SEQ_WINDOW)
-        item = PendingSettlement(seq, dict(payload), dict(requirements), payer, network,
-                                 nonce, valid_before, now,
-                                 next_at=now + (self.lease if inline else 0.0),
-                                 debt_key=debt_key, amount=amount)
+        item = PendingSettlement(
+            seq,
+            dict(payload),
+            dict(requirements),
+            payer,
+            network,
+            nonce,
+            valid_before,
+            now,
+            next_at=now + (self.lease if inline else 0.0),
+            debt_key=debt_key,
+            amount=amount,
+        )
         await self._store.set(self._key(_Q, f"item:{seq}"), item.dumps())
         return item
 
-    async def settle_now(self, item: PendingSettlement,
-                         now: float) -> tuple[str, SettleResult | None]:
+    async def settle_now(self, item: PendingSettlement, now: float) -> tuple[str, SettleResult | None]:
         """Inline attempt (the SDK's flow: one immediate retry on
         ``settlement_pending``). Whatever happens, the record stays until an
         outcome is final, so a worker finishes what this leaves."""
@@ -324,11 +366,9 @@ class SettlementQueue:
             outcome, result = await self.attempt(item, now)
         return outcome, result
 
-    async def attempt(self, item: PendingSettlement,
-                      now: float) -> tuple[str, SettleResult | None]:
+    async def attempt(self, item: PendingSettlement, now: float) -> tuple[str, SettleResult | None]:
         """One leased settle attempt for ``item`` (updated in place)."""
-        if not await self._store.claim(self._key(_Q, f"lease:{item.id}:{item.attempts}"),
-                                       self.lease, 1):
+        if not await self._store.claim(self._key(_Q, f"lease:{item.id}:{item.attempts}"), self.lease, 1):
             return "busy", None
         maybe_sent = item.maybe_sent(now, self.lease)
         try:
@@ -338,8 +378,7 @@ class SettlementQueue:
             return await self._reschedule(item, now, "retry"), None
         return await self._conclude(item, now, result, maybe_sent, reschedule=True)
 
-    async def probe(self, item: PendingSettlement,
-                    now: float) -> tuple[str, SettleResult | None]:
+    async def probe(self, item: PendingSettlement, now: float) -> tuple[str, SettleResult | None]:
         """A client-driven attempt for a held record (its payer came back):
         one prober at a time per record (``probe:<seq>`` lease, separate from
         the worker's so a worker stuck on a slow call does not block it).
@@ -360,16 +399,20 @@ class SettlementQueue:
             with contextlib.suppress(Exception):  # else it expires after the lease
                 await self._store.delete(lease)
 
-    async def _conclude(self, item: PendingSettlement, now: float, result: SettleResult,
-                        maybe_sent: bool, *, reschedule: bool) -> tuple[str, SettleResult | None]:
+    async def _conclude(
+        self, item: PendingSettlement, now: float, result: SettleResult, maybe_sent: bool, *, reschedule: bool
+    ) -> tuple[str, SettleResult | None]:
         if not result.success and result.error_reason == NONCE_ALREADY_USED and maybe_sent:
             # Spent by the settle we (or a facilitator on our behalf) sent earlier.
-            result = SettleResult(True, result.transaction or item.transaction, item.network,
-                                  result.payer or item.payer)
+            result = SettleResult(
+                True, result.transaction or item.transaction, item.network, result.payer or item.payer
+            )
         if result.success:
             await self._store.set(
                 self._key(_Q, f"done:{item.network}:{item.payer.lower()}:{item.nonce}"),
-                result.transaction.encode(), _RECEIPT_TTL)
+                result.transaction.encode(),
+                _RECEIPT_TTL,
+            )
             await self._store.delete(self._key(_Q, f"item:{item.id}"))
             if item.debt_key and item.amount:
                 await self._store.incr(item.debt_key, -item.amount, DEBT_WINDOW)
@@ -386,12 +429,14 @@ class SettlementQueue:
 
     async def _reschedule(self, item: PendingSettlement, now: float, outcome: str) -> str:
         item.attempts += 1
-        if item.attempts >= self.max_attempts or (now > item.valid_before
-                                                  and not item.transaction):
+        if item.attempts >= self.max_attempts or (now > item.valid_before and not item.transaction):
             await self._bury(item)
             return "failed"
-        delay = 0.0 if outcome == "pending" and item.attempts == 1 else \
-            min(self.backoff_max, self.backoff * 2 ** (item.attempts - 1))
+        delay = (
+            0.0
+            if outcome == "pending" and item.attempts == 1
+            else min(self.backoff_max, self.backoff * 2 ** (item.attempts - 1))
+        )
         item.next_at = now + delay
         await self._store.set(self._key(_Q, f"item:{item.id}"), item.dumps())
         return outcome
@@ -417,11 +462,11 @@ class SettlementQueue:
         """Remember that ``item``'s payer was told to come back with the same
         payment (settle-before, no answer from the facilitator)."""
         value = json.dumps({"id": item.id, "digest": payment_digest(item.payload)})
-        await self._store.set(self._held_key(item.network, item.payer, item.nonce),
-                              value.encode(), _RECEIPT_TTL)
+        await self._store.set(
+            self._held_key(item.network, item.payer, item.nonce), value.encode(), _RECEIPT_TTL
+        )
 
-    async def held(self, network: str, payer: str, nonce: str,
-                   payload: Mapping[str, Any]) -> int | None:
+    async def held(self, network: str, payer: str, nonce: str, payload: Mapping[str, Any]) -> int | None:
         """The record id of a held payment when ``payload`` is that very
         payment (same authorization and signature); None otherwise."""
         raw = await self._store.get(self._held_key(network, payer, nonce))
@@ -440,7 +485,8 @@ class SettlementQueue:
         """Spend-once: True for the first caller only (the held payment's
         one request)."""
         return await self._store.claim(
-            self._key(_Q, f"served:{network}:{payer.lower()}:{nonce.lower()}"), _RECEIPT_TTL, 1)
+            self._key(_Q, f"served:{network}:{payer.lower()}:{nonce.lower()}"), _RECEIPT_TTL, 1
+        )
 
     async def pending(self) -> list[PendingSettlement]:
         """Queued items in sequence order (advances the tail hint)."""

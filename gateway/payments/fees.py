@@ -49,17 +49,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from popgate.gateway.app import Gateway, Services
-from popgate.gateway.ops.config import ConfigError, read_secret
-from popgate.gateway.payments.ledger import bearer_key
-from popgate.gateway.pipeline.decisions import Charge, Decision, WayOut
 from popgate.gateway.errors import BadRequest
-from popgate.gateway.pipeline.context import Context
-from popgate.gateway.stores.base import StoreUnavailable, key
+from popgate.gateway.ops.config import ConfigError, read_secret
 from popgate.gateway.ops.validation import Collector
+from popgate.gateway.payments.ledger import bearer_key
+from popgate.gateway.pipeline.context import Context
+from popgate.gateway.pipeline.decisions import Charge, Decision, WayOut
+from popgate.gateway.stores.base import StoreUnavailable, key
 from popgate.verifiers.errors import Malformed
+from popgate.verifiers.evm import parse_address
 from popgate.verifiers.paypercrawl import CRAWLER_EXACT_PRICE, CRAWLER_MAX_PRICE
 from popgate.verifiers.x402 import USDC, Asset, usd_to_atomic
-from popgate.verifiers.evm import parse_address
 
 log = logging.getLogger("popgate.fees")
 RAILS = ("x402", "credits", "crawler")
@@ -95,10 +95,10 @@ def _usd(c: Collector, path: str, value: Any, *, positive: bool = True) -> int |
     try:
         atomic = usd_to_atomic(value if isinstance(value, str) else str(value))
     except (ValueError, TypeError) as exc:
-        c.problem(path, f"expected a decimal USD amount such as \"0.01\": {exc}")
+        c.problem(path, f'expected a decimal USD amount such as "0.01": {exc}')
         return None
     if isinstance(value, float):
-        c.problem(path, "give USD amounts as strings (\"0.01\"), not floats")
+        c.problem(path, 'give USD amounts as strings ("0.01"), not floats')
         return None
     if positive and atomic <= 0:
         c.problem(path, "must be greater than 0")
@@ -108,14 +108,30 @@ def _usd(c: Collector, path: str, value: Any, *, positive: bool = True) -> int |
 
 def parse_x402(c: Collector, t: dict[str, Any]) -> X402Settings | None:
     """Validate ``[x402]``; every problem is recorded with its key path."""
-    c.unknown_keys("x402", t, {"networks", "pay_to", "facilitator", "assets", "settle",
-                               "debt_limit", "accept_v1", "price", "max_timeout_seconds",
-                               "settle_interval", "rpc", "retry_backoff", "verify_timeout",
-                               "settle_timeout"})
+    c.unknown_keys(
+        "x402",
+        t,
+        {
+            "networks",
+            "pay_to",
+            "facilitator",
+            "assets",
+            "settle",
+            "debt_limit",
+            "accept_v1",
+            "price",
+            "max_timeout_seconds",
+            "settle_interval",
+            "rpc",
+            "retry_backoff",
+            "verify_timeout",
+            "settle_timeout",
+        },
+    )
     nets = t.get("networks", ["eip155:84532"])
     networks: list[str] = []
     if not isinstance(nets, list) or not nets:
-        c.problem("x402.networks", "expected a non-empty list of CAIP-2 networks (\"eip155:8453\")")
+        c.problem("x402.networks", 'expected a non-empty list of CAIP-2 networks ("eip155:8453")')
         nets = []
     assets: dict[str, Asset] = {}
     raw_assets = c.table("assets", t)
@@ -126,9 +142,9 @@ def parse_x402(c: Collector, t: dict[str, Any]) -> X402Settings | None:
             continue
         networks.append(str(n))
         if n not in USDC and n not in raw_assets:
-            c.problem(f"x402.assets.\"{n}\"", "no default USDC for this network: configure its asset")
+            c.problem(f'x402.assets."{n}"', "no default USDC for this network: configure its asset")
     for n, a in raw_assets.items():
-        p = f"x402.assets.\"{n}\""
+        p = f'x402.assets."{n}"'
         if n not in nets:
             c.problem(p, "asset for a network not listed in x402.networks")
         if not isinstance(a, dict):
@@ -155,14 +171,15 @@ def parse_x402(c: Collector, t: dict[str, Any]) -> X402Settings | None:
         c.problem("x402.facilitator", f"required: the facilitator's http(s) base URL, got {fac!r}")
     settle = t.get("settle", "before")
     if settle not in ("before", "after"):
-        c.problem("x402.settle", f"expected \"before\" or \"after\", got {settle!r}")
+        c.problem("x402.settle", f'expected "before" or "after", got {settle!r}')
     debt = _usd(c, "x402.debt_limit", t.get("debt_limit", "1.00"), positive=False)
     price = _usd(c, "x402.price", t.get("price", "0.01"))
     v1 = t.get("accept_v1", False)
     if not isinstance(v1, bool):
         c.problem("x402.accept_v1", f"expected true or false, got {v1!r}")
-    mts = c.number("x402.max_timeout_seconds", t.get("max_timeout_seconds", 300), lo=10,
-                   hi=86400, integer=True)
+    mts = c.number(
+        "x402.max_timeout_seconds", t.get("max_timeout_seconds", 300), lo=10, hi=86400, integer=True
+    )
     interval = c.number("x402.settle_interval", t.get("settle_interval", 5.0), lo=0.05, hi=3600)
     backoff = c.number("x402.retry_backoff", t.get("retry_backoff", 2.0), lo=0.01, hi=3600)
     verify_timeout = c.number("x402.verify_timeout", t.get("verify_timeout", 5.0), lo=0.1, hi=120)
@@ -170,15 +187,27 @@ def parse_x402(c: Collector, t: dict[str, Any]) -> X402Settings | None:
     rpc = c.table("rpc", t)
     for n, url in rpc.items():
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            c.problem(f"x402.rpc.\"{n}\"", f"expected a JSON-RPC http(s) URL, got {url!r}")
+            c.problem(f'x402.rpc."{n}"', f"expected a JSON-RPC http(s) URL, got {url!r}")
         if n not in nets:
-            c.problem(f"x402.rpc.\"{n}\"", "RPC for a network not listed in x402.networks")
+            c.problem(f'x402.rpc."{n}"', "RPC for a network not listed in x402.networks")
     if any(p.startswith("x402") for p in c.problems):
         return None
-    return X402Settings(tuple(networks), str(pay_to), str(fac), assets, str(settle), int(debt or 0),
-                        bool(v1), int(price or 0), int(mts or 300), float(interval or 5.0),
-                        {str(k): str(v) for k, v in rpc.items()}, float(backoff or 2.0),
-                        float(verify_timeout or 5.0), float(settle_timeout or 30.0))
+    return X402Settings(
+        tuple(networks),
+        str(pay_to),
+        str(fac),
+        assets,
+        str(settle),
+        int(debt or 0),
+        bool(v1),
+        int(price or 0),
+        int(mts or 300),
+        float(interval or 5.0),
+        {str(k): str(v) for k, v in rpc.items()},
+        float(backoff or 2.0),
+        float(verify_timeout or 5.0),
+        float(settle_timeout or 30.0),
+    )
 
 
 def parse_credits(c: Collector, t: dict[str, Any], env: Any) -> CreditsSettings | None:
@@ -244,7 +273,7 @@ class Meter:
 class PaymentEnforcer:
     """Settles a pending Charge from the first rail the request uses."""
 
-    __slots__ = ("x402", "credits")
+    __slots__ = ("credits", "x402")
 
     def __init__(self, x402: Any, credits: Any) -> None:
         self.x402 = x402
@@ -260,8 +289,11 @@ class PaymentEnforcer:
             try:
                 payment = self.x402.extract(headers)
             except Malformed as exc:
-                raise BadRequest(f"payment header: {exc.detail}", reason="malformed_payment",
-                                 public="The payment header could not be decoded.") from None
+                raise BadRequest(
+                    f"payment header: {exc.detail}",
+                    reason="malformed_payment",
+                    public="The payment header could not be decoded.",
+                ) from None
             if payment is not None:
                 return await self.x402.pay(ctx, charge, payment)
         if self.credits is not None:
@@ -269,8 +301,9 @@ class PaymentEnforcer:
             if api_key is not None:
                 ctx.consume("authorization")  # a popgate API key is not the origin's business
                 return await self.credits.pay_with_key(ctx, charge, api_key)
-            if self.credits.settings.crawlers and (CRAWLER_EXACT_PRICE in headers
-                                                   or CRAWLER_MAX_PRICE in headers):
+            if self.credits.settings.crawlers and (
+                CRAWLER_EXACT_PRICE in headers or CRAWLER_MAX_PRICE in headers
+            ):
                 return await self.credits.pay_crawl(ctx, charge)
         ctx.decision = with_ways(charge, self.ways(ctx, charge.price))
         return None
@@ -282,14 +315,16 @@ class PaymentEnforcer:
         ``credits``: a paying client is charged the route's price instead of
         being challenged again.
         """
-        if self.x402 is not None and ("PAYMENT-SIGNATURE" in headers
-                                      or (self.x402.settings.accept_v1 and "X-PAYMENT" in headers)):
+        if self.x402 is not None and (
+            "PAYMENT-SIGNATURE" in headers or (self.x402.settings.accept_v1 and "X-PAYMENT" in headers)
+        ):
             return True
         if self.credits is not None:
             if bearer_key(headers.get("Authorization")) is not None:
                 return True
-            if self.credits.settings.crawlers and (CRAWLER_EXACT_PRICE in headers
-                                                   or CRAWLER_MAX_PRICE in headers):
+            if self.credits.settings.crawlers and (
+                CRAWLER_EXACT_PRICE in headers or CRAWLER_MAX_PRICE in headers
+            ):
                 return True
         return False
 
@@ -317,8 +352,7 @@ def route_price(ctx: Context) -> int | None:
 def with_ways(charge: Charge, ways: tuple[WayOut, ...], **changes: Any) -> Charge:
     """The Charge with our ways out added (kinds it already lists are kept)."""
     have = {w.kind for w in charge.ways_out}
-    return replace(charge, ways_out=charge.ways_out + tuple(w for w in ways if w.kind not in have),
-                   **changes)
+    return replace(charge, ways_out=charge.ways_out + tuple(w for w in ways if w.kind not in have), **changes)
 
 
 def payments(gateway: Gateway, services: Services) -> None:
@@ -328,8 +362,8 @@ def payments(gateway: Gateway, services: Services) -> None:
         return
     import os
 
-    from popgate.gateway.payments.credits_api import register_credits_api
     from popgate.gateway.payments.credits import CreditsRail
+    from popgate.gateway.payments.credits_api import register_credits_api
     from popgate.gateway.payments.x402 import X402Rail
 
     problems: list[str] = []

@@ -25,10 +25,10 @@ reference semantics, and the tests run all three against each other):
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import hmac
 import re
 import secrets
+import sqlite3
 from dataclasses import dataclass, field
 
 from popgate.verifiers.errors import VerificationError
@@ -45,8 +45,8 @@ class BadApiKey(VerificationError):
 
 @dataclass(frozen=True, slots=True)
 class IssuedKey:
-    key: str        # show once, never store
-    key_id: str     # lookup handle, safe to log
+    key: str  # show once, never store
+    key_id: str  # lookup handle, safe to log
     key_hash: bytes  # sha256(key): what the store keeps
 
 
@@ -87,11 +87,11 @@ def bearer_key(authorization: str | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
-    seq: int            # per-account, 1, 2, 3 ... with no gaps
+    seq: int  # per-account, 1, 2, 3 ... with no gaps
     account: str
-    delta: int          # negative for debits
+    delta: int  # negative for debits
     balance_after: int
-    kind: str           # debit | topup | refund
+    kind: str  # debit | topup | refund
     ref: str
     at: float
 
@@ -203,7 +203,9 @@ CREATE TRIGGER IF NOT EXISTS credit_ledger_no_delete BEFORE DELETE ON credit_led
   BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END;
 """
 
-LEDGER_REF_SQL = "SELECT balance_after FROM credit_ledger WHERE account = :account AND ref = :ref AND ref != ''"
+LEDGER_REF_SQL = (
+    "SELECT balance_after FROM credit_ledger WHERE account = :account AND ref = :ref AND ref != ''"
+)
 LEDGER_OP_SQL = (
     "INSERT INTO credit_balance(account, balance, seq) VALUES (:account, 0, 0) "
     "ON CONFLICT(account) DO NOTHING",
@@ -213,8 +215,10 @@ LEDGER_OP_SQL = (
     "INSERT INTO credit_ledger(account, seq, delta, balance_after, kind, ref, at) "
     "VALUES (:account, :seq, :delta, :balance, :kind, :ref, :at)",
 )
-LEDGER_SELECT_SQL = ("SELECT seq, account, delta, balance_after, kind, ref, at FROM credit_ledger "
-                     "WHERE account = :account AND seq > :since ORDER BY seq LIMIT :limit")
+LEDGER_SELECT_SQL = (
+    "SELECT seq, account, delta, balance_after, kind, ref, at FROM credit_ledger "
+    "WHERE account = :account AND seq > :since ORDER BY seq LIMIT :limit"
+)
 
 
 class SqliteLedger:
@@ -261,11 +265,11 @@ class SqliteLedger:
         return result
 
     def ledger(self, account: str, since_seq: int = 0, limit: int = 1000) -> list[LedgerEntry]:
-        rows = self._conn.execute(LEDGER_SELECT_SQL,
-                                  {"account": account, "since": since_seq, "limit": limit})
+        rows = self._conn.execute(LEDGER_SELECT_SQL, {"account": account, "since": since_seq, "limit": limit})
         return [LedgerEntry(*r) for r in rows]
 
     def balance(self, account: str) -> int:
-        row = self._conn.execute("SELECT balance FROM credit_balance WHERE account = ?",
-                                 (account,)).fetchone()
+        row = self._conn.execute(
+            "SELECT balance FROM credit_balance WHERE account = ?", (account,)
+        ).fetchone()
         return int(row[0]) if row else 0

@@ -26,8 +26,9 @@ log = logging.getLogger("popgate.settlement")
 class SettlementWorker:
     """Runs ``queue.run_once(now)`` every ``interval`` seconds."""
 
-    def __init__(self, queue: Callable[[], Awaitable[Any]], clock: Callable[[], float],
-                 interval: float, metrics: Any) -> None:
+    def __init__(
+        self, queue: Callable[[], Awaitable[Any]], clock: Callable[[], float], interval: float, metrics: Any
+    ) -> None:
         self._queue = queue
         self._clock = clock
         self.interval = interval
@@ -64,7 +65,7 @@ class SettlementWorker:
                     log.info("settlement pass: %s", out)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - store or facilitator down: next round
+            except Exception as exc:
                 task = asyncio.current_task()
                 if self._stopped or (task is not None and task.cancelling()):
                     return  # stop() cancelled us and a client turned that into an error

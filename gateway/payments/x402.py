@@ -42,20 +42,36 @@ from typing import Any
 from aiohttp import web
 
 from popgate.gateway.app import Services
-from popgate.gateway.payments.fees import route_price
-from popgate.gateway.pipeline.decisions import Charge, Decision, WayOut
 from popgate.gateway.errors import GatewayError, StoreFailure
-from popgate.gateway.pipeline.context import Context
+from popgate.gateway.payments.facilitator import (
+    DEBT_WINDOW,
+    FacilitatorClient,
+    FacilitatorError,
+    PendingSettlement,
+    SettlementQueue,
+)
+from popgate.gateway.payments.fees import route_price
 from popgate.gateway.payments.settlement import SettlementWorker
+from popgate.gateway.pipeline.context import Context
+from popgate.gateway.pipeline.decisions import Charge, Decision, WayOut
 from popgate.gateway.stores.base import StoreUnavailable, key
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.evm import CodeLookup, to_checksum_address
-from popgate.gateway.payments.facilitator import (DEBT_WINDOW, FacilitatorClient, FacilitatorError,
-                                   PendingSettlement, SettlementQueue)
-from popgate.verifiers.x402 import (PAYMENT_REQUIRED, PAYMENT_RESPONSE, USDC, X_PAYMENT_RESPONSE,
-                            PaymentPayload, Requirements, SettleResult, encode_header,
-                            encode_payment_response, exact_requirements, extract,
-                            payment_required, select_offer)
+from popgate.verifiers.x402 import (
+    PAYMENT_REQUIRED,
+    PAYMENT_RESPONSE,
+    USDC,
+    X_PAYMENT_RESPONSE,
+    PaymentPayload,
+    Requirements,
+    SettleResult,
+    encode_header,
+    encode_payment_response,
+    exact_requirements,
+    extract,
+    payment_required,
+    select_offer,
+)
 from popgate.verifiers.x402_exact import ExactPayment, ExactVerifier, nonce_key, parse_authorization
 
 log = logging.getLogger("popgate.x402")
@@ -73,8 +89,9 @@ class SettlementPending(GatewayError):
     retry_after = 2.0
 
     def __init__(self, detail: str = "", *, retry_after: float | None = None) -> None:
-        super().__init__(detail, public="The payment is being settled. Retry with the same "
-                                        "payment; do not sign a new one.")
+        super().__init__(
+            detail, public="The payment is being settled. Retry with the same payment; do not sign a new one."
+        )
         if retry_after is not None:
             self.retry_after = max(1.0, min(30.0, retry_after))
 
@@ -98,20 +115,21 @@ class X402Rail:
         self._verifier: ExactVerifier | None = None
         self._queue: SettlementQueue | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.worker = SettlementWorker(self.queue, services.clock, settings.settle_interval,
-                                       services.metrics)
+        self.worker = SettlementWorker(self.queue, services.clock, settings.settle_interval, services.metrics)
 
     # -- set-up (lazy: the outbound session needs a running loop) ----------
     async def _ready(self) -> tuple[ExactVerifier, SettlementQueue]:
         if self._verifier is None or self._queue is None:
             session = await self.services.outbound()
-            fac = FacilitatorClient(session, self.settings.facilitator,
-                                    verify_timeout=self.settings.verify_timeout,
-                                    settle_timeout=self.settings.settle_timeout)
+            fac = FacilitatorClient(
+                session,
+                self.settings.facilitator,
+                verify_timeout=self.settings.verify_timeout,
+                settle_timeout=self.settings.settle_timeout,
+            )
             code = CodeLookup(session, dict(self.settings.rpc)) if self.settings.rpc else None
             self._verifier = ExactVerifier(self.services.store, code_lookup=code, facilitator=fac)
-            self._queue = SettlementQueue(self.services.store, fac,
-                                          backoff=self.settings.retry_backoff)
+            self._queue = SettlementQueue(self.services.store, fac, backoff=self.settings.retry_backoff)
         return self._verifier, self._queue
 
     async def queue(self) -> SettlementQueue:
@@ -134,24 +152,37 @@ class X402Rail:
             got = []
             for net in s.networks:
                 asset = s.assets.get(net) or USDC[net]
-                usd = f"{price / 10 ** asset.decimals:.{asset.decimals}f}"
-                got.append(exact_requirements(usd, net, s.pay_to, asset=asset,
-                                              max_timeout_seconds=s.max_timeout_seconds))
+                usd = f"{price / 10**asset.decimals:.{asset.decimals}f}"
+                got.append(
+                    exact_requirements(
+                        usd, net, s.pay_to, asset=asset, max_timeout_seconds=s.max_timeout_seconds
+                    )
+                )
             if len(self._offers) < 1024:  # prices come from the policy: a small set
                 self._offers[price] = got
         return got
 
-    def required_header(self, request: web.BaseRequest, offers: list[Requirements],
-                        error: str | None = None, description: str = "") -> str:
-        return encode_header(payment_required(offers, url=str(request.url), error=error,
-                                              description=description))
+    def required_header(
+        self,
+        request: web.BaseRequest,
+        offers: list[Requirements],
+        error: str | None = None,
+        description: str = "",
+    ) -> str:
+        return encode_header(
+            payment_required(offers, url=str(request.url), error=error, description=description)
+        )
 
     def way_out(self, ctx: Context, price: int, error: str | None = None) -> WayOut:
         offers = self.offers(price)
         header = self.required_header(ctx.request, offers, error)
-        params: dict[str, Any] = {"scheme": "x402", "x402Version": 2, "price": price,
-                                  "header": "PAYMENT-SIGNATURE",
-                                  "accepts": [o.to_json() for o in offers]}
+        params: dict[str, Any] = {
+            "scheme": "x402",
+            "x402Version": 2,
+            "price": price,
+            "header": "PAYMENT-SIGNATURE",
+            "accepts": [o.to_json() for o in offers],
+        }
         if error:
             params["error"] = error
         return WayOut("pay", params, ((PAYMENT_REQUIRED, header),))
@@ -166,8 +197,7 @@ class X402Rail:
         """The payment the request carries; raises Malformed (→ 400)."""
         return extract(headers, accept_v1=self.settings.accept_v1)
 
-    async def verify(self, payment: PaymentPayload, offers: list[Requirements],
-                     now: float) -> ExactPayment:
+    async def verify(self, payment: PaymentPayload, offers: list[Requirements], now: float) -> ExactPayment:
         """Verify and reserve; VerificationError for a bad payment, 503s for
         an unreachable store (always closed) or facilitator."""
         verifier, _ = await self._ready()
@@ -190,8 +220,7 @@ class X402Rail:
         self.services.metrics.evidence.labels("x402", "ok").inc()
         return paid
 
-    async def _held(self, payment: PaymentPayload,
-                    offers: list[Requirements]) -> HeldPayment | None:
+    async def _held(self, payment: PaymentPayload, offers: list[Requirements]) -> HeldPayment | None:
         try:
             req = select_offer(payment, offers)
             auth = parse_authorization(payment.payload)
@@ -206,8 +235,9 @@ class X402Rail:
             raise StoreFailure(str(exc)) from None
         if item_id is None:
             return None
-        return HeldPayment(payer, req.network, auth.value, nonce, auth.valid_before, req,
-                           payment, "held", item_id)
+        return HeldPayment(
+            payer, req.network, auth.value, nonce, auth.valid_before, req, payment, "held", item_id
+        )
 
     async def settle_first(self, paid: ExactPayment, now: float) -> SettleResult:
         """Durable record, then settle inline. Returns the result when
@@ -232,8 +262,7 @@ class X402Rail:
         except StoreUnavailable as exc:
             self.services.metrics.store_errors.labels("payment").inc()
             raise StoreFailure(str(exc)) from None
-        raise SettlementPending(f"settle: {item.last_error or outcome}",
-                                retry_after=item.next_at - now)
+        raise SettlementPending(f"settle: {item.last_error or outcome}", retry_after=item.next_at - now)
 
     async def _settle_held(self, paid: HeldPayment, now: float) -> SettleResult:
         """The client came back with a held payment: settled → its one
@@ -248,14 +277,21 @@ class X402Rail:
                 if outcome == "failed" and result is not None:
                     raise _settlement_failed(result)
                 if outcome not in ("settled", "pending") or result is None:
-                    raise SettlementPending(f"held settle #{item.id}: {outcome}",
-                                            retry_after=item.next_at - now)
+                    raise SettlementPending(
+                        f"held settle #{item.id}: {outcome}", retry_after=item.next_at - now
+                    )
             else:
                 dead = await queue.dead(paid.item_id)
                 if dead is not None:
-                    raise _settlement_failed(SettleResult(
-                        False, dead.transaction, dead.network, dead.payer,
-                        dead.last_error or "settle_failed"))
+                    raise _settlement_failed(
+                        SettleResult(
+                            False,
+                            dead.transaction,
+                            dead.network,
+                            dead.payer,
+                            dead.last_error or "settle_failed",
+                        )
+                    )
                 tx = await queue.receipt(paid.network, paid.payer, paid.nonce)
                 if tx is None:
                     raise VerificationError("nonce_reused", "held payment's records expired")
@@ -273,9 +309,15 @@ class X402Rail:
             return await queue.enqueue(
                 payload=paid.payment.raw,
                 requirements=paid.requirements.for_facilitator(paid.payment.version),
-                payer=paid.payer, network=paid.network, nonce=paid.nonce,
-                valid_before=paid.valid_before, now=now, debt_key=debt_key, amount=paid.amount,
-                inline=True)
+                payer=paid.payer,
+                network=paid.network,
+                nonce=paid.nonce,
+                valid_before=paid.valid_before,
+                now=now,
+                debt_key=debt_key,
+                amount=paid.amount,
+                inline=True,
+            )
         except StoreUnavailable as exc:
             self.services.metrics.store_errors.labels("payment").inc()
             raise StoreFailure(str(exc)) from None
@@ -292,6 +334,7 @@ class X402Rail:
     async def pay(self, ctx: Context, charge: Charge, payment: PaymentPayload) -> Decision | None:
         """Settle ``charge`` with ``payment``; None when paid (allowed)."""
         from popgate.gateway.payments.fees import with_ways
+
         offers = self.offers(charge.price)
         try:
             paid = await self.verify(payment, offers, ctx.now)
@@ -299,16 +342,22 @@ class X402Rail:
             self.services.metrics.evidence.labels("x402", exc.reason).inc()
             self.services.metrics.payments.labels("x402", exc.reason).inc()
             log.info("x402 payment rejected: %s (%s)", exc.reason, exc.detail)
-            return with_ways(charge, (self.way_out(ctx, charge.price, exc.reason),),
-                             reason="payment_rejected",
-                             detail=f"The payment was not accepted: {exc.reason}.")
+            return with_ways(
+                charge,
+                (self.way_out(ctx, charge.price, exc.reason),),
+                reason="payment_rejected",
+                detail=f"The payment was not accepted: {exc.reason}.",
+            )
         response_header = PAYMENT_RESPONSE if payment.version == 2 else X_PAYMENT_RESPONSE
         if self.settings.settle == "after" and not isinstance(paid, HeldPayment):
             refused = await self._pay_later(ctx, paid)
             if refused is not None:
-                return with_ways(charge, (self.way_out(ctx, charge.price, refused),),
-                                 reason="payment_rejected",
-                                 detail="Unsettled payments exceed this payer's limit; retry later.")
+                return with_ways(
+                    charge,
+                    (self.way_out(ctx, charge.price, refused),),
+                    reason="payment_rejected",
+                    detail="Unsettled payments exceed this payer's limit; retry later.",
+                )
         else:
             try:
                 result = await self.settle_first(paid, ctx.now)
@@ -317,10 +366,17 @@ class X402Rail:
                 if result is not None:
                     ctx.response_headers.append((response_header, encode_payment_response(result)))
                 self.services.metrics.payments.labels("x402", exc.reason).inc()
-                detail = ("Settlement failed." if exc.reason == "settlement_failed"
-                          else f"The payment was not accepted: {exc.reason}.")
-                return with_ways(charge, (self.way_out(ctx, charge.price, exc.reason),),
-                                 reason="payment_rejected", detail=detail)
+                detail = (
+                    "Settlement failed."
+                    if exc.reason == "settlement_failed"
+                    else f"The payment was not accepted: {exc.reason}."
+                )
+                return with_ways(
+                    charge,
+                    (self.way_out(ctx, charge.price, exc.reason),),
+                    reason="payment_rejected",
+                    detail=detail,
+                )
             ctx.response_headers.append((response_header, encode_payment_response(result)))
         ctx.response_headers.append(("Cache-Control", "private"))
         self.services.metrics.payments.labels("x402", "ok").inc()
@@ -357,7 +413,7 @@ class X402Rail:
             _, queue = await self._ready()
             outcome, _ = await queue.settle_now(item, self.services.clock())
             self.services.metrics.settlements.labels(outcome).inc()
-        except Exception:  # noqa: BLE001 - the worker retries from the store
+        except Exception:
             log.exception("background settlement of %s failed", item.id)
 
 

@@ -68,10 +68,18 @@ OTHER_WAYS_MARKER = "<!--other_ways-->"
 _TEMPLATE_CACHE: dict[Path, str] = {}
 
 
-def challenge_page(*, challenge: str, bits: int, subs: int, expires: int, return_to: str,
-                   other_ways: tuple[WayOut, ...] = (), reason: str = "",
-                   submit_url: str = "/.well-known/popgate/puzzle",
-                   template: Path | None = None) -> str:
+def challenge_page(
+    *,
+    challenge: str,
+    bits: int,
+    subs: int,
+    expires: int,
+    return_to: str,
+    other_ways: tuple[WayOut, ...] = (),
+    reason: str = "",
+    submit_url: str = "/.well-known/popgate/puzzle",
+    template: Path | None = None,
+) -> str:
     """The page's HTML. ``other_ways`` become links where the template says
     ``<!--other_ways-->`` (built here, every part escaped)."""
     path = template or STATIC / "challenge.html"
@@ -79,20 +87,29 @@ def challenge_page(*, challenge: str, bits: int, subs: int, expires: int, return
     if text is None:
         text = _TEMPLATE_CACHE[path] = path.read_text(encoding="utf-8")
     links = _links(other_ways) or "<li>No other way in is offered for this page.</li>"
-    page = render(text, {
-        "challenge": challenge, "bits": bits, "subs": subs, "expires": expires,
-        "return_to": safe_return_path(return_to), "submit_url": submit_url,
-        "reason": reason or "This site checks that visitors are not automated scrapers.",
-        "expected_hashes": f"{subs * (1 << bits):,}",
-    })
+    page = render(
+        text,
+        {
+            "challenge": challenge,
+            "bits": bits,
+            "subs": subs,
+            "expires": expires,
+            "return_to": safe_return_path(return_to),
+            "submit_url": submit_url,
+            "reason": reason or "This site checks that visitors are not automated scrapers.",
+            "expected_hashes": f"{subs * (1 << bits):,}",
+        },
+    )
     # Escaped values can never contain "<", so no value can forge this marker.
     return page.replace(OTHER_WAYS_MARKER, links)
 
 
-_WAY_LABELS = {"prove": "Prove you are a person (World ID or sign-in)",
-               "pay": "Pay for this request (x402, USDC)",
-               "credits": "Use an API key with prepaid credits",
-               "hashcash": "Send a hashcash stamp (X-Hashcash header)"}
+_WAY_LABELS = {
+    "prove": "Prove you are a person (World ID or sign-in)",
+    "pay": "Pay for this request (x402, USDC)",
+    "credits": "Use an API key with prepaid credits",
+    "hashcash": "Send a hashcash stamp (X-Hashcash header)",
+}
 
 
 def html_challenge(request: Any, challenge: Any) -> str:
@@ -108,18 +125,31 @@ def html_challenge(request: Any, challenge: Any) -> str:
             puzzle_way = w.params
             continue
         p = w.params
-        url = next((str(p[k]) for k in ("page", "url", "submit", "endpoint")
-                    if isinstance(p.get(k), str) and str(p[k]).startswith(("/", "https://"))), "")
+        url = next(
+            (
+                str(p[k])
+                for k in ("page", "url", "submit", "endpoint")
+                if isinstance(p.get(k), str) and str(p[k]).startswith(("/", "https://"))
+            ),
+            "",
+        )
         label = str(p.get("label") or _WAY_LABELS.get(w.kind, w.kind))
         others.append(WayOut(label, url or "#"))
     if puzzle_way is None:
         items = _links(tuple(others)) or "<li>No way in is offered for this page.</li>"
-        return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-                "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-                "<title>402 Evidence required</title></head><body><main>"
-                f"<h1>Evidence required</h1><p>{html.escape(challenge.detail)}</p>"
-                f"<h2>Ways in</h2><ul>{items}</ul></main></body></html>")
-    return challenge_page(challenge=str(puzzle_way["challenge"]), bits=int(puzzle_way["bits"]),
-                          subs=int(puzzle_way.get("subs", 1)), expires=int(puzzle_way["expires"]),
-                          return_to=request.path_qs, other_ways=tuple(others),
-                          submit_url=str(puzzle_way.get("submit", "/.well-known/popgate/puzzle")))
+        return (
+            '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width,initial-scale=1">'
+            "<title>402 Evidence required</title></head><body><main>"
+            f"<h1>Evidence required</h1><p>{html.escape(challenge.detail)}</p>"
+            f"<h2>Ways in</h2><ul>{items}</ul></main></body></html>"
+        )
+    return challenge_page(
+        challenge=str(puzzle_way["challenge"]),
+        bits=int(puzzle_way["bits"]),
+        subs=int(puzzle_way.get("subs", 1)),
+        expires=int(puzzle_way["expires"]),
+        return_to=request.path_qs,
+        other_ways=tuple(others),
+        submit_url=str(puzzle_way.get("submit", "/.well-known/popgate/puzzle")),
+    )

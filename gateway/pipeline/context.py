@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from popgate.gateway.pipeline.decisions import Allow, Decision
 from popgate.gateway.http.headers import IPAddress, network_of
+from popgate.gateway.pipeline.decisions import Allow, Decision
 
 
 @dataclass(slots=True)
@@ -34,12 +34,28 @@ class Attestation:
 class Context:
     """Per-request state that flows through the stages."""
 
-    __slots__ = ("request", "now", "client_ip", "_network", "evidence", "attestations",
-                 "rejections", "klass", "subject", "evidence_kind", "charged", "rule",
-                 "response_headers", "after_response", "decision", "consumed")
+    __slots__ = (
+        "_network",
+        "after_response",
+        "attestations",
+        "charged",
+        "client_ip",
+        "consumed",
+        "decision",
+        "evidence",
+        "evidence_kind",
+        "klass",
+        "now",
+        "rejections",
+        "request",
+        "response_headers",
+        "rule",
+        "subject",
+    )
 
-    def __init__(self, request: web.BaseRequest, now: float, client_ip: IPAddress,
-                 network: str | None = None) -> None:
+    def __init__(
+        self, request: web.BaseRequest, now: float, client_ip: IPAddress, network: str | None = None
+    ) -> None:
         self.request = request
         self.now = now
         self.client_ip = client_ip
@@ -96,7 +112,7 @@ ALLOW = Allow()
 class Pipeline:
     """Runs stages in order; the first decision wins, else Allow."""
 
-    __slots__ = ("stages", "names")
+    __slots__ = ("names", "stages")
 
     def __init__(self, stages: Sequence[Stage]) -> None:
         self.stages = tuple(stages)

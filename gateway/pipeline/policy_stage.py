@@ -31,14 +31,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, Throttle, WayOut
 from popgate.gateway.errors import GatewayError
+from popgate.gateway.pipeline.context import Context
+from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, Throttle, WayOut
+from popgate.gateway.pipeline.pressure import PressureMonitor
 from popgate.gateway.schemes import hashcash as hashcash_ev
 from popgate.gateway.schemes.puzzle import PuzzleOffer, WorkProof
-from popgate.gateway.stores.failure import FailurePolicy, GuardedClaims
-from popgate.gateway.pipeline.context import Context
-from popgate.gateway.pipeline.pressure import PressureMonitor
 from popgate.gateway.stores.base import Store
+from popgate.gateway.stores.failure import FailurePolicy, GuardedClaims
 from popgate.policies.classify import bot_token, classify
 from popgate.policies.difficulty import Difficulty
 from popgate.policies.engine import PolicyHolder
@@ -67,13 +67,23 @@ class PolicyDenied(GatewayError):
 class PolicyStage:
     """``decide(ctx)`` for :class:`gateway.pipeline.stages.Decide`; see module doc."""
 
-    def __init__(self, *, holder: PolicyHolder | None, class_actions: dict[str, str],
-                 providers: list[Callable[[Context], WayOut | None]], difficulty: Difficulty,
-                 puzzles: PuzzleOffer | None, hashcash_max_age: float | None, default_bits: int,
-                 store: Store, failure: FailurePolicy, monitor: PressureMonitor) -> None:
+    def __init__(
+        self,
+        *,
+        holder: PolicyHolder | None,
+        class_actions: dict[str, str],
+        providers: list[Callable[[Context], WayOut | None]],
+        difficulty: Difficulty,
+        puzzles: PuzzleOffer | None,
+        hashcash_max_age: float | None,
+        default_bits: int,
+        store: Store,
+        failure: FailurePolicy,
+        monitor: PressureMonitor,
+    ) -> None:
         self.holder = holder
         self.class_actions = {k: _core_action(v) for k, v in class_actions.items()}
-        self.providers = providers      # the gateway's list: colleagues append to it
+        self.providers = providers  # the gateway's list: colleagues append to it
         self.difficulty = difficulty
         self.puzzles = puzzles
         self.hashcash_max_age = hashcash_max_age
@@ -130,19 +140,20 @@ class PolicyStage:
         if kind == "challenge":
             if self._satisfied(ctx, action, m.route):
                 return None
-            if (action.price and self.payment_present is not None
-                    and ("pay" in action.ways or "credits" in action.ways)
-                    and self.payment_present(ctx.request.headers)):
+            if (
+                action.price
+                and self.payment_present is not None
+                and ("pay" in action.ways or "credits" in action.ways)
+                and self.payment_present(ctx.request.headers)
+            ):
                 # A paying client takes the "pay" way out: charge the route's price.
-                return Charge(price=action.price, ways_out=self.ways_out(ctx, action, m.route),
-                              route=m.route)
+                return Charge(price=action.price, ways_out=self.ways_out(ctx, action, m.route), route=m.route)
             reason = ctx.rejections[0] if ctx.rejections else "evidence_required"
             return Challenge(reason=reason, ways_out=self.ways_out(ctx, action, m.route))
         if kind == "charge":
             if ctx.charged >= action.price:
                 return None
-            return Charge(price=action.price, ways_out=self.ways_out(ctx, action, m.route),
-                          route=m.route)
+            return Charge(price=action.price, ways_out=self.ways_out(ctx, action, m.route), route=m.route)
         if kind == "throttle":
             ctx.evidence[_PENDING] = ("throttle", m)
             return None
@@ -160,26 +171,28 @@ class PolicyStage:
                 if proof.kind == "puzzle":
                     ok = proof.scope == route and proof.bits >= self._floor(ctx, action)
                 else:
-                    ok = (proof.scope == hashcash_ev.resource_for(ctx, route)
-                          and proof.bits >= self._bits(ctx, action))
+                    ok = proof.scope == hashcash_ev.resource_for(ctx, route) and proof.bits >= self._bits(
+                        ctx, action
+                    )
                 if ok:
                     ctx.evidence[_PENDING] = ("spend", proof, action, route)
                     ctx.evidence_kind = proof.kind
                     return True
-            elif a.session is not None and a.evidence in ("puzzle", "hashcash") and \
-                    ("puzzle" in ways or "hashcash" in ways) and \
-                    a.session.work >= self._floor(ctx, action):
+            elif (
+                a.session is not None
+                and a.evidence in ("puzzle", "hashcash")
+                and ("puzzle" in ways or "hashcash" in ways)
+                and a.session.work >= self._floor(ctx, action)
+            ):
                 return True  # a session bought with enough work (budgeted, network-bound)
-        return bool(action.price) and ("pay" in ways or "credits" in ways) \
-            and ctx.charged >= action.price
+        return bool(action.price) and ("pay" in ways or "credits" in ways) and ctx.charged >= action.price
 
     def _floor(self, ctx: Context, action: Action) -> int:
         floor = max(action.min_bits, self.default_bits)
         return max(floor, self.difficulty.config.class_floor.get(ctx.klass, 0))
 
     def _bits(self, ctx: Context, action: Action) -> int:
-        return self.difficulty.bits(ctx.klass, ctx.network, ctx.now,
-                                    max(action.min_bits, self.default_bits))
+        return self.difficulty.bits(ctx.klass, ctx.network, ctx.now, max(action.min_bits, self.default_bits))
 
     def ways_out(self, ctx: Context, action: Action, route: str) -> tuple[WayOut, ...]:
         """Every accepted way out, in the order the rule lists them."""
@@ -193,8 +206,7 @@ class PolicyStage:
             if way == "puzzle" and self.puzzles is not None:
                 out.append(self.puzzles.offer(ctx, route, action.min_bits))
             elif way == "hashcash" and self.hashcash_max_age is not None:
-                out.append(hashcash_ev.offer(ctx, route, self._bits(ctx, action),
-                                             self.hashcash_max_age))
+                out.append(hashcash_ev.offer(ctx, route, self._bits(ctx, action), self.hashcash_max_age))
             out.extend(offered.get(way, ()))
         return tuple(out)
 
@@ -214,11 +226,12 @@ class PolicyStage:
                 m: Match = pending[1]
                 rate = m.action.rate
                 if rate is not None:
-                    who = (f"s:{ctx.subject}" if rate.per == "subject" and ctx.subject
-                           else f"n:{ctx.network}")
+                    who = f"s:{ctx.subject}" if rate.per == "subject" and ctx.subject else f"n:{ctx.network}"
                     allowed, retry = await self.failure.guard(
-                        "rate_limit", self.store.gcra(f"pg:{{gcra:{m.route}:{who}}}", rate.interval,
-                                                      rate.burst), (True, 0.0))
+                        "rate_limit",
+                        self.store.gcra(f"pg:{{gcra:{m.route}:{who}}}", rate.interval, rate.burst),
+                        (True, 0.0),
+                    )
                     if not allowed:
                         return Throttle(retry_after=retry)
         self._sample += 1
@@ -247,12 +260,18 @@ def policy_extension(gateway, services) -> None:  # type: ignore[no-untyped-def]
     Reads ``[policy] file``, ``[puzzle]`` and ``[difficulty]``. Raises
     ConfigError (every problem listed) when the policy file is invalid.
     """
-    from popgate.gateway.pipeline.challenge_page import html_challenge
     from popgate.gateway.ops.config import ConfigError
-    from popgate.gateway.schemes.hashcash import HashcashScheme
-    from popgate.gateway.schemes.puzzle import (SUBMIT, WORKER, PuzzleEndpoint, PuzzleScheme,
-                                         network_binder, worker_script)
+    from popgate.gateway.pipeline.challenge_page import html_challenge
     from popgate.gateway.pipeline.pressure import difficulty_config
+    from popgate.gateway.schemes.hashcash import HashcashScheme
+    from popgate.gateway.schemes.puzzle import (
+        SUBMIT,
+        WORKER,
+        PuzzleEndpoint,
+        PuzzleScheme,
+        network_binder,
+        worker_script,
+    )
     from popgate.policies.loader import load
     from popgate.verifiers.puzzle import PuzzleKeys
 
@@ -274,18 +293,32 @@ def policy_extension(gateway, services) -> None:  # type: ignore[no-untyped-def]
         puzzles = PuzzleOffer(keys, pz, difficulty, services.metrics)
         gateway.schemes.append(PuzzleScheme(keys))
         gateway.endpoints[SUBMIT] = PuzzleEndpoint(
-            keys, pz, GuardedClaims(services.store, services.failure, "spend"), services.sessions,
+            keys,
+            pz,
+            GuardedClaims(services.store, services.failure, "spend"),
+            services.sessions,
             services.subject_key,
-            config.sessions.cookie_name, config.sessions.cookie_secure, services.metrics)
+            config.sessions.cookie_name,
+            config.sessions.cookie_secure,
+            services.metrics,
+        )
         if pz.hashcash:
             max_age = float(pz.hashcash_max_age)
             gateway.schemes.append(HashcashScheme(max_age))
     gateway.session_scheme.binders["net"] = network_binder()
     gateway.endpoints[WORKER] = worker_script
-    stage = PolicyStage(holder=holder, class_actions=config.policy.actions,
-                        providers=gateway.way_out_providers, difficulty=difficulty,
-                        puzzles=puzzles, hashcash_max_age=max_age, default_bits=bits,
-                        store=services.store, failure=services.failure, monitor=monitor)
+    stage = PolicyStage(
+        holder=holder,
+        class_actions=config.policy.actions,
+        providers=gateway.way_out_providers,
+        difficulty=difficulty,
+        puzzles=puzzles,
+        hashcash_max_age=max_age,
+        default_bits=bits,
+        store=services.store,
+        failure=services.failure,
+        monitor=monitor,
+    )
     gateway.policy.policy = stage
     gateway.enforcers.append(stage.enforce)
     gateway.html_challenge = html_challenge

@@ -26,8 +26,16 @@ from popgate.gateway.ops.metrics import Metrics
 from popgate.policies.difficulty import Difficulty, DifficultyConfig, Pressure
 
 log = logging.getLogger("popgate.pressure")
-_NUMBERS = ("ceiling", "free_rate", "half_life", "in_flight_high", "loop_lag_high",
-            "upstream_latency_high", "pressure_bits", "max_networks")
+_NUMBERS = (
+    "ceiling",
+    "free_rate",
+    "half_life",
+    "in_flight_high",
+    "loop_lag_high",
+    "upstream_latency_high",
+    "pressure_bits",
+    "max_networks",
+)
 
 
 def difficulty_config(table: Any) -> DifficultyConfig:
@@ -50,7 +58,8 @@ def difficulty_config(table: Any) -> DifficultyConfig:
         where = f"difficulty.{k}"
         if k == "class_floor":
             if not isinstance(v, dict) or not all(
-                    isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 40 for b in v.values()):
+                isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 40 for b in v.values()
+            ):
                 problems.append(f"{where}: expected a table of class = bits (0..40)")
             else:
                 values[k] = {**defaults.class_floor, **v}  # merge: naming one class keeps the others
@@ -58,7 +67,9 @@ def difficulty_config(table: Any) -> DifficultyConfig:
             want_int = isinstance(getattr(defaults, k), int)
             ok = isinstance(v, int) if want_int else isinstance(v, (int, float))
             if not ok or isinstance(v, bool) or v < 0:
-                problems.append(f"{where}: expected a non-negative {'integer' if want_int else 'number'}, got {v!r}")
+                problems.append(
+                    f"{where}: expected a non-negative {'integer' if want_int else 'number'}, got {v!r}"
+                )
             else:
                 values[k] = v
         else:
@@ -74,8 +85,9 @@ def difficulty_config(table: Any) -> DifficultyConfig:
 class PressureMonitor:
     """Updates ``pressure`` from a periodic task; see the module docstring."""
 
-    def __init__(self, difficulty: Difficulty, metrics: Metrics, interval: float = 0.25,
-                 alpha: float = 0.1) -> None:
+    def __init__(
+        self, difficulty: Difficulty, metrics: Metrics, interval: float = 0.25, alpha: float = 0.1
+    ) -> None:
         self.difficulty = difficulty
         self.pressure: Pressure = difficulty.pressure
         self.metrics = metrics
@@ -97,7 +109,7 @@ class PressureMonitor:
         """One tick: fold in ``lag`` and the in-flight gauge, publish the global bits."""
         p = self.pressure
         p.loop_lag = max(lag, p.loop_lag * 0.5)
-        p.in_flight = int(self.metrics.inflight._value.get())  # noqa: SLF001 - prometheus gauge value
+        p.in_flight = int(self.metrics.inflight._value.get())
         c = self.difficulty.config
         self._global.set(min(c.ceiling, c.class_floor.get("unknown", 0) + self.difficulty.pressure_bits()))
 

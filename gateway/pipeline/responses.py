@@ -15,8 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, Throttle
 from popgate.gateway.errors import GatewayError
+from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, Throttle
 
 PROBLEM_TYPE = "urn:popgate:problem:"
 BASE_HEADERS = {"Cache-Control": "no-store"}
@@ -36,23 +36,38 @@ def wants_html(request: web.BaseRequest) -> bool:
     return "text/html" in request.headers.get("Accept", "")
 
 
-def problem(request: web.BaseRequest, status: int, reason: str, title: str, detail: str = "",
-            extra: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> web.Response:
+def problem(
+    request: web.BaseRequest,
+    status: int,
+    reason: str,
+    title: str,
+    detail: str = "",
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
     """Render a problem as problem+json, or as a small HTML page for browsers."""
     hdrs = dict(BASE_HEADERS)
     if headers:
         hdrs.update(headers)
     if wants_html(request):
-        return web.Response(status=status, text=_page(status, title, detail), headers=hdrs,
-                            content_type="text/html", charset="utf-8")
-    body: dict[str, Any] = {"type": PROBLEM_TYPE + reason, "title": title, "status": status,
-                            "reason": reason}
+        return web.Response(
+            status=status,
+            text=_page(status, title, detail),
+            headers=hdrs,
+            content_type="text/html",
+            charset="utf-8",
+        )
+    body: dict[str, Any] = {"type": PROBLEM_TYPE + reason, "title": title, "status": status, "reason": reason}
     if detail:
         body["detail"] = detail
     if extra:
         body.update(extra)
-    return web.Response(status=status, body=json.dumps(body, separators=(",", ":")).encode(),
-                        headers=hdrs, content_type="application/problem+json")
+    return web.Response(
+        status=status,
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        headers=hdrs,
+        content_type="application/problem+json",
+    )
 
 
 def error_response(request: web.BaseRequest, exc: GatewayError) -> web.Response:
@@ -65,26 +80,37 @@ def error_response(request: web.BaseRequest, exc: GatewayError) -> web.Response:
     return problem(request, exc.status, exc.reason, exc.title, exc.public or "", headers=headers)
 
 
-def decision_response(request: web.BaseRequest, decision: Decision,
-                      html_challenge: HtmlChallenge | None = None) -> web.Response:
+def decision_response(
+    request: web.BaseRequest, decision: Decision, html_challenge: HtmlChallenge | None = None
+) -> web.Response:
     """Render a non-Allow decision."""
     if isinstance(decision, Challenge):
         return challenge_response(request, decision, html_challenge)
     if isinstance(decision, Charge):
-        return challenge_response(request, Challenge(reason=decision.reason, ways_out=decision.ways_out,
-                                                     detail=decision.detail), html_challenge)
+        return challenge_response(
+            request,
+            Challenge(reason=decision.reason, ways_out=decision.ways_out, detail=decision.detail),
+            html_challenge,
+        )
     if isinstance(decision, Throttle):
         retry = str(max(1, math.ceil(decision.retry_after)))
-        return problem(request, 429, decision.reason, TITLES["rate_limited"],
-                       "Slow down and retry later.", {"retry_after": int(retry)},
-                       {"Retry-After": retry})
+        return problem(
+            request,
+            429,
+            decision.reason,
+            TITLES["rate_limited"],
+            "Slow down and retry later.",
+            {"retry_after": int(retry)},
+            {"Retry-After": retry},
+        )
     if isinstance(decision, Deny):
         return problem(request, 403, decision.reason, TITLES["denied"], decision.detail)
     raise TypeError(f"no response for {decision!r}")
 
 
-def challenge_response(request: web.BaseRequest, challenge: Challenge,
-                       html_challenge: HtmlChallenge | None = None) -> web.Response:
+def challenge_response(
+    request: web.BaseRequest, challenge: Challenge, html_challenge: HtmlChallenge | None = None
+) -> web.Response:
     """402 with every way out in the body and the standard headers clients read."""
     headers = dict(BASE_HEADERS)
     auth = ['PoP realm="popgate"']
@@ -96,22 +122,34 @@ def challenge_response(request: web.BaseRequest, challenge: Challenge,
                 headers[name] = value
     headers["WWW-Authenticate"] = ", ".join(auth)
     if wants_html(request):
-        text = (html_challenge(request, challenge) if html_challenge
-                else _page(402, TITLES["evidence_required"], challenge.detail))
-        return web.Response(status=402, text=text, headers=headers, content_type="text/html",
-                            charset="utf-8")
-    body = {"type": PROBLEM_TYPE + challenge.reason,
-            "title": TITLES.get(challenge.reason, "Evidence required"), "status": 402,
-            "reason": challenge.reason, "detail": challenge.detail,
-            "ways_out": [{"kind": w.kind, **w.params} for w in challenge.ways_out]}
-    return web.Response(status=402, body=json.dumps(body, separators=(",", ":")).encode(),
-                        headers=headers, content_type="application/problem+json")
+        text = (
+            html_challenge(request, challenge)
+            if html_challenge
+            else _page(402, TITLES["evidence_required"], challenge.detail)
+        )
+        return web.Response(status=402, text=text, headers=headers, content_type="text/html", charset="utf-8")
+    body = {
+        "type": PROBLEM_TYPE + challenge.reason,
+        "title": TITLES.get(challenge.reason, "Evidence required"),
+        "status": 402,
+        "reason": challenge.reason,
+        "detail": challenge.detail,
+        "ways_out": [{"kind": w.kind, **w.params} for w in challenge.ways_out],
+    }
+    return web.Response(
+        status=402,
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        headers=headers,
+        content_type="application/problem+json",
+    )
 
 
 def _page(status: int, title: str, detail: str) -> str:
     t, d = html.escape(title), html.escape(detail)
-    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-            f"<title>{status} {t}</title></head><body><main>"
-            f"<h1>{t}</h1><p>{d}</p><p><small>popgate · status {status}</small></p>"
-            "</main></body></html>")
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{status} {t}</title></head><body><main>"
+        f"<h1>{t}</h1><p>{d}</p><p><small>popgate · status {status}</small></p>"
+        "</main></body></html>"
+    )

@@ -10,12 +10,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from popgate.gateway.ops.config import Limits
-from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, WayOut
 from popgate.gateway.errors import HeadersTooLarge, PayloadTooLarge
-from popgate.gateway.schemes import EvidenceScheme
+from popgate.gateway.ops.config import Limits
 from popgate.gateway.ops.metrics import Metrics
 from popgate.gateway.pipeline.context import Context
+from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, WayOut
+from popgate.gateway.schemes import EvidenceScheme
 from popgate.verifiers.errors import VerificationError
 
 log = logging.getLogger("popgate.pipeline")
@@ -44,7 +44,7 @@ class Extract:
 class Precheck:
     """Cheap gates first: header count and size, declared body size."""
 
-    __slots__ = ("max_count", "max_bytes", "max_body")
+    __slots__ = ("max_body", "max_bytes", "max_count")
 
     def __init__(self, limits: Limits) -> None:
         self.max_count = limits.max_header_count
@@ -76,7 +76,7 @@ class Verify:
     """
 
     TIMED = frozenset({"puzzle", "hashcash"})
-    __slots__ = ("schemes", "metrics", "_ok", "_timers")
+    __slots__ = ("_ok", "_timers", "metrics", "schemes")
 
     def __init__(self, schemes: Sequence[EvidenceScheme], metrics: Metrics) -> None:
         self.schemes = tuple(schemes)

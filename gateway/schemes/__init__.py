@@ -12,8 +12,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from popgate.gateway.pipeline.decisions import WayOut
 from popgate.gateway.pipeline.context import Attestation, Context
+from popgate.gateway.pipeline.decisions import WayOut
 
 
 class EvidenceScheme(Protocol):

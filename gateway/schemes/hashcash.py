@@ -12,9 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
+from popgate.gateway.pipeline.context import Attestation, Context
 from popgate.gateway.pipeline.decisions import WayOut
 from popgate.gateway.schemes.puzzle import WorkProof
-from popgate.gateway.pipeline.context import Attestation, Context
 from popgate.verifiers import hashcash
 
 
@@ -22,7 +22,7 @@ def resource_for(ctx: Context, route: str) -> str:
     """The resource a stamp must name for ``route`` on this request's host."""
     host = ctx.request.host.lower()
     if host.startswith("["):
-        host = host[:host.find("]") + 1]
+        host = host[: host.find("]") + 1]
     elif host.count(":") == 1:
         host = host.partition(":")[0]
     return f"{host}/{route}"
@@ -41,11 +41,11 @@ class HashcashScheme:
     async def verify(self, ctx: Context, evidence: Any) -> Attestation:
         text = str(evidence).strip()
         stamp = hashcash.parse(text)
-        att = hashcash.check(text, resource=stamp.resource, now=ctx.now, min_bits=0,
-                             max_age=self.max_age, skew=self.skew)
+        att = hashcash.check(
+            text, resource=stamp.resource, now=ctx.now, min_bits=0, max_age=self.max_age, skew=self.skew
+        )
         ttl = max(1.0, att.timestamp + self.max_age - ctx.now + self.skew)
-        proof = WorkProof("hashcash", att.resource, stamp.bits,
-                          f"pg:{{hashcash:{att.digest}}}", ttl)
+        proof = WorkProof("hashcash", att.resource, stamp.bits, f"pg:{{hashcash:{att.digest}}}", ttl)
         return Attestation("unknown", "", "hashcash", extra=proof)
 
 

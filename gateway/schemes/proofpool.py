@@ -30,9 +30,9 @@ import asyncio
 import functools
 import hashlib
 import json
+import logging
 import math
 import multiprocessing
-import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -63,8 +63,7 @@ def start_executor(vk_json: Any, workers: int) -> ProcessPoolExecutor:
     Uses the ``forkserver`` start method (no fork of a process with an event
     loop and threads). Workers are started now, not on first use."""
     ctx = multiprocessing.get_context("forkserver")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_warm,
-                               initargs=(vk_json,))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_warm, initargs=(vk_json,))
     for _ in range(workers):  # 3.11 spawns a worker per submit while none is idle
         pool.submit(_ping)
     return pool
@@ -82,11 +81,14 @@ async def stop_executor(executor: Executor, timeout: float = 5.0) -> None:
     processes = list((getattr(executor, "_processes", None) or {}).values())
     loop = asyncio.get_running_loop()
     try:
-        await asyncio.wait_for(loop.run_in_executor(
-            None, functools.partial(executor.shutdown, wait=True, cancel_futures=True)), timeout)
-    except (asyncio.TimeoutError, RuntimeError) as exc:
-        log.warning("verification pool did not stop in %.0fs (%s): terminating it", timeout,
-                    type(exc).__name__)
+        await asyncio.wait_for(
+            loop.run_in_executor(None, functools.partial(executor.shutdown, wait=True, cancel_futures=True)),
+            timeout,
+        )
+    except (TimeoutError, RuntimeError) as exc:
+        log.warning(
+            "verification pool did not stop in %.0fs (%s): terminating it", timeout, type(exc).__name__
+        )
     for proc in processes:
         if proc.is_alive():
             proc.terminate()
@@ -101,9 +103,18 @@ def job_hash(vk_id: str, proof: Any, public: list[int]) -> str:
 class ProofPool:
     """Verify Groth16 proofs in ``executor`` with a cache, coalescing and a depth bound."""
 
-    def __init__(self, executor: Executor, vk_json: Any, *, workers: int, queue_limit: int,
-                 metrics: Metrics, scheme: str = "worldid", cache_size: int = 4096,
-                 restart: Callable[[], Executor] | None = None) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        vk_json: Any,
+        *,
+        workers: int,
+        queue_limit: int,
+        metrics: Metrics,
+        scheme: str = "worldid",
+        cache_size: int = 4096,
+        restart: Callable[[], Executor] | None = None,
+    ) -> None:
         self.executor, self.vk_json, self.restart = executor, vk_json, restart
         self.restarts = 0
         self.vk_id = hashlib.sha256(json.dumps(vk_json, sort_keys=True).encode()).hexdigest()
@@ -199,8 +210,9 @@ class ProofPool:
             return
         self.executor = self.restart()
         self.restarts += 1
-        log.warning("%s verification pool broken (a worker died): replaced (%d so far)",
-                    self.scheme, self.restarts)
+        log.warning(
+            "%s verification pool broken (a worker died): replaced (%d so far)", self.scheme, self.restarts
+        )
         broken.shutdown(wait=False, cancel_futures=True)
 
     @staticmethod
@@ -211,28 +223,41 @@ class ProofPool:
         self.metrics.pool_queue.set(max(0, self.pending - self.workers))
 
 
-def service_pool(services: Any, vk_json: Any, *, workers: int, queue_limit: int, scheme: str,
-                 cache_size: int = 4096) -> ProofPool:
+def service_pool(
+    services: Any, vk_json: Any, *, workers: int, queue_limit: int, scheme: str, cache_size: int = 4096
+) -> ProofPool:
     """A ProofPool for an extension: on ``services.executor`` when the gateway
     was given one (tests share one), else on processes of its own, replaced if
     one dies and stopped with the gateway (:func:`stop_executor`)."""
     if services.executor is not None:
-        return ProofPool(services.executor, vk_json, workers=workers, queue_limit=queue_limit,
-                         metrics=services.metrics, scheme=scheme, cache_size=cache_size)
+        return ProofPool(
+            services.executor,
+            vk_json,
+            workers=workers,
+            queue_limit=queue_limit,
+            metrics=services.metrics,
+            scheme=scheme,
+            cache_size=cache_size,
+        )
     started = time.perf_counter()
 
     def new_executor() -> ProcessPoolExecutor:
         return start_executor(vk_json, workers)
 
-    pool = ProofPool(new_executor(), vk_json, workers=workers, queue_limit=queue_limit,
-                     metrics=services.metrics, scheme=scheme, cache_size=cache_size,
-                     restart=new_executor)
+    pool = ProofPool(
+        new_executor(),
+        vk_json,
+        workers=workers,
+        queue_limit=queue_limit,
+        metrics=services.metrics,
+        scheme=scheme,
+        cache_size=cache_size,
+        restart=new_executor,
+    )
 
     async def shutdown() -> None:
         await stop_executor(pool.executor)  # the current one
 
     services.cleanups.append(shutdown)
-    log.info("%s: %d verification worker(s) starting (%.2fs)", scheme, workers,
-             time.perf_counter() - started)
+    log.info("%s: %d verification worker(s) starting (%.2fs)", scheme, workers, time.perf_counter() - started)
     return pool
-

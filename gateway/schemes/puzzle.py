@@ -20,13 +20,13 @@ from typing import Any
 
 from aiohttp import web
 
-from popgate.gateway.pipeline.challenge_page import STATIC, safe_return_path
-from popgate.gateway.ops.config import PuzzleConfig
-from popgate.gateway.http.bodies import read_bounded
-from popgate.gateway.pipeline.decisions import WayOut
 from popgate.gateway.errors import BadRequest
+from popgate.gateway.http.bodies import read_bounded
+from popgate.gateway.ops.config import PuzzleConfig
 from popgate.gateway.ops.metrics import Metrics
+from popgate.gateway.pipeline.challenge_page import STATIC, safe_return_path
 from popgate.gateway.pipeline.context import Attestation, Context
+from popgate.gateway.pipeline.decisions import WayOut
 from popgate.gateway.pipeline.responses import problem, wants_html
 from popgate.gateway.stores.failure import GuardedClaims
 from popgate.policies.classify import classify
@@ -78,16 +78,16 @@ class PuzzleScheme:
     async def verify(self, ctx: Context, evidence: Any) -> Attestation:
         wire, nonces = puzzle.parse_solution(str(evidence))
         c = puzzle.check(self.keys, wire, nonces, now=ctx.now, network=ctx.network)
-        proof = WorkProof("puzzle", c.scope, c.bits, f"pg:{{puzzle:{c.mac}}}",
-                          max(1.0, c.expires - ctx.now))
+        proof = WorkProof("puzzle", c.scope, c.bits, f"pg:{{puzzle:{c.mac}}}", max(1.0, c.expires - ctx.now))
         return Attestation("unknown", "", "puzzle", extra=proof)
 
 
 class PuzzleOffer:
     """Issues the ``puzzle`` way out of a 402 at the current difficulty."""
 
-    def __init__(self, keys: puzzle.PuzzleKeys, settings: PuzzleConfig, difficulty: Difficulty,
-                 metrics: Metrics) -> None:
+    def __init__(
+        self, keys: puzzle.PuzzleKeys, settings: PuzzleConfig, difficulty: Difficulty, metrics: Metrics
+    ) -> None:
         self.keys = keys
         self.settings = settings
         self.difficulty = difficulty
@@ -99,8 +99,16 @@ class PuzzleOffer:
 
     def offer(self, ctx: Context, scope: str, floor: int) -> WayOut:
         bits = self.bits(ctx, floor)
-        c = puzzle.issue(self.keys, network=ctx.network, scope=scope, bits=bits, now=ctx.now,
-                         ttl=self.settings.ttl, subs=self.settings.subs, trusted_network=True)
+        c = puzzle.issue(
+            self.keys,
+            network=ctx.network,
+            scope=scope,
+            bits=bits,
+            now=ctx.now,
+            ttl=self.settings.ttl,
+            subs=self.settings.subs,
+            trusted_network=True,
+        )
         child = self._children.get(scope)
         if child is None:  # scope = a policy route name: a bounded label set
             child = self._children[scope] = self.gauge.labels(scope)
@@ -111,9 +119,11 @@ class PuzzleOffer:
 
 def network_binder(expected_prefix: str = "net:"):  # type: ignore[no-untyped-def]
     """Session binder ``net:<prefix>``: the session only works from that /24 or /64."""
+
     async def bind(ctx: Context, session: Session) -> None:
         if session.binding != expected_prefix + ctx.network:
             raise InvalidSession(reason="session_wrong_network", detail=str(session.binding))
+
     return bind
 
 
@@ -126,21 +136,29 @@ class PuzzleEndpoint:
     Rejected solutions get 403 problem+json with the verifier's reason.
     """
 
-    def __init__(self, keys: puzzle.PuzzleKeys, settings: PuzzleConfig, store: GuardedClaims,
-                 sessions: SessionCodec, subject_key: bytes, cookie: str, secure: bool,
-                 metrics: Metrics) -> None:
+    def __init__(
+        self,
+        keys: puzzle.PuzzleKeys,
+        settings: PuzzleConfig,
+        store: GuardedClaims,
+        sessions: SessionCodec,
+        subject_key: bytes,
+        cookie: str,
+        secure: bool,
+        metrics: Metrics,
+    ) -> None:
         self.keys, self.settings, self.store = keys, settings, store
         self.sessions, self.subject_key = sessions, subject_key
         self.cookie, self.secure, self.metrics = cookie, secure, metrics
 
     async def __call__(self, request: web.BaseRequest, ctx: Context) -> web.StreamResponse:
         if request.method != "POST":
-            return problem(request, 405, "method_not_allowed", "Method not allowed",
-                           headers={"Allow": "POST"})
+            return problem(
+                request, 405, "method_not_allowed", "Method not allowed", headers={"Allow": "POST"}
+            )
         solution, return_to = await self._read(request)
         try:
-            att = await puzzle.verify(self.keys, solution, now=ctx.now, store=self.store,
-                                      network=ctx.network)
+            att = await puzzle.verify(self.keys, solution, now=ctx.now, store=self.store, network=ctx.network)
         except VerificationError as exc:
             log.info("puzzle solution rejected: %s (%s)", exc.reason, exc.detail)
             self.metrics.evidence.labels("puzzle", exc.reason).inc()
@@ -150,20 +168,43 @@ class PuzzleEndpoint:
         klass = classify((), headers.get("User-Agent", ""), headers).klass
         s = self.settings
         token = self.sessions.issue(
-            klass=klass, subject=keyed_subject(self.subject_key, "puzzle", solution), now=ctx.now,
-            ttl=s.session_ttl, evidence="puzzle", binding=f"net:{att.network}",
-            budget=s.session_budget or None, work=att.bits)
+            klass=klass,
+            subject=keyed_subject(self.subject_key, "puzzle", solution),
+            now=ctx.now,
+            ttl=s.session_ttl,
+            evidence="puzzle",
+            binding=f"net:{att.network}",
+            budget=s.session_budget or None,
+            work=att.bits,
+        )
         self.metrics.sessions_issued.labels(klass, "puzzle").inc()
-        body = {"token": token, "token_type": "PoP", "class": klass, "expires": int(ctx.now) + s.session_ttl,
-                "budget": s.session_budget or None, "redirect": return_to}
+        body = {
+            "token": token,
+            "token_type": "PoP",
+            "class": klass,
+            "expires": int(ctx.now) + s.session_ttl,
+            "budget": s.session_budget or None,
+            "redirect": return_to,
+        }
         if wants_html(request) and "application/json" not in headers.get("Accept", ""):
-            resp: web.Response = web.Response(status=303, headers={"Location": return_to,
-                                                                    "Cache-Control": "no-store"})
+            resp: web.Response = web.Response(
+                status=303, headers={"Location": return_to, "Cache-Control": "no-store"}
+            )
         else:
-            resp = web.Response(body=json.dumps(body).encode(), content_type="application/json",
-                                headers={"Cache-Control": "no-store"})
-        resp.set_cookie(self.cookie, token, path="/", max_age=s.session_ttl, httponly=True,
-                        samesite="Lax", secure=self.secure)
+            resp = web.Response(
+                body=json.dumps(body).encode(),
+                content_type="application/json",
+                headers={"Cache-Control": "no-store"},
+            )
+        resp.set_cookie(
+            self.cookie,
+            token,
+            path="/",
+            max_age=s.session_ttl,
+            httponly=True,
+            samesite="Lax",
+            secure=self.secure,
+        )
         return resp
 
     async def _read(self, request: web.BaseRequest) -> tuple[str, str]:
@@ -172,14 +213,15 @@ class PuzzleEndpoint:
         try:
             if ctype.startswith("application/x-www-form-urlencoded"):
                 from urllib.parse import parse_qs
+
                 form = {k: v[0] for k, v in parse_qs(raw.decode("ascii")).items()}
                 data: Any = form
             else:
                 data = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError):
-            raise BadRequest("puzzle body", public="Expected JSON {\"solution\", \"return_to\"}.") from None
+            raise BadRequest("puzzle body", public='Expected JSON {"solution", "return_to"}.') from None
         if not isinstance(data, dict) or not isinstance(data.get("solution"), str):
-            raise BadRequest("puzzle body", public="Expected JSON {\"solution\", \"return_to\"}.")
+            raise BadRequest("puzzle body", public='Expected JSON {"solution", "return_to"}.')
         return_to = data.get("return_to", "/")
         return data["solution"], safe_return_path(return_to if isinstance(return_to, str) else "/")
 
@@ -191,10 +233,14 @@ async def worker_script(request: web.BaseRequest, ctx: Context) -> web.StreamRes
     """``GET /.well-known/popgate/static/challenge-worker.js``."""
     global _WORKER_JS
     if request.method not in ("GET", "HEAD"):
-        return problem(request, 405, "method_not_allowed", "Method not allowed",
-                       headers={"Allow": "GET, HEAD"})
+        return problem(
+            request, 405, "method_not_allowed", "Method not allowed", headers={"Allow": "GET, HEAD"}
+        )
     if _WORKER_JS is None:
         _WORKER_JS = (STATIC / "challenge-worker.js").read_bytes()
-    return web.Response(body=_WORKER_JS, content_type="text/javascript", charset="utf-8",
-                        headers={"Cache-Control": "public, max-age=3600",
-                                 "X-Content-Type-Options": "nosniff"})
+    return web.Response(
+        body=_WORKER_JS,
+        content_type="text/javascript",
+        charset="utf-8",
+        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
+    )

@@ -7,9 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
-from popgate.gateway.stores.failure import FailurePolicy
 from popgate.gateway.pipeline.context import Attestation, Context
 from popgate.gateway.stores.base import Store, key
+from popgate.gateway.stores.failure import FailurePolicy
 from popgate.verifiers.session import InvalidSession, Session, SessionCodec
 
 Binder = Callable[[Context, Session], Awaitable[None]]
@@ -25,7 +25,7 @@ def cookie_value(header: str, name: str) -> str | None:
             return None
         if i == 0 or header[i - 1] in "; \t":
             end = header.find(";", i)
-            value = header[i + len(target): end if end >= 0 else None].strip()
+            value = header[i + len(target) : end if end >= 0 else None].strip()
             return value.strip('"') or None
         start = i + 1
 
@@ -40,8 +40,7 @@ class SessionScheme:
 
     name = "session"
 
-    def __init__(self, codec: SessionCodec, cookie_name: str, store: Store,
-                 failure: FailurePolicy) -> None:
+    def __init__(self, codec: SessionCodec, cookie_name: str, store: Store, failure: FailurePolicy) -> None:
         self.codec = codec
         self.cookie_name = cookie_name
         self.store = store
@@ -70,9 +69,10 @@ class SessionScheme:
             await binder(ctx, session)
         if session.budget is not None:
             used = await self.failure.guard(
-                "budget", self.store.incr(key("budget", session.token_id), 1,
-                                          max(1.0, session.expires - ctx.now)), 0)
+                "budget",
+                self.store.incr(key("budget", session.token_id), 1, max(1.0, session.expires - ctx.now)),
+                0,
+            )
             if used > session.budget:
                 raise InvalidSession(reason="session_budget_spent", detail=str(session.budget))
-        return Attestation(session.klass, session.subject, session.evidence or "session",
-                           session=session)
+        return Attestation(session.klass, session.subject, session.evidence or "session", session=session)

@@ -20,27 +20,38 @@ never read (Web Bot Auth signs ``@authority`` and ``Signature-Agent``).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from popgate.gateway.ops import validation as pc
 from popgate.gateway.app import Gateway, Services
+from popgate.gateway.ops import validation as pc
 from popgate.gateway.ops.config import ConfigError
-from popgate.gateway.schemes.zklogin import _GuardedStore, _LazySession, request_scheme
 from popgate.gateway.pipeline.context import Attestation, Context
+from popgate.gateway.schemes.zklogin import _GuardedStore, _LazySession, request_scheme
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.httpsig import Policy, RequestView
-from popgate.verifiers.webbotauth import (TAG, KeyDirectory, StaticKey, WebBotAuthVerifier, agent_origin,
-                                  static_keys_from_jwks)
+from popgate.verifiers.webbotauth import (
+    TAG,
+    KeyDirectory,
+    StaticKey,
+    WebBotAuthVerifier,
+    agent_origin,
+    static_keys_from_jwks,
+)
 
 _MARK = 'tag="' + TAG + '"'
-_NUMBERS = {"signature_window": (300, 1, 86400), "clock_skew": (30, 0, 600),
-            "directory_ttl": (3600, 1, 7 * 86400), "directory_min_ttl": (60, 0, 86400),
-            "directory_failure_ttl": (60, 1, 86400), "max_agents": (1024, 1, 10**6)}
+_NUMBERS = {
+    "signature_window": (300, 1, 86400),
+    "clock_skew": (30, 0, 600),
+    "directory_ttl": (3600, 1, 7 * 86400),
+    "directory_min_ttl": (60, 0, 86400),
+    "directory_failure_ttl": (60, 1, 86400),
+    "max_agents": (1024, 1, 10**6),
+}
 _BOOLS = {"allow_any_agent": False, "allow_http_directories": False, "require_nonce": False}
 
 
@@ -89,8 +100,11 @@ def parse_settings(raw: Any) -> WebBotAuthSettings:
             if ("jwk" in k) == ("jwks_file" in k):
                 c.problem(path, "give exactly one of jwk, jwks_file")
                 continue
-            jwks = ({"keys": [k["jwk"]]} if "jwk" in k
-                    else json.loads(Path(str(k["jwks_file"])).read_text(encoding="utf-8")))
+            jwks = (
+                {"keys": [k["jwk"]]}
+                if "jwk" in k
+                else json.loads(Path(str(k["jwks_file"])).read_text(encoding="utf-8"))
+            )
             found = static_keys_from_jwks(jwks, op)
         except (OSError, ValueError, Malformed) as exc:
             c.problem(path, f"unusable key: {exc}")
@@ -107,11 +121,14 @@ def parse_settings(raw: Any) -> WebBotAuthSettings:
         try:
             origins.add(agent_origin(str(d), allow_insecure=bools["allow_http_directories"]))
         except VerificationError:
-            c.problem(f"webbotauth.directories[{i}]",
-                      f"not an https origin: {d!r} (allow_http_directories = true for tests)")
+            c.problem(
+                f"webbotauth.directories[{i}]",
+                f"not an https origin: {d!r} (allow_http_directories = true for tests)",
+            )
     if not static and not origins and not bools["allow_any_agent"]:
-        c.problem("webbotauth", "no keys, no directories and allow_any_agent = false: "
-                  "nothing could ever verify")
+        c.problem(
+            "webbotauth", "no keys, no directories and allow_any_agent = false: nothing could ever verify"
+        )
     if problems:
         raise ConfigError(problems)
     return WebBotAuthSettings(static, frozenset(origins), nums, **bools)
@@ -139,8 +156,12 @@ class WebBotAuthScheme:
         view = RequestView.from_aiohttp(request, None, request_scheme(request, self.trusted))
         att = await self.verifier.verify(view, now=ctx.now)
         self.metrics.verify_seconds.labels(self.name).observe(time.perf_counter() - started)
-        return Attestation("verified-agent", att.subject, self.name,
-                           extra={"keyid": att.keyid, "agent": att.agent, "signature": att})
+        return Attestation(
+            "verified-agent",
+            att.subject,
+            self.name,
+            extra={"keyid": att.keyid, "agent": att.agent, "signature": att},
+        )
 
 
 def webbotauth_extension(gateway: Gateway, services: Services) -> None:
@@ -155,19 +176,33 @@ def webbotauth_extension(gateway: Gateway, services: Services) -> None:
     n = s.numbers
     directory = None
     if s.directories or s.allow_any_agent:
-        directory = KeyDirectory(_LazySession(services),  # type: ignore[arg-type]
-                                 allow_insecure=s.allow_http_directories,
-                                 default_ttl=n["directory_ttl"], min_ttl=n["directory_min_ttl"],
-                                 failure_ttl=n["directory_failure_ttl"],
-                                 max_agents=n["max_agents"])
-    policy = Policy(required=('"@authority"',), tag=TAG, algorithms=frozenset({"ed25519"}),
-                    max_age=n["signature_window"], max_validity=max(n["signature_window"], 3600),
-                    clock_skew=n["clock_skew"], require_nonce=s.require_nonce,
-                    digest_with_body=False, replay_kind="wba-nonce")
+        directory = KeyDirectory(
+            _LazySession(services),  # type: ignore[arg-type]
+            allow_insecure=s.allow_http_directories,
+            default_ttl=n["directory_ttl"],
+            min_ttl=n["directory_min_ttl"],
+            failure_ttl=n["directory_failure_ttl"],
+            max_agents=n["max_agents"],
+        )
+    policy = Policy(
+        required=('"@authority"',),
+        tag=TAG,
+        algorithms=frozenset({"ed25519"}),
+        max_age=n["signature_window"],
+        max_validity=max(n["signature_window"], 3600),
+        clock_skew=n["clock_skew"],
+        require_nonce=s.require_nonce,
+        digest_with_body=False,
+        replay_kind="wba-nonce",
+    )
     verifier = WebBotAuthVerifier(
-        static=s.static, directory=directory, store=_GuardedStore(services.store, services.failure),
-        policy=policy, allow_insecure_agents=s.allow_http_directories,
-        allowed_agents=None if s.allow_any_agent else s.directories)
+        static=s.static,
+        directory=directory,
+        store=_GuardedStore(services.store, services.failure),
+        policy=policy,
+        allow_insecure_agents=s.allow_http_directories,
+        allowed_agents=None if s.allow_any_agent else s.directories,
+    )
     gateway.schemes.append(WebBotAuthScheme(verifier, services))
 
 

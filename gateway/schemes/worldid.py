@@ -49,20 +49,31 @@ from typing import Any
 from aiohttp import web
 
 from popgate.gateway.app import Gateway, Services
-from popgate.gateway.http.bodies import read_json_object
-from popgate.gateway.pipeline.decisions import WayOut
 from popgate.gateway.errors import GatewayError
-from popgate.gateway.schemes.worldid_config import WorldIdSettings, parse_settings
-from popgate.gateway.schemes.worldid_v4 import CloudVerifier, V4_PROTOCOL, v4_item
+from popgate.gateway.http.bodies import read_json_object
 from popgate.gateway.pipeline.context import Context
-from popgate.gateway.schemes.proofpool import ProofPool, service_pool
+from popgate.gateway.pipeline.decisions import WayOut
 from popgate.gateway.pipeline.responses import problem
-from popgate.gateway.schemes.worldid_roots import FileRoots, RedisSetRoots, RootSource, RpcRoots, StaticRoots, rpc_caller
+from popgate.gateway.schemes.proofpool import ProofPool, service_pool
+from popgate.gateway.schemes.worldid_config import WorldIdSettings, parse_settings
+from popgate.gateway.schemes.worldid_roots import (
+    FileRoots,
+    RedisSetRoots,
+    RootSource,
+    RpcRoots,
+    StaticRoots,
+    rpc_caller,
+)
+from popgate.gateway.schemes.worldid_v4 import V4_PROTOCOL, CloudVerifier, v4_item
 from popgate.gateway.stores.base import key
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.session import keyed_subject
 from popgate.verifiers.worldid import (
-    NullifierReused, UnknownRoot, canonical_nullifier, external_nullifier, parse_result,
+    NullifierReused,
+    UnknownRoot,
+    canonical_nullifier,
+    external_nullifier,
+    parse_result,
     signal_hash,
 )
 
@@ -71,8 +82,13 @@ ENDPOINT = "/.well-known/popgate/worldid"
 MAX_BODY = 16 * 1024
 MAX_SIGNAL = 1024
 FOREVER = 10 * 365 * 86400.0
-STATUS = {"malformed": 400, "wrong_action": 400, "signal_not_allowed": 400,
-          "unsupported_protocol": 400, "nullifier_reused": 409}
+STATUS = {
+    "malformed": 400,
+    "wrong_action": 400,
+    "signal_not_allowed": 400,
+    "unsupported_protocol": 400,
+    "nullifier_reused": 409,
+}
 Gate = Callable[[web.BaseRequest, Context], Awaitable[None]]
 
 
@@ -103,7 +119,8 @@ class RateGate:
     async def __call__(self, request: web.BaseRequest, ctx: Context) -> None:
         st = self.services
         used = await st.failure.guard(
-            "rate_limit", st.store.incr(key("worldid-gate", ctx.network), 1, self.window), 0)
+            "rate_limit", st.store.incr(key("worldid-gate", ctx.network), 1, self.window), 0
+        )
         if used > self.rate:
             err = RateLimited(f"{used} proofs in {self.window}s")
             err.retry_after = self.window
@@ -113,8 +130,14 @@ class RateGate:
 class WorldIdEndpoint:
     """``GET``: what to prove; ``POST``: a proof → a ``human`` session."""
 
-    def __init__(self, settings: WorldIdSettings, services: Services, roots: RootSource,
-                 pool: ProofPool, cloud: CloudVerifier | None) -> None:
+    def __init__(
+        self,
+        settings: WorldIdSettings,
+        services: Services,
+        roots: RootSource,
+        pool: ProofPool,
+        cloud: CloudVerifier | None,
+    ) -> None:
         self.s, self.services, self.roots, self.pool, self.cloud = settings, services, roots, pool, cloud
         self.gates: list[Gate] = [RateGate(services, settings.gate_rate, settings.gate_window)]
         self.cookie = services.config.sessions.cookie_name
@@ -122,11 +145,13 @@ class WorldIdEndpoint:
 
     async def __call__(self, request: web.BaseRequest, ctx: Context) -> web.StreamResponse:
         if request.method in ("GET", "HEAD"):
-            return web.json_response(offer(self.s, ctx.now, self.cloud is not None),
-                                     headers={"Cache-Control": "no-store"})
+            return web.json_response(
+                offer(self.s, ctx.now, self.cloud is not None), headers={"Cache-Control": "no-store"}
+            )
         if request.method != "POST":
-            return problem(request, 405, "method_not_allowed", "Method not allowed",
-                           headers={"Allow": "GET, HEAD, POST"})
+            return problem(
+                request, 405, "method_not_allowed", "Method not allowed", headers={"Allow": "GET, HEAD, POST"}
+            )
         metrics = self.services.metrics
         try:
             data = await self._read(request)
@@ -135,16 +160,16 @@ class WorldIdEndpoint:
         except VerificationError as exc:
             metrics.evidence.labels("worldid", exc.reason).inc()
             log.info("worldid exchange rejected: %s (%s)", exc.reason, exc.detail)
-            return problem(request, STATUS.get(exc.reason, 401), exc.reason,
-                           "World ID proof rejected")
+            return problem(request, STATUS.get(exc.reason, 401), exc.reason, "World ID proof rejected")
         except GatewayError as exc:
             metrics.evidence.labels("worldid", exc.reason).inc()
             raise
         metrics.evidence.labels("worldid", "ok").inc()
         return self._session(ctx, scope, nullifier, action)
 
-    async def _verify(self, request: web.BaseRequest, ctx: Context,
-                      data: dict[str, Any]) -> tuple[str, str, str]:
+    async def _verify(
+        self, request: web.BaseRequest, ctx: Context, data: dict[str, Any]
+    ) -> tuple[str, str, str]:
         s = self.s
         action = current_action(s, ctx.now)
         result = data.get("result", data)
@@ -190,40 +215,65 @@ class WorldIdEndpoint:
 
     async def _spend(self, ctx: Context, scope: str, nullifier: str) -> None:
         st, s = self.services, self.s
-        fresh = await st.failure.guard("spend", st.store.claim(
-            key("worldid-nullifier", f"{scope}:{nullifier}"), claim_ttl(s, ctx.now),
-            s.sessions_per_nullifier), True)
+        fresh = await st.failure.guard(
+            "spend",
+            st.store.claim(
+                key("worldid-nullifier", f"{scope}:{nullifier}"),
+                claim_ttl(s, ctx.now),
+                s.sessions_per_nullifier,
+            ),
+            True,
+        )
         if not fresh:
             raise NullifierReused(detail="allowance used")
 
     def _session(self, ctx: Context, scope: str, nullifier: str, action: str) -> web.Response:
         st, ttl = self.services, self.s.session_ttl
         subject = keyed_subject(st.subject_key, "human", f"{scope}:{nullifier}")
-        token = st.sessions.issue(klass="human", subject=subject, now=ctx.now, ttl=ttl,
-                                  evidence="worldid")
+        token = st.sessions.issue(klass="human", subject=subject, now=ctx.now, ttl=ttl, evidence="worldid")
         st.metrics.sessions_issued.labels("human", "worldid").inc()
-        body = {"token": token, "token_type": "PoP", "class": "human", "subject": subject,
-                "expires": int(ctx.now) + ttl, "action": action}
-        resp = web.Response(body=json.dumps(body).encode(), content_type="application/json",
-                            headers={"Cache-Control": "no-store"})
-        resp.set_cookie(self.cookie, token, path="/", max_age=ttl, httponly=True,
-                        samesite="Lax", secure=self.secure)
+        body = {
+            "token": token,
+            "token_type": "PoP",
+            "class": "human",
+            "subject": subject,
+            "expires": int(ctx.now) + ttl,
+            "action": action,
+        }
+        resp = web.Response(
+            body=json.dumps(body).encode(),
+            content_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
+        resp.set_cookie(
+            self.cookie, token, path="/", max_age=ttl, httponly=True, samesite="Lax", secure=self.secure
+        )
         return resp
 
     @staticmethod
     async def _read(request: web.BaseRequest) -> dict[str, Any]:
-        return await read_json_object(request, MAX_BODY, "worldid",
-                                      'Expected JSON {"result": <IDKit result>, "signal": "..."}.',
-                                      reason="malformed")
+        return await read_json_object(
+            request,
+            MAX_BODY,
+            "worldid",
+            'Expected JSON {"result": <IDKit result>, "signal": "..."}.',
+            reason="malformed",
+        )
 
 
 def offer(s: WorldIdSettings, now: float, v4: bool) -> dict[str, Any]:
     """The ``prove`` way-out parameters (also ``GET`` on the endpoint)."""
     out: dict[str, Any] = {
-        "method": "worldid", "app_id": s.app_id, "action": current_action(s, now),
-        "endpoint": ENDPOINT, "class": "human", "signal": s.signal, "rotate": s.rotate,
+        "method": "worldid",
+        "app_id": s.app_id,
+        "action": current_action(s, now),
+        "endpoint": ENDPOINT,
+        "class": "human",
+        "signal": s.signal,
+        "rotate": s.rotate,
         "protocol_versions": ["3.0", "4.0"] if v4 else ["3.0"],
-        "body": {"result": "<IDKit result>", "signal": "<the signal proved>"}}
+        "body": {"result": "<IDKit result>", "signal": "<the signal proved>"},
+    }
     if s.period:
         out["action_expires"] = int((now // s.period + 1) * s.period)
     if s.verification_levels:
@@ -236,10 +286,9 @@ def root_source(s: WorldIdSettings, services: Services) -> RootSource:
     if r.source == "file":
         return FileRoots(r.file, r.poll_interval)
     if r.source == "redis":
-        return RedisSetRoots(getattr(services.store, "client"), r.redis_key, r.poll_interval)
+        return RedisSetRoots(services.store.client, r.redis_key, r.poll_interval)
     if r.source == "rpc":
-        return RpcRoots(rpc_caller(services.outbound, r.rpc_url), r.contract, r.poll_interval,
-                        r.root_expiry)
+        return RpcRoots(rpc_caller(services.outbound, r.rpc_url), r.contract, r.poll_interval, r.root_expiry)
     return StaticRoots(r.roots)
 
 
@@ -251,10 +300,15 @@ def worldid_extension(gateway: Gateway, services: Services) -> None:
     if raw is None:
         return
     s = parse_settings(raw, services.config.store.url)
-    pool = service_pool(services, s.vk_json, workers=s.workers, queue_limit=s.queue_limit,
-                        scheme="worldid", cache_size=s.cache_size)
+    pool = service_pool(
+        services,
+        s.vk_json,
+        workers=s.workers,
+        queue_limit=s.queue_limit,
+        scheme="worldid",
+        cache_size=s.cache_size,
+    )
     cloud = CloudVerifier(s.cloud_verify_url, s.cloud_timeout, services) if s.cloud_verify_url else None
     endpoint = WorldIdEndpoint(s, services, root_source(s, services), pool, cloud)
     gateway.endpoints[ENDPOINT] = endpoint
-    gateway.way_out_providers.append(
-        lambda ctx: WayOut("prove", offer(s, ctx.now, cloud is not None)))
+    gateway.way_out_providers.append(lambda ctx: WayOut("prove", offer(s, ctx.now, cloud is not None)))

@@ -1,34 +1,34 @@
 """``[worldid]``: validated once at start-up, every problem with its key path.
 
-    [worldid]
-    app_id = "app_..."                  # required
-    action = "verify-human"             # the base action ("" = sign-in)
-    rotate = "none"                     # | "daily" | "weekly": action + "/d<n>" | "/w<n>"
-    signal = "empty"                    # | "client": the body's "signal" is what was proved
-    key = "worldid_v3"                  # bundled key name ("semaphore_v3:20"), or:
-    vk_file = "/etc/popgate/vk.json"    # a snarkjs verification_key.json
-    depth = 30                          # with key = "semaphore_v3" / "semaphore_v4"
-    verification_levels = []            # allowed levels (empty: any)
-    sessions_per_nullifier = 1          # sessions one person may open per action (period)
-    session_ttl = 3600
-    workers = 1                         # verification processes
-    queue_limit = 32                    # jobs waiting beyond the workers, then 503
-    cache_size = 4096                   # verdict LRU
-    gate_rate = 20                      # pool jobs per client network per gate_window
-    gate_window = 60
-    cloud_verify_url = "https://developer.worldcoin.org/api/v4/verify/app_..."  # 4.0 results
-    cloud_timeout = 10
+[worldid]
+app_id = "app_..."                  # required
+action = "verify-human"             # the base action ("" = sign-in)
+rotate = "none"                     # | "daily" | "weekly": action + "/d<n>" | "/w<n>"
+signal = "empty"                    # | "client": the body's "signal" is what was proved
+key = "worldid_v3"                  # bundled key name ("semaphore_v3:20"), or:
+vk_file = "/etc/popgate/vk.json"    # a snarkjs verification_key.json
+depth = 30                          # with key = "semaphore_v3" / "semaphore_v4"
+verification_levels = []            # allowed levels (empty: any)
+sessions_per_nullifier = 1          # sessions one person may open per action (period)
+session_ttl = 3600
+workers = 1                         # verification processes
+queue_limit = 32                    # jobs waiting beyond the workers, then 503
+cache_size = 4096                   # verdict LRU
+gate_rate = 20                      # pool jobs per client network per gate_window
+gate_window = 60
+cloud_verify_url = "https://developer.worldcoin.org/api/v4/verify/app_..."  # 4.0 results
+cloud_timeout = 10
 
-    [worldid.roots]
-    source = "static"                   # | "file" | "redis" | "rpc"
-    roots = ["0x..."]                   # static
-    file = "/var/lib/popgate/roots"     # file: one root per line (hex or decimal), # comments
-    redis_key = "popgate:worldid:roots" # redis: a set of roots (the store must be Redis)
-    rpc_url = "http://127.0.0.1:8545"   # rpc: eth_call on the identity manager / bridge
-    contract = "0x..."
-    poll_interval = 60                  # file mtime / redis / rpc refresh period, seconds
-    root_expiry = 3600                  # rpc: seconds a superseded root stays valid
-                                        #      (default: the contract's rootHistoryExpiry())
+[worldid.roots]
+source = "static"                   # | "file" | "redis" | "rpc"
+roots = ["0x..."]                   # static
+file = "/var/lib/popgate/roots"     # file: one root per line (hex or decimal), # comments
+redis_key = "popgate:worldid:roots" # redis: a set of roots (the store must be Redis)
+rpc_url = "http://127.0.0.1:8545"   # rpc: eth_call on the identity manager / bridge
+contract = "0x..."
+poll_interval = 60                  # file mtime / redis / rpc refresh period, seconds
+root_expiry = 3600                  # rpc: seconds a superseded root stays valid
+                                    #      (default: the contract's rootHistoryExpiry())
 """
 
 from __future__ import annotations
@@ -45,11 +45,27 @@ from popgate.verifiers.worldid import key_spec
 
 ROTATIONS = {"none": 0, "daily": 86400, "weekly": 7 * 86400}
 SOURCES = ("static", "file", "redis", "rpc")
-KEYS = {"app_id", "action", "rotate", "signal", "key", "vk_file", "depth", "verification_levels",
-        "sessions_per_nullifier", "session_ttl", "workers", "queue_limit", "cache_size",
-        "gate_rate", "gate_window", "cloud_verify_url", "cloud_timeout", "roots"}
-ROOT_KEYS = {"source", "roots", "file", "redis_key", "rpc_url", "contract", "poll_interval",
-             "root_expiry"}
+KEYS = {
+    "app_id",
+    "action",
+    "rotate",
+    "signal",
+    "key",
+    "vk_file",
+    "depth",
+    "verification_levels",
+    "sessions_per_nullifier",
+    "session_ttl",
+    "workers",
+    "queue_limit",
+    "cache_size",
+    "gate_rate",
+    "gate_window",
+    "cloud_verify_url",
+    "cloud_timeout",
+    "roots",
+}
+ROOT_KEYS = {"source", "roots", "file", "redis_key", "rpc_url", "contract", "poll_interval", "root_expiry"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +113,23 @@ def _str(c: Collector, t: dict[str, Any], name: str, default: str, path: str = "
     return v
 
 
-def _num(c: Collector, t: dict[str, Any], name: str, default: float, lo: float, hi: float,
-         integer: bool = True, path: str = "worldid") -> Any:
+def _num(
+    c: Collector,
+    t: dict[str, Any],
+    name: str,
+    default: float,
+    lo: float,
+    hi: float,
+    integer: bool = True,
+    path: str = "worldid",
+) -> Any:
     v = c.number(f"{path}.{name}", t.get(name, default), lo=lo, hi=hi, integer=integer)
     return default if v is None else v
 
 
-def _choice(c: Collector, t: dict[str, Any], name: str, choices: Any, default: str,
-            path: str = "worldid") -> str:
+def _choice(
+    c: Collector, t: dict[str, Any], name: str, choices: Any, default: str, path: str = "worldid"
+) -> str:
     v = t.get(name, default)
     if v not in choices:
         c.problem(f"{path}.{name}", f"expected one of {', '.join(choices)}, got {v!r}")
@@ -147,17 +172,24 @@ def _roots(c: Collector, t: dict[str, Any], store_url: str) -> RootsSettings:
     expiry = t.get("root_expiry")
     if expiry is not None:
         expiry = c.number(f"{p}.root_expiry", expiry, lo=0, hi=365 * 86400)
-    s = RootsSettings(source, frozenset(roots), _str(c, t, "file", "", p),
-                      _str(c, t, "redis_key", "popgate:worldid:roots", p),
-                      _str(c, t, "rpc_url", "", p), _str(c, t, "contract", "", p), interval,
-                      None if expiry is None else float(expiry))
+    s = RootsSettings(
+        source,
+        frozenset(roots),
+        _str(c, t, "file", "", p),
+        _str(c, t, "redis_key", "popgate:worldid:roots", p),
+        _str(c, t, "rpc_url", "", p),
+        _str(c, t, "contract", "", p),
+        interval,
+        None if expiry is None else float(expiry),
+    )
     if source == "static" and not roots:
         c.problem(f"{p}.roots", "a static source needs at least one root")
     if source == "file" and not s.file:
-        c.problem(f"{p}.file", "required for source = \"file\"")
-    if source == "redis" and not store_url.startswith(("redis://", "rediss://", "redis+cluster://",
-                                                        "rediss+cluster://")):
-        c.problem(f"{p}.source", "\"redis\" needs store.url = redis://... or redis+cluster://...")
+        c.problem(f"{p}.file", 'required for source = "file"')
+    if source == "redis" and not store_url.startswith(
+        ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
+    ):
+        c.problem(f"{p}.source", '"redis" needs store.url = redis://... or redis+cluster://...')
     if source == "rpc":
         if not re.match(r"^https?://", s.rpc_url):
             c.problem(f"{p}.rpc_url", f"expected an http(s) URL, got {s.rpc_url!r}")
@@ -185,19 +217,23 @@ def parse_settings(t: Any, store_url: str) -> WorldIdSettings:
     if url and not re.match(r"^https?://", url):
         c.problem("worldid.cloud_verify_url", f"expected an http(s) URL, got {url!r}")
     settings = WorldIdSettings(
-        app_id=app_id, action=_str(c, t, "action", ""), vk_json=_vk(c, t),
+        app_id=app_id,
+        action=_str(c, t, "action", ""),
+        vk_json=_vk(c, t),
         roots=_roots(c, c.table("roots", t), store_url),
         rotate=_choice(c, t, "rotate", tuple(ROTATIONS), "none"),
         signal=_choice(c, t, "signal", ("empty", "client"), "empty"),
         verification_levels=frozenset(levels),
         sessions_per_nullifier=_num(c, t, "sessions_per_nullifier", 1, 1, 100),
         session_ttl=_num(c, t, "session_ttl", 3600, 1, 30 * 86400),
-        workers=_num(c, t, "workers", 1, 1, 64), queue_limit=_num(c, t, "queue_limit", 32, 0, 100000),
+        workers=_num(c, t, "workers", 1, 1, 64),
+        queue_limit=_num(c, t, "queue_limit", 32, 0, 100000),
         cache_size=_num(c, t, "cache_size", 4096, 1, 10**7),
         gate_rate=_num(c, t, "gate_rate", 20, 1, 10**9),
         gate_window=float(_num(c, t, "gate_window", 60, 0.001, 86400, integer=False)),
         cloud_verify_url=url,
-        cloud_timeout=float(_num(c, t, "cloud_timeout", 10, 0.01, 120, integer=False)))
+        cloud_timeout=float(_num(c, t, "cloud_timeout", 10, 0.01, 120, integer=False)),
+    )
     if problems:
         raise ConfigError(problems)
     return settings

@@ -81,8 +81,8 @@ class _Refreshing:
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.roots: frozenset[int] = frozenset()
-        self.fetched = -1e18   # when the last successful refresh happened
-        self.tried = -1e18     # when the last attempt happened
+        self.fetched = -1e18  # when the last successful refresh happened
+        self.tried = -1e18  # when the last attempt happened
         self._flight: asyncio.Task[None] | None = None
 
     async def _load(self, now: float) -> None:
@@ -102,7 +102,7 @@ class _Refreshing:
         try:
             await self._load(now)
             self.fetched = now
-        except Exception as exc:  # noqa: BLE001 - keep the last good set
+        except Exception as exc:
             log.warning("roots refresh failed: %s: %s", type(exc).__name__, exc)
 
     async def is_valid(self, root: int, now: float) -> bool:
@@ -147,13 +147,12 @@ class RpcRoots(_Refreshing):
 
     LOOKUPS_PER_INTERVAL = 16
 
-    def __init__(self, call: Call, contract: str, interval: float,
-                 expiry: float | None = None) -> None:
+    def __init__(self, call: Call, contract: str, interval: float, expiry: float | None = None) -> None:
         super().__init__(interval)
         self.call, self.contract, self.expiry = call, contract, expiry
         self.latest: int | None = None
         self.superseded: OrderedDict[int, float] = OrderedDict()  # root -> time it stopped being latest
-        self.unknown: OrderedDict[int, float] = OrderedDict()     # root -> when the chain said "never"
+        self.unknown: OrderedDict[int, float] = OrderedDict()  # root -> when the chain said "never"
         self.lookups = 0
 
     async def _word(self, data: str) -> int:
@@ -184,10 +183,11 @@ class RpcRoots(_Refreshing):
             self.lookups += 1
             try:
                 ts = await self._word(ROOT_HISTORY + f"{root:064x}")
-            except Exception as exc:  # noqa: BLE001 - an unreachable chain proves nothing
+            except Exception as exc:
                 log.warning("rootHistory lookup failed: %s: %s", type(exc).__name__, exc)
-                raise Overloaded("root lookup failed", reason="roots_unavailable",
-                                 retry_after=self.interval) from None
+                raise Overloaded(
+                    "root lookup failed", reason="roots_unavailable", retry_after=self.interval
+                ) from None
             if not ts:
                 _remember(self.unknown, root, now)
                 return False
@@ -210,8 +210,12 @@ def rpc_caller(session: Callable[[], Awaitable[Any]], url: str, timeout: float =
 
     async def call(to: str, data: str) -> str:
         http = await session()
-        body = {"jsonrpc": "2.0", "id": 1, "method": "eth_call",
-                "params": [{"to": to, "data": data}, "latest"]}
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "eth_call",
+            "params": [{"to": to, "data": data}, "latest"],
+        }
         async with http.post(url, json=body, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             reply = await resp.json(content_type=None)
         result = reply.get("result") if isinstance(reply, dict) else None

@@ -45,16 +45,18 @@ class CloudVerifier:
         nullifier = canonical_nullifier(item["nullifier"])
         http = await self.services.outbound()
         try:
-            async with http.post(self.url, json=result, headers={"User-Agent": "popgate"},
-                                 timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
+            async with http.post(
+                self.url,
+                json=result,
+                headers={"User-Agent": "popgate"},
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as resp:
                 status = resp.status
                 body = await resp.json(content_type=None) if status < 500 else None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise Overloaded(f"cloud verify: {exc!r}", reason="verifier_unavailable",
-                             retry_after=5) from None
+            raise Overloaded(f"cloud verify: {exc!r}", reason="verifier_unavailable", retry_after=5) from None
         if status >= 500 or not isinstance(body, dict):
-            raise Overloaded(f"cloud verify: HTTP {status}", reason="verifier_unavailable",
-                             retry_after=5)
+            raise Overloaded(f"cloud verify: HTTP {status}", reason="verifier_unavailable", retry_after=5)
         if status != 200 or body.get("success") is not True:
             raise VerificationError("invalid_proof", f"cloud: {str(body.get('code'))[:64]}")
         said = body.get("nullifier")

@@ -37,13 +37,13 @@ from typing import Any
 from aiohttp import web
 
 from popgate.gateway.app import Gateway, Services
-from popgate.gateway.http.bodies import read_json_object
-from popgate.gateway.pipeline.decisions import WayOut
 from popgate.gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+from popgate.gateway.http.bodies import read_json_object
+from popgate.gateway.pipeline.context import Context
+from popgate.gateway.pipeline.decisions import WayOut
+from popgate.gateway.pipeline.responses import problem
 from popgate.gateway.schemes.zklogin_config import ZkLoginSettings, parse_settings
 from popgate.gateway.schemes.zklogin_proof import ProofExchange, proof_exchange, proofs_disabled, wants_proof
-from popgate.gateway.pipeline.context import Context
-from popgate.gateway.pipeline.responses import problem
 from popgate.gateway.stores.base import key
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.httpsig import Candidate, Policy, RequestView, VerifyingKey, verify_message
@@ -123,11 +123,16 @@ class HttpsigBinder:
         self.metrics = services.metrics
         self.limit = services.config.limits.max_body_bytes
         self.trusted = bool(services.config.trusted_proxies)
-        self.policy = Policy(required=('"@method"', '"@target-uri"'), digest_with_body=True,
-                             require_expires=True, require_nonce=settings.require_request_nonce,
-                             max_age=settings.signature_window,
-                             max_validity=settings.signature_window,
-                             clock_skew=settings.clock_skew, replay_kind="zklogin-sig")
+        self.policy = Policy(
+            required=('"@method"', '"@target-uri"'),
+            digest_with_body=True,
+            require_expires=True,
+            require_nonce=settings.require_request_nonce,
+            max_age=settings.signature_window,
+            max_validity=settings.signature_window,
+            clock_skew=settings.clock_skew,
+            replay_kind="zklogin-sig",
+        )
         self._keys: OrderedDict[str, VerifyingKey] = OrderedDict()
 
     def _key(self, binding: str) -> VerifyingKey:
@@ -161,8 +166,7 @@ class HttpsigBinder:
             return vk
 
         store = _GuardedStore(self.store, self.failure)
-        await verify_message(view, resolve_key=resolve, policy=self.policy, now=ctx.now,
-                             store=store)
+        await verify_message(view, resolve_key=resolve, policy=self.policy, now=ctx.now, store=store)
         self.metrics.verify_seconds.labels("httpsig").observe(time.perf_counter() - started)
 
 
@@ -179,22 +183,35 @@ class _GuardedStore:
 class ZkLoginEndpoint:
     """``POST /.well-known/popgate/zklogin``: id_token + ephemeral key → bound session."""
 
-    def __init__(self, settings: ZkLoginSettings, services: Services,
-                 verifier: ZkLoginVerifier, epochs: Any, proofs: ProofExchange | None = None) -> None:
+    def __init__(
+        self,
+        settings: ZkLoginSettings,
+        services: Services,
+        verifier: ZkLoginVerifier,
+        epochs: Any,
+        proofs: ProofExchange | None = None,
+    ) -> None:
         self.s, self.services, self.verifier, self.epochs = settings, services, verifier, epochs
         self.proofs = proofs
 
     async def __call__(self, request: web.BaseRequest, ctx: Context) -> web.StreamResponse:
         if request.method != "POST":
-            return problem(request, 405, "method_not_allowed", "Method not allowed",
-                           headers={"Allow": "POST"})
+            return problem(
+                request, 405, "method_not_allowed", "Method not allowed", headers={"Allow": "POST"}
+            )
         services, s = self.services, self.s
         used = await services.failure.guard(
-            "rate_limit", services.store.incr(key("zklogin-rate", ctx.network), 1, s.rate_window), 0)
+            "rate_limit", services.store.incr(key("zklogin-rate", ctx.network), 1, s.rate_window), 0
+        )
         if used > s.rate_limit:
             services.metrics.evidence.labels("zklogin", "rate_limited").inc()
-            return problem(request, 429, "rate_limited", "Too many sign-in attempts",
-                           headers={"Retry-After": str(int(s.rate_window))})
+            return problem(
+                request,
+                429,
+                "rate_limited",
+                "Too many sign-in attempts",
+                headers={"Retry-After": str(int(s.rate_window))},
+            )
         data = await self._read(request)
         started = time.perf_counter()
         try:
@@ -207,8 +224,12 @@ class ZkLoginEndpoint:
                 expires_at = proved.expires_at
             else:
                 att = await self._id_token(data, ctx, current)
-                subject, address, eph, expires_at = (att.subject, att.address, att.ephemeral_key,
-                                                     att.expires_at)
+                subject, address, eph, expires_at = (
+                    att.subject,
+                    att.address,
+                    att.ephemeral_key,
+                    att.expires_at,
+                )
             ttl = int(min(s.session_ttl, max(0.0, (expires_at or float("inf")) - ctx.now)))
             if ttl <= 0:
                 raise VerificationError("expired", "max_epoch leaves no session time")
@@ -224,17 +245,34 @@ class ZkLoginEndpoint:
             services.metrics.verify_seconds.labels("zklogin").observe(time.perf_counter() - started)
         services.metrics.evidence.labels("zklogin", "ok").inc()
         session = services.sessions.issue(
-            klass="account", subject=subject, now=ctx.now, ttl=ttl, evidence="zklogin",
-            binding=f"{BINDING}:{_b64u(eph.extended)}")
+            klass="account",
+            subject=subject,
+            now=ctx.now,
+            ttl=ttl,
+            evidence="zklogin",
+            binding=f"{BINDING}:{_b64u(eph.extended)}",
+        )
         services.metrics.sessions_issued.labels("account", "zklogin").inc()
         keyid = services.sessions.verify(session, ctx.now).token_id
-        body = {"token": session, "token_type": "PoP", "class": "account", "subject": subject,
-                "address": address, "keyid": keyid, "expires": int(ctx.now) + ttl,
-                "signature": {"keyid": keyid, "covered": ["@method", "@target-uri",
-                                                         "content-digest (with a body)"],
-                              "window": s.signature_window}}
-        return web.Response(body=json.dumps(body).encode(), content_type="application/json",
-                            headers={"Cache-Control": "no-store"})
+        body = {
+            "token": session,
+            "token_type": "PoP",
+            "class": "account",
+            "subject": subject,
+            "address": address,
+            "keyid": keyid,
+            "expires": int(ctx.now) + ttl,
+            "signature": {
+                "keyid": keyid,
+                "covered": ["@method", "@target-uri", "content-digest (with a body)"],
+                "window": s.signature_window,
+            },
+        }
+        return web.Response(
+            body=json.dumps(body).encode(),
+            content_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def _id_token(self, data: dict[str, Any], ctx: Context, current: int | None) -> Any:
         """Verify an id_token exchange and spend the token once; raise VerificationError."""
@@ -244,38 +282,61 @@ class ZkLoginEndpoint:
         eph = _ext_pk(data.get("ext_eph_pk"))
         max_epoch = _number(data.get("max_epoch"), "max_epoch")
         randomness = _number(data.get("randomness"), "randomness")
-        att = await self.verifier.verify(token, eph, max_epoch, randomness, now=ctx.now,
-                                         current_epoch=current)
+        att = await self.verifier.verify(
+            token, eph, max_epoch, randomness, now=ctx.now, current_epoch=current
+        )
         spent = hashlib.sha256(token.encode()).hexdigest()
         left = max(60.0, att.claims.exp + 120 - ctx.now)
         fresh = await self.services.failure.guard(
-            "replay", self.services.store.claim(key("zklogin-jwt", spent), left, 1), True)
+            "replay", self.services.store.claim(key("zklogin-jwt", spent), left, 1), True
+        )
         if not fresh:
             raise VerificationError("replayed", "id_token already exchanged")
         return att
 
     @staticmethod
     async def _read(request: web.BaseRequest) -> dict[str, Any]:
-        return await read_json_object(request, MAX_EXCHANGE_BODY, "zklogin",
-                                      'Expected JSON {"id_token", "ext_eph_pk", "max_epoch", '
-                                      '"randomness"} or {"zklogin_signature"}.')
+        return await read_json_object(
+            request,
+            MAX_EXCHANGE_BODY,
+            "zklogin",
+            'Expected JSON {"id_token", "ext_eph_pk", "max_epoch", "randomness"} or {"zklogin_signature"}.',
+        )
 
 
 def way_out(settings: ZkLoginSettings) -> WayOut:
     """How to get an ``account`` session (listed in every 402)."""
-    return WayOut("zklogin", {
-        "endpoint": ENDPOINT, "class": "account",
-        "providers": [{"issuer": p.issuer, "audiences": sorted(p.audiences)}
-                      for p in settings.providers],
-        "epoch_mode": settings.epoch_mode,
-        "nonce": "base64url(last 20 bytes of Poseidon(eph_hi, eph_lo, max_epoch, randomness))",
-        "request_signature": {"rfc": 9421, "keyid": "the keyid returned with the session",
-                              "covered": ["@method", "@target-uri", "content-digest"],
-                              "window": settings.signature_window},
-        **({"proof": {"body": {"zklogin_signature": "base64(0x05 || BCS(ZkLoginSignature))"},
-                      "or": {"inputs": "the prover's JSON with addressSeed",
-                             "ext_eph_pk": "base64(flag || pk)", "max_epoch": "..."},
-                      "circuit": "Sui zkLogin V1"}} if settings.proofs else {})})
+    return WayOut(
+        "zklogin",
+        {
+            "endpoint": ENDPOINT,
+            "class": "account",
+            "providers": [{"issuer": p.issuer, "audiences": sorted(p.audiences)} for p in settings.providers],
+            "epoch_mode": settings.epoch_mode,
+            "nonce": "base64url(last 20 bytes of Poseidon(eph_hi, eph_lo, max_epoch, randomness))",
+            "request_signature": {
+                "rfc": 9421,
+                "keyid": "the keyid returned with the session",
+                "covered": ["@method", "@target-uri", "content-digest"],
+                "window": settings.signature_window,
+            },
+            **(
+                {
+                    "proof": {
+                        "body": {"zklogin_signature": "base64(0x05 || BCS(ZkLoginSignature))"},
+                        "or": {
+                            "inputs": "the prover's JSON with addressSeed",
+                            "ext_eph_pk": "base64(flag || pk)",
+                            "max_epoch": "...",
+                        },
+                        "circuit": "Sui zkLogin V1",
+                    }
+                }
+                if settings.proofs
+                else {}
+            ),
+        },
+    )
 
 
 def zklogin_extension(gateway: Gateway, services: Services) -> None:
@@ -287,18 +348,23 @@ def zklogin_extension(gateway: Gateway, services: Services) -> None:
     if raw is None:
         return
     settings = parse_settings(raw)
-    jwks = JwksCache(_LazySession(services),  # type: ignore[arg-type]  # duck-typed .get()
-                     refetch_interval=settings.jwks_refetch_interval,
-                     max_stale=settings.jwks_max_stale, timeout=settings.jwks_timeout)
+    jwks = JwksCache(
+        _LazySession(services),  # type: ignore[arg-type]  # duck-typed .get()
+        refetch_interval=settings.jwks_refetch_interval,
+        max_stale=settings.jwks_max_stale,
+        timeout=settings.jwks_timeout,
+    )
     salt = settings.salt
     oidc = OidcVerifier(settings.providers, jwks)
-    verifier = ZkLoginVerifier(oidc,
-                               epoch_mode="sui" if settings.epoch_mode == "sui" else "unix",
-                               salt=salt,
-                               subject_key=services.subject_key,
-                               max_session=settings.max_session,
-                               max_epoch_delta=settings.max_epoch_delta,
-                               padded_address=settings.padded_address)
+    verifier = ZkLoginVerifier(
+        oidc,
+        epoch_mode="sui" if settings.epoch_mode == "sui" else "unix",
+        salt=salt,
+        subject_key=services.subject_key,
+        max_session=settings.max_session,
+        max_epoch_delta=settings.max_epoch_delta,
+        padded_address=settings.padded_address,
+    )
     epochs = settings.epoch_source(services)
     proofs = proof_exchange(settings, services, oidc, jwks, verifier)
     gateway.endpoints[ENDPOINT] = ZkLoginEndpoint(settings, services, verifier, epochs, proofs)

@@ -63,10 +63,18 @@ _NUMBERS: dict[str, tuple[float, float, float, bool]] = {
     "proof_workers": (1, 1, 64, True),
     "proof_queue_limit": (16, 0, 100000, True),
 }
-_BOOLS = {"padded_address": True, "require_request_nonce": False, "allow_http_jwks": False,
-          "proofs": False}
-_PROVIDER_KEYS = {"issuer", "audience", "audiences", "jwks_url", "jwks_file", "algorithms",
-                  "leeway", "max_token_age", "name"}
+_BOOLS = {"padded_address": True, "require_request_nonce": False, "allow_http_jwks": False, "proofs": False}
+_PROVIDER_KEYS = {
+    "issuer",
+    "audience",
+    "audiences",
+    "jwks_url",
+    "jwks_file",
+    "algorithms",
+    "leeway",
+    "max_token_age",
+    "name",
+}
 
 
 class FixedEpoch:
@@ -86,9 +94,17 @@ class SuiRpcEpoch:
     served for up to ``max_stale`` seconds after it was read (a Sui epoch lasts
     about a day), then the exchange fails closed with ``epoch_unavailable`` (503)."""
 
-    def __init__(self, url: str, services: Any, *, ttl: float = 60.0, timeout: float = 5.0,
-                 max_stale: float = 3600.0, retry: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        url: str,
+        services: Any,
+        *,
+        ttl: float = 60.0,
+        timeout: float = 5.0,
+        max_stale: float = 3600.0,
+        retry: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.url, self.services, self.clock = url, services, clock
         self.ttl, self.timeout, self.max_stale, self.retry = ttl, timeout, max_stale, retry
         self._value: int | None = None
@@ -111,13 +127,14 @@ class SuiRpcEpoch:
         body = {"jsonrpc": "2.0", "id": 1, "method": "suix_getLatestSuiSystemState", "params": []}
         try:
             session = await self.services.outbound()
-            async with session.post(self.url, json=body, allow_redirects=False,
-                                    timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
+            async with session.post(
+                self.url, json=body, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=self.timeout)
+            ) as resp:
                 data = await resp.json(content_type=None)
             epoch = int(data["result"]["epoch"])
             if not 0 <= epoch < 2**64:
                 raise ValueError("epoch out of range")
-        except Exception as exc:  # noqa: BLE001 - any failure means "unknown epoch"
+        except Exception as exc:
             self._next_try = self.clock() + self.retry
             self._error = f"sui rpc: {type(exc).__name__}"
             log.warning("sui epoch fetch failed: %s: %s", type(exc).__name__, exc)
@@ -151,7 +168,7 @@ class ZkLoginSettings:
     proofs: bool
     proof_workers: int
     proof_queue_limit: int
-    proof_vk: dict[str, Any] | None = None   # None: the production key
+    proof_vk: dict[str, Any] | None = None  # None: the production key
 
     def epoch_source(self, services: Any) -> Any:
         if self.epoch_mode != "sui":
@@ -159,9 +176,14 @@ class ZkLoginSettings:
         if self.current_epoch is not None:
             return FixedEpoch(self.current_epoch)
         assert self.sui_rpc is not None
-        return SuiRpcEpoch(self.sui_rpc, services, ttl=self.sui_epoch_cache,
-                           timeout=self.sui_rpc_timeout, max_stale=self.sui_epoch_max_stale,
-                           retry=min(5.0, self.sui_epoch_cache))
+        return SuiRpcEpoch(
+            self.sui_rpc,
+            services,
+            ttl=self.sui_epoch_cache,
+            timeout=self.sui_rpc_timeout,
+            max_stale=self.sui_epoch_max_stale,
+            retry=min(5.0, self.sui_epoch_cache),
+        )
 
 
 def _provider(c: pc.Collector, path: str, t: Any, allow_http: bool) -> ProviderConfig | None:
@@ -194,11 +216,16 @@ def _provider(c: pc.Collector, path: str, t: Any, allow_http: bool) -> ProviderC
     if not isinstance(issuer, str) or not issuer or auds is None or (url is None) == (file is None):
         return None
     try:
-        return ProviderConfig(issuer=issuer, audiences=frozenset(auds),
-                              jwks_url=str(url) if url is not None else None,
-                              jwks_file=str(file) if file is not None else None,
-                              algorithms=tuple(algs), leeway=float(leeway or 60),
-                              max_token_age=float(age or 600), name=str(t.get("name", "")))
+        return ProviderConfig(
+            issuer=issuer,
+            audiences=frozenset(auds),
+            jwks_url=str(url) if url is not None else None,
+            jwks_file=str(file) if file is not None else None,
+            algorithms=tuple(algs),
+            leeway=float(leeway or 60),
+            max_token_age=float(age or 600),
+            name=str(t.get("name", "")),
+        )
     except ValueError as exc:
         c.problem(path, str(exc))
         return None
@@ -210,8 +237,11 @@ def parse_settings(raw: Any, env: Any = None) -> ZkLoginSettings:
     c = pc.Collector({"zklogin": raw}, problems)
     t = c.table("zklogin")
     env = os.environ if env is None else env
-    c.unknown_keys("zklogin", t, {"providers", "epoch_mode", "current_epoch", "sui_rpc", "salt",
-                                  "proof_vk_file", *_NUMBERS, *_BOOLS})
+    c.unknown_keys(
+        "zklogin",
+        t,
+        {"providers", "epoch_mode", "current_epoch", "sui_rpc", "salt", "proof_vk_file", *_NUMBERS, *_BOOLS},
+    )
     vals: dict[str, Any] = {}
     for name, (default, lo, hi, integer) in _NUMBERS.items():
         v = c.number(f"zklogin.{name}", t.get(name, default), lo=lo, hi=hi, integer=integer)
@@ -238,7 +268,7 @@ def parse_settings(raw: Any, env: Any = None) -> ZkLoginSettings:
     if mode not in ("unix", "sui"):
         c.problem("zklogin.epoch_mode", f'expected "unix" or "sui", got {mode!r}')
     elif mode == "sui" and (current is None) == (rpc is None):
-        c.problem("zklogin", "epoch_mode = \"sui\" needs exactly one of current_epoch, sui_rpc")
+        c.problem("zklogin", 'epoch_mode = "sui" needs exactly one of current_epoch, sui_rpc')
     if current is not None:
         c.number("zklogin.current_epoch", current, lo=0, hi=2**64 - 1, integer=True)
     if rpc is not None and urlsplit(str(rpc)).scheme not in ("https", "http"):
@@ -251,15 +281,21 @@ def parse_settings(raw: Any, env: Any = None) -> ZkLoginSettings:
         else:
             secret = read_secret(c, "zklogin.salt", st, env)
             if secret is not None:  # one operator salt < 2^128, as Sui's docs require
-                salt = int.from_bytes(hmac.new(secret, b"popgate zklogin salt v1",
-                                               hashlib.sha256).digest()[:16], "big")
+                salt = int.from_bytes(
+                    hmac.new(secret, b"popgate zklogin salt v1", hashlib.sha256).digest()[:16], "big"
+                )
     vk = _proof_key(c, t.get("proof_vk_file"))
     if problems:
         raise ConfigError(problems)
     return ZkLoginSettings(
-        providers=tuple(providers), epoch_mode=str(mode),
+        providers=tuple(providers),
+        epoch_mode=str(mode),
         current_epoch=int(current) if current is not None else None,
-        sui_rpc=str(rpc) if rpc is not None else None, salt=salt, proof_vk=vk, **vals)
+        sui_rpc=str(rpc) if rpc is not None else None,
+        salt=salt,
+        proof_vk=vk,
+        **vals,
+    )
 
 
 def _proof_key(c: pc.Collector, path: Any) -> dict[str, Any] | None:

@@ -32,8 +32,8 @@ from typing import Any
 
 from popgate.gateway.app import Services
 from popgate.gateway.errors import BadRequest
-from popgate.gateway.schemes.zklogin_config import ZkLoginSettings
 from popgate.gateway.schemes.proofpool import ProofPool, service_pool
+from popgate.gateway.schemes.zklogin_config import ZkLoginSettings
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.jwks import JwksCache
 from popgate.verifiers.oidc import OidcVerifier
@@ -56,12 +56,17 @@ def wants_proof(data: dict[str, Any]) -> bool:
 class ProofExchange:
     """Check a zkLogin proof; the endpoint turns the result into a session."""
 
-    def __init__(self, settings: ZkLoginSettings, oidc: OidcVerifier, jwks: JwksCache,
-                 verifier: ZkLoginVerifier, pool: ProofPool) -> None:
+    def __init__(
+        self,
+        settings: ZkLoginSettings,
+        oidc: OidcVerifier,
+        jwks: JwksCache,
+        verifier: ZkLoginVerifier,
+        pool: ProofPool,
+    ) -> None:
         self.s, self.oidc, self.jwks, self.verifier, self.pool = settings, oidc, jwks, verifier, pool
 
-    async def verify(self, data: dict[str, Any], *, now: float,
-                     current_epoch: int | None) -> ProvedAccount:
+    async def verify(self, data: dict[str, Any], *, now: float, current_epoch: int | None) -> ProvedAccount:
         """Raise VerificationError (``malformed``, ``wrong_issuer``, ``unknown_kid``,
         ``jwks_unavailable``, ``expired``, ``wrong_alg``, ``invalid_proof``) or Overloaded."""
         sub = parse_submission(data)
@@ -77,17 +82,29 @@ class ProofExchange:
         return ProvedAccount("zklogin:" + address, address, key, expires_at)
 
 
-def proof_exchange(settings: ZkLoginSettings, services: Services, oidc: OidcVerifier,
-                   jwks: JwksCache, verifier: ZkLoginVerifier) -> ProofExchange | None:
+def proof_exchange(
+    settings: ZkLoginSettings,
+    services: Services,
+    oidc: OidcVerifier,
+    jwks: JwksCache,
+    verifier: ZkLoginVerifier,
+) -> ProofExchange | None:
     """The proof path when ``proofs = true``, with a pool of its own (:func:`service_pool`)."""
     if not settings.proofs:
         return None
-    pool = service_pool(services, settings.proof_vk or prod_key_json(),
-                        workers=settings.proof_workers, queue_limit=settings.proof_queue_limit,
-                        scheme="zklogin_proof")
+    pool = service_pool(
+        services,
+        settings.proof_vk or prod_key_json(),
+        workers=settings.proof_workers,
+        queue_limit=settings.proof_queue_limit,
+        scheme="zklogin_proof",
+    )
     return ProofExchange(settings, oidc, jwks, verifier, pool)
 
 
 def proofs_disabled() -> BadRequest:
-    return BadRequest("zklogin proofs off", reason="proofs_disabled",
-                      public="This gateway takes id_tokens, not zkLogin proofs.")
+    return BadRequest(
+        "zklogin proofs off",
+        reason="proofs_disabled",
+        public="This gateway takes id_tokens, not zkLogin proofs.",
+    )

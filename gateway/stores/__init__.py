@@ -16,11 +16,14 @@ def open_store(url: str, *, timeout: float = 0.5) -> Store:
     """
     if url.startswith("memory://"):
         from popgate.gateway.stores.memory import MemoryStore
+
         return MemoryStore()
     if url.startswith("sqlite:///"):
         from popgate.gateway.stores.sqlite import SQLiteStore
-        return SQLiteStore(url[len("sqlite:///"):] or ":memory:", timeout=max(timeout, 0.25))
+
+        return SQLiteStore(url[len("sqlite:///") :] or ":memory:", timeout=max(timeout, 0.25))
     if url.startswith(("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")):
         from popgate.gateway.stores.redis import RedisStore
+
         return RedisStore(url, timeout=timeout)
     raise ValueError(f"unsupported store URL: {url!r}")

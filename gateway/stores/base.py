@@ -69,8 +69,7 @@ class Store(Protocol):
         """Remove ``key`` if present."""
         ...
 
-    async def gcra(self, key: str, interval: float, burst: int,
-                   cost: int = 1) -> tuple[bool, float]:
+    async def gcra(self, key: str, interval: float, burst: int, cost: int = 1) -> tuple[bool, float]:
         """One GCRA rate-limit step (see :mod:`policies.ratelimit`), atomic,
         timed by the backend's own clock (Redis: server ``TIME``).
 
@@ -89,15 +88,13 @@ class Store(Protocol):
         Semantics: :class:`gateway.payments.ledger.LedgerModel`."""
         ...
 
-    async def credit_ledger(self, account: str, amount: int, kind: str, ref: str,
-                            at: float) -> int:
+    async def credit_ledger(self, account: str, amount: int, kind: str, ref: str, at: float) -> int:
         """Add ``amount`` (> 0) with ``kind`` ``topup`` or ``refund`` and
         append the entry, atomically; return the new balance (idempotent on
         ``ref`` like :meth:`debit_ledger`). Raises ValueError on bad input."""
         ...
 
-    async def ledger(self, account: str, since_seq: int = 0,
-                     limit: int = 1000) -> list[LedgerEntry]:
+    async def ledger(self, account: str, since_seq: int = 0, limit: int = 1000) -> list[LedgerEntry]:
         """Ledger entries of ``account`` with ``seq > since_seq``, oldest
         first, at most ``limit``. The ledger is append-only and always sums
         to :meth:`balance` (:func:`gateway.payments.ledger.reconcile`)."""

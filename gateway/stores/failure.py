@@ -12,8 +12,8 @@ import logging
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from popgate.gateway.ops.config import StoreConfig
 from popgate.gateway.errors import StoreFailure
+from popgate.gateway.ops.config import StoreConfig
 from popgate.gateway.ops.metrics import Metrics
 from popgate.gateway.stores.base import StoreUnavailable
 
@@ -55,7 +55,7 @@ class GuardedClaims:
     spend as they verify (``verifiers.puzzle.verify``): a store outage then answers
     as that action is configured (503, or open) instead of escaping as an error."""
 
-    __slots__ = ("_store", "_policy", "_action")
+    __slots__ = ("_action", "_policy", "_store")
 
     def __init__(self, store: Any, policy: FailurePolicy, action: str) -> None:
         self._store, self._policy, self._action = store, policy, action

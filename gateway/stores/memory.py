@@ -78,9 +78,9 @@ class MemoryStore:
     async def delete(self, key: str) -> None:
         self._data.pop(key, None)
 
-    async def gcra(self, key: str, interval: float, burst: int,
-                   cost: int = 1) -> tuple[bool, float]:
+    async def gcra(self, key: str, interval: float, burst: int, cost: int = 1) -> tuple[bool, float]:
         from popgate.policies.ratelimit import gcra
+
         tat = self._live(key)
         now = self._clock()
         result = gcra(tat if isinstance(tat, float) else None, now, interval, burst, cost)
@@ -92,14 +92,14 @@ class MemoryStore:
     def _ledger_model(self) -> Any:
         if self._credits is None:
             from popgate.gateway.payments.ledger import LedgerModel
+
             self._credits = LedgerModel()
         return self._credits
 
     async def debit_ledger(self, account: str, amount: int, ref: str, at: float) -> int | None:
         return self._ledger_model().debit_ledger(account, amount, ref, at)  # type: ignore[no-any-return]
 
-    async def credit_ledger(self, account: str, amount: int, kind: str, ref: str,
-                            at: float) -> int:
+    async def credit_ledger(self, account: str, amount: int, kind: str, ref: str, at: float) -> int:
         return self._ledger_model().credit_ledger(account, amount, kind, ref, at)  # type: ignore[no-any-return]
 
     async def ledger(self, account: str, since_seq: int = 0, limit: int = 1000) -> list[Any]:

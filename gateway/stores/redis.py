@@ -94,7 +94,7 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     scheme = next((s for s in CLUSTER_SCHEMES if url.startswith(s)), None)
     if scheme is None:
         raise ValueError(f"not a cluster URL (expected {' or '.join(CLUSTER_SCHEMES)}): {url!r}")
-    rest = url[len(scheme):]
+    rest = url[len(scheme) :]
     netloc, _, tail = rest.partition("/")
     if "?" in netloc or "#" in netloc or "?" in tail or "#" in tail:
         raise ValueError("redis+cluster:// URLs take no query or fragment")
@@ -122,17 +122,21 @@ def _cluster_client(url: str, timeout: float) -> Any:
     from redis.asyncio.cluster import ClusterNode, RedisCluster
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialWithJitterBackoff
+
     nodes, opts = parse_cluster_url(url)
     return RedisCluster(
         startup_nodes=[ClusterNode(h, p) for h, p in nodes],
-        socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
         # Per node. In-flight commands are capped below it by RedisStore's semaphore
         # (the cluster client raises instead of waiting when a node's pool is full).
         max_connections=POOL_SIZE * 2,
         # Connection errors, CLUSTERDOWN and uncovered slots: re-read the slot map and
         # retry twice (a failover), then fail (closed) instead of retrying ten times.
         retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=2),
-        **{k: v for k, v in opts.items() if v is not None})
+        **{k: v for k, v in opts.items() if v is not None},
+    )
 
 
 class _Script:
@@ -163,8 +167,13 @@ class RedisStore:
             self._slots = asyncio.Semaphore(POOL_SIZE)
         elif client is None:
             pool = aioredis.BlockingConnectionPool.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                health_check_interval=30, max_connections=POOL_SIZE, timeout=self._wait)
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                health_check_interval=30,
+                max_connections=POOL_SIZE,
+                timeout=self._wait,
+            )
             client = aioredis.Redis(connection_pool=pool)
         self._client = client
         self._claim = _Script(client, CLAIM)
@@ -184,7 +193,7 @@ class RedisStore:
                 return await awaitable
             try:
                 await asyncio.wait_for(self._slots.acquire(), self._wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise StoreUnavailable(f"redis cluster: no free connection after {self._wait}s") from None
             try:
                 return await awaitable
@@ -221,8 +230,7 @@ class RedisStore:
     async def delete(self, key: str) -> None:
         await self._do(self._client.delete(key))
 
-    async def gcra(self, key: str, interval: float, burst: int,
-                   cost: int = 1) -> tuple[bool, float]:
+    async def gcra(self, key: str, interval: float, burst: int, cost: int = 1) -> tuple[bool, float]:
         r = await self._do(self._gcra(keys=[key], args=[max(1, round(interval * 1e6)), burst, cost]))
         return bool(int(r[0])), int(r[1]) / 1e6
 
@@ -231,27 +239,42 @@ class RedisStore:
     async def debit_ledger(self, account: str, amount: int, ref: str, at: float) -> int | None:
         if amount <= 0:
             raise ValueError("amount must be positive")
-        r = int(await self._do(self._ledger(keys=redis_keys(account),
-                                            args=[-amount, "debit", ref, repr(float(at))])))
+        r = int(
+            await self._do(
+                self._ledger(keys=redis_keys(account), args=[-amount, "debit", ref, repr(float(at))])
+            )
+        )
         return None if r < 0 else r
 
-    async def credit_ledger(self, account: str, amount: int, kind: str, ref: str,
-                            at: float) -> int:
+    async def credit_ledger(self, account: str, amount: int, kind: str, ref: str, at: float) -> int:
         if amount <= 0 or kind not in ("topup", "refund"):
             raise ValueError("positive amount and kind topup|refund required")
-        return int(await self._do(self._ledger(keys=redis_keys(account),
-                                               args=[amount, kind, ref, repr(float(at))])))
+        return int(
+            await self._do(self._ledger(keys=redis_keys(account), args=[amount, kind, ref, repr(float(at))]))
+        )
 
     async def ledger(self, account: str, since_seq: int = 0, limit: int = 1000) -> list[LedgerEntry]:
-        rows = await self._do(self._client.xrange(redis_keys(account)[1], f"{since_seq + 1}-0", "+",
-                                                  count=limit))
+        rows = await self._do(
+            self._client.xrange(redis_keys(account)[1], f"{since_seq + 1}-0", "+", count=limit)
+        )
         out = []
         for sid, f in rows:
             sid = sid.decode() if isinstance(sid, bytes) else sid
-            g = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-                 for k, v in f.items()}
-            out.append(LedgerEntry(int(sid.split("-")[0]), account, int(g["delta"]), int(g["bal"]),
-                                   g["kind"], g["ref"], float(g["at"])))
+            g = {
+                (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                for k, v in f.items()
+            }
+            out.append(
+                LedgerEntry(
+                    int(sid.split("-")[0]),
+                    account,
+                    int(g["delta"]),
+                    int(g["bal"]),
+                    g["kind"],
+                    g["ref"],
+                    float(g["at"]),
+                )
+            )
         return out
 
     async def balance(self, account: str) -> int:

@@ -17,8 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from popgate.gateway.payments.ledger import (LEDGER_OP_SQL, LEDGER_REF_SQL, LEDGER_SCHEMA, LEDGER_SELECT_SQL,
-                             LedgerEntry)
+from popgate.gateway.payments.ledger import (
+    LEDGER_OP_SQL,
+    LEDGER_REF_SQL,
+    LEDGER_SCHEMA,
+    LEDGER_SELECT_SQL,
+    LedgerEntry,
+)
 from popgate.gateway.stores.base import StoreUnavailable
 
 T = TypeVar("T")
@@ -37,8 +42,7 @@ CREATE INDEX IF NOT EXISTS kv_expires ON kv(expires) WHERE expires IS NOT NULL;
 class SQLiteStore:
     """File-backed :class:`~gateway.stores.base.Store`; ``path`` may be ``:memory:``."""
 
-    def __init__(self, path: str, *, timeout: float = 5.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: str, *, timeout: float = 5.0, clock: Callable[[], float] = time.time) -> None:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._path = path
@@ -50,8 +54,9 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(
+                self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
             try:
                 self._set_up(conn)
             except BaseException:
@@ -101,6 +106,7 @@ class SQLiteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, job)
         except sqlite3.Error as exc:
@@ -126,17 +132,20 @@ class SQLiteStore:
                 return False
             conn.execute("UPDATE kv SET num = num + 1 WHERE key = ?", (key,))
             return True
+
         return await self._run(op)
 
     async def incr(self, key: str, amount: int, window: float) -> int:
         def op(conn: sqlite3.Connection, now: float) -> int:
             row = self._row(conn, key, now)
             if row is None:
-                conn.execute("INSERT INTO kv(key, num, expires) VALUES (?, ?, ?)",
-                             (key, amount, now + window))
+                conn.execute(
+                    "INSERT INTO kv(key, num, expires) VALUES (?, ?, ?)", (key, amount, now + window)
+                )
                 return amount
             conn.execute("UPDATE kv SET num = num + ? WHERE key = ?", (amount, key))
             return int(row[1]) + amount
+
         return await self._run(op)
 
     async def debit(self, key: str, amount: int) -> int | None:
@@ -147,16 +156,20 @@ class SQLiteStore:
                 return None
             conn.execute("UPDATE kv SET num = ? WHERE key = ?", (balance - amount, key))
             return balance - amount
+
         return await self._run(op)
 
     async def credit(self, key: str, amount: int) -> int:
         def op(conn: sqlite3.Connection, now: float) -> int:
             row = self._row(conn, key, now)
             balance = (int(row[1]) if row is not None and row[1] is not None else 0) + amount
-            conn.execute("INSERT INTO kv(key, num, expires) VALUES (?, ?, NULL) "
-                         "ON CONFLICT(key) DO UPDATE SET num = excluded.num, expires = NULL",
-                         (key, balance))
+            conn.execute(
+                "INSERT INTO kv(key, num, expires) VALUES (?, ?, NULL) "
+                "ON CONFLICT(key) DO UPDATE SET num = excluded.num, expires = NULL",
+                (key, balance),
+            )
             return balance
+
         return await self._run(op)
 
     async def get(self, key: str) -> bytes | None:
@@ -165,23 +178,27 @@ class SQLiteStore:
             if row is None:
                 return None
             return bytes(row[0]) if row[0] is not None else str(row[1]).encode()
+
         return await self._run(op)
 
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         def op(conn: sqlite3.Connection, now: float) -> None:
-            conn.execute("INSERT INTO kv(key, value, num, expires) VALUES (?, ?, NULL, ?) "
-                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value, num = NULL, "
-                         "expires = excluded.expires",
-                         (key, bytes(value), None if ttl is None else now + ttl))
+            conn.execute(
+                "INSERT INTO kv(key, value, num, expires) VALUES (?, ?, NULL, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, num = NULL, "
+                "expires = excluded.expires",
+                (key, bytes(value), None if ttl is None else now + ttl),
+            )
+
         await self._run(op)
 
     async def delete(self, key: str) -> None:
         def op(conn: sqlite3.Connection, now: float) -> None:
             conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+
         await self._run(op)
 
-    async def gcra(self, key: str, interval: float, burst: int,
-                   cost: int = 1) -> tuple[bool, float]:
+    async def gcra(self, key: str, interval: float, burst: int, cost: int = 1) -> tuple[bool, float]:
         from popgate.policies.ratelimit import gcra
 
         def op(conn: sqlite3.Connection, now: float) -> tuple[bool, float]:
@@ -189,16 +206,19 @@ class SQLiteStore:
             tat = float(row[1]) / 1e6 if row is not None and row[1] is not None else None
             result = gcra(tat, now, interval, burst, cost)
             if result.allowed:  # TAT in integer microseconds; the row expires at the TAT
-                conn.execute("INSERT INTO kv(key, num, expires) VALUES (?, ?, ?) "
-                             "ON CONFLICT(key) DO UPDATE SET value = NULL, num = excluded.num, "
-                             "expires = excluded.expires", (key, round(result.tat * 1e6), result.tat))
+                conn.execute(
+                    "INSERT INTO kv(key, num, expires) VALUES (?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = NULL, num = excluded.num, "
+                    "expires = excluded.expires",
+                    (key, round(result.tat * 1e6), result.tat),
+                )
             return result.allowed, result.retry_after
+
         return await self._run(op)
 
     # Prepaid credits: the statements of gateway.payments.ledger in this store's
     # BEGIN IMMEDIATE transaction (triggers keep the ledger append-only).
-    async def _ledger_apply(self, account: str, delta: int, kind: str, ref: str,
-                            at: float) -> int | None:
+    async def _ledger_apply(self, account: str, delta: int, kind: str, ref: str, at: float) -> int | None:
         params = {"account": account, "delta": delta, "kind": kind, "ref": ref, "at": at}
 
         def op(conn: sqlite3.Connection, now: float) -> int | None:
@@ -211,6 +231,7 @@ class SQLiteStore:
                 return None  # uncovered: nothing changed but an empty balance row
             conn.execute(LEDGER_OP_SQL[2], {**params, "balance": row[0], "seq": row[1]})
             return int(row[0])
+
         return await self._run(op)
 
     async def debit_ledger(self, account: str, amount: int, ref: str, at: float) -> int | None:
@@ -218,8 +239,7 @@ class SQLiteStore:
             raise ValueError("amount must be positive")
         return await self._ledger_apply(account, -amount, "debit", ref, at)
 
-    async def credit_ledger(self, account: str, amount: int, kind: str, ref: str,
-                            at: float) -> int:
+    async def credit_ledger(self, account: str, amount: int, kind: str, ref: str, at: float) -> int:
         if amount <= 0 or kind not in ("topup", "refund"):
             raise ValueError("positive amount and kind topup|refund required")
         result = await self._ledger_apply(account, amount, kind, ref, at)
@@ -228,16 +248,16 @@ class SQLiteStore:
 
     async def ledger(self, account: str, since_seq: int = 0, limit: int = 1000) -> list[LedgerEntry]:
         def op(conn: sqlite3.Connection, now: float) -> list[LedgerEntry]:
-            rows = conn.execute(LEDGER_SELECT_SQL,
-                                {"account": account, "since": since_seq, "limit": limit})
+            rows = conn.execute(LEDGER_SELECT_SQL, {"account": account, "since": since_seq, "limit": limit})
             return [LedgerEntry(*r) for r in rows]
+
         return await self._run(op)
 
     async def balance(self, account: str) -> int:
         def op(conn: sqlite3.Connection, now: float) -> int:
-            row = conn.execute("SELECT balance FROM credit_balance WHERE account = ?",
-                               (account,)).fetchone()
+            row = conn.execute("SELECT balance FROM credit_balance WHERE account = ?", (account,)).fetchone()
             return int(row[0]) if row else 0
+
         return await self._run(op)
 
     async def ping(self) -> None:
@@ -248,5 +268,6 @@ class SQLiteStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
         await asyncio.get_running_loop().run_in_executor(self._pool, shut)
         self._pool.shutdown(wait=True)

@@ -45,11 +45,36 @@ async def guarded(upstream, gateway_factory, tmp_path):
     return gw, session_token(gw, "human")
 
 
-TRICKS = ["/admin", "/admin/", "//admin", "/./admin", "/x/../admin", "/%2e%2e/admin",
-          "/%2E%2E/admin/x", "/%61dmin", "/ADMIN", "/Admin/x", "/admin/.", "/admin/x/..",
-          "///admin///x", "/admin%2Fx", "/admin%2fx", "/%2Fadmin", "/admin;x", "/admin;/x",
-          "/admin\\x", "/\\admin", "/admin%5cx", "/admin%00", "/admin%20", "/admin?x=1",
-          "/admin#x", "/%252e%252e/admin", "/admin/%2e%2e/admin", "/private/../admin"]
+TRICKS = [
+    "/admin",
+    "/admin/",
+    "//admin",
+    "/./admin",
+    "/x/../admin",
+    "/%2e%2e/admin",
+    "/%2E%2E/admin/x",
+    "/%61dmin",
+    "/ADMIN",
+    "/Admin/x",
+    "/admin/.",
+    "/admin/x/..",
+    "///admin///x",
+    "/admin%2Fx",
+    "/admin%2fx",
+    "/%2Fadmin",
+    "/admin;x",
+    "/admin;/x",
+    "/admin\\x",
+    "/\\admin",
+    "/admin%5cx",
+    "/admin%00",
+    "/admin%20",
+    "/admin?x=1",
+    "/admin#x",
+    "/%252e%252e/admin",
+    "/admin/%2e%2e/admin",
+    "/private/../admin",
+]
 
 
 @pytest.mark.parametrize("path", TRICKS)
@@ -57,16 +82,18 @@ async def test_path_tricks_never_reach_a_denied_route(guarded, path):
     """For every encoding trick, either popgate refuses (4xx) or the origin
     does not resolve the request to a denied/challenged route."""
     gw, token = guarded
-    raw = await raw_exchange(gw.proxy.addresses[0][1],
-                             f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: PoP {token}\r\n"
-                             "Connection: close\r\n\r\n".encode())
+    raw = await raw_exchange(
+        gw.proxy.addresses[0][1],
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: PoP {token}\r\nConnection: close\r\n\r\n".encode(),
+    )
     status = status_of(raw)
     assert status != 500 and status < 500
     if status == 200:
         seen = json.loads(raw.partition(b"\r\n\r\n")[2])["path"].split("?")[0]
         low = seen.lower()
-        assert not (low == "/admin" or low.startswith("/admin/") or low.startswith("/private/")), \
+        assert not (low == "/admin" or low.startswith("/admin/") or low.startswith("/private/")), (
             f"{path!r} reached the origin as {seen!r}"
+        )
 
 
 async def test_pipelined_smuggling_is_refused_and_nothing_after_is_served(upstream, gateway_factory):
@@ -75,9 +102,11 @@ async def test_pipelined_smuggling_is_refused_and_nothing_after_is_served(upstre
     origin, and the connection is closed."""
     gw = await gateway_factory(upstream, extra='[policy]\ndefault = "allow"\n')
     hidden = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
-    data = (b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
-            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"0\r\n\r\n" + hidden)
+    data = (
+        b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\n" + hidden
+    )
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy.addresses[0][1])
     writer.write(data)
     await writer.drain()
@@ -90,21 +119,25 @@ async def test_pipelined_smuggling_is_refused_and_nothing_after_is_served(upstre
     assert b"smuggled" not in out
 
 
-@pytest.mark.parametrize("shape", [
-    b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
-    b"Transfer-Encoding: chunked, identity\r\n",
-    b"Transfer-Encoding : chunked\r\n",
-    b"Transfer-Encoding:\tchunked\r\nContent-Length: 3\r\n",
-    b"Content-Length: +5\r\n",
-    b"Content-Length: 5, 5\r\n",
-    b"Content-Length: 0x5\r\n",
-    b"Transfer-Encoding: \x0bchunked\r\n",
-])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+        b"Transfer-Encoding: chunked, identity\r\n",
+        b"Transfer-Encoding : chunked\r\n",
+        b"Transfer-Encoding:\tchunked\r\nContent-Length: 3\r\n",
+        b"Content-Length: +5\r\n",
+        b"Content-Length: 5, 5\r\n",
+        b"Content-Length: 0x5\r\n",
+        b"Transfer-Encoding: \x0bchunked\r\n",
+    ],
+)
 async def test_more_smuggling_shapes_are_refused(upstream, gateway_factory, shape):
     """Obfuscated framing headers are refused with 400, never forwarded."""
     gw = await gateway_factory(upstream, extra='[policy]\ndefault = "allow"\n')
-    raw = await raw_exchange(gw.proxy.addresses[0][1],
-                             b"POST /echo HTTP/1.1\r\nHost: x\r\n" + shape + b"\r\n0\r\n\r\n")
+    raw = await raw_exchange(
+        gw.proxy.addresses[0][1], b"POST /echo HTTP/1.1\r\nHost: x\r\n" + shape + b"\r\n0\r\n\r\n"
+    )
     assert status_of(raw) == 400, raw[:300]
 
 
@@ -112,10 +145,18 @@ async def test_spoofed_pop_and_forwarding_headers_are_replaced(upstream, gateway
     """A client's PoP-* headers (any case, repeated) never reach the origin, and
     X-Forwarded-For from an untrusted peer is replaced by the real peer."""
     gw = await gateway_factory(upstream, extra='[policy]\ndefault = "allow"\n')
-    headers = [("PoP-Class", "human"), ("pop-subject", "admin"), ("POP-CHARGED", "0"),
-               ("PoP-Evidence", "worldid"), ("X-Forwarded-For", "1.2.3.4"),
-               ("X-Forwarded-Host", "evil"), ("X-Forwarded-Proto", "https"), ("Forwarded", "for=1.2.3.4")]
+    headers = [
+        ("PoP-Class", "human"),
+        ("pop-subject", "admin"),
+        ("POP-CHARGED", "0"),
+        ("PoP-Evidence", "worldid"),
+        ("X-Forwarded-For", "1.2.3.4"),
+        ("X-Forwarded-Host", "evil"),
+        ("X-Forwarded-Proto", "https"),
+        ("Forwarded", "for=1.2.3.4"),
+    ]
     from multidict import CIMultiDict
+
     async with http.get(url_of(gw, "/"), headers=CIMultiDict(headers)) as r:
         seen = await r.json()
     assert seen["pop"].get("PoP-Class") == "unknown"
@@ -126,11 +167,14 @@ async def test_spoofed_pop_and_forwarding_headers_are_replaced(upstream, gateway
     assert "1.2.3.4" not in json.dumps(seen["headers"])
 
 
-@pytest.mark.parametrize("request_bytes,expect", [
-    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
-    (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(500)) + b"\r\n", 431),
-    (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 431),
-])
+@pytest.mark.parametrize(
+    "request_bytes,expect",
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(500)) + b"\r\n", 431),
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 431),
+    ],
+)
 async def test_huge_and_numerous_headers_are_431(upstream, gateway_factory, request_bytes, expect):
     """Oversized lines and too many fields answer 431/414-class errors, never 500."""
     gw = await gateway_factory(upstream, extra='[policy]\ndefault = "allow"\n')

@@ -38,7 +38,8 @@ from popgate.verifiers.errors import VerificationError
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=6),
-    max_leaves=25)
+    max_leaves=25,
+)
 HEADERISH = st.text(alphabet=string.printable, max_size=300) | st.text(max_size=120)
 B64ISH = st.text(alphabet=string.ascii_letters + string.digits + "-_=.+/:;, ", max_size=300)
 TEXT = HEADERISH | B64ISH
@@ -55,22 +56,33 @@ def _only(exc_types: tuple[type[BaseException], ...], fn: Any, *args: Any, **kw:
 def test_session_tokens(token):
     """SessionCodec.verify: InvalidSession (a VerificationError) for anything bad."""
     from popgate.verifiers.session import SessionCodec
+
     codec = SessionCodec({"k1": b"k" * 32}, "k1")
     _only((VerificationError,), codec.verify, token, 1_800_000_000.0)
     _only((VerificationError,), codec.verify, "v1.k1." + token, 1_800_000_000.0)
 
 
-@given(JSON | st.fixed_dictionaries({"proof": JSON | TEXT, "merkle_root": JSON | TEXT,
-                                     "nullifier_hash": JSON | TEXT,
-                                     "verification_level": st.sampled_from(["orb", "device", "x"])}))
+@given(
+    JSON
+    | st.fixed_dictionaries(
+        {
+            "proof": JSON | TEXT,
+            "merkle_root": JSON | TEXT,
+            "nullifier_hash": JSON | TEXT,
+            "verification_level": st.sampled_from(["orb", "device", "x"]),
+        }
+    )
+)
 def test_worldid_results(obj):
     from popgate.verifiers.worldid import parse_result
+
     _only((VerificationError,), parse_result, obj)
 
 
 @given(JSON)
 def test_groth16_proofs_and_publics(obj):
     from popgate.verifiers.groth16 import parse_proof, parse_public
+
     _only((VerificationError,), parse_proof, obj)
     _only((VerificationError,), parse_public, obj)
 
@@ -78,12 +90,14 @@ def test_groth16_proofs_and_publics(obj):
 @given(TEXT | st.builds(lambda a, b, c: f"{a}.{b}.{c}", B64ISH, B64ISH, B64ISH))
 def test_jwts(token):
     from popgate.verifiers.oidc import parse_header
+
     _only((VerificationError,), parse_header, token)
 
 
 @given(st.binary(max_size=80))
 def test_zklogin_ephemeral_keys(data):
     from popgate.verifiers.zklogin import parse_ext_eph_pk
+
     _only((VerificationError,), parse_ext_eph_pk, data)
 
 
@@ -93,6 +107,7 @@ def test_zklogin_proofs(data, obj):
     import base64
 
     from popgate.verifiers.zklogin_proof import parse_inputs, parse_signature
+
     _only((VerificationError,), parse_signature, base64.b64encode(data).decode())
     _only((VerificationError,), parse_inputs, obj)
 
@@ -100,21 +115,29 @@ def test_zklogin_proofs(data, obj):
 @given(JSON)
 def test_jwks_documents(obj):
     from popgate.verifiers.jwks import parse_jwks
+
     _only((VerificationError,), parse_jwks, obj)
 
 
 @given(TEXT)
 def test_structured_fields(value):
     from popgate.verifiers.structured_fields import parse_dictionary, parse_item, parse_list
+
     for fn in (parse_item, parse_list, parse_dictionary):
         _only((VerificationError,), fn, value)
 
 
-@given(st.dictionaries(st.sampled_from(["signature-input", "signature", "signature-agent",
-                                        "content-digest"]), TEXT, max_size=4))
+@given(
+    st.dictionaries(
+        st.sampled_from(["signature-input", "signature", "signature-agent", "content-digest"]),
+        TEXT,
+        max_size=4,
+    )
+)
 def test_rfc9421_headers(headers):
     from popgate.verifiers.httpsig import parse_signatures
     from popgate.verifiers.webbotauth import parse_signature_agent
+
     _only((VerificationError,), parse_signatures, headers)
     if "signature-agent" in headers:
         _only((VerificationError,), parse_signature_agent, headers["signature-agent"])
@@ -123,12 +146,14 @@ def test_rfc9421_headers(headers):
 @given(TEXT | st.builds(":".join, st.lists(TEXT, min_size=7, max_size=7)))
 def test_hashcash_stamps(text):
     from popgate.verifiers.hashcash import parse
+
     _only((VerificationError,), parse, text)
 
 
 @given(TEXT)
 def test_puzzle_solutions_and_challenges(text):
     from popgate.verifiers.puzzle import PuzzleKeys, decode, parse_solution
+
     _only((VerificationError,), parse_solution, text)
     _only((VerificationError,), decode, PuzzleKeys({"p1": b"p" * 32}, "p1"), text)
 
@@ -136,54 +161,108 @@ def test_puzzle_solutions_and_challenges(text):
 @given(TEXT, st.booleans())
 def test_x402_headers(value, v1):
     from popgate.verifiers.x402 import decode_header, extract, parse_payment_signature, parse_x_payment
+
     _only((VerificationError,), decode_header, value)
     _only((VerificationError,), parse_payment_signature, value)
     _only((VerificationError,), parse_x_payment, value)
-    _only((VerificationError,), extract, {"PAYMENT-SIGNATURE": value, "X-PAYMENT": value},
-          accept_v1=v1)
+    _only((VerificationError,), extract, {"PAYMENT-SIGNATURE": value, "X-PAYMENT": value}, accept_v1=v1)
 
 
 @given(st.dictionaries(st.text(max_size=12), JSON | TEXT, max_size=8))
 def test_x402_exact_authorizations(payload):
     from popgate.verifiers.x402_exact import parse_authorization
+
     _only((VerificationError,), parse_authorization, payload)
 
 
 @given(TEXT)
 def test_crawler_prices(value):
     from popgate.verifiers.paypercrawl import parse_price
+
     _only((VerificationError,), parse_price, value)
 
 
-TOML_KEYS = st.sampled_from(["default", "rules", "thresholds", "all", "human", "unknown", "name",
-                             "path", "action", "kind", "price", "ways", "methods", "networks",
-                             "path_regex", "headers", "weight", "include", "version", "min_bits"])
+TOML_KEYS = st.sampled_from(
+    [
+        "default",
+        "rules",
+        "thresholds",
+        "all",
+        "human",
+        "unknown",
+        "name",
+        "path",
+        "action",
+        "kind",
+        "price",
+        "ways",
+        "methods",
+        "networks",
+        "path_regex",
+        "headers",
+        "weight",
+        "include",
+        "version",
+        "min_bits",
+    ]
+)
 TOML_VALUES = st.recursive(
-    st.booleans() | st.integers(-5, 10**6) | st.sampled_from(
-        ["allow", "deny", "challenge", "charge", "/a/**", "(", "[", "10.0.0.0/8", "0.001", "x"]),
+    st.booleans()
+    | st.integers(-5, 10**6)
+    | st.sampled_from(
+        ["allow", "deny", "challenge", "charge", "/a/**", "(", "[", "10.0.0.0/8", "0.001", "x"]
+    ),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TOML_KEYS, inner, max_size=4),
-    max_leaves=20)
+    max_leaves=20,
+)
 
 
 RULE = st.dictionaries(TOML_KEYS, TOML_VALUES, max_size=5)
 
 
-@given(st.fixed_dictionaries({}, optional={"default": RULE | TOML_VALUES,
-                                           "rules": st.lists(RULE, max_size=4) | TOML_VALUES,
-                                           "thresholds": st.lists(RULE, max_size=2) | TOML_VALUES,
-                                           "version": TOML_VALUES}),
-       st.text(max_size=200))
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "default": RULE | TOML_VALUES,
+            "rules": st.lists(RULE, max_size=4) | TOML_VALUES,
+            "thresholds": st.lists(RULE, max_size=2) | TOML_VALUES,
+            "version": TOML_VALUES,
+        },
+    ),
+    st.text(max_size=200),
+)
 def test_policy_files(doc, text):
     """popgate.policies.loader: PolicyError (every problem listed) for any bad table or text."""
     from popgate.policies.loader import PolicyError, compile_policy, loads
+
     _only((PolicyError,), compile_policy, doc)
     _only((PolicyError,), loads, text)
 
 
-@given(st.dictionaries(st.sampled_from(["server", "limits", "sessions", "store", "policy", "puzzle",
-                                        "x", "credits", "x402", "zklogin", "worldid"]),
-                       st.dictionaries(st.text(max_size=20), JSON, max_size=5) | JSON, max_size=5))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "server",
+                "limits",
+                "sessions",
+                "store",
+                "policy",
+                "puzzle",
+                "x",
+                "credits",
+                "x402",
+                "zklogin",
+                "worldid",
+            ]
+        ),
+        st.dictionaries(st.text(max_size=20), JSON, max_size=5) | JSON,
+        max_size=5,
+    )
+)
 def test_config_dicts(data):
     """popgate.gateway.ops.config.build_config: ConfigError (never anything else) for any parsed TOML."""
     from popgate.gateway.ops.config import ConfigError, build_config
+
     _only((ConfigError,), build_config, data, [], {})

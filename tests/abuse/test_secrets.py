@@ -26,36 +26,55 @@ async def test_logs_and_metrics_hold_no_secrets(upstream, gateway_factory, http,
     token, key secret or the client's IP."""
     caplog.set_level(logging.DEBUG)
     (tmp_path / "admin").write_text(TOKEN)
-    gw = await gateway_factory(upstream, server_extra='trusted_proxies = ["127.0.0.0/8"]',
-                               extra=f'[credits]\nadmin_token = {{ secret_file = "{tmp_path / "admin"}" }}\n')
+    gw = await gateway_factory(
+        upstream,
+        server_extra='trusted_proxies = ["127.0.0.0/8"]',
+        extra=f'[credits]\nadmin_token = {{ secret_file = "{tmp_path / "admin"}" }}\n',
+    )
     gw.gateway.policy.policy = ChargePolicy(1000, prefix="/hello")
     xff = {"X-Forwarded-For": CLIENT_IP}
     token = session_token(gw, budget=2)
-    async with http.post(admin_url(gw, "/admin/credits/keys"), json={"amount": 1500},
-                         headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+    async with http.post(
+        admin_url(gw, "/admin/credits/keys"),
+        json={"amount": 1500},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as r:
         api_key = (await r.json())["api_key"]
     for _ in range(3):
         async with http.get(url_of(gw, "/"), headers={"Authorization": f"PoP {token}", **xff}) as r:
             await r.read()
         async with http.get(url_of(gw, "/hello"), headers={"Authorization": f"Bearer {api_key}", **xff}) as r:
             await r.read()
-    async with http.get(url_of(gw, "/hello"), headers={"Authorization": f"Bearer {api_key[:-4]}AAAA", **xff}) as r:
+    async with http.get(
+        url_of(gw, "/hello"), headers={"Authorization": f"Bearer {api_key[:-4]}AAAA", **xff}
+    ) as r:
         await r.read()
     async with http.get(url_of(gw, "/"), headers={"Authorization": f"PoP {token[:-4]}AAAA", **xff}) as r:
         await r.read()
-    async with http.get(url_of(gw, "/.well-known/popgate/session"), headers={"Authorization": f"PoP {token}"}) as r:
+    async with http.get(
+        url_of(gw, "/.well-known/popgate/session"), headers={"Authorization": f"PoP {token}"}
+    ) as r:
         await r.read()
-    async with http.get(admin_url(gw, "/admin/credits/keys"), headers={"Authorization": f"Bearer {TOKEN}x"}) as r:
+    async with http.get(
+        admin_url(gw, "/admin/credits/keys"), headers={"Authorization": f"Bearer {TOKEN}x"}
+    ) as r:
         await r.read()
     port = gw.proxy.addresses[0][1]
     await raw_exchange(port, f"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: PoP {token}\x01\r\n\r\n".encode())
-    await raw_exchange(port, f"GET /{token} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".encode())
+    await raw_exchange(
+        port, f"GET /{token} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".encode()
+    )
     async with http.get(admin_url(gw, "/metrics")) as r:
         metrics = await r.text()
-    secrets = {"session token": token, "session token body": token.split(".")[2],
-               "api key": api_key, "api key secret part": api_key.rsplit("_", 1)[-1],
-               "admin token": TOKEN, "client ip": CLIENT_IP,
-               "session key": (tmp_path / "k1").read_text()}
+    secrets = {
+        "session token": token,
+        "session token body": token.split(".")[2],
+        "api key": api_key,
+        "api key secret part": api_key.rsplit("_", 1)[-1],
+        "admin token": TOKEN,
+        "client ip": CLIENT_IP,
+        "session key": (tmp_path / "k1").read_text(),
+    }
     logs = caplog.text
     for what, value in secrets.items():
         assert value not in logs, f"{what} in the log"
@@ -64,7 +83,7 @@ async def test_logs_and_metrics_hold_no_secrets(upstream, gateway_factory, http,
     for line in metrics.splitlines():
         if not line.startswith("#"):
             for value in re.findall(r'="([^"]*)"', line):
-                assert len(value) < 40 and "/" not in value.strip("/") or value.startswith("/"), line
+                assert (len(value) < 40 and "/" not in value.strip("/")) or value.startswith("/"), line
 
 
 # Every comparison of a MAC, digest of a secret or secret token, by site.
@@ -87,9 +106,11 @@ def test_secrets_are_compared_in_constant_time(path, needle):
 def test_no_plain_equality_on_macs_or_secrets():
     """No ``==``/``!=`` between a MAC, tag, digest or secret and another value
     anywhere in gateway/ or verifiers/ (lengths and public values excepted)."""
-    pattern = re.compile(r"\b(mac|expected_mac|tag|secret|api_key|admin_token|stored_hash|"
-                         r"hmac_?digest)\b\s*(==|!=)|(==|!=)\s*(mac|expected_mac|secret|api_key|"
-                         r"admin_token|stored_hash)\b")
+    pattern = re.compile(
+        r"\b(mac|expected_mac|tag|secret|api_key|admin_token|stored_hash|"
+        r"hmac_?digest)\b\s*(==|!=)|(==|!=)\s*(mac|expected_mac|secret|api_key|"
+        r"admin_token|stored_hash)\b"
+    )
     hits = []
     for py in [*ROOT.glob("gateway/**/*.py"), *ROOT.glob("verifiers/**/*.py")]:
         for n, line in enumerate(py.read_text().splitlines(), 1):
@@ -109,7 +130,9 @@ def test_config_without_keys_fails_and_nothing_is_generated(tmp_path):
     with pytest.raises(ConfigError):
         load_config(path)
     (tmp_path / "short").write_text("x" * 10)
-    path.write_text('[server]\nupstream = "http://127.0.0.1:1"\n'
-                    f'[sessions]\nkeys = [{{kid = "a", secret_file = "{tmp_path / "short"}"}}]\n')
+    path.write_text(
+        '[server]\nupstream = "http://127.0.0.1:1"\n'
+        f'[sessions]\nkeys = [{{kid = "a", secret_file = "{tmp_path / "short"}"}}]\n'
+    )
     with pytest.raises(ConfigError, match="too short"):
         load_config(path)

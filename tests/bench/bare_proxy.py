@@ -12,8 +12,17 @@ import sys
 import aiohttp
 from aiohttp import web
 
-HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer",
-       "proxy-connection", "host", "content-length"}
+HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+    "host",
+    "content-length",
+}
 
 
 def make_app(upstream: str) -> web.Application:
@@ -21,8 +30,11 @@ def make_app(upstream: str) -> web.Application:
     state: dict[str, aiohttp.ClientSession] = {}
 
     async def startup(app: web.Application) -> None:
-        state["s"] = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
-                                           connector=aiohttp.TCPConnector(limit=256))
+        state["s"] = aiohttp.ClientSession(
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            connector=aiohttp.TCPConnector(limit=256),
+        )
 
     async def cleanup(app: web.Application) -> None:
         await state["s"].close()
@@ -31,8 +43,9 @@ def make_app(upstream: str) -> web.Application:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
         headers["X-Forwarded-For"] = request.remote or ""
         data = request.content if request.body_exists else None
-        async with state["s"].request(request.method, upstream + request.raw_path, headers=headers,
-                                      data=data, allow_redirects=False) as up:
+        async with state["s"].request(
+            request.method, upstream + request.raw_path, headers=headers, data=data, allow_redirects=False
+        ) as up:
             resp = web.StreamResponse(status=up.status)
             for k, v in up.headers.items():
                 if k.lower() not in HOP:
@@ -52,5 +65,4 @@ def make_app(upstream: str) -> web.Application:
 
 
 if __name__ == "__main__":
-    web.run_app(make_app(sys.argv[2]), host="127.0.0.1", port=int(sys.argv[1]), access_log=None,
-                print=None)
+    web.run_app(make_app(sys.argv[2]), host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)

@@ -35,8 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.bench.harness import PY, Result, free_port, nginx, peak_rss_mb, start, table, tree, wrk  # noqa: E402
 from tests.bench.bench_proxy import session_token  # noqa: E402
+from tests.bench.harness import PY, Result, free_port, nginx, peak_rss_mb, start, table, tree, wrk  # noqa: E402
 
 FLOOD_LUA = """
 math.randomseed(os.time())
@@ -85,9 +85,17 @@ def _cmd(pid: int) -> str:
 def bare_proxies(n: int, origin: str) -> tuple[list[subprocess.Popen[bytes]], int]:
     port = free_port()
     script = BARE_N.format(root=str(ROOT))
-    procs = [subprocess.Popen([PY, "-c", script, str(port), origin], cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n)]
+    procs = [
+        subprocess.Popen(
+            [PY, "-c", script, str(port), origin],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(n)
+    ]
     from tests.bench.harness import wait_port
+
     wait_port(port)
     time.sleep(0.5 if n > 1 else 0)
     return procs, port
@@ -104,22 +112,36 @@ admin = "127.0.0.1:{admin}"
 upstream = "{origin}"
 trusted_proxies = ["127.0.0.1/32"]
 [store]
-url = "sqlite:///{tmp / f'gw{workers}' / 'store.db'}"
+url = "sqlite:///{tmp / f"gw{workers}" / "store.db"}"
 [sessions]
-keys = [{{kid = "k1", secret_file = "{tmp / 'k1'}"}}]
+keys = [{{kid = "k1", secret_file = "{tmp / "k1"}"}}]
 [policy]
 file = "{policy}"
 [puzzle]
-keys = [{{kid = "p1", secret_file = "{tmp / 'k1'}"}}]
+keys = [{{kid = "p1", secret_file = "{tmp / "k1"}"}}]
 """)
-    proc = start([PY, "-m", "popgate.gateway", "run", "--config", str(cfg), "--log-level", "WARNING",
-                  "--workers", str(workers)], port)
-    time.sleep(1.0 if workers > 1 else 0.2)   # every worker listening
+    proc = start(
+        [
+            PY,
+            "-m",
+            "popgate.gateway",
+            "run",
+            "--config",
+            str(cfg),
+            "--log-level",
+            "WARNING",
+            "--workers",
+            str(workers),
+        ],
+        port,
+    )
+    time.sleep(1.0 if workers > 1 else 0.2)  # every worker listening
     return proc, port
 
 
-def wrk_flood(url: str, pids: list[int], seconds: int, conns: int, script: Path,
-              sample_every: float = 5.0) -> tuple[Result, list[tuple[float, dict[int, float]]]]:
+def wrk_flood(
+    url: str, pids: list[int], seconds: int, conns: int, script: Path, sample_every: float = 5.0
+) -> tuple[Result, list[tuple[float, dict[int, float]]]]:
     """wrk with the random-path/network script, sampling each pid's RSS meanwhile."""
     args = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(script), url]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -136,9 +158,11 @@ def wrk_flood(url: str, pids: list[int], seconds: int, conns: int, script: Path,
         m = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out)
         v, unit = float(m.group(1)), m.group(2)
         return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return Result("popgate-flood-sustained", rps, lat("50"), lat("99"), 0.0,
-                  int(non2xx.group(1)) if non2xx else 0), samples
+    return Result(
+        "popgate-flood-sustained", rps, lat("50"), lat("99"), 0.0, int(non2xx.group(1)) if non2xx else 0
+    ), samples
 
 
 def micro(name: str, fn, argv: list[str]) -> str:  # type: ignore[no-untyped-def]
@@ -184,10 +208,19 @@ def main() -> None:
         best: dict[str, Result] = {}
         for rnd in range(args.rounds):
             for name, port, pids, headers in cases:
-                r = wrk(name, f"http://127.0.0.1:{port}/api/items", pids, seconds=args.seconds,
-                        conns=args.conns, headers=headers)
-                print(f"  [{rnd + 1}/{args.rounds}] {name:28s} {r.rps:>10,.0f} req/s  p50 {r.p50_ms:.2f} ms  "
-                      f"p99 {r.p99_ms:.2f} ms", flush=True)
+                r = wrk(
+                    name,
+                    f"http://127.0.0.1:{port}/api/items",
+                    pids,
+                    seconds=args.seconds,
+                    conns=args.conns,
+                    headers=headers,
+                )
+                print(
+                    f"  [{rnd + 1}/{args.rounds}] {name:28s} {r.rps:>10,.0f} req/s  p50 {r.p50_ms:.2f} ms  "
+                    f"p99 {r.p99_ms:.2f} ms",
+                    flush=True,
+                )
                 if name not in best or r.rps > best[name].rps:
                     best[name] = r
         results.extend(best[name] for name, *_ in cases)
@@ -199,13 +232,17 @@ def main() -> None:
         origin = f"http://127.0.0.1:{up}"
         token = session_token(str(tmp / "k1"))
         auth = {"Authorization": f"PoP {token}"}
-        print(f"bench_all: {args.seconds}s per case, best of {args.rounds} rounds, {args.conns} connections, "
-              f"N = {n} workers")
+        print(
+            f"bench_all: {args.seconds}s per case, best of {args.rounds} rounds, {args.conns} connections, "
+            f"N = {n} workers"
+        )
         ref = free_port()
         ngx = nginx(ref, upstream=up)[0]
         procs.append(ngx)
         cases: list[tuple[str, int, list[int], dict[str, str]]] = [
-            ("(a) direct", up, tree(p.pid), {}), ("(c) nginx proxy_pass", ref, tree(ngx.pid), {})]
+            ("(a) direct", up, tree(p.pid), {}),
+            ("(c) nginx proxy_pass", ref, tree(ngx.pid), {}),
+        ]
         gateways: dict[int, tuple[subprocess.Popen[bytes], int]] = {}
         for w in sorted({1, n}):
             bare, bport = bare_proxies(w, origin)
@@ -213,13 +250,16 @@ def main() -> None:
             gw, gport = popgate(tmp, origin, w, Path(args.policy).resolve())
             procs.append(gw)
             gateways[w] = (gw, gport)
-            cases += [(f"(b) bare aiohttp ×{w}", bport, [b.pid for b in bare], {}),
-                      (f"(d) popgate session ×{w}", gport, tree(gw.pid), auth),
-                      (f"(e) popgate 402 flood ×{w}", gport, tree(gw.pid), {})]
+            cases += [
+                (f"(b) bare aiohttp ×{w}", bport, [b.pid for b in bare], {}),
+                (f"(d) popgate session ×{w}", gport, tree(gw.pid), auth),
+                (f"(e) popgate 402 flood ×{w}", gport, tree(gw.pid), {}),
+            ]
         measure(cases)
         peaks: dict[str, list[float]] = {
             f"×{w} after (d),(e)": [peak_rss_mb(q) for q in workers_of(gw.pid)]
-            for w, (gw, _) in gateways.items()}
+            for w, (gw, _) in gateways.items()
+        }
         for q in procs:
             if q not in (p, gateways[n][0]):
                 q.terminate()
@@ -228,7 +268,9 @@ def main() -> None:
         script.write_text(FLOOD_LUA)
         print(f"  sustained flood: {args.flood_seconds}s, random paths and client networks ...", flush=True)
         wpids = workers_of(gw.pid)
-        flood, samples = wrk_flood(f"http://127.0.0.1:{gport}/", wpids, args.flood_seconds, args.conns, script)
+        flood, samples = wrk_flood(
+            f"http://127.0.0.1:{gport}/", wpids, args.flood_seconds, args.conns, script
+        )
         hwm = {q: peak_rss_mb(q) for q in wpids}
         gw.terminate()
         gw.wait(15)
@@ -236,6 +278,7 @@ def main() -> None:
 
         def ratio(x: str, y: str) -> float:
             return b[x].rps / b[y].rps
+
         d1, dn = b["(d) popgate session ×1"], b[f"(d) popgate session ×{n}"]
         # The bounded per-network state fills first (about 35 s at ~6k req/s); then RSS must be flat.
         tail = max(0, args.flood_seconds - 20)
@@ -243,46 +286,58 @@ def main() -> None:
         last = samples[-1][1]
         growth = {q: last[q] - late.get(q, last[q]) for q in last}
         total_growth = {q: last[q] - samples[0][1].get(q, last[q]) for q in last}
-        lines += [f"# popgate benchmarks", "",
-                  f"One run of `python tests/bench/bench_all.py --seconds {args.seconds} --conns {args.conns} "
-                  f"--rounds {args.rounds} --workers {n} --flood-seconds {args.flood_seconds}` (best of "
-                  f"{args.rounds} rounds per case) on {os.cpu_count()} cores "
-                  f"({platform.processor() or platform.machine()}, Python {platform.python_version()}), "
-                  f"{time.strftime('%Y-%m-%d')}. wrk (1 thread, {args.conns} connections) on loopback; "
-                  f"origin: nginx returning a static body; popgate: `{Path(args.policy).name}`, puzzles on, "
-                  "SQLite store. Ratios within one run; the absolute numbers move with the machine's load.", "",
-                  "## Proxies", "",
-                  table(results, "(b) bare aiohttp ×1", "(c) nginx proxy_pass"), "",
-                  "| acceptance | measured | goal |", "|---|---|---|",
-                  f"| popgate session / bare aiohttp, 1 worker | {ratio('(d) popgate session ×1', '(b) bare aiohttp ×1'):.2f} | ≥ 0.8 |",
-                  f"| popgate session / bare aiohttp, {n} workers | {ratio(f'(d) popgate session ×{n}', f'(b) bare aiohttp ×{n}'):.2f} | ≥ 0.8 |",
-                  f"| popgate session, {n} workers / 1 worker | {ratio(f'(d) popgate session ×{n}', '(d) popgate session ×1'):.2f} | ≥ 1.6 |",
-                  f"| popgate 402 flood, {n} workers / 1 worker | {ratio(f'(e) popgate 402 flood ×{n}', '(e) popgate 402 flood ×1'):.2f} | — |",
-                  f"| bare aiohttp, {n} workers / 1 worker | {ratio(f'(b) bare aiohttp ×{n}', '(b) bare aiohttp ×1'):.2f} | — |",
-                  f"| popgate session, req/s per core used, {n} workers / 1 worker | "
-                  f"{(dn.rps / dn.cores) / (d1.rps / d1.cores):.2f} | — |",
-                  f"| peak RSS per worker, {args.flood_seconds} s sustained flood | "
-                  f"{', '.join(f'{v:.1f}' for v in hwm.values())} MB | < 200 MB |",
-                  f"| RSS growth per worker, last 20 s of the flood | "
-                  f"{', '.join(f'{v:+.1f}' for v in growth.values())} MB | ≈ 0 |",
-                  f"| RSS growth per worker, whole flood (bounded state filling) | "
-                  f"{', '.join(f'{v:+.1f}' for v in total_growth.values())} MB | — |", "",
-                  f"Where the {n}-worker ceiling comes from: during (d) ×1 popgate used {d1.cores:.2f} cores "
-                  f"(one worker is bound by one core) and the machine was {d1.idle_pct:.0f} % idle; during (d) "
-                  f"×{n} popgate used {dn.cores:.2f} cores and the machine was {dn.idle_pct:.0f} % idle: wrk, the "
-                  f"origin and the kernel's loopback work share the same {os.cpu_count()} cores, so ×{n}/×1 "
-                  "is capped by what they leave, for popgate and the bare proxy alike.", "",
-                  f"Sustained flood: {flood.rps:,.0f} req/s, p50 {flood.p50_ms:.2f} ms, p99 {flood.p99_ms:.2f} ms, "
-                  f"{flood.non2xx:,} non-2xx (402s) over {args.flood_seconds} s, every request a new path "
-                  "and a random client /24 from the whole unicast IPv4 space (X-Forwarded-For from a "
-                  "trusted proxy). Per-network state is bounded (the difficulty tracker keeps at most "
-                  "`max_networks` = 100,000 networks per worker, in two generations: those not seen for a "
-                  "generation go; rate buckets live in the store), so RSS rises while that fills and then "
-                  "stays flat.", "",
-                  "RSS per worker during the flood (MB, VmRSS, every 5 s): " + "; ".join(
-                      f"{t:.0f}s " + "/".join(f"{v:.1f}" for v in s.values()) for t, s in samples), "",
-                  "Peak RSS (VmHWM) per serving process after the throughput cases: " + "; ".join(
-                      f"{k}: {', '.join(f'{v:.1f}' for v in vs)} MB" for k, vs in peaks.items()), ""]
+        lines += [
+            "# popgate benchmarks",
+            "",
+            f"One run of `python tests/bench/bench_all.py --seconds {args.seconds} --conns {args.conns} "
+            f"--rounds {args.rounds} --workers {n} --flood-seconds {args.flood_seconds}` (best of "
+            f"{args.rounds} rounds per case) on {os.cpu_count()} cores "
+            f"({platform.processor() or platform.machine()}, Python {platform.python_version()}), "
+            f"{time.strftime('%Y-%m-%d')}. wrk (1 thread, {args.conns} connections) on loopback; "
+            f"origin: nginx returning a static body; popgate: `{Path(args.policy).name}`, puzzles on, "
+            "SQLite store. Ratios within one run; the absolute numbers move with the machine's load.",
+            "",
+            "## Proxies",
+            "",
+            table(results, "(b) bare aiohttp ×1", "(c) nginx proxy_pass"),
+            "",
+            "| acceptance | measured | goal |",
+            "|---|---|---|",
+            f"| popgate session / bare aiohttp, 1 worker | {ratio('(d) popgate session ×1', '(b) bare aiohttp ×1'):.2f} | ≥ 0.8 |",
+            f"| popgate session / bare aiohttp, {n} workers | {ratio(f'(d) popgate session ×{n}', f'(b) bare aiohttp ×{n}'):.2f} | ≥ 0.8 |",
+            f"| popgate session, {n} workers / 1 worker | {ratio(f'(d) popgate session ×{n}', '(d) popgate session ×1'):.2f} | ≥ 1.6 |",
+            f"| popgate 402 flood, {n} workers / 1 worker | {ratio(f'(e) popgate 402 flood ×{n}', '(e) popgate 402 flood ×1'):.2f} | — |",
+            f"| bare aiohttp, {n} workers / 1 worker | {ratio(f'(b) bare aiohttp ×{n}', '(b) bare aiohttp ×1'):.2f} | — |",
+            f"| popgate session, req/s per core used, {n} workers / 1 worker | "
+            f"{(dn.rps / dn.cores) / (d1.rps / d1.cores):.2f} | — |",
+            f"| peak RSS per worker, {args.flood_seconds} s sustained flood | "
+            f"{', '.join(f'{v:.1f}' for v in hwm.values())} MB | < 200 MB |",
+            f"| RSS growth per worker, last 20 s of the flood | "
+            f"{', '.join(f'{v:+.1f}' for v in growth.values())} MB | ≈ 0 |",
+            f"| RSS growth per worker, whole flood (bounded state filling) | "
+            f"{', '.join(f'{v:+.1f}' for v in total_growth.values())} MB | — |",
+            "",
+            f"Where the {n}-worker ceiling comes from: during (d) ×1 popgate used {d1.cores:.2f} cores "
+            f"(one worker is bound by one core) and the machine was {d1.idle_pct:.0f} % idle; during (d) "
+            f"×{n} popgate used {dn.cores:.2f} cores and the machine was {dn.idle_pct:.0f} % idle: wrk, the "
+            f"origin and the kernel's loopback work share the same {os.cpu_count()} cores, so ×{n}/×1 "
+            "is capped by what they leave, for popgate and the bare proxy alike.",
+            "",
+            f"Sustained flood: {flood.rps:,.0f} req/s, p50 {flood.p50_ms:.2f} ms, p99 {flood.p99_ms:.2f} ms, "
+            f"{flood.non2xx:,} non-2xx (402s) over {args.flood_seconds} s, every request a new path "
+            "and a random client /24 from the whole unicast IPv4 space (X-Forwarded-For from a "
+            "trusted proxy). Per-network state is bounded (the difficulty tracker keeps at most "
+            "`max_networks` = 100,000 networks per worker, in two generations: those not seen for a "
+            "generation go; rate buckets live in the store), so RSS rises while that fills and then "
+            "stays flat.",
+            "",
+            "RSS per worker during the flood (MB, VmRSS, every 5 s): "
+            + "; ".join(f"{t:.0f}s " + "/".join(f"{v:.1f}" for v in s.values()) for t, s in samples),
+            "",
+            "Peak RSS (VmHWM) per serving process after the throughput cases: "
+            + "; ".join(f"{k}: {', '.join(f'{v:.1f}' for v in vs)} MB" for k, vs in peaks.items()),
+            "",
+        ]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -293,12 +348,14 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     if not args.skip_micro:
         from tests.bench import bench_groth16, bench_identity, bench_payments, bench_puzzle
+
         lines += ["## Verification costs (micro-benchmarks, same run)", ""]
         for name, fn, argv in (
-                ("bench_groth16", bench_groth16.main, ["--fast-runs", "10", "--naive-runs", "1"]),
-                ("bench_identity", lambda: bench_identity.main(True), []),
-                ("bench_puzzle", bench_puzzle.main, []),
-                ("bench_payments", bench_payments.main, ["--n", "1000"])):
+            ("bench_groth16", bench_groth16.main, ["--fast-runs", "10", "--naive-runs", "1"]),
+            ("bench_identity", lambda: bench_identity.main(True), []),
+            ("bench_puzzle", bench_puzzle.main, []),
+            ("bench_payments", bench_payments.main, ["--n", "1000"]),
+        ):
             print(f"  {name} ...", flush=True)
             lines += [f"### {name}", "", "```", micro(name, fn, argv), "```", ""]
     text = "\n".join(lines)

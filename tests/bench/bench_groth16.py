@@ -65,7 +65,9 @@ def main() -> None:
     f = miller_loop(pairs)  # type: ignore[arg-type]
     stages = {
         "G2 subgroup check of B": lambda: curve.g2_in_subgroup(proof.b),
-        "public-input MSM (fixed-base tables)": lambda: curve.g1_msm_fixed(key.vk.ic[0], key.ic_tables, public),
+        "public-input MSM (fixed-base tables)": lambda: curve.g1_msm_fixed(
+            key.vk.ic[0], key.ic_tables, public
+        ),
         "line schedule of B": lambda: line_schedule(proof.b),
         "multi-Miller loop (3 pairs)": lambda: miller_loop(pairs),  # type: ignore[arg-type]
         "final exponentiation": lambda: final_exponentiation(f),
@@ -74,10 +76,14 @@ def main() -> None:
     print(f"per-key set-up (prepare_key): {setup * 1e3:8.1f} ms")
     for name, fn in stages.items():
         print(f"  {name:40s} {median_time(fn, 10) * 1e3:8.2f} ms")
-    print(f"fast verify, median CPU time of {args.fast_runs}: {fast * 1e3:8.2f} ms"
-          f" (wall {fast_wall * 1e3:.2f} ms)")
-    print(f"naive py_ecc (optimized_bn128: 4 pairings + [r]B), median CPU time of {args.naive_runs}:"
-          f" {naive * 1e3:8.1f} ms")
+    print(
+        f"fast verify, median CPU time of {args.fast_runs}: {fast * 1e3:8.2f} ms"
+        f" (wall {fast_wall * 1e3:.2f} ms)"
+    )
+    print(
+        f"naive py_ecc (optimized_bn128: 4 pairings + [r]B), median CPU time of {args.naive_runs}:"
+        f" {naive * 1e3:8.1f} ms"
+    )
     print(f"ratio naive/fast: {naive / fast:.1f}x")
     zklogin(args.fast_runs, args.naive_runs)
 
@@ -87,6 +93,7 @@ def zklogin(fast_runs: int, naive_runs: int) -> None:
     import base64
 
     from popgate.verifiers.zklogin_proof import all_inputs_hash, parse_submission, prod_key_json
+
     case = json.loads((ROOT / "tests/fixtures/zklogin/proof_vectors.json").read_text())["proofs"][0]
     sub = parse_submission({"zklogin_signature": case["zklogin_signature"]})
     n = case["jwk"]["n"]

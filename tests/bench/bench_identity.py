@@ -21,8 +21,14 @@ sys.path.insert(0, str(ROOT))
 
 import jwt as pyjwt  # noqa: E402
 
-from popgate.verifiers.httpsig import Policy, RequestView, VerifyingKey, parse_signatures, signature_base  # noqa: E402
-from popgate.verifiers.httpsig import verify_message  # noqa: E402
+from popgate.verifiers.httpsig import (  # noqa: E402
+    Policy,
+    RequestView,
+    VerifyingKey,
+    parse_signatures,
+    signature_base,
+    verify_message,
+)
 from popgate.verifiers.jwks import JwksCache, ProviderConfig  # noqa: E402
 from popgate.verifiers.oidc import OidcVerifier  # noqa: E402
 from popgate.verifiers.poseidon import poseidon_hash  # noqa: E402
@@ -61,8 +67,15 @@ async def main(quick: bool) -> None:
     # baselines
     jwk = pyjwt.PyJWK(ZK["jwks"]["keys"][0], "RS256")
     tok = ZK["cases"][0]["jwt"]
-    base_jwt = timeit(lambda: pyjwt.decode(tok, jwk.key, algorithms=["RS256"], options={
-        "verify_exp": False, "verify_iat": False, "verify_aud": False}), n)
+    base_jwt = timeit(
+        lambda: pyjwt.decode(
+            tok,
+            jwk.key,
+            algorithms=["RS256"],
+            options={"verify_exp": False, "verify_iat": False, "verify_aud": False},
+        ),
+        n,
+    )
     rows.append(("baseline: bare PyJWT RS256 decode", base_jwt, "jwt"))
     agent = {k: v for k, v in WBA["keys"]["agent"].items() if k != "d"}
     vk = VerifyingKey.from_jwk(agent)
@@ -77,33 +90,68 @@ async def main(quick: bool) -> None:
     p = ProviderConfig(issuer=ZK["issuer"], audiences=frozenset([ZK["audience"]]), jwks=ZK["jwks"])
     oidc = OidcVerifier([p], JwksCache())
     now = ZK["now"]
-    rows.append(("OIDC id_token verify (cached key)", await atimeit(lambda: oidc.verify(tok, now=now), n), "jwt"))
+    rows.append(
+        ("OIDC id_token verify (cached key)", await atimeit(lambda: oidc.verify(tok, now=now), n), "jwt")
+    )
     s = ZK["sessions"]["unix"]
     pk = base64.b64decode(ZK["ext_eph_pk"])
     me, rnd = int(s["max_epoch"]), int(s["randomness"])
-    rows.append(("zkLogin nonce (Poseidon, 4 inputs)", timeit(lambda: compute_nonce(pk, me, rnd), n // 2), "-"))
+    rows.append(
+        ("zkLogin nonce (Poseidon, 4 inputs)", timeit(lambda: compute_nonce(pk, me, rnd), n // 2), "-")
+    )
     zk = ZkLoginVerifier(oidc, salt=int(ZK["expected_address"]["salt"]))
     zk_key = ZkLoginVerifier(oidc, subject_key=b"k")
-    rows.append(("zkLogin session setup, keyed subject", await atimeit(
-        lambda: zk_key.verify(tok, pk, me, rnd, now=now), n // 4), "jwt"))
-    rows.append(("zkLogin session setup + address (warm caches)", await atimeit(
-        lambda: zk.verify(tok, pk, me, rnd, now=now), n // 10), "jwt"))
+    rows.append(
+        (
+            "zkLogin session setup, keyed subject",
+            await atimeit(lambda: zk_key.verify(tok, pk, me, rnd, now=now), n // 4),
+            "jwt",
+        )
+    )
+    rows.append(
+        (
+            "zkLogin session setup + address (warm caches)",
+            await atimeit(lambda: zk.verify(tok, pk, me, rnd, now=now), n // 10),
+            "jwt",
+        )
+    )
     counter = iter(range(10**9))
-    rows.append(("zkLogin address, new sub each time", timeit(lambda: zklogin_address(
-        salt=12345, iss=ZK["issuer"], aud=ZK["audience"], sub=str(next(counter))), n // 10), "-"))
+    rows.append(
+        (
+            "zkLogin address, new sub each time",
+            timeit(
+                lambda: zklogin_address(
+                    salt=12345, iss=ZK["issuer"], aud=ZK["audience"], sub=str(next(counter))
+                ),
+                n // 10,
+            ),
+            "-",
+        )
+    )
 
     # request signatures
     wba = WebBotAuthVerifier(static=static_keys_from_jwks({"keys": [agent]}))
-    rows.append(("Web Bot Auth request verify (no store)", await atimeit(
-        lambda: wba.verify(view0, now=WBA["now"]), n), "ed"))
+    rows.append(
+        (
+            "Web Bot Auth request verify (no store)",
+            await atimeit(lambda: wba.verify(view0, now=WBA["now"]), n),
+            "ed",
+        )
+    )
     sess = WBA["session"][0]
     sview = RequestView.build(sess["method"], sess["url"], sess["headers"], sess["body"].encode())
 
     async def resolve(_c: Any) -> VerifyingKey:
         return vk
+
     pol = Policy(required=('"@method"', '"@target-uri"'))
-    rows.append(("session request verify (+content-digest)", await atimeit(
-        lambda: verify_message(sview, resolve_key=resolve, policy=pol, now=WBA["now"]), n), "ed"))
+    rows.append(
+        (
+            "session request verify (+content-digest)",
+            await atimeit(lambda: verify_message(sview, resolve_key=resolve, policy=pol, now=WBA["now"]), n),
+            "ed",
+        )
+    )
 
     # Poseidon
     for k in (1, 2, 4, 8, 16, 32):
@@ -139,9 +187,9 @@ async def gateway_rows(n: int) -> list[tuple[str, float, str]]:
     from popgate.gateway.app import build_app
     from popgate.gateway.ops.config import load_config
     from popgate.gateway.stores.memory import MemoryStore
-    from tests.support.servers import write_config
     from popgate.verifiers.httpsig import content_digest
     from popgate.verifiers.structured_fields import InnerList, Item, serialize_inner_list
+    from tests.support.servers import write_config
 
     tmp = Path(tempfile.mkdtemp(prefix="pg-bench-"))
     jwks = tmp / "jwks.json"
@@ -152,8 +200,8 @@ async def gateway_rows(n: int) -> list[tuple[str, float, str]]:
 default = "allow"
 [zklogin]
 [[zklogin.providers]]
-issuer = "{ZK['issuer']}"
-audience = "{ZK['audience']}"
+issuer = "{ZK["issuer"]}"
+audience = "{ZK["audience"]}"
 jwks_file = "{jwks}"
 [webbotauth]
 [[webbotauth.keys]]
@@ -166,8 +214,14 @@ jwk = {{ kty = "OKP", crv = "Ed25519", x = "{x}" }}
     ext = b"\x00" + eph.public_key().public_bytes_raw()
     codec = gw.services.sessions
     plain = codec.issue(klass="account", subject="s", now=now, ttl=3600)
-    bound = codec.issue(klass="account", subject="s", now=now, ttl=3600, evidence="zklogin",
-                        binding="httpsig:" + base64.urlsafe_b64encode(ext).rstrip(b"=").decode())
+    bound = codec.issue(
+        klass="account",
+        subject="s",
+        now=now,
+        ttl=3600,
+        evidence="zklogin",
+        binding="httpsig:" + base64.urlsafe_b64encode(ext).rstrip(b"=").decode(),
+    )
     keyid = codec.verify(bound, now).token_id
     loop = asyncio.get_running_loop()
 
@@ -177,11 +231,16 @@ jwk = {{ kty = "OKP", crv = "Ed25519", x = "{x}" }}
         if body is not None:
             h["Content-Digest"] = content_digest(body)
             comps.append("content-digest")
-        il = InnerList([Item(c, {}) for c in comps], {"created": int(now), "expires": int(now) + 300,
-                                                      "keyid": keyid, "alg": "ed25519"})
+        il = InnerList(
+            [Item(c, {}) for c in comps],
+            {"created": int(now), "expires": int(now) + 300, "keyid": keyid, "alg": "ed25519"},
+        )
         sig = eph.sign(signature_base(RequestView.build(method, "http://api.example" + path, h, body), il))
-        return {**h, "Signature-Input": f"sig1={serialize_inner_list(il)}",
-                "Signature": f"sig1=:{base64.b64encode(sig).decode()}:"}
+        return {
+            **h,
+            "Signature-Input": f"sig1={serialize_inner_list(il)}",
+            "Signature": f"sig1=:{base64.b64encode(sig).decode()}:",
+        }
 
     def request(method: str, path: str, headers: dict[str, str], body: bytes | None = None) -> Any:
         payload: Any = EmptyStreamReader()
@@ -203,13 +262,35 @@ jwk = {{ kty = "OKP", crv = "Ed25519", x = "{x}" }}
     r0 = WBA["requests"][1]
     wba_h = {**r0["headers"], "Host": "example.com"}
     out = []
-    out.append(("gateway pipeline: plain session (mock req.)", await atimeit(lambda: run(
-        lambda: request("GET", "/api/items?p=2", {"Host": "api.example", "Authorization": f"PoP {plain}"}),
-        "account"), n), "-"))
-    out.append(("gateway pipeline: bound session, signed GET", await atimeit(lambda: run(
-        lambda: request("GET", "/api/items?p=2", get_h), "account"), n), "gw"))
-    out.append(("gateway pipeline: bound session, POST 4 KiB", await atimeit(lambda: run(
-        lambda: request("POST", "/api/items", post_h, body), "account"), n), "gw"))
+    out.append(
+        (
+            "gateway pipeline: plain session (mock req.)",
+            await atimeit(
+                lambda: run(
+                    lambda: request(
+                        "GET", "/api/items?p=2", {"Host": "api.example", "Authorization": f"PoP {plain}"}
+                    ),
+                    "account",
+                ),
+                n,
+            ),
+            "-",
+        )
+    )
+    out.append(
+        (
+            "gateway pipeline: bound session, signed GET",
+            await atimeit(lambda: run(lambda: request("GET", "/api/items?p=2", get_h), "account"), n),
+            "gw",
+        )
+    )
+    out.append(
+        (
+            "gateway pipeline: bound session, POST 4 KiB",
+            await atimeit(lambda: run(lambda: request("POST", "/api/items", post_h, body), "account"), n),
+            "gw",
+        )
+    )
     gw.clock = lambda: WBA["now"] + 5
     for sch in gw.schemes:  # the fixture's nonce would be spent once: measure without the replay set
         if sch.name == "webbotauth":
@@ -217,6 +298,7 @@ jwk = {{ kty = "OKP", crv = "Ed25519", x = "{x}" }}
 
     async def one_wba() -> None:
         await run(lambda: request("GET", "/", wba_h), "verified-agent")
+
     out.append(("gateway pipeline: Web Bot Auth (no replay set)", await atimeit(one_wba, n), "gw"))
     await gw.close()
     return out

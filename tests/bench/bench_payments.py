@@ -29,16 +29,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from coincurve import PrivateKey  # noqa: E402
-from eth_account import Account  # noqa: E402
-from eth_account.messages import encode_typed_data  # noqa: E402
+from coincurve import PrivateKey
+from eth_account import Account
+from eth_account.messages import encode_typed_data
 
-from popgate.gateway.stores.memory import MemoryStore  # noqa: E402
-from popgate.verifiers.eip712 import Domain, transfer_digest  # noqa: E402
-from popgate.verifiers.evm import recover_address  # noqa: E402
-from popgate.verifiers.x402 import (encode_header, exact_requirements,  # noqa: E402
-                            parse_payment_signature)
-from popgate.verifiers.x402_exact import ExactVerifier  # noqa: E402
+from popgate.gateway.stores.memory import MemoryStore
+from popgate.verifiers.eip712 import Domain, transfer_digest
+from popgate.verifiers.evm import recover_address
+from popgate.verifiers.x402 import (
+    encode_header,
+    exact_requirements,
+    parse_payment_signature,
+)
+from popgate.verifiers.x402_exact import ExactVerifier
 
 KEY = bytes.fromhex("11" * 32)
 PAYER = Account.from_key(KEY).address
@@ -53,24 +56,54 @@ def make_header(nonce: bytes) -> str:
     digest = transfer_digest(DOMAIN, frm, to, 10000, 0, NOW + 300, nonce)
     sig = PrivateKey(KEY).sign_recoverable(digest, hasher=None)
     sig = sig[:64] + bytes([sig[64] + 27])
-    return encode_header({"x402Version": 2, "accepted": REQ.to_json(), "payload": {
-        "authorization": {"from": PAYER, "to": PAY_TO, "value": "10000", "validAfter": "0",
-                          "validBefore": str(NOW + 300), "nonce": "0x" + nonce.hex()},
-        "signature": "0x" + sig.hex()}})
+    return encode_header(
+        {
+            "x402Version": 2,
+            "accepted": REQ.to_json(),
+            "payload": {
+                "authorization": {
+                    "from": PAYER,
+                    "to": PAY_TO,
+                    "value": "10000",
+                    "validAfter": "0",
+                    "validBefore": str(NOW + 300),
+                    "nonce": "0x" + nonce.hex(),
+                },
+                "signature": "0x" + sig.hex(),
+            },
+        }
+    )
 
 
 def typed(nonce: bytes) -> dict:
-    return {"types": {"EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
-                                       {"name": "chainId", "type": "uint256"},
-                                       {"name": "verifyingContract", "type": "address"}],
-                      "TransferWithAuthorization": [
-                          {"name": "from", "type": "address"}, {"name": "to", "type": "address"},
-                          {"name": "value", "type": "uint256"}, {"name": "validAfter", "type": "uint256"},
-                          {"name": "validBefore", "type": "uint256"}, {"name": "nonce", "type": "bytes32"}]},
-            "primaryType": "TransferWithAuthorization",
-            "domain": {"name": "USDC", "version": "2", "chainId": 84532, "verifyingContract": REQ.asset},
-            "message": {"from": PAYER, "to": PAY_TO, "value": 10000, "validAfter": 0,
-                        "validBefore": NOW + 300, "nonce": nonce}}
+    return {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            "TransferWithAuthorization": [
+                {"name": "from", "type": "address"},
+                {"name": "to", "type": "address"},
+                {"name": "value", "type": "uint256"},
+                {"name": "validAfter", "type": "uint256"},
+                {"name": "validBefore", "type": "uint256"},
+                {"name": "nonce", "type": "bytes32"},
+            ],
+        },
+        "primaryType": "TransferWithAuthorization",
+        "domain": {"name": "USDC", "version": "2", "chainId": 84532, "verifyingContract": REQ.asset},
+        "message": {
+            "from": PAYER,
+            "to": PAY_TO,
+            "value": 10000,
+            "validAfter": 0,
+            "validBefore": NOW + 300,
+            "nonce": nonce,
+        },
+    }
 
 
 def best(fn: Callable[[], None], n: int, rounds: int = 5) -> float:
@@ -99,8 +132,12 @@ def main() -> None:
 
     rows = {
         "parse PAYMENT-SIGNATURE": best(lambda: parse_payment_signature(header), n),
-        "EIP-712 digest (ours)": best(lambda: transfer_digest(DOMAIN, frm, to, 10000, 0, NOW + 300, nonce), n),
-        "EIP-712 digest (eth-account)": best(lambda: encode_typed_data(full_message=typed(nonce)), max(n // 10, 50)),
+        "EIP-712 digest (ours)": best(
+            lambda: transfer_digest(DOMAIN, frm, to, 10000, 0, NOW + 300, nonce), n
+        ),
+        "EIP-712 digest (eth-account)": best(
+            lambda: encode_typed_data(full_message=typed(nonce)), max(n // 10, 50)
+        ),
         "recover (coincurve, low-s)": best(lambda: recover_address(digest, sig), n),
         "recover (eth-account)": best(lambda: Account.recover_message(msg, signature=sig), max(n // 10, 50)),
     }
@@ -115,17 +152,24 @@ def main() -> None:
 
     rows["full offline verify (parse+checks+digest+recover+claim)"] = best(verify, n)
     rows["  same, eth-account digest+recover (baseline)"] = (
-        rows["parse PAYMENT-SIGNATURE"] + rows["EIP-712 digest (eth-account)"] + rows["recover (eth-account)"])
+        rows["parse PAYMENT-SIGNATURE"] + rows["EIP-712 digest (eth-account)"] + rows["recover (eth-account)"]
+    )
     loop.close()
     width = max(map(len, rows))
     print(f"{'operation':<{width}}  µs/op")
     for k, v in rows.items():
         print(f"{k:<{width}}  {v:8.1f}")
-    print(f"digest speed-up vs eth-account:   {rows['EIP-712 digest (eth-account)'] / rows['EIP-712 digest (ours)']:.1f}x")
-    print(f"recovery speed-up vs eth-account: {rows['recover (eth-account)'] / rows['recover (coincurve, low-s)']:.1f}x")
+    print(
+        f"digest speed-up vs eth-account:   {rows['EIP-712 digest (eth-account)'] / rows['EIP-712 digest (ours)']:.1f}x"
+    )
+    print(
+        f"recovery speed-up vs eth-account: {rows['recover (eth-account)'] / rows['recover (coincurve, low-s)']:.1f}x"
+    )
     full = rows["full offline verify (parse+checks+digest+recover+claim)"]
-    print(f"full verify: {full:.0f} µs ≈ {1e6 / full:.0f} verifications/s per core; "
-          f"baseline/ours = {rows['  same, eth-account digest+recover (baseline)'] / full:.1f}x")
+    print(
+        f"full verify: {full:.0f} µs ≈ {1e6 / full:.0f} verifications/s per core; "
+        f"baseline/ours = {rows['  same, eth-account digest+recover (baseline)'] / full:.1f}x"
+    )
 
 
 async def debit_cost(n: int) -> dict[str, float]:
@@ -135,6 +179,7 @@ async def debit_cost(n: int) -> dict[str, float]:
 
     from popgate.gateway.stores.sqlite import SQLiteStore
     from tests.support.servers import redis_server
+
     out: dict[str, float] = {}
 
     async def run(name: str, store) -> None:  # type: ignore[no-untyped-def]
@@ -144,11 +189,13 @@ async def debit_cost(n: int) -> dict[str, float]:
             await store.debit_ledger("key:bench", 1, f"req:{i}", float(i))
         out[f"debit_ledger ({name})"] = (time.perf_counter() - t) / n * 1e6
         await store.close()
+
     await run("memory", MemoryStore())
     d = tempfile.mkdtemp(prefix="pg-bench-")
     await run("sqlite, synchronous=FULL", SQLiteStore(f"{d}/b.db"))
     if shutil.which("redis-server"):
         from popgate.gateway.stores.redis import RedisStore
+
         with redis_server() as (url, _):
             await run("redis, Lua", RedisStore(url))
     return out
@@ -161,37 +208,58 @@ def gateway_run(seconds: int) -> None:
     import tempfile
     import urllib.request
 
+    from popgate.verifiers.session import SessionCodec
     from tests.bench.harness import PY, free_port, start, table, tree, wrk
     from tests.support.servers import redis_server, write_config
-    from popgate.verifiers.session import SessionCodec
 
     tmp = Path(tempfile.mkdtemp(prefix="pg-bench-pay-"))
     (tmp / "admin").write_text("b" * 40)
     procs: list[subprocess.Popen[bytes]] = []
-    with (redis_server() if shutil.which("redis-server") else _nullctx(f"sqlite:///{tmp}/s.db")) as r:
+    with redis_server() if shutil.which("redis-server") else _nullctx(f"sqlite:///{tmp}/s.db") as r:
         store = r[0]
         try:
             up = free_port()
             procs.append(start([PY, "-m", "popgate.gateway.cli.demo_upstream", f"127.0.0.1:{up}"], up))
             gw, admin = free_port(), free_port()
-            cfg = write_config(tmp, f"http://127.0.0.1:{up}", store=store, listen=gw, admin=admin,
-                               extra=f'[credits]\nadmin_token = {{ secret_file = "{tmp / "admin"}" }}\n')
+            cfg = write_config(
+                tmp,
+                f"http://127.0.0.1:{up}",
+                store=store,
+                listen=gw,
+                admin=admin,
+                extra=f'[credits]\nadmin_token = {{ secret_file = "{tmp / "admin"}" }}\n',
+            )
             procs.append(start([PY, "-m", "tests.support.paid_gateway", str(cfg), "10000"], gw))
-            req = urllib.request.Request(f"http://127.0.0.1:{admin}/admin/credits/keys", method="POST",
-                                         data=b'{"amount": 1000000000000}',
-                                         headers={"Authorization": "Bearer " + "b" * 40,
-                                                  "Content-Type": "application/json"})
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{admin}/admin/credits/keys",
+                method="POST",
+                data=b'{"amount": 1000000000000}',
+                headers={"Authorization": "Bearer " + "b" * 40, "Content-Type": "application/json"},
+            )
             api_key = json.loads(urllib.request.urlopen(req).read())["api_key"]
             key = (tmp / "k1").read_bytes().strip()
-            token = SessionCodec({"k1": key}, "k1").issue(klass="human", subject="bench",
-                                                          now=time.time(), ttl=3600)
+            token = SessionCodec({"k1": key}, "k1").issue(
+                klass="human", subject="bench", now=time.time(), ttl=3600
+            )
             pids = tree(procs[1].pid)
             url = f"http://127.0.0.1:{gw}"
             results = [
-                wrk("session holder (free route)", f"{url}/free", pids, seconds=seconds, conns=32,
-                    headers={"Authorization": f"PoP {token}"}),
-                wrk("paying agent (credits, $0.01/req)", f"{url}/paid/x", pids, seconds=seconds,
-                    conns=32, headers={"Authorization": f"Bearer {api_key}"}),
+                wrk(
+                    "session holder (free route)",
+                    f"{url}/free",
+                    pids,
+                    seconds=seconds,
+                    conns=32,
+                    headers={"Authorization": f"PoP {token}"},
+                ),
+                wrk(
+                    "paying agent (credits, $0.01/req)",
+                    f"{url}/paid/x",
+                    pids,
+                    seconds=seconds,
+                    conns=32,
+                    headers={"Authorization": f"Bearer {api_key}"},
+                ),
             ]
             print(f"\nthrough the gateway (store {store.split(':')[0]}, {seconds}s each, 32 connections):")
             print(table(results, "session holder (free route)"))

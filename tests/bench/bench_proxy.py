@@ -21,14 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.bench.harness import PY, Result, free_port, nginx, start, table, tree, wrk  # noqa: E402
+from tests.bench.harness import PY, Result, free_port, nginx, start, table, tree, wrk
 
 
 def session_token(keyfile: str) -> str:
     from popgate.verifiers.session import SessionCodec
+
     key = Path(keyfile).read_bytes().strip()
-    return SessionCodec({"k1": key}, "k1").issue(klass="human", subject="bench", now=time.time(),
-                                                  ttl=3600)
+    return SessionCodec({"k1": key}, "k1").issue(klass="human", subject="bench", now=time.time(), ttl=3600)
 
 
 def main() -> None:
@@ -38,8 +38,11 @@ def main() -> None:
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--store", default="memory://")
-    ap.add_argument("--policy", help="policy file (e.g. policies/default.toml): benchmark with the "
-                    "policy engine and puzzles wired in")
+    ap.add_argument(
+        "--policy",
+        help="policy file (e.g. policies/default.toml): benchmark with the "
+        "policy engine and puzzles wired in",
+    )
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="pg-bench-")
     keyfile = os.path.join(tmp, "k1")
@@ -61,7 +64,8 @@ def main() -> None:
             procs.append(nginx(ref, upstream=up)[0])
         gw, admin = free_port(), free_port()
         store = args.store if args.store != "sqlite" else f"sqlite:///{tmp}/store.db"
-        Path(tmp, "popgate.toml").write_text(f"""
+        Path(tmp, "popgate.toml").write_text(
+            f"""
 [server]
 listen = "127.0.0.1:{gw}"
 admin = "127.0.0.1:{admin}"
@@ -70,35 +74,68 @@ upstream = "{origin}"
 url = "{store}"
 [sessions]
 keys = [{{kid = "k1", secret_file = "{keyfile}"}}]
-""" + (f"""
+"""
+            + (
+                f"""
 [policy]
 file = "{Path(args.policy).resolve()}"
 [puzzle]
 keys = [{{kid = "p1", secret_file = "{keyfile}"}}]
-""" if args.policy else ""))
-        gwp = start([PY, "-m", "popgate.gateway", "run", "--config", f"{tmp}/popgate.toml", "--log-level",
-                     "WARNING", "--workers", str(args.workers)], gw)
+"""
+                if args.policy
+                else ""
+            )
+        )
+        gwp = start(
+            [
+                PY,
+                "-m",
+                "popgate.gateway",
+                "run",
+                "--config",
+                f"{tmp}/popgate.toml",
+                "--log-level",
+                "WARNING",
+                "--workers",
+                str(args.workers),
+            ],
+            gw,
+        )
         procs.append(gwp)
         token = session_token(keyfile)
         cases = [("direct", up, procs[0].pid, {}), ("bare-aiohttp", bare, procs[1].pid, {})]
         if ref:
             cases.append(("nginx-proxy", ref, procs[2].pid, {}))
-        cases += [("popgate-session", gw, gwp.pid, {"Authorization": f"PoP {token}"}),
-                  ("popgate-402", gw, gwp.pid, {})]
+        cases += [
+            ("popgate-session", gw, gwp.pid, {"Authorization": f"PoP {token}"}),
+            ("popgate-402", gw, gwp.pid, {}),
+        ]
         runs: dict[str, list[Result]] = {c[0]: [] for c in cases}
         for _ in range(args.rounds):
             for name, port, pid, headers in cases:
-                runs[name].append(wrk(name, f"http://127.0.0.1:{port}/bench", tree(pid),
-                                      seconds=args.seconds, conns=args.conns, headers=headers))
+                runs[name].append(
+                    wrk(
+                        name,
+                        f"http://127.0.0.1:{port}/bench",
+                        tree(pid),
+                        seconds=args.seconds,
+                        conns=args.conns,
+                        headers=headers,
+                    )
+                )
         best = [max(rs, key=lambda r: r.rps) for rs in runs.values()]
-        print(f"\nproxy benchmark: {args.rounds} rounds × {args.seconds}s, {args.conns} connections, "
-              f"popgate workers={args.workers}, store={args.store}, policy={args.policy or '[policy] defaults'}; "
-              "best round per case\n")
+        print(
+            f"\nproxy benchmark: {args.rounds} rounds × {args.seconds}s, {args.conns} connections, "
+            f"popgate workers={args.workers}, store={args.store}, policy={args.policy or '[policy] defaults'}; "
+            "best round per case\n"
+        )
         print(table(best, "bare-aiohttp", "nginx-proxy" if ref else None))
         b = {r.name: r for r in best}
-        print(f"\npopgate-session / bare-aiohttp = {b['popgate-session'].rps / b['bare-aiohttp'].rps:.2f}"
-              f"   popgate-session / direct = {b['popgate-session'].rps / b['direct'].rps:.2f}"
-              f"   popgate-402 / bare-aiohttp = {b['popgate-402'].rps / b['bare-aiohttp'].rps:.2f}")
+        print(
+            f"\npopgate-session / bare-aiohttp = {b['popgate-session'].rps / b['bare-aiohttp'].rps:.2f}"
+            f"   popgate-session / direct = {b['popgate-session'].rps / b['direct'].rps:.2f}"
+            f"   popgate-402 / bare-aiohttp = {b['popgate-402'].rps / b['bare-aiohttp'].rps:.2f}"
+        )
     finally:
         for p in procs:
             p.terminate()

@@ -13,17 +13,17 @@ import ipaddress
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from popgate.gateway import client  # noqa: E402
-from popgate.gateway.stores.memory import MemoryStore  # noqa: E402
-from popgate.policies import loader  # noqa: E402
-from popgate.policies.classify import classify  # noqa: E402
-from popgate.policies.model import RequestView  # noqa: E402
-from popgate.verifiers import hashcash, puzzle  # noqa: E402
+from popgate.gateway import client
+from popgate.gateway.stores.memory import MemoryStore
+from popgate.policies import loader
+from popgate.policies.classify import classify
+from popgate.policies.model import RequestView
+from popgate.verifiers import hashcash, puzzle
 
 NOW = 1_795_219_200.0  # 2026-11-21T00:00:00Z
 
@@ -39,17 +39,23 @@ def per_call(fn: Callable[[], object], n: int, repeat: int = 5) -> float:
     return min(best)
 
 
-POLICY_20 = """
+POLICY_20 = (
+    """
 [default]
 all = { kind = "challenge", ways = ["prove", "puzzle", "pay"], price = "0.001", min_bits = 16 }
 human = "allow"
-""" + "".join(f"""
+"""
+    + "".join(
+        f"""
 [[rules]]
 name = "r{i}"
 path = ["/svc{i}/**", "/v{i}/items/*"]
 methods = ["GET", "POST"]
 action = {{ kind = "charge", price = "0.00{i % 9 + 1}" }}
-""" for i in range(14)) + """
+"""
+        for i in range(14)
+    )
+    + """
 [[rules]]
 name = "ua"
 user_agent = "(?i)HeadlessChrome|PhantomJS"
@@ -79,6 +85,7 @@ name = "t"
 weight = 10
 action = "deny"
 """
+)
 
 
 def main() -> None:
@@ -90,9 +97,17 @@ def main() -> None:
     c = puzzle.issue(keys, network="203.0.113.0/24", scope="api", bits=16, now=NOW)
     nonces, _ = puzzle.solve(c.wire, 16)
     value = f"{c.wire}:{nonces[0]}"
-    rows.append(("puzzle parse+check (MAC+hash+binding)", per_call(
-        lambda: puzzle.check(keys, *puzzle.parse_solution(value), now=NOW, client_ip="203.0.113.7", scope="api"),
-        20_000)))
+    rows.append(
+        (
+            "puzzle parse+check (MAC+hash+binding)",
+            per_call(
+                lambda: puzzle.check(
+                    keys, *puzzle.parse_solution(value), now=NOW, client_ip="203.0.113.7", scope="api"
+                ),
+                20_000,
+            ),
+        )
+    )
     store = MemoryStore()
 
     async def spend_many(n: int) -> float:
@@ -104,29 +119,54 @@ def main() -> None:
         for v in cs:
             await puzzle.verify(keys, v, now=NOW, store=store, network="203.0.113.0/24")
         return (time.perf_counter() - t0) / n * 1e6
+
     rows.append(("puzzle verify incl. MemoryStore claim", asyncio.run(spend_many(20_000))))
-    rows.append(("puzzle issue", per_call(
-        lambda: puzzle.issue(keys, network="203.0.113.0/24", scope="api", bits=16, now=NOW), 20_000)))
+    rows.append(
+        (
+            "puzzle issue",
+            per_call(
+                lambda: puzzle.issue(keys, network="203.0.113.0/24", scope="api", bits=16, now=NOW), 20_000
+            ),
+        )
+    )
 
     stamp = (Path(__file__).parents[1] / "fixtures/hashcash/stamps.tsv").read_text().split("\t")[0]
-    rows.append(("hashcash stamp check", per_call(
-        lambda: hashcash.check(stamp, resource="api.example.com/v1", now=NOW, min_bits=16), 20_000)))
+    rows.append(
+        (
+            "hashcash stamp check",
+            per_call(
+                lambda: hashcash.check(stamp, resource="api.example.com/v1", now=NOW, min_bits=16), 20_000
+            ),
+        )
+    )
 
     policy = loader.loads(POLICY_20)
     assert len(policy.rules) == 20
     ip4, ip6 = ipaddress.ip_address("203.0.113.9"), ipaddress.ip_address("2001:db8::1")
     h = {"accept": "application/json"}
     views = {
-        "popgate endpoint (engine shortcut)": RequestView("a.example", "POST", "/.well-known/popgate/puzzle", "", h, "x", ip4),
+        "popgate endpoint (engine shortcut)": RequestView(
+            "a.example", "POST", "/.well-known/popgate/puzzle", "", h, "x", ip4
+        ),
         "first rule matches": RequestView("a.example", "GET", "/svc0/x/y", "", h, "curl/8", ip4),
         "14th rule matches": RequestView("a.example", "GET", "/v13/items/9", "", h, "curl/8", ip4),
-        "no rule: all 20 checked -> default": RequestView("a.example", "GET", "/api/v1/things", "", h, "curl/8", ip6),
-        "tricky path normalized (/%2e%2e//x)": RequestView("a.example", "GET", "/a/%2e%2e//search/q", "", h, "curl/8", ip4),
+        "no rule: all 20 checked -> default": RequestView(
+            "a.example", "GET", "/api/v1/things", "", h, "curl/8", ip6
+        ),
+        "tricky path normalized (/%2e%2e//x)": RequestView(
+            "a.example", "GET", "/a/%2e%2e//search/q", "", h, "curl/8", ip4
+        ),
     }
     for name, v in views.items():
-        rows.append((f"policy match, 20 rules: {name}", per_call(lambda v=v: policy.match(v, "unknown"), 50_000)))
-    rows.append(("classify (no evidence, browser UA)", per_call(
-        lambda: classify([], "Mozilla/5.0 (X11) Chrome/130", h), 50_000)))
+        rows.append(
+            (f"policy match, 20 rules: {name}", per_call(lambda v=v: policy.match(v, "unknown"), 50_000))
+        )
+    rows.append(
+        (
+            "classify (no evidence, browser UA)",
+            per_call(lambda: classify([], "Mozilla/5.0 (X11) Chrome/130", h), 50_000),
+        )
+    )
 
     print(f"baseline: one SHA-256 of 100 bytes = {base:.3f} µs\n")
     print(f"{'operation':<58} {'µs/op':>9} {'x sha256':>9}")
@@ -139,9 +179,11 @@ def main() -> None:
         s = client.solve_puzzle({"challenge": ci.wire, "bits": 18})
         rates.append(s.hash_rate)
     m = client.mint_hashcash("api.example.com/v1", 18, NOW)
-    print(f"\nPython client puzzle solver (SHA-256): median {statistics.median(rates) / 1e6:.2f} M hashes/s "
-          f"over 5 x 18-bit puzzles; expected solve time at 16/20/24 bits: "
-          + ", ".join(f"{(1 << b) / statistics.median(rates):.2f}s" for b in (16, 20, 24)))
+    print(
+        f"\nPython client puzzle solver (SHA-256): median {statistics.median(rates) / 1e6:.2f} M hashes/s "
+        f"over 5 x 18-bit puzzles; expected solve time at 16/20/24 bits: "
+        + ", ".join(f"{(1 << b) / statistics.median(rates):.2f}s" for b in (16, 20, 24))
+    )
     print(f"Python client hashcash minter (SHA-1): {m.hash_rate / 1e6:.2f} M hashes/s (one 18-bit stamp)")
 
 

@@ -65,7 +65,7 @@ class Result:
     p99_ms: float
     cpu_us: float
     non2xx: int
-    idle_pct: float = -1.0      # the machine's idle CPU during the run: 0 = saturated
+    idle_pct: float = -1.0  # the machine's idle CPU during the run: 0 = saturated
 
     @property
     def cores(self) -> float:
@@ -91,26 +91,45 @@ def wrk(name: str, url: str, pids: list[int], *, seconds: int, conns: int, heade
         m = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out)
         v, unit = float(m.group(1)), m.group(2)
         return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    return Result(name, rps, lat("50"), lat("99"), cpu / max(total, 1) * 1e6,
-                  int(non2xx.group(1)) if non2xx else 0, idle)
+    return Result(
+        name,
+        rps,
+        lat("50"),
+        lat("99"),
+        cpu / max(total, 1) * 1e6,
+        int(non2xx.group(1)) if non2xx else 0,
+        idle,
+    )
 
 
 def start(args: list[str], port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **(env or {})},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_port(port)
     return proc
 
 
-def nginx(port: int, body: str | None = None, upstream: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def nginx(
+    port: int, body: str | None = None, upstream: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     """nginx as a static origin (``body``) or as a proxy_pass reference."""
     if shutil.which("nginx") is None:
         raise RuntimeError("nginx not installed: apt-get install nginx-light")
     d = tempfile.mkdtemp(prefix="pg-nginx-")
-    loc = f'return 200 "{body}";' if body is not None else (
-        f"proxy_pass http://127.0.0.1:{upstream}; proxy_http_version 1.1; "
-        'proxy_set_header Connection "";')
+    loc = (
+        f'return 200 "{body}";'
+        if body is not None
+        else (
+            f'proxy_pass http://127.0.0.1:{upstream}; proxy_http_version 1.1; proxy_set_header Connection "";'
+        )
+    )
     ups = ""
     conf = f"""daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
 events {{ worker_connections 1024; }}
@@ -118,8 +137,10 @@ http {{ access_log off; {ups}
   server {{ listen 127.0.0.1:{port}; location / {{ {loc} }} }} }}"""
     if upstream is not None:
         conf = conf.replace(f"proxy_pass http://127.0.0.1:{upstream};", "proxy_pass http://up;")
-        conf = conf.replace("http { access_log off; ",
-                            f"http {{ access_log off; upstream up {{ server 127.0.0.1:{upstream}; keepalive 64; }} ")
+        conf = conf.replace(
+            "http { access_log off; ",
+            f"http {{ access_log off; upstream up {{ server 127.0.0.1:{upstream}; keepalive 64; }} ",
+        )
     Path(d, "nginx.conf").write_text(conf)
     return start(["nginx", "-c", f"{d}/nginx.conf", "-p", d], port), d
 
@@ -127,12 +148,18 @@ http {{ access_log off; {ups}
 def table(results: list[Result], base: str, ref: str | None = None) -> str:
     b = next(r for r in results if r.name == base)
     n = next((r for r in results if r.name == ref), None) if ref else None
-    head = ("| case | req/s | p50 ms | p99 ms | CPU µs/req | cores used | machine idle | × " + base
-            + (f" | × {ref}" if n else "") + " | non-2xx |")
+    head = (
+        "| case | req/s | p50 ms | p99 ms | CPU µs/req | cores used | machine idle | × "
+        + base
+        + (f" | × {ref}" if n else "")
+        + " | non-2xx |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
-        row = (f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_us:.0f} | {r.cores:.2f} | "
-               f"{r.idle_pct:.0f} % | {r.rps / b.rps:.2f}")
+        row = (
+            f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_us:.0f} | {r.cores:.2f} | "
+            f"{r.idle_pct:.0f} % | {r.rps / b.rps:.2f}"
+        )
         if n:
             row += f" | {r.rps / n.rps:.2f}"
         lines.append(row + f" | {r.non2xx} |")

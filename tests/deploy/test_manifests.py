@@ -45,13 +45,15 @@ def k8s_docs() -> list[tuple[str, dict[str, Any]]]:
 
 
 def by_kind(kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [d for _, d in k8s_docs() if d["kind"] == kind
-             and (name is None or d["metadata"]["name"] == name)]
+    found = [
+        d for _, d in k8s_docs() if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    ]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
 
 
 # -- Kubernetes -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_kubernetes_manifests_validate_against_the_api_schema(version: str) -> None:
@@ -60,14 +62,23 @@ def test_kubernetes_manifests_validate_against_the_api_schema(version: str) -> N
 
     docs = [(f, d) for f, d in k8s_docs() if d.get("kind") != "Kustomization"]
     kinds = {d["kind"] for _, d in docs}
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap",
-            "Secret", "StatefulSet"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ConfigMap",
+        "Secret",
+        "StatefulSet",
+    } <= kinds
     for name, doc in docs:
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{name}: {doc['kind']}/{doc['metadata']['name']}: {exc.message} at "
-                        f"{'.'.join(map(str, exc.path))}")
+            pytest.fail(
+                f"{name}: {doc['kind']}/{doc['metadata']['name']}: {exc.message} at "
+                f"{'.'.join(map(str, exc.path))}"
+            )
 
 
 def test_kustomization_lists_every_manifest() -> None:
@@ -89,7 +100,11 @@ def test_deployment_probes_resources_and_wiring() -> None:
     assert set(c["resources"]) == {"requests", "limits"}
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     labels = pod["metadata"]["labels"]
-    svc, pdb, hpa = by_kind("Service", "popgate"), by_kind("PodDisruptionBudget"), by_kind("HorizontalPodAutoscaler")
+    svc, pdb, hpa = (
+        by_kind("Service", "popgate"),
+        by_kind("PodDisruptionBudget"),
+        by_kind("HorizontalPodAutoscaler"),
+    )
     redis_svc = by_kind("Service", "redis")
     assert redis_svc["spec"]["clusterIP"] == "None"
     for selector in (svc["spec"]["selector"], pdb["spec"]["selector"]["matchLabels"]):
@@ -101,15 +116,18 @@ def test_deployment_probes_resources_and_wiring() -> None:
     assert int(cfg["server"]["admin"].rsplit(":", 1)[1]) == ports["admin"]
     assert int(cfg["server"]["listen"].rsplit(":", 1)[1]) == ports["http"]
     conf_mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "config")
-    assert "subPath" not in next(m for m in c["volumeMounts"] if m["name"] == "config"), \
+    assert "subPath" not in next(m for m in c["volumeMounts"] if m["name"] == "config"), (
         "a subPath mount never sees ConfigMap updates (SIGHUP reload would reread the old file)"
+    )
     assert c["args"][c["args"].index("--config") + 1] == f"{conf_mount}/popgate.toml"
     assert cfg["policy"]["file"] == f"{conf_mount}/policy.toml"
     grace = pod["spec"]["terminationGracePeriodSeconds"]
     assert grace > cfg["server"]["shutdown_timeout"] + 5, "room to drain after preStop"
     secret = by_kind("Secret", "popgate-keys")
     mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "keys")
-    named = set(re.findall(r'secret_file = "([^"]+)"', by_kind("ConfigMap", "popgate-config")["data"]["popgate.toml"]))
+    named = set(
+        re.findall(r'secret_file = "([^"]+)"', by_kind("ConfigMap", "popgate-config")["data"]["popgate.toml"])
+    )
     assert named == {f"{mount}/{k}" for k in secret["stringData"]}
     sts = by_kind("StatefulSet", "redis")
     conf = by_kind("ConfigMap", "redis-config")["data"]["redis.conf"]
@@ -133,9 +151,14 @@ def test_kubernetes_config_and_policy_are_valid_popgate_config(tmp_path: Path) -
 
 # -- compose ------------------------------------------------------------------------
 
+
 def compose_env() -> dict[str, str]:
-    return {**os.environ, "POPGATE_SESSION_KEY": KEY, "POPGATE_SUBJECT_KEY": KEY,
-            "POPGATE_CHALLENGE_KEY": KEY}
+    return {
+        **os.environ,
+        "POPGATE_SESSION_KEY": KEY,
+        "POPGATE_SUBJECT_KEY": KEY,
+        "POPGATE_CHALLENGE_KEY": KEY,
+    }
 
 
 def compose_command() -> list[str] | None:
@@ -154,7 +177,7 @@ def structural_compose_check(doc: dict[str, Any]) -> None:
     for name, svc in services.items():
         assert "image" in svc or "build" in svc, f"{name}: needs image or build"
         deps = svc.get("depends_on", [])
-        for dep in (deps if isinstance(deps, list) else deps.keys()):
+        for dep in deps if isinstance(deps, list) else deps.keys():
             assert dep in services, f"{name}: depends_on unknown service {dep}"
         for net in svc.get("networks", []):
             assert net in doc.get("networks", {}), f"{name}: unknown network {net}"
@@ -178,18 +201,29 @@ def test_compose_file_validates(record_property: Any) -> None:
     structural_compose_check(doc)
     cmd = compose_command()
     if cmd is None:
-        msg = ("docker compose plugin (and docker-compose) not installed: deploy/compose.yaml "
-               "was validated structurally only, not by `docker compose config`")
+        msg = (
+            "docker compose plugin (and docker-compose) not installed: deploy/compose.yaml "
+            "was validated structurally only, not by `docker compose config`"
+        )
         warnings.warn(msg, stacklevel=1)
         record_property("compose_validation", "structural")
         return
-    out = subprocess.run([*cmd, "-f", str(DEPLOY / "compose.yaml"), "config", "--quiet"],
-                         capture_output=True, text=True, env=compose_env(), cwd=DEPLOY)
+    out = subprocess.run(
+        [*cmd, "-f", str(DEPLOY / "compose.yaml"), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        env=compose_env(),
+        cwd=DEPLOY,
+    )
     assert out.returncode == 0, out.stderr
     record_property("compose_validation", " ".join(Path(c).name for c in cmd))
-    missing = subprocess.run([*cmd, "-f", str(DEPLOY / "compose.yaml"), "config", "--quiet"],
-                             capture_output=True, text=True, cwd=DEPLOY,
-                             env={k: v for k, v in compose_env().items() if k != "POPGATE_SESSION_KEY"})
+    missing = subprocess.run(
+        [*cmd, "-f", str(DEPLOY / "compose.yaml"), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=DEPLOY,
+        env={k: v for k, v in compose_env().items() if k != "POPGATE_SESSION_KEY"},
+    )
     assert missing.returncode != 0 and "POPGATE_SESSION_KEY" in missing.stderr, "keys are required"
 
 
@@ -212,13 +246,14 @@ def test_compose_services_and_popgate_config() -> None:
 
 # -- Prometheus and Grafana --------------------------------------------------------------
 
+
 def metric_names() -> dict[str, set[str]]:
     """Every series name popgate exposes, with its label names."""
     m = Metrics()
     _route_counter(m)
     out: dict[str, set[str]] = {}
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-    for collector, names in m.registry._collector_to_names.items():  # noqa: SLF001
+    for collector, names in m.registry._collector_to_names.items():
         labels = set(getattr(collector, "_labelnames", ()))
         for metric in collector.describe():
             for suffix in suffixes.get(metric.type, ("",)):
@@ -244,8 +279,15 @@ def test_grafana_dashboard_queries_only_real_metrics() -> None:
     ds = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yaml").read_text())
     uid = ds["datasources"][0]["uid"]
     titles = " ".join(p["title"].lower() for p in dash["panels"])
-    for topic in ("class", "decision", "fees", "difficulty", "verification latency",
-                  "store errors", "fail-opens"):
+    for topic in (
+        "class",
+        "decision",
+        "fees",
+        "difficulty",
+        "verification latency",
+        "store errors",
+        "fail-opens",
+    ):
         assert topic in titles, f"no panel about {topic}"
     queried = set()
     for panel in dash["panels"]:
@@ -262,9 +304,14 @@ def test_grafana_dashboard_queries_only_real_metrics() -> None:
                 for label in (g.strip() for g in group.split(",")):
                     assert label in labels, f"{panel['title']}: no label {label} on {names}"
             queried |= names
-    assert {"popgate_requests_total", "popgate_fees_atomic_total", "popgate_puzzle_difficulty_bits",
-            "popgate_verification_seconds_bucket", "popgate_store_errors_total",
-            "popgate_fail_open_total"} <= queried
+    assert {
+        "popgate_requests_total",
+        "popgate_fees_atomic_total",
+        "popgate_puzzle_difficulty_bits",
+        "popgate_verification_seconds_bucket",
+        "popgate_store_errors_total",
+        "popgate_fail_open_total",
+    } <= queried
     prov = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/popgate.yaml").read_text())
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     mounts = compose["services"]["grafana"]["volumes"]

@@ -48,17 +48,24 @@ async def test_credit_debits_exactly_once_across_two_processes(redis_url, upstre
         d.mkdir()
         path = write_config(d, upstream, store=redis_url, extra=extra)
         configs.append(load_config(path))
-        procs.append(subprocess.Popen([sys.executable, "-m", "tests.support.paid_gateway", str(path),
-                                       str(PRICE)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.support.paid_gateway", str(path), str(PRICE)],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
     try:
         for c in configs:
             await wait_port_async(c.listen.port)
             await wait_port_async(c.admin.port)
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"http://127.0.0.1:{configs[0].admin.port}/admin/credits/keys",
-                                 json={"amount": 25 * PRICE},
-                                 headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            async with http.post(
+                f"http://127.0.0.1:{configs[0].admin.port}/admin/credits/keys",
+                json={"amount": 25 * PRICE},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            ) as r:
                 assert r.status == 201
                 created = await r.json()
             auth = {"Authorization": f"Bearer {created['api_key']}"}
@@ -68,6 +75,7 @@ async def test_credit_debits_exactly_once_across_two_processes(redis_url, upstre
                 async with http.get(f"http://127.0.0.1:{port}/paid/hello", headers=auth) as r:
                     await r.read()
                     return r.status
+
             statuses = Counter(await asyncio.gather(*(one(i) for i in range(80))))
         assert statuses == {200: 25, 402: 55}, statuses
         store = RedisStore(redis_url)

@@ -37,8 +37,7 @@ class Jwks:
         self.hits += 1
         if self.delay:
             await asyncio.sleep(self.delay)
-        return web.json_response({"keys": [jwk_of(RSA_KEY, "k1")]},
-                                 headers={"Cache-Control": "max-age=30"})
+        return web.json_response({"keys": [jwk_of(RSA_KEY, "k1")]}, headers={"Cache-Control": "max-age=30"})
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -101,7 +100,8 @@ async def test_jwks_down_slow_back_and_stale(upstream, gateway_factory, http):
 
         t0 = time.monotonic()
         slow, plain_took = await asyncio.gather(
-            asyncio.gather(*(exchange(http, gw) for _ in range(8))), plain_get())
+            asyncio.gather(*(exchange(http, gw) for _ in range(8))), plain_get()
+        )
         took = time.monotonic() - t0
         assert Counter((s, r) for s, r, _ in slow) == {(503, "jwks_unavailable"): 8}
         assert took < FETCH_TIMEOUT + 2.0, f"exchanges queued behind the slow JWKS: {took:.1f}s"
@@ -131,6 +131,7 @@ async def test_jwks_down_slow_back_and_stale(upstream, gateway_factory, http):
 async def committed_facilitator(state: FacilitatorState):
     """The test facilitator, but one that (like a real one) finishes what it
     was asked once it has the request, whether or not the caller hung up."""
+
     @web.middleware
     async def finish_anyway(request, handler):
         await request.read()
@@ -173,7 +174,8 @@ async def test_slow_facilitator_is_bounded(upstream, gateway_factory, http):
         t0 = time.monotonic()
         results, other = await asyncio.gather(
             asyncio.gather(*(pay(http, gw, f"/paid/{i}", h) for i, h in enumerate(headers))),
-            http.get(url_of(gw, "/paid/free")))
+            http.get(url_of(gw, "/paid/free")),
+        )
         took = time.monotonic() - t0
         assert {(s, r) for s, r, *_ in results} == {(503, "settlement_pending")}, results
         assert all(ra and int(ra) >= 1 for _, _, ra, _ in results)
@@ -243,8 +245,10 @@ async def test_sui_rpc_down_slow_back_and_stale(upstream, gateway_factory, http)
     jwks, rpc = Jwks(), SuiRpc()
     rpc_port = free_port()
     async with serve_app(jwks.app()) as jport:
-        sui = (f'epoch_mode = "sui"\nsui_rpc = "http://127.0.0.1:{rpc_port}/"\n'
-               "sui_epoch_cache = 0.5\nsui_rpc_timeout = 1.0\nsui_epoch_max_stale = 3\n")
+        sui = (
+            f'epoch_mode = "sui"\nsui_rpc = "http://127.0.0.1:{rpc_port}/"\n'
+            "sui_epoch_cache = 0.5\nsui_rpc_timeout = 1.0\nsui_epoch_max_stale = 3\n"
+        )
         toml = zk_toml(f"http://127.0.0.1:{jport}/jwks").replace("[zklogin]\n", "[zklogin]\n" + sui, 1)
         gw = await gateway_factory(upstream, extra=toml)
 
@@ -256,25 +260,25 @@ async def test_sui_rpc_down_slow_back_and_stale(upstream, gateway_factory, http)
             out = await asyncio.gather(*(post(http, gw, c.exchange_body()) for c in clients))
             return Counter(out), time.monotonic() - t0
 
-        got, took = await burst(6)                                           # (a)
+        got, took = await burst(6)  # (a)
         assert got == {(503, "epoch_unavailable"): 6} and took < 2.0
         async with serve_app(rpc.app(), port=rpc_port):
-            await asyncio.sleep(0.6)                                         # the retry pause
-            got, _ = await burst(1)                                          # (b)
+            await asyncio.sleep(0.6)  # the retry pause
+            got, _ = await burst(1)  # (b)
             assert got == {(200, None): 1} and rpc.hits == 1
             read_at = time.monotonic()
             rpc.delay = 2.5
-            await asyncio.sleep(0.6)                                         # cache expired
-            got, took = await burst(6)                                       # (c)
+            await asyncio.sleep(0.6)  # cache expired
+            got, took = await burst(6)  # (c)
             assert got == {(200, None): 6}, got
             assert rpc.hits == 2, "six exchanges shared one read"
             assert took < 2.5, f"exchanges queued behind the slow RPC: {took:.1f}s"
             await asyncio.sleep(max(0.0, read_at + 3.2 - time.monotonic()))
-            got, _ = await burst(1)                                          # (d)
+            got, _ = await burst(1)  # (d)
             assert got == {(503, "epoch_unavailable"): 1}
             rpc.delay = 0.0
             await asyncio.sleep(0.6)
-            got, _ = await burst(1)                                          # (e)
+            got, _ = await burst(1)  # (e)
             assert got == {(200, None): 1}
     reg = gw.gateway.metrics.registry
     assert sample(reg, "popgate_evidence_total", {"scheme": "zklogin", "result": "epoch_unavailable"}) == 7

@@ -37,7 +37,7 @@ def descendants(pid: int) -> set[int]:
 
 def pool_workers(pool) -> set[int]:
     """The pool's worker pids, checked against the process tree in /proc."""
-    pids = set(pool.executor._processes)  # noqa: SLF001 - which children are this pool's
+    pids = set(pool.executor._processes)
     tree = descendants(os.getpid())
     assert pids and pids <= tree, (pids, tree)
     return pids
@@ -103,8 +103,7 @@ async def test_worker_killed_mid_verification_is_503_then_pool_is_replaced(upstr
     assert new and not new & old
     assert (await post(http, gw, body(0)))[0] == 200
     reg = gw.gateway.metrics.registry
-    assert sample(reg, "popgate_evidence_total",
-                  {"scheme": "worldid", "result": "verifier_unavailable"}) == 1
+    assert sample(reg, "popgate_evidence_total", {"scheme": "worldid", "result": "verifier_unavailable"}) == 1
     assert pool.restarts == 1
 
 
@@ -117,12 +116,13 @@ async def test_idle_worker_killed_costs_no_client_a_failure(upstream, gateway_fa
     old = pool_workers(pool)
     broken = pool.executor
     os.kill(next(iter(old)), signal.SIGKILL)
-    await wait_for(lambda: broken._broken)  # noqa: SLF001 - the executor's own flag
+    await wait_for(lambda: broken._broken)
     status, reason, _, took = await post(http, gw, body(0))
     assert status == 200, reason
     assert took < 3.0
     assert pool.restarts == 1 and not pool_workers(pool) & old
     # A burst of exchanges (distinct jobs) all answered by the new pool.
-    results = await asyncio.gather(*(post(http, gw, {"result": body(0)["result"], "signal": f"s{i}"})
-                                     for i in range(6)))
+    results = await asyncio.gather(
+        *(post(http, gw, {"result": body(0)["result"], "signal": f"s{i}"}) for i in range(6))
+    )
     assert {(s, r) for s, r, *_ in results} == {(401, "invalid_proof")}

@@ -25,17 +25,20 @@ PRICE = 1_000
 
 async def credits_gateway(factory, upstream, tmp_path, store, extra=""):
     (tmp_path / "admin").write_text(TOKEN)
-    gw = await factory(upstream, store=store, extra=f"""
+    gw = await factory(
+        upstream,
+        store=store,
+        extra=f"""
 [credits]
-admin_token = {{ secret_file = "{tmp_path / 'admin'}" }}
-{extra}""")
+admin_token = {{ secret_file = "{tmp_path / "admin"}" }}
+{extra}""",
+    )
     gw.gateway.policy.policy = ChargePolicy(PRICE, prefix="/hello", route="hello")
     return gw
 
 
 async def new_key(http, gw, amount):
-    async with http.post(admin_url(gw, "/admin/credits/keys"), json={"amount": amount},
-                         headers=ADMIN) as r:
+    async with http.post(admin_url(gw, "/admin/credits/keys"), json={"amount": amount}, headers=ADMIN) as r:
         assert r.status == 201, await r.text()
         body = await r.json()
     return body["api_key"], body["account"]
@@ -60,6 +63,7 @@ async def load(http, plan, seconds, workers=6):
                 return
             for name, url, headers in plan:
                 results[name].append(await hit(http, url, headers))
+
     await asyncio.gather(*(loop() for _ in range(workers)))
     return results
 
@@ -77,15 +81,18 @@ async def test_redis_killed_and_restarted_mid_load(upstream, gateway_factory, ht
         budget = 40
         budgeted = session_token(gw2, budget=budget)
         plain = session_token(gw2)
-        plan = [("paid", url_of(gw, "/hello"), {"Authorization": f"Bearer {api_key}"}),
-                ("budget", url_of(gw2, "/"), {"Authorization": f"PoP {budgeted}"}),
-                ("plain", url_of(gw2, "/"), {"Authorization": f"PoP {plain}"})]
+        plan = [
+            ("paid", url_of(gw, "/hello"), {"Authorization": f"Bearer {api_key}"}),
+            ("budget", url_of(gw2, "/"), {"Authorization": f"PoP {budgeted}"}),
+            ("plain", url_of(gw2, "/"), {"Authorization": f"PoP {plain}"}),
+        ]
 
         async def chaos():
             await asyncio.sleep(0.8)
             redis.kill()
             await asyncio.sleep(1.0)
             redis.start()
+
         results, _ = await asyncio.gather(load(http, plan, 4.0), chaos())
 
         for name, rows in results.items():
@@ -119,18 +126,20 @@ async def test_redis_killed_and_restarted_mid_load(upstream, gateway_factory, ht
         reg = gw.gateway.metrics.registry
         assert sample(reg, "popgate_store_errors_total", {"action": "debit"}) >= paid[503]
         reg2 = gw2.gateway.metrics.registry
-        assert sample(reg2, "popgate_store_errors_total", {"action": "budget"}) == \
-            sum(1 for s, *_ in results["budget"] if s == 503)
+        assert sample(reg2, "popgate_store_errors_total", {"action": "budget"}) == sum(
+            1 for s, *_ in results["budget"] if s == 503
+        )
         assert sample(reg2, "popgate_fail_open_total", {"action": "budget"}) == 0
 
 
-async def test_budget_fail_open_is_counted_and_budget_survives_restart(upstream, gateway_factory, http, tmp_path):
+async def test_budget_fail_open_is_counted_and_budget_survives_restart(
+    upstream, gateway_factory, http, tmp_path
+):
     """``budget = "open"``: during the outage budgeted sessions pass and each pass
     is counted in popgate_fail_open_total; units spent before the crash are
     still spent after the restart (AOF), so a used-up budget stays used up."""
     with durable_redis() as redis:
-        gw = await gateway_factory(upstream, store=redis.url,
-                                   extra='[store.failure_mode]\nbudget = "open"\n')
+        gw = await gateway_factory(upstream, store=redis.url, extra='[store.failure_mode]\nbudget = "open"\n')
         token = session_token(gw, budget=3)
         headers = {"Authorization": f"PoP {token}"}
         assert [(await hit(http, url_of(gw, "/"), headers))[0] for _ in range(4)] == [200, 200, 200, 402]
@@ -158,18 +167,24 @@ async def test_slow_redis_is_bounded_and_does_not_pile_up(upstream, gateway_fact
         async with delaying_proxy(redis.port) as ctl:
             extra = f'[store]\ntimeout = 0.3\n[store.failure_mode]\nbudget = "{mode}"\n'
             # store.timeout lives in [store]; write_config already opened [store]: use url only
-            gw = await gateway_factory(upstream, store=f"redis://127.0.0.1:{int(ctl['port'])}/0",
-                                       extra=extra.replace("[store]\ntimeout = 0.3\n", ""))
+            gw = await gateway_factory(
+                upstream,
+                store=f"redis://127.0.0.1:{int(ctl['port'])}/0",
+                extra=extra.replace("[store]\ntimeout = 0.3\n", ""),
+            )
             budgeted = session_token(gw, budget=1_000_000)
             plain = session_token(gw)
             assert (await hit(http, url_of(gw, "/"), {"Authorization": f"PoP {budgeted}"}))[0] == 200
             ctl["delay"] = 3.0
             t0 = time.monotonic()
             slow, fast = await asyncio.gather(
-                asyncio.gather(*(hit(http, url_of(gw, "/"), {"Authorization": f"PoP {budgeted}"})
-                                 for _ in range(60))),
-                asyncio.gather(*(hit(http, url_of(gw, "/"), {"Authorization": f"PoP {plain}"})
-                                 for _ in range(20))))
+                asyncio.gather(
+                    *(hit(http, url_of(gw, "/"), {"Authorization": f"PoP {budgeted}"}) for _ in range(60))
+                ),
+                asyncio.gather(
+                    *(hit(http, url_of(gw, "/"), {"Authorization": f"PoP {plain}"}) for _ in range(20))
+                ),
+            )
             took = time.monotonic() - t0
             want = 503 if mode == "closed" else 200
             assert {s for s, *_ in slow} == {want}, Counter(s for s, *_ in slow)
@@ -195,8 +210,9 @@ async def test_slow_redis_debits_that_time_out_are_not_billed(upstream, gateway_
     show exactly the served requests (net of compensating refunds)."""
     with durable_redis() as redis:
         async with delaying_proxy(redis.port) as ctl:
-            gw = await credits_gateway(gateway_factory, upstream, tmp_path,
-                                       f"redis://127.0.0.1:{int(ctl['port'])}/0")
+            gw = await credits_gateway(
+                gateway_factory, upstream, tmp_path, f"redis://127.0.0.1:{int(ctl['port'])}/0"
+            )
             api_key, account = await new_key(http, gw, 1_000_000)
             auth = {"Authorization": f"Bearer {api_key}"}
             assert (await hit(http, url_of(gw, "/hello"), auth))[0] == 200
@@ -209,7 +225,9 @@ async def test_slow_redis_debits_that_time_out_are_not_billed(upstream, gateway_
             bal = await store.balance(account)
             entries = await store.ledger(account, limit=10_000)
             reconcile(bal, entries)
-            assert bal == 1_000_000 - PRICE, f"billed for {(1_000_000 - PRICE - bal) // PRICE} refused requests"
+            assert bal == 1_000_000 - PRICE, (
+                f"billed for {(1_000_000 - PRICE - bal) // PRICE} refused requests"
+            )
             net = Counter()
             for e in entries:
                 net[e.kind] += 1

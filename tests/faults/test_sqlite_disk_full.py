@@ -24,12 +24,12 @@ from collections import Counter
 import aiohttp
 
 from popgate.gateway.ops.config import load_config
-from popgate.gateway.stores.sqlite import SQLiteStore
 from popgate.gateway.stores.base import StoreUnavailable
+from popgate.gateway.stores.sqlite import SQLiteStore
+from popgate.verifiers.session import SessionCodec
 from tests.conftest import session_token, url_of
 from tests.faults.support import sample, samples_from_text
 from tests.support.servers import ROOT, wait_port_async, write_config
-from popgate.verifiers.session import SessionCodec
 
 LIMIT = 192 * 1024  # bytes any one file of the gateway may grow to
 
@@ -38,6 +38,7 @@ def limited(soft: int):
     def preexec() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, resource.RLIM_INFINITY))
+
     return preexec
 
 
@@ -54,9 +55,13 @@ async def test_sqlite_disk_full_fails_closed_and_recovers(upstream, tmp_path):
     pre = SQLiteStore(str(db))  # the schema exists before the limit applies
     await pre.ping()
     await pre.close()
-    proc = subprocess.Popen([sys.executable, "-m", "popgate.gateway", "run", "--config", str(path),
-                             "--log-level", "ERROR"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, preexec_fn=limited(LIMIT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "popgate.gateway", "run", "--config", str(path), "--log-level", "ERROR"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=limited(LIMIT),
+    )
     codec = SessionCodec(cfg.sessions.keys, cfg.sessions.signing_kid)
 
     def token(**kw) -> str:
@@ -107,12 +112,19 @@ async def test_sqlite_disk_full_fails_closed_and_recovers(upstream, tmp_path):
             errors = samples_from_text(text, "popgate_store_errors_total")
             assert errors.get((("action", "budget"),)) == refused_total, errors
             assert not samples_from_text(text, "popgate_fail_open_total")
-            assert sum(v for k, v in samples_from_text(text, "popgate_responses_total").items()
-                       if ("code", "5xx") in k) == refused_total  # 503s only
+            assert (
+                sum(
+                    v
+                    for k, v in samples_from_text(text, "popgate_responses_total").items()
+                    if ("code", "5xx") in k
+                )
+                == refused_total
+            )  # 503s only
             assert ready == 200, "reads still work on a full disk"
             # Space returns: the same sessions are served again, same process.
-            resource.prlimit(proc.pid, resource.RLIMIT_FSIZE,
-                             (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            resource.prlimit(
+                proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+            )
             assert [(await hit(t))[0] for t in kept] == [200] * 3
             assert (await hit(token(budget=5)))[0] == 200
         assert proc.poll() is None, "the gateway survived the full disk"
@@ -134,11 +146,13 @@ async def test_sqlite_full_database_is_503_and_recovers(upstream, gateway_factor
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count = {pages}")
 
-    await store._run(cap)  # noqa: SLF001 - on the store's own thread and connection
+    await store._run(cap)
     statuses = []
     for i in range(400):  # fill the last free page(s); bounded
-        async with http.get(url_of(gw, "/"), headers={
-                "Authorization": f"PoP {session_token(gw, budget=5, subject=f'human:f{i}')}"}) as r:
+        async with http.get(
+            url_of(gw, "/"),
+            headers={"Authorization": f"PoP {session_token(gw, budget=5, subject=f'human:f{i}')}"},
+        ) as r:
             body = await r.json() if r.status >= 400 else {}
             statuses.append((r.status, body.get("reason"), r.headers.get("Retry-After")))
         if statuses[-5:] == [(503, "store_unavailable", "2")] * 5:
@@ -155,9 +169,11 @@ async def test_sqlite_full_database_is_503_and_recovers(upstream, gateway_factor
         async with http.get(url_of(gw, "/"), headers={"Authorization": f"PoP {plain}"}) as r:
             assert r.status == 200
     reg = gw.gateway.metrics.registry
-    assert sample(reg, "popgate_store_errors_total", {"action": "budget"}) == \
-        sum(s == 503 for s, *_ in statuses)
-    await store._run(lambda conn, now: conn.execute("PRAGMA max_page_count = 1073741823"))  # noqa: SLF001
-    async with http.get(url_of(gw, "/"), headers={
-            "Authorization": f"PoP {session_token(gw, budget=5)}"}) as r:
+    assert sample(reg, "popgate_store_errors_total", {"action": "budget"}) == sum(
+        s == 503 for s, *_ in statuses
+    )
+    await store._run(lambda conn, now: conn.execute("PRAGMA max_page_count = 1073741823"))
+    async with http.get(
+        url_of(gw, "/"), headers={"Authorization": f"PoP {session_token(gw, budget=5)}"}
+    ) as r:
         assert r.status == 200

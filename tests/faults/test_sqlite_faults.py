@@ -19,7 +19,9 @@ async def _hit(http, url, headers):
         return r.status, body.get("reason"), time.monotonic() - t0
 
 
-async def test_sqlite_locked_by_another_writer_fails_closed_without_pile_up(upstream, gateway_factory, http, tmp_path):
+async def test_sqlite_locked_by_another_writer_fails_closed_without_pile_up(
+    upstream, gateway_factory, http, tmp_path
+):
     """Another connection holds BEGIN EXCLUSIVE on the store file for 3 s while
     40 budgeted requests arrive at once: each answers 503 store_unavailable
     within about the store timeout (no queue of busy-waits behind the one
@@ -35,10 +37,13 @@ async def test_sqlite_locked_by_another_writer_fails_closed_without_pile_up(upst
     try:
         t0 = time.monotonic()
         locked, free = await asyncio.gather(
-            asyncio.gather(*(_hit(http, url_of(gw, "/"), {"Authorization": f"PoP {budgeted}"})
-                             for _ in range(40))),
-            asyncio.gather(*(_hit(http, url_of(gw, "/"), {"Authorization": f"PoP {plain}"})
-                             for _ in range(10))))
+            asyncio.gather(
+                *(_hit(http, url_of(gw, "/"), {"Authorization": f"PoP {budgeted}"}) for _ in range(40))
+            ),
+            asyncio.gather(
+                *(_hit(http, url_of(gw, "/"), {"Authorization": f"PoP {plain}"}) for _ in range(10))
+            ),
+        )
         took = time.monotonic() - t0
     finally:
         locker.execute("ROLLBACK")
@@ -60,15 +65,21 @@ async def test_sqlite_read_only_file_fails_closed(upstream, gateway_factory, htt
     reopened handle): store-bound requests get 503, never 500; fail-open
     actions pass and are counted."""
     db = tmp_path / "store.db"
-    gw = await gateway_factory(upstream, store=f"sqlite:///{db}",
-                               extra='[store.failure_mode]\nbudget = "open"\n')
+    gw = await gateway_factory(
+        upstream, store=f"sqlite:///{db}", extra='[store.failure_mode]\nbudget = "open"\n'
+    )
     budgeted = session_token(gw, budget=1000)
     assert (await _hit(http, url_of(gw, "/"), {"Authorization": f"PoP {budgeted}"}))[0] == 200
     # reopen the same file read-only (as after a remount ro / a permissions change)
     from popgate.gateway.stores.sqlite import SQLiteStore
+
     ro = SQLiteStore(f"file:{db}?mode=ro")
-    ro._connect = lambda: sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None,  # type: ignore[method-assign]
-                                          check_same_thread=False)
+    ro._connect = lambda: sqlite3.connect(
+        f"file:{db}?mode=ro",
+        uri=True,
+        isolation_level=None,  # type: ignore[method-assign]
+        check_same_thread=False,
+    )
     gw.gateway.session_scheme.store = ro
     rows = [await _hit(http, url_of(gw, "/"), {"Authorization": f"PoP {budgeted}"}) for _ in range(5)]
     assert [s for s, *_ in rows] == [200] * 5
@@ -83,6 +94,7 @@ async def test_new_store_file_waits_for_another_writer_instead_of_failing(tmp_pa
     the store timeout, so workers opening one file together do not fail their first
     requests (it did: a 500 on the first puzzle spend of a two-worker gateway)."""
     from popgate.gateway.stores.sqlite import SQLiteStore
+
     db = tmp_path / "store.db"
     locker = sqlite3.connect(db, isolation_level=None)
     locker.execute("CREATE TABLE other (x)")
@@ -102,13 +114,15 @@ async def test_new_store_file_waits_for_another_writer_instead_of_failing(tmp_pa
 
 
 async def test_puzzle_submission_with_the_store_locked_is_503_and_spends_nothing(
-        upstream, gateway_factory, http, tmp_path):
+    upstream, gateway_factory, http, tmp_path
+):
     """POST /.well-known/popgate/puzzle while the store is locked: 503
     store_unavailable with Retry-After (the spend fails closed; before, the
     StoreUnavailable escaped as a 500), and the same solution buys its session
     once the store is back: nothing was spent by the failed attempt."""
-    from tests.gateway.schemes.puzzle_support import puzzle_extra, way
     from popgate.verifiers import puzzle
+    from tests.gateway.schemes.puzzle_support import puzzle_extra, way
+
     db = tmp_path / "store.db"
     gw = await gateway_factory(upstream, store=f"sqlite:///{db}", extra=puzzle_extra(tmp_path))
     async with http.get(url_of(gw, "/v1/x"), headers={"Accept": "application/json"}) as r:

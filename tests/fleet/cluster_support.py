@@ -38,11 +38,30 @@ class Cluster:
 
     def _spawn(self, port: int, bus: int) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), "--cluster-enabled", "yes",
-             "--cluster-config-file", str(self.workdir / f"nodes-{port}.conf"),
-             "--cluster-port", str(bus), "--cluster-node-timeout", "2000"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                _binary("redis-server"),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(self.workdir / f"nodes-{port}.conf"),
+                "--cluster-port",
+                str(bus),
+                "--cluster-node-timeout",
+                "2000",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def kill(self, i: int) -> None:
         """Kill master ``i`` (our process, by pid): its slots go unserved."""
@@ -71,6 +90,7 @@ class Cluster:
     def node_for_slot(self, slot: int) -> int:
         """The port of the master owning ``slot`` (from CLUSTER SLOTS on the first node)."""
         import redis
+
         c = redis.Redis(port=self.ports[0])
         try:
             for start, end, master, *_ in c.execute_command("CLUSTER SLOTS"):
@@ -83,6 +103,7 @@ class Cluster:
 
 def _cluster_ok(port: int) -> bool:
     import redis
+
     c = redis.Redis(port=port, socket_timeout=1)
     try:
         info = c.execute_command("CLUSTER", "INFO")
@@ -116,13 +137,24 @@ def start_cluster(masters: int = 3, timeout: float = 20.0) -> Cluster:
         for port, proc in zip(cluster.ports, cluster.procs):
             wait_port(port, proc=proc)
         created = subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in cluster.ports),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            capture_output=True, timeout=timeout)
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in cluster.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            timeout=timeout,
+        )
         if created.returncode != 0:
-            raise RuntimeError("redis-cli --cluster create failed:\n"
-                               + created.stdout.decode(errors="replace")[-2000:]
-                               + created.stderr.decode(errors="replace")[-2000:])
+            raise RuntimeError(
+                "redis-cli --cluster create failed:\n"
+                + created.stdout.decode(errors="replace")[-2000:]
+                + created.stderr.decode(errors="replace")[-2000:]
+            )
         cluster.wait_ok(timeout)
         return cluster
     except BaseException:
@@ -179,6 +211,7 @@ def redis_cluster3() -> Iterator[Cluster]:
 async def flush_cluster(url: str) -> None:
     """FLUSHDB on every master of the cluster behind a ``redis+cluster://`` URL."""
     from popgate.gateway.stores.redis import RedisStore
+
     store = RedisStore(url)
     try:
         await store.client.flushdb(target_nodes=store.client.PRIMARIES)

@@ -24,9 +24,9 @@ import aiohttp
 import pytest
 
 from popgate.gateway.ops.config import Config, load_config
+from popgate.verifiers.session import SessionCodec
 from tests.fleet.cluster_support import flush_cluster, redis_cluster3  # noqa: F401 (fixture)
 from tests.support.servers import free_port, gateway_process, wait_port, wait_port_async, write_config
-from popgate.verifiers.session import SessionCodec
 
 
 @dataclass
@@ -88,10 +88,16 @@ async def fleet(redis_url: str, upstream: str, tmp_path: Path) -> AsyncIterator[
     store = re.sub(r"/\d+$", "", redis_url) + f"/{FLEET_DB}"
     sessions: list[aiohttp.ClientSession] = []
 
-    async def start(n: int = 3, *, extra: str = "", policy: str | None = None,
-                    per_instance: Callable[[int, str], str] | None = None,
-                    store_url: str | None = None) -> Fleet:
+    async def start(
+        n: int = 3,
+        *,
+        extra: str = "",
+        policy: str | None = None,
+        per_instance: Callable[[int, str], str] | None = None,
+        store_url: str | None = None,
+    ) -> Fleet:
         import redis.asyncio as aioredis
+
         url = store_url or store
         if url.startswith("redis+cluster://"):
             await flush_cluster(url)
@@ -106,8 +112,8 @@ async def fleet(redis_url: str, upstream: str, tmp_path: Path) -> AsyncIterator[
         base = write_config(tmp_path, upstream, store=url, extra=extra).read_text()
         configs, procs, paths = [], [], []
         for i in range(n):
-            text = re.sub(r'^listen = .*$', f'listen = "127.0.0.1:{free_port()}"', base, flags=re.M)
-            text = re.sub(r'^admin = .*$', f'admin = "127.0.0.1:{free_port()}"', text, flags=re.M)
+            text = re.sub(r"^listen = .*$", f'listen = "127.0.0.1:{free_port()}"', base, flags=re.M)
+            text = re.sub(r"^admin = .*$", f'admin = "127.0.0.1:{free_port()}"', text, flags=re.M)
             if per_instance is not None:
                 text = per_instance(i, text)
             path = tmp_path / f"gateway-{i}.toml"
@@ -152,15 +158,34 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         raise RuntimeError("redis-server not found: `make test` installs it")
     port = free_port()
     work = tmp_path_factory.mktemp("redis-cluster")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(work), "--cluster-enabled", "yes",
-                             "--cluster-config-file", str(work / "nodes.conf"),
-                             # the bus port defaults to port + 10000: past 65535 for high ports
-                             "--cluster-port", str(free_port())],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(work),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(work / "nodes.conf"),
+            # the bus port defaults to port + 10000: past 65535 for high ports
+            "--cluster-port",
+            str(free_port()),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_port(port, proc=proc)
         import redis
+
         client = redis.Redis(port=port)
         client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
         deadline = time.monotonic() + 15

@@ -12,8 +12,8 @@ import pytest
 
 from popgate.gateway.stores.base import key
 from popgate.gateway.stores.redis import RedisStore
-from tests.fleet.test_fleet import CHARGE_POLICY, PUZZLE, THROTTLE_POLICY, buy_session, solved_puzzle
 from popgate.verifiers import hashcash
+from tests.fleet.test_fleet import CHARGE_POLICY, PUZZLE, THROTTLE_POLICY, buy_session, solved_puzzle
 
 
 async def test_store_operations_on_a_cluster_node(redis_cluster_url):
@@ -51,8 +51,12 @@ async def test_gateway_features_on_a_cluster_node(fleet, redis_cluster_url, tmp_
     extra = PUZZLE + f'[credits]\nadmin_token = {{ secret_file = "{tmp_path / "admin-token"}" }}\n'
     f = await fleet(2, extra=extra, store_url=redis_cluster_url)
     token = await buy_session(f, 0)
-    statuses = [s for s, _ in await asyncio.gather(
-        *(f.get(i % 2, "/hello", headers={"Authorization": f"PoP {token}"}) for i in range(9)))]
+    statuses = [
+        s
+        for s, _ in await asyncio.gather(
+            *(f.get(i % 2, "/hello", headers={"Authorization": f"PoP {token}"}) for i in range(9))
+        )
+    ]
     assert statuses.count(200) == 7 and 503 not in statuses, statuses
     solution = await solved_puzzle(f, 1)
     results = [await f.post(i, "/.well-known/popgate/puzzle", json={"solution": solution}) for i in (0, 1)]
@@ -72,11 +76,17 @@ async def test_rate_limit_and_charges_on_a_cluster_node(fleet, redis_cluster_url
     statuses = [s for s, _ in await asyncio.gather(*(f.get(i % 2, "/search") for i in range(8)))]
     assert statuses.count(200) == 5 and set(statuses) == {200, 429}, statuses
     (tmp_path / "admin-token").write_text("f" * 40)
-    g = await fleet(2, policy=CHARGE_POLICY, store_url=redis_cluster_url,
-                    extra=f'[credits]\nadmin_token = {{ secret_file = "{tmp_path / "admin-token"}" }}\n')
+    g = await fleet(
+        2,
+        policy=CHARGE_POLICY,
+        store_url=redis_cluster_url,
+        extra=f'[credits]\nadmin_token = {{ secret_file = "{tmp_path / "admin-token"}" }}\n',
+    )
     admin = {"Authorization": "Bearer " + "f" * 40}
     async with g.http.post(g.admin(0, "/admin/credits/keys"), json={"amount": 20_000}, headers=admin) as r:
         created = await r.json()
     auth = {"Authorization": f"Bearer {created['api_key']}"}
-    statuses = [s for s, _ in await asyncio.gather(*(g.get(i % 2, "/paid/x", headers=auth) for i in range(5)))]
+    statuses = [
+        s for s, _ in await asyncio.gather(*(g.get(i % 2, "/paid/x", headers=auth) for i in range(5)))
+    ]
     assert statuses.count(200) == 2 and set(statuses) == {200, 402}, statuses

@@ -63,8 +63,13 @@ def test_cluster_url_parsing_and_config_validation(tmp_path):
     assert nodes == [("a.example", 7000), ("10.0.0.2", 7001), ("::1", 7002)]
     assert opts == {"ssl": True, "username": "u", "password": "p@ss"}
     assert parse_cluster_url("redis+cluster://h/") == ([("h", 6379)], {"ssl": False})
-    for bad in ("redis+cluster://h:1/3", "redis+cluster://h:99999/", "redis+cluster://h:1,/",
-                "redis+cluster://h:1/?x=1", "redis://h:1/0"):
+    for bad in (
+        "redis+cluster://h:1/3",
+        "redis+cluster://h:99999/",
+        "redis+cluster://h:1,/",
+        "redis+cluster://h:1/?x=1",
+        "redis://h:1/0",
+    ):
         with pytest.raises(ValueError):
             parse_cluster_url(bad)
     ok = write_config(tmp_path, "http://127.0.0.1:1", store="redis+cluster://127.0.0.1:7000,127.0.0.1:7001/")
@@ -185,8 +190,9 @@ async def test_no_reachable_node_is_store_unavailable_at_once(redis_cluster3):
         await dead.ping()
     assert time.monotonic() - t < 5
     await dead.close()
-    mixed = RedisStore(f"redis+cluster://127.0.0.1:{free_port()},"
-                       + redis_cluster3.url.split("//", 1)[1], timeout=0.3)
+    mixed = RedisStore(
+        f"redis+cluster://127.0.0.1:{free_port()}," + redis_cluster3.url.split("//", 1)[1], timeout=0.3
+    )
     try:
         assert await mixed.claim(key("t", "mixed"), 5) is True
         await mixed.ping()
@@ -251,14 +257,19 @@ async def test_gateway_fleet_on_a_three_master_cluster(fleet, redis_cluster3, tm
     credits = f'[credits]\nadmin_token = {{ secret_file = "{tmp_path / "admin-token"}" }}\n'
     f = await fleet(2, extra=PUZZLE + credits, store_url=redis_cluster3.url)
     tokens = await asyncio.gather(*(buy_session(f, i % 2) for i in range(6)))
-    statuses = [s for s, _ in await asyncio.gather(
-        *(f.get(i % 2, "/hello", headers={"Authorization": f"PoP {tokens[0]}"}) for i in range(9)))]
+    statuses = [
+        s
+        for s, _ in await asyncio.gather(
+            *(f.get(i % 2, "/hello", headers={"Authorization": f"PoP {tokens[0]}"}) for i in range(9))
+        )
+    ]
     assert statuses.count(200) == 7 and 503 not in statuses, statuses  # session_budget = 7
     for t in tokens[1:]:
         assert (await f.get(1, "/hello", headers={"Authorization": f"PoP {t}"}))[0] == 200
     solution = await solved_puzzle(f, 1)
-    results = await asyncio.gather(*(f.post(i % 2, "/.well-known/popgate/puzzle",
-                                            json={"solution": solution}) for i in range(6)))
+    results = await asyncio.gather(
+        *(f.post(i % 2, "/.well-known/popgate/puzzle", json={"solution": solution}) for i in range(6))
+    )
     assert sorted(s for s, _ in results) == [200] + [403] * 5, results
     spread = {p: ks for p, ks in _keys_per_master(redis_cluster3).items() if ks}
     # 6 budgets + 7 spent puzzles, random tags: all on one master has odds 3 * 3**-13
@@ -268,18 +279,20 @@ async def test_gateway_fleet_on_a_three_master_cluster(fleet, redis_cluster3, tm
     g = await fleet(2, policy=CHARGE_POLICY, extra=credits, store_url=redis_cluster3.url)
     accounts = []
     for amount in (20_000, 30_000):  # 2 and 3 paid requests of 0.01
-        async with g.http.post(g.admin(0, "/admin/credits/keys"), json={"amount": amount},
-                               headers=admin) as r:
+        async with g.http.post(
+            g.admin(0, "/admin/credits/keys"), json={"amount": amount}, headers=admin
+        ) as r:
             assert r.status == 201, await r.text()
             accounts.append(await r.json())
     for created, want in zip(accounts, (2, 3)):
         auth = {"Authorization": f"Bearer {created['api_key']}"}
-        statuses = [s for s, _ in await asyncio.gather(*(g.get(i % 2, "/paid/x", headers=auth)
-                                                         for i in range(6)))]
+        statuses = [
+            s for s, _ in await asyncio.gather(*(g.get(i % 2, "/paid/x", headers=auth) for i in range(6)))
+        ]
         assert statuses.count(200) == want and set(statuses) == {200, 402}, statuses
-        async with g.http.get(g.admin(1, f"/admin/credits/accounts/{created['account']}"),
-                              headers=admin) as r:
+        async with g.http.get(
+            g.admin(1, f"/admin/credits/accounts/{created['account']}"), headers=admin
+        ) as r:
             assert (await r.json())["balance"] == 0
-    credit_keys = [k for ks in _keys_per_master(redis_cluster3).values() for k in ks
-                   if b"{credits:" in k]
+    credit_keys = [k for ks in _keys_per_master(redis_cluster3).values() for k in ks if b"{credits:" in k]
     assert len(credit_keys) >= 8, credit_keys  # two accounts' balance, ledger, refs, seq

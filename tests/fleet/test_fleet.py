@@ -41,8 +41,9 @@ async def solved_puzzle(fleet, i: int = 0) -> str:
 
 
 async def buy_session(fleet, i: int = 0) -> str:
-    status, body = await fleet.post(i, "/.well-known/popgate/puzzle",
-                                    json={"solution": await solved_puzzle(fleet, i)}, headers=JSON)
+    status, body = await fleet.post(
+        i, "/.well-known/popgate/puzzle", json={"solution": await solved_puzzle(fleet, i)}, headers=JSON
+    )
     assert status == 200, body
     return json.loads(body)["token"]
 
@@ -71,9 +72,12 @@ async def test_puzzle_solution_is_spent_once_across_the_fleet(fleet):
     """One solution submitted concurrently to every instance (twice each) buys one session."""
     f = await fleet(N, extra=PUZZLE)
     solution = await solved_puzzle(f, 1)
-    results = await asyncio.gather(*(f.post(i % N, "/.well-known/popgate/puzzle",
-                                            json={"solution": solution}, headers=JSON)
-                                     for i in range(2 * N)))
+    results = await asyncio.gather(
+        *(
+            f.post(i % N, "/.well-known/popgate/puzzle", json={"solution": solution}, headers=JSON)
+            for i in range(2 * N)
+        )
+    )
     statuses = sorted(s for s, _ in results)
     assert statuses == [200] + [403] * (2 * N - 1), results
     assert all(json.loads(b)["reason"] == "replayed" for s, b in results if s == 403)
@@ -83,8 +87,9 @@ async def test_puzzle_header_is_spent_once_across_the_fleet(fleet):
     """A solution presented directly in ``PoP-Puzzle`` lets exactly one request through."""
     f = await fleet(N, extra=PUZZLE)
     solution = await solved_puzzle(f, 2)
-    results = await asyncio.gather(*(f.get(i % N, "/hello", headers={"PoP-Puzzle": solution, **JSON})
-                                     for i in range(2 * N)))
+    results = await asyncio.gather(
+        *(f.get(i % N, "/hello", headers={"PoP-Puzzle": solution, **JSON}) for i in range(2 * N))
+    )
     statuses = sorted(s for s, _ in results)
     assert statuses == [200] + [402] * (2 * N - 1), statuses
 
@@ -95,8 +100,9 @@ async def test_hashcash_stamp_is_spent_once_across_the_fleet(fleet):
     ways = {w["kind"]: w for w in (await challenge(f, 0))["ways_out"]}
     h = ways["hashcash"]
     stamp, _ = await asyncio.to_thread(hashcash.mint, h["resource"], h["bits"], time.time())
-    results = await asyncio.gather(*(f.get(i % N, "/hello", headers={"X-Hashcash": stamp, **JSON})
-                                     for i in range(2 * N)))
+    results = await asyncio.gather(
+        *(f.get(i % N, "/hello", headers={"X-Hashcash": stamp, **JSON}) for i in range(2 * N))
+    )
     statuses = sorted(s for s, _ in results)
     assert statuses == [200] + [402] * (2 * N - 1), statuses
 
@@ -138,9 +144,14 @@ def _rotate(i: int, text: str) -> str:
     if i == 0:
         return text.replace("keys = [", f"keys = [{k2}, ", 1)
     if i == 1:
-        return text.replace('signing_kid = "k1"', 'signing_kid = "k2"').replace("keys = [", f"keys = [{k2}, ", 1)
-    return (text.replace('signing_kid = "k1"', 'signing_kid = "k2"')
-            .replace(k1, k2).replace(", {kid = \"k0\"", ", {kid = \"k0x\""))
+        return text.replace('signing_kid = "k1"', 'signing_kid = "k2"').replace(
+            "keys = [", f"keys = [{k2}, ", 1
+        )
+    return (
+        text.replace('signing_kid = "k1"', 'signing_kid = "k2"')
+        .replace(k1, k2)
+        .replace(', {kid = "k0"', ', {kid = "k0x"')
+    )
 
 
 async def test_key_rotation_by_key_id_across_the_fleet(fleet, tmp_path):
@@ -193,8 +204,7 @@ async def test_credits_debits_are_exactly_once_across_the_fleet(fleet, tmp_path)
     extra = f'[credits]\nadmin_token = {{ secret_file = "{tmp_path / "admin-token"}" }}\n'
     f = await fleet(N, extra=extra, policy=CHARGE_POLICY)
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    async with f.http.post(f.admin(0, "/admin/credits/keys"), json={"amount": 50_000},
-                           headers=admin) as r:
+    async with f.http.post(f.admin(0, "/admin/credits/keys"), json={"amount": 50_000}, headers=admin) as r:
         assert r.status == 201, await r.text()
         created = await r.json()
     auth = {"Authorization": f"Bearer {created['api_key']}", **JSON}
@@ -202,12 +212,12 @@ async def test_credits_debits_are_exactly_once_across_the_fleet(fleet, tmp_path)
     statuses = [s for s, _ in results]
     assert statuses.count(200) == 5, statuses
     assert set(statuses) == {200, 402}, statuses
-    async with f.http.get(f.admin(2, f"/admin/credits/accounts/{created['account']}/ledger"),
-                          headers=admin) as r:
+    async with f.http.get(
+        f.admin(2, f"/admin/credits/accounts/{created['account']}/ledger"), headers=admin
+    ) as r:
         entries = (await r.json())["entries"]
     assert [e["kind"] for e in entries].count("debit") == 5
-    async with f.http.get(f.admin(1, f"/admin/credits/accounts/{created['account']}"),
-                          headers=admin) as r:
+    async with f.http.get(f.admin(1, f"/admin/credits/accounts/{created['account']}"), headers=admin) as r:
         assert (await r.json())["balance"] == 0
 
 
@@ -233,8 +243,9 @@ async def test_x402_payment_nonce_is_spent_once_across_the_fleet(fleet):
         client = x402Client()
         register_exact_evm_client(client, Account.from_key("0x" + "77" * 32))
         header = encode_payment_signature_header(await client.create_payment_payload(required))
-        results = await asyncio.gather(*(f.get(i % N, "/paid/one", headers={"PAYMENT-SIGNATURE": header})
-                                         for i in range(4 * N)))
+        results = await asyncio.gather(
+            *(f.get(i % N, "/paid/one", headers={"PAYMENT-SIGNATURE": header}) for i in range(4 * N))
+        )
         statuses = [s for s, _ in results]
         assert statuses.count(200) == 1, statuses
         assert statuses.count(402) == 4 * N - 1, statuses

@@ -21,8 +21,12 @@ def problem(c: puzzle.Challenge, with_hashcash: bool = True) -> dict[str, Any]:
     ways: list[dict[str, Any]] = [{"type": "prove", "worldid": {"app_id": "app_x"}}, puzzle.way_out(c)]
     if with_hashcash:
         ways.append(hashcash.way_out("127.0.0.1/api", 10, max_age=3600))
-    return {"type": "urn:popgate:problem:evidence_required", "title": "Evidence required", "status": 402,
-            "ways_out": ways}
+    return {
+        "type": "urn:popgate:problem:evidence_required",
+        "title": "Evidence required",
+        "status": 402,
+        "ways_out": ways,
+    }
 
 
 def test_respond_solves_puzzle_and_reports_cost() -> None:
@@ -65,8 +69,9 @@ def make_app(store: MemoryStore) -> web.Application:
                 return web.json_response({"ok": True})
             except VerificationError as e:
                 return web.json_response({"reason": e.reason}, status=403)
-        c = puzzle.issue(KEYS, network=puzzle.network_of(request.remote or "127.0.0.1"), scope="api",
-                         bits=10, now=now)
+        c = puzzle.issue(
+            KEYS, network=puzzle.network_of(request.remote or "127.0.0.1"), scope="api", bits=10, now=now
+        )
         return web.json_response(problem(c), status=402, content_type="application/problem+json")
 
     app = web.Application()
@@ -102,6 +107,7 @@ class FakeRequests:
 
             def json(self) -> Any:
                 return body
+
         return R()
 
 

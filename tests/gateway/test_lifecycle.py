@@ -12,8 +12,8 @@ import time
 import aiohttp
 
 from popgate.gateway.ops.config import load_config
-from tests.support.servers import ROOT, gateway_process, wait_port_async, write_config
 from popgate.verifiers.session import SessionCodec
+from tests.support.servers import ROOT, gateway_process, wait_port_async, write_config
 
 
 async def test_sigterm_drains_in_flight_requests(upstream, tmp_path):
@@ -49,16 +49,27 @@ def test_config_errors_exit_2_with_every_problem(tmp_path):
     """`popgate run` with a bad config prints all problems and exits 2 without starting."""
     bad = tmp_path / "bad.toml"
     bad.write_text('[server]\nlisten = "x"\nupstream = "nope"\n')
-    out = subprocess.run([sys.executable, "-m", "popgate.gateway", "run", "--config", str(bad)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "popgate.gateway", "run", "--config", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2
     for where in ("server.listen", "server.upstream", "sessions.keys"):
         assert where in out.stderr
 
 
 def verify(scheme: str, lines: list[str], *args: str) -> tuple[int, list[dict], str]:
-    out = subprocess.run([sys.executable, "-m", "popgate.gateway", "verify", scheme, *args], cwd=ROOT,
-                         input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "popgate.gateway", "verify", scheme, *args],
+        cwd=ROOT,
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return out.returncode, [json.loads(x) for x in out.stdout.splitlines()], out.stderr
 
 
@@ -70,13 +81,15 @@ def test_verify_session_cli(tmp_path):
     now = int(time.time())
     good = codec.issue(klass="human", subject="human:x", now=now, ttl=60)
     old_key = SessionCodec(cfg.sessions.keys, "k0").issue(klass="agent", subject="a", now=now, ttl=60)
-    lines = [json.dumps({"token": good, "now": now}),
-             json.dumps({"token": good, "now": now + 61}),
-             json.dumps({"token": good[:-3] + "AAA", "now": now}),
-             "this is not json",
-             json.dumps({"token": old_key, "now": now}),
-             json.dumps(["not", "an", "object"]),
-             json.dumps({"now": now})]
+    lines = [
+        json.dumps({"token": good, "now": now}),
+        json.dumps({"token": good, "now": now + 61}),
+        json.dumps({"token": good[:-3] + "AAA", "now": now}),
+        "this is not json",
+        json.dumps({"token": old_key, "now": now}),
+        json.dumps(["not", "an", "object"]),
+        json.dumps({"now": now}),
+    ]
     code, out, _ = verify("session", lines, "--config", str(path))
     assert code == 0
     assert [o["valid"] for o in out] == [True, False, False, False, True, False, False]

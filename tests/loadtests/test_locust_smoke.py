@@ -15,8 +15,17 @@ import pytest
 from loadtests.stack import start_stack
 
 ROOT = Path(__file__).resolve().parents[2]
-CLASSES = ["FloodBot", "PuzzleBot", "Human", "PayingAgent", "VerifiedAgent", "AccountUser",
-           "WorldIdHuman", "Replayer", "Sybil"]
+CLASSES = [
+    "FloodBot",
+    "PuzzleBot",
+    "Human",
+    "PayingAgent",
+    "VerifiedAgent",
+    "AccountUser",
+    "WorldIdHuman",
+    "Replayer",
+    "Sybil",
+]
 
 
 @pytest.mark.slow
@@ -25,15 +34,45 @@ def test_locust_smoke_gate_passes(tmp_path: Path) -> None:
     stack = start_stack(tmp_path / "stack", api_keys=1, sessions=2)
     try:
         # Settings both ways a site owner gives them: POPGATE_LT_* variables and --pg-* flags.
-        env = {**os.environ, **stack.env, "POPGATE_LT_SHAPE": "flood", "POPGATE_LT_DURATION": "6",
-               "POPGATE_LT_USERS": str(len(CLASSES)), "POPGATE_LT_REQUIRE_CLASSES": "1",
-               "POPGATE_LT_MAX_P95_MS": "5000"}
+        env = {
+            **os.environ,
+            **stack.env,
+            "POPGATE_LT_SHAPE": "flood",
+            "POPGATE_LT_DURATION": "6",
+            "POPGATE_LT_USERS": str(len(CLASSES)),
+            "POPGATE_LT_REQUIRE_CLASSES": "1",
+            "POPGATE_LT_MAX_P95_MS": "5000",
+        }
         worldid_proof = env.pop("POPGATE_LT_WORLDID_PROOF")
-        flags = ["--pg-classes", ",".join(CLASSES), "--pg-one-each", "1", "--pg-worldid-proof", worldid_proof,
-                 "--pg-summary", str(tmp_path / "summary.json")]
-        proc = subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests/locustfile.py"),
-                               "--headless", "--only-summary", "--csv", str(tmp_path / "smoke"), *flags],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        flags = [
+            "--pg-classes",
+            ",".join(CLASSES),
+            "--pg-one-each",
+            "1",
+            "--pg-worldid-proof",
+            worldid_proof,
+            "--pg-summary",
+            str(tmp_path / "summary.json"),
+        ]
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(ROOT / "loadtests/locustfile.py"),
+                "--headless",
+                "--only-summary",
+                "--csv",
+                str(tmp_path / "smoke"),
+                *flags,
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         stack.close()
     summary = json.loads((tmp_path / "summary.json").read_text())

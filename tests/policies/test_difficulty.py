@@ -32,14 +32,14 @@ def test_flood_raises_then_falls_back() -> None:
     t = flood(d, 0.0, 90.0, 80.0)
     assert d.rate(NET, t) == pytest.approx(90, rel=0.02)
     assert d.bits("unknown", NET, t) == 16 + 5
-    assert d.bits("unknown", "198.51.100.0/24", t) == 16          # other networks unaffected
-    assert d.bits("unknown", NET, t + 30) == 16 + 2               # three half-lives later: ~11 req/s
+    assert d.bits("unknown", "198.51.100.0/24", t) == 16  # other networks unaffected
+    assert d.bits("unknown", NET, t + 30) == 16 + 2  # three half-lives later: ~11 req/s
     assert d.bits("unknown", NET, t + 120) == 16
 
 
 def test_each_doubling_adds_one_bit() -> None:
     bits = []
-    for rps in (1.5, 3, 6, 12, 24, 48, 96):   # 1.5x the free rate, then doublings
+    for rps in (1.5, 3, 6, 12, 24, 48, 96):  # 1.5x the free rate, then doublings
         d = Difficulty(DifficultyConfig(free_rate=2.0, half_life=5.0))
         t = flood(d, 0.0, rps, 60.0)
         bits.append(d.bits("unknown", NET, t) - 16)
@@ -48,7 +48,9 @@ def test_each_doubling_adds_one_bit() -> None:
 
 def test_pressure_adds_bits_only_for_unverified() -> None:
     p = Pressure()
-    d = Difficulty(DifficultyConfig(pressure_bits=2, class_floor={"unknown": 16, "agent": 16, "account": 4}), p)
+    d = Difficulty(
+        DifficultyConfig(pressure_bits=2, class_floor={"unknown": 16, "agent": 16, "account": 4}), p
+    )
     p.in_flight, p.loop_lag = 10_000, 0.2
     assert d.bits("unknown", NET, 0.0) == 20 and d.bits("agent", NET, 0.0) == 20
     assert d.bits("account", NET, 0.0) == 4

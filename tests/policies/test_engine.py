@@ -17,8 +17,15 @@ DEFAULT = loader.load(Path(loader.__file__).parent / "default.toml")
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/130.0 Safari/537.36"
 
 
-def view(path: str = "/", method: str = "GET", host: str = "api.example.com", ua: str = BROWSER,
-         ip: str = "203.0.113.9", headers: dict[str, str] | None = None, agent: str | None = None) -> RequestView:
+def view(
+    path: str = "/",
+    method: str = "GET",
+    host: str = "api.example.com",
+    ua: str = BROWSER,
+    ip: str = "203.0.113.9",
+    headers: dict[str, str] | None = None,
+    agent: str | None = None,
+) -> RequestView:
     return RequestView(host, method, path, "", headers or {}, ua, ipaddress.ip_address(ip), agent)
 
 
@@ -45,7 +52,14 @@ DEFAULT_TABLE = [
     ("/WP-ADMIN/index", "GET", "unknown", BROWSER, "deny", "deny-pathological"),
     ("/api", "GET", "unknown", "HeadlessChrome/120", "challenge", "mild-suspicion"),
     ("/api", "GET", "unknown", "", "challenge", "mild-suspicion"),
-    ("/api", "GET", "human", "HeadlessChrome/120", "allow", "mild-suspicion"),  # class not named: default action
+    (
+        "/api",
+        "GET",
+        "human",
+        "HeadlessChrome/120",
+        "allow",
+        "mild-suspicion",
+    ),  # class not named: default action
 ]
 
 
@@ -58,7 +72,12 @@ def test_default_policy(path: str, method: str, klass: str, ua: str, kind: str, 
 def test_unknown_never_silently_allowed_on_api() -> None:
     """Unknown clients get a challenge on API paths, with every way out and a price."""
     a = DEFAULT.match(view("/api/v1/x"), "unknown").action
-    assert a.kind == "challenge" and {"prove", "puzzle", "pay"} <= set(a.ways) and a.price > 0 and a.min_bits >= 16
+    assert (
+        a.kind == "challenge"
+        and {"prove", "puzzle", "pay"} <= set(a.ways)
+        and a.price > 0
+        and a.min_bits >= 16
+    )
 
 
 def test_weights_add_up_to_higher_threshold() -> None:
@@ -141,7 +160,12 @@ CUSTOM_TABLE = [
     ({"path": "/", "host": "db.internal.example:8443"}, "unknown", "throttle", "host-glob"),
     ({"path": "/", "host": "DB.Internal.Example"}, "unknown", "throttle", "host-glob"),
     ({"path": "/", "host": "a.b.internal.example"}, "unknown", "deny", "default"),
-    ({"path": "/", "headers": {"accept": "application/json", "x-api-version": "2.1"}}, "unknown", "charge", "json-clients"),
+    (
+        {"path": "/", "headers": {"accept": "application/json", "x-api-version": "2.1"}},
+        "unknown",
+        "charge",
+        "json-clients",
+    ),
     ({"path": "/", "headers": {"accept": "application/json"}}, "unknown", "deny", "default"),
     ({"path": "/", "method": "PUT"}, "unknown", "challenge", "no-cookies"),
     ({"path": "/", "method": "PUT", "headers": {"cookie": "a=b"}}, "unknown", "deny", "default"),
@@ -167,8 +191,18 @@ def test_match_carries_parameters() -> None:
     m = CUSTOM.match(view("/search"), "unknown")
     assert m.route == "search-route" and m.action.ways == ("puzzle", "hashcash") and m.action.min_bits == 20
     t = CUSTOM.match(view("/", host="x.internal.example"), "agent").action
-    assert t.rate is not None and (t.rate.count, t.rate.period, t.rate.burst, t.rate.per) == (10, 1.0, 5, "network")
-    assert CUSTOM.match(view("/", headers={"accept": "application/json", "x-api-version": "2"}), "agent").action.price == 2000
+    assert t.rate is not None and (t.rate.count, t.rate.period, t.rate.burst, t.rate.per) == (
+        10,
+        1.0,
+        5,
+        "network",
+    )
+    assert (
+        CUSTOM.match(
+            view("/", headers={"accept": "application/json", "x-api-version": "2"}), "agent"
+        ).action.price
+        == 2000
+    )
 
 
 def test_popgate_endpoints_exempt_even_if_file_denies_everything() -> None:

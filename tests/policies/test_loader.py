@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from popgate.policies import loader
 from popgate.policies.loader import PolicyError
@@ -35,13 +36,16 @@ def test_missing_default_is_an_error() -> None:
     """No [default]: no implicit allow."""
     assert any(p.startswith("default:") for p in problems('[[rules]]\nname="a"\naction="allow"\n'))
     ps = problems('[default]\nhuman = "allow"\n')
-    assert {"default.account", "default.unknown", "default.agent", "default.verified-agent"} <= \
-        {p.split(":")[0] for p in ps}
+    assert {"default.account", "default.unknown", "default.agent", "default.verified-agent"} <= {
+        p.split(":")[0] for p in ps
+    }
 
 
 def test_all_problems_reported_at_once() -> None:
     """Many mistakes in one file come back together, each with its path."""
-    text = DEFAULT + """
+    text = (
+        DEFAULT
+        + """
 [[rules]]
 name = "bad net"
 networks = ["10.0.0.0/33", "10.0.0.1/8", "2001:db8::/64"]
@@ -70,13 +74,26 @@ name = "t"
 weight = 0
 action = "maybe"
 """
+    )
     ps = problems(text)
     paths = [p.split(": ")[0] for p in ps]
-    for expected in ["rules[0].name", "rules[0].networks[0]", "rules[0].networks[1]", "rules[0].path[0]",
-                     "rules[0].path_regex[0]", "rules[0].action.price", "rules[1]",
-                     "rules[2].user_agent", "rules[2].actions.robot", "rules[2].actions.agent.rate",
-                     "rules[2].actions.unknown.price", "rules[2].colour", "rules[3].action.status",
-                     "thresholds[0].weight", "thresholds[0].action"]:
+    for expected in [
+        "rules[0].name",
+        "rules[0].networks[0]",
+        "rules[0].networks[1]",
+        "rules[0].path[0]",
+        "rules[0].path_regex[0]",
+        "rules[0].action.price",
+        "rules[1]",
+        "rules[2].user_agent",
+        "rules[2].actions.robot",
+        "rules[2].actions.agent.rate",
+        "rules[2].actions.unknown.price",
+        "rules[2].colour",
+        "rules[3].action.status",
+        "thresholds[0].weight",
+        "thresholds[0].action",
+    ]:
         assert expected in paths, (expected, ps)
 
 
@@ -85,8 +102,17 @@ def test_duplicate_rule_names() -> None:
     assert ps == ["rules[1].name: duplicate rule name 'a' (first at rules[0])"]
 
 
-@pytest.mark.parametrize("price, atomic", [("0.001", 1000), ("1", 1_000_000), ("0.000001", 1), (0.25, 250_000),
-                                           (2, 2_000_000), ("12.5", 12_500_000)])
+@pytest.mark.parametrize(
+    "price, atomic",
+    [
+        ("0.001", 1000),
+        ("1", 1_000_000),
+        ("0.000001", 1),
+        (0.25, 250_000),
+        (2, 2_000_000),
+        ("12.5", 12_500_000),
+    ],
+)
 def test_prices_to_atomic_units(price: object, atomic: int) -> None:
     val = f'"{price}"' if isinstance(price, str) else str(price)
     p = loader.loads(DEFAULT + f'[[rules]]\nname="c"\naction={{ kind = "charge", price = {val} }}\n')
@@ -99,17 +125,29 @@ def test_bad_prices(price: str) -> None:
     assert ps and ps[0].startswith("rules[0].action.price")
 
 
-@pytest.mark.parametrize("rate, count, period", [("60/min", 60, 60.0), ("10/s", 10, 1.0), ("100/10s", 100, 10.0),
-                                                 ("5/day", 5, 86400.0), (" 3 / 2 h ", 3, 7200.0)])
+@pytest.mark.parametrize(
+    "rate, count, period",
+    [
+        ("60/min", 60, 60.0),
+        ("10/s", 10, 1.0),
+        ("100/10s", 100, 10.0),
+        ("5/day", 5, 86400.0),
+        (" 3 / 2 h ", 3, 7200.0),
+    ],
+)
 def test_rates(rate: str, count: int, period: float) -> None:
-    p = loader.loads(DEFAULT + f'[[rules]]\nname="t"\naction={{ kind = "throttle", rate = "{rate}", per = "network" }}\n')
+    p = loader.loads(
+        DEFAULT + f'[[rules]]\nname="t"\naction={{ kind = "throttle", rate = "{rate}", per = "network" }}\n'
+    )
     r = p.rules[0].results["human"].action.rate  # type: ignore[index]
     assert r is not None and (r.count, r.period, r.per) == (count, period, "network")
 
 
 def test_include_relative_and_loops(tmp_path: Path) -> None:
     """Includes splice rules in place; a loop is reported, not followed forever."""
-    (tmp_path / "a.toml").write_text('[[rules]]\nname="from-a"\naction="allow"\n[[rules]]\ninclude="b.toml"\n')
+    (tmp_path / "a.toml").write_text(
+        '[[rules]]\nname="from-a"\naction="allow"\n[[rules]]\ninclude="b.toml"\n'
+    )
     (tmp_path / "b.toml").write_text('[[rules]]\ninclude="a.toml"\n')
     (tmp_path / "p.toml").write_text(DEFAULT + '[[rules]]\ninclude="a.toml"\n')
     with pytest.raises(PolicyError) as e:
@@ -126,21 +164,46 @@ def test_syntax_error_and_missing_file(tmp_path: Path) -> None:
         loader.load(tmp_path / "nope.toml")
 
 
-SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-5, 50), st.text(max_size=12),
-                   st.sampled_from(["allow", "deny", "challenge", "/**", "10.0.0.0/8", "60/min", "0.001"]))
-ACTION = st.one_of(SCALAR, st.dictionaries(st.sampled_from(["kind", "ways", "price", "min_bits", "rate", "burst",
-                                                            "per", "status", "x"]),
-                                           st.one_of(SCALAR, st.lists(st.sampled_from(
-                                               ["prove", "puzzle", "pay", "credits", "x"]), max_size=3)),
-                                           max_size=4))
-RULE = st.dictionaries(st.sampled_from(sorted(loader.RULE_KEYS) + ["include", "bogus"]),
-                       st.one_of(SCALAR, ACTION, st.lists(SCALAR, max_size=3)), max_size=6)
-POLICY = st.fixed_dictionaries({"default": st.one_of(SCALAR, st.dictionaries(
-    st.sampled_from(["all", "human", "unknown", "agent", "zzz"]), ACTION, max_size=4))},
-    optional={"rules": st.one_of(SCALAR, st.lists(RULE, max_size=4)),
-              "thresholds": st.lists(st.dictionaries(st.sampled_from(["name", "weight", "action", "actions"]),
-                                                     st.one_of(SCALAR, ACTION), max_size=4), max_size=2),
-              "version": SCALAR})
+SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 50),
+    st.text(max_size=12),
+    st.sampled_from(["allow", "deny", "challenge", "/**", "10.0.0.0/8", "60/min", "0.001"]),
+)
+ACTION = st.one_of(
+    SCALAR,
+    st.dictionaries(
+        st.sampled_from(["kind", "ways", "price", "min_bits", "rate", "burst", "per", "status", "x"]),
+        st.one_of(SCALAR, st.lists(st.sampled_from(["prove", "puzzle", "pay", "credits", "x"]), max_size=3)),
+        max_size=4,
+    ),
+)
+RULE = st.dictionaries(
+    st.sampled_from(sorted(loader.RULE_KEYS) + ["include", "bogus"]),
+    st.one_of(SCALAR, ACTION, st.lists(SCALAR, max_size=3)),
+    max_size=6,
+)
+POLICY = st.fixed_dictionaries(
+    {
+        "default": st.one_of(
+            SCALAR,
+            st.dictionaries(st.sampled_from(["all", "human", "unknown", "agent", "zzz"]), ACTION, max_size=4),
+        )
+    },
+    optional={
+        "rules": st.one_of(SCALAR, st.lists(RULE, max_size=4)),
+        "thresholds": st.lists(
+            st.dictionaries(
+                st.sampled_from(["name", "weight", "action", "actions"]),
+                st.one_of(SCALAR, ACTION),
+                max_size=4,
+            ),
+            max_size=2,
+        ),
+        "version": SCALAR,
+    },
+)
 
 
 @settings(max_examples=300)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from popgate.policies import ratelimit as rl
 from popgate.policies.model import Rate
@@ -42,7 +44,11 @@ def test_keys_are_independent_and_per_network() -> None:
     rate = Rate(1, 60.0)
     a, b = rl.network_key("203.0.113.5"), rl.network_key("203.0.113.200")
     assert a == b == "pg:{gcra:n:203.0.113.0/24}"
-    assert rl.network_key("2001:db8:0:1::1") == rl.network_key("2001:db8:0:1:ffff::9") != rl.network_key("2001:db8:0:2::1")
+    assert (
+        rl.network_key("2001:db8:0:1::1")
+        == rl.network_key("2001:db8:0:1:ffff::9")
+        != rl.network_key("2001:db8:0:2::1")
+    )
     assert rl.network_key("10.1.2.3", v4_prefix=16) == "pg:{gcra:n:10.1.0.0/16}"
     assert lim.hit(a, rate).allowed and not lim.hit(b, rate).allowed
     assert lim.hit(rl.subject_key("alice"), rate).allowed
@@ -58,8 +64,12 @@ def test_memory_limiter_is_bounded() -> None:
 
 
 @settings(max_examples=200)
-@given(st.lists(st.floats(0, 2.0), min_size=1, max_size=60), st.integers(1, 20), st.integers(0, 5),
-       st.floats(0.5, 10))
+@given(
+    st.lists(st.floats(0, 2.0), min_size=1, max_size=60),
+    st.integers(1, 20),
+    st.integers(0, 5),
+    st.floats(0.5, 10),
+)
 def test_never_more_than_the_rate_allows(gaps: list[float], count: int, burst: int, period: float) -> None:
     """Over any window the allowed count is at most burst + 1 + window / T."""
     rate = Rate(count, period, burst)
@@ -108,6 +118,7 @@ def test_sqlite_inside_caller_transaction() -> None:
 async def redis_client(redis_url: str) -> AsyncIterator[Any]:
     """A client on the suite's real redis-server (tests/conftest.py), flushed first."""
     import redis.asyncio as aioredis
+
     client = aioredis.Redis.from_url(redis_url)
     await client.flushdb()
     try:
@@ -136,5 +147,7 @@ async def test_redis_concurrent_hits_respect_burst(redis_client: Any) -> None:
     """50 concurrent hits at one instant: exactly burst + 1 pass."""
     rate = Rate(1, 60.0, burst=4)
     now = time.time()
-    results = await asyncio.gather(*(rl.redis_gcra(redis_client, "pg:{gcra:n:x}", rate, now) for _ in range(50)))
+    results = await asyncio.gather(
+        *(rl.redis_gcra(redis_client, "pg:{gcra:n:x}", rate, now) for _ in range(50))
+    )
     assert sum(r.allowed for r in results) == 5

@@ -21,20 +21,36 @@ from aiohttp import web
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.groth16 import parse_proof, prepared_key, verify
 
-FIXTURE = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "groth16"
-                      / "worldid_protocol_nullifier_compressed.json").read_text())
+FIXTURE = json.loads(
+    (
+        Path(__file__).resolve().parents[1]
+        / "fixtures"
+        / "groth16"
+        / "worldid_protocol_nullifier_compressed.json"
+    ).read_text()
+)
 ACTION = "popgate-test-action"  # the stub's registry maps this action name to public[9]
 
 
 def fixture_result() -> dict[str, Any]:
     """The fixture's proof as an IDKit 4.x result with one v4 item."""
     pub = FIXTURE["public"]
-    return {"protocol_version": "4.0", "nonce": pub[13], "action": ACTION,
-            "environment": "staging",
-            "responses": [{"identifier": "proof_of_human", "signal_hash": pub[12],
-                           "proof": [*FIXTURE["compressed"], pub[6]], "nullifier": pub[0],
-                           "issuer_schema_id": int(pub[1], 16),
-                           "expires_at_min": int(pub[4], 16)}]}
+    return {
+        "protocol_version": "4.0",
+        "nonce": pub[13],
+        "action": ACTION,
+        "environment": "staging",
+        "responses": [
+            {
+                "identifier": "proof_of_human",
+                "signal_hash": pub[12],
+                "proof": [*FIXTURE["compressed"], pub[6]],
+                "nullifier": pub[0],
+                "issuer_schema_id": int(pub[1], 16),
+                "expires_at_min": int(pub[4], 16),
+            }
+        ],
+    }
 
 
 def make_app(seen: list[dict[str, Any]] | None = None) -> web.Application:
@@ -60,13 +76,24 @@ def make_app(seen: list[dict[str, Any]] | None = None) -> web.Application:
         except (KeyError, StopIteration, ValueError, TypeError):
             return web.json_response({"code": "invalid_request", "detail": "bad body"}, status=400)
         except VerificationError as exc:
-            return web.json_response({"code": "all_verifications_failed", "detail": exc.reason,
-                                      "results": [{"success": False, "code": exc.reason}]},
-                                     status=400)
-        return web.json_response({"success": True, "action": body["action"],
-                                  "nullifier": item["nullifier"], "environment": "staging",
-                                  "results": [{"identifier": item["identifier"], "success": True}],
-                                  "message": "ok"})
+            return web.json_response(
+                {
+                    "code": "all_verifications_failed",
+                    "detail": exc.reason,
+                    "results": [{"success": False, "code": exc.reason}],
+                },
+                status=400,
+            )
+        return web.json_response(
+            {
+                "success": True,
+                "action": body["action"],
+                "nullifier": item["nullifier"],
+                "environment": "staging",
+                "results": [{"identifier": item["identifier"], "success": True}],
+                "message": "ok",
+            }
+        )
 
     app = web.Application()
     app.router.add_post("/api/v4/verify/{rp_id}", handle)

@@ -48,8 +48,8 @@ NETWORKS = ("eip155:84532", "eip155:8453")
 class FacilitatorState:
     clock: Callable[[], float] = time.time
     latency: float = 0.0
-    verify_mode: str = "ok"   # ok | http500 | reject400
-    settle_mode: str = "ok"   # ok | fail | pending | http500 | hang
+    verify_mode: str = "ok"  # ok | http500 | reject400
+    settle_mode: str = "ok"  # ok | fail | pending | http500 | hang
     pending_rounds: int = 1
     idempotent: bool = False  # re-settle of a settled payment → its original tx
     code_addresses: set[str] = field(default_factory=set)  # lower-case; "smart wallets"
@@ -64,26 +64,46 @@ def eip3009_typed_data(a: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]
     (eth-account's generic encoder: a second opinion on verifiers/eip712.py)."""
     return {
         "types": {
-            "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
-                             {"name": "chainId", "type": "uint256"},
-                             {"name": "verifyingContract", "type": "address"}],
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
             "TransferWithAuthorization": [
-                {"name": "from", "type": "address"}, {"name": "to", "type": "address"},
-                {"name": "value", "type": "uint256"}, {"name": "validAfter", "type": "uint256"},
-                {"name": "validBefore", "type": "uint256"}, {"name": "nonce", "type": "bytes32"}]},
+                {"name": "from", "type": "address"},
+                {"name": "to", "type": "address"},
+                {"name": "value", "type": "uint256"},
+                {"name": "validAfter", "type": "uint256"},
+                {"name": "validBefore", "type": "uint256"},
+                {"name": "nonce", "type": "bytes32"},
+            ],
+        },
         "primaryType": "TransferWithAuthorization",
-        "domain": {"name": req["extra"]["name"], "version": req["extra"]["version"],
-                   "chainId": int(req["network"].split(":")[1]), "verifyingContract": req["asset"]},
-        "message": {"from": a["from"], "to": a["to"], "value": int(a["value"]),
-                    "validAfter": int(a["validAfter"]), "validBefore": int(a["validBefore"]),
-                    "nonce": bytes.fromhex(a["nonce"][2:])},
+        "domain": {
+            "name": req["extra"]["name"],
+            "version": req["extra"]["version"],
+            "chainId": int(req["network"].split(":")[1]),
+            "verifyingContract": req["asset"],
+        },
+        "message": {
+            "from": a["from"],
+            "to": a["to"],
+            "value": int(a["value"]),
+            "validAfter": int(a["validAfter"]),
+            "validBefore": int(a["validBefore"]),
+            "nonce": bytes.fromhex(a["nonce"][2:]),
+        },
     }
 
 
 def _recover(payload: dict[str, Any], req: dict[str, Any]) -> str:
     typed = eip3009_typed_data(payload["payload"]["authorization"], req)
-    return str(Account.recover_message(encode_typed_data(full_message=typed),
-                                       signature=payload["payload"]["signature"]))
+    return str(
+        Account.recover_message(
+            encode_typed_data(full_message=typed), signature=payload["payload"]["signature"]
+        )
+    )
 
 
 V1_NAMES = {"base-sepolia": "eip155:84532", "base": "eip155:8453"}
@@ -94,8 +114,10 @@ def normalize(body: dict[str, Any]) -> dict[str, Any]:
     v1 network names) into the v2 shape the checks below read."""
     payload, req = dict(body["paymentPayload"]), dict(body["paymentRequirements"])
     if payload.get("x402Version") == 1:
-        payload["accepted"] = {"scheme": payload["scheme"],
-                               "network": V1_NAMES.get(payload["network"], payload["network"])}
+        payload["accepted"] = {
+            "scheme": payload["scheme"],
+            "network": V1_NAMES.get(payload["network"], payload["network"]),
+        }
         req["network"] = V1_NAMES.get(req["network"], req["network"])
         req["amount"] = req.pop("maxAmountRequired", req.get("amount"))
     return {**body, "paymentPayload": payload, "paymentRequirements": req}
@@ -127,8 +149,11 @@ def check(state: FacilitatorState, body: dict[str, Any]) -> tuple[str | None, st
         ok = len(sig) > 0  # EIP-1271 simulated: the "wallet" accepts any signature
     else:
         try:
-            ok = (len(sig) == 65 and int.from_bytes(sig[32:64], "big") <= HALF_N
-                  and _recover(payload, req).lower() == payer.lower())
+            ok = (
+                len(sig) == 65
+                and int.from_bytes(sig[32:64], "big") <= HALF_N
+                and _recover(payload, req).lower() == payer.lower()
+            )
         except Exception:
             ok = False
     if not ok:
@@ -146,10 +171,15 @@ def make_app(state: FacilitatorState) -> web.Application:
     async def supported(request: web.Request) -> web.Response:
         state.calls["supported"] += 1
         await pause()
-        resp = SupportedResponse.model_validate({
-            "kinds": [{"x402Version": v, "scheme": "exact", "network": n}
-                      for v in (1, 2) for n in NETWORKS],
-            "extensions": [], "signers": {"eip155:*": ["0x" + "fa" * 20]}})
+        resp = SupportedResponse.model_validate(
+            {
+                "kinds": [
+                    {"x402Version": v, "scheme": "exact", "network": n} for v in (1, 2) for n in NETWORKS
+                ],
+                "extensions": [],
+                "signers": {"eip155:*": ["0x" + "fa" * 20]},
+            }
+        )
         return web.json_response(resp.model_dump(by_alias=True, exclude_none=True))
 
     async def verify(request: web.Request) -> web.Response:
@@ -207,24 +237,36 @@ def make_app(state: FacilitatorState) -> web.Application:
         return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": code})
 
     app = web.Application()
-    app.add_routes([web.get("/supported", supported), web.post("/verify", verify),
-                    web.post("/settle", settle), web.post("/rpc", rpc)])
+    app.add_routes(
+        [
+            web.get("/supported", supported),
+            web.post("/verify", verify),
+            web.post("/settle", settle),
+            web.post("/rpc", rpc),
+        ]
+    )
     return app
 
 
-def _settle(ok: bool, tx: str, network: str, payer: str | None,
-            reason: str | None = None) -> web.Response:
-    out = SettleResponse(success=ok, transaction=tx, network=network, payer=payer,
-                         error_reason=reason)
+def _settle(ok: bool, tx: str, network: str, payer: str | None, reason: str | None = None) -> web.Response:
+    out = SettleResponse(success=ok, transaction=tx, network=network, payer=payer, error_reason=reason)
     return web.json_response(out.model_dump(by_alias=True, exclude_none=True))
 
 
 def _done(state: FacilitatorState, body: dict[str, Any], tx: str) -> web.Response:
     req, a = body["paymentRequirements"], body["paymentPayload"]["payload"]["authorization"]
     state.spent.add((req["network"], a["from"].lower(), a["nonce"].lower()))
-    state.settled.append({"network": req["network"], "payer": a["from"], "to": a["to"],
-                          "value": a["value"], "nonce": a["nonce"], "transaction": tx,
-                          "signature": body["paymentPayload"]["payload"]["signature"].lower()})
+    state.settled.append(
+        {
+            "network": req["network"],
+            "payer": a["from"],
+            "to": a["to"],
+            "value": a["value"],
+            "nonce": a["nonce"],
+            "transaction": tx,
+            "signature": body["paymentPayload"]["payload"]["signature"].lower(),
+        }
+    )
     return _settle(True, tx, req["network"], a["from"])
 
 

@@ -33,8 +33,9 @@ def make_app(state: ChainState) -> web.Application:
         req: Any = await request.json()
         rid = req.get("id")
         if req.get("method") != "eth_call":
-            return web.json_response({"jsonrpc": "2.0", "id": rid,
-                                      "error": {"code": -32601, "message": "method not found"}})
+            return web.json_response(
+                {"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": "method not found"}}
+            )
         call = req["params"][0]
         if call.get("to", "").lower() != state.contract.lower():
             return web.json_response({"jsonrpc": "2.0", "id": rid, "result": "0x"})
@@ -48,8 +49,9 @@ def make_app(state: ChainState) -> web.Application:
         elif sel == ROOT_HISTORY and len(data) == 10 + 64:
             result = _word(state.history.get(int(data[10:], 16), 0))
         else:
-            return web.json_response({"jsonrpc": "2.0", "id": rid,
-                                      "error": {"code": 3, "message": "execution reverted"}})
+            return web.json_response(
+                {"jsonrpc": "2.0", "id": rid, "error": {"code": 3, "message": "execution reverted"}}
+            )
         return web.json_response({"jsonrpc": "2.0", "id": rid, "result": result})
 
     app = web.Application()

@@ -13,8 +13,8 @@ import asyncio
 import signal
 import sys
 
-from popgate.gateway.pipeline.decisions import Charge, Decision
 from popgate.gateway.pipeline.context import Context
+from popgate.gateway.pipeline.decisions import Charge, Decision
 
 
 class ChargePolicy:
@@ -29,9 +29,9 @@ class ChargePolicy:
 
 async def main(path: str, price: int) -> None:
     from popgate.gateway.app import build_app
+    from popgate.gateway.http.server import start
     from popgate.gateway.ops.config import load_config
     from popgate.gateway.ops.metrics import Metrics
-    from popgate.gateway.http.server import start
     from popgate.gateway.stores import open_store
 
     config = load_config(path)

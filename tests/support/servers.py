@@ -48,9 +48,25 @@ def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         raise RuntimeError("redis-server not found: `make test` installs it (apt-get install redis-server)")
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="pg-redis-")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", workdir, "--protected-mode", "yes"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--protected-mode",
+            "yes",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_port(port, proc=proc)
         yield f"redis://127.0.0.1:{port}/0", proc
@@ -73,8 +89,16 @@ async def serve_app(app: web.Application, port: int | None = None) -> AsyncItera
         await runner.cleanup()
 
 
-def write_config(tmp: Path, upstream: str, *, store: str = "memory://", extra: str = "",
-                 server_extra: str = "", listen: int | None = None, admin: int | None = None) -> Path:
+def write_config(
+    tmp: Path,
+    upstream: str,
+    *,
+    store: str = "memory://",
+    extra: str = "",
+    server_extra: str = "",
+    listen: int | None = None,
+    admin: int | None = None,
+) -> Path:
     """A complete popgate.toml with two session keys (k1 signs, k0 still accepted)."""
     (tmp / "k0").write_bytes(b"0" * 40)
     (tmp / "k1").write_bytes(os.urandom(24).hex().encode())
@@ -90,7 +114,7 @@ shutdown_timeout = 5
 url = "{store}"
 [sessions]
 signing_kid = "k1"
-keys = [{{kid = "k1", secret_file = "{tmp / 'k1'}"}}, {{kid = "k0", secret_file = "{tmp / 'k0'}"}}]
+keys = [{{kid = "k1", secret_file = "{tmp / "k1"}"}}, {{kid = "k0", secret_file = "{tmp / "k0"}"}}]
 {extra}
 """)
     return path
@@ -98,9 +122,22 @@ keys = [{{kid = "k1", secret_file = "{tmp / 'k1'}"}}, {{kid = "k0", secret_file 
 
 def gateway_process(config: Path, *args: str) -> subprocess.Popen[bytes]:
     """``popgate run --config`` as a subprocess (for signals and multi-process tests)."""
-    return subprocess.Popen([sys.executable, "-m", "popgate.gateway", "run", "--config", str(config),
-                             "--log-level", "WARNING", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "popgate.gateway",
+            "run",
+            "--config",
+            str(config),
+            "--log-level",
+            "WARNING",
+            *args,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 async def wait_port_async(port: int, timeout: float = 15.0) -> None:

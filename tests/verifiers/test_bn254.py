@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from py_ecc import bn128 as b
 from py_ecc.fields import bn128_FQ12 as FQ12
 
@@ -20,6 +21,7 @@ def ref_g1(pt: c.G1Point) -> object:
 
 def ref_g2(pt: c.G2Point) -> object:
     return b.FQ2(list(pt[0])), b.FQ2(list(pt[1]))
+
 
 RNG = random.Random(1234)
 scalars = st.integers(min_value=1, max_value=f.R - 1)
@@ -51,7 +53,7 @@ def twist_point_off_subgroup(seed: int) -> c.G2Point:
 
 def test_constants() -> None:
     """p, r and the generators are those of py_ecc's bn128."""
-    assert f.P == b.field_modulus and f.R == b.curve_order
+    assert b.field_modulus == f.P and b.curve_order == f.R
     assert ref_g1(c.G1_GEN) == b.G1 and ref_g2(c.G2_GEN) == b.G2
     assert c.g1_on_curve(c.G1_GEN) and c.g2_on_curve(c.G2_GEN)
 

@@ -23,18 +23,36 @@ ACCT = Account.from_key(KEY)
 def typed(domain: Domain, frm: str, to: str, value: int, va: int, vb: int, nonce: bytes) -> dict:
     return {
         "types": {
-            "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
-                             {"name": "chainId", "type": "uint256"},
-                             {"name": "verifyingContract", "type": "address"}],
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
             "TransferWithAuthorization": [
-                {"name": "from", "type": "address"}, {"name": "to", "type": "address"},
-                {"name": "value", "type": "uint256"}, {"name": "validAfter", "type": "uint256"},
-                {"name": "validBefore", "type": "uint256"}, {"name": "nonce", "type": "bytes32"}]},
+                {"name": "from", "type": "address"},
+                {"name": "to", "type": "address"},
+                {"name": "value", "type": "uint256"},
+                {"name": "validAfter", "type": "uint256"},
+                {"name": "validBefore", "type": "uint256"},
+                {"name": "nonce", "type": "bytes32"},
+            ],
+        },
         "primaryType": "TransferWithAuthorization",
-        "domain": {"name": domain.name, "version": domain.version, "chainId": domain.chain_id,
-                   "verifyingContract": domain.verifying_contract},
-        "message": {"from": frm, "to": to, "value": value, "validAfter": va, "validBefore": vb,
-                    "nonce": nonce},
+        "domain": {
+            "name": domain.name,
+            "version": domain.version,
+            "chainId": domain.chain_id,
+            "verifyingContract": domain.verifying_contract,
+        },
+        "message": {
+            "from": frm,
+            "to": to,
+            "value": value,
+            "validAfter": va,
+            "validBefore": vb,
+            "nonce": nonce,
+        },
     }
 
 
@@ -54,11 +72,17 @@ def test_checksum_matches_eth_utils(raw: bytes) -> None:
     assert to_checksum_address(raw) == eth_checksum("0x" + raw.hex())
 
 
-@given(st.sampled_from([("USDC", 84532), ("USD Coin", 8453), ("USD Coin", 1)]),
-       st.integers(0, 2**256 - 1), st.integers(0, 2**64), st.integers(0, 2**64),
-       st.binary(min_size=32, max_size=32), st.binary(min_size=20, max_size=20))
-def test_digest_matches_eth_account(dom: tuple[str, int], value: int, va: int, vb: int,
-                                    nonce: bytes, to: bytes) -> None:
+@given(
+    st.sampled_from([("USDC", 84532), ("USD Coin", 8453), ("USD Coin", 1)]),
+    st.integers(0, 2**256 - 1),
+    st.integers(0, 2**64),
+    st.integers(0, 2**64),
+    st.binary(min_size=32, max_size=32),
+    st.binary(min_size=20, max_size=20),
+)
+def test_digest_matches_eth_account(
+    dom: tuple[str, int], value: int, va: int, vb: int, nonce: bytes, to: bytes
+) -> None:
     """Our hand-rolled digest equals eth-account's generic EIP-712 encoder."""
     d = Domain(dom[0], "2", dom[1], SEPOLIA_USDC)
     frm = bytes.fromhex(ACCT.address[2:])
@@ -69,14 +93,26 @@ def test_digest_matches_eth_account(dom: tuple[str, int], value: int, va: int, v
 def test_domain_separator_depends_on_every_field() -> None:
     """Changing name, version, chainId or contract changes the separator."""
     base = domain_separator("USDC", "2", 84532, SEPOLIA_USDC.lower())
-    assert len({base, domain_separator("USD Coin", "2", 84532, SEPOLIA_USDC.lower()),
+    assert (
+        len(
+            {
+                base,
+                domain_separator("USD Coin", "2", 84532, SEPOLIA_USDC.lower()),
                 domain_separator("USDC", "1", 84532, SEPOLIA_USDC.lower()),
                 domain_separator("USDC", "2", 8453, SEPOLIA_USDC.lower()),
-                domain_separator("USDC", "2", 84532, "0x" + "00" * 20)}) == 5
+                domain_separator("USDC", "2", 84532, "0x" + "00" * 20),
+            }
+        )
+        == 5
+    )
 
 
 def sign(digest: bytes) -> bytes:
-    s = Account._sign_hash(digest, KEY) if hasattr(Account, "_sign_hash") else Account.unsafe_sign_hash(digest, KEY)
+    s = (
+        Account._sign_hash(digest, KEY)
+        if hasattr(Account, "_sign_hash")
+        else Account.unsafe_sign_hash(digest, KEY)
+    )
     return bytes(s.signature)
 
 
@@ -98,8 +134,9 @@ def test_high_s_is_refused() -> None:
     assert e.value.reason == "high_s"
 
 
-@pytest.mark.parametrize("sig", [b"", b"\x01" * 64, b"\x00" * 65, b"\x01" * 64 + b"\x1d",
-                                 b"\xff" * 64 + b"\x1b", b"\x01" * 66])
+@pytest.mark.parametrize(
+    "sig", [b"", b"\x01" * 64, b"\x00" * 65, b"\x01" * 64 + b"\x1d", b"\xff" * 64 + b"\x1b", b"\x01" * 66]
+)
 def test_bad_signatures(sig: bytes) -> None:
     """Wrong length, zero or out-of-range r/s, and bad v are bad_signature."""
     with pytest.raises(VerificationError) as e:
@@ -119,6 +156,7 @@ def test_sdk_typed_data_signature_recovers() -> None:
     d = Domain("USDC", "2", 84532, SEPOLIA_USDC)
     t = typed(d, ACCT.address, "0x" + "22" * 20, 10000, 0, 1790000300, b"\x07" * 32)
     signed = Account.sign_message(encode_typed_data(full_message=t), KEY)
-    digest = transfer_digest(d, bytes.fromhex(ACCT.address[2:]), b"\x22" * 20, 10000, 0,
-                             1790000300, b"\x07" * 32)
+    digest = transfer_digest(
+        d, bytes.fromhex(ACCT.address[2:]), b"\x22" * 20, 10000, 0, 1790000300, b"\x07" * 32
+    )
     assert recover_address(digest, bytes(signed.signature)) == bytes.fromhex(ACCT.address[2:])

@@ -15,15 +15,25 @@ from typing import Any
 
 import pytest
 
-from tests.verifiers.test_bn254 import twist_point_off_subgroup
 from popgate.verifiers import worldid
 from popgate.verifiers.bn254 import curve as c
 from popgate.verifiers.bn254.fields import P, R
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.groth16 import (
-    InvalidKey, InvalidProof, Proof, parse_proof, parse_public, parse_vk, prepare_key,
-    prepared_key, raise_job_result, verify, verify_job, verify_reference,
+    InvalidKey,
+    InvalidProof,
+    Proof,
+    parse_proof,
+    parse_public,
+    parse_vk,
+    prepare_key,
+    prepared_key,
+    raise_job_result,
+    verify,
+    verify_job,
+    verify_reference,
 )
+from tests.verifiers.test_bn254 import twist_point_off_subgroup
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "groth16"
 
@@ -44,8 +54,13 @@ def compressed_of(p: Proof) -> list[str]:
 
 def snarkjs_of(p: Proof) -> dict[str, Any]:
     (ax, ay), ((bx0, bx1), (by0, by1)), (cx, cy) = p.a, p.b, p.c
-    return {"pi_a": [str(ax), str(ay), "1"], "pi_b": [[str(bx0), str(bx1)], [str(by0), str(by1)], ["1", "0"]],
-            "pi_c": [str(cx), str(cy), "1"], "protocol": "groth16", "curve": "bn128"}
+    return {
+        "pi_a": [str(ax), str(ay), "1"],
+        "pi_b": [[str(bx0), str(bx1)], [str(by0), str(by1)], ["1", "0"]],
+        "pi_c": [str(cx), str(cy), "1"],
+        "protocol": "groth16",
+        "curve": "bn128",
+    }
 
 
 def _cases() -> dict[str, tuple[Any, Any, list[str]]]:
@@ -61,11 +76,17 @@ def _cases() -> dict[str, tuple[Any, Any, list[str]]]:
         out[f"idkit-abi-hex-{i}"] = (local, case["idkit2_result"]["proof"], case["public"])
     v4 = load("semaphore_v4_pse.json")
     for i, case in enumerate(v4["cases"]):
-        out[f"semaphore-v4-pse-{i}"] = (worldid.key("semaphore_v4", v4["depth"]), case["packed"], case["public"])
+        out[f"semaphore-v4-pse-{i}"] = (
+            worldid.key("semaphore_v4", v4["depth"]),
+            case["packed"],
+            case["public"],
+        )
     wc = load("worldid_contracts_inclusion_depth16.json")
     out["world-id-contracts-pse16"] = (
-        worldid.key("semaphore_v3", 16), {"packed": wc["packed"]},
-        [wc["root"], wc["nullifier_hash"], wc["signal_hash"], wc["external_nullifier_hash"]])
+        worldid.key("semaphore_v3", 16),
+        {"packed": wc["packed"]},
+        [wc["root"], wc["nullifier_hash"], wc["signal_hash"], wc["external_nullifier_hash"]],
+    )
     wp = load("worldid_protocol_nullifier_compressed.json")
     out["world-id-protocol-compressed-15"] = (wp["vk"], {"compressed": wp["compressed"]}, wp["public"])
     return out
@@ -92,8 +113,11 @@ IMPLS: dict[str, Check] = {"fast": fast, "reference": reference}
 
 
 def impl_cases(subset: list[str]) -> list[Any]:
-    return [pytest.param(impl, cid, id=f"{impl}-{cid}")
-            for impl in IMPLS for cid in (CASES if impl == "fast" else subset)]
+    return [
+        pytest.param(impl, cid, id=f"{impl}-{cid}")
+        for impl in IMPLS
+        for cid in (CASES if impl == "fast" else subset)
+    ]
 
 
 @pytest.mark.parametrize(("impl", "cid"), impl_cases(REFERENCE_SUBSET))
@@ -109,13 +133,20 @@ def test_all_encodings_of_a_proof_verify(cid: str) -> None:
     vk, proof, public = CASES[cid]
     p = parse_proof(proof)
     abi = "0x" + "".join(f"{int(w):064x}" for w in packed_of(p))
-    for enc in (snarkjs_of(p), {"packed": packed_of(p)}, {"compressed": compressed_of(p)}, abi,
-                compressed_of(p), packed_of(p)):
+    for enc in (
+        snarkjs_of(p),
+        {"packed": packed_of(p)},
+        {"compressed": compressed_of(p)},
+        abi,
+        compressed_of(p),
+        packed_of(p),
+    ):
         assert parse_proof(enc) == p
     fast(vk, {"compressed": compressed_of(p)}, public)
 
 
 # --- negative cases -----------------------------------------------------------------
+
 
 def semaphore() -> tuple[Any, Proof, list[int]]:
     vk, proof, public = CASES[SEMAPHORE]
@@ -182,9 +213,14 @@ NEGATIVE = {
 REFERENCE_NEGATIVE = ["public+1", "public>=r", "B-not-in-subgroup", "A.x+p"]
 
 
-@pytest.mark.parametrize(("impl", "kind"), [
-    pytest.param(impl, k, id=f"{impl}-{k}") for impl in IMPLS
-    for k in (NEGATIVE if impl == "fast" else REFERENCE_NEGATIVE)])
+@pytest.mark.parametrize(
+    ("impl", "kind"),
+    [
+        pytest.param(impl, k, id=f"{impl}-{k}")
+        for impl in IMPLS
+        for k in (NEGATIVE if impl == "fast" else REFERENCE_NEGATIVE)
+    ],
+)
 def test_broken_proofs_are_rejected(impl: str, kind: str) -> None:
     """Each way of breaking a real proof raises InvalidProof with its own detail."""
     vk, proof, public = tamper(kind)
@@ -204,8 +240,9 @@ def test_public_input_above_r_would_otherwise_pass() -> None:
     """x + r gives the same MSM: only the explicit range check stops it."""
     vk, p, pub = semaphore()
     key = prepared_key(vk)
-    assert c.g1_msm_fixed(key.vk.ic[0], key.ic_tables, [pub[0] + R, *pub[1:]]) == \
-        c.g1_msm_fixed(key.vk.ic[0], key.ic_tables, pub)
+    assert c.g1_msm_fixed(key.vk.ic[0], key.ic_tables, [pub[0] + R, *pub[1:]]) == c.g1_msm_fixed(
+        key.vk.ic[0], key.ic_tables, pub
+    )
 
 
 @pytest.mark.parametrize("public", [[], ["1"] * 3, ["1"] * 5])
@@ -216,15 +253,28 @@ def test_wrong_number_of_public_inputs_is_malformed(public: list[str]) -> None:
         fast(vk, proof, public)
 
 
-@pytest.mark.parametrize("bad", [
-    None, 5, "0x", [1, 2, 3], {"pi_a": [1, 2, 1]}, {"packed": [1] * 7}, {"compressed": "x"},
-    {"pi_a": ["1", "2", "1"], "pi_b": [["1"], ["2"]], "pi_c": ["1", "2", "1"]},
-    {"protocol": "plonk", "pi_a": [], "pi_b": [], "pi_c": []},
-    {"pi_a": ["1", "2", "2"], "pi_b": [["1", "0"], ["1", "0"]], "pi_c": ["1", "2"]},
-    {"packed": ["-1"] + ["1"] * 7}, {"packed": ["1.5"] + ["1"] * 7}, {"packed": [True] + [1] * 7},
-    {"packed": ["0x" + "f" * 65] + ["1"] * 7}, {"packed": [str(1 << 256)] + ["1"] * 7},
-    "0x" + "0" * 511, "0x" + "g" * 512,
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        5,
+        "0x",
+        [1, 2, 3],
+        {"pi_a": [1, 2, 1]},
+        {"packed": [1] * 7},
+        {"compressed": "x"},
+        {"pi_a": ["1", "2", "1"], "pi_b": [["1"], ["2"]], "pi_c": ["1", "2", "1"]},
+        {"protocol": "plonk", "pi_a": [], "pi_b": [], "pi_c": []},
+        {"pi_a": ["1", "2", "2"], "pi_b": [["1", "0"], ["1", "0"]], "pi_c": ["1", "2"]},
+        {"packed": ["-1"] + ["1"] * 7},
+        {"packed": ["1.5"] + ["1"] * 7},
+        {"packed": [True] + [1] * 7},
+        {"packed": ["0x" + "f" * 65] + ["1"] * 7},
+        {"packed": [str(1 << 256)] + ["1"] * 7},
+        "0x" + "0" * 511,
+        "0x" + "g" * 512,
+    ],
+)
 def test_unparsable_proofs_are_malformed(bad: Any) -> None:
     """Shapes and numbers that are not a proof raise Malformed, nothing else."""
     with pytest.raises(Malformed):
@@ -251,11 +301,13 @@ def test_key_validation() -> None:
 
 # --- caching, pickling, process pool ------------------------------------------------
 
+
 def test_prepared_keys_are_cached_across_spellings() -> None:
     """The same key as decimal JSON or as hex JSON is prepared once."""
     vk = CASES["snarkjs-pub2"][0]
     first = prepared_key(vk)
     assert prepared_key(copy.deepcopy(vk)) is first
+
     def to_hex(o: Any) -> Any:
         if isinstance(o, list):
             return [to_hex(x) for x in o]
@@ -295,8 +347,11 @@ def test_verify_job_in_a_process_pool() -> None:
 def test_directly_built_proofs_are_rechecked(impl: str) -> None:
     """verify does not trust a hand-built Proof: unreduced or off-curve points fail."""
     vk, p, pub = semaphore()
-    bad = [Proof((p.a[0] + P, p.a[1]), p.b, p.c), Proof(p.a, p.b, (p.c[0], p.c[1] + 1)),
-           Proof(p.a, (p.b[0], (p.b[1][0], p.b[1][1] + 1)), p.c)]
+    bad = [
+        Proof((p.a[0] + P, p.a[1]), p.b, p.c),
+        Proof(p.a, p.b, (p.c[0], p.c[1] + 1)),
+        Proof(p.a, (p.b[0], (p.b[1][0], p.b[1][1] + 1)), p.c),
+    ]
     for proof in bad:
         with pytest.raises(InvalidProof):
             if impl == "fast":

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from popgate.verifiers.bn254 import curve as c
 from popgate.verifiers.bn254.fields import P, R
@@ -15,10 +16,16 @@ from popgate.verifiers.groth16 import Proof, parse_proof, parse_public, parse_ui
 U256 = st.integers(min_value=0, max_value=(1 << 256) - 1)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=80),
-    lambda kids: st.lists(kids, max_size=9) | st.dictionaries(
-        st.sampled_from(["pi_a", "pi_b", "pi_c", "packed", "compressed", "protocol", "curve", "x"]), kids,
-        max_size=4),
-    max_leaves=30)
+    lambda kids: (
+        st.lists(kids, max_size=9)
+        | st.dictionaries(
+            st.sampled_from(["pi_a", "pi_b", "pi_c", "packed", "compressed", "protocol", "curve", "x"]),
+            kids,
+            max_size=4,
+        )
+    ),
+    max_leaves=30,
+)
 scalars = st.integers(min_value=1, max_value=R - 1)
 
 
@@ -90,8 +97,13 @@ def test_the_three_encodings_agree(a: int, b: int, k: int) -> None:
     pa, pb, pc = c.g1_mul(c.G1_GEN, a), c.g2_mul(c.G2_GEN, b), c.g1_mul(c.G1_GEN, k)
     assert pa is not None and pb is not None and pc is not None
     (bx0, bx1), (by0, by1) = pb
-    snark = {"pi_a": [str(pa[0]), str(pa[1]), "1"], "pi_b": [[str(bx0), str(bx1)], [str(by0), str(by1)], ["1", "0"]],
-             "pi_c": [str(pc[0]), str(pc[1]), "1"], "protocol": "groth16", "curve": "bn128"}
+    snark = {
+        "pi_a": [str(pa[0]), str(pa[1]), "1"],
+        "pi_b": [[str(bx0), str(bx1)], [str(by0), str(by1)], ["1", "0"]],
+        "pi_c": [str(pc[0]), str(pc[1]), "1"],
+        "protocol": "groth16",
+        "curve": "bn128",
+    }
     packed = [pa[0], pa[1], bx1, bx0, by1, by0, pc[0], pc[1]]
     cb0, cb1 = c.g2_compress(pb)
     compressed = [c.g1_compress(pa), cb1, cb0, c.g1_compress(pc)]

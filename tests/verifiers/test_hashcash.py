@@ -6,7 +6,8 @@ import calendar
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from popgate.gateway.stores.memory import MemoryStore
 from popgate.verifiers import hashcash
@@ -62,11 +63,14 @@ def test_min_bits_is_enforced_on_the_claim() -> None:
     assert reason(e) == "insufficient_work"
 
 
-@pytest.mark.parametrize("now, max_age, expected", [
-    (MINTED - 3600, 86400, "not_yet_valid"),      # minted an hour in the "future"
-    (MINTED + 2 * 86400, 86400, "expired"),
-    (MINTED + 29 * 86400, hashcash.DEFAULT_MAX_AGE, "expired"),
-])
+@pytest.mark.parametrize(
+    "now, max_age, expected",
+    [
+        (MINTED - 3600, 86400, "not_yet_valid"),  # minted an hour in the "future"
+        (MINTED + 2 * 86400, 86400, "expired"),
+        (MINTED + 29 * 86400, hashcash.DEFAULT_MAX_AGE, "expired"),
+    ],
+)
 def test_date_window(now: float, max_age: float, expected: str) -> None:
     """Stamps dated in the future (beyond skew) or older than max_age fail."""
     stamp = next(s for s, _, _, w in stamps() if w == 12)
@@ -87,8 +91,12 @@ def test_known_published_stamps() -> None:
     hashcash.check("1:24:040806:foo::511801694b4cd6b0:1e7297a", resource="foo", now=now, min_bits=24)
     hashcash.check("1:20:040806:foo::831d0c6f22eb81ff:15eae4", resource="foo", now=now, min_bits=20)
     with pytest.raises(VerificationError) as e:
-        hashcash.check("1:20:1303030600:anni@cypherspace.org::McMybZIhxKXu57jd:ckvi",
-                       resource="anni@cypherspace.org", now=calendar.timegm((2013, 3, 3, 7, 0, 0)), min_bits=20)
+        hashcash.check(
+            "1:20:1303030600:anni@cypherspace.org::McMybZIhxKXu57jd:ckvi",
+            resource="anni@cypherspace.org",
+            now=calendar.timegm((2013, 3, 3, 7, 0, 0)),
+            min_bits=20,
+        )
     assert reason(e) == "insufficient_work"
 
 
@@ -102,12 +110,25 @@ async def test_double_spend() -> None:
     assert reason(e) == "replayed"
 
 
-@pytest.mark.parametrize("stamp", [
-    "", "1:20", "0:20:261120:r::a:b", "2:20:261120:r::a:b", "1:x:261120:r::a:b",
-    "1:20:261320:r::a:b", "1:20:260230:r::a:b", "1:20:2611201:r::a:b", "1:20:261120:r::a b:c",
-    "1:20:261120::::", "1:20:261120:r::a:b:c", "1:20:2611202460:r::a:b", "1:9999:261120:r::a:b",
-    "1:20:261120:r::a:\u00e9",
-])
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "",
+        "1:20",
+        "0:20:261120:r::a:b",
+        "2:20:261120:r::a:b",
+        "1:x:261120:r::a:b",
+        "1:20:261320:r::a:b",
+        "1:20:260230:r::a:b",
+        "1:20:2611201:r::a:b",
+        "1:20:261120:r::a b:c",
+        "1:20:261120::::",
+        "1:20:261120:r::a:b:c",
+        "1:20:2611202460:r::a:b",
+        "1:9999:261120:r::a:b",
+        "1:20:261120:r::a:\u00e9",
+    ],
+)
 def test_malformed(stamp: str) -> None:
     with pytest.raises(VerificationError) as e:
         hashcash.check(stamp, resource="r", now=NOW, min_bits=0)
@@ -131,18 +152,30 @@ def test_parse_never_crashes(text: str) -> None:
     assert s.text == text and 0 <= s.bits <= 160
 
 
-@given(st.integers(0, 99), st.integers(1, 12), st.integers(1, 28), st.integers(0, 23), st.integers(0, 59),
-       st.integers(0, 59))
+@given(
+    st.integers(0, 99),
+    st.integers(1, 12),
+    st.integers(1, 28),
+    st.integers(0, 23),
+    st.integers(0, 59),
+    st.integers(0, 59),
+)
 def test_date_forms_roundtrip(yy: int, mo: int, dd: int, hh: int, mi: int, ss: int) -> None:
     """The three date widths parse to the same instant as calendar.timegm."""
     assert hashcash.parse_date(f"{yy:02}{mo:02}{dd:02}") == calendar.timegm((2000 + yy, mo, dd, 0, 0, 0))
-    assert hashcash.parse_date(f"{yy:02}{mo:02}{dd:02}{hh:02}{mi:02}") == \
-        calendar.timegm((2000 + yy, mo, dd, hh, mi, 0))
-    assert hashcash.parse_date(f"{yy:02}{mo:02}{dd:02}{hh:02}{mi:02}{ss:02}") == \
-        calendar.timegm((2000 + yy, mo, dd, hh, mi, ss))
+    assert hashcash.parse_date(f"{yy:02}{mo:02}{dd:02}{hh:02}{mi:02}") == calendar.timegm(
+        (2000 + yy, mo, dd, hh, mi, 0)
+    )
+    assert hashcash.parse_date(f"{yy:02}{mo:02}{dd:02}{hh:02}{mi:02}{ss:02}") == calendar.timegm(
+        (2000 + yy, mo, dd, hh, mi, ss)
+    )
 
 
-@given(st.from_regex(r"1:[0-9]{1,2}:[0-9]{6}:[a-z.]{1,10}::[A-Za-z0-9+/=]{0,16}:[A-Za-z0-9+/=]{0,16}", fullmatch=True))
+@given(
+    st.from_regex(
+        r"1:[0-9]{1,2}:[0-9]{6}:[a-z.]{1,10}::[A-Za-z0-9+/=]{0,16}:[A-Za-z0-9+/=]{0,16}", fullmatch=True
+    )
+)
 def test_structured_stamps_raise_only_verification_errors(stamp: str) -> None:
     """Well-shaped random stamps fail (or pass) only through VerificationError."""
     try:

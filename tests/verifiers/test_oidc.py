@@ -16,12 +16,14 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.support.servers import serve_app
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.jwks import JwksCache, ProviderConfig, parse_jwks
 from popgate.verifiers.oidc import OidcVerifier, decode_segment, parse_header
+from tests.support.servers import serve_app
 
-FIX = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "zklogin" / "jwt_cases.json").read_text())
+FIX = json.loads(
+    (Path(__file__).resolve().parents[1] / "fixtures" / "zklogin" / "jwt_cases.json").read_text()
+)
 NOW = FIX["now"]
 ISS, AUD = FIX["issuer"], FIX["audience"]
 K1 = pyjwt.PyJWK(FIX["private_jwk_k1"], "RS256").key
@@ -48,8 +50,9 @@ class JwksServer:
         if self.delay:
             await asyncio.sleep(self.delay)
         headers = {"Cache-Control": self.cache_control} if self.cache_control else {}
-        return web.Response(status=self.status, text=json.dumps(self.jwks), headers=headers,
-                            content_type="application/json")
+        return web.Response(
+            status=self.status, text=json.dumps(self.jwks), headers=headers, content_type="application/json"
+        )
 
 
 @pytest.fixture
@@ -94,8 +97,9 @@ async def test_max_age_honoured(jwks_server: tuple[JwksServer, str], session: ai
     assert srv.hits == 2 and cache.fetches == 2
 
 
-async def test_default_ttl_without_header(jwks_server: tuple[JwksServer, str],
-                                          session: aiohttp.ClientSession) -> None:
+async def test_default_ttl_without_header(
+    jwks_server: tuple[JwksServer, str], session: aiohttp.ClientSession
+) -> None:
     """No Cache-Control: the default TTL applies."""
     srv, url = jwks_server
     v, cache = verifier(url, session, default_max_age=120)
@@ -107,8 +111,9 @@ async def test_default_ttl_without_header(jwks_server: tuple[JwksServer, str],
     assert srv.hits == 2
 
 
-async def test_unknown_kid_refetch_is_rate_limited(jwks_server: tuple[JwksServer, str],
-                                                   session: aiohttp.ClientSession) -> None:
+async def test_unknown_kid_refetch_is_rate_limited(
+    jwks_server: tuple[JwksServer, str], session: aiohttp.ClientSession
+) -> None:
     """An unknown kid refetches at most once per 30 s; a rotated-in key is then found."""
     srv, url = jwks_server
     srv.cache_control = "max-age=3600"
@@ -127,8 +132,9 @@ async def test_unknown_kid_refetch_is_rate_limited(jwks_server: tuple[JwksServer
     assert srv.hits == 3
 
 
-async def test_stale_served_within_bound(jwks_server: tuple[JwksServer, str],
-                                         session: aiohttp.ClientSession) -> None:
+async def test_stale_served_within_bound(
+    jwks_server: tuple[JwksServer, str], session: aiohttp.ClientSession
+) -> None:
     """When the provider fails, the old set serves until max_stale past expiry."""
     srv, url = jwks_server
     srv.cache_control = "max-age=60"
@@ -145,7 +151,9 @@ async def test_stale_served_within_bound(jwks_server: tuple[JwksServer, str],
     assert (await cache.get_key(p, "k1", NOW + 60 + 700)).kid == "k1"
 
 
-async def test_first_fetch_failure(jwks_server: tuple[JwksServer, str], session: aiohttp.ClientSession) -> None:
+async def test_first_fetch_failure(
+    jwks_server: tuple[JwksServer, str], session: aiohttp.ClientSession
+) -> None:
     """No set ever fetched (500, junk JSON, or refused connection): jwks_unavailable."""
     srv, url = jwks_server
     srv.status = 500
@@ -158,8 +166,9 @@ async def test_first_fetch_failure(jwks_server: tuple[JwksServer, str], session:
     assert await reason(v.verify(token(), now=NOW)) == "jwks_unavailable"
 
 
-async def test_concurrent_lookups_share_one_fetch(jwks_server: tuple[JwksServer, str],
-                                                  session: aiohttp.ClientSession) -> None:
+async def test_concurrent_lookups_share_one_fetch(
+    jwks_server: tuple[JwksServer, str], session: aiohttp.ClientSession
+) -> None:
     """20 simultaneous verifications on a cold cache make one HTTP request."""
     srv, url = jwks_server
     srv.delay = 0.05
@@ -171,15 +180,34 @@ async def test_concurrent_lookups_share_one_fetch(jwks_server: tuple[JwksServer,
 def test_parse_jwks_skips_unusable_keys() -> None:
     """Keys with another alg, use=enc, odd e, no kid, or junk are skipped, not fatal."""
     good = FIX["jwks"]["keys"][0]
-    keys = parse_jwks({"keys": [good, {**good, "kid": "a", "alg": "RS512"}, {**good, "kid": "b", "use": "enc"},
-                                {**good, "kid": "c", "e": "Aw"}, {**good, "kid": None}, "junk",
-                                {"kty": "RSA", "kid": "d", "n": "!!", "e": "AQAB"}, FIX["jwks"]["keys"][2]]})
+    keys = parse_jwks(
+        {
+            "keys": [
+                good,
+                {**good, "kid": "a", "alg": "RS512"},
+                {**good, "kid": "b", "use": "enc"},
+                {**good, "kid": "c", "e": "Aw"},
+                {**good, "kid": None},
+                "junk",
+                {"kty": "RSA", "kid": "d", "n": "!!", "e": "AQAB"},
+                FIX["jwks"]["keys"][2],
+            ]
+        }
+    )
     assert list(keys) == ["k1"]
 
 
-@pytest.mark.parametrize("kw", [dict(audiences=frozenset()), dict(jwks=None),
-                                dict(algorithms=("HS256",)), dict(algorithms=("none",)),
-                                dict(jwks_url="file:///etc/passwd", jwks=None), dict(issuer="")])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(audiences=frozenset()),
+        dict(jwks=None),
+        dict(algorithms=("HS256",)),
+        dict(algorithms=("none",)),
+        dict(jwks_url="file:///etc/passwd", jwks=None),
+        dict(issuer=""),
+    ],
+)
 def test_provider_config_rejects(kw: dict) -> None:
     """Invalid provider configs fail at construction."""
     base: dict[str, Any] = dict(issuer=ISS, audiences=frozenset([AUD]), jwks=JWKS_K1)
@@ -209,6 +237,7 @@ async def test_leeway_edges() -> None:
 
 
 # --- parsers, property-based -------------------------------------------------------------
+
 
 def b64u(b: bytes) -> str:
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
@@ -244,14 +273,18 @@ def test_parse_header_only_raises_verification_error(s: str) -> None:
         pass
 
 
-JSONV = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-                     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
-                     max_leaves=8)
+JSONV = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+    max_leaves=8,
+)
 
 
-@given(st.dictionaries(st.sampled_from(["alg", "kid", "typ", "jwk", "jku", "x5u", "x5c", "crit", "cty"]), JSONV),
-       st.dictionaries(st.sampled_from(["iss", "aud", "sub", "iat", "exp", "nbf", "nonce"]), JSONV),
-       st.binary(max_size=300))
+@given(
+    st.dictionaries(st.sampled_from(["alg", "kid", "typ", "jwk", "jku", "x5u", "x5c", "crit", "cty"]), JSONV),
+    st.dictionaries(st.sampled_from(["iss", "aud", "sub", "iat", "exp", "nbf", "nonce"]), JSONV),
+    st.binary(max_size=300),
+)
 async def test_verify_fuzzed_tokens(header: dict, payload: dict, sig: bytes) -> None:
     """Arbitrary header/payload JSON and signature bytes: always a VerificationError, and a
     forbidden header parameter is always refused as malformed."""
@@ -268,8 +301,12 @@ async def test_verify_fuzzed_tokens(header: dict, payload: dict, sig: bytes) -> 
 async def test_embedded_key_headers_refused_even_when_signed(param: str) -> None:
     """A correctly signed token with an embedded-key header is still refused."""
     p = ProviderConfig(issuer=ISS, audiences=frozenset([AUD]), jwks=JWKS_K1)
-    tok = pyjwt.encode({"iss": ISS, "aud": AUD, "sub": "u", "iat": NOW, "exp": NOW + 60, "nonce": "n"},
-                       K1, algorithm="RS256", headers={"kid": "k1", param: "x"})
+    tok = pyjwt.encode(
+        {"iss": ISS, "aud": AUD, "sub": "u", "iat": NOW, "exp": NOW + 60, "nonce": "n"},
+        K1,
+        algorithm="RS256",
+        headers={"kid": "k1", param: "x"},
+    )
     with pytest.raises(VerificationError) as e:
         await OidcVerifier([p], JwksCache()).verify(tok, now=NOW)
     assert e.value.reason == "malformed"

@@ -10,28 +10,61 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from popgate.verifiers.errors import VerificationError
-from popgate.verifiers.paypercrawl import (CRAWLER_CHARGED, CRAWLER_ERROR, CRAWLER_PRICE, CrawlerPriceError,
-                                   Price, accept_offer, charged_headers, format_price, parse_price,
-                                   price_headers)
+from popgate.verifiers.paypercrawl import (
+    CRAWLER_CHARGED,
+    CRAWLER_ERROR,
+    CRAWLER_PRICE,
+    CrawlerPriceError,
+    Price,
+    accept_offer,
+    charged_headers,
+    format_price,
+    parse_price,
+    price_headers,
+)
 
 P = Decimal("0.01")
 
 
-@pytest.mark.parametrize("text,cur,amount", [("USD 0.01", "USD", "0.01"), ("USD 1", "USD", "1"),
-                                             ("EUR 0.5", "EUR", "0.5"), ("USD 12.000001", "USD", "12.000001")])
+@pytest.mark.parametrize(
+    "text,cur,amount",
+    [
+        ("USD 0.01", "USD", "0.01"),
+        ("USD 1", "USD", "1"),
+        ("EUR 0.5", "EUR", "0.5"),
+        ("USD 12.000001", "USD", "12.000001"),
+    ],
+)
 def test_parse(text: str, cur: str, amount: str) -> None:
     """Documented format ``USD 0.01`` parses to currency and exact Decimal."""
     assert parse_price(text) == Price(cur, Decimal(amount))
 
 
-@pytest.mark.parametrize("text", ["0.01", "usd 0.01", "USD  0.01", "USD -0.01", "USD 1e-2",
-                                  "USD .01", "USD 0.01 extra", "USD", "USD 01", "$0.01", ""])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0.01",
+        "usd 0.01",
+        "USD  0.01",
+        "USD -0.01",
+        "USD 1e-2",
+        "USD .01",
+        "USD 0.01 extra",
+        "USD",
+        "USD 01",
+        "$0.01",
+        "",
+    ],
+)
 def test_parse_refuses(text: str) -> None:
     """Anything else is InvalidCrawlerPriceValue (HTTP 400)."""
     with pytest.raises(CrawlerPriceError) as e:
         parse_price(text)
     assert (e.value.code, e.value.status, e.value.reason) == (
-        "InvalidCrawlerPriceValue", 400, "invalid_crawler_price_value")
+        "InvalidCrawlerPriceValue",
+        400,
+        "invalid_crawler_price_value",
+    )
 
 
 def test_format() -> None:
@@ -59,28 +92,43 @@ def test_parse_fuzz(text: str) -> None:
         pass
 
 
-@pytest.mark.parametrize("headers,code", [
-    ({}, "MissingCrawlerPrice"),
-    ({"crawler-exact-price": "USD 0.01", "crawler-max-price": "USD 0.05"}, "ConflictingPriceHeaders"),
-    ({"crawler-exact-price": "USD 0.02"}, "InvalidCrawlerExactPrice"),
-    ({"crawler-max-price": "USD 0.009"}, "InvalidCrawlerMaxPrice"),
-    ({"crawler-max-price": "EUR 1"}, "InvalidCrawlerPriceValue"),
-    ({"crawler-exact-price": "0.01"}, "InvalidCrawlerPriceValue"),
-])
+@pytest.mark.parametrize(
+    "headers,code",
+    [
+        ({}, "MissingCrawlerPrice"),
+        ({"crawler-exact-price": "USD 0.01", "crawler-max-price": "USD 0.05"}, "ConflictingPriceHeaders"),
+        ({"crawler-exact-price": "USD 0.02"}, "InvalidCrawlerExactPrice"),
+        ({"crawler-max-price": "USD 0.009"}, "InvalidCrawlerMaxPrice"),
+        ({"crawler-max-price": "EUR 1"}, "InvalidCrawlerPriceValue"),
+        ({"crawler-exact-price": "0.01"}, "InvalidCrawlerPriceValue"),
+    ],
+)
 def test_offer_errors(headers: dict[str, str], code: str) -> None:
     """Each Cloudflare error code with its status and crawler-error header."""
     with pytest.raises(CrawlerPriceError) as e:
         accept_offer(CIMultiDict(headers), P)
     assert e.value.code == code and e.value.headers() == {CRAWLER_ERROR: code}
     assert isinstance(e.value, VerificationError)
-    assert e.value.status == {"MissingCrawlerPrice": 402, "ConflictingPriceHeaders": 400,
-                              "InvalidCrawlerExactPrice": 402, "InvalidCrawlerMaxPrice": 402,
-                              "InvalidCrawlerPriceValue": 400}[code]
+    assert (
+        e.value.status
+        == {
+            "MissingCrawlerPrice": 402,
+            "ConflictingPriceHeaders": 400,
+            "InvalidCrawlerExactPrice": 402,
+            "InvalidCrawlerMaxPrice": 402,
+            "InvalidCrawlerPriceValue": 400,
+        }[code]
+    )
 
 
-@pytest.mark.parametrize("headers", [{"Crawler-Exact-Price": "USD 0.01"},
-                                     {"crawler-max-price": "USD 0.05"},
-                                     {"crawler-max-price": "USD 0.010"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Crawler-Exact-Price": "USD 0.01"},
+        {"crawler-max-price": "USD 0.05"},
+        {"crawler-max-price": "USD 0.010"},
+    ],
+)
 def test_offer_accepted_charges_our_price(headers: dict[str, str]) -> None:
     """An acceptable offer is charged our price, never the crawler's max."""
     assert accept_offer(CIMultiDict(headers), P) == Price("USD", P)

@@ -62,7 +62,7 @@ def test_optimised_equals_reference(xs: list[int]) -> None:
 @given(st.lists(st.integers(0, R - 1), min_size=17, max_size=64))
 def test_tree_shape(xs: list[int]) -> None:
     """>16 inputs: chunks of 16 from the front, hashed, then hashed again (recursively)."""
-    chunks = [poseidon(xs[i:i + 16]) for i in range(0, len(xs), 16)]
+    chunks = [poseidon(xs[i : i + 16]) for i in range(0, len(xs), 16)]
     assert poseidon_hash(xs) == poseidon_hash(chunks)
 
 

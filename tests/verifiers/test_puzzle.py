@@ -34,8 +34,14 @@ def reason(excinfo: pytest.ExceptionInfo[VerificationError]) -> str:
 async def test_valid_solution_verifies_and_binds_fields() -> None:
     """A solved challenge verifies once and reports what it was bound to."""
     c = make()
-    att = await puzzle.verify(KEYS, solution(c), now=NOW + 1, store=MemoryStore(),
-                              client_ip=ipaddress.ip_address("203.0.113.77"), scope="api")
+    att = await puzzle.verify(
+        KEYS,
+        solution(c),
+        now=NOW + 1,
+        store=MemoryStore(),
+        client_ip=ipaddress.ip_address("203.0.113.77"),
+        scope="api",
+    )
     assert (att.network, att.scope, att.bits, att.expires) == (NET, "api", 8, int(NOW) + 300)
 
 
@@ -56,21 +62,26 @@ async def test_concurrent_spends_only_one_wins() -> None:
     """Of many concurrent verifications of one solution exactly one succeeds."""
     store, c = MemoryStore(), make(bits=4)
     value = solution(c)
-    results = await asyncio.gather(*(puzzle.verify(KEYS, value, now=NOW, store=store, network=NET)
-                                     for _ in range(20)), return_exceptions=True)
+    results = await asyncio.gather(
+        *(puzzle.verify(KEYS, value, now=NOW, store=store, network=NET) for _ in range(20)),
+        return_exceptions=True,
+    )
     assert sum(not isinstance(r, Exception) for r in results) == 1
     assert all(r.reason == "replayed" for r in results if isinstance(r, VerificationError))
 
 
-@pytest.mark.parametrize("mutate, expected", [
-    (lambda c, s: s.replace(c.mac, c.mac[:-2] + ("AA" if c.mac[-2:] != "AA" else "BB")), "bad_mac"),
-    (lambda c, s: s.replace("pz1.k1.", "pz1.k9."), "unknown_key"),
-    (lambda c, s: s.replace("pz1.k1.", "pz1.k0."), "bad_mac"),
-    (lambda c, s: s.replace(".", "!", 1), "malformed"),
-    (lambda c, s: s.split(":")[0], "malformed"),
-    (lambda c, s: s + ",7", "insufficient_work"),
-    (lambda c, s: s[: s.index(":") + 1] + "x y", "malformed"),
-])
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda c, s: s.replace(c.mac, c.mac[:-2] + ("AA" if c.mac[-2:] != "AA" else "BB")), "bad_mac"),
+        (lambda c, s: s.replace("pz1.k1.", "pz1.k9."), "unknown_key"),
+        (lambda c, s: s.replace("pz1.k1.", "pz1.k0."), "bad_mac"),
+        (lambda c, s: s.replace(".", "!", 1), "malformed"),
+        (lambda c, s: s.split(":")[0], "malformed"),
+        (lambda c, s: s + ",7", "insufficient_work"),
+        (lambda c, s: s[: s.index(":") + 1] + "x y", "malformed"),
+    ],
+)
 def test_tampering_is_rejected(mutate, expected) -> None:  # type: ignore[no-untyped-def]
     """Any change to the challenge or solution fails with a specific reason."""
     c = make(bits=4)
@@ -83,7 +94,9 @@ def test_tampering_is_rejected(mutate, expected) -> None:  # type: ignore[no-unt
 def test_payload_tamper_breaks_mac() -> None:
     """Re-encoding the payload with more lenient fields is caught by the MAC."""
     c = make(bits=20)
-    import base64, json
+    import base64
+    import json
+
     _, kid, payload, mac = c.wire.split(".")
     body = json.loads(base64.urlsafe_b64decode(payload + "=="))
     body["b"] = 0
@@ -93,15 +106,18 @@ def test_payload_tamper_breaks_mac() -> None:
     assert reason(e) == "bad_mac"
 
 
-@pytest.mark.parametrize("kwargs, expected", [
-    ({"now": NOW + 300}, "expired"),
-    ({"now": NOW + 10_000}, "expired"),
-    ({"network": "198.51.100.0/24"}, "wrong_network"),
-    ({"client_ip": "203.0.114.1"}, "wrong_network"),
-    ({"client_ip": "2001:db8::1"}, "wrong_network"),
-    ({"scope": "admin"}, "wrong_resource"),
-    ({"min_bits": 9}, "insufficient_work"),
-])
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({"now": NOW + 300}, "expired"),
+        ({"now": NOW + 10_000}, "expired"),
+        ({"network": "198.51.100.0/24"}, "wrong_network"),
+        ({"client_ip": "203.0.114.1"}, "wrong_network"),
+        ({"client_ip": "2001:db8::1"}, "wrong_network"),
+        ({"scope": "admin"}, "wrong_resource"),
+        ({"min_bits": 9}, "insufficient_work"),
+    ],
+)
 def test_binding_checks(kwargs, expected) -> None:  # type: ignore[no-untyped-def]
     """Expiry, network prefix, scope and the route's floor are all enforced."""
     c = make(bits=8)
@@ -116,8 +132,9 @@ def test_wrong_nonce_is_insufficient_work() -> None:
     """A nonce whose hash misses the target fails (16 bits: a random one almost surely does)."""
     c = make(bits=16)
     good = int(solution(c).rsplit(":", 1)[1])
-    bad = next(str(n) for n in range(good + 1, good + 10_000)
-               if not puzzle.work_ok(c.wire, (str(n),), 16))  # the next nonce that misses
+    bad = next(
+        str(n) for n in range(good + 1, good + 10_000) if not puzzle.work_ok(c.wire, (str(n),), 16)
+    )  # the next nonce that misses
     with pytest.raises(VerificationError) as e:
         puzzle.check(KEYS, c.wire, (bad,), now=NOW, network=NET)
     assert reason(e) == "insufficient_work"

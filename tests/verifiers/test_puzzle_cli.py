@@ -38,28 +38,38 @@ def env(config: Any = Cfg({"k1": b"k" * 32}, "k1")) -> Env:
 async def test_puzzle_case_valid_then_replayed() -> None:
     """A solved case passes with its binding as output; the same case again is replayed."""
     e = env()
-    c = puzzle.issue(puzzle_cli.keys_from_config(e.config), network="203.0.113.0/24", scope="api",
-                     bits=6, now=NOW)
+    c = puzzle.issue(
+        puzzle_cli.keys_from_config(e.config), network="203.0.113.0/24", scope="api", bits=6, now=NOW
+    )
     nonces, _ = puzzle.solve(c.wire, 6)
     case = {"challenge": c.wire, "solution": nonces[0], "now": NOW + 5, "network": "203.0.113.0/24"}
     out = await puzzle_cli.check(case, e)
-    assert out == {"network": "203.0.113.0/24", "scope": "api", "bits": 6, "subs": 1,
-                   "expires": int(NOW) + 300}
+    assert out == {
+        "network": "203.0.113.0/24",
+        "scope": "api",
+        "bits": 6,
+        "subs": 1,
+        "expires": int(NOW) + 300,
+    }
     with pytest.raises(VerificationError) as ex:
         await puzzle_cli.check(case, e)
     assert ex.value.reason == "replayed"
 
 
-@pytest.mark.parametrize("patch, expected", [
-    ({"network": "198.51.100.0/24"}, "wrong_network"),
-    ({"now": NOW + 301}, "expired"),
-    ({"solution": "x y"}, "malformed"),
-    ({"network": "nonsense"}, "malformed"),
-])
+@pytest.mark.parametrize(
+    "patch, expected",
+    [
+        ({"network": "198.51.100.0/24"}, "wrong_network"),
+        ({"now": NOW + 301}, "expired"),
+        ({"solution": "x y"}, "malformed"),
+        ({"network": "nonsense"}, "malformed"),
+    ],
+)
 async def test_puzzle_case_failures(patch: dict[str, Any], expected: str) -> None:
     e = env()
-    c = puzzle.issue(puzzle_cli.keys_from_config(e.config), network="203.0.113.0/24", scope="api",
-                     bits=2, now=NOW)
+    c = puzzle.issue(
+        puzzle_cli.keys_from_config(e.config), network="203.0.113.0/24", scope="api", bits=2, now=NOW
+    )
     nonces, _ = puzzle.solve(c.wire, 2)
     case = {"challenge": c.wire, "solution": nonces[0], "now": NOW, "network": "203.0.113.0/24", **patch}
     with pytest.raises(VerificationError) as ex:
@@ -69,7 +79,9 @@ async def test_puzzle_case_failures(patch: dict[str, Any], expected: str) -> Non
 
 async def test_puzzle_without_config_is_no_keys() -> None:
     with pytest.raises(VerificationError) as ex:
-        await puzzle_cli.check({"challenge": "pz1.a.b.c", "solution": "1", "network": "10.0.0.0/24"}, env(None))
+        await puzzle_cli.check(
+            {"challenge": "pz1.a.b.c", "solution": "1", "network": "10.0.0.0/24"}, env(None)
+        )
     assert ex.value.reason == "no_keys"
 
 

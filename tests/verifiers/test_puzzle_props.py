@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from popgate.verifiers import puzzle
 from popgate.verifiers.errors import VerificationError
@@ -23,7 +24,10 @@ def test_parse_solution_raises_only_verification_errors(value: str) -> None:
     assert wire.startswith("pz1.") and ":" not in wire and 1 <= len(nonces) <= puzzle.MAX_SUBS
 
 
-@given(st.text(ALPH, max_size=600), st.lists(st.from_regex(r"[0-9]{1,6}", fullmatch=True), min_size=1, max_size=3))
+@given(
+    st.text(ALPH, max_size=600),
+    st.lists(st.from_regex(r"[0-9]{1,6}", fullmatch=True), min_size=1, max_size=3),
+)
 def test_check_of_garbage_raises_verification_error(wire: str, nonces: list[str]) -> None:
     """Random challenge strings never verify and never raise anything but VerificationError."""
     try:
@@ -34,8 +38,12 @@ def test_check_of_garbage_raises_verification_error(wire: str, nonces: list[str]
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, 6), st.integers(1, 3), st.from_regex(r"[A-Za-z0-9_.-]{1,20}", fullmatch=True),
-       st.binary(min_size=16, max_size=16))
+@given(
+    st.integers(0, 6),
+    st.integers(1, 3),
+    st.from_regex(r"[A-Za-z0-9_.-]{1,20}", fullmatch=True),
+    st.binary(min_size=16, max_size=16),
+)
 def test_issue_solve_check_roundtrip(bits: int, subs: int, scope: str, rand: bytes) -> None:
     """Whatever the parameters, an issued challenge solved by the reference solver verifies."""
     c = puzzle.issue(KEYS, network="2001:db8::/64", scope=scope, bits=bits, now=NOW, subs=subs, rand=rand)

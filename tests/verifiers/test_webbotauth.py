@@ -18,16 +18,25 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given
 from hypothesis import strategies as st
 
-from popgate.gateway.stores.memory import MemoryStore
 from popgate.gateway.cli.verify import load_checker, run_cases
-from tests.support.servers import serve_app
+from popgate.gateway.stores.memory import MemoryStore
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.httpsig import Headers, RequestView, ResponseView, jwk_thumbprint, signature_base
 from popgate.verifiers.structured_fields import InnerList, Item, serialize_inner_list
-from popgate.verifiers.webbotauth import (DIRECTORY_PATH, KeyDirectory, StaticKey, WebBotAuthVerifier,
-                                  agent_origin, parse_signature_agent, static_keys_from_jwks)
+from popgate.verifiers.webbotauth import (
+    DIRECTORY_PATH,
+    KeyDirectory,
+    StaticKey,
+    WebBotAuthVerifier,
+    agent_origin,
+    parse_signature_agent,
+    static_keys_from_jwks,
+)
+from tests.support.servers import serve_app
 
-FIX = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "webbotauth" / "vectors.json").read_text())
+FIX = json.loads(
+    (Path(__file__).resolve().parents[1] / "fixtures" / "webbotauth" / "vectors.json").read_text()
+)
 NOW = FIX["now"]
 PUB = {k: {n: v for n, v in jwk.items() if n != "d"} for k, jwk in FIX["keys"].items()}
 AGENT_JWKS = {"keys": [PUB["agent"], PUB["rfc9421_ed25519"]]}
@@ -68,8 +77,11 @@ async def test_cloudflare_vectors(r: dict) -> None:
 
 def test_thumbprints_match_cloudflare() -> None:
     """Our RFC 7638 thumbprints equal web-bot-auth's jwkToKeyID (incl. the RFC 9421 test key)."""
-    assert jwk_thumbprint(PUB["rfc9421_ed25519"]) == FIX["keyids"]["rfc"] == \
-        "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U"
+    assert (
+        jwk_thumbprint(PUB["rfc9421_ed25519"])
+        == FIX["keyids"]["rfc"]
+        == "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U"
+    )
     assert jwk_thumbprint(PUB["agent"]) == FIX["keyids"]["agent"]
 
 
@@ -85,16 +97,42 @@ NEG = [
     ("stale", "no_agent", {}, dict(now=NOW + 301), "expired"),
     ("expired", "legacy_agent", {}, dict(now=NOW + 300 + 31), "expired"),
     ("future", "no_agent", {}, dict(now=NOW - 60), "not_yet_valid"),
-    ("agent tampered", "legacy_agent", {"Signature-Agent": '"https://evil.example.test"'}, {}, "bad_signature"),
-    ("agent added, not covered", "no_agent", {"Signature-Agent": '"https://evil.example.test"'}, {},
-     "missing_component"),
-    ("dict agent tampered", "dict_agent", {"Signature-Agent": 'agent1="https://evil.example.test"'}, {},
-     "bad_signature"),
-    ("dict member missing", "dict_agent", {"Signature-Agent": 'agent2="https://signer.example.test"'}, {},
-     "missing_component"),
+    (
+        "agent tampered",
+        "legacy_agent",
+        {"Signature-Agent": '"https://evil.example.test"'},
+        {},
+        "bad_signature",
+    ),
+    (
+        "agent added, not covered",
+        "no_agent",
+        {"Signature-Agent": '"https://evil.example.test"'},
+        {},
+        "missing_component",
+    ),
+    (
+        "dict agent tampered",
+        "dict_agent",
+        {"Signature-Agent": 'agent1="https://evil.example.test"'},
+        {},
+        "bad_signature",
+    ),
+    (
+        "dict member missing",
+        "dict_agent",
+        {"Signature-Agent": 'agent2="https://signer.example.test"'},
+        {},
+        "missing_component",
+    ),
     ("agent not https", "legacy_agent", {"Signature-Agent": '"http://signer.example.test"'}, {}, "bad_agent"),
-    ("signature swapped", "legacy_agent", {"Signature": req("no_agent")["headers"]["Signature"]}, {},
-     "bad_signature"),
+    (
+        "signature swapped",
+        "legacy_agent",
+        {"Signature": req("no_agent")["headers"]["Signature"]},
+        {},
+        "bad_signature",
+    ),
     ("authority changed", "no_agent", {}, dict(url="https://other.example/path?x=1"), "bad_signature"),
 ]
 
@@ -117,13 +155,20 @@ async def test_replay_and_tag() -> None:
     assert await reason(v.verify(view_of(req("post")), now=NOW + 1)) == "replayed"
     assert await reason(v.verify(view_of(req("no_agent")), now=NOW + 1)) == "ok"
     s = FIX["session"][0]
-    assert await reason(v.verify(RequestView.build(s["method"], s["url"], s["headers"], s["body"].encode()),
-                                 now=NOW)) == "wrong_tag"
+    assert (
+        await reason(
+            v.verify(RequestView.build(s["method"], s["url"], s["headers"], s["body"].encode()), now=NOW)
+        )
+        == "wrong_tag"
+    )
 
 
 # --- key directory -------------------------------------------------------------------------
 
-def directory_response(url: str, headers: dict | None = None, body: str | None = None) -> tuple[Headers, bytes]:
+
+def directory_response(
+    url: str, headers: dict | None = None, body: str | None = None
+) -> tuple[Headers, bytes]:
     d = FIX["directory"]
     return Headers(headers or d["headers"]), (body or d["body"]).encode()
 
@@ -142,18 +187,30 @@ def test_directory_bindings_checked_per_key() -> None:
     raw = base64.b64decode(sig[1].split("=:", 1)[1][:-1])
     broken = sig[1].split("=:", 1)[0] + "=:" + base64.b64encode(bytes([raw[0] ^ 1]) + raw[1:]).decode() + ":"
     h = Headers({**d["headers"], "Signature": sig[0] + ", " + broken})
-    assert set(KeyDirectory.verify_directory(d["url"], h, d["body"].encode(), NOW)) == {FIX["keyids"]["agent"]}
+    assert set(KeyDirectory.verify_directory(d["url"], h, d["body"].encode(), NOW)) == {
+        FIX["keyids"]["agent"]
+    }
     other = "https://evil.example.test" + DIRECTORY_PATH
     assert KeyDirectory.verify_directory(other, Headers(d["headers"]), d["body"].encode(), NOW) == {}
-    assert KeyDirectory.verify_directory(d["url"], Headers(d["headers"]), d["body"].encode(), NOW + 86400 + 60) == {}
+    assert (
+        KeyDirectory.verify_directory(d["url"], Headers(d["headers"]), d["body"].encode(), NOW + 86400 + 60)
+        == {}
+    )
 
 
-def sign_items(pk: ed25519.Ed25519PrivateKey, view: RequestView | ResponseView, items: list[Item],
-               label: str, **params: Any) -> dict[str, str]:
+def sign_items(
+    pk: ed25519.Ed25519PrivateKey,
+    view: RequestView | ResponseView,
+    items: list[Item],
+    label: str,
+    **params: Any,
+) -> dict[str, str]:
     il = InnerList(items, params)
     sig = pk.sign(signature_base(view, il))
-    return {"Signature-Input": f"{label}={serialize_inner_list(il)}",
-            "Signature": f"{label}=:{base64.b64encode(sig).decode()}:"}
+    return {
+        "Signature-Input": f"{label}={serialize_inner_list(il)}",
+        "Signature": f"{label}=:{base64.b64encode(sig).decode()}:",
+    }
 
 
 class DirServer:
@@ -165,11 +222,22 @@ class DirServer:
         url = self.origin + DIRECTORY_PATH
         body = json.dumps(AGENT_JWKS)
         view = ResponseView(200, Headers({}), RequestView.build("GET", url, {}))
-        h = sign_items(priv("agent"), view, [Item("@authority", {"req": True})], "binding0", created=NOW,
-                       expires=NOW + 3600, keyid=FIX["keyids"]["agent"], alg="ed25519",
-                       tag="http-message-signatures-directory")
-        return web.Response(text=body, content_type="application/http-message-signatures-directory+json",
-                            headers={**h, "Cache-Control": f"max-age={self.max_age}"})
+        h = sign_items(
+            priv("agent"),
+            view,
+            [Item("@authority", {"req": True})],
+            "binding0",
+            created=NOW,
+            expires=NOW + 3600,
+            keyid=FIX["keyids"]["agent"],
+            alg="ed25519",
+            tag="http-message-signatures-directory",
+        )
+        return web.Response(
+            text=body,
+            content_type="application/http-message-signatures-directory+json",
+            headers={**h, "Cache-Control": f"max-age={self.max_age}"},
+        )
 
 
 @pytest.fixture
@@ -185,9 +253,18 @@ async def dir_server() -> AsyncIterator[DirServer]:
 def agent_request(origin: str, nonce: str, key: str = "agent", created: int = NOW) -> RequestView:
     url, hdrs = "https://origin.example/data", {"Signature-Agent": f'"{origin}"'}
     view = RequestView.build("GET", url, hdrs)
-    sig = sign_items(priv(key), view, [Item("@authority", {}), Item("signature-agent", {})], "sig1",
-                     created=created, expires=created + 60, keyid=jwk_thumbprint(PUB[key]), alg="ed25519",
-                     nonce=nonce, tag="web-bot-auth")
+    sig = sign_items(
+        priv(key),
+        view,
+        [Item("@authority", {}), Item("signature-agent", {})],
+        "sig1",
+        created=created,
+        expires=created + 60,
+        keyid=jwk_thumbprint(PUB[key]),
+        alg="ed25519",
+        nonce=nonce,
+        tag="web-bot-auth",
+    )
     return RequestView.build("GET", url, {**hdrs, **sig})
 
 
@@ -201,8 +278,10 @@ async def test_directory_fetch_and_cache(dir_server: DirServer) -> None:
         await v.verify(agent_request(dir_server.origin, "n2"), now=NOW + 30)
         assert dir_server.hits == 1
         # the RFC key is listed but has no binding signature in this directory: not trusted
-        assert await reason(v.verify(agent_request(dir_server.origin, "n3", "rfc9421_ed25519"),
-                                     now=NOW + 31)) == "unknown_kid"
+        assert (
+            await reason(v.verify(agent_request(dir_server.origin, "n3", "rfc9421_ed25519"), now=NOW + 31))
+            == "unknown_kid"
+        )
         assert await reason(v.verify(agent_request(dir_server.origin, "n2"), now=NOW + 32)) == "replayed"
         await v.verify(agent_request(dir_server.origin, "n4", created=NOW + 600), now=NOW + 601)
         assert dir_server.hits == 2
@@ -214,14 +293,26 @@ async def test_directory_unreachable_is_negative_cached() -> None:
         directory = KeyDirectory(session, allow_insecure=True, failure_ttl=60)
         v = WebBotAuthVerifier(directory=directory, allow_insecure_agents=True)
         for t in (0, 10, 59):
-            assert await reason(v.verify(agent_request("http://127.0.0.1:9", f"x{t}"), now=NOW + t)) == \
-                "unknown_kid"
+            assert (
+                await reason(v.verify(agent_request("http://127.0.0.1:9", f"x{t}"), now=NOW + t))
+                == "unknown_kid"
+            )
         assert directory.fetches == 1
 
 
-@pytest.mark.parametrize("uri", ["http://a.example", "https://127.0.0.1", "https://localhost:8443",
-                                 "https://[::1]", "ftp://a.example", "https://u:p@a.example",
-                                 "https://a.example/?q=1", "not a url"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://a.example",
+        "https://127.0.0.1",
+        "https://localhost:8443",
+        "https://[::1]",
+        "ftp://a.example",
+        "https://u:p@a.example",
+        "https://a.example/?q=1",
+        "not a url",
+    ],
+)
 def test_agent_origin_refuses(uri: str) -> None:
     """Without allow_insecure, only https agents on DNS names are fetched (no SSRF to loopback)."""
     with pytest.raises(VerificationError) as e:
@@ -236,8 +327,10 @@ def test_agent_origin_normalises() -> None:
 def test_parse_signature_agent_forms() -> None:
     """Legacy sf-string and dictionary forms; tokens, numbers and inner lists are refused."""
     assert parse_signature_agent('"https://a.example"') == {"": "https://a.example"}
-    assert parse_signature_agent('a1="https://a.example", a2="https://b.example"') == \
-        {"a1": "https://a.example", "a2": "https://b.example"}
+    assert parse_signature_agent('a1="https://a.example", a2="https://b.example"') == {
+        "a1": "https://a.example",
+        "a2": "https://b.example",
+    }
     for bad in ("https://a.example", "a1=1", 'a1=("x")', "", "a1"):
         with pytest.raises(Malformed):
             parse_signature_agent(bad)
@@ -255,8 +348,10 @@ def test_parse_signature_agent_fuzz(s: str) -> None:
 
 async def test_cli_webbotauth() -> None:
     """`popgate verify webbotauth`: keyid out, replay within one run, unknown key refused."""
-    cases = [{"method": r["method"], "url": r["url"], "headers": r["headers"], "jwks": AGENT_JWKS,
-              "now": NOW + 5} for r in FIX["requests"]]
+    cases = [
+        {"method": r["method"], "url": r["url"], "headers": r["headers"], "jwks": AGENT_JWKS, "now": NOW + 5}
+        for r in FIX["requests"]
+    ]
     cases.append(cases[1])
     cases.append({**cases[0], "jwks": {"keys": [PUB["other"]]}})
     cases.append({**cases[0], "headers": "nope"})

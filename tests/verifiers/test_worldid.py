@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from popgate.gateway.stores.memory import MemoryStore
 from popgate.gateway.cli.verify import VerifyEnv, run_cases
+from popgate.gateway.stores.memory import MemoryStore
 from popgate.verifiers import worldid as w
 from popgate.verifiers.bn254.fields import R
-from popgate.verifiers.cli import groth16 as cli_groth16, worldid as cli_worldid
+from popgate.verifiers.cli import groth16 as cli_groth16
+from popgate.verifiers.cli import worldid as cli_worldid
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.groth16 import InvalidProof, parse_vk, prepared_key
 
@@ -35,7 +37,9 @@ def test_hashes_match_idkit(case: dict[str, Any]) -> None:
 
 def test_published_hash_vectors() -> None:
     """Values from idkit-js tests and the portal's default signal hash."""
-    assert f"0x{w.signal_hash(''):064x}" == "0x00c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a4"
+    assert (
+        f"0x{w.signal_hash(''):064x}" == "0x00c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a4"
+    )
     assert w.signal_hash(None) == w.signal_hash("")
     assert hex(w.signal_hash("0xaaad5A58AB11bc7eE9668f6b7fF52BDde0C64774")).endswith("8fe5")
     assert w.encode_signal("0xABC") == bytes([0x0A, 0xBC])
@@ -47,10 +51,19 @@ def test_published_hash_vectors() -> None:
 @pytest.mark.parametrize("shape", ["idkit2_result", "idkit4_v3_item", "idkit4_result"])
 def test_results_verify(case: dict[str, Any], shape: str) -> None:
     """IDKit 2.x results, 4.x v3 items and 4.x results holding one all verify."""
-    result = ({"protocol_version": "3.0", "responses": [case["idkit4_v3_item"]]}
-              if shape == "idkit4_result" else case[shape])
-    out = w.verify_result(prepared_key(LOCAL_VK), result, app_id=case["app_id"], action=case["action"],
-                          signal=case["signal"], valid_roots={int(ROOT, 16)})
+    result = (
+        {"protocol_version": "3.0", "responses": [case["idkit4_v3_item"]]}
+        if shape == "idkit4_result"
+        else case[shape]
+    )
+    out = w.verify_result(
+        prepared_key(LOCAL_VK),
+        result,
+        app_id=case["app_id"],
+        action=case["action"],
+        signal=case["signal"],
+        valid_roots={int(ROOT, 16)},
+    )
     assert out.nullifier == case["idkit2_result"]["nullifier_hash"]
     assert out.signal_hash == case["signal_hash"] and out.external_nullifier == case["external_nullifier"]
     assert out.verification_level == "orb"
@@ -61,37 +74,62 @@ def test_client_sent_signal_hash_is_ignored() -> None:
     case = WID[1]
     item = dict(case["idkit4_v3_item"], signal_hash=WID[0]["signal_hash"])
     key = prepared_key(LOCAL_VK)
-    w.verify_result(key, item, app_id=case["app_id"], action=case["action"], signal=case["signal"],
-                    valid_roots={int(ROOT, 16)})
+    w.verify_result(
+        key,
+        item,
+        app_id=case["app_id"],
+        action=case["action"],
+        signal=case["signal"],
+        valid_roots={int(ROOT, 16)},
+    )
     with pytest.raises(InvalidProof):
-        w.verify_result(key, item, app_id=case["app_id"], action=case["action"], signal=WID[0]["signal"],
-                        valid_roots={int(ROOT, 16)})
+        w.verify_result(
+            key,
+            item,
+            app_id=case["app_id"],
+            action=case["action"],
+            signal=WID[0]["signal"],
+            valid_roots={int(ROOT, 16)},
+        )
 
 
-@pytest.mark.parametrize(("change", "reason"), [
-    ({"signal": "another signal"}, "invalid_proof"),
-    ({"action": "another-action"}, "invalid_proof"),
-    ({"app_id": "app_staging_other"}, "invalid_proof"),
-    ({"valid_roots": set()}, "unknown_root"),
-])
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"signal": "another signal"}, "invalid_proof"),
+        ({"action": "another-action"}, "invalid_proof"),
+        ({"app_id": "app_staging_other"}, "invalid_proof"),
+        ({"valid_roots": set()}, "unknown_root"),
+    ],
+)
 def test_wrong_context_is_rejected(change: dict[str, Any], reason: str) -> None:
     """A proof made for one app/action/signal fails for another; unknown roots fail first."""
     case = WID[0]
-    kw: dict[str, Any] = {"app_id": case["app_id"], "action": case["action"], "signal": case["signal"],
-                          "valid_roots": {int(ROOT, 16)}}
+    kw: dict[str, Any] = {
+        "app_id": case["app_id"],
+        "action": case["action"],
+        "signal": case["signal"],
+        "valid_roots": {int(ROOT, 16)},
+    }
     kw.update(change)
     with pytest.raises(VerificationError) as err:
         w.verify_result(prepared_key(LOCAL_VK), case["idkit2_result"], **kw)
     assert err.value.reason == reason
 
 
-@pytest.mark.parametrize("result", [
-    None, [], {"proof": "0x00"}, {"merkle_root": "0x1", "nullifier_hash": "0x2"},
-    {"merkle_root": "zz", "nullifier_hash": "0x2", "proof": "0x" + "0" * 512},
-    {"merkle_root": "0x1", "nullifier_hash": "0x2", "proof": "[[1]]"},
-    {"merkle_root": "0x1", "nullifier_hash": "0x2", "proof": "0x" + "0" * 512, "verification_level": 3},
-    {"responses": [{"identifier": "orb", "proof": ["1"] * 5, "nullifier": "0x1"}]},
-])
+@pytest.mark.parametrize(
+    "result",
+    [
+        None,
+        [],
+        {"proof": "0x00"},
+        {"merkle_root": "0x1", "nullifier_hash": "0x2"},
+        {"merkle_root": "zz", "nullifier_hash": "0x2", "proof": "0x" + "0" * 512},
+        {"merkle_root": "0x1", "nullifier_hash": "0x2", "proof": "[[1]]"},
+        {"merkle_root": "0x1", "nullifier_hash": "0x2", "proof": "0x" + "0" * 512, "verification_level": 3},
+        {"responses": [{"identifier": "orb", "proof": ["1"] * 5, "nullifier": "0x1"}]},
+    ],
+)
 def test_malformed_results(result: Any) -> None:
     """Unparsable results raise Malformed."""
     with pytest.raises(Malformed):
@@ -101,10 +139,14 @@ def test_malformed_results(result: Any) -> None:
 def test_nested_json_proof_string() -> None:
     """The portal's nested ``[[a],[[b],[b]],[c]]`` JSON string parses to the same proof."""
     res = WID[0]["idkit2_result"]
-    words = [res["proof"][2 + 64 * i: 66 + 64 * i] for i in range(8)]
-    nested = json.dumps([["0x" + words[0], "0x" + words[1]],
-                         [["0x" + words[2], "0x" + words[3]], ["0x" + words[4], "0x" + words[5]]],
-                         ["0x" + words[6], "0x" + words[7]]])
+    words = [res["proof"][2 + 64 * i : 66 + 64 * i] for i in range(8)]
+    nested = json.dumps(
+        [
+            ["0x" + words[0], "0x" + words[1]],
+            [["0x" + words[2], "0x" + words[3]], ["0x" + words[4], "0x" + words[5]]],
+            ["0x" + words[6], "0x" + words[7]],
+        ]
+    )
     assert w.parse_result(dict(res, proof=nested)) == w.parse_result(res)
 
 
@@ -143,14 +185,21 @@ def test_bundled_keys() -> None:
 
 # --- CLI adapters -------------------------------------------------------------------
 
+
 def env() -> VerifyEnv:
     return VerifyEnv(store=MemoryStore(), config=None, now=0.0)
 
 
 def cli_case(i: int, **over: Any) -> dict[str, Any]:
     c = WID[i]
-    case = {"app_id": c["app_id"], "action": c["action"], "signal": c["signal"],
-            "result": c["idkit2_result"], "valid_roots": [ROOT], "vk": LOCAL_VK}
+    case = {
+        "app_id": c["app_id"],
+        "action": c["action"],
+        "signal": c["signal"],
+        "result": c["idkit2_result"],
+        "valid_roots": [ROOT],
+        "vk": LOCAL_VK,
+    }
     case.update(over)
     return case
 
@@ -158,6 +207,7 @@ def cli_case(i: int, **over: Any) -> dict[str, Any]:
 def test_worldid_adapter_spends_nullifiers_once() -> None:
     """A valid case outputs the canonical nullifier; the same nullifier again, in
     any spelling or result shape, is nullifier_reused; other actions are separate."""
+
     async def go() -> None:
         e = env()
         out = await cli_worldid.check(cli_case(0), e)
@@ -168,32 +218,43 @@ def test_worldid_adapter_spends_nullifiers_once() -> None:
                 await cli_worldid.check(cli_case(0, result=dict(item, nullifier=spelling)), e)
             assert err.value.reason == "nullifier_reused"
         await cli_worldid.check(cli_case(2), e)  # same person, other action
+
     asyncio.run(go())
 
 
-@pytest.mark.parametrize(("over", "reason"), [
-    ({"valid_roots": ["0x1234"]}, "unknown_root"),
-    ({"signal": "tampered"}, "invalid_proof"),
-    ({"vk": None}, "invalid_proof"),  # production key: not the key the proof was made for
-    ({"valid_roots": "0x1"}, "malformed"),
-    ({"app_id": 5}, "malformed"),
-    ({"result": {"proof": "0x"}}, "malformed"),
-])
+@pytest.mark.parametrize(
+    ("over", "reason"),
+    [
+        ({"valid_roots": ["0x1234"]}, "unknown_root"),
+        ({"signal": "tampered"}, "invalid_proof"),
+        ({"vk": None}, "invalid_proof"),  # production key: not the key the proof was made for
+        ({"valid_roots": "0x1"}, "malformed"),
+        ({"app_id": 5}, "malformed"),
+        ({"result": {"proof": "0x"}}, "malformed"),
+    ],
+)
 def test_worldid_adapter_failures(over: dict[str, Any], reason: str) -> None:
     """Unknown root, bad proof and unparsable cases give their reasons; nothing is spent."""
+
     async def go() -> None:
         e = env()
         with pytest.raises(VerificationError) as err:
             await cli_worldid.check(cli_case(0, **over), e)
         assert err.value.reason == reason
         await cli_worldid.check(cli_case(0), e)  # the nullifier was not burnt
+
     asyncio.run(go())
 
 
 def test_verify_worldid_jsonl_run() -> None:
     """Through the real driver: valid, replay, unknown root, garbage."""
-    lines = [json.dumps(cli_case(0)), json.dumps(cli_case(0)), json.dumps(cli_case(1, valid_roots=["0x1"])),
-             json.dumps(cli_case(1)), "not json"]
+    lines = [
+        json.dumps(cli_case(0)),
+        json.dumps(cli_case(0)),
+        json.dumps(cli_case(1, valid_roots=["0x1"])),
+        json.dumps(cli_case(1)),
+        "not json",
+    ]
     out = io.StringIO()
     asyncio.run(run_cases(cli_worldid.check, None, io.StringIO("\n".join(lines)), out))
     got = [json.loads(x) for x in out.getvalue().splitlines()]
@@ -209,8 +270,11 @@ def test_verify_groth16_jsonl_run() -> None:
     cases = [
         {"vk": pub2["vk"], "proof": pub2["proof"], "public": pub2["public"]},
         {"vk": LOCAL_VK, "proof": {"packed": sem["packed"]}, "public": sem["public"]},
-        {"vk": w.key("semaphore_v3", 16), "proof": {"packed": wc["packed"]},
-         "public": [wc["root"], wc["nullifier_hash"], wc["signal_hash"], wc["external_nullifier_hash"]]},
+        {
+            "vk": w.key("semaphore_v3", 16),
+            "proof": {"packed": wc["packed"]},
+            "public": [wc["root"], wc["nullifier_hash"], wc["signal_hash"], wc["external_nullifier_hash"]],
+        },
         {"vk": pub2["vk"], "proof": pub2["proof"], "public": ["1", pub2["public"][1]]},
         {"vk": pub2["vk"], "proof": {"compressed": ["1", "2"]}, "public": pub2["public"]},
         {"vk": pub2["vk"]},
@@ -223,17 +287,30 @@ def test_verify_groth16_jsonl_run() -> None:
 
 
 def test_worldid_adapter_accepts_a_named_key() -> None:
-    """"vk": "semaphore_v3:16" selects a bundled key (here: the world-id-contracts proof)."""
+    """ "vk": "semaphore_v3:16" selects a bundled key (here: the world-id-contracts proof)."""
     wc = json.loads((FIX / "worldid_contracts_inclusion_depth16.json").read_text())
     abi = "0x" + "".join(f"{int(x, 16):064x}" for x in wc["packed"])
-    result = {"proof": abi, "merkle_root": wc["root"], "nullifier_hash": wc["nullifier_hash"],
-              "verification_level": "orb"}
+    result = {
+        "proof": abi,
+        "merkle_root": wc["root"],
+        "nullifier_hash": wc["nullifier_hash"],
+        "verification_level": "orb",
+    }
     # popgate hashes signal/action itself, so only the raw proof check applies here:
     key = prepared_key(w.key_spec("semaphore_v3:16"))
     parsed = w.parse_result(result)
     from popgate.verifiers.groth16 import verify
-    verify(key, parsed.proof, [parsed.merkle_root, parsed.nullifier, int(wc["signal_hash"], 16),
-                               int(wc["external_nullifier_hash"], 16)])
+
+    verify(
+        key,
+        parsed.proof,
+        [
+            parsed.merkle_root,
+            parsed.nullifier,
+            int(wc["signal_hash"], 16),
+            int(wc["external_nullifier_hash"], 16),
+        ],
+    )
     assert parsed.proof.packed() == [int(x, 16) for x in wc["packed"]]
 
     async def go() -> None:
@@ -244,4 +321,5 @@ def test_worldid_adapter_accepts_a_named_key() -> None:
         with pytest.raises(VerificationError) as err:
             await cli_worldid.check(cli_case(0, vk="semaphore_v9:1"), env())
         assert err.value.reason == "malformed"
+
     asyncio.run(go())

@@ -13,8 +13,9 @@ POPGATE = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "popgate"
 
 def run(scheme: str, cases: list[object]) -> list[dict]:
     lines = "\n".join(c if isinstance(c, str) else json.dumps(c) for c in cases) + "\n"
-    proc = subprocess.run([str(POPGATE), "verify", scheme], input=lines, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [str(POPGATE), "verify", scheme], input=lines, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     return [json.loads(x) for x in proc.stdout.splitlines()]
 
@@ -24,13 +25,37 @@ def test_worldid_cli_replay_is_nullifier_reused():
 
     def case(i: int, **kw: object) -> dict:
         c = CASES[i]
-        return {"app_id": c["app_id"], "action": c["action"], "signal": c["signal"],
-                "result": c["idkit2_result"], "valid_roots": [ROOT], "vk": vk, **kw}
+        return {
+            "app_id": c["app_id"],
+            "action": c["action"],
+            "signal": c["signal"],
+            "result": c["idkit2_result"],
+            "valid_roots": [ROOT],
+            "vk": vk,
+            **kw,
+        }
 
-    out = run("worldid", [case(0), case(1), case(0), case(0, valid_roots=["0x01"]),
-                          case(1, signal="other"), "not json", case(3)])
-    assert [o["reason"] for o in out] == ["ok", "ok", "nullifier_reused", "unknown_root",
-                                          "invalid_proof", "malformed", "ok"]
+    out = run(
+        "worldid",
+        [
+            case(0),
+            case(1),
+            case(0),
+            case(0, valid_roots=["0x01"]),
+            case(1, signal="other"),
+            "not json",
+            case(3),
+        ],
+    )
+    assert [o["reason"] for o in out] == [
+        "ok",
+        "ok",
+        "nullifier_reused",
+        "unknown_root",
+        "invalid_proof",
+        "malformed",
+        "ok",
+    ]
     assert out[0]["nullifier"] == CASES[0]["idkit2_result"]["nullifier_hash"].lower()
     assert [o["valid"] for o in out] == [True, True, False, False, False, False, True]
 

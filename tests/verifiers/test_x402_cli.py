@@ -27,9 +27,11 @@ async def test_cli_run_matches_expectations() -> None:
 
 async def test_cli_v1_disabled_by_config() -> None:
     """With [x402] accept_v1 = false an X-PAYMENT case is malformed."""
+
     class Cfg:
-        class x402:  # noqa: N801
+        class x402:
             accept_v1 = False
+
     case = next(c for c in DOC["cases"] if c["header_name"] == "X-PAYMENT")
     out = io.StringIO()
     await run_cases(load_checker("x402"), Cfg, io.StringIO(json.dumps(case) + "\n"), out)

@@ -12,14 +12,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from popgate.gateway.payments.facilitator import FacilitatorClient
 from popgate.gateway.stores.memory import MemoryStore
-from tests.fixtures.x402.cases import CASES, NOW, PAYER
-from tests.support.facilitator import FacilitatorState, running
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.evm import CodeLookup, RpcError
-from popgate.gateway.payments.facilitator import FacilitatorClient
 from popgate.verifiers.x402 import Requirements, encode_header, extract
 from popgate.verifiers.x402_exact import ExactConfig, ExactVerifier, nonce_key
+from tests.fixtures.x402.cases import CASES, NOW, PAYER
+from tests.support.facilitator import FacilitatorState, running
 
 ORDER = list(CASES)
 
@@ -58,8 +58,9 @@ async def test_concurrent_replay_exactly_one_wins() -> None:
     """50 concurrent copies of one payment: exactly one verifies, the rest are nonce_reused."""
     case, store = CASES["p01_sepolia"], MemoryStore()
     v = ExactVerifier(store)
-    results = await asyncio.gather(*(v.verify(payment(case), offers(case), NOW) for _ in range(50)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(v.verify(payment(case), offers(case), NOW) for _ in range(50)), return_exceptions=True
+    )
     ok = [r for r in results if not isinstance(r, BaseException)]
     assert len(ok) == 1
     assert {r.reason for r in results if isinstance(r, VerificationError)} == {"nonce_reused"}
@@ -147,11 +148,16 @@ async def test_smart_wallet_rejections() -> None:
 
 async def test_facilitator_rejection_is_mapped() -> None:
     """A smart-wallet payment the facilitator rejects surfaces our stable reason."""
-    async with running(FacilitatorState(clock=lambda: NOW + 10_000)) as (url, st), \
-            aiohttp.ClientSession() as s:
+    async with (
+        running(FacilitatorState(clock=lambda: NOW + 10_000)) as (url, st),
+        aiohttp.ClientSession() as s,
+    ):
         st.code_addresses.add(PAYER.lower())
-        v = ExactVerifier(MemoryStore(), code_lookup=CodeLookup(s, {"eip155:84532": f"{url}/rpc"}),
-                          facilitator=FacilitatorClient(s, url))
+        v = ExactVerifier(
+            MemoryStore(),
+            code_lookup=CodeLookup(s, {"eip155:84532": f"{url}/rpc"}),
+            facilitator=FacilitatorClient(s, url),
+        )
         case = CASES["p01_sepolia"]
         with pytest.raises(VerificationError) as e:  # facilitator's clock: already expired
             await v.verify(payment(case), offers(case), NOW)

@@ -25,13 +25,20 @@ from x402.http.clients.requests import x402_requests
 from x402.http.utils import decode_payment_response_header
 from x402.mechanisms.evm.exact.register import register_exact_evm_client
 
-from popgate.gateway.stores.memory import MemoryStore
-from tests.support.facilitator import FacilitatorState, running
-from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.gateway.payments.facilitator import FacilitatorClient, SettlementQueue
-from popgate.verifiers.x402 import (PAYMENT_REQUIRED, PAYMENT_RESPONSE, encode_header,
-                            encode_payment_response, exact_requirements, extract, payment_required)
+from popgate.gateway.stores.memory import MemoryStore
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.x402 import (
+    PAYMENT_REQUIRED,
+    PAYMENT_RESPONSE,
+    encode_header,
+    encode_payment_response,
+    exact_requirements,
+    extract,
+    payment_required,
+)
 from popgate.verifiers.x402_exact import ExactVerifier
+from tests.support.facilitator import FacilitatorState, running
 
 KEY = "0x" + "44" * 32
 PAY_TO = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
@@ -66,9 +73,15 @@ def paid_app(fac_url: str, seen: list[str]) -> web.Application:
             return challenge(request, exc.reason)
         seen.append("ok")
         q = request.app[QUEUE]
-        item = await q.enqueue(payload=payment.raw, requirements=paid.requirements.to_json(),
-                               payer=paid.payer, network=paid.network, nonce=paid.nonce,
-                               valid_before=paid.valid_before, now=time.time())
+        item = await q.enqueue(
+            payload=payment.raw,
+            requirements=paid.requirements.to_json(),
+            payer=paid.payer,
+            network=paid.network,
+            nonce=paid.nonce,
+            valid_before=paid.valid_before,
+            now=time.time(),
+        )
         _, result = await q.settle_now(item, time.time())
         assert result is not None
         headers = {PAYMENT_RESPONSE: encode_payment_response(result)}

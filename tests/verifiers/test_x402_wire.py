@@ -11,22 +11,38 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
-from x402.http.utils import (decode_payment_required_header, decode_payment_response_header,
-                             encode_payment_response_header)
+from x402.http.utils import (
+    decode_payment_required_header,
+    decode_payment_response_header,
+    encode_payment_response_header,
+)
 from x402.schemas import SettleResponse
 
 from popgate.verifiers.errors import Malformed, VerificationError
-from popgate.verifiers.x402 import (USDC, Requirements, SettleResult, decode_header, encode_header,
-                            encode_payment_response, exact_requirements, extract,
-                            parse_payment_signature, parse_x_payment, payment_required,
-                            select_offer, usd_to_atomic)
+from popgate.verifiers.x402 import (
+    USDC,
+    Requirements,
+    SettleResult,
+    decode_header,
+    encode_header,
+    encode_payment_response,
+    exact_requirements,
+    extract,
+    parse_payment_signature,
+    parse_x_payment,
+    payment_required,
+    select_offer,
+    usd_to_atomic,
+)
 from tests.fixtures.x402.cases import CASES
 
 PAY_TO = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
 
 
-@pytest.mark.parametrize("price,atomic", [("0.01", 10000), ("$0.01", 10000), ("1", 1000000),
-                                          ("0.000001", 1), ("0", 0), (Decimal("2.5"), 2500000)])
+@pytest.mark.parametrize(
+    "price,atomic",
+    [("0.01", 10000), ("$0.01", 10000), ("1", 1000000), ("0.000001", 1), ("0", 0), (Decimal("2.5"), 2500000)],
+)
 def test_usd_to_atomic(price: str, atomic: int) -> None:
     """Decimal USD prices become USDC atomic units exactly."""
     assert usd_to_atomic(price) == atomic
@@ -58,7 +74,13 @@ def test_payment_required_decodes_with_sdk() -> None:
     assert pr.resource is not None and pr.resource.url == "https://gw.example/api"
     a = pr.accepts[0]
     assert (a.scheme, a.network, a.amount, a.pay_to, a.max_timeout_seconds, a.extra) == (
-        "exact", "eip155:84532", "10000", PAY_TO, 120, {"name": "USDC", "version": "2"})
+        "exact",
+        "eip155:84532",
+        "10000",
+        PAY_TO,
+        120,
+        {"name": "USDC", "version": "2"},
+    )
     assert "extensions" not in json.loads(base64.b64decode(header))  # exclude_none, as the SDK
 
 
@@ -67,8 +89,11 @@ def test_payment_response_both_ways() -> None:
     r = SettleResult(True, "0x" + "ab" * 32, "eip155:84532", payer="0x" + "11" * 20)
     sdk = decode_payment_response_header(encode_payment_response(r))
     assert (sdk.success, sdk.transaction, sdk.network, sdk.payer) == (True, r.transaction, r.network, r.payer)
-    theirs = encode_payment_response_header(SettleResponse(
-        success=False, error_reason="settlement_pending", transaction="0x01", network="eip155:8453"))
+    theirs = encode_payment_response_header(
+        SettleResponse(
+            success=False, error_reason="settlement_pending", transaction="0x01", network="eip155:8453"
+        )
+    )
     back = SettleResult.from_json(decode_header(theirs))
     assert (back.success, back.error_reason, back.transaction) == (False, "settlement_pending", "0x01")
 
@@ -103,7 +128,7 @@ def test_extract_headers() -> None:
         extract(CIMultiDict({"PAYMENT-SIGNATURE": v2, "X-PAYMENT": v1}), accept_v1=True)
 
 
-@pytest.mark.parametrize("obj", ['{"a":1,"a":2}', '{"a":NaN}', '[1]', '"x"', '{"a":Infinity}'])
+@pytest.mark.parametrize("obj", ['{"a":1,"a":2}', '{"a":NaN}', "[1]", '"x"', '{"a":Infinity}'])
 def test_decode_header_refuses(obj: str) -> None:
     """Duplicate keys, NaN/Infinity and non-object roots are malformed."""
     with pytest.raises(Malformed):
@@ -124,8 +149,11 @@ def test_select_offer_reasons() -> None:
     base = exact_requirements("0.01", "eip155:8453", sep.pay_to)
     upto = Requirements("upto", sep.network, sep.asset, sep.amount, sep.pay_to, 300, {})
     cheaper = Requirements("exact", sep.network, sep.asset, "1", sep.pay_to, 300, sep.extra)
-    for offers, reason in (([upto], "unsupported_scheme"), ([base], "wrong_network"),
-                           ([cheaper], "requirements_mismatch")):
+    for offers, reason in (
+        ([upto], "unsupported_scheme"),
+        ([base], "wrong_network"),
+        ([cheaper], "requirements_mismatch"),
+    ):
         with pytest.raises(VerificationError) as e:
             select_offer(p, offers)
         assert e.value.reason == reason
@@ -133,9 +161,18 @@ def test_select_offer_reasons() -> None:
 
 # --- property tests: every parser either returns or raises VerificationError ---
 
-json_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
-json_any = st.recursive(json_leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-                        max_leaves=20)
+json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_any = st.recursive(
+    json_leaf,
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+    max_leaves=20,
+)
 
 
 @given(st.text(max_size=300))
@@ -166,8 +203,9 @@ def test_header_round_trip(obj: dict) -> None:
 
 
 def _mutations(raw: dict) -> st.SearchStrategy[dict]:
-    paths = [("accepted", k) for k in raw["accepted"]] + [("payload", "authorization", k)
-                                                          for k in raw["payload"]["authorization"]]
+    paths = [("accepted", k) for k in raw["accepted"]] + [
+        ("payload", "authorization", k) for k in raw["payload"]["authorization"]
+    ]
     return st.tuples(st.sampled_from(paths), json_leaf).map(lambda pv: _set(raw, *pv))
 
 

@@ -18,8 +18,15 @@ from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.jwks import JwksCache, ProviderConfig
 from popgate.verifiers.oidc import OidcVerifier
 from popgate.verifiers.poseidon import R
-from popgate.verifiers.zklogin import (ZkLoginVerifier, address_from_seed, compute_nonce, gen_address_seed,
-                               hash_ascii_str_to_field, parse_ext_eph_pk, zklogin_address)
+from popgate.verifiers.zklogin import (
+    ZkLoginVerifier,
+    address_from_seed,
+    compute_nonce,
+    gen_address_seed,
+    hash_ascii_str_to_field,
+    parse_ext_eph_pk,
+    zklogin_address,
+)
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "zklogin"
 NONCES = json.loads((FIX / "nonce_vectors.json").read_text())["vectors"]
@@ -77,8 +84,10 @@ def test_addresses(v: dict) -> None:
     seed = int(v["address_seed"])
     if "salt" in v:
         assert gen_address_seed(int(v["salt"]), v["claim_name"], v["claim_value"], v["aud"]) == seed
-        assert zklogin_address(salt=int(v["salt"]), iss=v["iss"], aud=v["aud"],
-                               sub=v["claim_value"]) == v["address_default"]
+        assert (
+            zklogin_address(salt=int(v["salt"]), iss=v["iss"], aud=v["aud"], sub=v["claim_value"])
+            == v["address_default"]
+        )
     assert address_from_seed(seed, v["iss"], padded=True) == v["address_padded"]
     assert address_from_seed(seed, v["iss"], padded=False) == v["address_unpadded"]
 
@@ -91,8 +100,10 @@ def test_small_seed_forms_differ() -> None:
     assert big and all(v["address_padded"] == v["address_unpadded"] for v in big)
 
 
-@pytest.mark.parametrize("raw", [b"", b"\x00" + b"\x01" * 31, b"\x03" + b"\x02" * 33,
-                                 b"\x01" + b"\x04" + b"\x00" * 32, b"\x00" * 34])
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"\x00" + b"\x01" * 31, b"\x03" + b"\x02" * 33, b"\x01" + b"\x04" + b"\x00" * 32, b"\x00" * 34],
+)
 def test_ext_eph_pk_rejects(raw: bytes) -> None:
     """Unknown flag, wrong length or uncompressed EC point: malformed."""
     with pytest.raises(VerificationError) as e:
@@ -101,6 +112,7 @@ def test_ext_eph_pk_rejects(raw: bytes) -> None:
 
 
 # --- the session-setup verifier over the jose-signed JWT table ------------------------------
+
 
 def make_verifier(mode: str = "unix", **kw: Any) -> ZkLoginVerifier:
     p = ProviderConfig(issuer=JWT["issuer"], audiences=frozenset([JWT["audience"]]), jwks=JWT["jwks"])
@@ -111,8 +123,9 @@ def make_verifier(mode: str = "unix", **kw: Any) -> ZkLoginVerifier:
 async def run_case(jwt: str, mode: str = "unix", pk: bytes = EPH, **kw: Any) -> Any:
     s = JWT["sessions"][mode]
     cur = int(s["current_epoch"]) if mode == "sui" else None
-    return await make_verifier(mode).verify(jwt, pk, int(s["max_epoch"]), int(s["randomness"]),
-                                            now=kw.get("now", JWT["now"]), current_epoch=cur)
+    return await make_verifier(mode).verify(
+        jwt, pk, int(s["max_epoch"]), int(s["randomness"]), now=kw.get("now", JWT["now"]), current_epoch=cur
+    )
 
 
 @pytest.mark.parametrize("case", JWT["cases"], ids=lambda c: c["name"])
@@ -154,9 +167,11 @@ async def test_nonce_bound_to_key_epoch_and_randomness() -> None:
     valid, s = JWT["cases"][0]["jwt"], JWT["sessions"]["unix"]
     other_pk = b"\x00" + bytes(32)
     v = make_verifier()
-    for pk, me, rnd in [(other_pk, int(s["max_epoch"]), int(s["randomness"])),
-                        (EPH, int(s["max_epoch"]) - 1, int(s["randomness"])),
-                        (EPH, int(s["max_epoch"]), int(s["randomness"]) + 1)]:
+    for pk, me, rnd in [
+        (other_pk, int(s["max_epoch"]), int(s["randomness"])),
+        (EPH, int(s["max_epoch"]) - 1, int(s["randomness"])),
+        (EPH, int(s["max_epoch"]), int(s["randomness"]) + 1),
+    ]:
         with pytest.raises(VerificationError) as e:
             await v.verify(valid, pk, me, rnd, now=JWT["now"])
         assert e.value.reason == "nonce_mismatch"
@@ -166,17 +181,20 @@ async def test_epoch_rules() -> None:
     """unix: max_epoch < now is expired; sui: needs current <= max <= current + 30."""
     valid, s = JWT["cases"][0]["jwt"], JWT["sessions"]["unix"]
     with pytest.raises(VerificationError) as e:
-        await make_verifier().verify(valid, EPH, int(s["max_epoch"]), int(s["randomness"]),
-                                     now=int(s["max_epoch"]) + 1)
+        await make_verifier().verify(
+            valid, EPH, int(s["max_epoch"]), int(s["randomness"]), now=int(s["max_epoch"]) + 1
+        )
     assert e.value.reason == "expired"
     sui, ss = JWT["cases"][1]["jwt"], JWT["sessions"]["sui"]
     for cur, reason in [(813, "expired"), (812 - 31, "malformed"), (None, "malformed")]:
         with pytest.raises(VerificationError) as e:
-            await make_verifier("sui").verify(sui, EPH, 812, int(ss["randomness"]), now=JWT["now"],
-                                              current_epoch=cur)
+            await make_verifier("sui").verify(
+                sui, EPH, 812, int(ss["randomness"]), now=JWT["now"], current_epoch=cur
+            )
         assert e.value.reason == reason
-    att = await make_verifier("sui").verify(sui, EPH, 812, int(ss["randomness"]), now=JWT["now"],
-                                            current_epoch=812)
+    att = await make_verifier("sui").verify(
+        sui, EPH, 812, int(ss["randomness"]), now=JWT["now"], current_epoch=812
+    )
     assert att.expires_at is None and att.max_epoch == 812
 
 
@@ -200,6 +218,7 @@ def test_verifier_config_checks() -> None:
 
 # --- CLI adapters --------------------------------------------------------------------------
 
+
 async def run_cli(scheme: str, cases: list[dict]) -> list[dict]:
     out = io.StringIO()
     await run_cases(load_checker(scheme), None, io.StringIO("\n".join(map(json.dumps, cases))), out)
@@ -208,9 +227,17 @@ async def run_cli(scheme: str, cases: list[dict]) -> list[dict]:
 
 def cli_case(case: dict, **extra: Any) -> dict:
     s = JWT["sessions"][case["epoch_mode"]]
-    d = {"jwt": case["jwt"], "jwks": JWT["jwks"], "issuer": JWT["issuer"], "audience": JWT["audience"],
-         "ext_eph_pk": JWT["ext_eph_pk"], "max_epoch": s["max_epoch"], "randomness": s["randomness"],
-         "now": JWT["now"], "epoch_mode": s["epoch_mode"]}
+    d = {
+        "jwt": case["jwt"],
+        "jwks": JWT["jwks"],
+        "issuer": JWT["issuer"],
+        "audience": JWT["audience"],
+        "ext_eph_pk": JWT["ext_eph_pk"],
+        "max_epoch": s["max_epoch"],
+        "randomness": s["randomness"],
+        "now": JWT["now"],
+        "epoch_mode": s["epoch_mode"],
+    }
     if "current_epoch" in s:
         d["current_epoch"] = s["current_epoch"]
     return {**d, **extra}
@@ -229,16 +256,26 @@ async def test_cli_zklogin() -> None:
 
 async def test_cli_nonce_and_poseidon() -> None:
     """`zklogin-nonce` and `poseidon` reproduce the SDK / circomlib vectors; junk is malformed."""
-    res = await run_cli("zklogin-nonce", [{"ext_eph_pk": v["ext_eph_pk"], "max_epoch": v["max_epoch"],
-                                           "randomness": v["randomness"]} for v in NONCES])
+    res = await run_cli(
+        "zklogin-nonce",
+        [
+            {"ext_eph_pk": v["ext_eph_pk"], "max_epoch": v["max_epoch"], "randomness": v["randomness"]}
+            for v in NONCES
+        ],
+    )
     assert [r["nonce"] for r in res] == [v["nonce"] for v in NONCES]
     vecs = json.loads((FIX / "poseidon_vectors.json").read_text())["vectors"][::7]
     res = await run_cli("poseidon", [{"inputs": v["inputs"]} for v in vecs])
     assert [r["hash"] for r in res] == [v["hash"] for v in vecs]
-    bad = await run_cli("poseidon", [{"inputs": []}, {"inputs": [str(R)]}, {"inputs": ["-1"]},
-                                     {"inputs": "1"}])
+    bad = await run_cli(
+        "poseidon", [{"inputs": []}, {"inputs": [str(R)]}, {"inputs": ["-1"]}, {"inputs": "1"}]
+    )
     assert all(r == {"valid": False, "reason": "malformed"} for r in bad)
-    bad = await run_cli("zklogin-nonce", [{"ext_eph_pk": "!!", "max_epoch": "1", "randomness": "1"},
-                                          {"ext_eph_pk": NONCES[0]["ext_eph_pk"], "max_epoch": "x",
-                                           "randomness": "1"}])
+    bad = await run_cli(
+        "zklogin-nonce",
+        [
+            {"ext_eph_pk": "!!", "max_epoch": "1", "randomness": "1"},
+            {"ext_eph_pk": NONCES[0]["ext_eph_pk"], "max_epoch": "x", "randomness": "1"},
+        ],
+    )
     assert all(r["reason"] == "malformed" for r in bad)

@@ -18,12 +18,18 @@ from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.groth16 import InvalidProof
 from popgate.verifiers.zklogin import address_from_seed, compute_nonce, hash_ascii_str_to_field
 from popgate.verifiers.zklogin_proof import (
-    all_inputs_hash, decode_iss, header_kid, modulus_field, parse_inputs, parse_signature,
+    all_inputs_hash,
+    decode_iss,
+    header_kid,
+    modulus_field,
+    parse_inputs,
+    parse_signature,
     verify_inputs,
 )
 
-FIX = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "zklogin" / "proof_vectors.json")
-                 .read_text())
+FIX = json.loads(
+    (Path(__file__).resolve().parents[1] / "fixtures" / "zklogin" / "proof_vectors.json").read_text()
+)
 CASE = FIX["proofs"][0]
 EXT = base64.b64decode(CASE["ext_eph_pk"])
 
@@ -55,11 +61,16 @@ def test_serialized_signature_from_the_sdk_carries_the_same_proof():
 
 def test_fastcrypto_hash_and_nonce_vectors():
     # fastcrypto zk_login_tests.rs: test_hash_ascii_str_to_field, test_get_nonce
-    assert hash_ascii_str_to_field("eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6IjEifQ", 248) == \
-        10859137172532636243875876865378218840892896099608302223608404291948352005840
+    assert (
+        hash_ascii_str_to_field("eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6IjEifQ", 248)
+        == 10859137172532636243875876865378218840892896099608302223608404291948352005840
+    )
     n = FIX["nonce"]
-    assert compute_nonce(base64.b64decode(n["ext_eph_pk"]), n["max_epoch"], int(n["randomness"])) \
-        == n["nonce"] == "hTPpgF7XAKbW37rEUS6pEVZqmoI"
+    assert (
+        compute_nonce(base64.b64decode(n["ext_eph_pk"]), n["max_epoch"], int(n["randomness"]))
+        == n["nonce"]
+        == "hTPpgF7XAKbW37rEUS6pEVZqmoI"
+    )
 
 
 def tampered(**over: Any) -> dict[str, Any]:
@@ -72,18 +83,39 @@ def tampered(**over: Any) -> dict[str, Any]:
 OTHER_N = FIX["real_jwts"][0]["n"]
 
 
-@pytest.mark.parametrize("what, inputs, ext, epoch, mod", [
-    ("later max_epoch", CASE["inputs"], EXT, CASE["max_epoch"] + 1, MOD),
-    ("other ephemeral key", CASE["inputs"], EXT[:-1] + bytes([EXT[-1] ^ 1]), CASE["max_epoch"], MOD),
-    ("other provider key", CASE["inputs"], EXT, CASE["max_epoch"], modulus(OTHER_N)),
-    ("other address seed", tampered(addressSeed=str(int(CASE["address_seed"]) + 1)), EXT,
-     CASE["max_epoch"], MOD),
-    ("other kid in the header", tampered(headerBase64=base64.urlsafe_b64encode(
-        b'{"alg":"RS256","kid":"0000","typ":"JWT"}').rstrip(b"=").decode()), EXT, CASE["max_epoch"], MOD),
-    ("proof point c swapped for a", tampered(proofPoints={**CASE["inputs"]["proofPoints"],
-                                                          "c": CASE["inputs"]["proofPoints"]["a"]}),
-     EXT, CASE["max_epoch"], MOD),
-])
+@pytest.mark.parametrize(
+    "what, inputs, ext, epoch, mod",
+    [
+        ("later max_epoch", CASE["inputs"], EXT, CASE["max_epoch"] + 1, MOD),
+        ("other ephemeral key", CASE["inputs"], EXT[:-1] + bytes([EXT[-1] ^ 1]), CASE["max_epoch"], MOD),
+        ("other provider key", CASE["inputs"], EXT, CASE["max_epoch"], modulus(OTHER_N)),
+        (
+            "other address seed",
+            tampered(addressSeed=str(int(CASE["address_seed"]) + 1)),
+            EXT,
+            CASE["max_epoch"],
+            MOD,
+        ),
+        (
+            "other kid in the header",
+            tampered(
+                headerBase64=base64.urlsafe_b64encode(b'{"alg":"RS256","kid":"0000","typ":"JWT"}')
+                .rstrip(b"=")
+                .decode()
+            ),
+            EXT,
+            CASE["max_epoch"],
+            MOD,
+        ),
+        (
+            "proof point c swapped for a",
+            tampered(proofPoints={**CASE["inputs"]["proofPoints"], "c": CASE["inputs"]["proofPoints"]["a"]}),
+            EXT,
+            CASE["max_epoch"],
+            MOD,
+        ),
+    ],
+)
 def test_every_tampering_fails(what, inputs, ext, epoch, mod):
     with pytest.raises(InvalidProof):
         verify_inputs(parse_inputs(inputs), ext, epoch, mod)
@@ -101,11 +133,11 @@ def test_iss_decoding_follows_fastcrypto():
     assert decode_iss("wiaXNzIjoiaHR0cHM6Ly9pZC50d2l0Y2gudHYvb2F1dGgyIiw", 2) == "https://id.twitch.tv/oauth2"
     assert decode_iss(CASE["inputs"]["issBase64Details"]["value"], 1) == "https://accounts.google.com"
     aud = "yJhdWQiOiJkMzFpY3FsNmw4eHpwYTdlZjMxenR4eXNzNDZvY2siLC"
-    for index in (0, 2, 3):   # last char inside a byte / not UTF-8 / bad offset
+    for index in (0, 2, 3):  # last char inside a byte / not UTF-8 / bad offset
         with pytest.raises(Malformed):
             decode_iss(aud, index)
     with pytest.raises(Malformed, match="iss"):
-        decode_iss(aud, 1)    # a valid claim, but "aud"
+        decode_iss(aud, 1)  # a valid claim, but "aud"
 
 
 def test_header_must_be_rs256_with_a_kid():
@@ -143,9 +175,13 @@ def test_signature_parser_only_raises_malformed(data):
         pass
 
 
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=40),
-                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=12), c, max_size=4),
-                    max_leaves=20))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=12), c, max_size=4),
+        max_leaves=20,
+    )
+)
 def test_inputs_parser_only_raises_verification_errors(obj):
     try:
         parse_inputs(obj)
@@ -163,13 +199,20 @@ def test_iss_decoder_only_raises_malformed(value, index):
 
 def test_submission_forms():
     from popgate.verifiers.zklogin_proof import parse_submission
+
     raw = {"inputs": CASE["inputs"], "ext_eph_pk": CASE["ext_eph_pk"], "max_epoch": "10"}
     sub = parse_submission(raw)
     assert (sub.max_epoch, sub.ephemeral_key.extended, sub.user_signature) == (10, EXT, b"")
     assert parse_submission({"zklogin_signature": CASE["zklogin_signature"]}).inputs == sub.inputs
     unknown_flag = base64.b64encode(b"\x07" + EXT[1:]).decode()
-    for bad in ({**raw, "max_epoch": "-1"}, {**raw, "max_epoch": str(2**64)}, {**raw, "max_epoch": True},
-                {**raw, "ext_eph_pk": "!!"}, {**raw, "ext_eph_pk": unknown_flag},
-                {k: v for k, v in raw.items() if k != "ext_eph_pk"}, [raw]):
+    for bad in (
+        {**raw, "max_epoch": "-1"},
+        {**raw, "max_epoch": str(2**64)},
+        {**raw, "max_epoch": True},
+        {**raw, "ext_eph_pk": "!!"},
+        {**raw, "ext_eph_pk": unknown_flag},
+        {k: v for k, v in raw.items() if k != "ext_eph_pk"},
+        [raw],
+    ):
         with pytest.raises(Malformed):
             parse_submission(bad)

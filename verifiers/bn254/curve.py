@@ -14,8 +14,23 @@ bool, decompression returns None when no point exists.
 from __future__ import annotations
 
 from popgate.verifiers.bn254.fields import (
-    _FROB, FP2_ONE, FP2_ZERO, P, U, XI, Fp2, f2_add, f2_conj, f2_inv, f2_mul,
-    f2_neg, f2_scale, f2_sqr, f2_sub, fp_is_square, fp_sqrt,
+    _FROB,
+    FP2_ONE,
+    FP2_ZERO,
+    XI,
+    Fp2,
+    P,
+    U,
+    f2_add,
+    f2_conj,
+    f2_inv,
+    f2_mul,
+    f2_neg,
+    f2_scale,
+    f2_sqr,
+    f2_sub,
+    fp_is_square,
+    fp_sqrt,
 )
 
 G1Point = tuple[int, int]
@@ -24,16 +39,21 @@ G2Point = tuple[Fp2, Fp2]
 B2: Fp2 = f2_mul((3, 0), f2_inv(XI))
 G1_GEN: G1Point = (1, 2)
 G2_GEN: G2Point = (
-    (10857046999023057135944570762232829481370756359578518086990519993285655852781,
-     11559732032986387107991004021392285783925812861821192530917403151452391805634),
-    (8495653923123431417604973247489272438418190587263600148770280649306958101930,
-     4082367875863433681332203403145435568316851327593401208105741076214120093531),
+    (
+        10857046999023057135944570762232829481370756359578518086990519993285655852781,
+        11559732032986387107991004021392285783925812861821192530917403151452391805634,
+    ),
+    (
+        8495653923123431417604973247489272438418190587263600148770280649306958101930,
+        4082367875863433681332203403145435568316851327593401208105741076214120093531,
+    ),
 )
 _PSI_X = _FROB[1][2]  # ξ^((p-1)/3)
 _PSI_Y = _FROB[1][3]  # ξ^((p-1)/2)
 
 
 # --- G1 ---------------------------------------------------------------------
+
 
 def g1_on_curve(pt: G1Point) -> bool:
     """True if ``pt`` has reduced coordinates and lies on y² = x³ + 3.
@@ -127,8 +147,9 @@ def g1_fixed_table(pt: G1Point) -> list[list[G1Point | None]]:
     return table
 
 
-def g1_msm_fixed(start: G1Point | None, tables: list[list[list[G1Point | None]]],
-                 scalars: list[int]) -> G1Point | None:
+def g1_msm_fixed(
+    start: G1Point | None, tables: list[list[list[G1Point | None]]], scalars: list[int]
+) -> G1Point | None:
     """``start + Σ scalars[i]·base_i`` with the bases' tables; scalars in [0, 2^256)."""
     X, Y, Z = (start[0], start[1], 1) if start is not None else (1, 1, 0)
     mask = (1 << WINDOW) - 1
@@ -146,6 +167,7 @@ def g1_msm_fixed(start: G1Point | None, tables: list[list[list[G1Point | None]]]
 
 
 # --- G2 ---------------------------------------------------------------------
+
 
 def g2_on_curve(pt: G2Point) -> bool:
     """True if coordinates are reduced and ``pt`` lies on the twist (not the subgroup test)."""
@@ -252,15 +274,15 @@ def g2_in_subgroup(pt: G2Point) -> bool:
     one 63-bit multiplication instead of a 254-bit one.
     """
     uq = _j2_mul(pt, U)
-    lhs = _j2_add(_j2_add(_j2_add(uq, (pt[0], pt[1], FP2_ONE)), _psi_j(uq)),
-                  _psi_j(_psi_j(uq)))
+    lhs = _j2_add(_j2_add(_j2_add(uq, (pt[0], pt[1], FP2_ONE)), _psi_j(uq)), _psi_j(_psi_j(uq)))
     rhs = _psi_j(_psi_j(_psi_j(_j2_dbl(uq))))
     return _j2_affine(lhs) == _j2_affine(rhs)
 
 
 # --- compression (gnark / World ID / Semaphore v4 style) ----------------------
 
-def g1_decompress(c: int) -> G1Point | None | bool:
+
+def g1_decompress(c: int) -> G1Point | bool | None:
     """Decode ``x << 1 | sign``; 0 is infinity (None). Returns False when ``c``
     encodes no point (x ≥ p or x³ + 3 not a square). y is ``√(x³+3)`` taken as
     ``a^((p+1)/4)``, negated when the sign bit is set."""
@@ -303,7 +325,7 @@ def _fp2_sqrt_hint(a: Fp2, hint: bool) -> Fp2 | None:
     return (x0, x1) if f2_sqr((x0, x1)) == (a0 % P, a1 % P) else None
 
 
-def g2_decompress(c0: int, c1: int) -> G2Point | None | bool:
+def g2_decompress(c0: int, c1: int) -> G2Point | bool | None:
     """Decode ``(x.c0 << 2 | hint << 1 | sign, x.c1)``; (0, 0) is infinity (None).
     Returns False when no point is encoded (x ≥ p, or no square root)."""
     if c0 == 0 and c1 == 0:

@@ -31,6 +31,7 @@ XI: Fp2 = (9, 1)
 
 # --- Fp ---------------------------------------------------------------------
 
+
 def fp_inv(a: int) -> int:
     """Inverse in Fp; raises ZeroDivisionError (ValueError) for 0."""
     return pow(a, -1, P)
@@ -51,6 +52,7 @@ def fp_is_square(a: int) -> bool:
 
 
 # --- Fp2 --------------------------------------------------------------------
+
 
 def f2_add(x: Fp2, y: Fp2) -> Fp2:
     return ((x[0] + y[0]) % P, (x[1] + y[1]) % P)
@@ -106,6 +108,7 @@ def f2_mul_xi(x: Fp2) -> Fp2:
 
 # --- Fp12: generated products -------------------------------------------------
 
+
 def _s(terms: list[str]) -> str:
     return "".join(terms) or "0"
 
@@ -118,35 +121,38 @@ def _gen_mul(name: str, gshape: dict[int, str], params: str, one: bool = False) 
     Fp2 products use Karatsuba (ac, bd, (a+b)(c+d)); the products are summed
     per output coefficient (w⁰..w⁵, those with k+j ≥ 6 times ξ = 9 + i) and
     reduced once."""
-    lines = [f"def {name}(f, {params}):",
-             "    f0,f1,f2,f3,f4,f5,f6,f7,f8,f9,f10,f11 = f",
-             "    " + "; ".join(f"s{k} = f{2*k}+f{2*k+1}" for k in range(6))]
+    lines = [
+        f"def {name}(f, {params}):",
+        "    f0,f1,f2,f3,f4,f5,f6,f7,f8,f9,f10,f11 = f",
+        "    " + "; ".join(f"s{k} = f{2 * k}+f{2 * k + 1}" for k in range(6)),
+    ]
     fp2 = [j for j, shape in gshape.items() if shape == "fp2"]
     if fp2:
-        lines.append("    " + "; ".join(f"h{j} = g{2*j}+g{2*j+1}" for j in fp2))
+        lines.append("    " + "; ".join(f"h{j} = g{2 * j}+g{2 * j + 1}" for j in fp2))
     for n in range(6):
         grp: dict[str, dict[str, list[str]]] = {
-            t: {"A": [], "B": [], "C": [], "R1": [], "I1": []} for t in "dx"}
+            t: {"A": [], "B": [], "C": [], "R1": [], "I1": []} for t in "dx"
+        }
         if one:
-            grp["d"]["R1"].append(f"+f{2*n}")
-            grp["d"]["I1"].append(f"+f{2*n+1}")
+            grp["d"]["R1"].append(f"+f{2 * n}")
+            grp["d"]["I1"].append(f"+f{2 * n + 1}")
         for k in range(6):
             for j, shape in gshape.items():
                 if (k + j) % 6 != n:
                     continue
                 g = grp["d" if k + j < 6 else "x"]
                 if shape == "fp2":
-                    g["A"].append(f"+f{2*k}*g{2*j}")
-                    g["B"].append(f"+f{2*k+1}*g{2*j+1}")
+                    g["A"].append(f"+f{2 * k}*g{2 * j}")
+                    g["B"].append(f"+f{2 * k + 1}*g{2 * j + 1}")
                     g["C"].append(f"+s{k}*h{j}")
                 else:
-                    g["R1"].append(f"+f{2*k}*g{2*j}")
-                    g["I1"].append(f"+f{2*k+1}*g{2*j}")
+                    g["R1"].append(f"+f{2 * k}*g{2 * j}")
+                    g["I1"].append(f"+f{2 * k + 1}*g{2 * j}")
         for t in "dx":
             g = grp[t]
             lines.append(f"    a{t} = {_s(g['A'])}; b{t} = {_s(g['B'])}")
             lines.append(f"    r{t} = a{t}-b{t}+{_s(g['R1'])}; i{t} = {_s(g['C'])}-a{t}-b{t}+{_s(g['I1'])}")
-        lines.append(f"    o{2*n} = (rd+9*rx-ix)%P; o{2*n+1} = (id+rx+9*ix)%P")
+        lines.append(f"    o{2 * n} = (rd+9*rx-ix)%P; o{2 * n + 1} = (id+rx+9*ix)%P")
     lines.append("    return (" + ",".join(f"o{i}" for i in range(12)) + ")")
     scope: dict[str, Any] = {"P": P}
     exec("\n".join(lines), scope)  # noqa: S102 - trusted, generated above
@@ -163,28 +169,29 @@ def f12_mul(f: Fp12, g: Fp12) -> Fp12:
 
 
 #: f · (y + b·w + c·w³), the shape of a line function: y in Fp, b, c in Fp2.
-f12_mul_line: Callable[..., Fp12] = _gen_mul(
-    "f12_mul_line", {0: "fp", 1: "fp2", 3: "fp2"}, "g0,g2,g3,g6,g7")
+f12_mul_line: Callable[..., Fp12] = _gen_mul("f12_mul_line", {0: "fp", 1: "fp2", 3: "fp2"}, "g0,g2,g3,g6,g7")
 #: f · (1 + b·w + c·w³): a line divided by its Fp constant (same after final exponentiation).
-f12_mul_line1: Callable[..., Fp12] = _gen_mul(
-    "f12_mul_line1", {1: "fp2", 3: "fp2"}, "g2,g3,g6,g7", one=True)
+f12_mul_line1: Callable[..., Fp12] = _gen_mul("f12_mul_line1", {1: "fp2", 3: "fp2"}, "g2,g3,g6,g7", one=True)
 
 
 def _gen_sqr() -> Callable[[Fp12], Fp12]:
     """Unrolled ``f²``: cross terms fk·fj (k < j) once, doubled, by Karatsuba;
     squares fk² as ((a+b)(a-b), 2ab); one ``% P`` per output."""
-    lines = ["def f12_sqr(f):",
-             "    f0,f1,f2,f3,f4,f5,f6,f7,f8,f9,f10,f11 = f",
-             "    " + "; ".join(f"s{k} = f{2*k}+f{2*k+1}" for k in range(6))]
+    lines = [
+        "def f12_sqr(f):",
+        "    f0,f1,f2,f3,f4,f5,f6,f7,f8,f9,f10,f11 = f",
+        "    " + "; ".join(f"s{k} = f{2 * k}+f{2 * k + 1}" for k in range(6)),
+    ]
     for n in range(6):
         grp: dict[str, dict[str, list[str]]] = {
-            t: {"A": [], "B": [], "C": [], "R1": [], "I1": []} for t in "dx"}
+            t: {"A": [], "B": [], "C": [], "R1": [], "I1": []} for t in "dx"
+        }
         for k in range(6):
             for j in range(k, 6):
                 if (k + j) % 6 != n:
                     continue
                 g = grp["d" if k + j < 6 else "x"]
-                a, b, c, d = f"f{2*k}", f"f{2*k+1}", f"f{2*j}", f"f{2*j+1}"
+                a, b, c, d = f"f{2 * k}", f"f{2 * k + 1}", f"f{2 * j}", f"f{2 * j + 1}"
                 if k == j:
                     g["R1"].append(f"+({a}+{b})*({a}-{b})")
                     g["I1"].append(f"+2*{a}*{b}")
@@ -195,9 +202,10 @@ def _gen_sqr() -> Callable[[Fp12], Fp12]:
         for t in "dx":
             g = grp[t]
             lines.append(f"    a{t} = {_s(g['A'])}; b{t} = {_s(g['B'])}")
-            lines.append(f"    r{t} = 2*(a{t}-b{t})+{_s(g['R1'])}; "
-                         f"i{t} = 2*({_s(g['C'])}-a{t}-b{t})+{_s(g['I1'])}")
-        lines.append(f"    o{2*n} = (rd+9*rx-ix)%P; o{2*n+1} = (id+rx+9*ix)%P")
+            lines.append(
+                f"    r{t} = 2*(a{t}-b{t})+{_s(g['R1'])}; i{t} = 2*({_s(g['C'])}-a{t}-b{t})+{_s(g['I1'])}"
+            )
+        lines.append(f"    o{2 * n} = (rd+9*rx-ix)%P; o{2 * n + 1} = (id+rx+9*ix)%P")
     lines.append("    return (" + ",".join(f"o{i}" for i in range(12)) + ")")
     scope: dict[str, Any] = {"P": P}
     exec("\n".join(lines), scope)  # noqa: S102 - trusted, generated above
@@ -271,12 +279,20 @@ def f12_cyc_sqr(f: Fp12) -> Fp12:
     t4r, t4i = s0r + 9 * s1r - s1i, s0i + s1r + 9 * s1i
     t5r, t5i = 2 * (z4r * z5r - z4i * z5i), 2 * (z4r * z5i + z4i * z5r)
     x5r, x5i = 9 * t5r - t5i, t5r + 9 * t5i  # ξ·t5
-    return ((3 * t0r - 2 * z0r) % P, (3 * t0i - 2 * z0i) % P,      # f0 = z0'
-            (3 * x5r + 2 * z2r) % P, (3 * x5i + 2 * z2i) % P,      # f1 = z2'
-            (3 * t2r - 2 * z4r) % P, (3 * t2i - 2 * z4i) % P,      # f2 = z4'
-            (3 * t1r + 2 * z1r) % P, (3 * t1i + 2 * z1i) % P,      # f3 = z1'
-            (3 * t4r - 2 * z3r) % P, (3 * t4i - 2 * z3i) % P,      # f4 = z3'
-            (3 * t3r + 2 * z5r) % P, (3 * t3i + 2 * z5i) % P)      # f5 = z5'
+    return (
+        (3 * t0r - 2 * z0r) % P,
+        (3 * t0i - 2 * z0i) % P,  # f0 = z0'
+        (3 * x5r + 2 * z2r) % P,
+        (3 * x5i + 2 * z2i) % P,  # f1 = z2'
+        (3 * t2r - 2 * z4r) % P,
+        (3 * t2i - 2 * z4i) % P,  # f2 = z4'
+        (3 * t1r + 2 * z1r) % P,
+        (3 * t1i + 2 * z1i) % P,  # f3 = z1'
+        (3 * t4r - 2 * z3r) % P,
+        (3 * t4i - 2 * z3i) % P,  # f4 = z3'
+        (3 * t3r + 2 * z5r) % P,
+        (3 * t3i + 2 * z5i) % P,
+    )  # f5 = z5'
 
 
 def to_py_ecc_coeffs(f: Fp12) -> list[int]:

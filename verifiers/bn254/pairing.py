@@ -20,8 +20,17 @@ from __future__ import annotations
 
 from popgate.verifiers.bn254.curve import G1Point, G2Point, g2_neg, g2_psi
 from popgate.verifiers.bn254.fields import (
-    F12_ONE, P, U, Fp12,
-    f12_conj, f12_cyc_sqr, f12_frob, f12_inv, f12_mul, f12_mul_line1, f12_sqr,
+    F12_ONE,
+    Fp12,
+    P,
+    U,
+    f12_conj,
+    f12_cyc_sqr,
+    f12_frob,
+    f12_inv,
+    f12_mul,
+    f12_mul_line1,
+    f12_sqr,
 )
 
 ATE = 6 * U + 2
@@ -153,8 +162,8 @@ def _cyc_exp_u(f: Fp12) -> Fp12:
 
 def final_exponentiation(f: Fp12) -> Fp12:
     """``f^((p¹²-1)/r)``; raises ValueError if f is 0."""
-    f = f12_mul(f12_conj(f), f12_inv(f))          # f^(p⁶-1)
-    f = f12_mul(f12_frob(f, 2), f)                # ^(p²+1): now cyclotomic
+    f = f12_mul(f12_conj(f), f12_inv(f))  # f^(p⁶-1)
+    f = f12_mul(f12_frob(f, 2), f)  # ^(p²+1): now cyclotomic
     a = _cyc_exp_u(f)
     b = _cyc_exp_u(a)
     c = _cyc_exp_u(b)

@@ -27,6 +27,7 @@ async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
         skew = float(case.get("skew_seconds", hashcash.DEFAULT_SKEW))
     except (TypeError, ValueError):
         raise Malformed(detail="now, min_bits, max_age_seconds, skew_seconds must be numbers") from None
-    att = await hashcash.verify(stamp, resource=resource, now=now, store=env.store,
-                                min_bits=min_bits, max_age=max_age, skew=skew)
+    att = await hashcash.verify(
+        stamp, resource=resource, now=now, store=env.store, min_bits=min_bits, max_age=max_age, skew=skew
+    )
     return {"bits": att.bits, "resource": att.resource, "date": att.timestamp}

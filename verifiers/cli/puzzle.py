@@ -53,9 +53,22 @@ async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
     if not value.startswith(challenge + ":"):
         raise VerificationError("wrong_resource", "solution is for another challenge")
     try:
-        att = await puzzle.verify(keys, value, now=now, store=env.store, network=network,
-                                  client_ip=client_ip, scope=case.get("scope"), min_bits=min_bits)
+        att = await puzzle.verify(
+            keys,
+            value,
+            now=now,
+            store=env.store,
+            network=network,
+            client_ip=client_ip,
+            scope=case.get("scope"),
+            min_bits=min_bits,
+        )
     except ValueError as exc:  # a bad client_ip / network string
         raise Malformed(detail=str(exc)) from None
-    return {"network": att.network, "scope": att.scope, "bits": att.bits, "subs": att.subs,
-            "expires": att.expires}
+    return {
+        "network": att.network,
+        "scope": att.scope,
+        "bits": att.bits,
+        "subs": att.subs,
+        "expires": att.expires,
+    }

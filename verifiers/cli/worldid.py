@@ -13,11 +13,15 @@ from __future__ import annotations
 from typing import Any
 
 from popgate.gateway.stores.base import key as store_key
-from popgate.verifiers.errors import Malformed
 from popgate.verifiers.bn254.encoding import parse_uint
+from popgate.verifiers.errors import Malformed
 from popgate.verifiers.groth16 import prepared_key
 from popgate.verifiers.worldid import (
-    NullifierReused, default_key, key_spec, nullifier_scope, verify_result,
+    NullifierReused,
+    default_key,
+    key_spec,
+    nullifier_scope,
+    verify_result,
 )
 
 #: Nullifiers are spent for good; the store needs a TTL, so: ten years.
@@ -44,12 +48,15 @@ async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
     if "result" not in case:
         raise Malformed(detail="case: missing result")
     vk = case.get("vk")
-    key = (default_key() if vk is None
-           else prepared_key(key_spec(vk) if isinstance(vk, str) else vk))
-    verified = verify_result(key, case["result"], app_id=app_id, action=action,
-                             signal=signal, valid_roots=roots)
+    key = default_key() if vk is None else prepared_key(key_spec(vk) if isinstance(vk, str) else vk)
+    verified = verify_result(
+        key, case["result"], app_id=app_id, action=action, signal=signal, valid_roots=roots
+    )
     spend = store_key("worldid-nullifier", f"{nullifier_scope(app_id, action)}:{verified.nullifier}")
     if not await env.store.claim(spend, NULLIFIER_TTL, limit=1):
         raise NullifierReused(detail=verified.nullifier)
-    return {"nullifier": verified.nullifier, "merkle_root": verified.merkle_root,
-            "verification_level": verified.verification_level}
+    return {
+        "nullifier": verified.nullifier,
+        "merkle_root": verified.merkle_root,
+        "verification_level": verified.verification_level,
+    }

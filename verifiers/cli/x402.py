@@ -17,8 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 from popgate.verifiers.errors import Malformed
-from popgate.verifiers.x402 import (PAYMENT_SIGNATURE, X_PAYMENT, Requirements,
-                            parse_payment_signature, parse_x_payment)
+from popgate.verifiers.x402 import (
+    PAYMENT_SIGNATURE,
+    X_PAYMENT,
+    Requirements,
+    parse_payment_signature,
+    parse_x_payment,
+)
 from popgate.verifiers.x402_exact import ExactVerifier
 
 
@@ -45,5 +50,9 @@ async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
     else:
         raise Malformed(detail=f"unsupported header {name!r}")
     result = await ExactVerifier(env.store).verify(payment, offered, env.now)
-    return {"payer": result.payer, "network": result.network,
-            "amount": str(result.amount), "nonce": result.nonce}
+    return {
+        "payer": result.payer,
+        "network": result.network,
+        "amount": str(result.amount),
+        "nonce": result.nonce,
+    }

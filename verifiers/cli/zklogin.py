@@ -16,7 +16,6 @@ import os
 from typing import Any
 
 from popgate.gateway.stores.base import key
-
 from popgate.verifiers.cli.zklogin_nonce import decimal, ext_key
 from popgate.verifiers.errors import Malformed, Replayed
 from popgate.verifiers.jwks import JwksCache, ProviderConfig
@@ -35,14 +34,20 @@ async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
         raise Malformed(detail="epoch_mode must be unix or sui")
     provider = ProviderConfig(issuer=issuer, audiences=frozenset([audience]), jwks=jwks)
     salt = decimal(case["salt"]) if case.get("salt") is not None else None
-    verifier = ZkLoginVerifier(OidcVerifier([provider], JwksCache()), epoch_mode=mode,
-                               salt=salt, subject_key=_RUN_KEY)
+    verifier = ZkLoginVerifier(
+        OidcVerifier([provider], JwksCache()), epoch_mode=mode, salt=salt, subject_key=_RUN_KEY
+    )
     current = decimal(case["current_epoch"]) if mode == "sui" and "current_epoch" in case else None
-    att = await verifier.verify(case["jwt"], ext_key(case["ext_eph_pk"]), decimal(case["max_epoch"]),
-                                decimal(case["randomness"]), now=env.now, current_epoch=current)
+    att = await verifier.verify(
+        case["jwt"],
+        ext_key(case["ext_eph_pk"]),
+        decimal(case["max_epoch"]),
+        decimal(case["randomness"]),
+        now=env.now,
+        current_epoch=current,
+    )
     # Each id_token is exchanged once, as at POST /.well-known/popgate/zklogin.
     spent = key("zklogin-jwt", hashlib.sha256(case["jwt"].encode()).hexdigest())
     if not await env.store.claim(spent, max(60.0, att.claims.exp + 120 - env.now), 1):
         raise Replayed(detail="id_token already used in this run")
-    return {"subject": att.subject, "address": att.address, "iss": att.iss,
-            "expires": att.expires_at}
+    return {"subject": att.subject, "address": att.address, "iss": att.iss, "expires": att.expires_at}

@@ -33,8 +33,9 @@ def ext_key(x: Any) -> bytes:
 
 async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
     try:
-        nonce = compute_nonce(ext_key(case["ext_eph_pk"]), decimal(case["max_epoch"]),
-                              decimal(case["randomness"]))
+        nonce = compute_nonce(
+            ext_key(case["ext_eph_pk"]), decimal(case["max_epoch"]), decimal(case["randomness"])
+        )
     except ValueError as exc:
         raise Malformed(detail=str(exc)) from exc
     return {"nonce": nonce}

@@ -52,6 +52,10 @@ async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
     if key.n_public != 1:
         raise Malformed(detail="a zkLogin key has one public input")
     verify_inputs(inputs, eph, max_epoch, _modulus(case, inputs.kid), key)
-    return {"iss": inputs.iss, "kid": inputs.kid, "max_epoch": max_epoch,
-            "address": address_from_seed(inputs.address_seed, inputs.iss, padded=False),
-            "address_padded": address_from_seed(inputs.address_seed, inputs.iss, padded=True)}
+    return {
+        "iss": inputs.iss,
+        "kid": inputs.kid,
+        "max_epoch": max_epoch,
+        "address": address_from_seed(inputs.address_seed, inputs.iss, padded=False),
+        "address_padded": address_from_seed(inputs.address_seed, inputs.iss, padded=True),
+    }

@@ -12,9 +12,15 @@ from tests.support.servers import ROOT, write_config
 
 
 def run(lines: list[dict], *args: str) -> list[dict]:
-    out = subprocess.run([sys.executable, "-m", "popgate.gateway", "verify", "x402", *args], cwd=ROOT,
-                         input="".join(json.dumps(c) + "\n" for c in lines),
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "popgate.gateway", "verify", "x402", *args],
+        cwd=ROOT,
+        input="".join(json.dumps(c) + "\n" for c in lines),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     return [json.loads(line) for line in out.splitlines()]
 
 
@@ -30,11 +36,15 @@ def test_subprocess_matches_fixture_expectations():
 
 def test_subprocess_reads_accept_v1_from_config(tmp_path: Path):
     """With a config whose [x402] accept_v1 = false, X-PAYMENT lines are malformed."""
-    path = write_config(tmp_path, "http://127.0.0.1:9", extra="""
+    path = write_config(
+        tmp_path,
+        "http://127.0.0.1:9",
+        extra="""
 [x402]
 pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
 facilitator = "http://127.0.0.1:9"
 accept_v1 = false
-""")
+""",
+    )
     case = next(c for c in DOC["cases"] if c["header_name"] == "X-PAYMENT")
     assert run([case], "--config", str(path)) == [{"valid": False, "reason": "malformed"}]

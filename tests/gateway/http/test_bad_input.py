@@ -39,9 +39,22 @@ def status_of(raw: bytes) -> int:
     return int(raw.split(b" ", 2)[1])
 
 
-@pytest.mark.parametrize("token", ["", "v1", "v1.k1", "v1.k1.x.y", "v1.k1..", "v2.k1.e30.AAAA",
-                                   "v1.k1.e30." + "A" * 43, "v1.%%%.e30.x", "v1.k1.\u00e9.x",
-                                   "x" * 5000, "v1.k1.eyJjIjoiaHVtYW4ifQ.@@@"])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "v1",
+        "v1.k1",
+        "v1.k1.x.y",
+        "v1.k1..",
+        "v2.k1.e30.AAAA",
+        "v1.k1.e30." + "A" * 43,
+        "v1.%%%.e30.x",
+        "v1.k1.\u00e9.x",
+        "x" * 5000,
+        "v1.k1.eyJjIjoiaHVtYW4ifQ.@@@",
+    ],
+)
 async def test_malformed_tokens_get_challenge_not_500(upstream, gateway_factory, http, token):
     """Garbage session tokens are treated as no evidence: 402, never 500."""
     gw = await gateway_factory(upstream)
@@ -60,19 +73,22 @@ async def test_expired_session_says_so(upstream, gateway_factory, http):
         assert (await r.json())["reason"] == "session_expired"
 
 
-@pytest.mark.parametrize("request_bytes", [
-    # conflicting Content-Length and Transfer-Encoding (smuggling shape)
-    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    # two different Content-Lengths
-    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-    # obfuscated transfer-encoding
-    b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
-    # header without colon, bare LF line endings
-    b"GET / HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n",
-    b"GET / HTTP/1.1\nHost: x\n\n",
-    # space before colon
-    b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        # conflicting Content-Length and Transfer-Encoding (smuggling shape)
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        # two different Content-Lengths
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        # obfuscated transfer-encoding
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        # header without colon, bare LF line endings
+        b"GET / HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: x\n\n",
+        # space before colon
+        b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+    ],
+)
 async def test_smuggling_shapes_rejected_with_400(upstream, gateway_factory, request_bytes):
     """Ambiguous framing is refused with 400 problem+json before anything is forwarded."""
     gw = await gateway_factory(upstream, extra='[policy]\ndefault = "allow"\n')
@@ -85,8 +101,9 @@ async def test_broken_chunked_body_is_400(upstream, gateway_factory):
     """A chunked body with a bad chunk size: 400, not 500, and the gateway keeps serving."""
     gw = await gateway_factory(upstream, extra='[policy]\ndefault = "allow"\n')
     port = gw.proxy.addresses[0][1]
-    raw = await raw_exchange(port, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                                   b"zz\r\nhello\r\n0\r\n\r\n")
+    raw = await raw_exchange(
+        port, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
+    )
     assert status_of(raw) == 400 or raw == b"", raw[:200]
     ok = await raw_exchange(port, b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status_of(ok) == 200
@@ -120,8 +137,9 @@ async def test_budgeted_session_with_dead_store_fails_closed(upstream, gateway_f
 
 async def test_budgeted_session_fail_open_is_counted(upstream, gateway_factory, http):
     """With budget = "open", the request passes and popgate_fail_open_total counts it."""
-    gw = await gateway_factory(upstream, store=f"redis://127.0.0.1:{free_port()}/0",
-                               extra='[store.failure_mode]\nbudget = "open"\n')
+    gw = await gateway_factory(
+        upstream, store=f"redis://127.0.0.1:{free_port()}/0", extra='[store.failure_mode]\nbudget = "open"\n'
+    )
     token = session_token(gw, budget=5)
     async with http.get(url_of(gw, "/"), headers={"Authorization": f"PoP {token}"}) as r:
         assert r.status == 200
@@ -141,22 +159,32 @@ async def test_session_budget_is_enforced(upstream, gateway_factory, http, redis
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-@given(headers=st.dictionaries(
-    st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=":"), min_size=1, max_size=20),
-    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=200), max_size=10))
+@given(
+    headers=st.dictionaries(
+        st.text(
+            alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=":"),
+            min_size=1,
+            max_size=20,
+        ),
+        st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=200),
+        max_size=10,
+    )
+)
 def test_arbitrary_headers_never_500(headers):
     """Fuzz: arbitrary printable header fields never produce a 500."""
     asyncio.run(_fuzz_once(headers))
 
 
 async def _fuzz_once(headers: dict[str, str]) -> None:
-    import aiohttp
-
-    from popgate.gateway.ops.config import load_config
-    from popgate.gateway.http.server import start
-    from tests.support.servers import write_config
     import tempfile
     from pathlib import Path
+
+    import aiohttp
+
+    from popgate.gateway.http.server import start
+    from popgate.gateway.ops.config import load_config
+    from tests.support.servers import write_config
+
     tmp = Path(tempfile.mkdtemp())
     cfg = load_config(write_config(tmp, f"http://127.0.0.1:{free_port()}"))
     running = await start(cfg)

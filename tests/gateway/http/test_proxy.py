@@ -14,7 +14,7 @@ from aiohttp import web
 from tests.conftest import session_token, url_of
 from tests.support.servers import free_port, serve_app
 
-ALLOW_ALL = "[policy]\ndefault = \"allow\"\n"
+ALLOW_ALL = '[policy]\ndefault = "allow"\n'
 
 
 @pytest.fixture(params=["lean", "aiohttp"])
@@ -22,7 +22,9 @@ def client_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-async def test_session_request_reaches_upstream_with_pop_headers(upstream, gateway_factory, http, client_kind):
+async def test_session_request_reaches_upstream_with_pop_headers(
+    upstream, gateway_factory, http, client_kind
+):
     """A valid session is forwarded and the origin learns class, subject and evidence."""
     gw = await gateway_factory(upstream, server_extra=f'upstream_client = "{client_kind}"')
     token = session_token(gw, "human", subject="human:abc")
@@ -62,18 +64,33 @@ async def test_hop_by_hop_headers_removed_both_ways(gateway_factory, http, clien
 
     async def origin(request: web.Request) -> web.Response:
         seen.update(request.headers)
-        return web.Response(text="ok", headers={"Keep-Alive": "timeout=5", "X-Drop-Me": "1",
-                                                "Connection": "X-Drop-Me", "X-Kept": "yes",
-                                                "Proxy-Authenticate": "Basic"})
+        return web.Response(
+            text="ok",
+            headers={
+                "Keep-Alive": "timeout=5",
+                "X-Drop-Me": "1",
+                "Connection": "X-Drop-Me",
+                "X-Kept": "yes",
+                "Proxy-Authenticate": "Basic",
+            },
+        )
 
     app = web.Application()
     app.router.add_get("/h", origin)
     async with serve_app(app) as port:
-        gw = await gateway_factory(f"http://127.0.0.1:{port}", extra=ALLOW_ALL,
-                                   server_extra=f'upstream_client = "{client_kind}"')
-        headers = {"Connection": "keep-alive, X-Secret-Hop", "X-Secret-Hop": "1", "Keep-Alive": "300",
-                   "TE": "trailers", "Proxy-Authorization": "Basic Zm9vOmJhcg==", "Upgrade": "h2c",
-                   "Proxy-Connection": "keep-alive", "X-Normal": "stays"}
+        gw = await gateway_factory(
+            f"http://127.0.0.1:{port}", extra=ALLOW_ALL, server_extra=f'upstream_client = "{client_kind}"'
+        )
+        headers = {
+            "Connection": "keep-alive, X-Secret-Hop",
+            "X-Secret-Hop": "1",
+            "Keep-Alive": "300",
+            "TE": "trailers",
+            "Proxy-Authorization": "Basic Zm9vOmJhcg==",
+            "Upgrade": "h2c",
+            "Proxy-Connection": "keep-alive",
+            "X-Normal": "stays",
+        }
         async with http.get(url_of(gw, "/h"), headers=headers) as r:
             assert r.status == 200
             assert r.headers["X-Kept"] == "yes"
@@ -89,8 +106,15 @@ async def test_hop_by_hop_headers_removed_both_ways(gateway_factory, http, clien
 async def test_forwarding_headers_untrusted_peer(upstream, gateway_factory, http):
     """From an untrusted peer, a client-sent X-Forwarded-For is replaced, not extended."""
     gw = await gateway_factory(upstream, extra=ALLOW_ALL)
-    async with http.get(url_of(gw, "/"), headers={"X-Forwarded-For": "6.6.6.6", "Host": "api.example",
-                                                  "X-Forwarded-Proto": "https", "Via": "1.0 edge"}) as r:
+    async with http.get(
+        url_of(gw, "/"),
+        headers={
+            "X-Forwarded-For": "6.6.6.6",
+            "Host": "api.example",
+            "X-Forwarded-Proto": "https",
+            "Via": "1.0 edge",
+        },
+    ) as r:
         info = await r.json()
     h = info["headers"]
     assert h["X-Forwarded-For"] == "127.0.0.1"
@@ -102,8 +126,9 @@ async def test_forwarding_headers_untrusted_peer(upstream, gateway_factory, http
 async def test_forwarding_headers_trusted_peer(upstream, gateway_factory, http):
     """Behind a trusted proxy the chain is kept and extended with the peer."""
     gw = await gateway_factory(upstream, extra=ALLOW_ALL, server_extra='trusted_proxies = ["127.0.0.0/8"]')
-    async with http.get(url_of(gw, "/"), headers={"X-Forwarded-For": "203.0.113.9, 10.1.2.3",
-                                                  "X-Forwarded-Proto": "https"}) as r:
+    async with http.get(
+        url_of(gw, "/"), headers={"X-Forwarded-For": "203.0.113.9, 10.1.2.3", "X-Forwarded-Proto": "https"}
+    ) as r:
         info = await r.json()
     assert info["headers"]["X-Forwarded-For"] == "203.0.113.9, 10.1.2.3, 127.0.0.1"
     assert info["headers"]["X-Forwarded-Proto"] == "https"
@@ -111,8 +136,11 @@ async def test_forwarding_headers_trusted_peer(upstream, gateway_factory, http):
 
 async def test_large_bodies_stream_both_ways(upstream, gateway_factory, http, client_kind):
     """32 MiB up and back through /echo arrive intact."""
-    gw = await gateway_factory(upstream, extra=ALLOW_ALL + "[limits]\nmax_body_bytes = 67108864\n",
-                               server_extra=f'upstream_client = "{client_kind}"')
+    gw = await gateway_factory(
+        upstream,
+        extra=ALLOW_ALL + "[limits]\nmax_body_bytes = 67108864\n",
+        server_extra=f'upstream_client = "{client_kind}"',
+    )
     block = hashlib.sha256(b"seed").digest() * 2048  # 64 KiB
     total = 512
 
@@ -166,8 +194,9 @@ async def test_large_download_streams(upstream, gateway_factory, http, client_ki
 
 async def test_upstream_unreachable_is_502(gateway_factory, http, client_kind):
     """A dead origin gives 502 problem+json, never a 500."""
-    gw = await gateway_factory(f"http://127.0.0.1:{free_port()}", extra=ALLOW_ALL,
-                               server_extra=f'upstream_client = "{client_kind}"')
+    gw = await gateway_factory(
+        f"http://127.0.0.1:{free_port()}", extra=ALLOW_ALL, server_extra=f'upstream_client = "{client_kind}"'
+    )
     async with http.get(url_of(gw, "/")) as r:
         assert r.status == 502
         assert r.headers["Content-Type"].startswith("application/problem+json")
@@ -176,8 +205,11 @@ async def test_upstream_unreachable_is_502(gateway_factory, http, client_kind):
 
 async def test_upstream_read_timeout_is_504(upstream, gateway_factory, http, client_kind):
     """An origin slower than the read timeout gives 504 problem+json."""
-    gw = await gateway_factory(upstream, extra=ALLOW_ALL + "[limits]\nread_timeout = 0.3\n",
-                               server_extra=f'upstream_client = "{client_kind}"')
+    gw = await gateway_factory(
+        upstream,
+        extra=ALLOW_ALL + "[limits]\nread_timeout = 0.3\n",
+        server_extra=f'upstream_client = "{client_kind}"',
+    )
     async with http.get(url_of(gw, "/slow?delay=2")) as r:
         assert r.status == 504
         assert (await r.json())["reason"] == "upstream_timeout"
@@ -199,9 +231,11 @@ async def test_upstream_connect_timeout_is_504(gateway_factory, http, client_kin
         fillers.append(s)
     await asyncio.sleep(0.2)
     try:
-        gw = await gateway_factory(f"http://127.0.0.1:{port}",
-                                   extra=ALLOW_ALL + "[limits]\nconnect_timeout = 0.3\n",
-                                   server_extra=f'upstream_client = "{client_kind}"')
+        gw = await gateway_factory(
+            f"http://127.0.0.1:{port}",
+            extra=ALLOW_ALL + "[limits]\nconnect_timeout = 0.3\n",
+            server_extra=f'upstream_client = "{client_kind}"',
+        )
         async with http.get(url_of(gw, "/")) as r:
             assert r.status == 504
             assert (await r.json())["reason"] == "upstream_timeout"
@@ -213,6 +247,7 @@ async def test_upstream_connect_timeout_is_504(gateway_factory, http, client_kin
 
 async def test_upstream_reset_mid_response(gateway_factory, http, client_kind):
     """An origin that dies after the headers cuts the client's body short (no fake success)."""
+
     async def bad(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Length": "1000000"})
         await resp.prepare(request)
@@ -223,8 +258,9 @@ async def test_upstream_reset_mid_response(gateway_factory, http, client_kind):
     app = web.Application()
     app.router.add_get("/bad", bad)
     async with serve_app(app) as port:
-        gw = await gateway_factory(f"http://127.0.0.1:{port}", extra=ALLOW_ALL,
-                                   server_extra=f'upstream_client = "{client_kind}"')
+        gw = await gateway_factory(
+            f"http://127.0.0.1:{port}", extra=ALLOW_ALL, server_extra=f'upstream_client = "{client_kind}"'
+        )
         with pytest.raises(aiohttp.ClientPayloadError):
             async with http.get(url_of(gw, "/bad")) as r:
                 await r.read()
@@ -234,7 +270,9 @@ async def test_upstream_reset_mid_response(gateway_factory, http, client_kind):
 
 async def test_header_limits_give_431(upstream, gateway_factory, http):
     """Too many or too large header fields: 431 problem+json."""
-    gw = await gateway_factory(upstream, extra=ALLOW_ALL + "[limits]\nmax_header_bytes = 4096\nmax_header_count = 20\n")
+    gw = await gateway_factory(
+        upstream, extra=ALLOW_ALL + "[limits]\nmax_header_bytes = 4096\nmax_header_count = 20\n"
+    )
     async with http.get(url_of(gw, "/"), headers={"X-Big": "a" * 5000}) as r:
         assert r.status == 431
         assert (await r.json())["reason"] == "headers_too_large"
@@ -248,8 +286,11 @@ async def test_header_limits_give_431(upstream, gateway_factory, http):
 
 async def test_body_limit_gives_413(upstream, gateway_factory, http, client_kind):
     """A declared or streamed body over the limit: 413, and nothing partial is acted upon."""
-    gw = await gateway_factory(upstream, extra=ALLOW_ALL + "[limits]\nmax_body_bytes = 100000\n",
-                               server_extra=f'upstream_client = "{client_kind}"')
+    gw = await gateway_factory(
+        upstream,
+        extra=ALLOW_ALL + "[limits]\nmax_body_bytes = 100000\n",
+        server_extra=f'upstream_client = "{client_kind}"',
+    )
     async with http.post(url_of(gw, "/echo"), data=b"x" * 200000) as r:
         assert r.status == 413
 
@@ -284,6 +325,7 @@ async def test_websocket_without_evidence_is_challenged(upstream, gateway_factor
 
 async def test_head_and_no_body_statuses(gateway_factory, http, client_kind):
     """HEAD keeps Content-Length without a body; 204 and 304 pass through."""
+
     async def h(request: web.Request) -> web.Response:
         code = int(request.query.get("code", "200"))
         if code in (204, 304):
@@ -293,8 +335,9 @@ async def test_head_and_no_body_statuses(gateway_factory, http, client_kind):
     app = web.Application()
     app.router.add_route("*", "/h", h)
     async with serve_app(app) as port:
-        gw = await gateway_factory(f"http://127.0.0.1:{port}", extra=ALLOW_ALL,
-                                   server_extra=f'upstream_client = "{client_kind}"')
+        gw = await gateway_factory(
+            f"http://127.0.0.1:{port}", extra=ALLOW_ALL, server_extra=f'upstream_client = "{client_kind}"'
+        )
         async with http.head(url_of(gw, "/h")) as r:
             assert r.status == 200
             assert r.headers["Content-Length"] == "1234"
@@ -335,8 +378,9 @@ async def test_popgate_endpoint_session_info(upstream, gateway_factory, http):
     """GET /.well-known/popgate/session describes the presented session."""
     gw = await gateway_factory(upstream)
     token = session_token(gw, "human", subject="human:s1")
-    async with http.get(url_of(gw, "/.well-known/popgate/session"),
-                        headers={"Authorization": f"PoP {token}"}) as r:
+    async with http.get(
+        url_of(gw, "/.well-known/popgate/session"), headers={"Authorization": f"PoP {token}"}
+    ) as r:
         assert r.status == 200
         body = json.loads(await r.text())
     assert body["class"] == "human" and body["subject"] == "human:s1"
@@ -349,9 +393,11 @@ async def test_popgate_endpoint_session_info(upstream, gateway_factory, http):
 async def test_popgate_evidence_headers_not_forwarded(upstream, gateway_factory, http):
     """Stamps and popgate credentials (PoP, PoP-Puzzle) never reach the origin."""
     gw = await gateway_factory(upstream, extra=ALLOW_ALL)
-    for headers in ({"X-Hashcash": "1:20:260101:x::abc:1"},
-                    {"Authorization": "PoP-Puzzle pz1.k.x.y:1"},
-                    {"Authorization": "pop v1.k1.x.y"}):
+    for headers in (
+        {"X-Hashcash": "1:20:260101:x::abc:1"},
+        {"Authorization": "PoP-Puzzle pz1.k.x.y:1"},
+        {"Authorization": "pop v1.k1.x.y"},
+    ):
         async with http.get(url_of(gw, "/"), headers=headers) as r:
             info = await r.json()
         sent = {k.lower() for k in info["headers"]}

@@ -67,7 +67,9 @@ async def test_readme_example_config_is_valid(monkeypatch):
 def test_all_problems_reported_together(tmp_path):
     """Several mistakes → one ConfigError naming each key path."""
     (tmp_path / "short").write_bytes(b"tooshort")
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
 [server]
 listen = "nope"
 upstream = "ftp://x"
@@ -82,25 +84,37 @@ spend = "maybe"
 ratelimit = "open"
 [sessions]
 signing_kid = "zz"
-keys = [{{kid = "k1", secret_file = "{tmp_path / 'short'}"}}, {{kid = "k2", secret_env = "POPGATE_NOT_SET_X"}}, {{kid = "bad kid!", secret_file = "/x"}}]
+keys = [{{kid = "k1", secret_file = "{tmp_path / "short"}"}}, {{kid = "k2", secret_env = "POPGATE_NOT_SET_X"}}, {{kid = "bad kid!", secret_file = "/x"}}]
 [policy]
 unknown = "shrug"
-""")
+""",
+    )
     with pytest.raises(ConfigError) as exc:
         load_config(path, env={})
     text = "\n".join(exc.value.problems)
-    for where in ("server.listen", "server.upstream", "server.trusted_proxies[1]", "server.bogus",
-                  "limits.max_body_bytes", "store.url", "store.failure_mode.spend",
-                  "store.failure_mode.ratelimit",
-                  "sessions.keys[0]", "sessions.keys[1].secret_env", "sessions.keys[2].kid",
-                  "policy.unknown"):
+    for where in (
+        "server.listen",
+        "server.upstream",
+        "server.trusted_proxies[1]",
+        "server.bogus",
+        "limits.max_body_bytes",
+        "store.url",
+        "store.failure_mode.spend",
+        "store.failure_mode.ratelimit",
+        "sessions.keys[0]",
+        "sessions.keys[1].secret_env",
+        "sessions.keys[2].kid",
+        "policy.unknown",
+    ):
         assert where in text, f"{where} missing from:\n{text}"
     assert len(exc.value.problems) >= 11
 
 
 def test_inline_secret_refused(tmp_path):
     """Secrets are never accepted inline in the file."""
-    path = write(tmp_path, '[server]\nupstream = "http://a:1"\n[sessions]\nkeys = [{kid = "k1", secret = "x"}]\n')
+    path = write(
+        tmp_path, '[server]\nupstream = "http://a:1"\n[sessions]\nkeys = [{kid = "k1", secret = "x"}]\n'
+    )
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert any("sessions.keys[0].secret" in p for p in exc.value.problems)
@@ -109,13 +123,18 @@ def test_inline_secret_refused(tmp_path):
 def test_nul_in_a_file_name_is_a_config_problem_not_a_crash(tmp_path):
     """TOML can spell a NUL (\\u0000); a file name holding one is reported with its
     key path (it crashed start-up with a ValueError traceback)."""
-    path = write(tmp_path, '[server]\nupstream = "http://a:1"\n[sessions]\n'
-                           'keys = [{kid = "k1", secret_file = "/etc/k\\u0000"}]\n'
-                           '[policy]\nfile = "p\\u0000.toml"\n')
+    path = write(
+        tmp_path,
+        '[server]\nupstream = "http://a:1"\n[sessions]\n'
+        'keys = [{kid = "k1", secret_file = "/etc/k\\u0000"}]\n'
+        '[policy]\nfile = "p\\u0000.toml"\n',
+    )
     with pytest.raises(ConfigError) as exc:
         load_config(path)
-    assert exc.value.problems == ["sessions.keys[0].secret_file: NUL character in a string",
-                                  "policy.file: NUL character in a string"]
+    assert exc.value.problems == [
+        "sessions.keys[0].secret_file: NUL character in a string",
+        "policy.file: NUL character in a string",
+    ]
 
 
 def test_missing_keys_is_an_error_not_a_silent_default(tmp_path):
@@ -129,9 +148,19 @@ def test_missing_keys_is_an_error_not_a_silent_default(tmp_path):
 def test_cli_overrides_win(tmp_path):
     """--upstream, --listen, --admin and --store override the file."""
     (tmp_path / "k").write_bytes(b"k" * 32)
-    path = write(tmp_path, f'[server]\nupstream = "http://a:1"\n[sessions]\nkeys = [{{kid = "k1", secret_file = "{tmp_path / "k"}"}}]\n')
-    cfg = load_config(path, {"server.upstream": "http://127.0.0.1:9999", "server.listen": "[::1]:8081",
-                             "server.admin": "127.0.0.1:9191", "store.url": "redis://127.0.0.1:6390/2"})
+    path = write(
+        tmp_path,
+        f'[server]\nupstream = "http://a:1"\n[sessions]\nkeys = [{{kid = "k1", secret_file = "{tmp_path / "k"}"}}]\n',
+    )
+    cfg = load_config(
+        path,
+        {
+            "server.upstream": "http://127.0.0.1:9999",
+            "server.listen": "[::1]:8081",
+            "server.admin": "127.0.0.1:9191",
+            "store.url": "redis://127.0.0.1:6390/2",
+        },
+    )
     assert (cfg.upstream.host, cfg.upstream.port) == ("127.0.0.1", 9999)
     assert (cfg.listen.host, cfg.listen.port) == ("::1", 8081)
     assert cfg.admin.port == 9191 and cfg.store.url.startswith("redis://")
@@ -146,8 +175,11 @@ def test_unreadable_and_invalid_toml(tmp_path):
 
 def test_failure_modes_default_closed(tmp_path):
     (tmp_path / "k").write_bytes(b"k" * 32)
-    path = write(tmp_path, f'[server]\nupstream = "http://a:1"\n[store.failure_mode]\nrate_limit = "open"\n'
-                           f'[sessions]\nkeys = [{{kid = "k1", secret_file = "{tmp_path / "k"}"}}]\n')
+    path = write(
+        tmp_path,
+        f'[server]\nupstream = "http://a:1"\n[store.failure_mode]\nrate_limit = "open"\n'
+        f'[sessions]\nkeys = [{{kid = "k1", secret_file = "{tmp_path / "k"}"}}]\n',
+    )
     cfg = load_config(path)
     assert cfg.store.mode("rate_limit") == "open"
     assert cfg.store.mode("spend") == "closed"

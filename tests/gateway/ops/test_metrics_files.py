@@ -25,8 +25,12 @@ def on_disk(path) -> dict[str, float]:
     """What a scrape by any worker would read: the aggregated files."""
     reg = CollectorRegistry()
     MultiProcessCollector(reg, path=str(path))
-    return {s.name + str(sorted(s.labels.items())): s.value
-            for m in reg.collect() for s in m.samples if "pid" not in s.labels}
+    return {
+        s.name + str(sorted(s.labels.items())): s.value
+        for m in reg.collect()
+        for s in m.samples
+        if "pid" not in s.labels
+    }
 
 
 def test_increments_reach_the_files_on_flush_exactly(batched):
@@ -58,7 +62,7 @@ def test_concurrent_increments_from_threads_are_not_lost(batched):
     for t in threads:
         t.start()
     while any(t.is_alive() for t in threads):
-        metrics_files.flush()      # flushing meanwhile must not lose or double anything
+        metrics_files.flush()  # flushing meanwhile must not lose or double anything
     metrics_files.flush()
     assert on_disk(batched)["pg_threads_total[]"] == 80_000
 

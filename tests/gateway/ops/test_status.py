@@ -15,13 +15,12 @@ import os
 import shutil
 from pathlib import Path
 
-
 from popgate.gateway.ops.metrics import Metrics
 from popgate.gateway.ops.status import summarize
-from tests.support.browser import ARGS, CHROMIUM, playwright
+from popgate.verifiers import puzzle
 from tests.conftest import admin_url, session_token, url_of
 from tests.gateway.schemes.puzzle_support import POLICY, puzzle_extra, way
-from popgate.verifiers import puzzle
+from tests.support.browser import ARGS, CHROMIUM, playwright
 
 COMMITTED = Path(__file__).resolve().parents[3] / "deploy" / "docs" / "status-page.png"
 JSON = {"Accept": "application/json"}
@@ -58,8 +57,9 @@ async def drive(gw, http, tmp_path) -> int:  # type: ignore[no-untyped-def]
                 body = json.loads(await r.read())
     p = way(body, "puzzle")
     nonces, _ = await asyncio.to_thread(puzzle.solve, p["challenge"], p["bits"], p["subs"])
-    async with http.get(url_of(gw, "/v1/items"),
-                        headers={"PoP-Puzzle": f"{p['challenge']}:{','.join(nonces)}"}) as r:
+    async with http.get(
+        url_of(gw, "/v1/items"), headers={"PoP-Puzzle": f"{p['challenge']}:{','.join(nonces)}"}
+    ) as r:
         assert r.status == 200
         sent += 1
     token = session_token(gw)
@@ -114,13 +114,17 @@ async def test_status_page_renders_live_numbers_in_chromium(upstream, gateway_fa
                 await page.wait_for_function("document.body.dataset.loaded === '1'", timeout=20_000)
                 await page.wait_for_function(  # three polls: a line of two rate points
                     "[...document.querySelectorAll('#chart-rate polyline')]"
-                    ".some((l) => l.points.length >= 2)", timeout=20_000)
+                    ".some((l) => l.points.length >= 2)",
+                    timeout=20_000,
+                )
                 shown = int((await page.inner_text("#kpi-requests")).replace(",", ""))
                 assert shown >= sent, (shown, sent)
                 async with http.get(admin_url(gw, "/status.json")) as r:
                     truth = await r.json()
                 assert shown <= truth["requests_total"]
-                human = await page.get_attribute("#chart-classes rect[data-row='human'][data-key='allow']", "data-value")
+                human = await page.get_attribute(
+                    "#chart-classes rect[data-row='human'][data-key='allow']", "data-value"
+                )
                 assert human is not None and float(human) >= 6
                 challenged = int((await page.inner_text("#kpi-challenged")).replace(",", ""))
                 assert challenged >= 2

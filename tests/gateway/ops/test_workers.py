@@ -40,7 +40,9 @@ def metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
-async def wait_workers(parent: int, n: int, exclude: set[int] = frozenset(), timeout: float = 15) -> list[int]:  # type: ignore[assignment]
+async def wait_workers(
+    parent: int, n: int, exclude: set[int] = frozenset(), timeout: float = 15
+) -> list[int]:  # type: ignore[assignment]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pids = worker_pids(parent)
@@ -126,7 +128,7 @@ async def test_dead_worker_is_replaced_and_counters_survive(upstream, tmp_path, 
         await wait_port_async(cfg.listen.port)
         pids = await wait_workers(proc.pid, WORKERS)
         await hammer(cfg.listen.port, "/", 20)
-        await asyncio.sleep(3 * FLUSH_SECONDS)   # a SIGKILL loses at most the last flush period
+        await asyncio.sleep(3 * FLUSH_SECONDS)  # a SIGKILL loses at most the last flush period
         os.kill(pids[0], signal.SIGKILL)
         new = await wait_workers(proc.pid, WORKERS, exclude={pids[0]})
         assert pids[1] in new
@@ -144,8 +146,9 @@ async def test_sighup_reloads_every_worker(upstream, tmp_path):
     """SIGHUP to the parent reaches each worker: all of them switch to the edited policy."""
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY.format(unknown="deny"))
-    path = write_config(tmp_path, upstream, store=f"sqlite:///{tmp_path}/store.db",
-                        extra=f'[policy]\nfile = "{policy}"\n')
+    path = write_config(
+        tmp_path, upstream, store=f"sqlite:///{tmp_path}/store.db", extra=f'[policy]\nfile = "{policy}"\n'
+    )
     cfg = load_config(path)
     proc = gateway_process(path, "--workers", str(WORKERS))
     try:
@@ -167,8 +170,9 @@ async def test_sighup_reloads_every_worker(upstream, tmp_path):
 async def test_sigterm_drains_every_worker(upstream, tmp_path):
     """SIGTERM: in-flight requests on the workers complete, then the parent exits 0 and no
     worker is left behind."""
-    path = write_config(tmp_path, upstream, store=f"sqlite:///{tmp_path}/store.db",
-                        extra='[policy]\ndefault = "allow"\n')
+    path = write_config(
+        tmp_path, upstream, store=f"sqlite:///{tmp_path}/store.db", extra='[policy]\ndefault = "allow"\n'
+    )
     cfg = load_config(path)
     proc = gateway_process(path, "--workers", str(WORKERS))
     await wait_port_async(cfg.listen.port)
@@ -208,11 +212,12 @@ async def test_sqlite_store_spends_once_across_workers(upstream, tmp_path):
     many connections (so over both workers) buys exactly one session."""
     import json
 
-    from tests.gateway.schemes.puzzle_support import puzzle_extra, way
     from popgate.verifiers import puzzle
+    from tests.gateway.schemes.puzzle_support import puzzle_extra, way
 
-    path = write_config(tmp_path, upstream, store=f"sqlite:///{tmp_path}/store.db",
-                        extra=puzzle_extra(tmp_path))
+    path = write_config(
+        tmp_path, upstream, store=f"sqlite:///{tmp_path}/store.db", extra=puzzle_extra(tmp_path)
+    )
     cfg = load_config(path)
     proc = gateway_process(path, "--workers", str(WORKERS))
     try:
@@ -277,7 +282,7 @@ async def test_sigterm_stops_workers_and_their_proof_pools(upstream, tmp_path):
                     async with s.post(f"http://127.0.0.1:{cfg.listen.port}{ENDPOINT}", json=body(0)) as r:
                         await r.read()
             everyone = descendants(proc.pid)
-            assert len(everyone) >= 4, everyone   # 2 workers, each a forkserver and a pool process
+            assert len(everyone) >= 4, everyone  # 2 workers, each a forkserver and a pool process
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(20) == 0
         finally:

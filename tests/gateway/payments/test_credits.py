@@ -4,8 +4,8 @@ refunds for non-2xx, x402 top-up with the SDK, pay-per-crawl headers."""
 from __future__ import annotations
 
 import asyncio
-import time
 import secrets
+import time
 
 import pytest
 from aiohttp import web
@@ -15,14 +15,14 @@ from x402.http.clients import x402HttpxClient
 from x402.mechanisms.evm.exact.register import register_exact_evm_client
 
 from popgate.gateway.payments.ledger import reconcile
-from tests.conftest import admin_url, url_of
-from tests.support.facilitator import running
-from tests.gateway.schemes.test_webbotauth import static_config
-from tests.support.paid_gateway import ChargePolicy
-from tests.verifiers.test_webbotauth import PUB, priv, sign_items
 from popgate.verifiers.httpsig import RequestView, jwk_thumbprint
 from popgate.verifiers.structured_fields import Item
+from tests.conftest import admin_url, url_of
+from tests.gateway.schemes.test_webbotauth import static_config
+from tests.support.facilitator import running
+from tests.support.paid_gateway import ChargePolicy
 from tests.support.servers import serve_app
+from tests.verifiers.test_webbotauth import PUB, priv, sign_items
 
 TOKEN = "t" * 40
 PAY_TO = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
@@ -38,20 +38,23 @@ async def origin():
         assert "Authorization" not in request.headers, "the popgate API key must not reach the origin"
         seen.append(request.headers.get("PoP-Charged", ""))
         return web.Response(status=500 if request.path.endswith("/fail") else 200, text="ok")
+
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
     async with serve_app(app) as port:
         yield f"http://127.0.0.1:{port}", seen
 
 
-async def credits_gateway(factory, upstream: str, tmp_path, fac: str | None = None,
-                          more: str = ""):
+async def credits_gateway(factory, upstream: str, tmp_path, fac: str | None = None, more: str = ""):
     (tmp_path / "admin").write_text(TOKEN)
-    extra = more + f"""
+    extra = (
+        more
+        + f"""
 [credits]
-admin_token = {{ secret_file = "{tmp_path / 'admin'}" }}
+admin_token = {{ secret_file = "{tmp_path / "admin"}" }}
 topup_amounts = ["0.10", "1.00"]
 """
+    )
     if fac:
         extra += f"""
 [x402]
@@ -72,8 +75,7 @@ async def test_admin_keys_bearer_debits_and_ledger(gateway_factory, origin, http
     r = await credits_gateway(gateway_factory, up, tmp_path)
     async with http.post(admin_url(r, "/admin/credits/keys"), json={"amount": 25_000}) as resp:
         assert resp.status == 401
-    async with http.post(admin_url(r, "/admin/credits/keys"), json={"amount": 25_000},
-                         headers=ADMIN) as resp:
+    async with http.post(admin_url(r, "/admin/credits/keys"), json={"amount": 25_000}, headers=ADMIN) as resp:
         assert resp.status == 201
         created = await resp.json()
     key, account = created["api_key"], created["account"]
@@ -92,7 +94,9 @@ async def test_admin_keys_bearer_debits_and_ledger(gateway_factory, origin, http
         assert body["reason"] == "insufficient_credits"
         way = next(w for w in body["ways_out"] if w["kind"] == "credits")
         assert way["balance"] == 5_000 and way["topup"] == "/.well-known/popgate/credits/topup"
-    async with http.get(url_of(r, "/paid/a"), headers={"Authorization": "Bearer pgk_" + "0" * 16 + "_" + "A" * 43}) as resp:
+    async with http.get(
+        url_of(r, "/paid/a"), headers={"Authorization": "Bearer pgk_" + "0" * 16 + "_" + "A" * 43}
+    ) as resp:
         assert resp.status == 401 and (await resp.json())["reason"] == "bad_api_key"
     assert seen == ["10000", "10000", "10000"]
     async with http.get(admin_url(r, f"/admin/credits/accounts/{account}/ledger"), headers=ADMIN) as resp:
@@ -103,8 +107,9 @@ async def test_admin_keys_bearer_debits_and_ledger(gateway_factory, origin, http
     async with http.get(admin_url(r, f"/admin/credits/accounts/{account}"), headers=ADMIN) as resp:
         info = await resp.json()
     assert info["balance"] == 5_000 and info["usage"]["credits"] == 20_000
-    async with http.post(admin_url(r, f"/admin/credits/accounts/{account}/topup"),
-                         json={"amount_usd": "0.01"}, headers=ADMIN) as resp:
+    async with http.post(
+        admin_url(r, f"/admin/credits/accounts/{account}/topup"), json={"amount_usd": "0.01"}, headers=ADMIN
+    ) as resp:
         assert (await resp.json())["balance"] == 15_000
     async with http.delete(admin_url(r, f"/admin/credits/keys/{created['key_id']}"), headers=ADMIN) as resp:
         assert resp.status == 200
@@ -127,8 +132,9 @@ async def test_topup_with_x402_sdk_then_spend(gateway_factory, origin, tmp_path)
             assert got["credited"] == 100_000 and got["balance"] == 100_000
             assert "PAYMENT-RESPONSE" in resp.headers and len(st.settled) == 1
             for _ in range(3):
-                paid = await h.get(url_of(r, "/paid/x"),
-                                   headers={"Authorization": f"Bearer {got['api_key']}"})
+                paid = await h.get(
+                    url_of(r, "/paid/x"), headers={"Authorization": f"Bearer {got['api_key']}"}
+                )
                 assert paid.status_code == 200
         assert await r.gateway.services.store.balance(got["account"]) == 70_000
         assert len(st.settled) == 1
@@ -139,8 +145,13 @@ def crawl(url: str, prices: dict[str, str], *, cover: bool = True, nonce: bool =
     view = RequestView.build("GET", url, prices)
     items = [Item("@authority", {})] + ([Item(k, {}) for k in prices] if cover else [])
     now = int(time.time())
-    params: dict = {"created": now, "expires": now + 60, "keyid": jwk_thumbprint(PUB["agent"]),
-                    "alg": "ed25519", "tag": "web-bot-auth"}
+    params: dict = {
+        "created": now,
+        "expires": now + 60,
+        "keyid": jwk_thumbprint(PUB["agent"]),
+        "alg": "ed25519",
+        "tag": "web-bot-auth",
+    }
     if nonce:
         params["nonce"] = secrets.token_urlsafe(12)
     return {**prices, **sign_items(priv("agent"), view, items, "sig1", **params)}
@@ -157,15 +168,19 @@ async def test_pay_per_crawl(gateway_factory, origin, http, tmp_path):
         assert resp.status == 402 and resp.headers["crawler-price"] == "USD 0.01"
     async with http.get(u, headers=crawl(u, {"crawler-max-price": "USD 0.05"})) as resp:
         assert resp.status == 403 and resp.headers["crawler-error"] == "PaymentFailed"
-    async with http.post(admin_url(r, "/admin/credits/accounts/crawler:bot.example/topup"),
-                         json={"amount": 25_000}, headers=ADMIN) as resp:
+    async with http.post(
+        admin_url(r, "/admin/credits/accounts/crawler:bot.example/topup"),
+        json={"amount": 25_000},
+        headers=ADMIN,
+    ) as resp:
         assert resp.status == 200
     async with http.get(u, headers=crawl(u, {"crawler-max-price": "USD 0.05"})) as resp:
         assert resp.status == 200 and resp.headers["crawler-charged"] == "USD 0.01"
     async with http.get(u, headers=crawl(u, {"crawler-exact-price": "USD 0.02"})) as resp:
         assert resp.status == 402 and resp.headers["crawler-error"] == "InvalidCrawlerExactPrice"
-    async with http.get(u, headers=crawl(u, {"crawler-exact-price": "USD 0.01",
-                                             "crawler-max-price": "USD 0.01"})) as resp:
+    async with http.get(
+        u, headers=crawl(u, {"crawler-exact-price": "USD 0.01", "crawler-max-price": "USD 0.01"})
+    ) as resp:
         assert resp.status == 400 and resp.headers["crawler-error"] == "ConflictingPriceHeaders"
     async with http.get(u, headers={"crawler-max-price": "USD 0.05"}) as resp:
         assert resp.status == 400 and resp.headers["crawler-error"] == "StrongAuthRequired"

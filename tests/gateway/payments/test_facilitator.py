@@ -11,11 +11,15 @@ from typing import Any
 import aiohttp
 import pytest
 
+from popgate.gateway.payments.facilitator import (
+    FacilitatorClient,
+    FacilitatorError,
+    SettlementQueue,
+    map_invalid_reason,
+)
 from popgate.gateway.stores.memory import MemoryStore
 from tests.fixtures.x402.cases import CASES, NOW, PAYER
 from tests.support.facilitator import FacilitatorState, running
-from popgate.gateway.payments.facilitator import (FacilitatorClient, FacilitatorError, SettlementQueue,
-                                   map_invalid_reason)
 
 
 def body(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -33,12 +37,17 @@ async def test_supported() -> None:
         assert not sup.supports("upto", "eip155:84532")
 
 
-@pytest.mark.parametrize("name,reason", [
-    ("p01_sepolia", None), ("n01_amount", "invalid_exact_evm_payload_authorization_value_mismatch"),
-    ("n08_other_signer", "invalid_exact_evm_payload_signature"),
-    ("n12_wrong_domain_name", "invalid_exact_evm_payload_signature"),
-    ("n14_high_s", "invalid_exact_evm_payload_signature"),
-    ("n04_expired", "invalid_exact_evm_payload_authorization_valid_before")])
+@pytest.mark.parametrize(
+    "name,reason",
+    [
+        ("p01_sepolia", None),
+        ("n01_amount", "invalid_exact_evm_payload_authorization_value_mismatch"),
+        ("n08_other_signer", "invalid_exact_evm_payload_signature"),
+        ("n12_wrong_domain_name", "invalid_exact_evm_payload_signature"),
+        ("n14_high_s", "invalid_exact_evm_payload_signature"),
+        ("n04_expired", "invalid_exact_evm_payload_authorization_valid_before"),
+    ],
+)
 async def test_verify_second_opinion(name: str, reason: str | None) -> None:
     """The independent facilitator agrees with our verdicts on the fixtures."""
     async with running(FacilitatorState(clock=lambda: NOW)) as (url, _), aiohttp.ClientSession() as s:
@@ -55,12 +64,15 @@ async def test_http_400_with_verify_body_is_a_result() -> None:
         assert not r.is_valid and map_invalid_reason(r.invalid_reason) == "bad_signature"
 
 
-@pytest.mark.parametrize("mode,reason", [("http500", "facilitator_unavailable"),
-                                         ("hang", "facilitator_timeout")])
+@pytest.mark.parametrize(
+    "mode,reason", [("http500", "facilitator_unavailable"), ("hang", "facilitator_timeout")]
+)
 async def test_transport_errors(mode: str, reason: str) -> None:
     """5xx and timeouts raise FacilitatorError with a stable reason."""
-    async with running(FacilitatorState(clock=lambda: NOW, settle_mode=mode)) as (url, _), \
-            aiohttp.ClientSession() as s:
+    async with (
+        running(FacilitatorState(clock=lambda: NOW, settle_mode=mode)) as (url, _),
+        aiohttp.ClientSession() as s,
+    ):
         with pytest.raises(FacilitatorError) as e:
             await FacilitatorClient(s, url, settle_timeout=0.3).settle(*body("p01_sepolia"))
         assert e.value.reason == reason
@@ -76,8 +88,15 @@ async def test_unreachable() -> None:
 async def enqueue(q: SettlementQueue, name: str = "p01_sepolia") -> Any:
     payload, req = body(name)
     a = payload["payload"]["authorization"]
-    return await q.enqueue(payload=payload, requirements=req, payer=a["from"], network=req["network"],
-                           nonce=a["nonce"], valid_before=int(a["validBefore"]), now=NOW)
+    return await q.enqueue(
+        payload=payload,
+        requirements=req,
+        payer=a["from"],
+        network=req["network"],
+        nonce=a["nonce"],
+        valid_before=int(a["validBefore"]),
+        now=NOW,
+    )
 
 
 async def test_settle_now_success_removes_record() -> None:
@@ -170,6 +189,7 @@ async def test_tail_hint_advances() -> None:
         second = await enqueue(q, "p03_second_offer")
         assert [i.id for i in await q.pending()] == [second.id]
         from popgate.gateway.stores.base import key
+
         assert await store.get(key("x402q", "tail")) == str(second.id).encode()
 
 
@@ -178,6 +198,7 @@ async def test_v1_payment_verifies_and_settles_with_v1_requirements() -> None:
     from x402.schemas.v1 import PaymentRequirementsV1
 
     from popgate.verifiers.x402 import Requirements
+
     c = CASES["p04_v1_x_payment"]
     payload = json.loads(base64.b64decode(c["header_value"]))
     req = Requirements.from_json(c["requirements"][0]).for_facilitator(1, "http://x/y")
@@ -194,8 +215,12 @@ async def test_v1_payment_verifies_and_settles_with_v1_requirements() -> None:
 # are expected to disagree: it has no cap on validBefore, and it only knows
 # settled nonces, not ones our store reserved.
 DIVERGENT = {"n07_too_far_ahead", "n15_replay"}
-SIGNED = [n for n, c in CASES.items() if c["expect"]["reason"] not in
-          ("malformed", "wrong_network", "unsupported_scheme") and c["header_name"] == "PAYMENT-SIGNATURE"]
+SIGNED = [
+    n
+    for n, c in CASES.items()
+    if c["expect"]["reason"] not in ("malformed", "wrong_network", "unsupported_scheme")
+    and c["header_name"] == "PAYMENT-SIGNATURE"
+]
 
 
 @pytest.mark.parametrize("name", SIGNED)

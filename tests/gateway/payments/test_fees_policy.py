@@ -27,8 +27,10 @@ unknown = { kind = "challenge", ways = ["prove", "puzzle", "pay"], price = "0.00
 async def policy_gateway(factory, upstream: str, fac: str, tmp: Path):
     (tmp / "policy.toml").write_text(POLICY)
     (tmp / "pz").write_bytes(b"p" * 40)
-    extra = (f'[policy]\nfile = "{tmp / "policy.toml"}"\n'
-             f'[puzzle]\nkeys = [{{kid = "p1", secret_file = "{tmp / "pz"}"}}]\n' + x402_toml(fac))
+    extra = (
+        f'[policy]\nfile = "{tmp / "policy.toml"}"\n'
+        f'[puzzle]\nkeys = [{{kid = "p1", secret_file = "{tmp / "pz"}"}}]\n' + x402_toml(fac)
+    )
     return await factory(upstream, extra=extra)
 
 

@@ -17,8 +17,8 @@ from x402.http.clients import x402HttpxClient
 from x402.http.utils import decode_payment_response_header
 from x402.mechanisms.evm.exact.register import register_exact_evm_client
 
-from popgate.gateway.ops.config import ConfigError, load_config
 from popgate.gateway.http.server import start
+from popgate.gateway.ops.config import ConfigError, load_config
 from tests.conftest import url_of
 from tests.support.facilitator import FacilitatorState, running
 from tests.support.paid_gateway import ChargePolicy
@@ -56,6 +56,7 @@ def sdk() -> x402Client:
 async def signed_header(gw_url: str) -> str:
     """Get a real 402 and let the SDK sign a payment for it (not sent)."""
     from x402.http.utils import decode_payment_required_header, encode_payment_signature_header
+
     async with aiohttp.ClientSession() as s:
         async with s.get(gw_url) as r:
             assert r.status == 402
@@ -97,9 +98,14 @@ async def test_unpaid_402_lists_payment_required(gateway_factory, upstream, http
             assert resp.status == 200
 
 
-@pytest.mark.parametrize("header,value", [("PAYMENT-SIGNATURE", "%%%"),
-                                          ("PAYMENT-SIGNATURE", base64.b64encode(b"[1]").decode()),
-                                          ("PAYMENT-SIGNATURE", base64.b64encode(b'{"x402Version":1}').decode())])
+@pytest.mark.parametrize(
+    "header,value",
+    [
+        ("PAYMENT-SIGNATURE", "%%%"),
+        ("PAYMENT-SIGNATURE", base64.b64encode(b"[1]").decode()),
+        ("PAYMENT-SIGNATURE", base64.b64encode(b'{"x402Version":1}').decode()),
+    ],
+)
 async def test_malformed_payment_is_400(gateway_factory, upstream, http, header, value):
     """A malformed payment header gets 400 with a reason, not a silent 402."""
     async with running() as (fac, _):
@@ -130,6 +136,7 @@ async def test_concurrent_copies_of_one_payment_reach_upstream_once(gateway_fact
             async with http.get(url_of(r, "/paid/once"), headers={"PAYMENT-SIGNATURE": header}) as resp:
                 body = await resp.json()
                 return resp.status, json.dumps(body)
+
         results = await asyncio.gather(*(go() for _ in range(20)))
         assert [s for s, _ in results].count(200) == 1
         assert all("nonce_reused" in b for s, b in results if s == 402)
@@ -201,8 +208,7 @@ async def test_settle_after_with_debt_limit(gateway_factory, upstream, http):
     within the limit; over it, 402 debt_limit; settling frees the limit."""
     state = FacilitatorState(settle_mode="http500")
     async with running(state) as (fac, st):
-        r = await paid_gateway(gateway_factory, upstream, fac, settle='"after"',
-                               debt_limit='"0.02"')
+        r = await paid_gateway(gateway_factory, upstream, fac, settle='"after"', debt_limit='"0.02"')
         got = []
         for _ in range(3):
             header = await signed_header(url_of(r, "/paid/x"))
@@ -219,6 +225,7 @@ async def test_settle_after_with_debt_limit(gateway_factory, upstream, http):
             await asyncio.sleep(0.05)
         assert len(st.settled) == 2
         from popgate.gateway.stores.base import key
+
         debt = key("x402debt", f"eip155:84532:{PAYER.lower()}")
         for _ in range(100):  # the debt is lowered right after the facilitator answers
             if await r.gateway.services.store.get(debt) == b"0":
@@ -234,8 +241,9 @@ async def test_restart_loses_no_settlement(tmp_path: Path, upstream, http):
     same SQLite store settles what the first one owed."""
     state = FacilitatorState(settle_mode="http500")
     async with running(state) as (fac, st):
-        path = write_config(tmp_path, upstream, store=f"sqlite:///{tmp_path / 's.db'}",
-                            extra=x402_toml(fac, settle='"after"'))
+        path = write_config(
+            tmp_path, upstream, store=f"sqlite:///{tmp_path / 's.db'}", extra=x402_toml(fac, settle='"after"')
+        )
         first = await start(load_config(path))
         first.gateway.policy.policy = ChargePolicy(10_000)
         header = await signed_header(url_of(first, "/paid/x"))
@@ -260,7 +268,11 @@ def test_config_problems_reported_with_key_paths(tmp_path: Path):
     """Every [x402]/[credits] problem is reported at start-up with its key path."""
     from popgate.gateway.app import build_app
     from popgate.gateway.stores.memory import MemoryStore
-    path = write_config(tmp_path, "http://127.0.0.1:9", extra="""
+
+    path = write_config(
+        tmp_path,
+        "http://127.0.0.1:9",
+        extra="""
 [x402]
 networks = ["eip155:999", "solana:x"]
 pay_to = "nope"
@@ -273,13 +285,23 @@ settle_timeout = "long"
 [credits]
 admin_token = { secret_env = "POPGATE_TEST_UNSET_TOKEN" }
 topup_amounts = ["-1"]
-""")
+""",
+    )
     with pytest.raises(ConfigError) as info:
         build_app(load_config(path), store=MemoryStore())
     text = "\n".join(info.value.problems)
-    for p in ("x402.networks[1]", 'x402.assets."eip155:999"', "x402.pay_to", "x402.facilitator",
-              "x402.settle", "x402.price", 'x402.rpc."eip155:1"', "x402.verify_timeout",
-              "x402.settle_timeout", "credits.admin_token.secret_env",
-              "credits.topup_amounts[0]"):
+    for p in (
+        "x402.networks[1]",
+        'x402.assets."eip155:999"',
+        "x402.pay_to",
+        "x402.facilitator",
+        "x402.settle",
+        "x402.price",
+        'x402.rpc."eip155:1"',
+        "x402.verify_timeout",
+        "x402.settle_timeout",
+        "credits.admin_token.secret_env",
+        "credits.topup_amounts[0]",
+    ):
         assert p in text, p
     _ = time

@@ -13,9 +13,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from popgate.gateway.payments.ledger import (LEDGER_LUA, BadApiKey, LedgerEntry, LedgerModel, SqliteLedger,
-                             bearer_key, check_api_key, issue_api_key, key_id_of, reconcile,
-                             redis_keys)
+from popgate.gateway.payments.ledger import (
+    LEDGER_LUA,
+    BadApiKey,
+    LedgerEntry,
+    LedgerModel,
+    SqliteLedger,
+    bearer_key,
+    check_api_key,
+    issue_api_key,
+    key_id_of,
+    reconcile,
+    redis_keys,
+)
 
 
 def test_api_key_issue_and_check() -> None:
@@ -42,8 +52,15 @@ def test_bearer() -> None:
     assert bearer_key("PoP abc") is None and bearer_key(None) is None and bearer_key("Bearer jwt") is None
 
 
-ops = st.lists(st.tuples(st.sampled_from(["debit", "topup", "refund"]), st.sampled_from(["a", "b"]),
-                         st.integers(1, 50), st.sampled_from(["", "r1", "r2", "r3"])), max_size=40)
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["debit", "topup", "refund"]),
+        st.sampled_from(["a", "b"]),
+        st.integers(1, 50),
+        st.sampled_from(["", "r1", "r2", "r3"]),
+    ),
+    max_size=40,
+)
 
 
 def apply_all(ledger: Any, seq: list[tuple[str, str, int, str]]) -> list[int | None]:
@@ -143,8 +160,17 @@ class RedisLedger:
         out = []
         for sid, f in self._c.xrange(redis_keys(self._ns + acct)[1]):
             seq = int(sid.decode().split("-")[0])
-            out.append(LedgerEntry(seq, acct, int(f[b"delta"]), int(f[b"bal"]), f[b"kind"].decode(),
-                                   f[b"ref"].decode(), float(f[b"at"])))
+            out.append(
+                LedgerEntry(
+                    seq,
+                    acct,
+                    int(f[b"delta"]),
+                    int(f[b"bal"]),
+                    f[b"kind"].decode(),
+                    f[b"ref"].decode(),
+                    float(f[b"at"]),
+                )
+            )
         return out
 
 
@@ -156,6 +182,7 @@ _counter = iter(range(10**9))
 def test_redis_lua_matches_model(redis_url: str, seq: list[tuple[str, str, int, str]]) -> None:
     """The Lua script on a real redis-server gives the model's results and ledger."""
     import redis
+
     client = redis.Redis.from_url(redis_url)
     try:
         ns = f"t{next(_counter)}-"
@@ -163,8 +190,9 @@ def test_redis_lua_matches_model(redis_url: str, seq: list[tuple[str, str, int, 
         assert apply_all(model, seq) == apply_all(lua, seq)
         for acct in ("a", "b"):
             assert lua.balance(acct) == model.balance(acct)
-            assert [(e.seq, e.delta, e.balance_after, e.kind, e.ref) for e in lua.ledger(acct)] == \
-                [(e.seq, e.delta, e.balance_after, e.kind, e.ref) for e in model.ledger(acct)]
+            assert [(e.seq, e.delta, e.balance_after, e.kind, e.ref) for e in lua.ledger(acct)] == [
+                (e.seq, e.delta, e.balance_after, e.kind, e.ref) for e in model.ledger(acct)
+            ]
     finally:
         client.close()
 

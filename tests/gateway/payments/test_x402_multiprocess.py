@@ -25,15 +25,21 @@ PAY_TO = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
 TOKEN = "a" * 40
 
 
-def spawn(tmp: Path, name: str, upstream: str, store: str, extra: str) -> tuple[subprocess.Popen[bytes], int, int]:
+def spawn(
+    tmp: Path, name: str, upstream: str, store: str, extra: str
+) -> tuple[subprocess.Popen[bytes], int, int]:
     d = tmp / name
     d.mkdir()
     (d / "admin").write_text(TOKEN)
     port, admin = free_port(), free_port()
     extra += f'\n[credits]\nadmin_token = {{ secret_file = "{d / "admin"}" }}\n'
     path = write_config(d, upstream, store=store, extra=extra, listen=port, admin=admin)
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.paid_gateway", str(path)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.paid_gateway", str(path)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return proc, port, admin
 
 
@@ -41,6 +47,7 @@ async def counting_origin(seen: list[str]):
     async def handler(request: web.Request) -> web.Response:
         seen.append(request.headers.get("PoP-Charged", ""))
         return web.Response(text="ok")
+
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
     return serve_app(app)
@@ -78,6 +85,7 @@ async def test_one_payment_two_processes_one_upstream_hit(tmp_path, redis_url):
                     async with s.get(urls[i % 2], headers={"PAYMENT-SIGNATURE": header}) as r:
                         await r.read()
                         return r.status
+
                 statuses = await asyncio.gather(*(go(i) for i in range(20)))
             assert statuses.count(200) == 1 and statuses.count(402) == 19
             assert seen == ["10000"] and len(st.settled) == 1
@@ -100,7 +108,9 @@ async def test_ledger_reconciles_after_kill_mid_load(tmp_path, redis_url):
             admin = f"http://127.0.0.1:{procs[1][2]}"
             hdr = {"Authorization": f"Bearer {TOKEN}"}
             async with aiohttp.ClientSession() as s:
-                async with s.post(f"{admin}/admin/credits/keys", json={"amount": 10_000_000}, headers=hdr) as r:
+                async with s.post(
+                    f"{admin}/admin/credits/keys", json={"amount": 10_000_000}, headers=hdr
+                ) as r:
                     created = await r.json()
                 auth = {"Authorization": f"Bearer {created['api_key']}"}
                 urls = [f"http://127.0.0.1:{p}/paid/x" for _, p, _ in procs]
@@ -121,9 +131,12 @@ async def test_ledger_reconciles_after_kill_mid_load(tmp_path, redis_url):
                 os.kill(procs[0][0].pid, signal.SIGKILL)
                 await asyncio.gather(*tasks)
                 await asyncio.sleep(0.3)
-                async with s.get(f"{admin}/admin/credits/accounts/{created['account']}/ledger?limit=10000",
-                                 headers=hdr) as r:
-                    entries = [LedgerEntry(account=created["account"], **e) for e in (await r.json())["entries"]]
+                async with s.get(
+                    f"{admin}/admin/credits/accounts/{created['account']}/ledger?limit=10000", headers=hdr
+                ) as r:
+                    entries = [
+                        LedgerEntry(account=created["account"], **e) for e in (await r.json())["entries"]
+                    ]
                 async with s.get(f"{admin}/admin/credits/accounts/{created['account']}", headers=hdr) as r:
                     balance = (await r.json())["balance"]
             reconcile(balance, entries)

@@ -16,17 +16,20 @@ import aiohttp
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
-from x402.http.utils import (decode_payment_required_header, decode_payment_response_header,
-                             encode_payment_signature_header)
+from x402.http.utils import (
+    decode_payment_required_header,
+    decode_payment_response_header,
+    encode_payment_signature_header,
+)
 
+from popgate.gateway.payments.facilitator import FacilitatorClient, SettlementQueue
 from popgate.gateway.stores.memory import MemoryStore
 from tests.conftest import url_of
+from tests.faults.test_identity_provider_faults import committed_facilitator
 from tests.gateway.payments.test_credits import credits_gateway
 from tests.gateway.payments.test_fees_x402 import KEY, paid_gateway, sdk, signed_header
-from tests.faults.test_identity_provider_faults import committed_facilitator
 from tests.gateway.payments.test_x402_multiprocess import counting_origin
 from tests.support.facilitator import FacilitatorState, eip3009_typed_data, running
-from popgate.gateway.payments.facilitator import FacilitatorClient, SettlementQueue
 
 
 def rail(gw):
@@ -107,8 +110,10 @@ async def test_held_payment_settled_by_the_worker_is_served_once(gateway_factory
         assert await queue.pending() == [] and len(st.settled) == 1
         status, body, headers = await get(http, gw, "/paid/x", header)
         assert status == 200, body
-        assert decode_payment_response_header(headers["PAYMENT-RESPONSE"]).transaction == \
-            st.settled[0]["transaction"]
+        assert (
+            decode_payment_response_header(headers["PAYMENT-RESPONSE"]).transaction
+            == st.settled[0]["transaction"]
+        )
         assert (await get(http, gw, "/paid/x", header))[0] == 402
 
 
@@ -154,25 +159,23 @@ async def test_same_nonce_other_signature_is_refused(gateway_factory, upstream, 
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
-async def test_concurrent_retries_at_two_gateways_serve_once(tmp_path: Path, gateway_factory,
-                                                             http, request, backend):
+async def test_concurrent_retries_at_two_gateways_serve_once(
+    tmp_path: Path, gateway_factory, http, request, backend
+):
     """Two gateways on one store (SQLite file / real Redis); a held payment
     retried 10 times at once, split between them: exactly one 200 and one
     origin hit; the others get 503 ``settlement_pending`` (another retry is
     probing) or 402."""
     seen: list[str] = []
     state = FacilitatorState(settle_mode="http500", latency=0.2)
-    store = (f"sqlite:///{tmp_path / 's.db'}" if backend == "sqlite"
-             else request.getfixturevalue("redis_url"))
+    store = f"sqlite:///{tmp_path / 's.db'}" if backend == "sqlite" else request.getfixturevalue("redis_url")
     async with running(state) as (fac, st), await counting_origin(seen) as oport:
         origin = f"http://127.0.0.1:{oport}"
-        gws = [await held_gateway(gateway_factory, origin, fac, worker=False, store=store)
-               for _ in range(2)]
+        gws = [await held_gateway(gateway_factory, origin, fac, worker=False, store=store) for _ in range(2)]
         header = await signed_header(url_of(gws[0], "/paid/x"))
         assert (await get(http, gws[0], "/paid/x", header))[0] == 503
         state.settle_mode = "ok"
-        results = await asyncio.gather(*(get(http, gws[i % 2], "/paid/x", header)
-                                         for i in range(10)))
+        results = await asyncio.gather(*(get(http, gws[i % 2], "/paid/x", header) for i in range(10)))
         statuses = [s for s, _, _ in results]
         assert statuses.count(200) == 1, results
         assert all(s in (402, 503) for s in statuses if s != 200)
@@ -186,12 +189,17 @@ def _item_args(header: str) -> dict[str, Any]:
     obj = json.loads(base64.b64decode(header))
     a = obj["payload"]["authorization"]
     req = dict(obj["accepted"])
-    return dict(payload=obj, requirements=req, payer=a["from"], network=req["network"],
-                nonce=a["nonce"], valid_before=int(a["validBefore"]))
+    return dict(
+        payload=obj,
+        requirements=req,
+        payer=a["from"],
+        network=req["network"],
+        nonce=a["nonce"],
+        valid_before=int(a["validBefore"]),
+    )
 
 
-async def test_queue_reads_nonce_used_as_settled_only_after_an_unanswered_send(gateway_factory,
-                                                                               upstream):
+async def test_queue_reads_nonce_used_as_settled_only_after_an_unanswered_send(gateway_factory, upstream):
     """SettlementQueue: "nonce already used" for a record whose earlier
     /settle got no answer → settled (receipt kept); the same answer to a
     first send (a replay of a spent authorization) stays a rejection."""
@@ -217,8 +225,7 @@ async def test_queue_reads_nonce_used_as_settled_only_after_an_unanswered_send(g
         assert await q.pending() == [] and len(st.settled) == 1
 
 
-async def test_idempotent_facilitator_reports_the_original_transaction(gateway_factory, upstream,
-                                                                      http):
+async def test_idempotent_facilitator_reports_the_original_transaction(gateway_factory, upstream, http):
     """A facilitator that keeps its settlement records answers the re-send
     of a settled payment with its transaction: the held retry carries it."""
     state = FacilitatorState(latency=1.5, idempotent=True)
@@ -253,6 +260,7 @@ async def test_held_topup_is_credited_once(gateway_factory, upstream, http, tmp_
         async def topup() -> tuple[int, dict[str, Any]]:
             async with http.post(url, headers={"PAYMENT-SIGNATURE": header}) as r:
                 return r.status, await r.json(content_type=None)
+
         status, body = await topup()
         assert (status, body["reason"]) == (503, "settlement_pending")
         state.settle_mode = "ok"

@@ -10,18 +10,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
-from tests.support.browser import ARGS, CHROMIUM, playwright
 from tests.conftest import url_of
 from tests.gateway.schemes.puzzle_support import POLICY, puzzle_extra
+from tests.support.browser import ARGS, CHROMIUM, playwright
 
 SCREENSHOT = Path(__file__).resolve().parents[3] / "deploy" / "docs" / "challenge-page.png"
-SLOW = POLICY + """
+SLOW = (
+    POLICY
+    + """
 [[rules]]
 name = "slow"
 path = "/slow/**"
 action = { kind = "challenge", ways = ["puzzle"], min_bits = 22 }
 """
+)
 
 
 async def test_browser_solves_challenge_and_reaches_upstream(upstream, gateway_factory, tmp_path):
@@ -38,8 +40,9 @@ async def test_browser_solves_challenge_and_reaches_upstream(upstream, gateway_f
             assert first is not None and first.status == 402
             assert "text/html" in (first.headers.get("content-type") or "")
             await page.wait_for_url("**/api/page?from=browser", timeout=60_000)
-            await page.wait_for_function("document.body && document.body.innerText.includes('PoP-Class')",
-                                         timeout=60_000)
+            await page.wait_for_function(
+                "document.body && document.body.innerText.includes('PoP-Class')", timeout=60_000
+            )
             info = json.loads(await page.inner_text("body"))
             assert info["pop"]["PoP-Class"] == "unknown" and info["pop"]["PoP-Evidence"] == "puzzle"
             assert info["path"] == "/api/page?from=browser"
@@ -56,8 +59,8 @@ async def test_browser_solves_challenge_and_reaches_upstream(upstream, gateway_f
             slow = await shot.goto(url_of(gw, "/slow/report"))
             assert slow is not None and slow.status == 402
             await shot.wait_for_function(
-                "document.getElementById('popgate-status').textContent.startsWith('Working')",
-                timeout=20_000)
+                "document.getElementById('popgate-status').textContent.startsWith('Working')", timeout=20_000
+            )
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             await shot.screenshot(path=str(SCREENSHOT), full_page=True)
         finally:

@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from popgate.gateway.pipeline import challenge_page as cp
 
@@ -14,8 +15,13 @@ STATIC = Path(cp.__file__).parent.parent / "static"
 
 
 def page(**kw: object) -> str:
-    args: dict[str, object] = {"challenge": "pz1.k1.abc.def", "bits": 16, "subs": 1, "expires": 1790000300,
-                               "return_to": "/docs?page=2"}
+    args: dict[str, object] = {
+        "challenge": "pz1.k1.abc.def",
+        "bits": 16,
+        "subs": 1,
+        "expires": 1790000300,
+        "return_to": "/docs?page=2",
+    }
     args.update(kw)
     return cp.challenge_page(**args)  # type: ignore[arg-type]
 
@@ -31,10 +37,18 @@ def test_page_carries_challenge_and_is_accessible() -> None:
     assert "65,536" in html  # expected attempts explained
 
 
-@pytest.mark.parametrize("path, expected", [
-    ("/ok/path?x=1", "/ok/path?x=1"), ("//evil.example/", "/"), ("https://evil.example/", "/"),
-    ("/\\evil.example", "/"), ("javascript:alert(1)", "/"), ("", "/"), ("/a b", "/"),
-])
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        ("/ok/path?x=1", "/ok/path?x=1"),
+        ("//evil.example/", "/"),
+        ("https://evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("javascript:alert(1)", "/"),
+        ("", "/"),
+        ("/a b", "/"),
+    ],
+)
 def test_return_path_is_local(path: str, expected: str) -> None:
     assert cp.safe_return_path(path) == expected
 
@@ -58,8 +72,10 @@ def test_render_rejects_missing_and_extra_values() -> None:
         cp.render("{{a}} {{b}}", {"a": 1})
     with pytest.raises(cp.TemplateError):
         cp.render("{{a}}", {"a": 1, "c": 2})
-    assert cp.render("<p title='{{a}}'>{{a}}</p>", {"a": "'\"<&"}) == \
-        "<p title='&#x27;&quot;&lt;&amp;'>&#x27;&quot;&lt;&amp;</p>"
+    assert (
+        cp.render("<p title='{{a}}'>{{a}}</p>", {"a": "'\"<&"})
+        == "<p title='&#x27;&quot;&lt;&amp;'>&#x27;&quot;&lt;&amp;</p>"
+    )
 
 
 def test_worker_speaks_the_puzzle_format() -> None:
@@ -69,4 +85,4 @@ def test_worker_speaks_the_puzzle_format() -> None:
     assert 'subs === 1 ? challenge : challenge + "." + j + "."' in js
     html = (STATIC / "challenge.html").read_text()
     assert '"/.well-known/popgate/puzzle"' not in html  # the submit URL comes from the template variable
-    assert "d.challenge + \":\" + nonces.join(\",\")" in html
+    assert 'd.challenge + ":" + nonces.join(",")' in html

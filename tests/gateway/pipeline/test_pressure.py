@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from popgate.gateway.app import build_app
+from popgate.gateway.http.server import start
 from popgate.gateway.ops.config import load_config
 from popgate.gateway.ops.metrics import Metrics
-from popgate.gateway.http.server import start
 from popgate.gateway.stores.memory import MemoryStore
 from tests.conftest import admin_url, url_of
 from tests.gateway.schemes.puzzle_support import puzzle_extra, way
@@ -16,8 +16,13 @@ from tests.support.servers import write_config
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "hashcash" / "stamps.tsv"
 NOW = 1_795_219_200.0 + 3600  # 2026-11-20T01:00Z, the day the fixture stamps are dated
-UA = {"User-Agent": "Mozilla/5.0 (X11) Firefox/130.0", "Accept": "application/json",
-      "Accept-Language": "en", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "none"}
+UA = {
+    "User-Agent": "Mozilla/5.0 (X11) Firefox/130.0",
+    "Accept": "application/json",
+    "Accept-Language": "en",
+    "Sec-Fetch-Mode": "cors",
+    "Sec-Fetch-Site": "none",
+}
 
 
 class Clock:
@@ -45,11 +50,10 @@ async def test_flood_raises_bits_and_quiet_brings_them_back(upstream, http, tmp_
     """150 requests/s from one /24 add floor(log2(rate/free_rate)) bits; other networks keep the floor;
     after a few half-lives of quiet the bits fall back to the floor. The metric follows."""
     clock = Clock(NOW)
-    running = await _gateway(tmp_path, upstream, clock, floor=8,
-                             extra="free_rate = 2.0\nhalf_life = 10.0\n")
+    running = await _gateway(tmp_path, upstream, clock, floor=8, extra="free_rate = 2.0\nhalf_life = 10.0\n")
     try:
         assert await _bits(http, running) == 8
-        for _ in range(20):                       # a flood: 300 requests in 2 s
+        for _ in range(20):  # a flood: 300 requests in 2 s
             clock.t += 0.1
             for _ in range(15):
                 async with http.get(url_of(running, "/api/x"), headers=UA) as r:
@@ -61,7 +65,7 @@ async def test_flood_raises_bits_and_quiet_brings_them_back(upstream, http, tmp_
         async with http.get(admin_url(running, "/metrics")) as r:
             text = await r.text()
         assert f'popgate_puzzle_difficulty_bits{{scope="default"}} {float(flooded)}' in text
-        clock.t += 120                           # 12 half-lives of quiet
+        clock.t += 120  # 12 half-lives of quiet
         assert await _bits(http, running) == 8
     finally:
         await running.stop()
@@ -70,8 +74,12 @@ async def test_flood_raises_bits_and_quiet_brings_them_back(upstream, http, tmp_
 async def test_flood_from_one_network_does_not_raise_anothers_bits(upstream, http, tmp_path):
     """Rate bits are per /24: a flooding network pays, its neighbour does not."""
     clock = Clock(NOW)
-    path = write_config(tmp_path, upstream, extra=puzzle_extra(tmp_path, floor=8),
-                        server_extra='trusted_proxies = ["127.0.0.1/32"]')
+    path = write_config(
+        tmp_path,
+        upstream,
+        extra=puzzle_extra(tmp_path, floor=8),
+        server_extra='trusted_proxies = ["127.0.0.1/32"]',
+    )
     config = load_config(path)
     running = await start(config, gateway=build_app(config, store=MemoryStore(clock=clock), clock=clock))
     try:
@@ -92,7 +100,7 @@ async def test_pressure_adds_bits_for_unverified_clients(upstream, http, tmp_pat
     try:
         stage = running.gateway.policy_stage
         assert await _bits(http, running) == 8
-        stage.monitor.sample(lag=0.5)          # what the periodic task measures under load
+        stage.monitor.sample(lag=0.5)  # what the periodic task measures under load
         assert await _bits(http, running) == 11
         stage.monitor.pressure.upstream_latency = 5.0
         assert await _bits(http, running) == 14
@@ -110,6 +118,7 @@ async def test_pressure_monitor_measures_loop_lag(upstream, http, tmp_path):
     """The periodic task runs once the gateway serves requests, and a blocked loop shows up as lag."""
     import asyncio
     import time
+
     clock = Clock(NOW)
     running = await _gateway(tmp_path, upstream, clock, floor=8)
     try:
@@ -117,7 +126,7 @@ async def test_pressure_monitor_measures_loop_lag(upstream, http, tmp_path):
         monitor = running.gateway.policy_stage.monitor
         assert monitor.task is not None and not monitor.task.done()
         await asyncio.sleep(0.3)
-        time.sleep(0.4)                         # block the loop
+        time.sleep(0.4)  # block the loop
         await asyncio.sleep(0.3)
         assert monitor.pressure.loop_lag > 0.1
     finally:

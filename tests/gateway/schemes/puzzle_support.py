@@ -39,8 +39,9 @@ action = "allow"
 """
 
 
-def puzzle_extra(tmp: Path, *, policy: str = POLICY, floor: int = 8, pressure_bits: int = 0,
-                 extra: str = "") -> str:
+def puzzle_extra(
+    tmp: Path, *, policy: str = POLICY, floor: int = 8, pressure_bits: int = 0, extra: str = ""
+) -> str:
     """Config tables: [policy] file, [puzzle] keys, [difficulty] with a low floor and,
     unless asked for, no pressure bits (a loaded test machine's loop lag must not raise
     the bits between a 402 and its answer; pressure has its own tests)."""
@@ -52,7 +53,7 @@ def puzzle_extra(tmp: Path, *, policy: str = POLICY, floor: int = 8, pressure_bi
 file = "{pol}"
 [puzzle]
 signing_kid = "p1"
-keys = [{{kid = "p1", secret_file = "{tmp / 'pz'}"}}]
+keys = [{{kid = "p1", secret_file = "{tmp / "pz"}"}}]
 bits = {floor}
 session_budget = 5
 session_ttl = 600

@@ -11,17 +11,21 @@ import pytest
 from popgate.gateway.errors import Overloaded
 from popgate.gateway.ops.metrics import Metrics
 from popgate.gateway.schemes.proofpool import ProofPool
-from tests.gateway.schemes.worldid_support import CASES, VK_FILE
 from popgate.verifiers.groth16 import InvalidProof
 from popgate.verifiers.worldid import external_nullifier, parse_result, signal_hash
+from tests.gateway.schemes.worldid_support import CASES, VK_FILE
 
 VK = json.loads(VK_FILE.read_text())
 
 
 def job(signal: str = "") -> tuple[list[int], list[int]]:
     p = parse_result(CASES[0]["idkit2_result"])
-    public = [p.merkle_root, p.nullifier, signal_hash(signal),
-              external_nullifier(CASES[0]["app_id"], CASES[0]["action"])]
+    public = [
+        p.merkle_root,
+        p.nullifier,
+        signal_hash(signal),
+        external_nullifier(CASES[0]["app_id"], CASES[0]["action"]),
+    ]
     return p.proof.packed(), public
 
 

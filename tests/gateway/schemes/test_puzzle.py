@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-
 import aiohttp
 
 from popgate.gateway import client
 from tests.conftest import url_of
 from tests.gateway.schemes.puzzle_support import puzzle_extra, way
 
-UA = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0", "Accept": "application/json",
-      "Accept-Language": "en", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin"}
+UA = {
+    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0",
+    "Accept": "application/json",
+    "Accept-Language": "en",
+    "Sec-Fetch-Mode": "cors",
+    "Sec-Fetch-Site": "same-origin",
+}
 
 
 async def test_402_lists_puzzle_and_hashcash_with_www_authenticate(upstream, gateway_factory, http, tmp_path):
@@ -29,7 +33,9 @@ async def test_402_lists_puzzle_and_hashcash_with_www_authenticate(upstream, gat
     assert hc["resource"] == "127.0.0.1/v1" and hc["bits"] >= 16
 
 
-async def test_solution_header_buys_one_request_and_replay_is_refused(upstream, gateway_factory, http, tmp_path):
+async def test_solution_header_buys_one_request_and_replay_is_refused(
+    upstream, gateway_factory, http, tmp_path
+):
     """PoP-Puzzle: one request reaches the upstream (PoP-Evidence: puzzle); the same solution again: 402 replayed."""
     gw = await gateway_factory(upstream, extra=puzzle_extra(tmp_path))
     async with http.get(url_of(gw, "/api/x"), headers=UA) as r:
@@ -94,8 +100,9 @@ async def test_post_solution_gives_cookie_session_with_budget(upstream, gateway_
 
 async def test_session_bound_to_network(upstream, gateway_factory, http, tmp_path):
     """A puzzle session is bound to the client's /24: another address in it works, another /24 does not."""
-    gw = await gateway_factory(upstream, extra=puzzle_extra(tmp_path),
-                               server_extra='trusted_proxies = ["127.0.0.1/32"]')
+    gw = await gateway_factory(
+        upstream, extra=puzzle_extra(tmp_path), server_extra='trusted_proxies = ["127.0.0.1/32"]'
+    )
     h1 = {**UA, "X-Forwarded-For": "203.0.113.7"}
     async with http.get(url_of(gw, "/api/x"), headers=h1) as r:
         pz = way(await r.json(), "puzzle")
@@ -112,12 +119,14 @@ async def test_session_bound_to_network(upstream, gateway_factory, http, tmp_pat
 
 async def test_puzzle_from_another_network_rejected(upstream, gateway_factory, http, tmp_path):
     """A challenge issued to one /24 and solved from another is refused (wrong_network)."""
-    gw = await gateway_factory(upstream, extra=puzzle_extra(tmp_path),
-                               server_extra='trusted_proxies = ["127.0.0.1/32"]')
+    gw = await gateway_factory(
+        upstream, extra=puzzle_extra(tmp_path), server_extra='trusted_proxies = ["127.0.0.1/32"]'
+    )
     async with http.get(url_of(gw, "/api/x"), headers={**UA, "X-Forwarded-For": "203.0.113.7"}) as r:
         solved = client.respond(await r.json(), prefer=("puzzle",))
-    async with http.get(url_of(gw, "/api/x"), headers={**UA, **solved.headers,
-                                                       "X-Forwarded-For": "198.51.100.1"}) as r:
+    async with http.get(
+        url_of(gw, "/api/x"), headers={**UA, **solved.headers, "X-Forwarded-For": "198.51.100.1"}
+    ) as r:
         assert r.status == 402 and (await r.json())["reason"] == "wrong_network"
 
 
@@ -149,7 +158,9 @@ async def test_hashcash_stamp_minted_for_the_route(upstream, gateway_factory, ht
         assert r.status == 402
 
 
-async def test_popgate_endpoints_robots_and_health_never_challenged(upstream, gateway_factory, http, tmp_path):
+async def test_popgate_endpoints_robots_and_health_never_challenged(
+    upstream, gateway_factory, http, tmp_path
+):
     """robots.txt, /healthz, /.well-known/* and popgate's own endpoints are reachable; probes get 404."""
     gw = await gateway_factory(upstream, extra=puzzle_extra(tmp_path))
     for path in ("/robots.txt", "/healthz", "/.well-known/security.txt", "/open/x"):
@@ -181,8 +192,12 @@ async def test_form_post_redirects_browser(upstream, gateway_factory, http, tmp_
     async with http.get(url_of(gw, "/api/x"), headers=UA) as r:
         pz = way(await r.json(), "puzzle")
     solution = client.solve_puzzle(pz).headers["PoP-Puzzle"]
-    async with http.post(url_of(gw, pz["submit"]), data={"solution": solution, "return_to": "//evil.example/"},
-                         headers={**UA, "Accept": "text/html"}, allow_redirects=False) as r:
+    async with http.post(
+        url_of(gw, pz["submit"]),
+        data={"solution": solution, "return_to": "//evil.example/"},
+        headers={**UA, "Accept": "text/html"},
+        allow_redirects=False,
+    ) as r:
         assert r.status == 303 and r.headers["Location"] == "/"
         assert "popgate_session=" in r.headers["Set-Cookie"]
 
@@ -239,8 +254,9 @@ async def test_session_bought_cheaply_does_not_open_a_harder_route(upstream, gat
             assert r.status == 402
             pz = way(await r.json(), "puzzle")
         solved = client.solve_puzzle(pz)
-        async with http.post(url_of(gw, pz["submit"]), json={"solution": solved.headers["PoP-Puzzle"]},
-                             headers=UA) as r:
+        async with http.post(
+            url_of(gw, pz["submit"]), json={"solution": solved.headers["PoP-Puzzle"]}, headers=UA
+        ) as r:
             assert r.status == 200
             return (await r.json())["token"]
 

@@ -21,7 +21,9 @@ async def test_same_solution_at_two_gateways_at_once_exactly_one_wins(upstream, 
             d = tmp_path / name
             d.mkdir()
             port = free_port()
-            procs.append(gateway_process(write_config(d, upstream, store=redis_url, listen=port, extra=extra)))
+            procs.append(
+                gateway_process(write_config(d, upstream, store=redis_url, listen=port, extra=extra))
+            )
             ports.append(port)
         for port, proc in zip(ports, procs):
             wait_port(port, proc=proc)
@@ -34,6 +36,7 @@ async def test_same_solution_at_two_gateways_at_once_exactly_one_wins(upstream, 
                 async with s.get(u + "/api/x", headers=solved.headers) as r:
                     body = await r.read()
                     return r.status, body.decode()
+
             results = await asyncio.gather(*(hit(urls[i % 2]) for i in range(20)))
             assert [st for st, _ in results].count(200) == 1, results
             assert all('"replayed"' in b for st, b in results if st != 200)
@@ -46,6 +49,7 @@ async def test_same_solution_at_two_gateways_at_once_exactly_one_wins(upstream, 
                 async with s.post(u + "/.well-known/popgate/puzzle", json={"solution": solution}) as r:
                     await r.read()
                     return r.status
+
             codes = await asyncio.gather(*(post(urls[i % 2]) for i in range(20)))
             assert codes.count(200) == 1 and codes.count(403) == 19, codes
     finally:

@@ -25,7 +25,13 @@ def test_valid_token_round_trips():
     c = codec()
     token = c.issue(klass="human", subject="human:x", now=NOW, ttl=60, scope="/api/", evidence="worldid")
     s = c.verify(token, NOW + 59)
-    assert (s.klass, s.subject, s.scope, s.evidence, s.expires) == ("human", "human:x", "/api/", "worldid", NOW + 60)
+    assert (s.klass, s.subject, s.scope, s.evidence, s.expires) == (
+        "human",
+        "human:x",
+        "/api/",
+        "worldid",
+        NOW + 60,
+    )
 
 
 def test_expired_token_rejected():

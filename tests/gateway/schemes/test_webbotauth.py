@@ -11,11 +11,16 @@ import pytest
 
 from popgate.gateway.ops.config import ConfigError
 from popgate.gateway.schemes.webbotauth import parse_settings
-from tests.conftest import url_of
-from tests.verifiers.test_webbotauth import (FIX, NOW, PUB, DirServer, dir_server, priv,  # noqa: F401
-                                             req, sign_items)
 from popgate.verifiers.httpsig import RequestView, jwk_thumbprint
 from popgate.verifiers.structured_fields import Item
+from tests.conftest import url_of
+from tests.verifiers.test_webbotauth import (
+    NOW,
+    PUB,
+    priv,
+    req,
+    sign_items,
+)
 
 
 def static_config(operator: str | None = None, extra: str = "") -> str:
@@ -39,9 +44,11 @@ async def send_fixture(http: Any, gw: Any, name: str, **headers: str) -> tuple[i
     r = req(name)
     path = r["url"].split("//", 1)[1]
     host, _, rest = path.partition("/")
-    async with http.request(r["method"], url_of(gw, "/" + rest),
-                            headers={**r["headers"], "Host": host, "Accept": "application/json",
-                                     **headers}) as resp:
+    async with http.request(
+        r["method"],
+        url_of(gw, "/" + rest),
+        headers={**r["headers"], "Host": host, "Accept": "application/json", **headers},
+    ) as resp:
         return resp.status, await resp.json(content_type=None)
 
 
@@ -51,8 +58,11 @@ async def test_cloudflare_signed_requests_are_verified_agents(upstream, gateway_
     gw = await at_fixture_time(gateway_factory, upstream, static_config())
     status, info = await send_fixture(http, gw, name)
     assert status == 200, info
-    assert info["pop"] == {"PoP-Class": "verified-agent", "PoP-Subject": "signer.example.test",
-                           "PoP-Evidence": "webbotauth"}
+    assert info["pop"] == {
+        "PoP-Class": "verified-agent",
+        "PoP-Subject": "signer.example.test",
+        "PoP-Evidence": "webbotauth",
+    }
 
 
 async def test_static_operator_and_nonce_replay(upstream, gateway_factory, http):
@@ -64,11 +74,14 @@ async def test_static_operator_and_nonce_replay(upstream, gateway_factory, http)
     assert status == 402 and info["reason"] == "replayed"
 
 
-@pytest.mark.parametrize("headers,reason", [
-    ({"Signature-Agent": '"https://evil.example.test"'}, "bad_signature"),
-    ({"Host": "other.example"}, "bad_signature"),
-    ({"Signature": req("no_agent")["headers"]["Signature"]}, "bad_signature"),
-])
+@pytest.mark.parametrize(
+    "headers,reason",
+    [
+        ({"Signature-Agent": '"https://evil.example.test"'}, "bad_signature"),
+        ({"Host": "other.example"}, "bad_signature"),
+        ({"Signature": req("no_agent")["headers"]["Signature"]}, "bad_signature"),
+    ],
+)
 async def test_tampered_requests_refused(upstream, gateway_factory, http, headers, reason):
     """A changed agent, authority or signature: 402 problem+json with the reason, never 500."""
     gw = await at_fixture_time(gateway_factory, upstream, static_config())
@@ -84,13 +97,24 @@ async def test_stale_signature_refused(upstream, gateway_factory, http):
     assert status == 402 and info["reason"] == "expired"
 
 
-def agent_headers(gw: Any, origin: str, path: str, nonce: str, key: str = "agent") -> tuple[str, dict[str, str]]:
+def agent_headers(
+    gw: Any, origin: str, path: str, nonce: str, key: str = "agent"
+) -> tuple[str, dict[str, str]]:
     url = url_of(gw, path)
     hdrs = {"Signature-Agent": f'"{origin}"'}
     view = RequestView.build("GET", url, hdrs)
-    sig = sign_items(priv(key), view, [Item("@authority", {}), Item("signature-agent", {})], "sig1",
-                     created=NOW, expires=NOW + 60, keyid=jwk_thumbprint(PUB[key]), alg="ed25519",
-                     nonce=nonce, tag="web-bot-auth")
+    sig = sign_items(
+        priv(key),
+        view,
+        [Item("@authority", {}), Item("signature-agent", {})],
+        "sig1",
+        created=NOW,
+        expires=NOW + 60,
+        keyid=jwk_thumbprint(PUB[key]),
+        alg="ed25519",
+        nonce=nonce,
+        tag="web-bot-auth",
+    )
     return url, {**hdrs, **sig}
 
 
@@ -124,11 +148,23 @@ async def test_agent_not_in_directories_refused(upstream, gateway_factory, http,
 def test_config_problems_all_reported(tmp_path: Path) -> None:
     """Every [webbotauth] problem is reported with its key path, at once."""
     with pytest.raises(ConfigError) as exc:
-        parse_settings({"signature_window": 0, "oops": True, "directories": ["http://x.example"],
-                        "keys": [{"jwk": {"kty": "RSA"}}, {"jwks_file": str(tmp_path / "none.json")}, 3]})
+        parse_settings(
+            {
+                "signature_window": 0,
+                "oops": True,
+                "directories": ["http://x.example"],
+                "keys": [{"jwk": {"kty": "RSA"}}, {"jwks_file": str(tmp_path / "none.json")}, 3],
+            }
+        )
     text = "\n".join(exc.value.problems)
-    for where in ("webbotauth.signature_window", "webbotauth.oops", "webbotauth.directories[0]",
-                  "webbotauth.keys[0]", "webbotauth.keys[1]", "webbotauth.keys[2]"):
+    for where in (
+        "webbotauth.signature_window",
+        "webbotauth.oops",
+        "webbotauth.directories[0]",
+        "webbotauth.keys[0]",
+        "webbotauth.keys[1]",
+        "webbotauth.keys[2]",
+    ):
         assert where in text, where
     with pytest.raises(ConfigError):
         parse_settings({})

@@ -39,8 +39,12 @@ async def test_proof_buys_human_session_that_reaches_upstream(upstream, gateway_
     async with http.get(url_of(gw, "/api/y"), headers={"Cookie": f"popgate_session={data['token']}"}) as r:
         assert r.status == 200 and (await r.json())["pop"]["PoP-Class"] == "human"
     # The same person, same action: refused, whatever the spelling of the nullifier.
-    for spelling in (nullifier, nullifier.upper().replace("0X", "0x"), str(int(nullifier, 16)),
-                     "0x" + nullifier[2:].lstrip("0")):
+    for spelling in (
+        nullifier,
+        nullifier.upper().replace("0X", "0x"),
+        str(int(nullifier, 16)),
+        "0x" + nullifier[2:].lstrip("0"),
+    ):
         status, data2, _ = await post(http, gw, body(0, nullifier_hash=spelling))
         assert (status, data2["reason"]) == (409, "nullifier_reused"), spelling
     # Another person (the 4.x v3 item shape, a signal) gets a session of their own.
@@ -121,16 +125,25 @@ def test_config_problems_are_all_reported(tmp_path):
     from popgate.gateway.app import build_app
     from popgate.gateway.stores.memory import MemoryStore
 
-    extra = ('\n[worldid]\naction = 5\nrotate = "hourly"\nsessions_per_nullifier = 0\n'
-             'key = "semaphore_v9:3"\nbogus = 1\n[worldid.roots]\nsource = "rpc"\n'
-             'rpc_url = "ftp://x"\ncontract = "0x12"\n')
+    extra = (
+        '\n[worldid]\naction = 5\nrotate = "hourly"\nsessions_per_nullifier = 0\n'
+        'key = "semaphore_v9:3"\nbogus = 1\n[worldid.roots]\nsource = "rpc"\n'
+        'rpc_url = "ftp://x"\ncontract = "0x12"\n'
+    )
     config = load_config(write_config(tmp_path, "http://127.0.0.1:9", extra=extra))
     with pytest.raises(ConfigError) as err:
         build_app(config, store=MemoryStore())
     text = str(err.value)
-    for path in ("worldid.app_id", "worldid.action", "worldid.rotate", "worldid.key",
-                 "worldid.sessions_per_nullifier", "worldid.bogus", "worldid.roots.rpc_url",
-                 "worldid.roots.contract"):
+    for path in (
+        "worldid.app_id",
+        "worldid.action",
+        "worldid.rotate",
+        "worldid.key",
+        "worldid.sessions_per_nullifier",
+        "worldid.bogus",
+        "worldid.roots.rpc_url",
+        "worldid.roots.contract",
+    ):
         assert path in text, (path, text)
 
 

@@ -20,13 +20,13 @@ async def test_same_nullifier_at_two_gateways_at_once(tmp_path, upstream, redis_
             d = tmp_path / name
             d.mkdir()
             port = free_port()
-            cfg = write_config(d, upstream, store=redis_url, listen=port,
-                               extra=worldid_toml(gate_rate=1000))
+            cfg = write_config(d, upstream, store=redis_url, listen=port, extra=worldid_toml(gate_rate=1000))
             procs.append(gateway_process(cfg))
             ports.append(port)
         for port in ports:
             await wait_port_async(port, timeout=30)
         async with aiohttp.ClientSession() as http:
+
             async def send(port: int, case: int) -> tuple[int, int, str]:
                 async with http.post(f"http://127.0.0.1:{port}{ENDPOINT}", json=body(case)) as r:
                     return case, r.status, (await r.json(content_type=None)).get("reason", "ok")

@@ -14,8 +14,7 @@ from tests.gateway.schemes.worldid_support import ENDPOINT, body, worldid_toml
 
 
 async def test_flood_of_proofs_does_not_stall_sessions(upstream, gateway_factory):
-    gw = await gateway_factory(upstream, extra=worldid_toml(workers=1, queue_limit=4,
-                                                            gate_rate=100000))
+    gw = await gateway_factory(upstream, extra=worldid_toml(workers=1, queue_limit=4, gate_rate=100000))
     token = session_token(gw, "human")
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn, cookie_jar=aiohttp.DummyCookieJar()) as http:
@@ -23,11 +22,11 @@ async def test_flood_of_proofs_does_not_stall_sessions(upstream, gateway_factory
         retry_after: set[str] = set()
 
         async def attack(i: int) -> None:
-            if i % 3 == 0:    # valid-looking: real curve points, valid root, wrong signal
+            if i % 3 == 0:  # valid-looking: real curve points, valid root, wrong signal
                 payload: object = {"result": body(0)["result"], "signal": f"flood-{i}"}
             elif i % 3 == 1:  # garbage proof words
                 payload = {"result": {**body(0)["result"], "proof": "0x" + os.urandom(256).hex()}}
-            else:             # not even JSON
+            else:  # not even JSON
                 payload = None
             kw = {"json": payload} if payload is not None else {"data": os.urandom(300)}
             async with http.post(url_of(gw, ENDPOINT), **kw) as r:
@@ -41,8 +40,7 @@ async def test_flood_of_proofs_does_not_stall_sessions(upstream, gateway_factory
         async def human() -> None:
             for _ in range(60):
                 t0 = time.perf_counter()
-                async with http.get(url_of(gw, "/api/x"),
-                                    headers={"Authorization": f"PoP {token}"}) as r:
+                async with http.get(url_of(gw, "/api/x"), headers={"Authorization": f"PoP {token}"}) as r:
                     assert r.status == 200
                     await r.read()
                 latencies.append(time.perf_counter() - t0)
@@ -55,9 +53,11 @@ async def test_flood_of_proofs_does_not_stall_sessions(upstream, gateway_factory
     latencies.sort()
     p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99) - 1]
     pool = gw.gateway.endpoints[ENDPOINT].pool
-    print(f"\nflood: 600 proofs in {took:.2f}s, statuses {statuses}, pool {pool.stats}; "
-          f"session requests p50 {p50 * 1000:.1f} ms p99 {p99 * 1000:.1f} ms max "
-          f"{latencies[-1] * 1000:.1f} ms")
+    print(
+        f"\nflood: 600 proofs in {took:.2f}s, statuses {statuses}, pool {pool.stats}; "
+        f"session requests p50 {p50 * 1000:.1f} ms p99 {p99 * 1000:.1f} ms max "
+        f"{latencies[-1] * 1000:.1f} ms"
+    )
     assert p99 < 1.0, latencies[-5:]
     assert statuses.get(503, 0) > 0, statuses
     assert retry_after and all(v.isdigit() and int(v) >= 1 for v in retry_after)

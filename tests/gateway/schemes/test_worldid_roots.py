@@ -57,16 +57,19 @@ async def test_rpc_source_latest_history_and_expiry():
     """latestRoot is valid; an older root while rootHistory(root) + expiry >= now;
     unknown roots are looked up once and cached."""
     now = time.time()
-    state = jsonrpc.ChainState(CONTRACT, latest=7, history={R: int(now) - 600, 99: int(now) - 7200},
-                               expiry=3600)
+    state = jsonrpc.ChainState(
+        CONTRACT, latest=7, history={R: int(now) - 600, 99: int(now) - 7200}, expiry=3600
+    )
     async with serve_app(jsonrpc.make_app(state)) as port, aiohttp.ClientSession() as http:
+
         async def session():
             return http
+
         src = RpcRoots(rpc_caller(session, f"http://127.0.0.1:{port}/"), CONTRACT, interval=30)
         assert await src.is_valid(7, now)
-        assert await src.is_valid(R, now)            # superseded 10 min ago, 1 h window
-        assert not await src.is_valid(99, now)       # superseded 2 h ago: expired
-        assert not await src.is_valid(12345, now)    # never a root
+        assert await src.is_valid(R, now)  # superseded 10 min ago, 1 h window
+        assert not await src.is_valid(99, now)  # superseded 2 h ago: expired
+        assert not await src.is_valid(12345, now)  # never a root
         for _ in range(5):
             assert not await src.is_valid(12345, now)
         assert state.calls[jsonrpc.ROOT_HISTORY] == 3, "each unknown root looked up once"
@@ -81,8 +84,10 @@ async def test_gateway_with_rpc_roots(upstream, gateway_factory, http):
     now = int(time.time())
     state = jsonrpc.ChainState(CONTRACT, latest=5, history={R: now - 60}, expiry=3600)
     async with serve_app(jsonrpc.make_app(state)) as port:
-        roots = (f'source = "rpc"\nrpc_url = "http://127.0.0.1:{port}/"\ncontract = "{CONTRACT}"\n'
-                 'poll_interval = 30\n')
+        roots = (
+            f'source = "rpc"\nrpc_url = "http://127.0.0.1:{port}/"\ncontract = "{CONTRACT}"\n'
+            "poll_interval = 30\n"
+        )
         gw = await gateway_factory(upstream, extra=worldid_toml(roots=roots))
         status, data, _ = await post(http, gw, body(0))
         assert status == 200, data
@@ -99,8 +104,7 @@ async def test_gateway_with_redis_set_roots(upstream, gateway_factory, http, red
     await client.aclose()
     await forget_nullifiers(redis_url)
     roots = 'source = "redis"\nredis_key = "wid:roots"\n'
-    gw = await gateway_factory(upstream, store=redis_url, extra=worldid_toml(
-        roots=roots, action="vote"))
+    gw = await gateway_factory(upstream, store=redis_url, extra=worldid_toml(roots=roots, action="vote"))
     status, data, _ = await post(http, gw, body(2))
     assert status == 200, data
     async with http.get(url_of(gw, "/x"), headers={"Authorization": f"PoP {data['token']}"}) as r:
@@ -113,11 +117,13 @@ async def test_rpc_source_asks_again_about_a_root_it_did_not_know():
     now = time.time()
     state = jsonrpc.ChainState(CONTRACT, latest=7, expiry=3600)
     async with serve_app(jsonrpc.make_app(state)) as port, aiohttp.ClientSession() as http:
+
         async def session():
             return http
+
         src = RpcRoots(rpc_caller(session, f"http://127.0.0.1:{port}/"), CONTRACT, interval=30)
         assert not await src.is_valid(R, now)
-        state.history[R] = int(now) + 5           # superseded on chain a moment later
+        state.history[R] = int(now) + 5  # superseded on chain a moment later
         assert not await src.is_valid(R, now + 10), "within the interval: the cached answer"
         assert state.calls[jsonrpc.ROOT_HISTORY] == 1
         assert await src.is_valid(R, now + 31)
@@ -132,8 +138,10 @@ async def test_rpc_source_unreachable_chain_is_roots_unavailable_not_unknown_roo
     state = jsonrpc.ChainState(CONTRACT, latest=7, history={R: int(now) - 60}, expiry=3600)
     port = free_port()
     async with aiohttp.ClientSession() as http:
+
         async def session():
             return http
+
         src = RpcRoots(rpc_caller(session, f"http://127.0.0.1:{port}/"), CONTRACT, interval=30)
         with pytest.raises(Overloaded) as down:
             await src.is_valid(7, now)
@@ -157,8 +165,9 @@ async def test_gateway_with_rpc_roots_down_then_up(upstream, gateway_factory, ht
     session-holding requests are still served; the node comes back → 200."""
     state = jsonrpc.ChainState(CONTRACT, latest=R, expiry=3600)
     port = free_port()
-    roots = (f'source = "rpc"\nrpc_url = "http://127.0.0.1:{port}/"\ncontract = "{CONTRACT}"\n'
-             'poll_interval = 1\n')
+    roots = (
+        f'source = "rpc"\nrpc_url = "http://127.0.0.1:{port}/"\ncontract = "{CONTRACT}"\npoll_interval = 1\n'
+    )
     gw = await gateway_factory(upstream, extra=worldid_toml(roots=roots))
     status, data, headers = await post(http, gw, body(0))
     assert (status, data["reason"]) == (503, "roots_unavailable"), data

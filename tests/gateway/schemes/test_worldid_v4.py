@@ -16,8 +16,9 @@ async def test_v4_result_via_cloud_verify(upstream, gateway_factory, http):
     seen: list[dict] = []
     async with serve_app(cloudverify.make_app(seen)) as port:
         url = f"http://127.0.0.1:{port}/api/v4/verify/app_test"
-        gw = await gateway_factory(upstream, extra=worldid_toml(action=cloudverify.ACTION,
-                                                                cloud_verify_url=url))
+        gw = await gateway_factory(
+            upstream, extra=worldid_toml(action=cloudverify.ACTION, cloud_verify_url=url)
+        )
         result = cloudverify.fixture_result()
         status, data, headers = await post(http, gw, {"result": result})
         assert status == 200, data
@@ -55,6 +56,7 @@ async def test_v4_without_cloud_is_refused(upstream, gateway_factory, http):
 async def test_pool_metrics_exported(upstream, gateway_factory, http):
     gw = await gateway_factory(upstream, extra=worldid_toml())
     from tests.gateway.schemes.worldid_support import body
+
     assert (await post(http, gw, body(0)))[0] == 200
     async with http.get(admin_url(gw, "/metrics")) as r:
         text = await r.text()

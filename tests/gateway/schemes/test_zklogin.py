@@ -20,11 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from popgate.gateway.ops.config import ConfigError
 from popgate.gateway.schemes.zklogin_config import parse_settings
-from tests.conftest import url_of
-from tests.support.servers import serve_app
 from popgate.verifiers.httpsig import RequestView, content_digest, signature_base
 from popgate.verifiers.structured_fields import InnerList, Item, serialize_inner_list
 from popgate.verifiers.zklogin import compute_nonce
+from tests.conftest import url_of
+from tests.support.servers import serve_app
 
 ISS, AUD = "https://issuer.popgate.test", "popgate-e2e"
 ENDPOINT = "/.well-known/popgate/zklogin"
@@ -79,6 +79,7 @@ class Client:
             pk, flag, self.alg = self.key.public_key().public_bytes_raw(), 0, "ed25519"
         else:
             from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
             pk = self.key.public_key().public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
             flag, self.alg = 2, "ecdsa-p256-sha256"
         self.ext = bytes([flag]) + pk
@@ -89,25 +90,46 @@ class Client:
 
     def id_token(self, **claims: Any) -> str:
         now = int(time.time())
-        payload = {"iss": ISS, "aud": AUD, "sub": self.sub, "iat": now, "exp": now + 600,
-                   "nonce": compute_nonce(self.ext, self.max_epoch, self.randomness), **claims}
+        payload = {
+            "iss": ISS,
+            "aud": AUD,
+            "sub": self.sub,
+            "iat": now,
+            "exp": now + 600,
+            "nonce": compute_nonce(self.ext, self.max_epoch, self.randomness),
+            **claims,
+        }
         return jwt.encode(payload, RSA_KEY, algorithm="RS256", headers={"kid": "k1"})
 
     def exchange_body(self, **over: Any) -> dict[str, Any]:
-        return {"id_token": self.id_token(), "ext_eph_pk": base64.b64encode(self.ext).decode(),
-                "max_epoch": self.max_epoch, "randomness": str(self.randomness), **over}
+        return {
+            "id_token": self.id_token(),
+            "ext_eph_pk": base64.b64encode(self.ext).decode(),
+            "max_epoch": self.max_epoch,
+            "randomness": str(self.randomness),
+            **over,
+        }
 
-    def sign(self, method: str, url: str, body: bytes | None = None, *, keyid: str | None = None,
-             created: int | None = None, components: tuple[str, ...] | None = None,
-             key: Any = None) -> dict[str, str]:
+    def sign(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None = None,
+        *,
+        keyid: str | None = None,
+        created: int | None = None,
+        components: tuple[str, ...] | None = None,
+        key: Any = None,
+    ) -> dict[str, str]:
         headers = {"Authorization": f"PoP {self.token}"}
         if body is not None:
             headers["Content-Digest"] = content_digest(body)
         comps = components or (("@method", "@target-uri") + (("content-digest",) if body else ()))
         created = int(time.time()) if created is None else created
-        il = InnerList([Item(c, {}) for c in comps],
-                       {"created": created, "expires": created + 60, "keyid": keyid or self.keyid,
-                        "alg": self.alg})
+        il = InnerList(
+            [Item(c, {}) for c in comps],
+            {"created": created, "expires": created + 60, "keyid": keyid or self.keyid, "alg": self.alg},
+        )
         base = signature_base(RequestView.build(method, url, headers, body), il)
         k = key or self.key
         if isinstance(k, ed25519.Ed25519PrivateKey):
@@ -115,10 +137,14 @@ class Client:
         else:
             from cryptography.hazmat.primitives import hashes
             from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
             r, s = decode_dss_signature(k.sign(base, ec.ECDSA(hashes.SHA256())))
             sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-        return {**headers, "Signature-Input": f"sig1={serialize_inner_list(il)}",
-                "Signature": f"sig1=:{base64.b64encode(sig).decode()}:"}
+        return {
+            **headers,
+            "Signature-Input": f"sig1={serialize_inner_list(il)}",
+            "Signature": f"sig1=:{base64.b64encode(sig).decode()}:",
+        }
 
 
 async def login(http: Any, gw: Any, client: Client) -> dict[str, Any]:
@@ -140,8 +166,7 @@ async def test_exchange_then_signed_requests_reach_upstream(upstream, gateway_fa
     async with http.get(url, headers=c.sign("GET", url)) as r:
         assert r.status == 200, await r.text()
         info = await r.json()
-    assert info["pop"] == {"PoP-Class": "account", "PoP-Subject": data["subject"],
-                           "PoP-Evidence": "zklogin"}
+    assert info["pop"] == {"PoP-Class": "account", "PoP-Subject": data["subject"], "PoP-Evidence": "zklogin"}
     body = b'{"hello":"world"}' * 100
     async with http.post(url, data=body, headers=c.sign("POST", url, body)) as r:
         assert r.status == 200, await r.text()
@@ -179,13 +204,28 @@ async def test_stolen_or_bad_signatures_refused(upstream, gateway_factory, http,
         "other_method": ("DELETE", None, c.sign("GET", url), "bad_signature"),
         "body_changed": ("POST", b"amount=99", c.sign("POST", url, body), "bad_digest"),
         "body_added": ("POST", body, c.sign("POST", url), "missing_component"),
-        "digest_not_covered": ("POST", body, {**c.sign("POST", url, components=("@method", "@target-uri")),
-                                             "Content-Digest": content_digest(body)}, "missing_component"),
-        "garbage_signature": ("GET", None, {**c.sign("GET", url), "Signature": "sig1=:AAAA:"},
-                              "bad_signature"),
+        "digest_not_covered": (
+            "POST",
+            body,
+            {
+                **c.sign("POST", url, components=("@method", "@target-uri")),
+                "Content-Digest": content_digest(body),
+            },
+            "missing_component",
+        ),
+        "garbage_signature": (
+            "GET",
+            None,
+            {**c.sign("GET", url), "Signature": "sig1=:AAAA:"},
+            "bad_signature",
+        ),
         "garbage_input": ("GET", None, {**c.sign("GET", url), "Signature-Input": "sig1=(((("}, "malformed"),
-        "token_tampered": ("GET", None, {**c.sign("GET", url), "Authorization": f"PoP {c.token[:-3]}AAA"},
-                           "invalid_session"),
+        "token_tampered": (
+            "GET",
+            None,
+            {**c.sign("GET", url), "Authorization": f"PoP {c.token[:-3]}AAA"},
+            "invalid_session",
+        ),
     }
     for name, (method, data, headers, reason) in cases.items():
         async with http.request(method, url, data=data, headers=headers) as r:
@@ -246,7 +286,9 @@ async def test_way_out_listed_in_challenge(upstream, gateway_factory, http, jwks
         assert r.status == 402
         ways = (await r.json())["ways_out"]
     zk = [w for w in ways if w["kind"] == "zklogin"]
-    assert zk and zk[0]["endpoint"] == ENDPOINT and zk[0]["providers"][0] == {"issuer": ISS, "audiences": [AUD]}
+    assert (
+        zk and zk[0]["endpoint"] == ENDPOINT and zk[0]["providers"][0] == {"issuer": ISS, "audiences": [AUD]}
+    )
 
 
 async def test_jwks_file_and_salted_address(upstream, gateway_factory, http, tmp_path: Path):
@@ -255,11 +297,11 @@ async def test_jwks_file_and_salted_address(upstream, gateway_factory, http, tmp
     (tmp_path / "salt").write_bytes(os.urandom(32).hex().encode())
     extra = f"""
 [zklogin]
-salt = {{ secret_file = "{tmp_path / 'salt'}" }}
+salt = {{ secret_file = "{tmp_path / "salt"}" }}
 [[zklogin.providers]]
 issuer = "{ISS}"
 audiences = ["{AUD}"]
-jwks_file = "{tmp_path / 'jwks.json'}"
+jwks_file = "{tmp_path / "jwks.json"}"
 """
     gw = await gateway_factory(upstream, extra=extra)
     c = Client()
@@ -270,24 +312,42 @@ jwks_file = "{tmp_path / 'jwks.json'}"
 def test_config_problems_all_reported(tmp_path: Path) -> None:
     """Every [zklogin] problem is reported with its key path, at once."""
     with pytest.raises(ConfigError) as exc:
-        parse_settings({"epoch_mode": "sui", "session_ttl": -1, "bogus": 1, "salt": {"secret": "x"},
-                        "jwks_timeout": 0,
-                        "providers": [{"issuer": "", "jwks_url": "http://x/jwks"},
-                                      {"issuer": "a", "audience": "b", "jwks_url": "u", "jwks_file": "f"}]},
-                       env={})
+        parse_settings(
+            {
+                "epoch_mode": "sui",
+                "session_ttl": -1,
+                "bogus": 1,
+                "salt": {"secret": "x"},
+                "jwks_timeout": 0,
+                "providers": [
+                    {"issuer": "", "jwks_url": "http://x/jwks"},
+                    {"issuer": "a", "audience": "b", "jwks_url": "u", "jwks_file": "f"},
+                ],
+            },
+            env={},
+        )
     text = "\n".join(exc.value.problems)
-    for where in ("zklogin.bogus", "zklogin.session_ttl", "zklogin.jwks_timeout", "zklogin.salt.secret",
-                  "zklogin.providers[0].issuer",
-                  "zklogin.providers[0].audience", "zklogin.providers[0].jwks_url",
-                  "zklogin.providers[1]: give exactly one", "current_epoch, sui_rpc"):
+    for where in (
+        "zklogin.bogus",
+        "zklogin.session_ttl",
+        "zklogin.jwks_timeout",
+        "zklogin.salt.secret",
+        "zklogin.providers[0].issuer",
+        "zklogin.providers[0].audience",
+        "zklogin.providers[0].jwks_url",
+        "zklogin.providers[1]: give exactly one",
+        "current_epoch, sui_rpc",
+    ):
         assert where in text, where
 
 
 async def test_sui_epoch_mode_with_rpc(upstream, gateway_factory, http, jwks_server):
     """epoch_mode = "sui": max_epoch is checked against the epoch a (local) Sui RPC reports."""
+
     async def rpc(request: web.Request) -> web.Response:
         assert (await request.json())["method"] == "suix_getLatestSuiSystemState"
         return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {"epoch": "800"}})
+
     app = web.Application()
     app.router.add_post("/", rpc)
     async with serve_app(app) as port:

@@ -11,14 +11,16 @@ from typing import Any
 
 from tests.conftest import url_of
 
-FIX = json.loads((Path(__file__).resolve().parents[2] / "fixtures" / "zklogin" / "proof_vectors.json")
-                 .read_text())
+FIX = json.loads(
+    (Path(__file__).resolve().parents[2] / "fixtures" / "zklogin" / "proof_vectors.json").read_text()
+)
 CASE = FIX["proofs"][0]
 ENDPOINT = "/.well-known/popgate/zklogin"
 
 
-def config(tmp: Path, *, proofs: bool = True, current_epoch: int = 5,
-           issuer: str = "https://accounts.google.com") -> str:
+def config(
+    tmp: Path, *, proofs: bool = True, current_epoch: int = 5, issuer: str = "https://accounts.google.com"
+) -> str:
     jwks = tmp / "google-jwks.json"
     jwks.write_text(json.dumps({"keys": [CASE["jwk"]]}))
     return f"""

@@ -15,11 +15,11 @@ ROOT = CASES[0]["idkit2_result"]["merkle_root"]
 ENDPOINT = "/.well-known/popgate/worldid"
 
 
-def worldid_toml(*, action: str = "verify-human", roots: str = f'source = "static"\nroots = ["{ROOT}"]',
-                 **kw: Any) -> str:
+def worldid_toml(
+    *, action: str = "verify-human", roots: str = f'source = "static"\nroots = ["{ROOT}"]', **kw: Any
+) -> str:
     """A ``[worldid]`` table for the fixture's app, key and root (``kw`` adds keys)."""
-    lines = [f'app_id = "{APP_ID}"', f'action = "{action}"', f'vk_file = "{VK_FILE}"',
-             'signal = "client"']
+    lines = [f'app_id = "{APP_ID}"', f'action = "{action}"', f'vk_file = "{VK_FILE}"', 'signal = "client"']
     lines += [f"{k} = {json.dumps(v)}" for k, v in kw.items()]
     return "\n[worldid]\n" + "\n".join(lines) + "\n[worldid.roots]\n" + roots + "\n"
 

@@ -152,8 +152,9 @@ async def test_redis_restart_keeps_working():
         proc.wait()
         with pytest.raises(StoreUnavailable):
             await s.claim(key("t", "b"), ttl=60)
-        restarted = subprocess.Popen(["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", ""],
-                                     stdout=subprocess.DEVNULL)
+        restarted = subprocess.Popen(
+            ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", ""], stdout=subprocess.DEVNULL
+        )
         try:
             for _ in range(50):
                 try:
@@ -212,10 +213,12 @@ async def test_gcra_concurrent_requests_admit_exactly_burst_plus_one(store):
 
 # --- prepaid credits ledger (gateway.payments.ledger): same semantics on every backend ---
 
+
 async def test_ledger_debit_credit_and_reconcile(store):
     """Top-up, debits, a short debit (refused, nothing appended), a refund: the
     ledger is gap-free and sums to the balance."""
     from popgate.gateway.payments.ledger import reconcile
+
     acct = "key:contract1"
     assert await store.balance(acct) == 0
     assert await store.debit_ledger(acct, 5, "r0", 1.0) is None
@@ -225,7 +228,10 @@ async def test_ledger_debit_credit_and_reconcile(store):
     assert await store.credit_ledger(acct, 30, "refund", "refund:r1", 5.0) == 100
     entries = await store.ledger(acct)
     assert [(e.seq, e.delta, e.balance_after, e.kind, e.ref) for e in entries] == [
-        (1, 100, 100, "topup", "t1"), (2, -30, 70, "debit", "r1"), (3, 30, 100, "refund", "refund:r1")]
+        (1, 100, 100, "topup", "t1"),
+        (2, -30, 70, "debit", "r1"),
+        (3, 30, 100, "refund", "refund:r1"),
+    ]
     assert entries[1].at == 3.0 and entries[0].account == acct
     reconcile(await store.balance(acct), entries)
     assert [e.seq for e in await store.ledger(acct, since_seq=1, limit=1)] == [2]
@@ -257,6 +263,7 @@ async def test_ledger_concurrent_debits_never_overdraw_and_reconcile(store):
     """200 concurrent debits of 3 against 100 with interleaved top-ups: never an
     overdraft, and the ledger explains the balance exactly."""
     from popgate.gateway.payments.ledger import LedgerModel, reconcile
+
     acct = "key:race"
     await store.credit_ledger(acct, 100, "topup", "seed", 0.0)
     ops = [store.debit_ledger(acct, 3, f"d{i}", float(i)) for i in range(200)]
@@ -270,8 +277,11 @@ async def test_ledger_concurrent_debits_never_overdraw_and_reconcile(store):
     reconcile(bal, entries)
     model = LedgerModel()  # the same sequence replayed on the reference model agrees
     for e in entries:
-        got = (model.debit_ledger(acct, -e.delta, e.ref, e.at) if e.delta < 0
-               else model.credit_ledger(acct, e.delta, e.kind, e.ref, e.at))
+        got = (
+            model.debit_ledger(acct, -e.delta, e.ref, e.at)
+            if e.delta < 0
+            else model.credit_ledger(acct, e.delta, e.kind, e.ref, e.at)
+        )
         assert got == e.balance_after
 
 
@@ -284,6 +294,7 @@ async def test_ledger_accounts_are_independent(store):
 async def test_sqlite_ledger_is_append_only_and_durable(tmp_path):
     """The ledger survives reopening; UPDATE/DELETE on it are refused by triggers."""
     import sqlite3
+
     path = str(tmp_path / "l.db")
     s = SQLiteStore(path)
     await s.credit_ledger("key:d", 9, "topup", "t", 1.0)
