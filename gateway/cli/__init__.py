@@ -1,1 +1,1 @@
-"""TODO"""
+"""The `popgate` command: `run`, `verify SCHEME`, `keys generate`, `demo-upstream`."""
