@@ -39,6 +39,10 @@ class PayloadTooLarge(GatewayError):
     status, reason, title = 413, "body_too_large", "Request body too large"
 
 
+class BodyTimeout(GatewayError):
+    status, reason, title = 408, "body_timeout", "Request body not received in time"
+
+
 class HeadersTooLarge(GatewayError):
     status, reason, title = 431, "headers_too_large", "Request header fields too large"
 
