@@ -11,8 +11,9 @@ Stamp format (hashcash.pod, "stamp format (version 1)")::
   tool writes; years are 20YY). A stamp is accepted while
   ``date <= now + skew`` and ``now - date <= max_age``.
 - ``resource``: must equal the expected resource exactly (popgate uses
-  ``<host><route path>`` or whatever the 402 body's ``resource`` says).
-- ``ext``: ignored (as in v1), but limited to printable characters without ``:``.
+  ``<host><route path>`` or whatever the 402 body's ``resource`` says); any printable
+  ASCII but ``:``, spaces included (the v1 format excludes only ``:``).
+- ``ext``: ignored (as in v1), but limited to printable characters and spaces without ``:``.
 - ``rand``, ``counter``: ``[A-Za-z0-9+/=]*`` (the counter need not be sequential).
 
 Presented as ``X-Hashcash: <stamp>``. Double spending: a valid stamp is
@@ -38,8 +39,9 @@ MAX_STAMP_LEN = 512
 DEFAULT_MAX_AGE = 28 * 86400
 DEFAULT_SKEW = 300.0
 _FIELD_RE = re.compile(r"[A-Za-z0-9+/=]*\Z")
-_EXT_RE = re.compile(r"[\x21-\x39\x3b-\x7e]*\Z")  # printable ASCII except ':' and space
-_RESOURCE_RE = re.compile(r"[\x21-\x39\x3b-\x7e]{1,256}\Z")
+# v1 excludes only ':' from resource and ext: printable ASCII and space, no ':'
+_EXT_RE = re.compile(r"[\x20-\x39\x3b-\x7e]*\Z")
+_RESOURCE_RE = re.compile(r"[\x20-\x39\x3b-\x7e]{1,256}\Z")
 _DATE_RE = re.compile(r"(\d\d)(\d\d)(\d\d)(?:(\d\d)(\d\d)(?:(\d\d))?)?\Z")
 
 
