@@ -264,17 +264,18 @@ class ZkLoginVerifier:
     def check_epoch(self, max_epoch: int, now: float, current_epoch: int | None) -> float | None:
         """The session expiry ``max_epoch`` allows (unix mode; None in sui mode).
 
-        Raises VerificationError ``expired`` or Malformed (too far ahead, epoch unknown)."""
+        Raises VerificationError ``expired`` (passed) or ``max_epoch_too_far`` (beyond
+        ``max_session`` / ``max_epoch_delta``), Malformed (sui mode without a current epoch)."""
         if self._mode == "unix":
             if max_epoch < now:
                 raise VerificationError("expired", "max_epoch passed")
             if max_epoch > now + self._max_session:
-                raise Malformed(detail="max_epoch too far in the future")
+                raise VerificationError("max_epoch_too_far", "max_epoch beyond max_session")
             return float(max_epoch)
         if current_epoch is None:
             raise Malformed(detail="current epoch unknown")
         if max_epoch < current_epoch:
             raise VerificationError("expired", "max_epoch passed")
         if max_epoch > current_epoch + self._max_delta:
-            raise Malformed(detail="max_epoch too far ahead")
+            raise VerificationError("max_epoch_too_far", "max_epoch beyond max_epoch_delta")
         return None

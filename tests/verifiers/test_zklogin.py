@@ -178,7 +178,9 @@ async def test_nonce_bound_to_key_epoch_and_randomness() -> None:
 
 
 async def test_epoch_rules() -> None:
-    """unix: max_epoch < now is expired; sui: needs current <= max <= current + 30."""
+    """unix: max_epoch < now is expired, beyond now + max_session is max_epoch_too_far (not
+    malformed: the client sent a well-formed value the operator's limit refuses);
+    sui: needs current <= max <= current + 30."""
     valid, s = JWT["cases"][0]["jwt"], JWT["sessions"]["unix"]
     with pytest.raises(VerificationError) as e:
         await make_verifier().verify(
@@ -186,7 +188,11 @@ async def test_epoch_rules() -> None:
         )
     assert e.value.reason == "expired"
     sui, ss = JWT["cases"][1]["jwt"], JWT["sessions"]["sui"]
-    for cur, reason in [(813, "expired"), (812 - 31, "malformed"), (None, "malformed")]:
+    with pytest.raises(VerificationError) as e:
+        make_verifier().check_epoch(1_800_000_000 + 7 * 86400 + 1, 1_800_000_000, None)
+    assert e.value.reason == "max_epoch_too_far"
+    assert make_verifier().check_epoch(1_800_000_000 + 7 * 86400, 1_800_000_000, None) == 1_800_604_800
+    for cur, reason in [(813, "expired"), (812 - 31, "max_epoch_too_far"), (None, "malformed")]:
         with pytest.raises(VerificationError) as e:
             await make_verifier("sui").verify(
                 sui, EPH, 812, int(ss["randomness"]), now=JWT["now"], current_epoch=cur

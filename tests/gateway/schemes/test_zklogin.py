@@ -248,7 +248,8 @@ async def test_secp256r1_ephemeral_key(upstream, gateway_factory, http, jwks_ser
 
 
 async def test_exchange_rejections(upstream, gateway_factory, http, jwks_server):
-    """Wrong nonce, reused id_token, bad input: 4xx problem+json; the JWKS is not hammered."""
+    """Wrong nonce, reused id_token, bad input, a max_epoch beyond max_session: 4xx
+    problem+json with the reason; the JWKS is not hammered."""
     gw = await gateway_factory(upstream, extra=zk_config(jwks_server.url))
     c = Client()
     ep = url_of(gw, ENDPOINT)
@@ -263,6 +264,11 @@ async def test_exchange_rejections(upstream, gateway_factory, http, jwks_server)
         assert r.status == 400
     async with http.get(ep) as r:
         assert r.status == 405
+    far = Client()
+    far.max_epoch = int(time.time()) + 8 * 86400  # beyond the default max_session of 7 days
+    async with http.post(ep, json=far.exchange_body()) as r:
+        body = await r.json()
+        assert (r.status, body["reason"]) == (401, "max_epoch_too_far"), body
 
 
 async def test_exchange_rate_limited_per_network(upstream, gateway_factory, http, jwks_server):
