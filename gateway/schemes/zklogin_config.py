@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from popgate.gateway.ops import validation as pc
-from popgate.gateway.ops.config import ConfigError, read_secret
+from popgate.gateway.ops.validation import ConfigError, read_secret
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.jwks import ProviderConfig
 
@@ -234,8 +234,16 @@ def _provider(c: pc.Collector, path: str, t: Any, allow_http: bool) -> ProviderC
 def parse_settings(raw: Any, env: Any = None) -> ZkLoginSettings:
     """Validate ``[zklogin]``; raise ConfigError with every problem."""
     problems: list[str] = []
-    c = pc.Collector({"zklogin": raw}, problems)
-    t = c.table("zklogin")
+    settings = collect_settings(pc.Collector({}, problems), raw, env)
+    if settings is None:
+        raise ConfigError(problems)
+    return settings
+
+
+def collect_settings(c: pc.Collector, raw: Any, env: Any = None) -> ZkLoginSettings | None:
+    """Validate ``[zklogin]``, recording every problem in ``c``; None when there were any."""
+    before = len(c.problems)
+    t = c.table("zklogin", {"zklogin": raw})
     env = os.environ if env is None else env
     c.unknown_keys(
         "zklogin",
@@ -285,8 +293,8 @@ def parse_settings(raw: Any, env: Any = None) -> ZkLoginSettings:
                     hmac.new(secret, b"popgate zklogin salt v1", hashlib.sha256).digest()[:16], "big"
                 )
     vk = _proof_key(c, t.get("proof_vk_file"))
-    if problems:
-        raise ConfigError(problems)
+    if len(c.problems) > before:
+        return None
     return ZkLoginSettings(
         providers=tuple(providers),
         epoch_mode=str(mode),

@@ -33,6 +33,7 @@ async def test_readme_example_config_is_valid(monkeypatch):
     """The documented complete example loads (its secrets come from the environment)
     and builds a gateway with every extension on: each validates its own table, offline."""
     from popgate.gateway.app import build_app
+    from popgate.gateway.extensions import default_extensions
     from popgate.gateway.stores.memory import MemoryStore
 
     text = EXAMPLE.read_text()
@@ -50,7 +51,7 @@ async def test_readme_example_config_is_valid(monkeypatch):
     for table in ("difficulty", "worldid", "zklogin", "webbotauth", "x402", "credits"):
         assert table in cfg.raw, f"[{table}] missing from the example"
 
-    gw = build_app(cfg, store=MemoryStore())
+    gw = build_app(cfg, store=MemoryStore(), extensions=default_extensions())
     try:
         for path in ("session", "puzzle", "worldid", "zklogin", "credits/topup"):
             assert f"/.well-known/popgate/{path}" in gw.endpoints, path
@@ -59,7 +60,7 @@ async def test_readme_example_config_is_valid(monkeypatch):
         assert gw.session_scheme.binders.keys() >= {"net", "httpsig"}
         admin = {path for _, path, _ in gw.admin_routes}
         assert "/admin/credits/keys" in admin and "/admin/settlements" in admin
-        assert gw.policy_stage.holder is not None  # the policy file is in use
+        assert gw.policy.policy.holder is not None  # the policy file is in use
     finally:
         await gw.close()  # stops the World ID process pool and the settlement worker
 
