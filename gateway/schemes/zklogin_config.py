@@ -41,6 +41,7 @@ import aiohttp
 from popgate.gateway.ops import validation as pc
 from popgate.gateway.ops.validation import ConfigError, read_secret
 from popgate.verifiers.errors import VerificationError
+from popgate.verifiers.groth16 import parse_vk
 from popgate.verifiers.jwks import ProviderConfig
 
 log = logging.getLogger("popgate.zklogin")
@@ -310,8 +311,6 @@ def _proof_key(c: pc.Collector, path: Any) -> dict[str, Any] | None:
     """``proof_vk_file``: a snarkjs key with one public input."""
     if path is None:
         return None
-    from popgate.verifiers.groth16 import parse_vk
-
     vk = pc.read_vk_file(c, "zklogin.proof_vk_file", str(path))
     if vk is not None and parse_vk(vk).n_public != 1:
         c.problem("zklogin.proof_vk_file", "a zkLogin key has exactly one public input")

@@ -65,6 +65,32 @@ async def test_readme_example_config_is_valid(monkeypatch):
         await gw.close()  # stops the World ID process pool and the settlement worker
 
 
+def test_feature_tables_reported_in_one_pass(tmp_path):
+    """Mistakes in three feature tables → one ConfigError from load_config naming all three key paths."""
+    path = write(
+        tmp_path,
+        """
+[server]
+upstream = "http://127.0.0.1:9"
+[sessions]
+keys = [{ kid = "k1", secret_env = "POPGATE_TEST_KEY" }]
+[difficulty]
+ceiling = -1
+[webbotauth]
+signature_window = "soon"
+allow_any_agent = true
+[x402]
+pay_to = "nope"
+facilitator = "https://facilitator.example"
+""",
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={"POPGATE_TEST_KEY": "k" * 32})
+    text = "\n".join(exc.value.problems)
+    for where in ("difficulty.ceiling", "webbotauth.signature_window", "x402.pay_to"):
+        assert where in text, (where, text)
+
+
 def test_all_problems_reported_together(tmp_path):
     """Several mistakes → one ConfigError naming each key path."""
     (tmp_path / "short").write_bytes(b"tooshort")
