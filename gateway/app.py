@@ -1,9 +1,11 @@
 """Wiring: :func:`build_app` builds everything once from a validated config.
 
-Nothing is global: the store, clock, metrics, upstream client and process
-pool are injected, so tests can pass a memory store, a fake clock and a real
-local upstream. The result, :class:`Gateway`, has one request handler that
-runs the pipeline and then proxies or answers.
+Nothing is global: the store, clock, metrics, upstream client, process
+pool and the extensions are injected, so tests can pass a memory store, a
+fake clock and a real local upstream. Extensions fill in a
+:class:`gateway.registry.Registry`; the result, :class:`Gateway`, has one
+request handler that runs the pipeline and then proxies or answers, and a
+``start()``/``close()`` pair for its background tasks.
 """
 
 from __future__ import annotations
@@ -11,12 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from popgate.gateway.errors import GatewayError, StoreFailure
@@ -29,7 +28,8 @@ from popgate.gateway.ops.metrics import Metrics
 from popgate.gateway.pipeline import stages
 from popgate.gateway.pipeline.context import Context, Pipeline
 from popgate.gateway.pipeline.decisions import Allow, WayOut
-from popgate.gateway.pipeline.responses import HtmlChallenge, decision_response, error_response, problem
+from popgate.gateway.pipeline.responses import decision_response, error_response, problem
+from popgate.gateway.registry import Extension, Registry, Services
 from popgate.gateway.schemes import EvidenceScheme
 from popgate.gateway.schemes.session import SessionScheme
 from popgate.gateway.stores.base import Store, StoreUnavailable
@@ -37,83 +37,71 @@ from popgate.gateway.stores.failure import FailurePolicy
 from popgate.verifiers.session import SessionCodec
 
 log = logging.getLogger("popgate")
-Endpoint = Callable[[web.BaseRequest, Context], Awaitable[web.StreamResponse]]
 ENDPOINT_PREFIX = "/.well-known/popgate/"
 
 
-@dataclass
-class Services:
-    """What extensions get to build their schemes, endpoints and stages."""
-
-    config: Config
-    store: Store
-    clock: Callable[[], float]
-    metrics: Metrics
-    sessions: SessionCodec
-    failure: FailurePolicy
-    executor: Executor | None
-    subject_key: bytes
-    http: aiohttp.ClientSession | None = None
-    cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-
-    async def outbound(self) -> aiohttp.ClientSession:
-        """A shared client session for outbound calls (JWKS, facilitator, RPC)."""
-        if self.http is None:
-            self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        return self.http
-
-
-class PolicyHolder:
-    """Holds the current policy; swapping ``policy`` is atomic (reload)."""
-
-    def __init__(self, policy: stages.Policy) -> None:
-        self.policy = policy
-
-
 class Gateway:
-    """The assembled gateway: call :meth:`handle` for each request."""
+    """The assembled gateway: call :meth:`handle` for each request.
 
-    def __init__(self, config: Config, services: Services, upstream: UpstreamClient) -> None:
+    Built by :func:`build_app` from the registry the extensions filled in;
+    :meth:`start` runs the registered background tasks, :meth:`close` stops
+    them and releases everything.
+    """
+
+    def __init__(
+        self, config: Config, services: Services, registry: Registry, upstream: UpstreamClient
+    ) -> None:
         self.config = config
         self.services = services
+        self.registry = registry
         self.metrics = services.metrics
         self.clock = services.clock
         self.upstream = upstream
         self.forwarder = Forwarder(config, upstream)
-        self.session_scheme = SessionScheme(
-            services.sessions, config.sessions.cookie_name, services.store, services.failure
-        )
-        self.schemes: list[EvidenceScheme] = [self.session_scheme]
-        self.way_out_providers: list[Callable[[Context], WayOut | None]] = []
-        self.endpoints: dict[str, Endpoint] = {}
-        self.enforcers: list[stages.Enforcer] = []
-        self.admin_routes: list[tuple[str, str, Any]] = []
-        # called with (ctx, response) after every request (extensions: per-route counters)
-        self.observers: list[Callable[[Context, web.StreamResponse], None]] = []
-        self.heuristics: Callable[[Context], str | None] | None = None
-        self.html_challenge: HtmlChallenge | None = None
-        self.policy = PolicyHolder(stages.ClassActions(config.policy.actions, self.ways_out))
-        self.pipeline: Pipeline | None = None
         self.trusted = config.trusted_proxies
+        self.endpoints = registry.endpoints
+        self.admin_routes = registry.admin_routes
+        self.html_challenge = registry.html_challenge
+        policy = registry.policy or stages.ClassActions(config.policy.actions, self.ways_out)
+        # swap ``policy.policy`` to change the policy (atomic; tests install their own)
+        self.policy = stages.Decide(policy)
+        self.pipeline = self.build_pipeline()
+        self._started = False
+
+    @property
+    def session_scheme(self) -> SessionScheme:
+        return self.registry.session
+
+    @property
+    def schemes(self) -> list[EvidenceScheme]:
+        return self.registry.schemes
+
+    @property
+    def enforcers(self) -> list[stages.Enforcer]:
+        return self.registry.enforcers
 
     def ways_out(self, ctx: Context) -> tuple[WayOut, ...]:
-        """Every way out the configured schemes offer for this request."""
-        ways = (provider(ctx) for provider in self.way_out_providers)
-        return tuple(w for w in ways if w is not None)
+        """Every way out the configured schemes offer (no policy rule matched)."""
+        return self.registry.ways_out(ctx, None)
+
+    def reload(self) -> bool:
+        """SIGHUP: run every reload hook; True when there were some and all succeeded."""
+        results = [hook() for hook in self.registry.reload_hooks]
+        return bool(results) and all(results)
 
     def build_pipeline(self) -> Pipeline:
-        """Freeze the stages; call after extensions have registered."""
-        self.pipeline = Pipeline(
+        """The stages, frozen from the registry."""
+        r = self.registry
+        return Pipeline(
             [
-                stages.Extract(self.schemes),
+                stages.Extract(r.schemes),
                 stages.Precheck(self.config.limits),
-                stages.Verify(self.schemes, self.metrics),
-                stages.Classify(self.heuristics),
-                stages.Decide(self.policy),
-                stages.Enforce(self.enforcers),
+                stages.Verify(r.schemes, self.metrics),
+                stages.Classify(r.heuristics),
+                self.policy,
+                stages.Enforce(r.enforcers),
             ]
         )
-        return self.pipeline
 
     def context(self, request: web.BaseRequest) -> Context:
         peer = parse_ip(request.remote or "") or parse_ip("0.0.0.0")
@@ -136,7 +124,6 @@ class Gateway:
                 decision = "endpoint"
                 response = await self._endpoint(request, ctx)
             else:
-                assert self.pipeline is not None, "build_pipeline() was not called"
                 verdict = await self.pipeline.run(ctx)
                 decision = verdict.kind
                 if isinstance(verdict, Allow):
@@ -163,7 +150,7 @@ class Gateway:
             metrics.inflight.dec()
         for hook in ctx.after_response:
             hook(response)
-        for observe in self.observers:
+        for observe in self.registry.observers:
             observe(ctx, response)
         metrics.count_request(ctx.klass, decision, response.status, time.perf_counter() - started)
         return response
@@ -180,7 +167,22 @@ class Gateway:
             )
         return await handler(request, ctx)
 
+    async def start(self) -> None:
+        """Start the registered background tasks (needs a running loop)."""
+        if self._started:
+            return
+        self._started = True
+        for task in self.registry.background:
+            await task.start()
+
     async def close(self) -> None:
+        """Stop the background tasks, then run the cleanups and close the clients."""
+        self._started = False
+        for task in reversed(self.registry.background):
+            try:
+                await task.stop()
+            except Exception:
+                log.exception("stopping a background task failed")
         for cleanup in reversed(self.services.cleanups):
             try:
                 await cleanup()
@@ -190,9 +192,6 @@ class Gateway:
             await self.services.http.close()
         await self.upstream.close()
         await self.forwarder.websockets.close()
-
-
-Extension = Callable[[Gateway, Services], None]
 
 
 def upstream_client(config: Config) -> UpstreamClient:
@@ -210,12 +209,11 @@ def build_app(
     metrics: Metrics | None = None,
     upstream: UpstreamClient | None = None,
     executor: Executor | None = None,
-    extensions: list[Extension] | None = None,
+    extensions: Sequence[Extension],
 ) -> Gateway:
-    """Build a gateway from ``config`` and injected services.
-
-    ``extensions`` (default: :func:`gateway.extensions.default_extensions`)
-    add evidence schemes, endpoints, enforcers and the policy engine.
+    """Build a gateway from ``config``, injected services and ``extensions``
+    (the shipped ones: :func:`gateway.extensions.default_extensions`), which
+    register evidence schemes, endpoints, enforcers and the policy engine.
     """
     metrics = metrics or Metrics()
     keys = config.sessions.keys
@@ -229,12 +227,8 @@ def build_app(
         executor=executor,
         subject_key=config.sessions.subject_key,
     )
-    gateway = Gateway(config, services, upstream or upstream_client(config))
-    if extensions is None:
-        from popgate.gateway.extensions import default_extensions
-
-        extensions = default_extensions()
+    session = SessionScheme(services.sessions, config.sessions.cookie_name, store, services.failure)
+    registry = Registry(session)
     for extend in extensions:
-        extend(gateway, services)
-    gateway.build_pipeline()
-    return gateway
+        extend(registry, services)
+    return Gateway(config, services, registry, upstream or upstream_client(config))

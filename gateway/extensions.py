@@ -1,9 +1,11 @@
-"""The list of extensions :func:`gateway.app.build_app` applies by default.
+"""The extensions popgate ships: :func:`default_extensions` is what the
+server, the CLI and the tests pass to :func:`gateway.app.build_app`.
 
-An extension is ``(gateway, services) -> None``: it registers evidence
-schemes, ``/.well-known/popgate/*`` endpoints, way-out providers, enforcers
-or the policy. Each reads its own config table and does nothing when that
-table is absent.
+An extension is ``(registry, services) -> None`` (:mod:`gateway.registry`): it
+registers evidence schemes, ``/.well-known/popgate/*`` endpoints, way-out
+providers, enforcers, background tasks or the policy. Each reads its own
+already-validated settings from ``services.config.features`` and does nothing
+when its table is absent. The app never imports this module.
 """
 
 from __future__ import annotations
@@ -12,18 +14,24 @@ import json
 
 from aiohttp import web
 
-from popgate.gateway.app import Extension, Gateway, Services
+from popgate.gateway.ops.status import status_extension
+from popgate.gateway.payments.fees import payments
 from popgate.gateway.pipeline.context import Context
+from popgate.gateway.pipeline.policy_stage import policy_extension
 from popgate.gateway.pipeline.responses import problem
+from popgate.gateway.registry import Extension, Registry, Services
+from popgate.gateway.schemes.webbotauth import webbotauth_extension
+from popgate.gateway.schemes.worldid import worldid_extension
+from popgate.gateway.schemes.zklogin import zklogin_extension
 from popgate.verifiers.errors import VerificationError
 
 
-def session_endpoint(gateway: Gateway, services: Services) -> None:
+def session_endpoint(registry: Registry, services: Services) -> None:
     """``GET /.well-known/popgate/session``: what the presented session says.
 
     ``DELETE`` clears the session cookie (sign out).
     """
-    scheme = gateway.session_scheme
+    scheme = registry.session
     cookie = services.config.sessions.cookie_name
 
     async def handler(request: web.BaseRequest, ctx: Context) -> web.StreamResponse:
@@ -62,18 +70,11 @@ def session_endpoint(gateway: Gateway, services: Services) -> None:
             headers={"Cache-Control": "no-store"},
         )
 
-    gateway.endpoints["/.well-known/popgate/session"] = handler
+    registry.endpoints["/.well-known/popgate/session"] = handler
 
 
 def default_extensions() -> list[Extension]:
     """Every extension popgate ships, in the order they register."""
-    from popgate.gateway.ops.status import status_extension
-    from popgate.gateway.payments.fees import payments
-    from popgate.gateway.pipeline.policy_stage import policy_extension
-    from popgate.gateway.schemes.webbotauth import webbotauth_extension
-    from popgate.gateway.schemes.worldid import worldid_extension
-    from popgate.gateway.schemes.zklogin import zklogin_extension
-
     return [
         session_endpoint,
         policy_extension,

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any
 
+from popgate.gateway.ops.config import ConfigError, load_config
 from popgate.gateway.stores.memory import MemoryStore
 from popgate.verifiers.errors import VerificationError
 
@@ -89,8 +90,6 @@ def main(scheme: str, config_path: str | None) -> int:
         return 2
     config = None
     if config_path is not None:
-        from popgate.gateway.ops.config import ConfigError, load_config
-
         try:
             config = load_config(config_path, {"server.upstream": "http://127.0.0.1:9"})
         except ConfigError as exc:

@@ -4,6 +4,8 @@ HTTP parse errors become problem+json: an oversized header line or too many
 headers → 431, anything else malformed (smuggling shapes such as conflicting
 Content-Length and Transfer-Encoding, bad chunking) → 400. SIGTERM/SIGINT
 stop accepting, drain in-flight requests up to ``shutdown_timeout`` and exit.
+:func:`start` starts the gateway's background tasks (``Gateway.start()``),
+:meth:`Running.stop` stops them (``Gateway.close()``).
 
 Slow clients (slowloris) are cut: a request head must arrive whole within
 ``limits.client_header_timeout`` of its first byte (or of the accept), and
@@ -28,6 +30,7 @@ from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from popgate.gateway.app import Gateway, build_app
+from popgate.gateway.extensions import default_extensions
 from popgate.gateway.ops.admin import build_admin
 from popgate.gateway.ops.config import Config
 from popgate.gateway.ops.metrics import Metrics
@@ -227,7 +230,8 @@ async def start(config: Config, *, reuse_port: bool = False, gateway: Gateway | 
     """Open the store, build the gateway and start both listeners."""
     if gateway is None:
         store = open_store(config.store.url, timeout=config.store.timeout)
-        gateway = build_app(config, store=store, metrics=Metrics())
+        gateway = build_app(config, store=store, metrics=Metrics(), extensions=default_extensions())
+    await gateway.start()  # background tasks (pressure monitor, settlement worker); stop() closes them
     runner = web.ServerRunner(
         proxy_server(gateway, config), shutdown_timeout=config.shutdown_timeout, handle_signals=False
     )
@@ -257,9 +261,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    hup = getattr(running.gateway, "reload", None)
-    if hup is not None:
-        loop.add_signal_handler(signal.SIGHUP, hup)
+    loop.add_signal_handler(signal.SIGHUP, running.gateway.reload)
     await stop.wait()
     log.info("shutting down: draining in-flight requests (up to %ss)", config.shutdown_timeout)
     await running.stop()

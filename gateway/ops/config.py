@@ -1,5 +1,8 @@
 """Configuration: a TOML file plus command-line overrides, validated once.
 
+Every table is validated in the same pass, the feature tables too
+(:mod:`gateway.ops.features`: ``config.features`` holds their typed settings).
+
 :func:`load_config` reads the file, applies overrides and returns a frozen
 :class:`Config`, or raises :class:`ConfigError` listing *every* problem with
 its key path (``sessions.keys[1].secret_env: environment variable ... unset``).
@@ -23,8 +26,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from popgate.gateway.ops import validation as pc
+from popgate.gateway.ops.features import SECTIONS, Features, collect_features
+from popgate.gateway.ops.validation import MIN_SECRET_BYTES, ConfigError, read_keyring, read_secret
 
-MIN_SECRET_BYTES = 32
+__all__ = [
+    "MIN_SECRET_BYTES",
+    "Config",
+    "ConfigError",
+    "build_config",
+    "load_config",
+    "read_keyring",
+    "read_secret",
+]
+
 CLASSES = ("human", "account", "verified-agent", "agent", "unknown")
 DEFAULT_ACTIONS = ("allow", "challenge", "deny")
 FAILURE_MODES = ("closed", "open")
@@ -32,15 +46,6 @@ FAILURE_MODES = ("closed", "open")
 # spend (puzzle solutions, stamps, nullifiers), replay (id_tokens, signature
 # nonces), rate_limit (throttles and exchange gates), budget (budgeted sessions).
 FAILURE_ACTIONS = frozenset({"default", "spend", "replay", "rate_limit", "budget"})
-KID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-
-
-class ConfigError(Exception):
-    """The configuration is invalid; ``problems`` lists each with its path."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +144,7 @@ class Config:
     access_log: bool = False
     upstream_client: str = "lean"
     puzzle: PuzzleConfig | None = None
+    features: Features = field(default_factory=Features)  # the feature tables, validated
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -222,6 +228,7 @@ def build_config(data: dict[str, Any], problems: list[str], env: Any) -> Config:
     store = _store(c, c.table("store"))
     policy = _policy(c, c.table("policy"))
     puzzle = _puzzle(c, c.table("puzzle"), env) if "puzzle" in data else None
+    features = collect_features(c, data, env, str(store.url))
     if problems:
         raise ConfigError(problems)
     assert listen and admin and upstream and sessions
@@ -239,6 +246,7 @@ def build_config(data: dict[str, Any], problems: list[str], env: Any) -> Config:
         access_log=bool(server.get("access_log", False)),
         upstream_client=str(client),
         puzzle=puzzle,
+        features=features,
         raw=data,
     )
 
@@ -268,8 +276,8 @@ def _puzzle(c: pc.Collector, t: dict[str, Any], env: Any) -> PuzzleConfig | None
 
 
 def _extension_sections() -> set[str]:
-    """Top-level tables owned by optional verifiers (validated by them)."""
-    return {"worldid", "zklogin", "webbotauth", "puzzle", "x402", "credits", "difficulty"}
+    """Top-level tables of the optional features (:mod:`gateway.ops.features`)."""
+    return set(SECTIONS)
 
 
 def _host_port(c: pc.Collector, path: str, value: Any) -> HostPort | None:
@@ -336,59 +344,6 @@ def _limits(c: pc.Collector, t: dict[str, Any]) -> Limits:
     return Limits(**vals)
 
 
-def read_secret(c: pc.Collector, path: str, t: dict[str, Any], env: Any) -> bytes | None:
-    """Read a secret named by ``secret_file`` or ``secret_env`` in table ``t``."""
-    if "secret" in t:
-        c.problem(f"{path}.secret", "inline secrets are not accepted: use secret_file or secret_env")
-        return None
-    if "secret_file" in t:
-        try:
-            raw = Path(str(t["secret_file"])).read_bytes().rstrip(b"\r\n")
-        except OSError as exc:
-            c.problem(f"{path}.secret_file", f"cannot read {t['secret_file']}: {exc.strerror}")
-            return None
-    elif "secret_env" in t:
-        val = env.get(str(t["secret_env"]))
-        if not val:
-            c.problem(f"{path}.secret_env", f"environment variable {t['secret_env']} is unset or empty")
-            return None
-        raw = val.encode()
-    else:
-        c.problem(path, "needs secret_file or secret_env")
-        return None
-    if len(raw) < MIN_SECRET_BYTES:
-        c.problem(path, f"secret too short: {len(raw)} bytes, need at least {MIN_SECRET_BYTES}")
-        return None
-    return raw
-
-
-def read_keyring(c: pc.Collector, path: str, t: dict[str, Any], env: Any) -> tuple[dict[str, bytes], str]:
-    """Read ``keys = [{kid, secret_file|secret_env}, ...]`` and ``signing_kid``."""
-    keys: dict[str, bytes] = {}
-    entries = t.get("keys")
-    if not isinstance(entries, list) or not entries:
-        c.problem(f"{path}.keys", "at least one key is required (generate one with `popgate keys generate`)")
-        return keys, ""
-    for i, entry in enumerate(entries):
-        p = f"{path}.keys[{i}]"
-        if not isinstance(entry, dict):
-            c.problem(p, "expected a table with kid and secret_file or secret_env")
-            continue
-        kid = entry.get("kid")
-        if not isinstance(kid, str) or not KID_RE.match(kid):
-            c.problem(f"{p}.kid", "required: 1-32 characters of A-Z a-z 0-9 _ -")
-            continue
-        if kid in keys:
-            c.problem(f"{p}.kid", f"duplicate key id {kid!r}")
-        secret = read_secret(c, p, entry, env)
-        if secret is not None:
-            keys[kid] = secret
-    signing = t.get("signing_kid", entries[0].get("kid") if isinstance(entries[0], dict) else "")
-    if isinstance(signing, str) and keys and signing not in keys:
-        c.problem(f"{path}.signing_kid", f"names no configured key: {signing!r}")
-    return keys, str(signing)
-
-
 def _sessions(c: pc.Collector, t: dict[str, Any], env: Any) -> Sessions | None:
     c.unknown_keys(
         "sessions", t, {"keys", "signing_kid", "ttl", "cookie_name", "cookie_secure", "subject_key"}
@@ -430,6 +385,7 @@ def _store(c: pc.Collector, t: dict[str, Any]) -> StoreConfig:
             f"redis+cluster://HOST:PORT[,HOST:PORT...]/, got {url!r}",
         )
     elif url.startswith(("redis+cluster://", "rediss+cluster://")):
+        # redis store URLs only: loads the redis client library
         from popgate.gateway.stores.redis import parse_cluster_url
 
         try:

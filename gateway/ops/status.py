@@ -31,6 +31,7 @@ from prometheus_client.samples import Sample
 
 from popgate.gateway.ops.metrics import Metrics
 from popgate.gateway.ops.metrics_files import flush
+from popgate.gateway.registry import Registry, Services
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Gauges that are a level per worker add up; these take the largest instead.
@@ -195,7 +196,7 @@ def _route_counter(metrics: Metrics) -> Counter:
     )
 
 
-def status_extension(gateway: Any, services: Any) -> None:
+def status_extension(registry: Registry, services: Services) -> None:
     """Register ``/status`` and ``/status.json`` on the admin app and count
     requests per policy rule (``popgate_route_requests_total``)."""
     metrics: Metrics = services.metrics
@@ -211,7 +212,7 @@ def status_extension(gateway: Any, services: Any) -> None:
             child = children[(rule, code)] = counter.labels(rule, f"{code}xx")
         child.inc()
 
-    gateway.observers.append(count)
+    registry.observers.append(count)
     page = (STATIC / "status.html").read_bytes()
 
     async def status_page(request: web.Request) -> web.Response:
@@ -227,5 +228,5 @@ def status_extension(gateway: Any, services: Any) -> None:
             headers={"Cache-Control": "no-store"},
         )
 
-    gateway.admin_routes.append(("GET", "/status", status_page))
-    gateway.admin_routes.append(("GET", "/status.json", status_json))
+    registry.admin_routes.append(("GET", "/status", status_page))
+    registry.admin_routes.append(("GET", "/status.json", status_json))

@@ -1,12 +1,30 @@
 """A collector that gathers every configuration problem with its key path.
 
 Validation never stops at the first problem: each check records what is
-wrong and where, and the caller raises once with the whole list.
+wrong and where, and the caller raises :class:`ConfigError` once with the
+whole list. Also the readers every table shares: secrets and key rings.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
+
+from popgate.verifiers.errors import VerificationError
+from popgate.verifiers.groth16 import parse_vk
+
+MIN_SECRET_BYTES = 32
+KID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` lists each with its path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -70,12 +88,6 @@ class Collector:
 def read_vk_file(c: Collector, where: str, path: str) -> Any:
     """A snarkjs verification key from ``path``, parsed once to check it; None
     (and a problem at ``where``) when it cannot be read or is not a key."""
-    import json
-    from pathlib import Path
-
-    from popgate.verifiers.errors import VerificationError
-    from popgate.verifiers.groth16 import parse_vk
-
     try:
         vk = json.loads(Path(path).read_text())
         parse_vk(vk)
@@ -87,3 +99,56 @@ def read_vk_file(c: Collector, where: str, path: str) -> Any:
     except VerificationError as exc:
         c.problem(where, f"{path}: not a valid key ({exc.detail})")
     return None
+
+
+def read_secret(c: Collector, path: str, t: dict[str, Any], env: Any) -> bytes | None:
+    """Read a secret named by ``secret_file`` or ``secret_env`` in table ``t``."""
+    if "secret" in t:
+        c.problem(f"{path}.secret", "inline secrets are not accepted: use secret_file or secret_env")
+        return None
+    if "secret_file" in t:
+        try:
+            raw = Path(str(t["secret_file"])).read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            c.problem(f"{path}.secret_file", f"cannot read {t['secret_file']}: {exc.strerror}")
+            return None
+    elif "secret_env" in t:
+        val = env.get(str(t["secret_env"]))
+        if not val:
+            c.problem(f"{path}.secret_env", f"environment variable {t['secret_env']} is unset or empty")
+            return None
+        raw = val.encode()
+    else:
+        c.problem(path, "needs secret_file or secret_env")
+        return None
+    if len(raw) < MIN_SECRET_BYTES:
+        c.problem(path, f"secret too short: {len(raw)} bytes, need at least {MIN_SECRET_BYTES}")
+        return None
+    return raw
+
+
+def read_keyring(c: Collector, path: str, t: dict[str, Any], env: Any) -> tuple[dict[str, bytes], str]:
+    """Read ``keys = [{kid, secret_file|secret_env}, ...]`` and ``signing_kid``."""
+    keys: dict[str, bytes] = {}
+    entries = t.get("keys")
+    if not isinstance(entries, list) or not entries:
+        c.problem(f"{path}.keys", "at least one key is required (generate one with `popgate keys generate`)")
+        return keys, ""
+    for i, entry in enumerate(entries):
+        p = f"{path}.keys[{i}]"
+        if not isinstance(entry, dict):
+            c.problem(p, "expected a table with kid and secret_file or secret_env")
+            continue
+        kid = entry.get("kid")
+        if not isinstance(kid, str) or not KID_RE.match(kid):
+            c.problem(f"{p}.kid", "required: 1-32 characters of A-Z a-z 0-9 _ -")
+            continue
+        if kid in keys:
+            c.problem(f"{p}.kid", f"duplicate key id {kid!r}")
+        secret = read_secret(c, p, entry, env)
+        if secret is not None:
+            keys[kid] = secret
+    signing = t.get("signing_kid", entries[0].get("kid") if isinstance(entries[0], dict) else "")
+    if isinstance(signing, str) and keys and signing not in keys:
+        c.problem(f"{path}.signing_kid", f"names no configured key: {signing!r}")
+    return keys, str(signing)

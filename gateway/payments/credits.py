@@ -27,13 +27,14 @@ from typing import Any
 
 from aiohttp import web
 
-from popgate.gateway.app import Services
 from popgate.gateway.errors import BadRequest, Forbidden, StoreFailure, Unauthorized
-from popgate.gateway.payments.fees import route_price
+from popgate.gateway.payments.charges import route_price, with_ways
 from popgate.gateway.payments.ledger import BadApiKey, check_api_key, key_id_of
 from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.decisions import Charge, Decision, WayOut
+from popgate.gateway.registry import Services
 from popgate.gateway.stores.base import StoreUnavailable, key
+from popgate.policies.model import Match
 from popgate.verifiers.paypercrawl import (
     CRAWLER_CHARGED,
     CRAWLER_ERROR,
@@ -97,8 +98,8 @@ class CreditsRail:
             )
         return ways
 
-    def challenge_way_out(self, ctx: Context) -> WayOut | None:
-        return self.ways_out(ctx, route_price(ctx) or 0)[0]
+    def challenge_way_out(self, ctx: Context, match: Match | None) -> WayOut | None:
+        return self.ways_out(ctx, route_price(ctx, match) or 0)[0]
 
     # -- keys --------------------------------------------------------------
     async def stored_hash(self, key_id: str, now: float) -> bytes | None:
@@ -198,8 +199,6 @@ class CreditsRail:
         log.error("refund of %s to %s (ref %s) failed: store unavailable", amount, account, ref)
 
     async def pay_with_key(self, ctx: Context, charge: Charge, api_key: str) -> Decision | None:
-        from popgate.gateway.payments.fees import with_ways
-
         account = await self.account_for_key(api_key, ctx.now)
         ref, bal = await self.debit(ctx, charge.price, account)
         if bal is None:
@@ -226,14 +225,12 @@ class CreditsRail:
     def _settled(self, ctx: Context, charge: Charge, account: str, rail: str) -> None:
         self.services.metrics.payments.labels(rail, "ok").inc()
         ctx.charged = charge.price
-        ctx.decision = None
+        ctx.charge = None
         if not ctx.subject:
             ctx.subject = account
 
     async def pay_crawl(self, ctx: Context, charge: Charge) -> Decision | None:
         """Pay-per-crawl: bill a verified crawler's account."""
-        from popgate.gateway.payments.fees import with_ways
-
         price = usd(charge.price)
         try:
             if ctx.klass != "verified-agent" or not ctx.subject:

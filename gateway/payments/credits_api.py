@@ -31,12 +31,12 @@ from typing import Any
 
 from aiohttp import web
 
-from popgate.gateway.app import Gateway, Services
 from popgate.gateway.errors import GatewayError
 from popgate.gateway.payments.credits import TOPUP_PATH, account_of_key
-from popgate.gateway.payments.ledger import issue_api_key
+from popgate.gateway.payments.ledger import bearer_key, issue_api_key
 from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.responses import error_response, problem
+from popgate.gateway.registry import Registry, Services
 from popgate.gateway.stores.base import StoreUnavailable, key
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.x402 import (
@@ -74,7 +74,7 @@ def _amount(body: dict[str, Any]) -> int:
 
 
 def register_credits_api(
-    gateway: Gateway, services: Services, meter: Any, x402: Any, credits: Any, enforcer: Any
+    registry: Registry, services: Services, meter: Any, x402: Any, credits: Any, enforcer: Any
 ) -> None:
     """Mount the admin routes and the top-up endpoint (where configured)."""
     store = services.store
@@ -203,7 +203,7 @@ def register_credits_api(
         )
 
     if token is not None:
-        gateway.admin_routes.extend(
+        registry.admin_routes.extend(
             [
                 ("POST", "/admin/credits/keys", admin(create_key)),
                 ("DELETE", "/admin/credits/keys/{key_id}", admin(revoke_key)),
@@ -215,7 +215,7 @@ def register_credits_api(
             ]
         )
     if credits is not None and x402 is not None:
-        gateway.endpoints[TOPUP_PATH] = _topup_endpoint(services, meter, x402, credits)
+        registry.endpoints[TOPUP_PATH] = _topup_endpoint(services, meter, x402, credits)
 
 
 def _topup_endpoint(services: Services, meter: Any, x402: Any, credits: Any) -> Any:
@@ -232,7 +232,6 @@ def _topup_endpoint(services: Services, meter: Any, x402: Any, credits: Any) -> 
             return error_response(request, exc)
 
     async def _topup(request: web.BaseRequest, ctx: Context) -> web.StreamResponse:
-        x402.ensure_worker()
         chosen = amounts
         if "amount" in request.query:
             try:
@@ -270,8 +269,6 @@ def _topup_endpoint(services: Services, meter: Any, x402: Any, credits: Any) -> 
 
         if payment is None:
             return ask()
-        from popgate.gateway.payments.ledger import bearer_key
-
         presented = bearer_key(request.headers.get("Authorization"))
         account = (await credits.account_for_key(presented, ctx.now)) if presented else None
         try:

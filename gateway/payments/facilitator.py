@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from popgate.gateway.stores.base import key
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.x402 import SettleResult
 
@@ -313,8 +314,6 @@ class SettlementQueue:
         max_attempts: int = 20,
         scan: int = 1000,
     ) -> None:
-        from popgate.gateway.stores.base import key
-
         self._key = key
         self._store, self._fac = store, facilitator
         self.backoff, self.backoff_max, self.lease = backoff, backoff_max, lease

@@ -1,8 +1,9 @@
 """The settlement worker: a background task that retries pending x402
 settlements kept in the store (:class:`gateway.payments.facilitator.SettlementQueue`).
 
-Started with the gateway (or on its first request when it was built outside
-a running loop) and stopped by ``services.cleanups``. Every gateway sharing
+A background task of the gateway: :meth:`SettlementWorker.start` runs with
+``Gateway.start()`` (server start-up), :meth:`SettlementWorker.stop` with
+``Gateway.close()``. Every gateway sharing
 a store runs one; per-attempt leases in the store keep two workers from
 settling the same record at once. A crash loses nothing: the records stay
 in the store until a facilitator gives a final answer. That includes a
@@ -47,6 +48,10 @@ class SettlementWorker:
             return False
         self._task = loop.create_task(self._run(), name="popgate-settlement")
         return True
+
+    async def start(self) -> None:
+        """Background task start (``Gateway.start()``)."""
+        self.ensure_started()
 
     async def run_once(self) -> list[tuple[int, str]]:
         """One pass over the due records; returns (id, outcome) pairs."""

@@ -41,8 +41,8 @@ from typing import Any
 
 from aiohttp import web
 
-from popgate.gateway.app import Services
 from popgate.gateway.errors import GatewayError, StoreFailure
+from popgate.gateway.payments.charges import route_price, with_ways
 from popgate.gateway.payments.facilitator import (
     DEBT_WINDOW,
     FacilitatorClient,
@@ -50,11 +50,12 @@ from popgate.gateway.payments.facilitator import (
     PendingSettlement,
     SettlementQueue,
 )
-from popgate.gateway.payments.fees import route_price
 from popgate.gateway.payments.settlement import SettlementWorker
 from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.decisions import Charge, Decision, WayOut
+from popgate.gateway.registry import Services
 from popgate.gateway.stores.base import StoreUnavailable, key
+from popgate.policies.model import Match
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.evm import CodeLookup, to_checksum_address
 from popgate.verifiers.x402 import (
@@ -135,9 +136,6 @@ class X402Rail:
     async def queue(self) -> SettlementQueue:
         return (await self._ready())[1]
 
-    def ensure_worker(self) -> None:
-        self.worker.ensure_started()
-
     async def close(self) -> None:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
@@ -187,9 +185,9 @@ class X402Rail:
             params["error"] = error
         return WayOut("pay", params, ((PAYMENT_REQUIRED, header),))
 
-    def challenge_way_out(self, ctx: Context) -> WayOut | None:
+    def challenge_way_out(self, ctx: Context, match: Match | None) -> WayOut | None:
         """Way-out provider for plain challenges (policy ways include ``pay``)."""
-        price = route_price(ctx)
+        price = route_price(ctx, match)
         return self.way_out(ctx, self.settings.price if price is None else price)
 
     # -- per request -------------------------------------------------------
@@ -333,8 +331,6 @@ class X402Rail:
 
     async def pay(self, ctx: Context, charge: Charge, payment: PaymentPayload) -> Decision | None:
         """Settle ``charge`` with ``payment``; None when paid (allowed)."""
-        from popgate.gateway.payments.fees import with_ways
-
         offers = self.offers(charge.price)
         try:
             paid = await self.verify(payment, offers, ctx.now)
@@ -381,7 +377,7 @@ class X402Rail:
         ctx.response_headers.append(("Cache-Control", "private"))
         self.services.metrics.payments.labels("x402", "ok").inc()
         ctx.charged = charge.price
-        ctx.decision = None
+        ctx.charge = None
         if not ctx.subject:
             ctx.subject = f"x402:{paid.payer.lower()}"
         await self.meter.record("x402", charge.route, f"x402:{paid.payer.lower()}", charge.price)

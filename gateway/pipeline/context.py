@@ -16,7 +16,8 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from popgate.gateway.http.headers import IPAddress, network_of
-from popgate.gateway.pipeline.decisions import Allow, Decision
+from popgate.gateway.pipeline.decisions import Allow, Charge, Decision
+from popgate.policies.model import Match
 
 
 @dataclass(slots=True)
@@ -31,13 +32,31 @@ class Attestation:
     extra: Any = None
 
 
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A store effect the policy stage decided on, for its enforcer to apply:
+    ``spend`` presented work once (claim ``spend_key`` for ``ttl`` seconds),
+    or take a ``throttle`` step for the matched rule."""
+
+    kind: str  # "spend" | "throttle"
+    spend_key: str = ""
+    ttl: float = 0.0
+
+
 class Context:
-    """Per-request state that flows through the stages."""
+    """Per-request state that flows through the stages.
+
+    Decisions travel in typed fields, not in ``evidence``: ``match`` (the
+    matched policy rule) and ``route``, ``charge`` (a Charge the Decide stage
+    left for the payment enforcers) and ``pending`` (the policy stage's own
+    store effect). ``evidence`` holds only what the schemes extracted.
+    """
 
     __slots__ = (
         "_network",
         "after_response",
         "attestations",
+        "charge",
         "charged",
         "client_ip",
         "consumed",
@@ -45,10 +64,13 @@ class Context:
         "evidence",
         "evidence_kind",
         "klass",
+        "match",
         "now",
+        "pending",
         "rejections",
         "request",
         "response_headers",
+        "route",
         "rule",
         "subject",
     )
@@ -71,6 +93,10 @@ class Context:
         self.response_headers: list[tuple[str, str]] = []
         self.after_response: list[Any] = []
         self.decision: Decision | None = None
+        self.match: Match | None = None  # the policy rule that matched (not set for allow)
+        self.route = ""  # the matched rule's route
+        self.charge: Charge | None = None  # left by Decide for the payment enforcers
+        self.pending: Pending | None = None  # the policy stage's spend or throttle
         self.consumed: set[str] | None = None  # request headers popgate used up: not forwarded
 
     @property

@@ -15,28 +15,42 @@ the action on this route, and answers:
 - ``charge`` → a :class:`~gateway.pipeline.decisions.Charge` for the payment enforcers;
 - ``throttle`` → a GCRA step in the store per subject or per network.
 
-The matched :class:`policies.model.Match` is left in
-``ctx.evidence["policy"]`` for way-out providers that need the route or price.
+The matched :class:`policies.model.Match` is left in ``ctx.match`` (and its
+route in ``ctx.route``); way-out providers are called with it.
 
 Without ``[policy] file`` the engine is not used: the ``[policy]`` per-class
 actions apply as in the core (no heuristics), and a challenge offers every way.
 :meth:`PolicyStage.reload` (SIGHUP) recompiles the file and swaps it in with
 one assignment; an invalid file is logged and the old policy kept.
+
+:func:`policy_extension` registers all of this (with the puzzle and hashcash
+schemes, the puzzle endpoints and the pressure monitor as a background task)
+from the already-validated ``[policy]``, ``[puzzle]`` and ``[difficulty]`` settings.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
 
 from popgate.gateway.errors import GatewayError
-from popgate.gateway.pipeline.context import Context
+from popgate.gateway.pipeline.challenge_page import html_challenge
+from popgate.gateway.pipeline.context import Context, Pending
 from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, Throttle, WayOut
 from popgate.gateway.pipeline.pressure import PressureMonitor
+from popgate.gateway.registry import PaymentProbe, Registry, Services, WayOutProvider
 from popgate.gateway.schemes import hashcash as hashcash_ev
-from popgate.gateway.schemes.puzzle import PuzzleOffer, WorkProof
+from popgate.gateway.schemes.hashcash import HashcashScheme
+from popgate.gateway.schemes.puzzle import (
+    SUBMIT,
+    WORKER,
+    PuzzleEndpoint,
+    PuzzleOffer,
+    PuzzleScheme,
+    WorkProof,
+    network_binder,
+    worker_script,
+)
 from popgate.gateway.stores.base import Store
 from popgate.gateway.stores.failure import FailurePolicy, GuardedClaims
 from popgate.policies.classify import bot_token, classify
@@ -44,10 +58,9 @@ from popgate.policies.difficulty import Difficulty
 from popgate.policies.engine import PolicyHolder
 from popgate.policies.loader import PolicyError
 from popgate.policies.model import ALLOW, WAYS, Action, Match, RequestView
+from popgate.verifiers.puzzle import PuzzleKeys
 
 log = logging.getLogger("popgate.policy")
-POLICY_KEY = "policy"
-_PENDING = "policy.pending"
 ALL_WAYS = WAYS
 # Kinds providers may use, mapped onto the policy's ways.
 _KIND_WAY = {"worldid": "prove", "zklogin": "prove", "oidc": "prove", "x402": "pay"}
@@ -72,7 +85,7 @@ class PolicyStage:
         *,
         holder: PolicyHolder | None,
         class_actions: dict[str, str],
-        providers: list[Callable[[Context], WayOut | None]],
+        providers: list[WayOutProvider],
         difficulty: Difficulty,
         puzzles: PuzzleOffer | None,
         hashcash_max_age: float | None,
@@ -80,10 +93,11 @@ class PolicyStage:
         store: Store,
         failure: FailurePolicy,
         monitor: PressureMonitor,
+        payment_present: PaymentProbe | None = None,
     ) -> None:
         self.holder = holder
         self.class_actions = {k: _core_action(v) for k, v in class_actions.items()}
-        self.providers = providers  # the gateway's list: colleagues append to it
+        self.providers = providers  # the registry's list: colleagues append to it
         self.difficulty = difficulty
         self.puzzles = puzzles
         self.hashcash_max_age = hashcash_max_age
@@ -92,8 +106,8 @@ class PolicyStage:
         self.failure = failure
         self.monitor = monitor
         self._sample = 0
-        # Set by the fee rails: does a request carry a payment they would take?
-        self.payment_present: Callable[[Any], bool] | None = None
+        # Asks the fee rails: does a request carry a payment they would take?
+        self.payment_present = payment_present
 
     # -- reload ---------------------------------------------------------
     def reload(self) -> bool:
@@ -126,8 +140,6 @@ class PolicyStage:
         return self.holder.current.match(view, ctx.klass, weight)
 
     def decide(self, ctx: Context) -> Decision | None:
-        if self.monitor.task is None:
-            self.monitor.ensure_started()
         m = self.match(ctx)
         ctx.rule = m.rule
         action = m.action
@@ -136,7 +148,7 @@ class PolicyStage:
             return None
         if ctx.klass in ("agent", "unknown"):
             self.difficulty.observe(ctx.network, ctx.now)
-        ctx.evidence[POLICY_KEY] = m
+        ctx.match, ctx.route = m, m.route
         if kind == "challenge":
             if self._satisfied(ctx, action, m.route):
                 return None
@@ -155,7 +167,7 @@ class PolicyStage:
                 return None
             return Charge(price=action.price, ways_out=self.ways_out(ctx, action, m.route), route=m.route)
         if kind == "throttle":
-            ctx.evidence[_PENDING] = ("throttle", m)
+            ctx.pending = Pending("throttle")
             return None
         if action.status in (0, 403):
             return Deny()
@@ -175,7 +187,7 @@ class PolicyStage:
                         ctx, action
                     )
                 if ok:
-                    ctx.evidence[_PENDING] = ("spend", proof, action, route)
+                    ctx.pending = Pending("spend", proof.spend_key, proof.ttl)
                     ctx.evidence_kind = proof.kind
                     return True
             elif (
@@ -197,8 +209,9 @@ class PolicyStage:
     def ways_out(self, ctx: Context, action: Action, route: str) -> tuple[WayOut, ...]:
         """Every accepted way out, in the order the rule lists them."""
         offered: dict[str, list[WayOut]] = {}
+        match = ctx.match
         for provider in self.providers:
-            w = provider(ctx)
+            w = provider(ctx, match)
             if w is not None:
                 offered.setdefault(_KIND_WAY.get(w.kind, w.kind), []).append(w)
         out: list[WayOut] = []
@@ -214,16 +227,16 @@ class PolicyStage:
     async def enforce(self, ctx: Context) -> Decision | None:
         """Spend presented work once; take a GCRA step for throttled routes;
         sample upstream latency for the pressure signal."""
-        pending = ctx.evidence.get(_PENDING) if ctx.evidence else None
-        if pending is not None:
-            if pending[0] == "spend":
-                _, proof, action, route = pending
-                won = await self.failure.guard("spend", self.store.claim(proof.spend_key, proof.ttl), True)
+        pending, m = ctx.pending, ctx.match
+        if pending is not None and m is not None:
+            if pending.kind == "spend":
+                won = await self.failure.guard(
+                    "spend", self.store.claim(pending.spend_key, pending.ttl), True
+                )
                 if not won:
                     ctx.evidence_kind = ""
-                    return Challenge(reason="replayed", ways_out=self.ways_out(ctx, action, route))
+                    return Challenge(reason="replayed", ways_out=self.ways_out(ctx, m.action, m.route))
             else:
-                m: Match = pending[1]
                 rate = m.action.rate
                 if rate is not None:
                     who = f"s:{ctx.subject}" if rate.per == "subject" and ctx.subject else f"n:{ctx.network}"
@@ -254,45 +267,28 @@ def _core_action(name: str) -> Match:
     return Match(Action("challenge", ways=ALL_WAYS), "default", "default")
 
 
-def policy_extension(gateway, services) -> None:  # type: ignore[no-untyped-def]
-    """Wire policy engine, puzzles, hashcash, difficulty and pressure into ``gateway``.
+def policy_extension(registry: Registry, services: Services) -> None:
+    """Register the policy engine, puzzles, hashcash, difficulty and pressure.
 
-    Reads ``[policy] file``, ``[puzzle]`` and ``[difficulty]``. Raises
-    ConfigError (every problem listed) when the policy file is invalid.
+    Uses the validated ``[policy] file`` (compiled by the config),
+    ``[puzzle]`` and ``[difficulty]`` settings.
     """
-    from popgate.gateway.ops.config import ConfigError
-    from popgate.gateway.pipeline.challenge_page import html_challenge
-    from popgate.gateway.pipeline.pressure import difficulty_config
-    from popgate.gateway.schemes.hashcash import HashcashScheme
-    from popgate.gateway.schemes.puzzle import (
-        SUBMIT,
-        WORKER,
-        PuzzleEndpoint,
-        PuzzleScheme,
-        network_binder,
-        worker_script,
-    )
-    from popgate.policies.loader import load
-    from popgate.verifiers.puzzle import PuzzleKeys
-
     config = services.config
-    difficulty = Difficulty(difficulty_config(config.raw.get("difficulty")))
+    features = config.features
+    difficulty = Difficulty(features.difficulty)
     monitor = PressureMonitor(difficulty, services.metrics)
-    services.cleanups.append(monitor.close)
+    registry.background.append(monitor)
     holder = None
-    if config.policy.file:
-        try:
-            holder = PolicyHolder(load(config.policy.file), config.policy.file)
-        except PolicyError as exc:
-            raise ConfigError([f"policy.file: {p}" for p in exc.problems]) from None
+    if features.policy is not None and config.policy.file:
+        holder = PolicyHolder(features.policy, config.policy.file)
     puzzles, max_age, bits = None, None, 16
     pz = config.puzzle
     if pz is not None:
         keys = PuzzleKeys(pz.keys, pz.signing_kid)
         bits = pz.bits
         puzzles = PuzzleOffer(keys, pz, difficulty, services.metrics)
-        gateway.schemes.append(PuzzleScheme(keys))
-        gateway.endpoints[SUBMIT] = PuzzleEndpoint(
+        registry.schemes.append(PuzzleScheme(keys))
+        registry.endpoints[SUBMIT] = PuzzleEndpoint(
             keys,
             pz,
             GuardedClaims(services.store, services.failure, "spend"),
@@ -304,13 +300,13 @@ def policy_extension(gateway, services) -> None:  # type: ignore[no-untyped-def]
         )
         if pz.hashcash:
             max_age = float(pz.hashcash_max_age)
-            gateway.schemes.append(HashcashScheme(max_age))
-    gateway.session_scheme.binders["net"] = network_binder()
-    gateway.endpoints[WORKER] = worker_script
+            registry.schemes.append(HashcashScheme(max_age))
+    registry.session.binders["net"] = network_binder()
+    registry.endpoints[WORKER] = worker_script
     stage = PolicyStage(
         holder=holder,
         class_actions=config.policy.actions,
-        providers=gateway.way_out_providers,
+        providers=registry.way_out_providers,
         difficulty=difficulty,
         puzzles=puzzles,
         hashcash_max_age=max_age,
@@ -318,9 +314,9 @@ def policy_extension(gateway, services) -> None:  # type: ignore[no-untyped-def]
         store=services.store,
         failure=services.failure,
         monitor=monitor,
+        payment_present=registry.carries_payment,
     )
-    gateway.policy.policy = stage
-    gateway.enforcers.append(stage.enforce)
-    gateway.html_challenge = html_challenge
-    gateway.reload = stage.reload
-    gateway.policy_stage = stage
+    registry.policy = stage
+    registry.enforcers.append(stage.enforce)
+    registry.html_challenge = html_challenge
+    registry.reload_hooks.append(stage.reload)

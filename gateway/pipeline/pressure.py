@@ -1,8 +1,9 @@
 """Load signals for adaptive puzzle difficulty, and the ``[difficulty]`` table.
 
 :class:`PressureMonitor` keeps a :class:`policies.difficulty.Pressure` up to
-date from a periodic task (every ``interval`` seconds, started lazily on the
-first request so building a gateway needs no running loop):
+date from a periodic task (every ``interval`` seconds), a background task of
+the gateway: :meth:`PressureMonitor.start` runs with ``Gateway.start()``
+(server start-up), :meth:`PressureMonitor.stop` with ``Gateway.close()``:
 
 - in-flight requests: read from the ``popgate_inflight_requests`` gauge the
   request handler already maintains (no extra work per request);
@@ -12,6 +13,9 @@ first request so building a gateway needs no running loop):
 
 Each tick also publishes ``popgate_puzzle_difficulty_bits{scope="global"}``:
 what an unverified client from a quiet network is asked right now.
+
+:func:`collect_difficulty` validates the ``[difficulty]`` table (called by
+the config loader, in the same pass as every other table).
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ import contextlib
 import logging
 from typing import Any
 
-from popgate.gateway.ops.config import ConfigError
 from popgate.gateway.ops.metrics import Metrics
+from popgate.gateway.ops.validation import Collector, ConfigError
 from popgate.policies.difficulty import Difficulty, DifficultyConfig, Pressure
 
 log = logging.getLogger("popgate.pressure")
@@ -39,19 +43,29 @@ _NUMBERS = (
 
 
 def difficulty_config(table: Any) -> DifficultyConfig:
-    """Build :class:`DifficultyConfig` from the ``[difficulty]`` table.
+    """Build :class:`DifficultyConfig` from the ``[difficulty]`` table; raises
+    ConfigError listing every problem (see :func:`collect_difficulty`)."""
+    problems: list[str] = []
+    got = collect_difficulty(Collector({}, problems), table)
+    if got is None:
+        raise ConfigError(problems)
+    return got
+
+
+def collect_difficulty(c: Collector, table: Any) -> DifficultyConfig | None:
+    """Validate the ``[difficulty]`` table; None after recording problems in ``c``.
 
     Keys: ``class_floor = {unknown = 16, agent = 16}``, ``ceiling``,
     ``free_rate`` (requests/s per network before rate bits), ``half_life``,
     ``in_flight_high``, ``loop_lag_high`` and ``upstream_latency_high``
-    (seconds), ``pressure_bits``, ``max_networks``. Raises ConfigError
-    listing every problem.
+    (seconds), ``pressure_bits``, ``max_networks``.
     """
     if table is None:
         return DifficultyConfig()
     problems: list[str] = []
     if not isinstance(table, dict):
-        raise ConfigError(["difficulty: expected a table"])
+        c.problem("difficulty", "expected a table")
+        return None
     defaults = DifficultyConfig()
     values: dict[str, Any] = {}
     for k, v in table.items():
@@ -79,7 +93,8 @@ def difficulty_config(table: Any) -> DifficultyConfig:
             return DifficultyConfig(**values)
         except ValueError as exc:
             problems.append(f"difficulty: {exc}")
-    raise ConfigError(problems)
+    c.problems.extend(problems)
+    return None
 
 
 class PressureMonitor:
@@ -104,6 +119,14 @@ class PressureMonitor:
         """Start the periodic task if it is not running (needs a running loop)."""
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run(), name="popgate-pressure")
+
+    async def start(self) -> None:
+        """Background task start (``Gateway.start()``)."""
+        self.ensure_started()
+
+    async def stop(self) -> None:
+        """Background task stop (``Gateway.close()``)."""
+        await self.close()
 
     def sample(self, lag: float) -> None:
         """One tick: fold in ``lag`` and the in-flight gauge, publish the global bits."""

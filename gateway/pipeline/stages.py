@@ -157,17 +157,19 @@ class ClassActions:
 
 class Decide:
     """Ask the current policy. A ``Charge`` does not stop the pipeline: it is
-    left in ``ctx.decision`` for the payment enforcers to settle."""
+    left in ``ctx.charge`` for the payment enforcers to settle.
 
-    __slots__ = ("holder",)
+    ``policy`` may be swapped at any time (one assignment: atomic)."""
 
-    def __init__(self, holder: Any) -> None:
-        self.holder = holder  # anything with .policy (swapped atomically on reload)
+    __slots__ = ("policy",)
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
 
     async def __call__(self, ctx: Context) -> Decision | None:
-        decision = self.holder.policy.decide(ctx)
+        decision = self.policy.decide(ctx)
         if isinstance(decision, Charge):
-            ctx.decision = decision
+            ctx.charge = decision
             return None
         return decision
 
@@ -179,7 +181,7 @@ class Enforce:
     """Atomic store effects of the decision (spends, debits, budgets).
 
     A payment enforcer that settles a pending ``Charge`` sets ``ctx.charged``
-    and ``ctx.decision = None``; a Charge nobody paid is answered with 402.
+    and ``ctx.charge = None``; a Charge nobody paid is answered with 402.
     """
 
     __slots__ = ("enforcers",)
@@ -192,6 +194,4 @@ class Enforce:
             decision = await enforce(ctx)
             if decision is not None:
                 return decision
-        if isinstance(ctx.decision, Charge):
-            return ctx.decision
-        return None
+        return ctx.charge

@@ -48,14 +48,14 @@ from typing import Any
 
 from aiohttp import web
 
-from popgate.gateway.app import Gateway, Services
 from popgate.gateway.errors import GatewayError
 from popgate.gateway.http.bodies import read_json_object
 from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.decisions import WayOut
 from popgate.gateway.pipeline.responses import problem
+from popgate.gateway.registry import Registry, Services
 from popgate.gateway.schemes.proofpool import ProofPool, service_pool
-from popgate.gateway.schemes.worldid_config import WorldIdSettings, parse_settings
+from popgate.gateway.schemes.worldid_config import WorldIdSettings
 from popgate.gateway.schemes.worldid_roots import (
     FileRoots,
     RedisSetRoots,
@@ -292,14 +292,11 @@ def root_source(s: WorldIdSettings, services: Services) -> RootSource:
     return StaticRoots(r.roots)
 
 
-def worldid_extension(gateway: Gateway, services: Services) -> None:
-    """Wire ``[worldid]``: endpoint, way out, pool. Absent table: off.
-
-    Raises ConfigError listing every problem in ``[worldid]``."""
-    raw = services.config.raw.get("worldid")
-    if raw is None:
+def worldid_extension(registry: Registry, services: Services) -> None:
+    """Wire the validated ``[worldid]``: endpoint, way out, pool. Absent table: off."""
+    s = services.config.features.worldid
+    if s is None:
         return
-    s = parse_settings(raw, services.config.store.url)
     pool = service_pool(
         services,
         s.vk_json,
@@ -310,5 +307,7 @@ def worldid_extension(gateway: Gateway, services: Services) -> None:
     )
     cloud = CloudVerifier(s.cloud_verify_url, s.cloud_timeout, services) if s.cloud_verify_url else None
     endpoint = WorldIdEndpoint(s, services, root_source(s, services), pool, cloud)
-    gateway.endpoints[ENDPOINT] = endpoint
-    gateway.way_out_providers.append(lambda ctx: WayOut("prove", offer(s, ctx.now, cloud is not None)))
+    registry.endpoints[ENDPOINT] = endpoint
+    registry.way_out_providers.append(
+        lambda ctx, match: WayOut("prove", offer(s, ctx.now, cloud is not None))
+    )

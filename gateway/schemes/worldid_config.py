@@ -37,8 +37,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from popgate.gateway.ops.config import ConfigError
-from popgate.gateway.ops.validation import Collector, read_vk_file
+from popgate.gateway.ops.validation import Collector, ConfigError, read_vk_file
 from popgate.verifiers.bn254.encoding import parse_uint
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.worldid import key_spec
@@ -201,9 +200,18 @@ def _roots(c: Collector, t: dict[str, Any], store_url: str) -> RootsSettings:
 def parse_settings(t: Any, store_url: str) -> WorldIdSettings:
     """Validate ``[worldid]``; raise ConfigError listing every problem."""
     problems: list[str] = []
+    settings = collect_settings(Collector({}, problems), t, store_url)
+    if settings is None:
+        raise ConfigError(problems)
+    return settings
+
+
+def collect_settings(c: Collector, t: Any, store_url: str) -> WorldIdSettings | None:
+    """Validate ``[worldid]``, recording every problem in ``c``; None when there were any."""
+    before = len(c.problems)
     if not isinstance(t, dict):
-        raise ConfigError(["worldid: expected a table"])
-    c = Collector(t, problems)
+        c.problem("worldid", "expected a table")
+        return None
     c.unknown_keys("worldid", t, KEYS)
     app_id = t.get("app_id")
     if not isinstance(app_id, str) or not app_id:
@@ -234,6 +242,4 @@ def parse_settings(t: Any, store_url: str) -> WorldIdSettings:
         cloud_verify_url=url,
         cloud_timeout=float(_num(c, t, "cloud_timeout", 10, 0.01, 120, integer=False)),
     )
-    if problems:
-        raise ConfigError(problems)
-    return settings
+    return None if len(c.problems) > before else settings

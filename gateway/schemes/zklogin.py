@@ -36,13 +36,13 @@ from typing import Any
 
 from aiohttp import web
 
-from popgate.gateway.app import Gateway, Services
 from popgate.gateway.errors import BadRequest, GatewayError, PayloadTooLarge
 from popgate.gateway.http.bodies import read_json_object
 from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.decisions import WayOut
 from popgate.gateway.pipeline.responses import problem
-from popgate.gateway.schemes.zklogin_config import ZkLoginSettings, parse_settings
+from popgate.gateway.registry import Registry, Services
+from popgate.gateway.schemes.zklogin_config import ZkLoginSettings
 from popgate.gateway.schemes.zklogin_proof import ProofExchange, proof_exchange, proofs_disabled, wants_proof
 from popgate.gateway.stores.base import key
 from popgate.verifiers.errors import VerificationError
@@ -339,15 +339,11 @@ def way_out(settings: ZkLoginSettings) -> WayOut:
     )
 
 
-def zklogin_extension(gateway: Gateway, services: Services) -> None:
-    """Wire ``[zklogin]``: endpoint, ``httpsig`` binder, way out. Absent table: off.
-
-    Raises ConfigError listing every problem in ``[zklogin]``.
-    """
-    raw = services.config.raw.get("zklogin")
-    if raw is None:
+def zklogin_extension(registry: Registry, services: Services) -> None:
+    """Wire the validated ``[zklogin]``: endpoint, ``httpsig`` binder, way out. Absent table: off."""
+    settings = services.config.features.zklogin
+    if settings is None:
         return
-    settings = parse_settings(raw)
     jwks = JwksCache(
         _LazySession(services),  # type: ignore[arg-type]  # duck-typed .get()
         refetch_interval=settings.jwks_refetch_interval,
@@ -367,10 +363,10 @@ def zklogin_extension(gateway: Gateway, services: Services) -> None:
     )
     epochs = settings.epoch_source(services)
     proofs = proof_exchange(settings, services, oidc, jwks, verifier)
-    gateway.endpoints[ENDPOINT] = ZkLoginEndpoint(settings, services, verifier, epochs, proofs)
-    gateway.session_scheme.binders[BINDING] = HttpsigBinder(settings, services)
+    registry.endpoints[ENDPOINT] = ZkLoginEndpoint(settings, services, verifier, epochs, proofs)
+    registry.session.binders[BINDING] = HttpsigBinder(settings, services)
     offer = way_out(settings)
-    gateway.way_out_providers.append(lambda ctx: offer)
+    registry.way_out_providers.append(lambda ctx, match: offer)
 
 
 class _LazySession:

@@ -39,8 +39,9 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from popgate.gateway.ops import validation as pc
-from popgate.gateway.ops.config import ConfigError, read_secret
+from popgate.gateway.ops.validation import ConfigError, read_secret
 from popgate.verifiers.errors import VerificationError
+from popgate.verifiers.groth16 import parse_vk
 from popgate.verifiers.jwks import ProviderConfig
 
 log = logging.getLogger("popgate.zklogin")
@@ -234,8 +235,16 @@ def _provider(c: pc.Collector, path: str, t: Any, allow_http: bool) -> ProviderC
 def parse_settings(raw: Any, env: Any = None) -> ZkLoginSettings:
     """Validate ``[zklogin]``; raise ConfigError with every problem."""
     problems: list[str] = []
-    c = pc.Collector({"zklogin": raw}, problems)
-    t = c.table("zklogin")
+    settings = collect_settings(pc.Collector({}, problems), raw, env)
+    if settings is None:
+        raise ConfigError(problems)
+    return settings
+
+
+def collect_settings(c: pc.Collector, raw: Any, env: Any = None) -> ZkLoginSettings | None:
+    """Validate ``[zklogin]``, recording every problem in ``c``; None when there were any."""
+    before = len(c.problems)
+    t = c.table("zklogin", {"zklogin": raw})
     env = os.environ if env is None else env
     c.unknown_keys(
         "zklogin",
@@ -285,8 +294,8 @@ def parse_settings(raw: Any, env: Any = None) -> ZkLoginSettings:
                     hmac.new(secret, b"popgate zklogin salt v1", hashlib.sha256).digest()[:16], "big"
                 )
     vk = _proof_key(c, t.get("proof_vk_file"))
-    if problems:
-        raise ConfigError(problems)
+    if len(c.problems) > before:
+        return None
     return ZkLoginSettings(
         providers=tuple(providers),
         epoch_mode=str(mode),
@@ -302,8 +311,6 @@ def _proof_key(c: pc.Collector, path: Any) -> dict[str, Any] | None:
     """``proof_vk_file``: a snarkjs key with one public input."""
     if path is None:
         return None
-    from popgate.verifiers.groth16 import parse_vk
-
     vk = pc.read_vk_file(c, "zklogin.proof_vk_file", str(path))
     if vk is not None and parse_vk(vk).n_public != 1:
         c.problem("zklogin.proof_vk_file", "a zkLogin key has exactly one public input")

@@ -30,8 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from popgate.gateway.app import Services
 from popgate.gateway.errors import BadRequest
+from popgate.gateway.registry import Services
 from popgate.gateway.schemes.proofpool import ProofPool, service_pool
 from popgate.gateway.schemes.zklogin_config import ZkLoginSettings
 from popgate.verifiers.errors import VerificationError

@@ -14,6 +14,7 @@ def open_store(url: str, *, timeout: float = 0.5) -> Store:
 
     Raises ValueError for any other scheme.
     """
+    # Only the configured backend is imported (redis needs the redis client library).
     if url.startswith("memory://"):
         from popgate.gateway.stores.memory import MemoryStore
 

@@ -10,6 +10,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from popgate.gateway.payments.ledger import LedgerModel
+from popgate.policies.ratelimit import gcra
+
 
 class MemoryStore:
     """Dict-backed :class:`~gateway.stores.base.Store`."""
@@ -79,8 +82,6 @@ class MemoryStore:
         self._data.pop(key, None)
 
     async def gcra(self, key: str, interval: float, burst: int, cost: int = 1) -> tuple[bool, float]:
-        from popgate.policies.ratelimit import gcra
-
         tat = self._live(key)
         now = self._clock()
         result = gcra(tat if isinstance(tat, float) else None, now, interval, burst, cost)
@@ -91,8 +92,6 @@ class MemoryStore:
     # Prepaid credits ledger: the reference model itself (atomic: no awaits).
     def _ledger_model(self) -> Any:
         if self._credits is None:
-            from popgate.gateway.payments.ledger import LedgerModel
-
             self._credits = LedgerModel()
         return self._credits
 

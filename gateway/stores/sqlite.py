@@ -25,6 +25,7 @@ from popgate.gateway.payments.ledger import (
     LedgerEntry,
 )
 from popgate.gateway.stores.base import StoreUnavailable
+from popgate.policies.ratelimit import gcra
 
 T = TypeVar("T")
 
@@ -199,8 +200,6 @@ class SQLiteStore:
         await self._run(op)
 
     async def gcra(self, key: str, interval: float, burst: int, cost: int = 1) -> tuple[bool, float]:
-        from popgate.policies.ratelimit import gcra
-
         def op(conn: sqlite3.Connection, now: float) -> tuple[bool, float]:
             row = self._row(conn, key, now)
             tat = float(row[1]) / 1e6 if row is not None and row[1] is not None else None

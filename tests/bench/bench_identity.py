@@ -185,6 +185,7 @@ async def gateway_rows(n: int) -> list[tuple[str, float, str]]:
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     from popgate.gateway.app import build_app
+    from popgate.gateway.extensions import default_extensions
     from popgate.gateway.ops.config import load_config
     from popgate.gateway.stores.memory import MemoryStore
     from popgate.verifiers.httpsig import content_digest
@@ -208,7 +209,7 @@ jwks_file = "{jwks}"
 jwk = {{ kty = "OKP", crv = "Ed25519", x = "{x}" }}
 """
     config = load_config(write_config(tmp, "http://127.0.0.1:9", extra=extra))
-    gw = build_app(config, store=MemoryStore(clock=time.time))
+    gw = build_app(config, store=MemoryStore(clock=time.time), extensions=default_extensions())
     now = time.time()
     eph = ed25519.Ed25519PrivateKey.generate()
     ext = b"\x00" + eph.public_key().public_bytes_raw()

@@ -29,6 +29,7 @@ class ChargePolicy:
 
 async def main(path: str, price: int) -> None:
     from popgate.gateway.app import build_app
+    from popgate.gateway.extensions import default_extensions
     from popgate.gateway.http.server import start
     from popgate.gateway.ops.config import load_config
     from popgate.gateway.ops.metrics import Metrics
@@ -36,7 +37,7 @@ async def main(path: str, price: int) -> None:
 
     config = load_config(path)
     store = open_store(config.store.url, timeout=config.store.timeout)
-    gateway = build_app(config, store=store, metrics=Metrics())
+    gateway = build_app(config, store=store, metrics=Metrics(), extensions=default_extensions())
     gateway.policy.policy = ChargePolicy(price)
     running = await start(config, gateway=gateway)
     stop = asyncio.Event()

@@ -33,6 +33,7 @@ async def test_readme_example_config_is_valid(monkeypatch):
     """The documented complete example loads (its secrets come from the environment)
     and builds a gateway with every extension on: each validates its own table, offline."""
     from popgate.gateway.app import build_app
+    from popgate.gateway.extensions import default_extensions
     from popgate.gateway.stores.memory import MemoryStore
 
     text = EXAMPLE.read_text()
@@ -50,7 +51,7 @@ async def test_readme_example_config_is_valid(monkeypatch):
     for table in ("difficulty", "worldid", "zklogin", "webbotauth", "x402", "credits"):
         assert table in cfg.raw, f"[{table}] missing from the example"
 
-    gw = build_app(cfg, store=MemoryStore())
+    gw = build_app(cfg, store=MemoryStore(), extensions=default_extensions())
     try:
         for path in ("session", "puzzle", "worldid", "zklogin", "credits/topup"):
             assert f"/.well-known/popgate/{path}" in gw.endpoints, path
@@ -59,9 +60,35 @@ async def test_readme_example_config_is_valid(monkeypatch):
         assert gw.session_scheme.binders.keys() >= {"net", "httpsig"}
         admin = {path for _, path, _ in gw.admin_routes}
         assert "/admin/credits/keys" in admin and "/admin/settlements" in admin
-        assert gw.policy_stage.holder is not None  # the policy file is in use
+        assert gw.policy.policy.holder is not None  # the policy file is in use
     finally:
         await gw.close()  # stops the World ID process pool and the settlement worker
+
+
+def test_feature_tables_reported_in_one_pass(tmp_path):
+    """Mistakes in three feature tables → one ConfigError from load_config naming all three key paths."""
+    path = write(
+        tmp_path,
+        """
+[server]
+upstream = "http://127.0.0.1:9"
+[sessions]
+keys = [{ kid = "k1", secret_env = "POPGATE_TEST_KEY" }]
+[difficulty]
+ceiling = -1
+[webbotauth]
+signature_window = "soon"
+allow_any_agent = true
+[x402]
+pay_to = "nope"
+facilitator = "https://facilitator.example"
+""",
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={"POPGATE_TEST_KEY": "k" * 32})
+    text = "\n".join(exc.value.problems)
+    for where in ("difficulty.ceiling", "webbotauth.signature_window", "x402.pay_to"):
+        assert where in text, (where, text)
 
 
 def test_all_problems_reported_together(tmp_path):

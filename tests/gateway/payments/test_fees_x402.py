@@ -267,6 +267,7 @@ async def test_restart_loses_no_settlement(tmp_path: Path, upstream, http):
 def test_config_problems_reported_with_key_paths(tmp_path: Path):
     """Every [x402]/[credits] problem is reported at start-up with its key path."""
     from popgate.gateway.app import build_app
+    from popgate.gateway.extensions import default_extensions
     from popgate.gateway.stores.memory import MemoryStore
 
     path = write_config(
@@ -288,7 +289,7 @@ topup_amounts = ["-1"]
 """,
     )
     with pytest.raises(ConfigError) as info:
-        build_app(load_config(path), store=MemoryStore())
+        build_app(load_config(path), store=MemoryStore(), extensions=default_extensions())
     text = "\n".join(info.value.problems)
     for p in (
         "x402.networks[1]",

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from popgate.gateway.app import build_app
+from popgate.gateway.extensions import default_extensions
 from popgate.gateway.ops.config import ConfigError, load_config
 from popgate.gateway.stores.memory import MemoryStore
 from tests.conftest import url_of
@@ -40,11 +41,11 @@ async def test_reload_swaps_policy_and_keeps_old_on_error(upstream, gateway_fact
 def test_invalid_policy_file_fails_start_up_with_every_problem(upstream, tmp_path):
     """A bad policy file stops start-up with each problem and its key path."""
     bad = '[default]\nall = "allow"\n[[rules]]\nname = "x"\nnetworks = ["10.0.0.0/33"]\naction = "nope"\n'
-    config = load_config(
-        write_config(tmp_path, "http://127.0.0.1:9", extra=puzzle_extra(tmp_path, policy=bad))
-    )
-    with pytest.raises(ConfigError) as exc:
-        build_app(config, store=MemoryStore())
+    with pytest.raises(ConfigError) as exc:  # raised by load_config: every table in one pass
+        config = load_config(
+            write_config(tmp_path, "http://127.0.0.1:9", extra=puzzle_extra(tmp_path, policy=bad))
+        )
+        build_app(config, store=MemoryStore(), extensions=default_extensions())
     text = str(exc.value)
     assert "rules[0].networks[0]" in text and "rules[0].action" in text
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from popgate.gateway.app import build_app
+from popgate.gateway.extensions import default_extensions
 from popgate.gateway.http.server import start
 from popgate.gateway.ops.config import load_config
 from popgate.gateway.ops.metrics import Metrics
@@ -36,7 +37,13 @@ class Clock:
 async def _gateway(tmp_path, upstream, clock, **kw):
     path = write_config(tmp_path, upstream, extra=puzzle_extra(tmp_path, **kw))
     config = load_config(path)
-    gw = build_app(config, store=MemoryStore(clock=clock), clock=clock, metrics=Metrics())
+    gw = build_app(
+        config,
+        store=MemoryStore(clock=clock),
+        clock=clock,
+        metrics=Metrics(),
+        extensions=default_extensions(),
+    )
     return await start(config, gateway=gw)
 
 
@@ -81,7 +88,12 @@ async def test_flood_from_one_network_does_not_raise_anothers_bits(upstream, htt
         server_extra='trusted_proxies = ["127.0.0.1/32"]',
     )
     config = load_config(path)
-    running = await start(config, gateway=build_app(config, store=MemoryStore(clock=clock), clock=clock))
+    running = await start(
+        config,
+        gateway=build_app(
+            config, store=MemoryStore(clock=clock), clock=clock, extensions=default_extensions()
+        ),
+    )
     try:
         flood = {**UA, "X-Forwarded-For": "203.0.113.9"}
         for _ in range(200):
@@ -98,7 +110,7 @@ async def test_pressure_adds_bits_for_unverified_clients(upstream, http, tmp_pat
     clock = Clock(NOW)
     running = await _gateway(tmp_path, upstream, clock, floor=8, pressure_bits=3)
     try:
-        stage = running.gateway.policy_stage
+        stage = running.gateway.policy.policy
         assert await _bits(http, running) == 8
         stage.monitor.sample(lag=0.5)  # what the periodic task measures under load
         assert await _bits(http, running) == 11
@@ -123,7 +135,7 @@ async def test_pressure_monitor_measures_loop_lag(upstream, http, tmp_path):
     running = await _gateway(tmp_path, upstream, clock, floor=8)
     try:
         await _bits(http, running)
-        monitor = running.gateway.policy_stage.monitor
+        monitor = running.gateway.policy.policy.monitor
         assert monitor.task is not None and not monitor.task.done()
         await asyncio.sleep(0.3)
         time.sleep(0.4)  # block the loop

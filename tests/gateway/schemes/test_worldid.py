@@ -123,6 +123,7 @@ async def test_rate_gate_before_pool(upstream, gateway_factory, http):
 def test_config_problems_are_all_reported(tmp_path):
     """Every [worldid] problem is listed with its key path, at start-up."""
     from popgate.gateway.app import build_app
+    from popgate.gateway.extensions import default_extensions
     from popgate.gateway.stores.memory import MemoryStore
 
     extra = (
@@ -130,9 +131,12 @@ def test_config_problems_are_all_reported(tmp_path):
         'key = "semaphore_v9:3"\nbogus = 1\n[worldid.roots]\nsource = "rpc"\n'
         'rpc_url = "ftp://x"\ncontract = "0x12"\n'
     )
-    config = load_config(write_config(tmp_path, "http://127.0.0.1:9", extra=extra))
-    with pytest.raises(ConfigError) as err:
-        build_app(config, store=MemoryStore())
+    with pytest.raises(ConfigError) as err:  # raised by load_config: every table in one pass
+        build_app(
+            load_config(write_config(tmp_path, "http://127.0.0.1:9", extra=extra)),
+            store=MemoryStore(),
+            extensions=default_extensions(),
+        )
     text = str(err.value)
     for path in (
         "worldid.app_id",
@@ -149,9 +153,14 @@ def test_config_problems_are_all_reported(tmp_path):
 
 def test_absent_table_means_off(tmp_path):
     from popgate.gateway.app import build_app
+    from popgate.gateway.extensions import default_extensions
     from popgate.gateway.stores.memory import MemoryStore
 
-    gw = build_app(load_config(write_config(tmp_path, "http://127.0.0.1:9")), store=MemoryStore())
+    gw = build_app(
+        load_config(write_config(tmp_path, "http://127.0.0.1:9")),
+        store=MemoryStore(),
+        extensions=default_extensions(),
+    )
     assert ENDPOINT not in gw.endpoints
 
 
