@@ -17,7 +17,7 @@ from tests.conftest import url_of
 from tests.gateway.schemes.puzzle_support import puzzle_extra, way
 from tests.gateway.schemes.test_zklogin import ENDPOINT as ZKLOGIN
 from tests.gateway.schemes.test_zklogin import Client as ZkClient
-from tests.gateway.schemes.test_zklogin import jwks_server, zk_config  # noqa: F401 (jwks_server: a fixture)
+from tests.gateway.schemes.test_zklogin import zk_config
 from tests.gateway.schemes.worldid_support import ENDPOINT as WORLDID
 from tests.gateway.schemes.worldid_support import body, worldid_toml
 
@@ -88,7 +88,7 @@ async def test_puzzle_solution_in_pieces_buys_a_session(upstream, gateway_factor
     assert data["token_type"] == "PoP"
 
 
-async def test_zklogin_exchange_in_pieces_buys_a_session(upstream, gateway_factory, jwks_server):  # noqa: F811
+async def test_zklogin_exchange_in_pieces_buys_a_session(upstream, gateway_factory, jwks_server):
     """A valid zkLogin exchange (a real RS256 id_token from the test's JWKS) sent in pieces gets
     its account session."""
     gw = await gateway_factory(upstream, extra=zk_config(jwks_server.url))
