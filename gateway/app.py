@@ -9,6 +9,7 @@ runs the pipeline and then proxies or answers.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,7 @@ from popgate.verifiers.session import SessionCodec
 log = logging.getLogger("popgate")
 Endpoint = Callable[[web.BaseRequest, Context], Awaitable[web.StreamResponse]]
 ENDPOINT_PREFIX = "/.well-known/popgate/"
+NO_PEER = ipaddress.IPv4Address(0)  # the peer of a request without an IP peer (unix socket, tests)
 
 
 @dataclass
@@ -116,8 +118,7 @@ class Gateway:
         return self.pipeline
 
     def context(self, request: web.BaseRequest) -> Context:
-        peer = parse_ip(request.remote or "") or parse_ip("0.0.0.0")
-        assert peer is not None
+        peer = parse_ip(request.remote or "") or NO_PEER
         if self.trusted:
             client = client_address(peer, request.headers.getall("X-Forwarded-For", ()), self.trusted)
         else:
@@ -136,7 +137,8 @@ class Gateway:
                 decision = "endpoint"
                 response = await self._endpoint(request, ctx)
             else:
-                assert self.pipeline is not None, "build_pipeline() was not called"
+                if self.pipeline is None:
+                    raise RuntimeError("build_pipeline() was not called")
                 verdict = await self.pipeline.run(ctx)
                 decision = verdict.kind
                 if isinstance(verdict, Allow):

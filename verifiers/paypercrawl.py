@@ -85,7 +85,8 @@ def format_price(amount: Decimal, currency: str = "USD") -> str:
         raise ValueError("price must be finite and >= 0")
     q = amount.normalize()
     exp = q.as_tuple().exponent
-    assert isinstance(exp, int)
+    if not isinstance(exp, int):  # "n", "N", "F": not finite
+        raise ValueError("price must be finite and >= 0")
     text = f"{q:.{max(2, -exp)}f}"
     return f"{currency} {text}"
 

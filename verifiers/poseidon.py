@@ -169,7 +169,8 @@ def poseidon(inputs: Sequence[int]) -> int:
         x = (x + c) % p
         x2 = x * x % p
         s.append(x2 * x2 % p * x % p)
-    return sum(map(mul, mds[0], s)) % p
+    out: int = sum(map(mul, mds[0], s)) % p
+    return out
 
 
 def poseidon_hash(inputs: Sequence[int]) -> int:

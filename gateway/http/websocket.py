@@ -70,7 +70,7 @@ class WebSocketProxy:
         client = web.WebSocketResponse(
             protocols=[upstream.protocol] if upstream.protocol else (), autoclose=False
         )
-        await client.prepare(request)  # type: ignore[arg-type]
+        await client.prepare(request)
         await asyncio.gather(_pump(client, upstream), _pump(upstream, client))
         return client
 

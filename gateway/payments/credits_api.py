@@ -83,7 +83,8 @@ def register_credits_api(
     def authorized(request: web.Request) -> bool:
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         presented = value.strip().encode() if scheme.lower() == "bearer" else b""
-        assert token is not None
+        if token is None:
+            return False  # no admin token configured: nobody is
         return hmac.compare_digest(presented, token)
 
     def admin(handler: Any) -> Any:

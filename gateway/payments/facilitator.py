@@ -28,12 +28,15 @@ import hmac
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.x402 import SettleResult
+
+if TYPE_CHECKING:
+    from popgate.gateway.stores.base import Store
 
 SETTLEMENT_PENDING = "settlement_pending"
 NONCE_ALREADY_USED = "invalid_exact_evm_nonce_already_used"
@@ -304,7 +307,7 @@ class SettlementQueue:
 
     def __init__(
         self,
-        store: Any,
+        store: Store,
         facilitator: FacilitatorClient | Any,
         *,
         backoff: float = 2.0,

@@ -175,7 +175,8 @@ class ZkLoginSettings:
             return None
         if self.current_epoch is not None:
             return FixedEpoch(self.current_epoch)
-        assert self.sui_rpc is not None
+        if self.sui_rpc is None:  # validation requires sui_rpc or current_epoch for epoch_mode "sui"
+            raise ValueError("zklogin: epoch_mode sui needs sui_rpc or current_epoch")
         return SuiRpcEpoch(
             self.sui_rpc,
             services,

@@ -29,40 +29,43 @@ class MemoryStore:
             return None
         return value
 
+    def _count(self, key: str) -> int | None:
+        """A live counter's value; a key holding anything else is not one (Redis: WRONGTYPE)."""
+        value = self._live(key)
+        if value is not None and not isinstance(value, int):
+            raise TypeError(f"{key!r} holds {type(value).__name__}, not a counter")
+        return value
+
     def _expiry(self, ttl: float | None) -> float | None:
         return None if ttl is None else self._clock() + ttl
 
     async def claim(self, key: str, ttl: float, limit: int = 1) -> bool:
-        count = self._live(key)
+        count = self._count(key)
         if count is None:
             self._data[key] = (1, self._expiry(ttl))
             return limit >= 1
-        assert isinstance(count, int)
         if count >= limit:
             return False
         self._data[key] = (count + 1, self._data[key][1])
         return True
 
     async def incr(self, key: str, amount: int, window: float) -> int:
-        count = self._live(key)
+        count = self._count(key)
         if count is None:
             self._data[key] = (amount, self._expiry(window))
             return amount
-        assert isinstance(count, int)
         self._data[key] = (count + amount, self._data[key][1])
         return count + amount
 
     async def debit(self, key: str, amount: int) -> int | None:
-        balance = self._live(key) or 0
-        assert isinstance(balance, int)
+        balance = self._count(key) or 0
         if balance < amount:
             return None
         self._data[key] = (balance - amount, None)
         return balance - amount
 
     async def credit(self, key: str, amount: int) -> int:
-        balance = self._live(key) or 0
-        assert isinstance(balance, int)
+        balance = self._count(key) or 0
         self._data[key] = (balance + amount, None)
         return balance + amount
 
