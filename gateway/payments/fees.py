@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from popgate.gateway.app import Gateway, Services
 from popgate.gateway.errors import BadRequest
@@ -60,6 +60,10 @@ from popgate.verifiers.errors import Malformed
 from popgate.verifiers.evm import parse_address
 from popgate.verifiers.paypercrawl import CRAWLER_EXACT_PRICE, CRAWLER_MAX_PRICE
 from popgate.verifiers.x402 import USDC, Asset, usd_to_atomic
+
+if TYPE_CHECKING:  # the rails import this module
+    from popgate.gateway.payments.credits import CreditsRail
+    from popgate.gateway.payments.x402 import X402Rail
 
 log = logging.getLogger("popgate.fees")
 RAILS = ("x402", "credits", "crawler")
@@ -275,7 +279,7 @@ class PaymentEnforcer:
 
     __slots__ = ("credits", "x402")
 
-    def __init__(self, x402: Any, credits: Any) -> None:
+    def __init__(self, x402: X402Rail | None, credits: CreditsRail | None) -> None:
         self.x402 = x402
         self.credits = credits
 

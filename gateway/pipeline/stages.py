@@ -135,6 +135,13 @@ class Policy(Protocol):
     def decide(self, ctx: Context) -> Decision | None: ...
 
 
+class PolicyHolder(Protocol):
+    """Anything with a ``policy`` (the gateway: swapped atomically on reload)."""
+
+    @property
+    def policy(self) -> Policy: ...
+
+
 class ClassActions:
     """The core's policy: one action per class (allow, challenge, deny).
 
@@ -161,8 +168,8 @@ class Decide:
 
     __slots__ = ("holder",)
 
-    def __init__(self, holder: Any) -> None:
-        self.holder = holder  # anything with .policy (swapped atomically on reload)
+    def __init__(self, holder: PolicyHolder) -> None:
+        self.holder = holder
 
     async def __call__(self, ctx: Context) -> Decision | None:
         decision = self.holder.policy.decide(ctx)
