@@ -112,9 +112,10 @@ def accept_offer(headers: Mapping[str, str], price: Decimal, currency: str = "US
     exact, cap = headers.get(CRAWLER_EXACT_PRICE), headers.get(CRAWLER_MAX_PRICE)
     if exact is not None and cap is not None:
         raise CrawlerPriceError("ConflictingPriceHeaders")
-    if exact is None and cap is None:
+    text = exact if exact is not None else cap
+    if text is None:
         raise CrawlerPriceError("MissingCrawlerPrice")
-    offered = parse_price(exact if exact is not None else cap)  # type: ignore[arg-type]
+    offered = parse_price(text)
     if offered.currency != currency:
         raise CrawlerPriceError("InvalidCrawlerPriceValue", f"currency {offered.currency}")
     if exact is not None and offered.amount != price:

@@ -305,8 +305,8 @@ def _proof_key(c: pc.Collector, path: Any) -> dict[str, Any] | None:
         return None
     from popgate.verifiers.groth16 import parse_vk
 
-    vk = pc.read_vk_file(c, "zklogin.proof_vk_file", str(path))
+    vk: dict[str, Any] | None = pc.read_vk_file(c, "zklogin.proof_vk_file", str(path))
     if vk is not None and parse_vk(vk).n_public != 1:
         c.problem("zklogin.proof_vk_file", "a zkLogin key has exactly one public input")
         return None
-    return vk  # type: ignore[no-any-return]
+    return vk

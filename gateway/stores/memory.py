@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from popgate.gateway.payments.ledger import LedgerEntry, LedgerModel
 
 
 class MemoryStore:
@@ -17,7 +20,7 @@ class MemoryStore:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._data: dict[str, tuple[object, float | None]] = {}
-        self._credits: Any = None
+        self._credits: LedgerModel | None = None
 
     def _live(self, key: str) -> object | None:
         item = self._data.get(key)
@@ -92,7 +95,7 @@ class MemoryStore:
         return result.allowed, result.retry_after
 
     # Prepaid credits ledger: the reference model itself (atomic: no awaits).
-    def _ledger_model(self) -> Any:
+    def _ledger_model(self) -> LedgerModel:
         if self._credits is None:
             from popgate.gateway.payments.ledger import LedgerModel
 
@@ -100,16 +103,16 @@ class MemoryStore:
         return self._credits
 
     async def debit_ledger(self, account: str, amount: int, ref: str, at: float) -> int | None:
-        return self._ledger_model().debit_ledger(account, amount, ref, at)  # type: ignore[no-any-return]
+        return self._ledger_model().debit_ledger(account, amount, ref, at)
 
     async def credit_ledger(self, account: str, amount: int, kind: str, ref: str, at: float) -> int:
-        return self._ledger_model().credit_ledger(account, amount, kind, ref, at)  # type: ignore[no-any-return]
+        return self._ledger_model().credit_ledger(account, amount, kind, ref, at)
 
-    async def ledger(self, account: str, since_seq: int = 0, limit: int = 1000) -> list[Any]:
-        return self._ledger_model().ledger(account, since_seq, limit)  # type: ignore[no-any-return]
+    async def ledger(self, account: str, since_seq: int = 0, limit: int = 1000) -> list[LedgerEntry]:
+        return self._ledger_model().ledger(account, since_seq, limit)
 
     async def balance(self, account: str) -> int:
-        return self._ledger_model().balance(account)  # type: ignore[no-any-return]
+        return self._ledger_model().balance(account)
 
     async def ping(self) -> None:
         return None

@@ -159,7 +159,8 @@ def _gen_mul(name: str, gshape: dict[int, str], params: str, one: bool = False) 
     lines.append("    return (" + ",".join(f"o{i}" for i in range(12)) + ")")
     scope: dict[str, Any] = {"P": P}
     exec("\n".join(lines), scope)  # noqa: S102 - trusted, generated above
-    return scope[name]  # type: ignore[no-any-return]
+    generated: Callable[..., Fp12] = scope[name]
+    return generated
 
 
 _FULL = {k: "fp2" for k in range(6)}
@@ -212,7 +213,8 @@ def _gen_sqr() -> Callable[[Fp12], Fp12]:
     lines.append("    return (" + ",".join(f"o{i}" for i in range(12)) + ")")
     scope: dict[str, Any] = {"P": P}
     exec("\n".join(lines), scope)  # noqa: S102 - trusted, generated above
-    return scope["f12_sqr"]  # type: ignore[no-any-return]
+    generated: Callable[[Fp12], Fp12] = scope["f12_sqr"]
+    return generated
 
 
 f12_sqr: Callable[[Fp12], Fp12] = _gen_sqr()
