@@ -5,7 +5,7 @@ STAMP   := $(VENV)/.installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: install system-deps run test bench bench-deps flood clean
+.PHONY: install system-deps run test lint typecheck bench bench-deps flood clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -39,7 +39,20 @@ run: install var/demo-session.key var/demo-puzzle.key
 	echo "popgate: http://127.0.0.1:8080  (admin: http://127.0.0.1:9090/metrics)"; \
 	$(PY) -m popgate.gateway run --config deploy/demo.toml
 
-test: install system-deps
+# ruff's rules and format (settings in pyproject.toml).
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# mypy --strict over the popgate.* namespace: the folders install under popgate/ only
+# through package-dir, so mypy reads them through a symlink tree (under the venv: git ignores it).
+TYPECHECK := $(VENV)/typecheck
+typecheck: install
+	@mkdir -p $(TYPECHECK)/popgate
+	@for p in gateway verifiers policies; do ln -sfn $(CURDIR)/$$p $(TYPECHECK)/popgate/$$p; done
+	cd $(TYPECHECK) && $(abspath $(VENV))/bin/mypy --strict -p popgate
+
+test: install system-deps lint typecheck
 	$(VENV)/bin/pytest
 
 # wrk drives the proxies, nginx is the reference; both from apt when missing.

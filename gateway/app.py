@@ -11,6 +11,7 @@ request handler that runs the pipeline and then proxies or answers, and a
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +39,7 @@ from popgate.verifiers.session import SessionCodec
 
 log = logging.getLogger("popgate")
 ENDPOINT_PREFIX = "/.well-known/popgate/"
+NO_PEER = ipaddress.IPv4Address(0)  # the peer of a request without an IP peer (unix socket, tests)
 
 
 class Gateway:
@@ -104,8 +106,7 @@ class Gateway:
         )
 
     def context(self, request: web.BaseRequest) -> Context:
-        peer = parse_ip(request.remote or "") or parse_ip("0.0.0.0")
-        assert peer is not None
+        peer = parse_ip(request.remote or "") or NO_PEER
         if self.trusted:
             client = client_address(peer, request.headers.getall("X-Forwarded-For", ()), self.trusted)
         else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import time
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any
+from typing import Any, ClassVar
 
 import gevent
 from locust import between, task
@@ -237,7 +237,7 @@ class Sybil(Attacker):
     net_octet = 9
     copies = 5
 
-    sessions: dict[str, int] = {}  # credential → sessions it bought, over the whole run
+    sessions: ClassVar[dict[str, int]] = {}  # credential → sessions it bought, over the whole run
 
     def many(
         self, kind: str, method: str, path: str, label: str, bodies: list[Any], credential: str | None = None

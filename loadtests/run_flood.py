@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import subprocess
@@ -83,7 +84,7 @@ class Scraper(threading.Thread):
         except OSError:
             return None
         reqs = sum(v for _l, v in m.get("popgate_requests_total", []))
-        bits = {l.get("scope", ""): v for l, v in m.get("popgate_puzzle_difficulty_bits", [])}
+        bits = {labels.get("scope", ""): v for labels, v in m.get("popgate_puzzle_difficulty_bits", [])}
         return {"t": time.time() - self.t0, "requests": reqs, "bits": bits, "metrics": m}
 
     def run(self) -> None:
@@ -178,7 +179,7 @@ def plot(samples: list[dict[str, Any]], path: Path) -> bool:
         return False
     ts = [s["t"] for s in samples[1:]]
     rate = [
-        (b["requests"] - a["requests"]) / max(b["t"] - a["t"], 1e-6) for a, b in zip(samples, samples[1:])
+        (b["requests"] - a["requests"]) / max(b["t"] - a["t"], 1e-6) for a, b in itertools.pairwise(samples)
     ]
     scopes = sorted({k for s in samples for k in s["bits"]})
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -288,12 +289,14 @@ def report(
             f"{pz.get('seconds', 0):.1f} s of CPU, {pz.get('requests_through', 0):.0f} requests through: "
             f"**{pz.get('hashes_per_request') or 0:,.0f} hashes and "
             f"{pz.get('solve_ms_per_request') or 0:.1f} ms of CPU per request**. "
-            f"Bits seen: {pz.get('bits_seen')}. Priced out: {summary.get('notes', {}).get('puzzle_priced_out', 0)}."
+            f"Bits seen: {pz.get('bits_seen')}. "
+            f"Priced out: {summary.get('notes', {}).get('puzzle_priced_out', 0)}."
         )
     bits = [b for s in samples for b in s["bits"].values()]
     if bits:
         L.append(
-            f"\nDifficulty offered (popgate_puzzle_difficulty_bits, scraped every {args.scrape_interval:g} s): "
+            "\nDifficulty offered (popgate_puzzle_difficulty_bits, "
+            f"scraped every {args.scrape_interval:g} s): "
             f"min {min(bits):.0f}, max {max(bits):.0f} bits."
         )
     if plotted:
@@ -329,7 +332,8 @@ def main() -> int:
     try:
         scraper.start()
         print(
-            f"flood: locust, {args.duration} s, shape {args.shape}, peak {args.users} users → {stack.base_url}"
+            f"flood: locust, {args.duration} s, shape {args.shape}, "
+            f"peak {args.users} users → {stack.base_url}"
         )
         code = run_locust(stack, out, args)
         scraper.stop.set()

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -382,7 +383,7 @@ class WebBotAuthSigner:
 
         from popgate.verifiers.httpsig import jwk_thumbprint
 
-        jwk = json.loads(open(jwk_file, encoding="utf-8").read())
+        jwk = json.loads(Path(jwk_file).read_text(encoding="utf-8"))
         d = base64.urlsafe_b64decode(jwk["d"] + "=" * (-len(jwk["d"]) % 4))
         self.key = ed25519.Ed25519PrivateKey.from_private_bytes(d)
         self.keyid = jwk_thumbprint({k: jwk[k] for k in ("kty", "crv", "x")})
@@ -447,7 +448,7 @@ class ZkLoginWallet:
         from cryptography.hazmat.primitives.asymmetric import ed25519
 
         self.s, self.sub = s, sub
-        self.idp = serialization.load_pem_private_key(open(s.idp_key, "rb").read(), None)
+        self.idp = serialization.load_pem_private_key(Path(s.idp_key).read_bytes(), None)
         self.key = ed25519.Ed25519PrivateKey.generate()
         self.ext = b"\x00" + self.key.public_key().public_bytes_raw()
         self.max_epoch = int(time.time()) + 3600

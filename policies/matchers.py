@@ -58,7 +58,7 @@ def compile_checks(p: Problems, where: str, r: dict[str, Any]) -> tuple[Check, .
     checks: list[Check] = []
     if "methods" in r:
         methods = frozenset(m.upper() for m in _strings(p, f"{where}.methods", r["methods"]))
-        checks.append(lambda q, ms=methods: q.view.method in ms)
+        checks.append(_method_check(methods))
     path = _path_check(p, where, r)
     if path is not None:
         checks.append(path)
@@ -67,14 +67,14 @@ def compile_checks(p: Problems, where: str, r: dict[str, Any]) -> tuple[Check, .
         body = "|".join(glob_to_regex(h.lower(), ".") for h in hosts)
         rx = _regex(p, f"{where}.host", f"(?:{body})\\Z")
         if rx is not None:
-            checks.append(lambda q, m=rx.match: m(q.host) is not None)
+            checks.append(_host_check(rx))
     if "user_agent" in r:
         ua = r["user_agent"]
         rx = _regex(p, f"{where}.user_agent", ua) if isinstance(ua, str) else None
         if not isinstance(ua, str):
             p.add(f"{where}.user_agent", f"expected a regex string, got {ua!r}")
         if rx is not None:
-            checks.append(lambda q, s=rx.search: s(q.view.user_agent) is not None)
+            checks.append(_user_agent_check(rx))
     checks.extend(_header_checks(p, where, r))
     if "declared_agent" in r:
         globs = _strings(p, f"{where}.declared_agent", r["declared_agent"])
@@ -85,11 +85,7 @@ def compile_checks(p: Problems, where: str, r: dict[str, Any]) -> tuple[Check, .
             re.IGNORECASE,
         )
         if rx is not None:
-            checks.append(
-                lambda q, m=rx.match: (
-                    q.view.declared_agent is not None and m(q.view.declared_agent) is not None
-                )
-            )
+            checks.append(_declared_agent_check(rx))
     if "networks" in r:
         net = _network_check(p, f"{where}.networks", r["networks"])
         if net is not None:
@@ -136,15 +132,40 @@ def _header_checks(p: Problems, where: str, r: dict[str, Any]) -> list[Check]:
         if not isinstance(pattern, str):
             p.add(f"{where}.headers.{name}", f"expected a regex string, got {pattern!r}")
         if rx is not None:
-            checks.append(
-                lambda q, n=name.lower(), s=rx.search: (
-                    (v := q.view.headers.get(n)) is not None and s(v) is not None
-                )
-            )
+            checks.append(_header_check(name.lower(), rx))
     if "headers_absent" in r:
         names = tuple(n.lower() for n in _strings(p, f"{where}.headers_absent", r["headers_absent"]))
-        checks.append(lambda q, ns=names: any(q.view.headers.get(n) is None for n in ns))
+        checks.append(_headers_absent_check(names))
     return checks
+
+
+# One factory per predicate: each binds its own values (a lambda in a loop would not).
+def _method_check(methods: frozenset[str]) -> Check:
+    return lambda q: q.view.method in methods
+
+
+def _host_check(rx: re.Pattern[str]) -> Check:
+    m = rx.match
+    return lambda q: m(q.host) is not None
+
+
+def _user_agent_check(rx: re.Pattern[str]) -> Check:
+    s = rx.search
+    return lambda q: s(q.view.user_agent) is not None
+
+
+def _declared_agent_check(rx: re.Pattern[str]) -> Check:
+    m = rx.match
+    return lambda q: q.view.declared_agent is not None and m(q.view.declared_agent) is not None
+
+
+def _header_check(name: str, rx: re.Pattern[str]) -> Check:
+    s = rx.search
+    return lambda q: (v := q.view.headers.get(name)) is not None and s(v) is not None
+
+
+def _headers_absent_check(names: tuple[str, ...]) -> Check:
+    return lambda q: any(q.view.headers.get(n) is None for n in names)
 
 
 def _network_check(p: Problems, where: str, value: Any) -> Check | None:
@@ -165,7 +186,7 @@ def _network_check(p: Problems, where: str, value: Any) -> Check | None:
 
     def check(q: Req) -> bool:
         ver, ip = q.ip_version, q.ip_int
-        for v, shift, prefixes in table:
+        for v, shift, prefixes in table:  # noqa: SIM110 - per request: a loop is faster than any(genexpr)
             if v == ver and ip >> shift in prefixes:
                 return True
         return False

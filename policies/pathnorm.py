@@ -4,9 +4,10 @@ The normalized form is what a typical upstream resolves a path to, so a rule
 on ``/admin/**`` also catches ``//admin``, ``/x/../admin``, ``/%61dmin`` and
 ``/%2e%2e/admin``:
 
-1. a ``%`` that starts no valid escape becomes ``%25``; percent-escapes of *unreserved* characters (``A-Z a-z 0-9 - . _ ~``) are
-   decoded; every other escape is kept, with upper-case hex (``%2f`` → ``%2F``:
-   an encoded slash stays data, as RFC 3986 says);
+1. a ``%`` that starts no valid escape becomes ``%25``; percent-escapes of
+   *unreserved* characters (``A-Z a-z 0-9 - . _ ~``) are decoded; every other
+   escape is kept, with upper-case hex (``%2f`` → ``%2F``: an encoded slash
+   stays data, as RFC 3986 says);
 2. runs of ``/`` collapse to one;
 3. ``.`` and ``..`` segments are removed (RFC 3986 §5.2.4; ``..`` never climbs
    above the root);
@@ -53,12 +54,9 @@ def normalize_path(raw: str) -> str:
         raw = "/" + raw
     if "%" not in raw and "//" not in raw and "/." not in raw:
         return raw
-    if "%" in raw:
-        # A '%' that starts no escape is a literal percent: spell it %25 first, so
-        # decoding can never assemble a new escape ("%a%41" must not become "%aA").
-        path = _ESCAPE.sub(_unescape, _STRAY.sub("%25", raw))
-    else:
-        path = raw
+    # A '%' that starts no escape is a literal percent: spell it %25 first, so
+    # decoding can never assemble a new escape ("%a%41" must not become "%aA").
+    path = _ESCAPE.sub(_unescape, _STRAY.sub("%25", raw)) if "%" in raw else raw
     path = _SLASHES.sub("/", path)
     if "/." in path:
         path = remove_dot_segments(path)

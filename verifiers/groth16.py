@@ -28,7 +28,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from popgate.verifiers.bn254.curve import (
     G1Point,
@@ -207,17 +207,24 @@ def proof_from_packed(words: Sequence[Any]) -> Proof:
     return Proof(a, b, c)
 
 
+_Point = TypeVar("_Point", G1Point, G2Point)
+
+
 def proof_from_compressed(words: Sequence[Any]) -> Proof:
     """``uint256[4] = [A.x<<1|sA, B.x.c1, B.x.c0<<2|hint<<1|sB, C.x<<1|sC]`` (gnark /
     World ID / Semaphore v4 ``compressProof``)."""
     w = [parse_uint(v, f"compressed[{i}]") for i, v in enumerate(seq(words, 4, "compressed proof"))]
     a, b, c = g1_decompress(w[0]), g2_decompress(w[2], w[1]), g1_decompress(w[3])
-    for name, pt in (("A", a), ("B", b), ("C", c)):
-        if pt is None:
-            raise InvalidProof(detail=f"{name} is the point at infinity")
-        if pt is False:
-            raise InvalidProof(detail=f"{name} does not decompress to a curve point")
-    return Proof(a, b, c)  # type: ignore[arg-type]
+    return Proof(_decompressed("A", a), _decompressed("B", b), _decompressed("C", c))
+
+
+def _decompressed(name: str, pt: _Point | bool | None) -> _Point:
+    """A decompressed point, or InvalidProof for infinity (None) and no point (False)."""
+    if pt is None:
+        raise InvalidProof(detail=f"{name} is the point at infinity")
+    if isinstance(pt, bool):
+        raise InvalidProof(detail=f"{name} does not decompress to a curve point")
+    return pt
 
 
 _ABI8 = re.compile(r"0x[0-9a-fA-F]{512}")

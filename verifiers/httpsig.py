@@ -27,7 +27,7 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from cryptography.exceptions import InvalidSignature
@@ -128,7 +128,7 @@ class ResponseView:
     body: bytes | None = None
 
 
-View = Union[RequestView, ResponseView]
+View = RequestView | ResponseView
 
 
 def _authority(url: str) -> str:
@@ -188,9 +188,10 @@ def component_value(view: View, comp: Item) -> str:
     if not values:
         raise VerificationError("missing_component", f"header {name} absent")
     if "key" in params:
-        member = parse_dictionary(", ".join(values)).get(str(params["key"]))
+        member_key = str(params["key"])
+        member = parse_dictionary(", ".join(values)).get(member_key)
         if member is None:
-            raise VerificationError("missing_component", f"{name} has no member {params['key']}")
+            raise VerificationError("missing_component", f"{name} has no member {member_key}")
         return serialize_member(member)
     if params.get("bs") is True:
         return ", ".join(":" + base64.b64encode(v.encode("latin-1")).decode() + ":" for v in values)

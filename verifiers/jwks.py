@@ -205,12 +205,14 @@ class JwksCache:
     def _static(provider: ProviderConfig) -> Any:
         if provider.jwks is not None:
             return provider.jwks
-        assert provider.jwks_file is not None
+        if provider.jwks_file is None:
+            raise RuntimeError(f"provider {provider.issuer!r} has no static JWKS")
         return json.loads(Path(provider.jwks_file).read_text(encoding="utf-8"))
 
     async def _fetch(self, provider: ProviderConfig, entry: _Entry, now: float) -> None:
         """Refresh ``entry``; on any failure keep the old set (stale rules apply)."""
-        assert provider.jwks_url is not None
+        if provider.jwks_url is None:
+            raise RuntimeError(f"provider {provider.issuer!r} has no JWKS URL")
         if self._session is None:
             raise VerificationError("jwks_unavailable", "no HTTP session for JWKS fetches")
         entry.last_fetch = now
@@ -221,7 +223,8 @@ class JwksCache:
             entry.finished += 1
 
     async def _fetch_once(self, provider: ProviderConfig, entry: _Entry, now: float) -> None:
-        assert provider.jwks_url is not None and self._session is not None
+        if provider.jwks_url is None or self._session is None:  # _fetch checks both
+            raise RuntimeError("JWKS fetch without a URL or an HTTP session")
         try:
             async with self._session.get(
                 provider.jwks_url,

@@ -39,7 +39,8 @@ __all__ = ["OidcClaims", "OidcVerifier", "decode_segment", "parse_header"]
 
 MAX_TOKEN_BYTES = 16 * 1024
 _FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "crit"})
-_KEY_TYPES: dict[str, tuple[type, ...]] = {
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+_KEY_TYPES: dict[str, tuple[type[PublicKey], ...]] = {
     "RS": (rsa.RSAPublicKey,),
     "PS": (rsa.RSAPublicKey,),
     "ES": (ec.EllipticCurvePublicKey,),

@@ -85,7 +85,8 @@ def format_price(amount: Decimal, currency: str = "USD") -> str:
         raise ValueError("price must be finite and >= 0")
     q = amount.normalize()
     exp = q.as_tuple().exponent
-    assert isinstance(exp, int)
+    if not isinstance(exp, int):  # "n", "N", "F": not finite
+        raise ValueError("price must be finite and >= 0")
     text = f"{q:.{max(2, -exp)}f}"
     return f"{currency} {text}"
 
@@ -111,9 +112,10 @@ def accept_offer(headers: Mapping[str, str], price: Decimal, currency: str = "US
     exact, cap = headers.get(CRAWLER_EXACT_PRICE), headers.get(CRAWLER_MAX_PRICE)
     if exact is not None and cap is not None:
         raise CrawlerPriceError("ConflictingPriceHeaders")
-    if exact is None and cap is None:
+    text = exact if exact is not None else cap
+    if text is None:
         raise CrawlerPriceError("MissingCrawlerPrice")
-    offered = parse_price(exact if exact is not None else cap)  # type: ignore[arg-type]
+    offered = parse_price(text)
     if offered.currency != currency:
         raise CrawlerPriceError("InvalidCrawlerPriceValue", f"currency {offered.currency}")
     if exact is not None and offered.amount != price:

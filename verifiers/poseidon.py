@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from functools import cache, lru_cache
 from operator import mul
 from pathlib import Path
+from typing import TypedDict
 
 __all__ = ["R", "poseidon", "poseidon_hash"]
 
@@ -32,10 +33,18 @@ _DATA = Path(__file__).parent / "data" / "poseidon_bn254.json.gz"
 _ROUNDS_F = 8
 
 
+class _RawParams(TypedDict):
+    """circomlib's constants per width t = 2..17, hex strings, index t - 2."""
+
+    rounds_p: list[int]
+    C: list[list[str]]
+    M: list[list[list[str]]]
+
+
 @lru_cache(maxsize=1)
-def _raw() -> dict[str, object]:
+def _raw() -> _RawParams:
     with gzip.open(_DATA, "rt", encoding="ascii") as f:
-        data: dict[str, object] = json.load(f)
+        data: _RawParams = json.load(f)
     return data
 
 
@@ -84,9 +93,9 @@ def _params(t: int) -> _Params:
     plain permutation; the test vectors check that.
     """
     raw = _raw()
-    rounds_p: int = raw["rounds_p"][t - 2]  # type: ignore[index]
-    flat = [int(x, 16) for x in raw["C"][t - 2]]  # type: ignore[index]
-    mds = [[int(x, 16) for x in row] for row in raw["M"][t - 2]]  # type: ignore[index]
+    rounds_p = raw["rounds_p"][t - 2]
+    flat = [int(x, 16) for x in raw["C"][t - 2]]
+    mds = [[int(x, 16) for x in row] for row in raw["M"][t - 2]]
     n_rounds = _ROUNDS_F + rounds_p
     if len(flat) != n_rounds * t or len(mds) != t:
         raise RuntimeError("poseidon constants have the wrong shape")
@@ -169,7 +178,8 @@ def poseidon(inputs: Sequence[int]) -> int:
         x = (x + c) % p
         x2 = x * x % p
         s.append(x2 * x2 % p * x % p)
-    return sum(map(mul, mds[0], s)) % p
+    out: int = sum(map(mul, mds[0], s)) % p
+    return out
 
 
 def poseidon_hash(inputs: Sequence[int]) -> int:

@@ -123,8 +123,8 @@ def network_of(ip: IPAddress | str, v4_prefix: int = 24, v6_prefix: int = 64) ->
     ValueError for a string that is not an IP address.
     """
     addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
-    if addr.version == 6 and addr.ipv4_mapped is not None:  # type: ignore[union-attr]
-        addr = addr.ipv4_mapped  # type: ignore[union-attr]
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
     if addr.version == 4:
         masked = int(addr) >> (32 - v4_prefix) << (32 - v4_prefix)
         return f"{ipaddress.IPv4Address(masked)}/{v4_prefix}"
@@ -173,14 +173,14 @@ def issue(
         "s": scope,
         "b": bits,
         "k": subs,
-        "x": int(now) + ttl,
+        "x": (expires := int(now) + ttl),
         "r": _b64e(rand if rand is not None else os.urandom(16)),
     }
     payload = _b64e(json.dumps(body, separators=(",", ":")).encode())
     kid = keys.signing_kid
     signed = f"{PREFIX}.{kid}.{payload}"
     mac = _mac(keys.keys[kid], signed)
-    return Challenge(f"{signed}.{mac}", kid, network, scope, bits, subs, body["x"], mac)
+    return Challenge(f"{signed}.{mac}", kid, network, scope, bits, subs, expires, mac)
 
 
 def parse_solution(value: str) -> tuple[str, tuple[str, ...]]:

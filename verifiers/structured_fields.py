@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 from popgate.verifiers.errors import Malformed
 
@@ -45,7 +45,7 @@ class Token(str):
     __slots__ = ()
 
 
-BareItem = Union[int, float, str, bytes, bool, Token]
+BareItem = int | float | str | bytes | bool | Token
 
 
 class Item(NamedTuple):
@@ -58,7 +58,7 @@ class InnerList(NamedTuple):
     params: dict[str, BareItem]
 
 
-Member = Union[Item, InnerList]
+Member = Item | InnerList
 
 _B64 = re.compile(r"[A-Za-z0-9+/=]*")
 _STRING = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\\"])*)"')

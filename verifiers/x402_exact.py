@@ -238,7 +238,8 @@ class ExactVerifier:
     async def _facilitator_verify(self, payment: PaymentPayload, req: Requirements) -> str:
         from popgate.gateway.payments.facilitator import map_invalid_reason  # avoid an import cycle
 
-        assert self._facilitator is not None
+        if self._facilitator is None:
+            raise RuntimeError("facilitator verification without a facilitator")
         result = await self._facilitator.verify(payment.raw, req.for_facilitator(payment.version))
         if not result.is_valid:
             raise VerificationError(

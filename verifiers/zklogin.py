@@ -246,7 +246,8 @@ class ZkLoginVerifier:
                 raise Malformed(detail=str(exc)) from exc
             subject = "zklogin:" + address
         else:
-            assert self._key is not None
+            if self._key is None:
+                raise RuntimeError("zkLogin verifier has neither a salt nor a subject key")
             mac = hmac.new(self._key, claims.iss.encode() + b"\0" + claims.sub.encode(), "sha256")
             subject = "oidc:" + mac.hexdigest()[:32]
         return ZkLoginAttestation(

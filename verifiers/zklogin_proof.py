@@ -172,6 +172,8 @@ def parse_inputs(obj: Any, address_seed: Any = None) -> ZkLoginInputs:
     proof = parse_proof(proof_json)
     iss_b64 = _string(details.get("value"), "issBase64Details.value", MAX_ISS_B64)
     index = details.get("indexMod4")
+    if not isinstance(index, int):  # decode_iss checks the value
+        raise Malformed(detail="indexMod4 must be 0, 1 or 2")
     iss = decode_iss(iss_b64, index)
     header_b64 = _string(obj.get("headerBase64"), "headerBase64", MAX_HEADER_B64)
     kid = header_kid(header_b64)
@@ -307,7 +309,8 @@ def all_inputs_hash(inputs: ZkLoginInputs, ext_eph_pk: bytes, max_epoch: int, mo
 def prod_key_json() -> dict[str, Any]:
     """The zkLogin production verifying key (snarkjs JSON, one public input)."""
     text = (Path(__file__).parent / "data" / "zklogin_prod_v1.vk.json").read_text()
-    return json.loads(text)["prod_v1"]
+    vk: dict[str, Any] = json.loads(text)["prod_v1"]
+    return vk
 
 
 def verify_inputs(

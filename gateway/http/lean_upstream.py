@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from typing import cast
 
 import httptools
 
@@ -49,13 +50,25 @@ class _Conn(asyncio.Protocol):
         self.head_only = False
         self.body_task: asyncio.Task[None] | None = None
         self.body_error: BodyError | None = None
+        self.writable = asyncio.Event()  # cleared while the transport's write buffer is over HIGH_WATER
+        self.writable.set()
 
     # -- protocol callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A stream transport: asyncio's, or uvloop's (which does not subclass asyncio.Transport).
+        stream = cast(asyncio.Transport, transport)
+        stream.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
+        self.transport = stream
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.writable.set()
         if not self.complete:
             if self.have_head and self.until_close and exc is None:
                 self.complete = True  # a body delimited by the connection's end
@@ -120,6 +133,12 @@ class _Conn(asyncio.Protocol):
         if self.error is None:
             self.error = exc
         self._wake()
+
+    def writer(self) -> asyncio.Transport:
+        """The transport to write to; only called once the connection is made."""
+        if self.transport is None:
+            raise RuntimeError("upstream connection not made")
+        return self.transport
 
     def _wake(self) -> None:
         w = self.waiter
@@ -190,7 +209,7 @@ class LeanResponse:
                 raise UpstreamUnreachable("response body longer than its Content-Length")
         return b"".join(parts)
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:  # type: ignore[override]
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
         while (chunk := await self._next()) is not None:
             yield chunk
 
@@ -286,8 +305,7 @@ class LeanUpstream:
             conn.reset(head_only=method == "HEAD")
             conn.last_data = conn.loop.time()
             try:
-                assert conn.transport is not None
-                conn.transport.write(head)
+                conn.writer().write(head)
                 if body is not None:
                     # Full duplex: the origin may answer while we still send.
                     conn.body_task = conn.loop.create_task(self._send_body(conn, body, chunked))
@@ -323,8 +341,7 @@ class LeanUpstream:
             await self.wait(conn)
 
     async def _send_body(self, conn: _Conn, body: AsyncIterable[bytes], chunked: bool) -> None:
-        transport = conn.transport
-        assert transport is not None
+        transport = conn.writer()
         try:
             async for chunk in body:
                 if conn.closed or conn.error is not None:
@@ -343,10 +360,8 @@ class LeanUpstream:
             transport.write(b"0\r\n\r\n")
 
     async def _drain(self, conn: _Conn) -> None:
-        transport = conn.transport
-        assert transport is not None
-        while transport.get_write_buffer_size() > LOW_WATER and not conn.closed:
-            await asyncio.sleep(0.001)
+        if not conn.closed:
+            await conn.writable.wait()  # set again by resume_writing (below LOW_WATER) or connection_lost
 
     async def close(self) -> None:
         while self.idle:

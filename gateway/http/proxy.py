@@ -18,7 +18,7 @@ from aiohttp import web
 
 from popgate.gateway.errors import BadRequest, GatewayError, PayloadTooLarge
 from popgate.gateway.http.headers import FORWARDING, HOP_BY_HOP, POP_PREFIX, connection_tokens
-from popgate.gateway.http.upstream import BodyError, UpstreamClient
+from popgate.gateway.http.upstream import BodyError, UpstreamClient, UpstreamResponse
 from popgate.gateway.http.websocket import WebSocketProxy, is_upgrade
 from popgate.gateway.ops.config import Config
 from popgate.gateway.pipeline.context import Context
@@ -128,9 +128,8 @@ class Forwarder:
         except (ConnectionResetError, asyncio.IncompleteReadError) as exc:
             raise BodyError(BadRequest(f"request body: {exc}", reason="bad_body")) from None
 
-    async def _respond(self, ctx: Context, upstream: object) -> web.StreamResponse:
-        up = upstream  # UpstreamResponse
-        headers = up.headers  # type: ignore[attr-defined]
+    async def _respond(self, ctx: Context, up: UpstreamResponse) -> web.StreamResponse:
+        headers = up.headers
         conn = {
             v.strip().lower() for k, vals in headers if k.lower() == "connection" for v in vals.split(",")
         }
@@ -146,21 +145,21 @@ class Forwarder:
             out.append((name, value))
         out.append(("Via", self.via))
         out.extend(ctx.response_headers)
-        status = up.status  # type: ignore[attr-defined]
+        status = up.status
         if length is not None and length.isdigit() and int(length) <= self.limits.buffer_below:
-            body = await up.read(int(length))  # type: ignore[attr-defined]
-            resp = web.Response(status=status, body=body, reason=up.reason)  # type: ignore[attr-defined]
+            body = await up.read(int(length))
+            resp: web.StreamResponse = web.Response(status=status, body=body, reason=up.reason)
             resp.headers.extend(out)
             if request_is_head(ctx):
                 resp.headers["Content-Length"] = length
             return resp
-        resp = web.StreamResponse(status=status, reason=up.reason)  # type: ignore[attr-defined]
+        resp = web.StreamResponse(status=status, reason=up.reason)
         resp.headers.extend(out)
         if length is not None and length.isdigit():
             resp.content_length = int(length)
-        await resp.prepare(ctx.request)  # type: ignore[arg-type]
+        await resp.prepare(ctx.request)
         try:
-            async for chunk in up.iter_chunks():  # type: ignore[attr-defined]
+            async for chunk in up.iter_chunks():
                 await resp.write(chunk)
         except (GatewayError, BodyError) as exc:
             # Headers are gone: the only honest signal left is a cut connection.

@@ -178,10 +178,17 @@ class _Server(web.Server):
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
-        self._pg = {"head_timeout": head_timeout, "body_timeout": body_timeout, "on_timeout": on_timeout}
+        self._head_timeout, self._body_timeout, self._on_timeout = head_timeout, body_timeout, on_timeout
 
     def __call__(self) -> RequestHandler:
-        return _Protocol(self, loop=self._loop, **self._pg, **self._kwargs)
+        return _Protocol(
+            self,
+            loop=self._loop,
+            head_timeout=self._head_timeout,
+            body_timeout=self._body_timeout,
+            on_timeout=self._on_timeout,
+            **self._kwargs,
+        )
 
 
 def proxy_server(gateway: Gateway, config: Config) -> web.Server:

@@ -28,8 +28,13 @@ class BodyError(Exception):
 
 
 class UpstreamResponse(Protocol):
-    status: int
-    reason: str | None
+    """What the proxy reads of an upstream response (read-only: each client has its own class)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def reason(self) -> str | None: ...
 
     @property
     def headers(self) -> Sequence[tuple[str, str]]: ...
@@ -72,7 +77,7 @@ class _Response:
             raise UpstreamUnreachable(f"reading response body: {exc}") from None
         return data
 
-    async def iter_chunks(self) -> AsyncIterable[bytes]:  # type: ignore[override]
+    async def iter_chunks(self) -> AsyncIterable[bytes]:
         try:
             async for chunk in self._resp.content.iter_any():
                 yield chunk

@@ -70,7 +70,7 @@ class WebSocketProxy:
         client = web.WebSocketResponse(
             protocols=[upstream.protocol] if upstream.protocol else (), autoclose=False
         )
-        await client.prepare(request)  # type: ignore[arg-type]
+        await client.prepare(request)
         await asyncio.gather(_pump(client, upstream), _pump(upstream, client))
         return client
 
@@ -79,17 +79,20 @@ class WebSocketProxy:
             await self._session.close()
 
 
-async def _pump(src: object, dst: object) -> None:
+async def _pump(
+    src: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+    dst: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+) -> None:
     try:
-        async for msg in src:  # type: ignore[attr-defined]
+        async for msg in src:
             if msg.type == WSMsgType.TEXT:
-                await dst.send_str(msg.data)  # type: ignore[attr-defined]
+                await dst.send_str(msg.data)
             elif msg.type == WSMsgType.BINARY:
-                await dst.send_bytes(msg.data)  # type: ignore[attr-defined]
+                await dst.send_bytes(msg.data)
             elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 break
     except (ConnectionError, RuntimeError) as exc:
         log.debug("websocket pump ended: %s", exc)
     finally:
-        if not dst.closed:  # type: ignore[attr-defined]
-            await dst.close()  # type: ignore[attr-defined]
+        if not dst.closed:
+            await dst.close()

@@ -231,7 +231,8 @@ def build_config(data: dict[str, Any], problems: list[str], env: Any) -> Config:
     features = collect_features(c, data, env, str(store.url))
     if problems:
         raise ConfigError(problems)
-    assert listen and admin and upstream and sessions
+    if listen is None or admin is None or upstream is None or sessions is None or shutdown is None:
+        raise ConfigError(["server: a required setting was rejected without a reported problem"])
     return Config(
         listen=listen,
         admin=admin,
@@ -316,7 +317,7 @@ def _upstream(c: pc.Collector, path: str, value: Any) -> Upstream | None:
 
 
 def _networks(c: pc.Collector, path: str, value: Any) -> list[Any]:
-    out = []
+    out: list[Any] = []
     if not isinstance(value, list):
         c.problem(path, "expected a list of CIDR strings")
         return out

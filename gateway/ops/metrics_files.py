@@ -46,7 +46,7 @@ def batched_value_class() -> type:
     """
     base: Any = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
-    class BatchedValue(base):  # type: ignore[misc, valid-type]
+    class BatchedValue(base):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             with _lock:  # every mmap write of this process happens under _lock
                 super().__init__(*args, **kwargs)

@@ -72,8 +72,7 @@ class Collector:
         integer: bool = False,
     ) -> float | int | None:
         """Check a number's type and range; return it or None after a problem."""
-        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-        if not ok or isinstance(value, bool):
+        if not isinstance(value, int if integer else (int, float)) or isinstance(value, bool):
             self.problem(path, f"expected {'an integer' if integer else 'a number'}, got {value!r}")
             return None
         if lo is not None and value < lo:

@@ -128,7 +128,8 @@ class Supervisor:
             p.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        assert p.pid is not None
+        if p.pid is None:
+            raise RuntimeError(f"worker {index} did not start")
         self.started[p.pid] = time.monotonic()
         log.info("worker %d started (pid %d)", index, p.pid)
         return p

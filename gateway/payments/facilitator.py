@@ -28,13 +28,16 @@ import hmac
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
 from popgate.gateway.stores.base import key
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.x402 import SettleResult
+
+if TYPE_CHECKING:
+    from popgate.gateway.stores.base import Store
 
 SETTLEMENT_PENDING = "settlement_pending"
 NONCE_ALREADY_USED = "invalid_exact_evm_nonce_already_used"
@@ -305,7 +308,7 @@ class SettlementQueue:
 
     def __init__(
         self,
-        store: Any,
+        store: Store,
         facilitator: FacilitatorClient | Any,
         *,
         backoff: float = 2.0,

@@ -119,7 +119,7 @@ class PaymentEnforcer:
 
     __slots__ = ("credits", "x402")
 
-    def __init__(self, x402: Any, credits: Any) -> None:
+    def __init__(self, x402: X402Rail | None, credits: CreditsRail | None) -> None:
         self.x402 = x402
         self.credits = credits
 

@@ -142,9 +142,12 @@ def reconcile(balance: int, entries: list[LedgerEntry]) -> None:
     running = 0
     for i, e in enumerate(entries, 1):
         running += e.delta
-        assert e.seq == i, f"seq gap at {i}"
-        assert e.balance_after == running >= 0, f"entry {i} balance {e.balance_after} != {running}"
-    assert running == balance, f"ledger sums to {running}, balance is {balance}"
+        if e.seq != i:
+            raise AssertionError(f"seq gap at {i}")
+        if not e.balance_after == running >= 0:
+            raise AssertionError(f"entry {i} balance {e.balance_after} != {running}")
+    if running != balance:
+        raise AssertionError(f"ledger sums to {running}, balance is {balance}")
 
 
 # ---------------------------------------------------------------------------
@@ -261,7 +264,8 @@ class SqliteLedger:
         if amount <= 0 or kind not in ("topup", "refund"):
             raise ValueError("positive amount and kind topup|refund required")
         result = self.apply(account, amount, kind, ref, at)
-        assert result is not None
+        if result is None:
+            raise RuntimeError(f"credit of {amount} to {account!r} refused")  # only debits can be
         return result
 
     def ledger(self, account: str, since_seq: int = 0, limit: int = 1000) -> list[LedgerEntry]:

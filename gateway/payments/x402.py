@@ -358,9 +358,9 @@ class X402Rail:
             try:
                 result = await self.settle_first(paid, ctx.now)
             except VerificationError as exc:
-                result = getattr(exc, "result", None)
-                if result is not None:
-                    ctx.response_headers.append((response_header, encode_payment_response(result)))
+                failed = exc.result if isinstance(exc, SettlementFailed) else None
+                if failed is not None:
+                    ctx.response_headers.append((response_header, encode_payment_response(failed)))
                 self.services.metrics.payments.labels("x402", exc.reason).inc()
                 detail = (
                     "Settlement failed."
@@ -413,7 +413,13 @@ class X402Rail:
             log.exception("background settlement of %s failed", item.id)
 
 
+class SettlementFailed(VerificationError):
+    """The facilitator refused to settle; ``result`` is its answer."""
+
+    result: SettleResult | None = None
+
+
 def _settlement_failed(result: SettleResult) -> VerificationError:
-    err = VerificationError("settlement_failed", result.error_reason or "")
-    err.result = result  # type: ignore[attr-defined]
+    err = SettlementFailed("settlement_failed", result.error_reason or "")
+    err.result = result
     return err

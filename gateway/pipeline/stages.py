@@ -135,6 +135,13 @@ class Policy(Protocol):
     def decide(self, ctx: Context) -> Decision | None: ...
 
 
+class PolicyHolder(Protocol):
+    """Anything with a ``policy`` (the gateway: swapped atomically on reload)."""
+
+    @property
+    def policy(self) -> Policy: ...
+
+
 class ClassActions:
     """The core's policy: one action per class (allow, challenge, deny).
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,7 +118,7 @@ class PuzzleOffer:
         return WayOut("puzzle", puzzle.way_out(c, SUBMIT), (("WWW-Authenticate", auth),))
 
 
-def network_binder(expected_prefix: str = "net:"):  # type: ignore[no-untyped-def]
+def network_binder(expected_prefix: str = "net:") -> Callable[[Context, Session], Awaitable[None]]:
     """Session binder ``net:<prefix>``: the session only works from that /24 or /64."""
 
     async def bind(ctx: Context, session: Session) -> None:

@@ -66,6 +66,7 @@ from popgate.gateway.schemes.worldid_roots import (
 )
 from popgate.gateway.schemes.worldid_v4 import V4_PROTOCOL, CloudVerifier, v4_item
 from popgate.gateway.stores.base import key
+from popgate.gateway.stores.redis import RedisStore
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.session import keyed_subject
 from popgate.verifiers.worldid import (
@@ -286,6 +287,8 @@ def root_source(s: WorldIdSettings, services: Services) -> RootSource:
     if r.source == "file":
         return FileRoots(r.file, r.poll_interval)
     if r.source == "redis":
+        if not isinstance(services.store, RedisStore):
+            raise ValueError('world_id roots: source = "redis" needs the Redis store')
         return RedisSetRoots(services.store.client, r.redis_key, r.poll_interval)
     if r.source == "rpc":
         return RpcRoots(rpc_caller(services.outbound, r.rpc_url), r.contract, r.poll_interval, r.root_expiry)

@@ -121,7 +121,8 @@ class FileRoots(_Refreshing):
         st = os.stat(self.path)
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp != self.stamp:
-            with open(self.path, encoding="utf-8") as f:
+            # A small local file, read again only when it changed (as cheap as the stat above).
+            with open(self.path, encoding="utf-8") as f:  # noqa: ASYNC230
                 self.roots = parse_roots(f.read(4 * 1024 * 1024))
             self.stamp = stamp
 
@@ -172,7 +173,8 @@ class RpcRoots(_Refreshing):
         await self.fresh(now)
         if root == self.latest:
             return True
-        assert self.expiry is not None
+        if self.expiry is None:  # fresh() loads it
+            raise RuntimeError("root history expiry not loaded")
         seen = self.superseded.get(root)
         if seen is None:
             asked = self.unknown.get(root)

@@ -390,7 +390,8 @@ class _LazyGet:
         return await self.ctx.__aenter__()
 
     async def __aexit__(self, *exc: Any) -> Any:
-        assert self.ctx is not None
+        if self.ctx is None:
+            raise RuntimeError("__aexit__ without __aenter__")
         return await self.ctx.__aexit__(*exc)
 
 

@@ -176,7 +176,8 @@ class ZkLoginSettings:
             return None
         if self.current_epoch is not None:
             return FixedEpoch(self.current_epoch)
-        assert self.sui_rpc is not None
+        if self.sui_rpc is None:  # validation requires sui_rpc or current_epoch for epoch_mode "sui"
+            raise ValueError("zklogin: epoch_mode sui needs sui_rpc or current_epoch")
         return SuiRpcEpoch(
             self.sui_rpc,
             services,
@@ -311,8 +312,8 @@ def _proof_key(c: pc.Collector, path: Any) -> dict[str, Any] | None:
     """``proof_vk_file``: a snarkjs key with one public input."""
     if path is None:
         return None
-    vk = pc.read_vk_file(c, "zklogin.proof_vk_file", str(path))
+    vk: dict[str, Any] | None = pc.read_vk_file(c, "zklogin.proof_vk_file", str(path))
     if vk is not None and parse_vk(vk).n_public != 1:
         c.problem("zklogin.proof_vk_file", "a zkLogin key has exactly one public input")
         return None
-    return vk  # type: ignore[no-any-return]
+    return vk

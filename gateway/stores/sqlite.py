@@ -115,7 +115,9 @@ class SQLiteStore:
 
     @staticmethod
     def _row(conn: sqlite3.Connection, key: str, now: float) -> tuple[Any, Any, Any] | None:
-        row = conn.execute("SELECT value, num, expires FROM kv WHERE key = ?", (key,)).fetchone()
+        row: tuple[Any, Any, Any] | None = conn.execute(
+            "SELECT value, num, expires FROM kv WHERE key = ?", (key,)
+        ).fetchone()
         if row is not None and row[2] is not None and row[2] <= now:
             conn.execute("DELETE FROM kv WHERE key = ?", (key,))
             return None
@@ -242,7 +244,8 @@ class SQLiteStore:
         if amount <= 0 or kind not in ("topup", "refund"):
             raise ValueError("positive amount and kind topup|refund required")
         result = await self._ledger_apply(account, amount, kind, ref, at)
-        assert result is not None
+        if result is None:
+            raise RuntimeError(f"credit of {amount} to {account!r} refused")  # only debits can be
         return result
 
     async def ledger(self, account: str, since_seq: int = 0, limit: int = 1000) -> list[LedgerEntry]:

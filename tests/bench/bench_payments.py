@@ -160,10 +160,12 @@ def main() -> None:
     for k, v in rows.items():
         print(f"{k:<{width}}  {v:8.1f}")
     print(
-        f"digest speed-up vs eth-account:   {rows['EIP-712 digest (eth-account)'] / rows['EIP-712 digest (ours)']:.1f}x"
+        "digest speed-up vs eth-account:   "
+        f"{rows['EIP-712 digest (eth-account)'] / rows['EIP-712 digest (ours)']:.1f}x"
     )
     print(
-        f"recovery speed-up vs eth-account: {rows['recover (eth-account)'] / rows['recover (coincurve, low-s)']:.1f}x"
+        "recovery speed-up vs eth-account: "
+        f"{rows['recover (eth-account)'] / rows['recover (coincurve, low-s)']:.1f}x"
     )
     full = rows["full offline verify (parse+checks+digest+recover+claim)"]
     print(

@@ -126,7 +126,8 @@ keys = [{{kid = "p1", secret_file = "{keyfile}"}}]
         best = [max(rs, key=lambda r: r.rps) for rs in runs.values()]
         print(
             f"\nproxy benchmark: {args.rounds} rounds × {args.seconds}s, {args.conns} connections, "
-            f"popgate workers={args.workers}, store={args.store}, policy={args.policy or '[policy] defaults'}; "
+            f"popgate workers={args.workers}, store={args.store}, "
+            f"policy={args.policy or '[policy] defaults'}; "
             "best round per case\n"
         )
         print(table(best, "bare-aiohttp", "nginx-proxy" if ref else None))

@@ -174,7 +174,7 @@ def main() -> None:
         print(f"{name:<58} {us:9.2f} {us / base:9.1f}")
 
     rates = []
-    for i in range(5):
+    for _i in range(5):
         ci = puzzle.issue(keys, network="203.0.113.0/24", scope="api", bits=18, now=NOW)
         s = client.solve_puzzle({"challenge": ci.wire, "bits": 18})
         rates.append(s.hash_rate)

@@ -83,7 +83,8 @@ async def main(workers: int, n: int) -> None:
             await gw.stop()
     print(f"in-process verify (baseline): {inproc * 1000:.1f} ms")
     print(
-        f"pooled verification, mean submit->verdict incl. queueing at concurrency 4x workers: {mean * 1000:.1f} ms ({workers} worker(s))"
+        "pooled verification, mean submit->verdict incl. queueing at concurrency 4x workers: "
+        f"{mean * 1000:.1f} ms ({workers} worker(s))"
     )
     print(f"exchange, every proof paired: {n / fresh:.0f} proofs/s ({n} in {fresh:.2f}s)")
     print(f"exchange, verdict-cache hits: {n / cached:.0f} proofs/s")

@@ -80,7 +80,7 @@ def wrk(name: str, url: str, pids: list[int], *, seconds: int, conns: int, heade
     for k, v in headers.items():
         args += ["-H", f"{k}: {v}"]
     before, ticks = cpu_seconds(pids), machine_ticks()
-    out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
     cpu = cpu_seconds(pids) - before
     after = machine_ticks()
     idle = 100 * (after[1] - ticks[1]) / max(after[0] - ticks[0], 1)

@@ -253,7 +253,7 @@ def metric_names() -> dict[str, set[str]]:
     _route_counter(m)
     out: dict[str, set[str]] = {}
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-    for collector, names in m.registry._collector_to_names.items():
+    for collector, _names in m.registry._collector_to_names.items():
         labels = set(getattr(collector, "_labelnames", ()))
         for metric in collector.describe():
             for suffix in suffixes.get(metric.type, ("",)):

@@ -58,7 +58,7 @@ def hostile(rng: random.Random, base: str) -> tuple[str, str, dict[str, str], by
     elif kind == 2:  # huge and numerous, but within limits (16 KiB, 100 fields): ~13 kB, 50 fields
         for i in range(4):
             headers[f"X-Pad-{i}"] = junk(rng, 1800)
-        for i in range(40):
+        for _ in range(40):
             headers[f"X-{junk(rng, 6)}"] = junk(rng, 15)
         headers["Cookie"] = "; ".join(f"c{i}={junk(rng, 150)}" for i in range(10))
     elif kind == 3:  # malformed bodies to the puzzle endpoint
@@ -90,7 +90,8 @@ async def test_memory_stays_bounded_under_hostile_mix(upstream, tmp_path):
     """24 concurrent loops, ~14 s (at most 4000 requests each): garbage tokens
     and evidence, random XFF from random networks (trusted proxy 127.0.0.1,
     so every request is a new client network), random paths and queries,
-    ~13 kB / 50-field heads (just under the limits), some over, malformed bodies. VmRSS stays < 250 MB and grows by
+    ~13 kB / 50-field heads (just under the limits), some over, malformed
+    bodies. VmRSS stays < 250 MB and grows by
     < 40 MB between 5 s and the end; no response is a 500; /healthz still
     answers on the admin port and the process is alive."""
     (tmp_path / "pz").write_bytes(os.urandom(24).hex().encode())

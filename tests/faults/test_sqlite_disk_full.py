@@ -1,10 +1,10 @@
 """The embedded SQLite store runs out of space.
 
-1. Under a real ``popgate`` process: the gateway subprocess gets a soft ``RLIMIT_FSIZE`` (SIGXFSZ ignored, so a
-write past the limit returns EFBIG / a short write instead of killing the
-process): the store's WAL can grow to the limit and no further, which SQLite
-reports as "database or disk is full" / a write I/O error, exactly as on a
-full volume (SQLite retries the short write, so what it reports is
+1. Under a real ``popgate`` process: the gateway subprocess gets a soft
+``RLIMIT_FSIZE`` (SIGXFSZ ignored, so a write past the limit returns EFBIG /
+a short write instead of killing the process): the store's WAL can grow to
+the limit and no further, which SQLite reports as "database or disk is
+full" / a write I/O error, exactly as on a full volume (SQLite retries the short write, so what it reports is
 SQLITE_IOERR_WRITE "disk I/O error" with errno EFBIG). Raising the soft limit
 from outside (``prlimit``) is "space returns".
 2. In-process, the literal SQLITE_FULL ("database or disk is full"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from aiohttp import web
@@ -103,7 +103,7 @@ class FakeRequests:
 
         class R:
             status_code = status
-            headers = {"Content-Type": "application/problem+json; charset=utf-8"}
+            headers: ClassVar[dict[str, str]] = {"Content-Type": "application/problem+json; charset=utf-8"}
 
             def json(self) -> Any:
                 return body

@@ -8,7 +8,10 @@ from hypothesis import strategies as st
 
 from popgate.policies.classify import RANK, classify, strongest
 
-CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Safari/537.36"
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/130.0 Safari/537.36"
+)
 FULL = {
     "accept": "text/html",
     "accept-language": "en",

@@ -62,7 +62,8 @@ action = "allow"
 [[rules]]
 name = "y"
 user_agent = "["
-actions = { robot = "allow", agent = { kind = "throttle", rate = "fast" }, unknown = { kind = "challenge", ways = ["pay"] } }
+actions = { robot = "allow", agent = { kind = "throttle", rate = "fast" }, \
+unknown = { kind = "challenge", ways = ["pay"] } }
 colour = "blue"
 
 [[rules]]
@@ -180,7 +181,7 @@ ACTION = st.one_of(
     ),
 )
 RULE = st.dictionaries(
-    st.sampled_from(sorted(loader.RULE_KEYS) + ["include", "bogus"]),
+    st.sampled_from([*sorted(loader.RULE_KEYS), "include", "bogus"]),
     st.one_of(SCALAR, ACTION, st.lists(SCALAR, max_size=3)),
     max_size=6,
 )

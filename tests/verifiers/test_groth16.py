@@ -175,7 +175,7 @@ def tamper(kind: str) -> tuple[Any, Any, Any]:
     elif kind == "A-infinity":
         sj["pi_a"] = ["0", "1", "0"]
     elif kind == "C-infinity-packed":
-        return vk, {"packed": packed_of(p)[:6] + ["0", "0"]}, pub
+        return vk, {"packed": [*packed_of(p)[:6], "0", "0"]}, pub
     elif kind == "B-infinity-packed":
         return vk, {"packed": packed_of(p)[:2] + ["0"] * 4 + packed_of(p)[6:]}, pub
     elif kind == "packed-B-not-swapped":
@@ -238,7 +238,7 @@ def test_unreduced_coordinate_would_otherwise_pass() -> None:
 
 def test_public_input_above_r_would_otherwise_pass() -> None:
     """x + r gives the same MSM: only the explicit range check stops it."""
-    vk, p, pub = semaphore()
+    vk, _p, pub = semaphore()
     key = prepared_key(vk)
     assert c.g1_msm_fixed(key.vk.ic[0], key.ic_tables, [pub[0] + R, *pub[1:]]) == c.g1_msm_fixed(
         key.vk.ic[0], key.ic_tables, pub
@@ -322,7 +322,7 @@ def test_prepared_keys_are_cached_across_spellings() -> None:
 def test_prepared_key_pickles_and_still_verifies() -> None:
     """PreparedKey is plain data: it survives pickling (for process pools)."""
     vk, proof, public = CASES["snarkjs-pub2"]
-    key = pickle.loads(pickle.dumps(prepare_key(vk)))
+    key = pickle.loads(pickle.dumps(prepare_key(vk)))  # noqa: S301 - our own bytes, just pickled
     verify(key, parse_proof(proof), parse_public(public))
 
 

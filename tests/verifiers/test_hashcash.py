@@ -42,14 +42,14 @@ def test_altered_tool_stamps_fail(stamp: str, resource: str, bits: int, width: i
     """Changing the counter, the resource or the claimed bits breaks the stamp."""
     fields = stamp.split(":")
     counter = fields[6]
-    altered_counter = ":".join(fields[:6] + [counter[:-1] + ("A" if counter[-1] != "A" else "B")])
+    altered_counter = ":".join([*fields[:6], counter[:-1] + ("A" if counter[-1] != "A" else "B")])
     with pytest.raises(VerificationError) as e:
         hashcash.check(altered_counter, resource=resource, now=NOW, min_bits=bits)
     assert reason(e) == "insufficient_work"
     with pytest.raises(VerificationError) as e:
         hashcash.check(stamp, resource=resource + "x", now=NOW, min_bits=bits)
     assert reason(e) == "wrong_resource"
-    inflated = ":".join([fields[0], str(bits + 20)] + fields[2:])
+    inflated = ":".join([fields[0], str(bits + 20), *fields[2:]])
     with pytest.raises(VerificationError) as e:
         hashcash.check(inflated, resource=resource, now=NOW, min_bits=bits)
     assert reason(e) == "insufficient_work"

@@ -169,7 +169,7 @@ def test_bounded_variance_subsolutions() -> None:
     wire, nonces = puzzle.parse_solution(solution(c))
     assert len(nonces) == 4
     puzzle.check(KEYS, wire, nonces, now=NOW, network=NET)
-    for bad in (nonces[:3], nonces + ("1",)):
+    for bad in (nonces[:3], (*nonces, "1")):
         with pytest.raises(VerificationError) as e:
             puzzle.check(KEYS, wire, bad, now=NOW, network=NET)
         assert reason(e) == "insufficient_work"

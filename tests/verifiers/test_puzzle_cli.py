@@ -31,7 +31,10 @@ class Env:
     config: Any
 
 
-def env(config: Any = Cfg({"k1": b"k" * 32}, "k1")) -> Env:
+DEFAULT_CFG = Cfg({"k1": b"k" * 32}, "k1")
+
+
+def env(config: Any = DEFAULT_CFG) -> Env:
     return Env(MemoryStore(), NOW, config)
 
 

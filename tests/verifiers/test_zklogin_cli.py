@@ -30,7 +30,7 @@ def run(scheme: str, cases: list[Any]) -> list[dict[str, Any]]:
 def test_zklogin_table_and_replay() -> None:
     """Every JWT case gives its reason; the valid token presented again in the run is `replayed`."""
     cases = [cli_case(c, salt=str(SALT)) for c in JWT["cases"]]
-    res = run("zklogin", cases + [cases[0], "{not json", "[1]"])
+    res = run("zklogin", [*cases, cases[0], "{not json", "[1]"])
     want = [c["reason"] or "ok" for c in JWT["cases"]] + ["replayed", "malformed", "malformed"]
     assert [r["reason"] for r in res] == want
     assert res[0]["address"] == JWT["expected_address"]["address_padded"]
@@ -66,8 +66,12 @@ def test_webbotauth_cloudflare_vectors_and_replay() -> None:
     ]
     res = run(
         "webbotauth",
-        cases
-        + [cases[2], {**cases[0], "jwks": {"keys": [PUB["other"]]}}, {**cases[0], "now": WBA_NOW + 3600}],
+        [
+            *cases,
+            cases[2],
+            {**cases[0], "jwks": {"keys": [PUB["other"]]}},
+            {**cases[0], "now": WBA_NOW + 3600},
+        ],
     )
     assert [r["reason"] for r in res] == ["ok"] * len(cases) + ["replayed", "unknown_kid", "expired"]
     assert res[1]["subject"] == "signer.example.test"

@@ -13,6 +13,8 @@ bool, decompression returns None when no point exists.
 
 from __future__ import annotations
 
+from typing import overload
+
 from popgate.verifiers.bn254.fields import (
     _FROB,
     FP2_ONE,
@@ -63,6 +65,12 @@ def g1_on_curve(pt: G1Point) -> bool:
     return 0 <= x < P and 0 <= y < P and (y * y - x * x * x - 3) % P == 0
 
 
+@overload
+def g1_neg(pt: G1Point) -> G1Point: ...
+@overload
+def g1_neg(pt: None) -> None: ...
+@overload
+def g1_neg(pt: G1Point | None) -> G1Point | None: ...
 def g1_neg(pt: G1Point | None) -> G1Point | None:
     return None if pt is None else (pt[0], -pt[1] % P)
 
@@ -87,7 +95,7 @@ def _j1_add_affine(X1: int, Y1: int, Z1: int, x2: int, y2: int) -> tuple[int, in
     if H == 0:
         return _j1_dbl(X1, Y1, Z1) if rr == 0 else (1, 1, 0)
     HH = H * H % P
-    I = 4 * HH
+    I = 4 * HH  # noqa: E741 - the names of the EFD formula
     J = H * I % P
     V = X1 * I % P
     X3 = (rr * rr - J - 2 * V) % P
@@ -116,7 +124,6 @@ def g1_mul(pt: G1Point | None, k: int) -> G1Point | None:
         return None
     if k < 0:
         pt, k = g1_neg(pt), -k
-    assert pt is not None
     X, Y, Z = 1, 1, 0
     for bit in bin(k)[2:]:
         if Z:
@@ -215,7 +222,7 @@ def _j2_add(p: _J2, q: _J2) -> _J2:
     rr = f2_scale(f2_sub(S2, S1), 2)
     if H == FP2_ZERO:
         return _j2_dbl(p) if rr == FP2_ZERO else _J2_INF
-    I = f2_sqr(f2_scale(H, 2))
+    I = f2_sqr(f2_scale(H, 2))  # noqa: E741 - the names of the EFD formula
     J = f2_mul(H, I)
     V = f2_mul(U1, I)
     X3 = f2_sub(f2_sub(f2_sqr(rr), J), f2_scale(V, 2))

@@ -60,9 +60,9 @@ def g2_proj(obj: Any, what: str) -> tuple[tuple[int, int], tuple[int, int], tupl
     """snarkjs G2 ``[[x.c0, x.c1], [y.c0, y.c1], [z.c0, z.c1]]`` (z optional)."""
     if not isinstance(obj, (list, tuple)) or len(obj) not in (2, 3):
         raise Malformed(detail=f"{what}: expected [[x0, x1], [y0, y1], [z0, z1]]")
-    parts = [tuple(parse_uint(c, what) for c in seq(e, 2, what)) for e in obj]
+    parts = [(parse_uint(c0, what), parse_uint(c1, what)) for c0, c1 in (seq(e, 2, what) for e in obj)]
     z = parts[2] if len(parts) == 3 else (1, 0)
-    return parts[0], parts[1], z  # type: ignore[return-value]
+    return parts[0], parts[1], z
 
 
 def affine_g1(pt: tuple[int, int, int], what: str, err: type[VerificationError]) -> G1Point:

@@ -1,4 +1,5 @@
-"""``popgate verify puzzle --config F`` with a real config's [puzzle] keys, through a subprocess (JSON Lines)."""
+"""``popgate verify puzzle --config F`` with a real config's [puzzle] keys,
+through a subprocess (JSON Lines)."""
 
 from __future__ import annotations
 

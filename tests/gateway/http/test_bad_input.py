@@ -113,7 +113,7 @@ async def test_truncated_body_does_not_hang(upstream, gateway_factory):
     """A client that promises 100 bytes and sends 10 then closes: the gateway moves on."""
     gw = await gateway_factory(upstream, extra='[policy]\ndefault = "allow"\n')
     port = gw.proxy.addresses[0][1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
     await writer.drain()
     writer.close()

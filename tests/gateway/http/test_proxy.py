@@ -145,7 +145,7 @@ async def test_large_bodies_stream_both_ways(upstream, gateway_factory, http, cl
     total = 512
 
     async def body():
-        for i in range(total):
+        for _i in range(total):
             yield block
 
     digest = hashlib.sha256()
@@ -160,7 +160,8 @@ async def test_large_bodies_stream_both_ways(upstream, gateway_factory, http, cl
 
 
 async def test_streaming_is_incremental(upstream, gateway_factory, client_kind):
-    """The echo of the first chunk comes back before the client sends the second: nothing is buffered whole."""
+    """The echo of the first chunk comes back before the client sends the second:
+    nothing is buffered whole."""
     gw = await gateway_factory(upstream, extra=ALLOW_ALL, server_extra=f'upstream_client = "{client_kind}"')
     port = gw.proxy.addresses[0][1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -111,7 +111,8 @@ spend = "maybe"
 ratelimit = "open"
 [sessions]
 signing_kid = "zz"
-keys = [{{kid = "k1", secret_file = "{tmp_path / "short"}"}}, {{kid = "k2", secret_env = "POPGATE_NOT_SET_X"}}, {{kid = "bad kid!", secret_file = "/x"}}]
+keys = [{{kid = "k1", secret_file = "{tmp_path / "short"}"}}, \
+{{kid = "k2", secret_env = "POPGATE_NOT_SET_X"}}, {{kid = "bad kid!", secret_file = "/x"}}]
 [policy]
 unknown = "shrug"
 """,
@@ -177,7 +178,8 @@ def test_cli_overrides_win(tmp_path):
     (tmp_path / "k").write_bytes(b"k" * 32)
     path = write(
         tmp_path,
-        f'[server]\nupstream = "http://a:1"\n[sessions]\nkeys = [{{kid = "k1", secret_file = "{tmp_path / "k"}"}}]\n',
+        '[server]\nupstream = "http://a:1"\n'
+        f'[sessions]\nkeys = [{{kid = "k1", secret_file = "{tmp_path / "k"}"}}]\n',
     )
     cfg = load_config(
         path,

@@ -278,7 +278,7 @@ async def test_sigterm_stops_workers_and_their_proof_pools(upstream, tmp_path):
             while len(worker_pids(proc.pid)) < 2 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             async with aiohttp.ClientSession() as s:
-                for i in range(4):  # use the pools (each worker its own)
+                for _i in range(4):  # use the pools (each worker its own)
                     async with s.post(f"http://127.0.0.1:{cfg.listen.port}{ENDPOINT}", json=body(0)) as r:
                         await r.read()
             everyone = descendants(proc.pid)

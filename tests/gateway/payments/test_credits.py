@@ -120,7 +120,7 @@ async def test_admin_keys_bearer_debits_and_ledger(gateway_factory, origin, http
 async def test_topup_with_x402_sdk_then_spend(gateway_factory, origin, tmp_path):
     """An agent pays the top-up endpoint with the official SDK, gets a new key
     with the credited balance, then spends it per request without paying again."""
-    up, seen = origin
+    up, _seen = origin
     async with running() as (fac, st):
         r = await credits_gateway(gateway_factory, up, tmp_path, fac)
         client = x402Client()

@@ -36,7 +36,8 @@ async def test_402_lists_puzzle_and_hashcash_with_www_authenticate(upstream, gat
 async def test_solution_header_buys_one_request_and_replay_is_refused(
     upstream, gateway_factory, http, tmp_path
 ):
-    """PoP-Puzzle: one request reaches the upstream (PoP-Evidence: puzzle); the same solution again: 402 replayed."""
+    """PoP-Puzzle: one request reaches the upstream (PoP-Evidence: puzzle);
+    the same solution again: 402 replayed."""
     gw = await gateway_factory(upstream, extra=puzzle_extra(tmp_path))
     async with http.get(url_of(gw, "/api/x"), headers=UA) as r:
         solved = client.respond(await r.json(), prefer=("puzzle",))
@@ -131,7 +132,8 @@ async def test_puzzle_from_another_network_rejected(upstream, gateway_factory, h
 
 
 async def test_client_helper_end_to_end(upstream, gateway_factory, tmp_path):
-    """popgate.gateway.client.aiohttp_request: 402 → solve → retry → 200 from the upstream with PoP-Class set."""
+    """popgate.gateway.client.aiohttp_request: 402 → solve → retry → 200 from
+    the upstream with PoP-Class set."""
     gw = await gateway_factory(upstream, extra=puzzle_extra(tmp_path))
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as s:
         for path in ("/api/thing", "/v1/thing"):
