@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from popgate.gateway.http.headers import IPAddress, network_of
 from popgate.gateway.pipeline.decisions import Allow, Decision
+from popgate.verifiers.net import IPAddress, network_of
 
 
 @dataclass(slots=True)

@@ -37,7 +37,7 @@ from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny
 from popgate.gateway.pipeline.pressure import PressureMonitor
 from popgate.gateway.schemes import hashcash as hashcash_ev
 from popgate.gateway.schemes.puzzle import PuzzleOffer, WorkProof
-from popgate.gateway.stores.base import Store
+from popgate.gateway.stores.base import Store, key
 from popgate.gateway.stores.failure import FailurePolicy, GuardedClaims
 from popgate.policies.classify import bot_token, classify
 from popgate.policies.difficulty import Difficulty
@@ -218,7 +218,10 @@ class PolicyStage:
         if pending is not None:
             if pending[0] == "spend":
                 _, proof, action, route = pending
-                won = await self.failure.guard("spend", self.store.claim(proof.spend_key, proof.ttl), True)
+                item = proof.spend
+                won = await self.failure.guard(
+                    "spend", self.store.claim(item.key, item.ttl, item.limit), True
+                )
                 if not won:
                     ctx.evidence_kind = ""
                     return Challenge(reason="replayed", ways_out=self.ways_out(ctx, action, route))
@@ -229,7 +232,7 @@ class PolicyStage:
                     who = f"s:{ctx.subject}" if rate.per == "subject" and ctx.subject else f"n:{ctx.network}"
                     allowed, retry = await self.failure.guard(
                         "rate_limit",
-                        self.store.gcra(f"pg:{{gcra:{m.route}:{who}}}", rate.interval, rate.burst),
+                        self.store.gcra(key("gcra", f"{m.route}:{who}"), rate.interval, rate.burst),
                         (True, 0.0),
                     )
                     if not allowed:
