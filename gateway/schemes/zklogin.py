@@ -44,7 +44,7 @@ from popgate.gateway.pipeline.decisions import WayOut
 from popgate.gateway.pipeline.responses import problem
 from popgate.gateway.schemes.zklogin_config import ZkLoginSettings, parse_settings
 from popgate.gateway.schemes.zklogin_proof import ProofExchange, proof_exchange, proofs_disabled, wants_proof
-from popgate.gateway.stores.base import key
+from popgate.gateway.stores.base import key, spend
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.httpsig import Candidate, Policy, RequestView, VerifyingKey, verify_message
 from popgate.verifiers.jwks import JwksCache
@@ -166,7 +166,9 @@ class HttpsigBinder:
             return vk
 
         store = _GuardedStore(self.store, self.failure)
-        await verify_message(view, resolve_key=resolve, policy=self.policy, now=ctx.now, store=store)
+        verified = await verify_message(view, resolve_key=resolve, policy=self.policy, now=ctx.now)
+        if verified.spend is not None:
+            await spend(store, verified.spend)
         self.metrics.verify_seconds.labels("httpsig").observe(time.perf_counter() - started)
 
 

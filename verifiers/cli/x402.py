@@ -49,7 +49,8 @@ async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
         payment = parse_x_payment(value)
     else:
         raise Malformed(detail=f"unsupported header {name!r}")
-    result = await ExactVerifier(env.store).verify(payment, offered, env.now)
+    result = await ExactVerifier().verify(payment, offered, env.now)
+    await env.spend(result.spend)
     return {
         "payer": result.payer,
         "network": result.network,
