@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import time
@@ -50,7 +49,7 @@ from popgate.verifiers.httpsig import Candidate, Policy, RequestView, VerifyingK
 from popgate.verifiers.jwks import JwksCache
 from popgate.verifiers.oidc import OidcVerifier
 from popgate.verifiers.session import InvalidSession, Session
-from popgate.verifiers.zklogin import ZkLoginVerifier, decode_ext_eph_pk, parse_ext_eph_pk
+from popgate.verifiers.zklogin import ZkLoginVerifier, decode_ext_eph_pk, parse_ext_eph_pk, token_spend
 
 log = logging.getLogger("popgate.zklogin")
 ENDPOINT = "/.well-known/popgate/zklogin"
@@ -287,13 +286,12 @@ class ZkLoginEndpoint:
         att = await self.verifier.verify(
             token, eph, max_epoch, randomness, now=ctx.now, current_epoch=current
         )
-        spent = hashlib.sha256(token.encode()).hexdigest()
-        left = max(60.0, att.claims.exp + 120 - ctx.now)
+        item = token_spend(token, att.claims.exp, ctx.now)
         fresh = await self.services.failure.guard(
-            "replay", self.services.store.claim(key("zklogin-jwt", spent), left, 1), True
+            "replay", self.services.store.claim(item.key, item.ttl, item.limit), True
         )
         if not fresh:
-            raise VerificationError("replayed", "id_token already exchanged")
+            raise item.refused()
         return att
 
     @staticmethod
