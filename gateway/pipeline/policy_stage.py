@@ -41,7 +41,7 @@ from popgate.gateway.stores.base import Store, key
 from popgate.gateway.stores.failure import FailurePolicy, GuardedClaims
 from popgate.policies.classify import bot_token, classify
 from popgate.policies.difficulty import Difficulty
-from popgate.policies.engine import PolicyHolder
+from popgate.policies.holder import PolicyHolder
 from popgate.policies.loader import PolicyError
 from popgate.policies.model import ALLOW, WAYS, Action, Match, RequestView
 
