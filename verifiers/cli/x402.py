@@ -6,7 +6,7 @@ Output adds ``payer`` (EIP-55), ``network``, ``amount`` and ``nonce``.
 
 Offline only: no RPC, no facilitator, so a payer with code cannot be told
 apart from an EOA here. A nonce presented earlier in the same run gives
-``nonce_reused`` (the run shares ``env.store``). ``X-PAYMENT`` (v1) is
+``nonce_reused`` (``env.spend``: one store per run). ``X-PAYMENT`` (v1) is
 accepted unless ``[x402] accept_v1 = false`` in the config; a v1 payload
 sent under ``PAYMENT-SIGNATURE`` is ``malformed`` (it has no ``accepted``
 and we never guess the version from the body).
