@@ -15,45 +15,20 @@ precomputed :class:`~policies.model.Match`. Evaluation order:
 4. otherwise the ``[default]`` table, which names every class: there is no
    implicit allow.
 
-:class:`PolicyHolder` keeps the current policy; :meth:`PolicyHolder.reload`
-compiles a new one and swaps it in with one attribute assignment.
+Per-request derived values (:class:`~policies.request.Req`) live in
+:mod:`policies.request`; :class:`~policies.holder.PolicyHolder` keeps the
+current policy and reloads it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from popgate.policies.model import ALLOW, Match, RequestView
-from popgate.policies.pathnorm import normalize_path
+from popgate.policies.request import Check, Req
 
 POPGATE_PREFIX = "/.well-known/popgate"
 _POPGATE = Match(ALLOW, "popgate-endpoints", "popgate")
-
-
-class Req:
-    """Per-request derived values, computed once and shared by all rules."""
-
-    __slots__ = ("host", "ip_int", "ip_version", "npath", "view")
-
-    def __init__(self, view: RequestView) -> None:
-        self.view = view
-        host = view.host
-        if host.startswith("["):
-            host = host[1 : host.find("]")] if "]" in host else host
-        elif host.count(":") == 1:
-            host = host.partition(":")[0]
-        self.host = host.lower()
-        self.npath = normalize_path(view.path)
-        ip = view.client_ip
-        if ip.version == 6 and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        self.ip_int = int(ip)
-        self.ip_version = ip.version
-
-
-Check = Callable[[Req], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,31 +87,3 @@ class Policy:
                 if weight >= t.weight:
                     return t.results[klass]
         return self.default[klass]
-
-
-class PolicyHolder:
-    """Holds the current :class:`Policy`; swaps it atomically on reload.
-
-    Readers take ``holder.current`` once per request and use that object to
-    the end, so a reload never mixes two policies in one decision.
-    """
-
-    __slots__ = ("current", "path")
-
-    def __init__(self, policy: Policy, path: str | Path | None = None) -> None:
-        self.current = policy
-        self.path = Path(path) if path is not None else None
-
-    def reload(self, path: str | Path | None = None) -> Policy:
-        """Compile the file again and swap it in. Raises
-        :class:`policies.loader.PolicyError` (keeping the old policy) when the
-        new file is invalid."""
-        from popgate.policies.loader import load
-
-        target = Path(path) if path is not None else self.path
-        if target is None:
-            raise ValueError("no policy file to reload")
-        policy = load(target)
-        self.current = policy
-        self.path = target
-        return policy

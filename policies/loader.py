@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from popgate.policies.actions import Problems, parse_action
-from popgate.policies.engine import Check, Policy, Rule, Threshold
+from popgate.policies.engine import Policy, Rule, Threshold
+from popgate.policies.matchers import compile_checks
 from popgate.policies.model import CLASSES, Action, Match
+from popgate.policies.request import Check
 
 SNIPPETS = Path(__file__).parent / "snippets"
 MAX_INCLUDE_DEPTH = 4
@@ -166,8 +168,6 @@ def _include(
 
 
 def _rule(p: Problems, where: str, r: dict[str, Any], default: dict[str, Action]) -> Rule | None:
-    from popgate.policies.matchers import compile_checks
-
     n0 = len(p.items)
     p.unknown_keys(where, r, RULE_KEYS)
     name = r.get("name")

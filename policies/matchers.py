@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from popgate.policies.actions import Problems
-from popgate.policies.engine import Check, Req
+from popgate.policies.request import Check, Req
 
 
 def glob_to_regex(glob: str, sep: str = "/") -> str:

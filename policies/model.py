@@ -8,10 +8,11 @@ compile time, so matching allocates nothing of its own beyond the view.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
+
+from popgate.verifiers.net import IPAddress
 
 CLASSES: tuple[str, ...] = ("human", "account", "verified-agent", "agent", "unknown")
 KINDS: tuple[str, ...] = ("allow", "challenge", "charge", "throttle", "deny")
@@ -19,7 +20,6 @@ WAYS: tuple[str, ...] = ("prove", "puzzle", "hashcash", "pay", "credits")
 ATOMIC_PER_USD = 10**6  # prices on the wire: USDC atomic units (6 decimals)
 
 Kind = Literal["allow", "challenge", "charge", "throttle", "deny"]
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,6 @@ Public API (all deterministic; keys and proofs are plain picklable data)::
                                                # {"compressed": [4]} | ABI hex
     parse_public(values) -> list[int]
     verify(prepared, proof, public) -> None    # raises VerificationError
-    verify_reference(vk, proof, public) -> None  # the same check on py_ecc (slow)
     verify_job(vk_json, proof_json, public) -> tuple[str, str] | None
                                                # for ProcessPoolExecutor
 
@@ -17,7 +16,9 @@ input cannot be parsed or has the wrong shape; :class:`InvalidKey`
 (``invalid_key``) for a key whose points are not valid; :class:`InvalidProof`
 (``invalid_proof``) for a coordinate ≥ p, a point off the curve or at
 infinity, B outside G2's subgroup, a public input ≥ r, or a failed pairing.
-Every cheap check runs before any pairing.
+Every cheap check runs before any pairing. The same check on py_ecc (slow,
+for the differential tests and the benchmark) is
+:func:`verifiers.bn254.reference.verify_reference`.
 """
 
 from __future__ import annotations
@@ -311,18 +312,6 @@ def verify(key: PreparedKey, proof: Proof, public: Sequence[int]) -> None:
     if acc is not None:  # L = O (probability ~0) contributes e(O, γ) = 1
         pairs.append(((acc[0], -acc[1] % P), key.gamma_lines))
     if final_exponentiation(miller_loop(pairs)) != key.alphabeta:
-        raise InvalidProof(detail="pairing check failed")
-
-
-def verify_reference(vk: VerifyingKey, proof: Proof, public: Sequence[int]) -> None:
-    """:func:`verify` done naively with py_ecc (four pairings; ~1-2 s). Same errors."""
-    from popgate.verifiers.bn254 import reference
-
-    _check_public(vk.n_public, public)
-    _check_points(proof)
-    if not reference.g2_in_subgroup(proof.b):
-        raise InvalidProof(detail="B is not in the G2 subgroup")
-    if not reference.groth16_check(vk, proof, public):
         raise InvalidProof(detail="pairing check failed")
 
 

@@ -16,9 +16,10 @@ Stamp format (hashcash.pod, "stamp format (version 1)")::
 - ``ext``: ignored (as in v1), but limited to printable characters and spaces without ``:``.
 - ``rand``, ``counter``: ``[A-Za-z0-9+/=]*`` (the counter need not be sequential).
 
-Presented as ``X-Hashcash: <stamp>``. Double spending: a valid stamp is
-claimed once in the store under ``pg:{hashcash:<sha1 hex>}`` until it would be
-too old anyway. Reasons: ``malformed``, ``insufficient_work``, ``expired``,
+Presented as ``X-Hashcash: <stamp>``. Double spending: a checked stamp comes
+with its :class:`~verifiers.spend.Spend`, which the caller claims once in its
+store (``pg:{hashcash:<sha1 hex>}`` until the stamp would be too old anyway);
+no store here. Reasons: ``malformed``, ``insufficient_work``, ``expired``,
 ``not_yet_valid``, ``wrong_resource``, ``replayed``.
 """
 
@@ -31,9 +32,9 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Protocol
 
-from popgate.verifiers.errors import Malformed, Replayed, VerificationError
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.spend import Spend
 
 MAX_STAMP_LEN = 512
 DEFAULT_MAX_AGE = 28 * 86400
@@ -43,10 +44,6 @@ _FIELD_RE = re.compile(r"[A-Za-z0-9+/=]*\Z")
 _EXT_RE = re.compile(r"[\x20-\x39\x3b-\x7e]*\Z")
 _RESOURCE_RE = re.compile(r"[\x20-\x39\x3b-\x7e]{1,256}\Z")
 _DATE_RE = re.compile(r"(\d\d)(\d\d)(\d\d)(?:(\d\d)(\d\d)(?:(\d\d))?)?\Z")
-
-
-class _ClaimStore(Protocol):
-    async def claim(self, key: str, ttl: float, limit: int = 1) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +66,7 @@ class HashcashAttestation:
     bits: int  # zero bits actually found (>= the claim)
     timestamp: int
     digest: str
+    spend: Spend  # claim once: ``replayed`` when already spent
 
 
 def parse_date(date: str) -> int:
@@ -137,25 +135,9 @@ def check(
         raise VerificationError("expired", f"dated {s.date}, older than {max_age}s")
     if s.resource != resource:
         raise VerificationError("wrong_resource", f"{s.resource!r} != {resource!r}")
-    return HashcashAttestation(s.resource, found, s.timestamp, digest.hex())
-
-
-async def verify(
-    text: str,
-    *,
-    resource: str,
-    now: float,
-    store: _ClaimStore,
-    min_bits: int = 20,
-    max_age: float = DEFAULT_MAX_AGE,
-    skew: float = DEFAULT_SKEW,
-) -> HashcashAttestation:
-    """:func:`check`, then spend the stamp once (``replayed`` when already spent)."""
-    att = check(text, resource=resource, now=now, min_bits=min_bits, max_age=max_age, skew=skew)
-    ttl = max(1.0, att.timestamp + max_age - now + skew)
-    if not await store.claim(f"pg:{{hashcash:{att.digest}}}", ttl=ttl, limit=1):
-        raise Replayed(detail="stamp already spent")
-    return att
+    ttl = max(1.0, s.timestamp + max_age - now + skew)
+    spend = Spend("hashcash", digest.hex(), ttl, detail="stamp already spent")
+    return HashcashAttestation(s.resource, found, s.timestamp, digest.hex(), spend)
 
 
 def mint(

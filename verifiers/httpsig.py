@@ -15,8 +15,11 @@ RFC 9530 ``Content-Digest`` (sha-256 / sha-512) is checked against the body.
 
 Every failure raises :class:`verifiers.errors.VerificationError` with reason
 ``malformed``, ``missing_component``, ``bad_algorithm``, ``expired``,
-``not_yet_valid``, ``bad_digest``, ``wrong_tag``, ``unknown_kid``,
-``bad_signature`` or ``replayed``.
+``not_yet_valid``, ``bad_digest``, ``wrong_tag``, ``unknown_kid`` or
+``bad_signature``. No store here: a verified signature with a nonce carries
+the :class:`~verifiers.spend.Spend` of that nonce (``pg:{<replay_kind>:
+sha256(keyid NUL nonce)}``), which the caller claims once (``replayed`` when
+already used).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from popgate.verifiers.errors import Malformed, Replayed, VerificationError
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.spend import Spend
 from popgate.verifiers.structured_fields import (
     InnerList,
     Item,
@@ -402,6 +406,7 @@ class VerifiedSignature:
     nonce: str | None
     tag: str | None
     params: Mapping[str, Any] = field(default_factory=dict)
+    spend: Spend | None = None  # the nonce, to claim once (None without a nonce)
 
 
 def _int_param(c: Candidate, name: str) -> int | None:
@@ -451,7 +456,8 @@ def check_params(c: Candidate, view: View, policy: Policy, now: float) -> tuple[
 def verify_candidate(
     view: View, c: Candidate, key: VerifyingKey, policy: Policy, now: float
 ) -> VerifiedSignature:
-    """Check one candidate with ``key`` (no replay check). Raises VerificationError."""
+    """Check one candidate with ``key``; no replay check (the nonce's ``spend``
+    is returned). Raises VerificationError."""
     created, expires = check_params(c, view, policy, now)
     alg = c.param("alg")
     if (alg is not None and alg != key.alg) or key.alg not in policy.algorithms:
@@ -468,7 +474,17 @@ def verify_candidate(
         nonce,
         tag if isinstance(tag, str) else None,
         dict(c.params_list.params),
+        None if nonce is None else nonce_spend(c.param("keyid"), str(nonce), created, expires, policy, now),
     )
+
+
+def nonce_spend(
+    keyid: str, nonce: str, created: int, expires: int | None, policy: Policy, now: float
+) -> Spend:
+    """The nonce of a verified signature, spent once until the signature expires."""
+    ttl = max(1.0, (expires or created + policy.max_age) - now + policy.clock_skew)
+    ident = hashlib.sha256(f"{keyid}\0{nonce}".encode()).hexdigest()
+    return Spend(policy.replay_kind, ident, ttl, detail="nonce already used")
 
 
 KeyResolver = Callable[[Candidate], Awaitable[VerifyingKey]]
@@ -480,11 +496,10 @@ async def verify_message(
     resolve_key: KeyResolver,
     policy: Policy,
     now: float,
-    store: Any = None,
     label: str | None = None,
 ) -> VerifiedSignature:
-    """Verify the signature ``label`` (or the first whose tag fits the policy),
-    then spend its nonce once in ``store`` (``store.claim``) when it has one.
+    """Verify the signature ``label`` (or the first whose tag fits the policy);
+    its ``spend`` (when it has a nonce) is left to the caller to claim.
 
     Only one signature is tried, so a request cannot make us verify many.
     Raises VerificationError (reasons in the module docstring).
@@ -499,12 +514,4 @@ async def verify_message(
     c = cands[0]
     check_params(c, view, policy, now)  # cheap rejections before any key lookup
     key = await resolve_key(c)
-    verified = verify_candidate(view, c, key, policy, now)
-    if verified.nonce is not None and store is not None:
-        from popgate.gateway.stores.base import key as store_key
-
-        ttl = max(1.0, (verified.expires or verified.created + policy.max_age) - now + policy.clock_skew)
-        ident = hashlib.sha256(f"{verified.keyid}\0{verified.nonce}".encode()).hexdigest()
-        if not await store.claim(store_key(policy.replay_kind, ident), ttl, limit=1):
-            raise Replayed(detail="nonce already used")
-    return verified
+    return verify_candidate(view, c, key, policy, now)

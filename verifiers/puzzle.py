@@ -34,9 +34,11 @@ or the JSON body ``{"solution": "<same value>", "return_to": "/path"}`` posted
 to ``/.well-known/popgate/puzzle`` (the browser page does that).
 
 Verification: one MAC (constant-time compare) before the payload is decoded,
-then expiry, network, scope, difficulty, k hashes, and finally an atomic
-spend-once ``store.claim(key("puzzle", mac), ttl=until expiry, limit=1)``: one
-challenge buys one pass, however many valid nonces exist for it.
+then expiry, network, scope, difficulty, k hashes. No store here: a checked
+challenge comes with its :class:`~verifiers.spend.Spend` (:func:`spend_of`:
+``pg:{puzzle:<mac>}`` until expiry, limit 1) and the caller (the gateway, or
+``popgate verify``) claims it atomically: one challenge buys one pass,
+however many valid nonces exist for it.
 
 Reasons raised (``VerificationError.reason``): ``malformed``, ``unknown_key``,
 ``bad_mac``, ``expired``, ``wrong_network``, ``wrong_resource`` (scope),
@@ -56,9 +58,10 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
-from popgate.verifiers.errors import Malformed, Replayed, VerificationError
+from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.net import IPAddress, network_of
+from popgate.verifiers.spend import Spend
 
 PREFIX = "pz1"
 MAX_CHALLENGE_LEN = 512
@@ -67,11 +70,6 @@ MAX_BITS = 40
 NONCE_RE = re.compile(r"[A-Za-z0-9_-]{1,32}\Z")
 KID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}\Z")
 SCOPE_RE = re.compile(r"[A-Za-z0-9_.:/*-]{1,64}\Z")
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-class _ClaimStore(Protocol):
-    async def claim(self, key: str, ttl: float, limit: int = 1) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,29 +105,15 @@ class Challenge:
 
 @dataclass(frozen=True, slots=True)
 class PuzzleAttestation:
-    """What a spent puzzle proves: work for ``scope`` from ``network``."""
+    """What a solved puzzle proves: work for ``scope`` from ``network``,
+    once ``spend`` is claimed."""
 
     network: str
     scope: str
     bits: int
     subs: int
     expires: int
-
-
-def network_of(ip: IPAddress | str, v4_prefix: int = 24, v6_prefix: int = 64) -> str:
-    """The prefix a challenge binds: /24 for IPv4, /64 for IPv6 (configurable).
-
-    IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``) count as IPv4. Raises
-    ValueError for a string that is not an IP address.
-    """
-    addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
-    if addr.version == 6 and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    if addr.version == 4:
-        masked = int(addr) >> (32 - v4_prefix) << (32 - v4_prefix)
-        return f"{ipaddress.IPv4Address(masked)}/{v4_prefix}"
-    masked = int(addr) >> (128 - v6_prefix) << (128 - v6_prefix)
-    return f"{ipaddress.IPv6Address(masked).compressed}/{v6_prefix}"
+    spend: Spend
 
 
 def _b64e(data: bytes) -> str:
@@ -277,21 +261,25 @@ def check(
     return c
 
 
-async def verify(
+def spend_of(c: Challenge, now: float) -> Spend:
+    """What a checked challenge leaves to spend: its MAC, once, until it expires."""
+    return Spend("puzzle", c.mac, max(1.0, c.expires - now), detail="challenge already spent")
+
+
+def verify(
     keys: PuzzleKeys,
     solution: str,
     *,
     now: float,
-    store: _ClaimStore,
     client_ip: IPAddress | str | None = None,
     network: str | None = None,
     scope: str | None = None,
     min_bits: int = 0,
 ) -> PuzzleAttestation:
-    """Verify a ``PoP-Puzzle`` value and spend its challenge exactly once.
+    """Check a ``PoP-Puzzle`` value; the attestation's ``spend`` is what the
+    caller must claim once (``replayed`` when the claim is refused).
 
-    Raises VerificationError (``replayed`` when the challenge was already
-    spent, by this or any instance sharing ``store``).
+    Raises VerificationError; ValueError without ``client_ip`` or ``network``.
     """
     if client_ip is None and network is None:
         raise ValueError("verify needs client_ip or network: a challenge is always bound")
@@ -299,9 +287,7 @@ async def verify(
     c = check(
         keys, wire, nonces, now=now, client_ip=client_ip, network=network, scope=scope, min_bits=min_bits
     )
-    if not await store.claim(f"pg:{{puzzle:{c.mac}}}", ttl=max(1.0, c.expires - now), limit=1):
-        raise Replayed(detail="challenge already spent")
-    return PuzzleAttestation(c.network, c.scope, c.bits, c.subs, c.expires)
+    return PuzzleAttestation(c.network, c.scope, c.bits, c.subs, c.expires, spend_of(c, now))
 
 
 def solve(wire: str, bits: int, subs: int = 1, start: int = 0) -> tuple[tuple[str, ...], int]:

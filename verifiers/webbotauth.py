@@ -16,7 +16,8 @@ made by that key.
 
 The attested subject is the agent operator: the Signature-Agent authority, or
 the configured operator of a static key. Errors: VerificationError with the
-:mod:`verifiers.httpsig` reasons plus ``unknown_kid``, ``bad_agent``.
+:mod:`verifiers.httpsig` reasons plus ``unknown_kid``, ``bad_agent``. A nonce
+is not spent here: the attestation's ``spend`` is the caller's to claim.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from popgate.verifiers.httpsig import (
     verify_candidate,
     verify_message,
 )
+from popgate.verifiers.spend import Spend
 from popgate.verifiers.structured_fields import Item, Token, parse_dictionary, parse_item
 
 __all__ = [
@@ -129,7 +131,8 @@ class WebBotAuthAttestation:
     created: int
     expires: int | None
     components: tuple[str, ...] = ()  # covered components, serialized ('"@authority"', ...)
-    nonce: str | None = None  # spent once in the store when present
+    nonce: str | None = None
+    spend: Spend | None = None  # the nonce: the caller claims it once when present
 
     def covers(self, header: str) -> bool:
         """Is request header ``header`` covered by the signature?"""
@@ -246,14 +249,13 @@ class WebBotAuthVerifier:
         *,
         static: Mapping[str, StaticKey] | None = None,
         directory: KeyDirectory | None = None,
-        store: Any = None,
         policy: Policy | None = None,
         allow_insecure_agents: bool = False,
         allowed_agents: frozenset[str] | None = None,
     ) -> None:
         self._static = dict(static or {})
         self._allowed = allowed_agents  # agent origins whose directories we fetch (None: any)
-        self._directory, self._store = directory, store
+        self._directory = directory
         self._policy = policy or Policy(
             required=('"@authority"',), tag=TAG, algorithms=frozenset({"ed25519"}), max_age=300.0
         )
@@ -279,7 +281,8 @@ class WebBotAuthVerifier:
         return agent_origin(uri, allow_insecure=self._insecure)
 
     async def verify(self, view: RequestView, *, now: float) -> WebBotAuthAttestation:
-        """Verify ``view``; spend its nonce in the store. Raises VerificationError."""
+        """Verify ``view``; the attestation's ``spend`` (its nonce) is the
+        caller's to claim. Raises VerificationError."""
         agent: list[str | None] = [None]
 
         async def resolve(cand: Candidate) -> VerifyingKey:
@@ -294,7 +297,7 @@ class WebBotAuthVerifier:
                 return await self._directory.key(agent[0], kid, now)
             raise VerificationError("unknown_kid", f"no key {kid!r}")
 
-        v = await verify_message(view, resolve_key=resolve, policy=self._policy, now=now, store=self._store)
+        v = await verify_message(view, resolve_key=resolve, policy=self._policy, now=now)
         static = self._static.get(v.keyid)
         origin = agent[0]
         if static is not None and static.operator:
@@ -304,5 +307,5 @@ class WebBotAuthVerifier:
         else:
             subject = "jwk:" + v.keyid
         return WebBotAuthAttestation(
-            subject, v.keyid, origin, v.label, v.created, v.expires, tuple(v.components), v.nonce
+            subject, v.keyid, origin, v.label, v.created, v.expires, tuple(v.components), v.nonce, v.spend
         )

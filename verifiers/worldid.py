@@ -8,17 +8,21 @@ from the configured ``app_id``/``action`` and the request-bound signal; hashes
 sent by the client are ignored. Public inputs, in circuit order:
 ``[root, nullifierHash, signalHash, externalNullifierHash]``.
 
-Entry points: :func:`verify_result` (raises), :func:`canonical_nullifier`,
-:func:`signal_hash`, :func:`external_nullifier`, :func:`key` (bundled keys).
-Spend-once of the nullifier is the caller's job (a Store claim on
-:func:`nullifier_scope` + nullifier), after a successful verification.
+Entry points: :func:`check` (the one check order, used by the gateway with
+its roots source and proof pool injected, and by ``popgate verify``),
+:func:`verify_result` (the same with a fixed root set and an in-process
+Groth16 check), :func:`canonical_nullifier`, :func:`signal_hash`,
+:func:`external_nullifier`, :func:`key` (bundled keys). No store here: a
+verified proof carries the nullifier's :class:`~verifiers.spend.Spend`
+(``pg:{worldid-nullifier:<scope>:<nullifier>}``), which the caller claims
+(``nullifier_reused`` when the allowance is used).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Awaitable, Callable, Collection, Container, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -30,6 +34,10 @@ from popgate.verifiers.bn254.encoding import parse_uint
 from popgate.verifiers.bn254.fields import R
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.groth16 import PreparedKey, Proof, parse_proof, prepared_key, verify
+from popgate.verifiers.spend import Spend
+
+#: Nullifiers spent for good still need a store TTL: ten years.
+FOREVER = 10 * 365 * 86400.0
 
 
 class UnknownRoot(VerificationError):
@@ -104,6 +112,13 @@ def canonical_nullifier(value: str | int) -> str:
 def nullifier_scope(app_id: str, action: str) -> str:
     """The per-action namespace for spend-once nullifier keys."""
     return f"0x{external_nullifier(app_id, action):064x}"
+
+
+def nullifier_spend(scope: str, nullifier: str, ttl: float = FOREVER, limit: int = 1) -> Spend:
+    """A nullifier's allowance in ``scope``: ``limit`` uses, remembered ``ttl`` seconds."""
+    return Spend(
+        "worldid-nullifier", f"{scope}:{nullifier}", ttl, limit, NullifierReused.reason, "allowance used"
+    )
 
 
 # --- keys ---------------------------------------------------------------------------
@@ -193,16 +208,60 @@ def parse_result(result: Any) -> WorldIdResult:
 
 @dataclass(frozen=True, slots=True)
 class Verified:
-    """What a valid World ID proof establishes."""
+    """What a valid World ID proof establishes, and the nullifier to spend."""
 
     nullifier: str  # canonical form
     merkle_root: str
     verification_level: str
     signal_hash: str
-    external_nullifier: str
+    external_nullifier: str  # 0x + 64 hex: the nullifier's scope
+    spend: Spend
 
 
-def verify_result(
+RootValid = Callable[[int], Awaitable[bool]]
+ProofCheck = Callable[[Proof, list[int]], Awaitable[None]]
+
+
+async def check(
+    result: Any,
+    *,
+    app_id: str,
+    action: str,
+    signal: str | bytes | None,
+    root_valid: RootValid,
+    verify_proof: ProofCheck,
+    levels: Collection[str] = (),
+    ttl: float = FOREVER,
+    limit: int = 1,
+) -> Verified:
+    """The World ID 3.x check order: parse → verification level (when
+    ``levels`` is not empty) → field elements → ``root_valid`` (before any
+    pairing) → ``verify_proof(proof, public inputs)`` (raises) → the
+    nullifier's Spend (``ttl``, ``limit`` uses). Does not spend it.
+
+    Raises Malformed, ``verification_level``, UnknownRoot or the proof
+    check's error (InvalidProof)."""
+    parsed = parse_result(result)
+    if levels and parsed.verification_level not in levels:
+        raise VerificationError("verification_level", parsed.verification_level)
+    if parsed.nullifier >= R or parsed.merkle_root >= R:
+        raise Malformed(detail="root or nullifier not a field element")
+    if not await root_valid(parsed.merkle_root):
+        raise UnknownRoot(detail=f"root 0x{parsed.merkle_root:064x}")
+    sh, en = signal_hash(signal), external_nullifier(app_id, action)
+    await verify_proof(parsed.proof, [parsed.merkle_root, parsed.nullifier, sh, en])
+    nullifier, scope = canonical_nullifier(parsed.nullifier), f"0x{en:064x}"
+    return Verified(
+        nullifier,
+        f"0x{parsed.merkle_root:064x}",
+        parsed.verification_level,
+        f"0x{sh:064x}",
+        scope,
+        nullifier_spend(scope, nullifier, ttl, limit),
+    )
+
+
+async def verify_result(
     prepared: PreparedKey,
     result: Any,
     *,
@@ -211,24 +270,17 @@ def verify_result(
     signal: str | bytes | None = "",
     valid_roots: Container[int] | Callable[[int], bool],
 ) -> Verified:
-    """Verify a World ID 3.x proof for (app_id, action, signal).
+    """:func:`check` for (app_id, action, signal) against a fixed root set
+    (or predicate), with the Groth16 check in this process."""
 
-    Raises Malformed (unparsable), UnknownRoot (root not valid; checked before
-    any pairing) or InvalidProof (anything else). Does not spend the nullifier."""
-    parsed = parse_result(result)
-    if parsed.nullifier >= R or parsed.merkle_root >= R:
-        raise Malformed(detail="root or nullifier not a field element")
-    known = valid_roots(parsed.merkle_root) if callable(valid_roots) else parsed.merkle_root in valid_roots
-    if not known:
-        raise UnknownRoot(detail=f"root 0x{parsed.merkle_root:064x}")
-    sh, en = signal_hash(signal), external_nullifier(app_id, action)
-    verify(prepared, parsed.proof, [parsed.merkle_root, parsed.nullifier, sh, en])
-    return Verified(
-        canonical_nullifier(parsed.nullifier),
-        f"0x{parsed.merkle_root:064x}",
-        parsed.verification_level,
-        f"0x{sh:064x}",
-        f"0x{en:064x}",
+    async def root_valid(root: int) -> bool:
+        return valid_roots(root) if callable(valid_roots) else root in valid_roots
+
+    async def verify_proof(proof: Proof, public: list[int]) -> None:
+        verify(prepared, proof, public)
+
+    return await check(
+        result, app_id=app_id, action=action, signal=signal, root_valid=root_valid, verify_proof=verify_proof
     )
 
 

@@ -1,18 +1,21 @@
 """x402 ``exact`` on EVM (EIP-3009 ``transferWithAuthorization``), offline.
 
-Check order (cheap and public first, the store last)::
+Check order (cheap and public first, the nonce last)::
 
     select_offer ─► payload shape ─► payTo ─► amount ─► clock ─► route
       route = EOA:   EIP-712 digest ─► ecrecover (low-s) ─► == from
       route = code:  facilitator /verify (EIP-1271 / ERC-6492 smart wallets)
-    ─► claim (network, from, nonce) once in the store
+    ─► return the (network, from, nonce) Spend for the caller to claim once
 
 Every failure raises :class:`VerificationError` with a stable reason:
 ``unsupported_scheme``, ``wrong_network``, ``requirements_mismatch``,
 ``malformed``, ``payto_mismatch``, ``amount_mismatch``, ``expired``,
 ``not_yet_valid``, ``too_far_ahead``, ``bad_signature``, ``high_s``,
-``nonce_reused``, ``smart_wallet_unsupported`` (payer has code and no
-facilitator is configured), ``rpc_unavailable``, or a facilitator reason.
+``smart_wallet_unsupported`` (payer has code and no facilitator is
+configured), ``rpc_unavailable``, or a facilitator reason
+(:func:`map_invalid_reason`). No store here: the payment's ``spend`` reserves
+its nonce (``pg:{x402:<network>:<from>:<nonce>}`` until ``validBefore``); a
+refused claim is ``nonce_reused``.
 
 Payer routing: without a :class:`~verifiers.evm.CodeLookup` every 65-byte
 signature is treated as an EOA's (documented risk: an EIP-7702 delegated EOA
@@ -28,10 +31,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from popgate.gateway.stores.base import Store, key
 from popgate.verifiers.eip712 import Domain, transfer_digest
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.evm import CodeLookup, RpcError, recover_address, to_checksum_address
+from popgate.verifiers.spend import Spend, key
 from popgate.verifiers.x402 import USDC, PaymentPayload, Requirements, select_offer
 
 _ADDR = re.compile(r"0[xX][0-9a-fA-F]{40}")
@@ -81,6 +84,31 @@ class ExactPayment:
     requirements: Requirements
     payment: PaymentPayload
     verified_by: str  # "offline" | "facilitator"
+    spend: Spend  # reserves the nonce: claim once (``nonce_reused`` when taken)
+
+
+# Facilitator invalidReason codes (SDK mechanisms/evm/constants.py) → our reasons.
+_REASONS = {
+    "invalid_exact_evm_payload_signature": "bad_signature",
+    "invalid_exact_evm_failed_to_verify_signature": "bad_signature",
+    "invalid_exact_evm_payload_undeployed_smart_wallet": "bad_signature",
+    "eip6492_factory_not_allowed": "bad_signature",
+    "invalid_exact_evm_payload_recipient_mismatch": "payto_mismatch",
+    "invalid_exact_evm_payload_authorization_value_mismatch": "amount_mismatch",
+    "invalid_exact_evm_payload_authorization_valid_before": "expired",
+    "invalid_exact_evm_payload_authorization_valid_after": "not_yet_valid",
+    "invalid_exact_evm_nonce_already_used": "nonce_reused",
+    "invalid_exact_evm_insufficient_balance": "insufficient_funds",
+    "network_mismatch": "wrong_network",
+    "unsupported_scheme": "unsupported_scheme",
+    "missing_eip712_domain": "requirements_mismatch",
+}
+
+
+def map_invalid_reason(code: str | None) -> str:
+    """Map a facilitator ``invalidReason``/``errorReason`` to our stable reason
+    (``facilitator_rejected`` for anything unknown)."""
+    return _REASONS.get(code or "", "facilitator_rejected")
 
 
 class Facilitator(Protocol):
@@ -166,27 +194,36 @@ def check_signature(req: Requirements, auth: Authorization) -> None:
 def nonce_key(network: str, from_: bytes, nonce: bytes) -> str:
     """Store key reserving one EIP-3009 authorization: ``x402`` /
     ``{network}:{from}:{nonce}`` (lower-case hex)."""
-    return key("x402", f"{network}:0x{from_.hex()}:0x{nonce.hex()}")
+    return key("x402", nonce_ident(network, from_, nonce))
+
+
+def nonce_ident(network: str, from_: bytes, nonce: bytes) -> str:
+    """The identifier of one EIP-3009 authorization in the ``x402`` namespace."""
+    return f"{network}:0x{from_.hex()}:0x{nonce.hex()}"
+
+
+def nonce_spend(network: str, from_: bytes, nonce: bytes, ttl: float) -> Spend:
+    """Reserve one authorization for ``ttl`` seconds (``nonce_reused`` when taken)."""
+    ident = nonce_ident(network, from_, nonce)
+    return Spend("x402", ident, ttl, 1, "nonce_reused", "authorization nonce already presented")
 
 
 class ExactVerifier:
-    """Verifies ``exact`` EVM payments and reserves their nonces.
+    """Verifies ``exact`` EVM payments; each says which nonce to reserve.
 
     Built once at start-up; ``verify`` is the per-request entry point.
     """
 
-    __slots__ = ("_cfg", "_code", "_facilitator", "_store")
+    __slots__ = ("_cfg", "_code", "_facilitator")
 
     def __init__(
         self,
-        store: Store,
         cfg: ExactConfig | None = None,
         *,
         code_lookup: CodeLookup | None = None,
         facilitator: Facilitator | None = None,
     ) -> None:
         self._cfg = cfg or ExactConfig()
-        self._store = store
         self._code = code_lookup
         self._facilitator = facilitator
 
@@ -206,8 +243,7 @@ class ExactVerifier:
             check_signature(req, auth)
             by = "offline"
         ttl = max(1.0, auth.valid_before - now)
-        if not await self._store.claim(nonce_key(req.network, auth.from_, auth.nonce), ttl, 1):
-            raise VerificationError("nonce_reused", "authorization nonce already presented")
+        spend = nonce_spend(req.network, auth.from_, auth.nonce, ttl)
         return ExactPayment(
             to_checksum_address(auth.from_),
             req.network,
@@ -217,6 +253,7 @@ class ExactVerifier:
             req,
             payment,
             by,
+            spend,
         )
 
     async def _needs_facilitator(self, req: Requirements, auth: Authorization, now: float) -> bool:
@@ -236,8 +273,6 @@ class ExactVerifier:
         return has_code
 
     async def _facilitator_verify(self, payment: PaymentPayload, req: Requirements) -> str:
-        from popgate.gateway.payments.facilitator import map_invalid_reason  # avoid an import cycle
-
         if self._facilitator is None:
             raise RuntimeError("facilitator verification without a facilitator")
         result = await self._facilitator.verify(payment.raw, req.for_facilitator(payment.version))

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.oidc import OidcClaims, OidcVerifier
 from popgate.verifiers.poseidon import R, poseidon_hash
+from popgate.verifiers.spend import Spend
 
 __all__ = [
     "FLAG_ED25519",
@@ -181,6 +182,13 @@ class ZkLoginAttestation:
     max_epoch: int
     expires_at: float | None  # unix seconds in ``unix`` mode, None in ``sui`` mode
     claims: OidcClaims
+
+
+def token_spend(token: str, exp: float, now: float, detail: str = "id_token already exchanged") -> Spend:
+    """An exchanged id_token, spent once until two minutes past its ``exp``
+    (the caller claims it; ``replayed`` when already used)."""
+    ident = hashlib.sha256(token.encode()).hexdigest()
+    return Spend("zklogin-jwt", ident, max(60.0, exp + 120 - now), detail=detail)
 
 
 class ZkLoginVerifier:

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "verify":
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-        # each sub-command imports only what it runs (a fast `popgate keys`, no server for verify)
+        # why: each sub-command imports only what it runs (a fast `popgate keys`, no server for verify)
         from popgate.gateway.cli.verify import main as verify_main
 
         return verify_main(args.scheme, args.config)
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode())
         return 0
     if args.command == "demo-upstream":
-        from popgate.gateway.cli.demo_upstream import run as run_demo  # sub-command only
+        from popgate.gateway.cli.demo_upstream import run as run_demo  # why: sub-command only
 
         host, _, port = args.listen.rpartition(":")
         run_demo(host or "127.0.0.1", int(port))
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"popgate: {exc}", file=sys.stderr)
         return 2
-    from popgate.gateway.ops.workers import run_workers  # the server stack: only when serving
+    from popgate.gateway.ops.workers import run_workers  # why: the server stack, only when serving
 
     return run_workers(config, args.workers or 1)
 

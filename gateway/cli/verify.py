@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from popgate.gateway.ops.config import ConfigError, load_config
+from popgate.gateway.stores.base import Spend, spend
 from popgate.gateway.stores.memory import MemoryStore
 from popgate.verifiers.errors import VerificationError
 
@@ -40,11 +41,18 @@ SCHEMES = (
 
 @dataclass
 class VerifyEnv:
-    """What a scheme's ``check`` gets: a shared store, the config, a clock."""
+    """What a scheme's ``check`` gets: a shared store, the config, a clock.
+
+    Verifiers return what to spend; a check spends it with :meth:`spend`.
+    """
 
     store: MemoryStore
     config: Any
     now: float
+
+    async def spend(self, item: Spend) -> None:
+        """Claim ``item`` in the run's store; ``item.refused()`` when spent before."""
+        await spend(self.store, item)
 
 
 def load_checker(scheme: str) -> Any:

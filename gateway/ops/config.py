@@ -386,7 +386,7 @@ def _store(c: pc.Collector, t: dict[str, Any]) -> StoreConfig:
             f"redis+cluster://HOST:PORT[,HOST:PORT...]/, got {url!r}",
         )
     elif url.startswith(("redis+cluster://", "rediss+cluster://")):
-        # redis store URLs only: loads the redis client library
+        # why: redis cluster URLs only; this loads the redis client library
         from popgate.gateway.stores.redis import parse_cluster_url
 
         try:

@@ -35,6 +35,9 @@ import aiohttp
 from popgate.gateway.stores.base import key
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.x402 import SettleResult
+from popgate.verifiers.x402_exact import map_invalid_reason
+
+__all__ = ["map_invalid_reason"]  # re-exported: the reason table lives with the verifier that uses it
 
 if TYPE_CHECKING:
     from popgate.gateway.stores.base import Store
@@ -42,29 +45,6 @@ if TYPE_CHECKING:
 SETTLEMENT_PENDING = "settlement_pending"
 NONCE_ALREADY_USED = "invalid_exact_evm_nonce_already_used"
 _T = TypeVar("_T")
-
-# Facilitator invalidReason codes (SDK mechanisms/evm/constants.py) → our reasons.
-_REASONS = {
-    "invalid_exact_evm_payload_signature": "bad_signature",
-    "invalid_exact_evm_failed_to_verify_signature": "bad_signature",
-    "invalid_exact_evm_payload_undeployed_smart_wallet": "bad_signature",
-    "eip6492_factory_not_allowed": "bad_signature",
-    "invalid_exact_evm_payload_recipient_mismatch": "payto_mismatch",
-    "invalid_exact_evm_payload_authorization_value_mismatch": "amount_mismatch",
-    "invalid_exact_evm_payload_authorization_valid_before": "expired",
-    "invalid_exact_evm_payload_authorization_valid_after": "not_yet_valid",
-    "invalid_exact_evm_nonce_already_used": "nonce_reused",
-    "invalid_exact_evm_insufficient_balance": "insufficient_funds",
-    "network_mismatch": "wrong_network",
-    "unsupported_scheme": "unsupported_scheme",
-    "missing_eip712_domain": "requirements_mismatch",
-}
-
-
-def map_invalid_reason(code: str | None) -> str:
-    """Map a facilitator ``invalidReason``/``errorReason`` to our stable reason
-    (``facilitator_rejected`` for anything unknown)."""
-    return _REASONS.get(code or "", "facilitator_rejected")
 
 
 class FacilitatorError(VerificationError):

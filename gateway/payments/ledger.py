@@ -32,6 +32,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from popgate.verifiers.errors import VerificationError
+from popgate.verifiers.spend import key as store_key
 
 KEY_PREFIX = "pgk_"
 _KEY_RE = re.compile(r"pgk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
@@ -180,7 +181,7 @@ return bal
 
 
 def redis_keys(account: str) -> list[str]:
-    tag = f"pg:{{credits:{account}}}"
+    tag = store_key("credits", account)
     return [f"{tag}:bal", f"{tag}:ledger", f"{tag}:refs", f"{tag}:seq"]
 
 

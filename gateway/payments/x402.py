@@ -1,8 +1,8 @@
 """x402 on requests: a paid retry settles a pending Charge.
 
 Per paid request: parse (400 when malformed) → :class:`ExactVerifier`
-(offline EIP-712 + ecrecover; payers with code → facilitator ``/verify``)
-which reserves ``(network, from, nonce)`` once in the shared store, so of
+(offline EIP-712 + ecrecover; payers with code → facilitator ``/verify``),
+then its ``spend`` reserves ``(network, from, nonce)`` once in the shared store, so of
 any number of concurrent copies of one payment, across every gateway
 sharing the store, one goes on → a durable record in the
 :class:`SettlementQueue` → settlement:
@@ -54,7 +54,7 @@ from popgate.gateway.payments.settlement import SettlementWorker
 from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.decisions import Charge, Decision, WayOut
 from popgate.gateway.registry import Services
-from popgate.gateway.stores.base import StoreUnavailable, key
+from popgate.gateway.stores.base import StoreUnavailable, key, spend
 from popgate.policies.model import Match
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.evm import CodeLookup, to_checksum_address
@@ -73,7 +73,13 @@ from popgate.verifiers.x402 import (
     payment_required,
     select_offer,
 )
-from popgate.verifiers.x402_exact import ExactPayment, ExactVerifier, nonce_key, parse_authorization
+from popgate.verifiers.x402_exact import (
+    ExactPayment,
+    ExactVerifier,
+    nonce_key,
+    nonce_spend,
+    parse_authorization,
+)
 
 log = logging.getLogger("popgate.x402")
 
@@ -129,7 +135,7 @@ class X402Rail:
                 settle_timeout=self.settings.settle_timeout,
             )
             code = CodeLookup(session, dict(self.settings.rpc)) if self.settings.rpc else None
-            self._verifier = ExactVerifier(self.services.store, code_lookup=code, facilitator=fac)
+            self._verifier = ExactVerifier(code_lookup=code, facilitator=fac)
             self._queue = SettlementQueue(self.services.store, fac, backoff=self.settings.retry_backoff)
         return self._verifier, self._queue
 
@@ -201,6 +207,7 @@ class X402Rail:
         verifier, _ = await self._ready()
         try:
             paid = await verifier.verify(payment, offers, now)
+            await spend(self.services.store, paid.spend)  # reserve the nonce
         except StoreUnavailable as exc:
             self.services.metrics.store_errors.labels("payment").inc()
             raise StoreFailure(str(exc)) from None
@@ -233,8 +240,9 @@ class X402Rail:
             raise StoreFailure(str(exc)) from None
         if item_id is None:
             return None
+        spent = nonce_spend(req.network, auth.from_, auth.nonce, 1.0)  # reserved when first presented
         return HeldPayment(
-            payer, req.network, auth.value, nonce, auth.valid_before, req, payment, "held", item_id
+            payer, req.network, auth.value, nonce, auth.valid_before, req, payment, "held", spent, item_id
         )
 
     async def settle_first(self, paid: ExactPayment, now: float) -> SettleResult:

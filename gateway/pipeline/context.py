@@ -15,9 +15,10 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from popgate.gateway.http.headers import IPAddress, network_of
 from popgate.gateway.pipeline.decisions import Allow, Charge, Decision
 from popgate.policies.model import Match
+from popgate.verifiers.net import IPAddress, network_of
+from popgate.verifiers.spend import Spend
 
 
 @dataclass(slots=True)
@@ -35,12 +36,11 @@ class Attestation:
 @dataclass(frozen=True, slots=True)
 class Pending:
     """A store effect the policy stage decided on, for its enforcer to apply:
-    ``spend`` presented work once (claim ``spend_key`` for ``ttl`` seconds),
+    ``spend`` presented work once (claim ``spend``, what the verifier returned),
     or take a ``throttle`` step for the matched rule."""
 
     kind: str  # "spend" | "throttle"
-    spend_key: str = ""
-    ttl: float = 0.0
+    spend: Spend | None = None
 
 
 class Context:

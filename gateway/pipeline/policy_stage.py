@@ -51,11 +51,11 @@ from popgate.gateway.schemes.puzzle import (
     network_binder,
     worker_script,
 )
-from popgate.gateway.stores.base import Store
+from popgate.gateway.stores.base import Store, key
 from popgate.gateway.stores.failure import FailurePolicy, GuardedClaims
 from popgate.policies.classify import bot_token, classify
 from popgate.policies.difficulty import Difficulty
-from popgate.policies.engine import PolicyHolder
+from popgate.policies.holder import PolicyHolder
 from popgate.policies.loader import PolicyError
 from popgate.policies.model import ALLOW, WAYS, Action, Match, RequestView
 from popgate.verifiers.puzzle import PuzzleKeys
@@ -187,7 +187,7 @@ class PolicyStage:
                         ctx, action
                     )
                 if ok:
-                    ctx.pending = Pending("spend", proof.spend_key, proof.ttl)
+                    ctx.pending = Pending("spend", proof.spend)
                     ctx.evidence_kind = proof.kind
                     return True
             elif (
@@ -229,9 +229,10 @@ class PolicyStage:
         sample upstream latency for the pressure signal."""
         pending, m = ctx.pending, ctx.match
         if pending is not None and m is not None:
-            if pending.kind == "spend":
+            if pending.spend is not None:
+                item = pending.spend
                 won = await self.failure.guard(
-                    "spend", self.store.claim(pending.spend_key, pending.ttl), True
+                    "spend", self.store.claim(item.key, item.ttl, item.limit), True
                 )
                 if not won:
                     ctx.evidence_kind = ""
@@ -242,7 +243,7 @@ class PolicyStage:
                     who = f"s:{ctx.subject}" if rate.per == "subject" and ctx.subject else f"n:{ctx.network}"
                     allowed, retry = await self.failure.guard(
                         "rate_limit",
-                        self.store.gcra(f"pg:{{gcra:{m.route}:{who}}}", rate.interval, rate.burst),
+                        self.store.gcra(key("gcra", f"{m.route}:{who}"), rate.interval, rate.burst),
                         (True, 0.0),
                     )
                     if not allowed:

@@ -13,7 +13,6 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from popgate.gateway.pipeline.context import Attestation, Context
-from popgate.gateway.pipeline.decisions import WayOut
 
 
 class EvidenceScheme(Protocol):
@@ -28,11 +27,3 @@ class EvidenceScheme(Protocol):
     async def verify(self, ctx: Context, evidence: Any) -> Attestation:
         """Check the evidence; raise VerificationError when it does not hold."""
         ...
-
-
-class WayOutProvider(Protocol):
-    """Something that can offer a way past a challenge (puzzle, prove, pay)."""
-
-    kind: str
-
-    def way_out(self, ctx: Context) -> WayOut | None: ...

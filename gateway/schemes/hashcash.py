@@ -44,8 +44,7 @@ class HashcashScheme:
         att = hashcash.check(
             text, resource=stamp.resource, now=ctx.now, min_bits=0, max_age=self.max_age, skew=self.skew
         )
-        ttl = max(1.0, att.timestamp + self.max_age - ctx.now + self.skew)
-        proof = WorkProof("hashcash", att.resource, stamp.bits, f"pg:{{hashcash:{att.digest}}}", ttl)
+        proof = WorkProof("hashcash", att.resource, stamp.bits, att.spend)
         return Attestation("unknown", "", "hashcash", extra=proof)
 
 

@@ -29,6 +29,7 @@ from popgate.gateway.pipeline.challenge_page import STATIC, safe_return_path
 from popgate.gateway.pipeline.context import Attestation, Context
 from popgate.gateway.pipeline.decisions import WayOut
 from popgate.gateway.pipeline.responses import problem, wants_html
+from popgate.gateway.stores.base import Spend, spend
 from popgate.gateway.stores.failure import GuardedClaims
 from popgate.policies.classify import classify
 from popgate.policies.difficulty import Difficulty
@@ -48,14 +49,14 @@ class WorkProof:
 
     ``scope`` is the puzzle's route scope or the stamp's resource; the
     policy stage compares it and ``bits`` with the route, then claims
-    ``spend_key`` for ``ttl`` seconds.
+    ``spend`` (what the verifier returned: ``puzzle.spend_of``, the stamp's
+    ``spend``).
     """
 
     kind: str
     scope: str
     bits: int
-    spend_key: str
-    ttl: float
+    spend: Spend
 
 
 class PuzzleScheme:
@@ -79,7 +80,7 @@ class PuzzleScheme:
     async def verify(self, ctx: Context, evidence: Any) -> Attestation:
         wire, nonces = puzzle.parse_solution(str(evidence))
         c = puzzle.check(self.keys, wire, nonces, now=ctx.now, network=ctx.network)
-        proof = WorkProof("puzzle", c.scope, c.bits, f"pg:{{puzzle:{c.mac}}}", max(1.0, c.expires - ctx.now))
+        proof = WorkProof("puzzle", c.scope, c.bits, puzzle.spend_of(c, ctx.now))
         return Attestation("unknown", "", "puzzle", extra=proof)
 
 
@@ -159,7 +160,8 @@ class PuzzleEndpoint:
             )
         solution, return_to = await self._read(request)
         try:
-            att = await puzzle.verify(self.keys, solution, now=ctx.now, store=self.store, network=ctx.network)
+            att = puzzle.verify(self.keys, solution, now=ctx.now, network=ctx.network)
+            await spend(self.store, att.spend)
         except VerificationError as exc:
             log.info("puzzle solution rejected: %s (%s)", exc.reason, exc.detail)
             self.metrics.evidence.labels("puzzle", exc.reason).inc()

@@ -13,7 +13,7 @@ operator = "crawler.example"
 ```
 
 ``allow_http_directories = true`` (tests on 127.0.0.1 only) accepts http agents
-and IP-literal hosts. Nonces are spent once in the store; the request body is
+and IP-literal hosts. Nonces (the verifier's ``spend``) are claimed once in the store; the request body is
 never read (Web Bot Auth signs ``@authority`` and ``Signature-Agent``).
 The table is validated by the config loader (:mod:`gateway.schemes.webbotauth_config`).
 """
@@ -29,6 +29,7 @@ from popgate.gateway.pipeline.context import Attestation, Context
 from popgate.gateway.registry import Registry, Services
 from popgate.gateway.schemes.webbotauth_config import WebBotAuthSettings, parse_settings
 from popgate.gateway.schemes.zklogin import _GuardedStore, _LazySession, request_scheme
+from popgate.gateway.stores.base import spend
 from popgate.verifiers.httpsig import Policy, RequestView
 from popgate.verifiers.webbotauth import (
     TAG,
@@ -46,6 +47,7 @@ class WebBotAuthScheme:
 
     def __init__(self, verifier: WebBotAuthVerifier, services: Services) -> None:
         self.verifier, self.metrics = verifier, services.metrics
+        self.replay = _GuardedStore(services.store, services.failure)
         self.trusted = bool(services.config.trusted_proxies)
 
     def extract(self, request: web.BaseRequest) -> str | None:
@@ -60,6 +62,8 @@ class WebBotAuthScheme:
         request = ctx.request
         view = RequestView.from_aiohttp(request, None, request_scheme(request, self.trusted))
         att = await self.verifier.verify(view, now=ctx.now)
+        if att.spend is not None:
+            await spend(self.replay, att.spend)
         self.metrics.verify_seconds.labels(self.name).observe(time.perf_counter() - started)
         return Attestation(
             "verified-agent",
@@ -99,7 +103,6 @@ def webbotauth_extension(registry: Registry, services: Services) -> None:
     verifier = WebBotAuthVerifier(
         static=s.static,
         directory=directory,
-        store=_GuardedStore(services.store, services.failure),
         policy=policy,
         allow_insecure_agents=s.allow_http_directories,
         allowed_agents=None if s.allow_any_agent else s.directories,

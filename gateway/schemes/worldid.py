@@ -15,13 +15,15 @@ The signal is ``""`` unless ``signal = "client"`` (then: the body's ``signal``).
 popgate hashes app_id, action and signal itself; client-sent hashes are ignored.
 
 Checks, cheapest first, so garbage is never free to send and never costly to
-refuse: size and JSON shape → proof parse (field ranges, curve points) →
-verification level → root validity (:mod:`gateway.schemes.worldid_roots`, before any pairing)
-→ verdict cache → the gates (default: a rate bucket per client network in the
+refuse: size and JSON shape → signal → then :func:`verifiers.worldid.check`
+(the order ``popgate verify worldid`` uses too): proof parse (curve points) →
+verification level → field ranges → root validity
+(:mod:`gateway.schemes.worldid_roots`, before any pairing), with this pool
+injected: verdict cache → the gates (default: a rate bucket per client network in the
 store; more can be appended to ``endpoint.gates``, e.g. a solved puzzle) →
 the Groth16 check in the bounded process pool (:mod:`gateway.schemes.proofpool`;
-full → 503 + Retry-After) → spend: ``store.claim(key("worldid-nullifier",
-scope:nullifier), ttl, limit=sessions_per_nullifier)``, atomic across every
+full → 503 + Retry-After) → spend the returned Spend: ``store.claim(key(
+"worldid-nullifier", scope:nullifier), ttl, limit=sessions_per_nullifier)``, atomic across every
 gateway sharing the store (scope = the external nullifier of app_id and action).
 
 4.0 results go to ``cloud_verify_url`` (the IDKit result as-is, as the
@@ -65,24 +67,18 @@ from popgate.gateway.schemes.worldid_roots import (
     rpc_caller,
 )
 from popgate.gateway.schemes.worldid_v4 import V4_PROTOCOL, CloudVerifier, v4_item
-from popgate.gateway.stores.base import key
+from popgate.gateway.stores.base import Spend, key
 from popgate.gateway.stores.redis import RedisStore
+from popgate.verifiers import worldid
 from popgate.verifiers.errors import Malformed, VerificationError
+from popgate.verifiers.groth16 import Proof
 from popgate.verifiers.session import keyed_subject
-from popgate.verifiers.worldid import (
-    NullifierReused,
-    UnknownRoot,
-    canonical_nullifier,
-    external_nullifier,
-    parse_result,
-    signal_hash,
-)
 
 log = logging.getLogger("popgate.worldid")
 ENDPOINT = "/.well-known/popgate/worldid"
 MAX_BODY = 16 * 1024
 MAX_SIGNAL = 1024
-FOREVER = 10 * 365 * 86400.0
+FOREVER = worldid.FOREVER
 STATUS = {
     "malformed": 400,
     "wrong_action": 400,
@@ -156,8 +152,8 @@ class WorldIdEndpoint:
         metrics = self.services.metrics
         try:
             data = await self._read(request)
-            scope, nullifier, action = await self._verify(request, ctx, data)
-            await self._spend(ctx, scope, nullifier)
+            item, scope, nullifier, action = await self._verify(request, ctx, data)
+            await self._spend(item)
         except VerificationError as exc:
             metrics.evidence.labels("worldid", exc.reason).inc()
             log.info("worldid exchange rejected: %s (%s)", exc.reason, exc.detail)
@@ -170,7 +166,9 @@ class WorldIdEndpoint:
 
     async def _verify(
         self, request: web.BaseRequest, ctx: Context, data: dict[str, Any]
-    ) -> tuple[str, str, str]:
+    ) -> tuple[Spend, str, str, str]:
+        """Check the proof (order: :func:`verifiers.worldid.check`); return the
+        nullifier's Spend, its scope, the nullifier and the action."""
         s = self.s
         action = current_action(s, ctx.now)
         result = data.get("result", data)
@@ -185,20 +183,31 @@ class WorldIdEndpoint:
             await self._gate(request, ctx)
             nullifier = await self.cloud.verify(result)
             scope = "v4:" + hashlib.sha256(f"{s.app_id}\0{action}".encode()).hexdigest()[:40]
-            return scope, nullifier, action
-        parsed = parse_result(result)
-        if s.verification_levels and parsed.verification_level not in s.verification_levels:
-            raise VerificationError("verification_level", parsed.verification_level)
-        if not await self.roots.is_valid(parsed.merkle_root, ctx.now):
-            raise UnknownRoot(detail="root not valid")
-        nullifier = canonical_nullifier(parsed.nullifier)
-        en = external_nullifier(s.app_id, action)
-        public = [parsed.merkle_root, parsed.nullifier, signal_hash(self._signal(data)), en]
-        proof = parsed.proof.packed()
-        if self.pool.cached(proof, public) is False:
-            await self._gate(request, ctx)
-        await self.pool.verify(proof, public)
-        return f"0x{en:064x}", nullifier, action
+            item = worldid.nullifier_spend(scope, nullifier, claim_ttl(s, ctx.now), s.sessions_per_nullifier)
+            return item, scope, nullifier, action
+        signal = self._signal(data)
+
+        async def root_valid(root: int) -> bool:
+            return await self.roots.is_valid(root, ctx.now)
+
+        async def verify_proof(proof: Proof, public: list[int]) -> None:
+            packed = proof.packed()
+            if self.pool.cached(packed, public) is False:
+                await self._gate(request, ctx)
+            await self.pool.verify(packed, public)
+
+        v = await worldid.check(
+            result,
+            app_id=s.app_id,
+            action=action,
+            signal=signal,
+            root_valid=root_valid,
+            verify_proof=verify_proof,
+            levels=s.verification_levels,
+            ttl=claim_ttl(s, ctx.now),
+            limit=s.sessions_per_nullifier,
+        )
+        return v.spend, v.external_nullifier, v.nullifier, action
 
     def _signal(self, data: dict[str, Any]) -> str:
         signal = data.get("signal", "")
@@ -214,19 +223,11 @@ class WorldIdEndpoint:
         for gate in self.gates:
             await gate(request, ctx)
 
-    async def _spend(self, ctx: Context, scope: str, nullifier: str) -> None:
-        st, s = self.services, self.s
-        fresh = await st.failure.guard(
-            "spend",
-            st.store.claim(
-                key("worldid-nullifier", f"{scope}:{nullifier}"),
-                claim_ttl(s, ctx.now),
-                s.sessions_per_nullifier,
-            ),
-            True,
-        )
+    async def _spend(self, item: Spend) -> None:
+        st = self.services
+        fresh = await st.failure.guard("spend", st.store.claim(item.key, item.ttl, item.limit), True)
         if not fresh:
-            raise NullifierReused(detail="allowance used")
+            raise item.refused()  # nullifier_reused
 
     def _session(self, ctx: Context, scope: str, nullifier: str, action: str) -> web.Response:
         st, ttl = self.services, self.s.session_ttl

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import time
@@ -44,13 +43,13 @@ from popgate.gateway.pipeline.responses import problem
 from popgate.gateway.registry import Registry, Services
 from popgate.gateway.schemes.zklogin_config import ZkLoginSettings
 from popgate.gateway.schemes.zklogin_proof import ProofExchange, proof_exchange, proofs_disabled, wants_proof
-from popgate.gateway.stores.base import key
+from popgate.gateway.stores.base import key, spend
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.httpsig import Candidate, Policy, RequestView, VerifyingKey, verify_message
 from popgate.verifiers.jwks import JwksCache
 from popgate.verifiers.oidc import OidcVerifier
 from popgate.verifiers.session import InvalidSession, Session
-from popgate.verifiers.zklogin import ZkLoginVerifier, decode_ext_eph_pk, parse_ext_eph_pk
+from popgate.verifiers.zklogin import ZkLoginVerifier, decode_ext_eph_pk, parse_ext_eph_pk, token_spend
 
 log = logging.getLogger("popgate.zklogin")
 ENDPOINT = "/.well-known/popgate/zklogin"
@@ -166,7 +165,9 @@ class HttpsigBinder:
             return vk
 
         store = _GuardedStore(self.store, self.failure)
-        await verify_message(view, resolve_key=resolve, policy=self.policy, now=ctx.now, store=store)
+        verified = await verify_message(view, resolve_key=resolve, policy=self.policy, now=ctx.now)
+        if verified.spend is not None:
+            await spend(store, verified.spend)
         self.metrics.verify_seconds.labels("httpsig").observe(time.perf_counter() - started)
 
 
@@ -285,13 +286,12 @@ class ZkLoginEndpoint:
         att = await self.verifier.verify(
             token, eph, max_epoch, randomness, now=ctx.now, current_epoch=current
         )
-        spent = hashlib.sha256(token.encode()).hexdigest()
-        left = max(60.0, att.claims.exp + 120 - ctx.now)
+        item = token_spend(token, att.claims.exp, ctx.now)
         fresh = await self.services.failure.guard(
-            "replay", self.services.store.claim(key("zklogin-jwt", spent), left, 1), True
+            "replay", self.services.store.claim(item.key, item.ttl, item.limit), True
         )
         if not fresh:
-            raise VerificationError("replayed", "id_token already exchanged")
+            raise item.refused()
         return att
 
     @staticmethod

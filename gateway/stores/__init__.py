@@ -14,17 +14,17 @@ def open_store(url: str, *, timeout: float = 0.5) -> Store:
 
     Raises ValueError for any other scheme.
     """
-    # Only the configured backend is imported (redis needs the redis client library).
+    # why: only the configured backend is imported (each opens its own client library)
     if url.startswith("memory://"):
-        from popgate.gateway.stores.memory import MemoryStore
+        from popgate.gateway.stores.memory import MemoryStore  # why: see above
 
         return MemoryStore()
     if url.startswith("sqlite:///"):
-        from popgate.gateway.stores.sqlite import SQLiteStore
+        from popgate.gateway.stores.sqlite import SQLiteStore  # why: see above
 
         return SQLiteStore(url[len("sqlite:///") :] or ":memory:", timeout=max(timeout, 0.25))
     if url.startswith(("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")):
-        from popgate.gateway.stores.redis import RedisStore
+        from popgate.gateway.stores.redis import RedisStore  # why: see above
 
         return RedisStore(url, timeout=timeout)
     raise ValueError(f"unsupported store URL: {url!r}")

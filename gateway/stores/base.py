@@ -1,7 +1,9 @@
 """The Store protocol: the few atomic operations popgate needs from a backend.
 
 Every operation is atomic on its own and touches one logical key, so a Redis
-Cluster can serve it (keys carry a hash tag, see :func:`key`). Backends:
+Cluster can serve it (keys carry a hash tag, see :func:`key`, which lives in
+``verifiers.spend`` and is re-exported here). :func:`spend` claims what a
+verifier returned to spend (a :class:`~verifiers.spend.Spend`). Backends:
 memory (tests, single process), SQLite (embedded default, durable, one host)
 and Redis (a fleet). ``tests/stores`` runs one contract suite against all.
 
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from popgate.verifiers.spend import Spend, key
+
 if TYPE_CHECKING:
     from popgate.gateway.payments.ledger import LedgerEntry
 
@@ -21,13 +25,20 @@ class StoreUnavailable(Exception):
     """The backend could not be reached or did not answer in time."""
 
 
-def key(kind: str, ident: str) -> str:
-    """Return the storage key for ``ident`` in namespace ``kind``.
+__all__ = ["Claims", "Spend", "Store", "StoreUnavailable", "key", "spend"]
 
-    The namespace sits in a Redis Cluster hash tag only together with the
-    identifier, so keys spread over slots: ``pg:{kind:ident}``.
-    """
-    return f"pg:{{{kind}:{ident}}}"
+
+class Claims(Protocol):
+    """The one store operation spending needs (a Store, or a guarded one)."""
+
+    async def claim(self, key: str, ttl: float, limit: int = 1) -> bool: ...
+
+
+async def spend(store: Claims, item: Spend) -> None:
+    """Claim ``item`` in ``store``; raise ``item.refused()`` (a
+    VerificationError, ``replayed`` mostly) when it was already spent."""
+    if not await store.claim(item.key, item.ttl, item.limit):
+        raise item.refused()
 
 
 @runtime_checkable

@@ -33,6 +33,7 @@ from coincurve import PrivateKey
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 
+from popgate.gateway.stores.base import spend
 from popgate.gateway.stores.memory import MemoryStore
 from popgate.verifiers.eip712 import Domain, transfer_digest
 from popgate.verifiers.evm import recover_address
@@ -143,12 +144,13 @@ def main() -> None:
     }
     headers = [make_header(os.urandom(32)) for _ in range(n * 5)]
     it = iter(headers)
-    verifier = ExactVerifier(MemoryStore())
+    verifier, store = ExactVerifier(), MemoryStore()
     loop = asyncio.new_event_loop()
     offers = [REQ]
 
     def verify() -> None:
-        loop.run_until_complete(verifier.verify(parse_payment_signature(next(it)), offers, NOW))
+        paid = loop.run_until_complete(verifier.verify(parse_payment_signature(next(it)), offers, NOW))
+        loop.run_until_complete(spend(store, paid.spend))
 
     rows["full offline verify (parse+checks+digest+recover+claim)"] = best(verify, n)
     rows["  same, eth-account digest+recover (baseline)"] = (

@@ -10,9 +10,11 @@ import pytest
 from aiohttp import web
 
 from popgate.gateway import client
+from popgate.gateway.stores.base import spend
 from popgate.gateway.stores.memory import MemoryStore
 from popgate.verifiers import hashcash, puzzle
 from popgate.verifiers.errors import VerificationError
+from popgate.verifiers.net import network_of
 
 KEYS = puzzle.PuzzleKeys({"k1": b"k" * 32}, "k1")
 
@@ -65,12 +67,13 @@ def make_app(store: MemoryStore) -> web.Application:
         value = request.headers.get("PoP-Puzzle")
         if value is not None:
             try:
-                await puzzle.verify(KEYS, value, now=now, store=store, client_ip=request.remote, scope="api")
+                att = puzzle.verify(KEYS, value, now=now, client_ip=request.remote, scope="api")
+                await spend(store, att.spend)
                 return web.json_response({"ok": True})
             except VerificationError as e:
                 return web.json_response({"reason": e.reason}, status=403)
         c = puzzle.issue(
-            KEYS, network=puzzle.network_of(request.remote or "127.0.0.1"), scope="api", bits=10, now=now
+            KEYS, network=network_of(request.remote or "127.0.0.1"), scope="api", bits=10, now=now
         )
         return web.json_response(problem(c), status=402, content_type="application/problem+json")
 

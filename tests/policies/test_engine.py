@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from popgate.policies import loader
-from popgate.policies.engine import PolicyHolder
+from popgate.policies.holder import PolicyHolder
 from popgate.policies.loader import PolicyError
 from popgate.policies.model import RequestView
 

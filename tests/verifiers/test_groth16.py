@@ -18,6 +18,7 @@ import pytest
 from popgate.verifiers import worldid
 from popgate.verifiers.bn254 import curve as c
 from popgate.verifiers.bn254.fields import P, R
+from popgate.verifiers.bn254.reference import verify_reference
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.groth16 import (
     InvalidKey,
@@ -31,7 +32,6 @@ from popgate.verifiers.groth16 import (
     raise_job_result,
     verify,
     verify_job,
-    verify_reference,
 )
 from tests.verifiers.test_bn254 import twist_point_off_subgroup
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from popgate.gateway.stores.base import spend
 from popgate.gateway.stores.memory import MemoryStore
 from popgate.verifiers import hashcash
 from popgate.verifiers.errors import VerificationError
@@ -104,9 +105,9 @@ async def test_double_spend() -> None:
     """A stamp is accepted once per store."""
     store = MemoryStore()
     stamp, resource, bits, _ = stamps()[0]
-    await hashcash.verify(stamp, resource=resource, now=NOW, store=store, min_bits=bits)
+    await spend(store, hashcash.check(stamp, resource=resource, now=NOW, min_bits=bits).spend)
     with pytest.raises(VerificationError) as e:
-        await hashcash.verify(stamp, resource=resource, now=NOW, store=store, min_bits=bits)
+        await spend(store, hashcash.check(stamp, resource=resource, now=NOW, min_bits=bits).spend)
     assert reason(e) == "replayed"
 
 

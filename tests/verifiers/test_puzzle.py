@@ -7,9 +7,11 @@ import ipaddress
 
 import pytest
 
+from popgate.gateway.stores.base import spend
 from popgate.gateway.stores.memory import MemoryStore
 from popgate.verifiers import puzzle
 from popgate.verifiers.errors import VerificationError
+from popgate.verifiers.net import network_of
 
 KEYS = puzzle.PuzzleKeys({"k1": b"k" * 32, "k0": b"o" * 32}, "k1")
 NOW = 1_790_000_000.0
@@ -27,6 +29,13 @@ def solution(c: puzzle.Challenge) -> str:
     return f"{c.wire}:{','.join(nonces)}"
 
 
+async def verify(store: MemoryStore, value: str, **kw: object) -> puzzle.PuzzleAttestation:
+    """Check a solution and spend it in ``store`` (what the gateway does)."""
+    att = puzzle.verify(KEYS, value, **kw)  # type: ignore[arg-type]
+    await spend(store, att.spend)
+    return att
+
+
 def reason(excinfo: pytest.ExceptionInfo[VerificationError]) -> str:
     return excinfo.value.reason
 
@@ -34,11 +43,10 @@ def reason(excinfo: pytest.ExceptionInfo[VerificationError]) -> str:
 async def test_valid_solution_verifies_and_binds_fields() -> None:
     """A solved challenge verifies once and reports what it was bound to."""
     c = make()
-    att = await puzzle.verify(
-        KEYS,
+    att = await verify(
+        MemoryStore(),
         solution(c),
         now=NOW + 1,
-        store=MemoryStore(),
         client_ip=ipaddress.ip_address("203.0.113.77"),
         scope="api",
     )
@@ -48,13 +56,13 @@ async def test_valid_solution_verifies_and_binds_fields() -> None:
 async def test_second_use_is_replayed() -> None:
     """The same challenge cannot buy two passes, even with another valid nonce."""
     store, c = MemoryStore(), make(bits=4)
-    await puzzle.verify(KEYS, solution(c), now=NOW, store=store, network=NET)
+    await verify(store, solution(c), now=NOW, network=NET)
     with pytest.raises(VerificationError) as e:
-        await puzzle.verify(KEYS, solution(c), now=NOW, store=store, network=NET)
+        await verify(store, solution(c), now=NOW, network=NET)
     assert reason(e) == "replayed"
     other, _ = puzzle.solve(c.wire, c.bits, start=int(solution(c).rsplit(":", 1)[1]) + 1)
     with pytest.raises(VerificationError) as e:
-        await puzzle.verify(KEYS, f"{c.wire}:{other[0]}", now=NOW, store=store, network=NET)
+        await verify(store, f"{c.wire}:{other[0]}", now=NOW, network=NET)
     assert reason(e) == "replayed"
 
 
@@ -63,7 +71,7 @@ async def test_concurrent_spends_only_one_wins() -> None:
     store, c = MemoryStore(), make(bits=4)
     value = solution(c)
     results = await asyncio.gather(
-        *(puzzle.verify(KEYS, value, now=NOW, store=store, network=NET) for _ in range(20)),
+        *(verify(store, value, now=NOW, network=NET) for _ in range(20)),
         return_exceptions=True,
     )
     assert sum(not isinstance(r, Exception) for r in results) == 1
@@ -146,7 +154,7 @@ def test_same_prefix_any_address_in_it_and_ipv6_64() -> None:
     wire, nonces = puzzle.parse_solution(solution(c))
     puzzle.check(KEYS, wire, nonces, now=NOW, client_ip="203.0.113.250")
     puzzle.check(KEYS, wire, nonces, now=NOW, client_ip="::ffff:203.0.113.9")
-    c6 = make(bits=2, network=puzzle.network_of("2001:db8:1:2::5"))
+    c6 = make(bits=2, network=network_of("2001:db8:1:2::5"))
     w6, n6 = puzzle.parse_solution(solution(c6))
     puzzle.check(KEYS, w6, n6, now=NOW, client_ip="2001:db8:1:2:ffff::1")
     assert c6.network == "2001:db8:1:2::/64"
@@ -187,4 +195,4 @@ def test_issue_rejects_bad_parameters() -> None:
 async def test_verify_requires_binding() -> None:
     c = make(bits=1)
     with pytest.raises(ValueError):
-        await puzzle.verify(KEYS, solution(c), now=NOW, store=MemoryStore())
+        puzzle.verify(KEYS, solution(c), now=NOW)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from popgate.gateway.cli.verify import VerifyEnv
 from popgate.gateway.stores.memory import MemoryStore
 from popgate.verifiers import puzzle
 from popgate.verifiers.cli import hashcash as hashcash_cli
@@ -24,18 +25,11 @@ class Cfg:
     puzzle_signing_kid: str
 
 
-@dataclass
-class Env:
-    store: Any
-    now: float
-    config: Any
-
-
 DEFAULT_CFG = Cfg({"k1": b"k" * 32}, "k1")
 
 
-def env(config: Any = DEFAULT_CFG) -> Env:
-    return Env(MemoryStore(), NOW, config)
+def env(config: Any = DEFAULT_CFG) -> VerifyEnv:
+    return VerifyEnv(MemoryStore(), config, NOW)
 
 
 async def test_puzzle_case_valid_then_replayed() -> None:

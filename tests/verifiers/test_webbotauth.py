@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from popgate.gateway.cli.verify import load_checker, run_cases
+from popgate.gateway.stores.base import spend
 from popgate.gateway.stores.memory import MemoryStore
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.httpsig import Headers, RequestView, ResponseView, jwk_thumbprint, signature_base
@@ -27,6 +28,7 @@ from popgate.verifiers.webbotauth import (
     DIRECTORY_PATH,
     KeyDirectory,
     StaticKey,
+    WebBotAuthAttestation,
     WebBotAuthVerifier,
     agent_origin,
     parse_signature_agent,
@@ -63,10 +65,23 @@ async def reason(coro: Any) -> str:
     return "ok"
 
 
+class Spending:
+    """A verifier whose nonces are then claimed in ``store`` (what the gateway does)."""
+
+    def __init__(self, store: MemoryStore, **kw: Any) -> None:
+        self.verifier, self.store = WebBotAuthVerifier(**kw), store
+
+    async def verify(self, view: RequestView, *, now: float) -> WebBotAuthAttestation:
+        att = await self.verifier.verify(view, now=now)
+        if att.spend is not None:
+            await spend(self.store, att.spend)
+        return att
+
+
 @pytest.mark.parametrize("r", FIX["requests"], ids=lambda r: r["name"])
 async def test_cloudflare_vectors(r: dict) -> None:
     """Every web-bot-auth signed request verifies; the subject is the Signature-Agent authority."""
-    v = WebBotAuthVerifier(static=static_keys_from_jwks(AGENT_JWKS), store=MemoryStore())
+    v = WebBotAuthVerifier(static=static_keys_from_jwks(AGENT_JWKS))
     att = await v.verify(view_of(r), now=NOW + 10)
     assert att.keyid in (FIX["keyids"]["agent"], FIX["keyids"]["rfc"])
     if "Signature-Agent" in r["headers"]:
@@ -150,7 +165,7 @@ async def test_negative_table(name: str, base: str, headers: dict, opts: dict, w
 async def test_replay_and_tag() -> None:
     """A nonce is spent once per store; a signature without the web-bot-auth tag is refused."""
     store = MemoryStore()
-    v = WebBotAuthVerifier(static=static_keys_from_jwks(AGENT_JWKS), store=store)
+    v = Spending(store, static=static_keys_from_jwks(AGENT_JWKS))
     assert await reason(v.verify(view_of(req("post")), now=NOW)) == "ok"
     assert await reason(v.verify(view_of(req("post")), now=NOW + 1)) == "replayed"
     assert await reason(v.verify(view_of(req("no_agent")), now=NOW + 1)) == "ok"
@@ -272,7 +287,7 @@ async def test_directory_fetch_and_cache(dir_server: DirServer) -> None:
     """Keys are fetched from the agent's directory once per max-age; only bound keys count."""
     async with aiohttp.ClientSession() as session:
         directory = KeyDirectory(session, allow_insecure=True)
-        v = WebBotAuthVerifier(directory=directory, store=MemoryStore(), allow_insecure_agents=True)
+        v = Spending(MemoryStore(), directory=directory, allow_insecure_agents=True)
         att = await v.verify(agent_request(dir_server.origin, "n1"), now=NOW)
         assert att.subject == dir_server.origin.split("//")[1] and att.agent == dir_server.origin
         await v.verify(agent_request(dir_server.origin, "n2"), now=NOW + 30)

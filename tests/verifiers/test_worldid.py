@@ -49,14 +49,14 @@ def test_published_hash_vectors() -> None:
 
 @pytest.mark.parametrize("case", WID, ids=lambda c: repr(c["signal"]))
 @pytest.mark.parametrize("shape", ["idkit2_result", "idkit4_v3_item", "idkit4_result"])
-def test_results_verify(case: dict[str, Any], shape: str) -> None:
+async def test_results_verify(case: dict[str, Any], shape: str) -> None:
     """IDKit 2.x results, 4.x v3 items and 4.x results holding one all verify."""
     result = (
         {"protocol_version": "3.0", "responses": [case["idkit4_v3_item"]]}
         if shape == "idkit4_result"
         else case[shape]
     )
-    out = w.verify_result(
+    out = await w.verify_result(
         prepared_key(LOCAL_VK),
         result,
         app_id=case["app_id"],
@@ -69,12 +69,12 @@ def test_results_verify(case: dict[str, Any], shape: str) -> None:
     assert out.verification_level == "orb"
 
 
-def test_client_sent_signal_hash_is_ignored() -> None:
+async def test_client_sent_signal_hash_is_ignored() -> None:
     """A forged signal_hash in a 4.x item changes nothing: popgate hashes the signal itself."""
     case = WID[1]
     item = dict(case["idkit4_v3_item"], signal_hash=WID[0]["signal_hash"])
     key = prepared_key(LOCAL_VK)
-    w.verify_result(
+    await w.verify_result(
         key,
         item,
         app_id=case["app_id"],
@@ -83,7 +83,7 @@ def test_client_sent_signal_hash_is_ignored() -> None:
         valid_roots={int(ROOT, 16)},
     )
     with pytest.raises(InvalidProof):
-        w.verify_result(
+        await w.verify_result(
             key,
             item,
             app_id=case["app_id"],
@@ -102,7 +102,7 @@ def test_client_sent_signal_hash_is_ignored() -> None:
         ({"valid_roots": set()}, "unknown_root"),
     ],
 )
-def test_wrong_context_is_rejected(change: dict[str, Any], reason: str) -> None:
+async def test_wrong_context_is_rejected(change: dict[str, Any], reason: str) -> None:
     """A proof made for one app/action/signal fails for another; unknown roots fail first."""
     case = WID[0]
     kw: dict[str, Any] = {
@@ -113,7 +113,7 @@ def test_wrong_context_is_rejected(change: dict[str, Any], reason: str) -> None:
     }
     kw.update(change)
     with pytest.raises(VerificationError) as err:
-        w.verify_result(prepared_key(LOCAL_VK), case["idkit2_result"], **kw)
+        await w.verify_result(prepared_key(LOCAL_VK), case["idkit2_result"], **kw)
     assert err.value.reason == reason
 
 

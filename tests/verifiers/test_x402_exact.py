@@ -13,15 +13,28 @@ import aiohttp
 import pytest
 
 from popgate.gateway.payments.facilitator import FacilitatorClient
+from popgate.gateway.stores.base import spend
 from popgate.gateway.stores.memory import MemoryStore
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.evm import CodeLookup, RpcError
 from popgate.verifiers.x402 import Requirements, encode_header, extract
-from popgate.verifiers.x402_exact import ExactConfig, ExactVerifier, nonce_key
+from popgate.verifiers.x402_exact import ExactConfig, ExactPayment, ExactVerifier, nonce_key
 from tests.fixtures.x402.cases import CASES, NOW, PAYER
 from tests.support.facilitator import FacilitatorState, running
 
 ORDER = list(CASES)
+
+
+class Reserving:
+    """An ExactVerifier whose nonces are then claimed in ``store`` (what the gateway does)."""
+
+    def __init__(self, store: MemoryStore, cfg: ExactConfig | None = None, **kw: Any) -> None:
+        self.verifier, self.store = ExactVerifier(cfg, **kw), store
+
+    async def verify(self, payment: Any, offered: list[Requirements], now: float) -> ExactPayment:
+        paid = await self.verifier.verify(payment, offered, now)
+        await spend(self.store, paid.spend)
+        return paid
 
 
 def offers(case: dict[str, Any]) -> list[Requirements]:
@@ -35,7 +48,7 @@ def payment(case: dict[str, Any]) -> Any:
 async def run_case(case: dict[str, Any], store: MemoryStore) -> Any:
     if "after" in case:  # the earlier case must have been accepted first
         await run_case(CASES[case["after"]], store)
-    return await ExactVerifier(store).verify(payment(case), offers(case), case["now"])
+    return await Reserving(store).verify(payment(case), offers(case), case["now"])
 
 
 @pytest.mark.parametrize("name", ORDER)
@@ -57,7 +70,7 @@ async def test_fixture_table(name: str) -> None:
 async def test_concurrent_replay_exactly_one_wins() -> None:
     """50 concurrent copies of one payment: exactly one verifies, the rest are nonce_reused."""
     case, store = CASES["p01_sepolia"], MemoryStore()
-    v = ExactVerifier(store)
+    v = Reserving(store)
     results = await asyncio.gather(
         *(v.verify(payment(case), offers(case), NOW) for _ in range(50)), return_exceptions=True
     )
@@ -71,7 +84,7 @@ async def test_nonce_reserved_with_ttl_to_valid_before() -> None:
     t = [0.0]
     store = MemoryStore(clock=lambda: t[0])
     case = CASES["p01_sepolia"]
-    r = await ExactVerifier(store).verify(payment(case), offers(case), NOW)
+    r = await Reserving(store).verify(payment(case), offers(case), NOW)
     k = nonce_key(r.network, bytes.fromhex(r.payer[2:]), bytes.fromhex(r.nonce[2:]))
     assert await store.get(k) is not None
     t[0] = r.valid_before - NOW + 1
@@ -89,7 +102,7 @@ async def test_invalid_payment_does_not_burn_nonce() -> None:
 async def test_clock_policy_is_configurable() -> None:
     """A wider ahead-skew accepts what the default refuses as too_far_ahead."""
     case = CASES["n07_too_far_ahead"]
-    v = ExactVerifier(MemoryStore(), ExactConfig(max_ahead_skew=4000))
+    v = Reserving(MemoryStore(), ExactConfig(max_ahead_skew=4000))
     assert (await v.verify(payment(case), offers(case), NOW)).payer == PAYER
 
 
@@ -104,7 +117,7 @@ async def test_payer_with_code_goes_to_facilitator() -> None:
     async with running(FacilitatorState(clock=lambda: NOW)) as (url, st), aiohttp.ClientSession() as s:
         st.code_addresses.add(PAYER.lower())
         code = CodeLookup(s, {"eip155:84532": f"{url}/rpc"})
-        v = ExactVerifier(MemoryStore(), code_lookup=code, facilitator=FacilitatorClient(s, url))
+        v = Reserving(MemoryStore(), code_lookup=code, facilitator=FacilitatorClient(s, url))
         case = CASES["p01_sepolia"]
         r = await v.verify(payment(case), offers(case), NOW)
         assert r.verified_by == "facilitator" and st.calls["verify"] == 1
@@ -120,7 +133,7 @@ async def test_eoa_stays_offline_with_code_lookup() -> None:
     """An address without code is verified offline; the facilitator is not called."""
     async with running(FacilitatorState(clock=lambda: NOW)) as (url, st), aiohttp.ClientSession() as s:
         code = CodeLookup(s, {"eip155:84532": f"{url}/rpc"})
-        v = ExactVerifier(MemoryStore(), code_lookup=code, facilitator=FacilitatorClient(s, url))
+        v = Reserving(MemoryStore(), code_lookup=code, facilitator=FacilitatorClient(s, url))
         case = CASES["p01_sepolia"]
         assert (await v.verify(payment(case), offers(case), NOW)).verified_by == "offline"
         assert st.calls["verify"] == 0 and st.calls["rpc"] == 1
@@ -132,17 +145,17 @@ async def test_smart_wallet_rejections() -> None:
     case = CASES["p01_sepolia"]
     smart = {**case, "header_value": resign_as_smart_wallet(case)}
     with pytest.raises(VerificationError) as e:
-        await ExactVerifier(MemoryStore()).verify(payment(smart), offers(case), NOW)
+        await Reserving(MemoryStore()).verify(payment(smart), offers(case), NOW)
     assert e.value.reason == "bad_signature"
     async with running() as (url, st), aiohttp.ClientSession() as s:
         st.code_addresses.add(PAYER.lower())
-        v = ExactVerifier(MemoryStore(), code_lookup=CodeLookup(s, {"eip155:84532": f"{url}/rpc"}))
+        v = Reserving(MemoryStore(), code_lookup=CodeLookup(s, {"eip155:84532": f"{url}/rpc"}))
         with pytest.raises(VerificationError) as e:
             await v.verify(payment(case), offers(case), NOW)
         assert e.value.reason == "smart_wallet_unsupported"
         dead = CodeLookup(s, {"eip155:84532": "http://127.0.0.1:9/rpc"}, timeout=0.5)
         with pytest.raises(RpcError) as e:
-            await ExactVerifier(MemoryStore(), code_lookup=dead).verify(payment(case), offers(case), NOW)
+            await Reserving(MemoryStore(), code_lookup=dead).verify(payment(case), offers(case), NOW)
         assert e.value.reason == "rpc_unavailable"
 
 
@@ -153,7 +166,7 @@ async def test_facilitator_rejection_is_mapped() -> None:
         aiohttp.ClientSession() as s,
     ):
         st.code_addresses.add(PAYER.lower())
-        v = ExactVerifier(
+        v = Reserving(
             MemoryStore(),
             code_lookup=CodeLookup(s, {"eip155:84532": f"{url}/rpc"}),
             facilitator=FacilitatorClient(s, url),

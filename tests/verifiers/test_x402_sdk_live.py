@@ -26,6 +26,7 @@ from x402.http.utils import decode_payment_response_header
 from x402.mechanisms.evm.exact.register import register_exact_evm_client
 
 from popgate.gateway.payments.facilitator import FacilitatorClient, SettlementQueue
+from popgate.gateway.stores.base import spend
 from popgate.gateway.stores.memory import MemoryStore
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.x402 import (
@@ -47,7 +48,7 @@ QUEUE = web.AppKey("queue", SettlementQueue)
 
 def paid_app(fac_url: str, seen: list[str]) -> web.Application:
     store = MemoryStore(clock=time.time)
-    verifier = ExactVerifier(store)
+    verifier = ExactVerifier()
     offers = [exact_requirements("0.01", "eip155:84532", PAY_TO)]
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -68,6 +69,7 @@ def paid_app(fac_url: str, seen: list[str]) -> web.Application:
             return challenge(request)
         try:
             paid = await verifier.verify(payment, offers, time.time())
+            await spend(store, paid.spend)
         except VerificationError as exc:
             seen.append(exc.reason)
             return challenge(request, exc.reason)

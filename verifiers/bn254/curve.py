@@ -255,14 +255,6 @@ def g2_mul(pt: G2Point | None, k: int) -> G2Point | None:
     return None if pt is None else _j2_affine(_j2_mul(pt, k))
 
 
-def g2_add(a: G2Point | None, b: G2Point | None) -> G2Point | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return _j2_affine(_j2_add((a[0], a[1], FP2_ONE), (b[0], b[1], FP2_ONE)))
-
-
 def _psi_j(p: _J2) -> _J2:
     X, Y, Z = p
     return f2_mul(f2_conj(X), _PSI_X), f2_mul(f2_conj(Y), _PSI_Y), f2_conj(Z)

@@ -35,11 +35,6 @@ XI: Fp2 = (9, 1)
 # --- Fp ---------------------------------------------------------------------
 
 
-def fp_inv(a: int) -> int:
-    """Inverse in Fp; raises ZeroDivisionError (ValueError) for 0."""
-    return pow(a, -1, P)
-
-
 def fp_sqrt(a: int) -> int | None:
     """The square root ``a^((p+1)/4)`` (p ≡ 3 mod 4), or None if ``a`` is no square.
 

@@ -4,8 +4,8 @@ Case fields: ``stamp`` (required), ``resource`` (required), ``now`` (unix
 seconds; defaults to ``env.now``), ``min_bits`` (default 20),
 ``max_age_seconds`` (default 28 days), ``skew_seconds`` (default 300).
 Output on success: ``bits`` (zero bits found), ``resource``, ``date`` (unix
-seconds of the stamp's date). A stamp spent earlier in the same run (same
-``env.store``) fails with ``replayed``.
+seconds of the stamp's date). A stamp spent earlier in the same run
+(``env.spend``, one store per run) fails with ``replayed``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
         skew = float(case.get("skew_seconds", hashcash.DEFAULT_SKEW))
     except (TypeError, ValueError):
         raise Malformed(detail="now, min_bits, max_age_seconds, skew_seconds must be numbers") from None
-    att = await hashcash.verify(
-        stamp, resource=resource, now=now, store=env.store, min_bits=min_bits, max_age=max_age, skew=skew
-    )
+    att = hashcash.check(stamp, resource=resource, now=now, min_bits=min_bits, max_age=max_age, skew=skew)
+    await env.spend(att.spend)
     return {"bits": att.bits, "resource": att.resource, "date": att.timestamp}

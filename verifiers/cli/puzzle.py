@@ -9,7 +9,7 @@ prefix, e.g. ``203.0.113.0/24``) or ``client_ip``; optional ``scope`` and
 Keys come from ``env.config`` through :func:`keys_from_config`: the config
 object's ``puzzle_keys`` (kid → key bytes) and ``puzzle_signing_kid``. With no
 config the check fails with reason ``no_keys``. A challenge spent earlier in
-the same run (same ``env.store``) fails with ``replayed``.
+the same run (``env.spend``, one store per run) fails with ``replayed``.
 """
 
 from __future__ import annotations
@@ -53,11 +53,10 @@ async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
     if not value.startswith(challenge + ":"):
         raise VerificationError("wrong_resource", "solution is for another challenge")
     try:
-        att = await puzzle.verify(
+        att = puzzle.verify(
             keys,
             value,
             now=now,
-            store=env.store,
             network=network,
             client_ip=client_ip,
             scope=case.get("scope"),
@@ -65,6 +64,7 @@ async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
         )
     except ValueError as exc:  # a bad client_ip / network string
         raise Malformed(detail=str(exc)) from None
+    await env.spend(att.spend)
     return {
         "network": att.network,
         "scope": att.scope,

@@ -1,7 +1,7 @@
 """``popgate verify webbotauth``: ``{"method", "url", "headers": {...}, "jwks": {...},
 "now", "body"?}`` -> ``keyid``, ``subject``, ``agent``. Keys are the JWKS given
-(no directory fetches); nonces are spent in the run's shared store, so a
-repeated request in one run gives ``replayed``."""
+(no directory fetches); nonces are spent in the run's shared store
+(``env.spend``), so a repeated request in one run gives ``replayed``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
         raise Malformed(detail="method/url must be strings, headers an object")
     body = case.get("body")
     view = RequestView.build(method, url, headers, body.encode() if isinstance(body, str) else None)
-    verifier = WebBotAuthVerifier(static=static_keys_from_jwks(case["jwks"]), store=env.store)
+    verifier = WebBotAuthVerifier(static=static_keys_from_jwks(case["jwks"]))
     att = await verifier.verify(view, now=env.now)
+    if att.spend is not None:
+        await env.spend(att.spend)
     return {"keyid": att.keyid, "subject": att.subject, "agent": att.agent}

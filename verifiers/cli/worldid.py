@@ -4,28 +4,19 @@ Case: ``{"app_id", "action", "signal" (default ""), "result": <IDKit 2.x
 result or 4.x v3 item>, "valid_roots": [...], "vk": <optional: a snarkjs key,
 or a bundled key's name such as "semaphore_v3:16"; default: the World ID
 production key (Semaphore v3, depth 30)>}``. A valid case outputs the nullifier
-in canonical form; a nullifier seen before in this run (same store) for the
-same app and action is ``nullifier_reused``.
+in canonical form; a nullifier seen before in this run (``env.spend``, one
+store per run) for the same app and action is ``nullifier_reused``. The
+check order is the gateway's (:func:`verifiers.worldid.check`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from popgate.gateway.stores.base import key as store_key
 from popgate.verifiers.bn254.encoding import parse_uint
 from popgate.verifiers.errors import Malformed
 from popgate.verifiers.groth16 import prepared_key
-from popgate.verifiers.worldid import (
-    NullifierReused,
-    default_key,
-    key_spec,
-    nullifier_scope,
-    verify_result,
-)
-
-#: Nullifiers are spent for good; the store needs a TTL, so: ten years.
-NULLIFIER_TTL = 10 * 365 * 86400.0
+from popgate.verifiers.worldid import default_key, key_spec, verify_result
 
 
 async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
@@ -49,12 +40,10 @@ async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
         raise Malformed(detail="case: missing result")
     vk = case.get("vk")
     key = default_key() if vk is None else prepared_key(key_spec(vk) if isinstance(vk, str) else vk)
-    verified = verify_result(
+    verified = await verify_result(
         key, case["result"], app_id=app_id, action=action, signal=signal, valid_roots=roots
     )
-    spend = store_key("worldid-nullifier", f"{nullifier_scope(app_id, action)}:{verified.nullifier}")
-    if not await env.store.claim(spend, NULLIFIER_TTL, limit=1):
-        raise NullifierReused(detail=verified.nullifier)
+    await env.spend(verified.spend)
     return {
         "nullifier": verified.nullifier,
         "merkle_root": verified.merkle_root,

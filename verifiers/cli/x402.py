@@ -6,7 +6,7 @@ Output adds ``payer`` (EIP-55), ``network``, ``amount`` and ``nonce``.
 
 Offline only: no RPC, no facilitator, so a payer with code cannot be told
 apart from an EOA here. A nonce presented earlier in the same run gives
-``nonce_reused`` (the run shares ``env.store``). ``X-PAYMENT`` (v1) is
+``nonce_reused`` (``env.spend``: one store per run). ``X-PAYMENT`` (v1) is
 accepted unless ``[x402] accept_v1 = false`` in the config; a v1 payload
 sent under ``PAYMENT-SIGNATURE`` is ``malformed`` (it has no ``accepted``
 and we never guess the version from the body).
@@ -49,7 +49,8 @@ async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
         payment = parse_x_payment(value)
     else:
         raise Malformed(detail=f"unsupported header {name!r}")
-    result = await ExactVerifier(env.store).verify(payment, offered, env.now)
+    result = await ExactVerifier().verify(payment, offered, env.now)
+    await env.spend(result.spend)
     return {
         "payer": result.payer,
         "network": result.network,

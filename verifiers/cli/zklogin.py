@@ -11,16 +11,14 @@ accepted earlier in the same run gives ``replayed`` (the gateway spends each onc
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
-from popgate.gateway.stores.base import key
 from popgate.verifiers.cli.zklogin_nonce import decimal, ext_key
-from popgate.verifiers.errors import Malformed, Replayed
+from popgate.verifiers.errors import Malformed
 from popgate.verifiers.jwks import JwksCache, ProviderConfig
 from popgate.verifiers.oidc import OidcVerifier
-from popgate.verifiers.zklogin import ZkLoginVerifier
+from popgate.verifiers.zklogin import ZkLoginVerifier, token_spend
 
 _RUN_KEY = os.urandom(32)
 
@@ -47,7 +45,5 @@ async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
         current_epoch=current,
     )
     # Each id_token is exchanged once, as at POST /.well-known/popgate/zklogin.
-    spent = key("zklogin-jwt", hashlib.sha256(case["jwt"].encode()).hexdigest())
-    if not await env.store.claim(spent, max(60.0, att.claims.exp + 120 - env.now), 1):
-        raise Replayed(detail="id_token already used in this run")
+    await env.spend(token_spend(case["jwt"], att.claims.exp, env.now, "id_token already used in this run"))
     return {"subject": att.subject, "address": att.address, "iss": att.iss, "expires": att.expires_at}

@@ -1,0 +1,34 @@
+"""The current compiled policy of a gateway, swapped atomically on reload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from popgate.policies.engine import Policy
+from popgate.policies.loader import load
+
+
+class PolicyHolder:
+    """Holds the current :class:`Policy`; swaps it atomically on reload.
+
+    Readers take ``holder.current`` once per request and use that object to
+    the end, so a reload never mixes two policies in one decision.
+    """
+
+    __slots__ = ("current", "path")
+
+    def __init__(self, policy: Policy, path: str | Path | None = None) -> None:
+        self.current = policy
+        self.path = Path(path) if path is not None else None
+
+    def reload(self, path: str | Path | None = None) -> Policy:
+        """Compile the file again and swap it in. Raises
+        :class:`policies.loader.PolicyError` (keeping the old policy) when the
+        new file is invalid."""
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise ValueError("no policy file to reload")
+        policy = load(target)
+        self.current = policy
+        self.path = target
+        return policy
