@@ -96,7 +96,7 @@ class Gateway:
         r = self.registry
         return Pipeline(
             [
-                stages.Extract(r.schemes),
+                stages.Extract([*r.schemes, *r.deferred]),
                 stages.Precheck(self.config.limits),
                 stages.Verify(r.schemes, self.metrics),
                 stages.Classify(r.heuristics),

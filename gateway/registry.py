@@ -25,7 +25,7 @@ from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.decisions import WayOut
 from popgate.gateway.pipeline.responses import HtmlChallenge
 from popgate.gateway.pipeline.stages import Enforcer, Policy
-from popgate.gateway.schemes import EvidenceScheme
+from popgate.gateway.schemes import EvidenceScheme, Extractor
 from popgate.gateway.schemes.session import SessionScheme
 from popgate.gateway.stores.base import Store
 from popgate.gateway.stores.failure import FailurePolicy
@@ -37,7 +37,7 @@ Endpoint = Callable[[web.BaseRequest, Context], Awaitable[web.StreamResponse]]
 WayOutProvider = Callable[[Context, Match | None], WayOut | None]
 Observer = Callable[[Context, web.StreamResponse], None]
 Heuristics = Callable[[Context], str | None]
-PaymentProbe = Callable[[Any], bool]  # request headers -> does it carry a payment?
+PaymentProbe = Callable[[Context], bool]  # does the request carry a payment a rail would take?
 
 
 @dataclass
@@ -77,6 +77,9 @@ class Registry:
     def __init__(self, session: SessionScheme) -> None:
         self.session = session  # extensions add session binders to it
         self.schemes: list[EvidenceScheme] = [session]
+        # evidence the Extract stage pulls out but no Verify step checks: an enforcer
+        # settles it against the decision (payments, against the price charged)
+        self.deferred: list[Extractor] = []
         self.endpoints: dict[str, Endpoint] = {}
         self.enforcers: list[Enforcer] = []
         self.way_out_providers: list[WayOutProvider] = []
@@ -94,9 +97,9 @@ class Registry:
         ways = (provider(ctx, match) for provider in self.way_out_providers)
         return tuple(w for w in ways if w is not None)
 
-    def carries_payment(self, headers: Any) -> bool:
+    def carries_payment(self, ctx: Context) -> bool:
         """Does the request bring a payment one of the registered rails would take?"""
-        return any(probe(headers) for probe in self.payment_probes)
+        return any(probe(ctx) for probe in self.payment_probes)
 
 
 Extension = Callable[[Registry, Services], None]

@@ -54,15 +54,13 @@ from popgate.gateway.errors import BadRequest
 from popgate.gateway.payments.charges import route_price, with_ways
 from popgate.gateway.payments.credits import CreditsRail
 from popgate.gateway.payments.credits_api import register_credits_api
-from popgate.gateway.payments.ledger import bearer_key
+from popgate.gateway.payments.evidence import PaymentScheme, payment_of
 from popgate.gateway.payments.settings import CreditsSettings, X402Settings, parse_credits, parse_x402
 from popgate.gateway.payments.x402 import X402Rail
 from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.decisions import Decision, WayOut
 from popgate.gateway.registry import Registry, Services
 from popgate.gateway.stores.base import StoreUnavailable, key
-from popgate.verifiers.errors import Malformed
-from popgate.verifiers.paypercrawl import CRAWLER_EXACT_PRICE, CRAWLER_MAX_PRICE
 
 # re-exported: the settings and helpers used to live here
 __all__ = [
@@ -127,49 +125,33 @@ class PaymentEnforcer:
         charge = ctx.charge
         if charge is None:
             return None
-        headers = ctx.request.headers
-        if self.x402 is not None:
-            try:
-                payment = self.x402.extract(headers)
-            except Malformed as exc:
-                raise BadRequest(
-                    f"payment header: {exc.detail}",
-                    reason="malformed_payment",
-                    public="The payment header could not be decoded.",
-                ) from None
-            if payment is not None:
-                return await self.x402.pay(ctx, charge, payment)
-        if self.credits is not None:
-            api_key = bearer_key(headers.get("Authorization"))
-            if api_key is not None:
+        payment = payment_of(ctx.evidence)
+        if payment is not None:
+            if payment.rail == "x402" and self.x402 is not None:
+                if payment.x402 is None:
+                    raise BadRequest(
+                        f"payment header: {payment.malformed}",
+                        reason="malformed_payment",
+                        public="The payment header could not be decoded.",
+                    )
+                return await self.x402.pay(ctx, charge, payment.x402)
+            if payment.rail == "credits" and self.credits is not None and payment.api_key is not None:
                 ctx.consume("authorization")  # a popgate API key is not the origin's business
-                return await self.credits.pay_with_key(ctx, charge, api_key)
-            if self.credits.settings.crawlers and (
-                CRAWLER_EXACT_PRICE in headers or CRAWLER_MAX_PRICE in headers
-            ):
+                return await self.credits.pay_with_key(ctx, charge, payment.api_key)
+            if payment.rail == "crawler" and self.credits is not None:
                 return await self.credits.pay_crawl(ctx, charge)
         ctx.charge = with_ways(charge, self.ways(ctx, charge.price))
         return None
 
-    def carries_payment(self, headers: Any) -> bool:
+    @staticmethod
+    def carries_payment(ctx: Context) -> bool:
         """Does the request bring a payment one of our rails would take?
 
         The policy stage asks this on a ``challenge`` that accepts ``pay`` or
         ``credits``: a paying client is charged the route's price instead of
         being challenged again.
         """
-        if self.x402 is not None and (
-            "PAYMENT-SIGNATURE" in headers or (self.x402.settings.accept_v1 and "X-PAYMENT" in headers)
-        ):
-            return True
-        if self.credits is not None:
-            if bearer_key(headers.get("Authorization")) is not None:
-                return True
-            if self.credits.settings.crawlers and (
-                CRAWLER_EXACT_PRICE in headers or CRAWLER_MAX_PRICE in headers
-            ):
-                return True
-        return False
+        return payment_of(ctx.evidence) is not None
 
     def ways(self, ctx: Context, price: int, **extra: Any) -> tuple[WayOut, ...]:
         ways: list[WayOut] = []
@@ -190,6 +172,14 @@ def payments(registry: Registry, services: Services) -> None:
     x402 = X402Rail(xs, services, meter) if xs is not None else None
     credits = CreditsRail(cs, services, meter) if cs is not None else None
     enforcer = PaymentEnforcer(x402, credits)
+    registry.deferred.append(
+        PaymentScheme(
+            x402=xs is not None,
+            accept_v1=xs is not None and xs.accept_v1,
+            credits=cs is not None,
+            crawlers=cs is not None and cs.crawlers,
+        )
+    )
     registry.enforcers.append(enforcer)
     registry.payment_probes.append(enforcer.carries_payment)
     if x402 is not None:

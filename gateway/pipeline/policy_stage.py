@@ -156,7 +156,7 @@ class PolicyStage:
                 action.price
                 and self.payment_present is not None
                 and ("pay" in action.ways or "credits" in action.ways)
-                and self.payment_present(ctx.request.headers)
+                and self.payment_present(ctx)
             ):
                 # A paying client takes the "pay" way out: charge the route's price.
                 return Charge(price=action.price, ways_out=self.ways_out(ctx, action, m.route), route=m.route)

@@ -15,7 +15,7 @@ from popgate.gateway.ops.config import Limits
 from popgate.gateway.ops.metrics import Metrics
 from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, WayOut
-from popgate.gateway.schemes import EvidenceScheme
+from popgate.gateway.schemes import EvidenceScheme, Extractor
 from popgate.verifiers.errors import VerificationError
 
 log = logging.getLogger("popgate.pipeline")
@@ -29,7 +29,7 @@ class Extract:
 
     __slots__ = ("schemes",)
 
-    def __init__(self, schemes: Sequence[EvidenceScheme]) -> None:
+    def __init__(self, schemes: Sequence[Extractor]) -> None:
         self.schemes = tuple(schemes)
 
     async def __call__(self, ctx: Context) -> Decision | None:
