@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from popgate.verifiers.eip712 import Domain, transfer_digest
@@ -255,6 +255,15 @@ class ExactVerifier:
             by,
             spend,
         )
+
+    async def confirm(self, paid: ExactPayment) -> ExactPayment:
+        """A second opinion from the facilitator's ``/verify`` (balance, nonce on
+        chain, smart-wallet signatures) on a payment verified offline. Raises
+        VerificationError with the facilitator's reason."""
+        if paid.verified_by == "facilitator":
+            return paid
+        by = await self._facilitator_verify(paid.payment, paid.requirements)
+        return replace(paid, verified_by=by)
 
     async def _needs_facilitator(self, req: Requirements, auth: Authorization, now: float) -> bool:
         smart_sig = len(auth.signature) != 65 or auth.signature.endswith(_ERC6492_MAGIC)

@@ -22,6 +22,9 @@ def route_price(ctx: Context, match: Match | None) -> int | None:
 
 
 def with_ways(charge: Charge, ways: tuple[WayOut, ...], **changes: Any) -> Charge:
-    """The Charge with our ways out added (kinds it already lists are kept)."""
-    have = {w.kind for w in charge.ways_out}
-    return replace(charge, ways_out=charge.ways_out + tuple(w for w in ways if w.kind not in have), **changes)
+    """The Charge with our ways out: a way of a kind the Charge already lists
+    replaces it in place (the rail's way carries the refusal reason, the balance:
+    the policy's plain offer of the same kind must not hide it); others are appended."""
+    fresh = {w.kind: w for w in ways}
+    kept = tuple(fresh.pop(w.kind, w) for w in charge.ways_out)
+    return replace(charge, ways_out=kept + tuple(w for w in ways if w.kind in fresh), **changes)

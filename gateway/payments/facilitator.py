@@ -236,9 +236,11 @@ class PendingSettlement:
     next_at: float = 0.0
     transaction: str = ""
     last_error: str = ""
-    debt_key: str = ""  # store counter of the payer's unsettled debt (settle-after mode)
+    debt_key: str = ""  # records written before debt_keys: the payer's counter only
+    debt_keys: list[str] = field(default_factory=list)  # unsettled-debt counters (settle-after)
     amount: int = 0  # what this settlement is worth (atomic units)
     ambiguous: bool = False  # a /settle for it may have reached the facilitator unanswered
+    known_key: str = ""  # set when settled: the payer has paid (settle-after, debt.known_key)
 
     def dumps(self) -> bytes:
         return json.dumps({s: getattr(self, s) for s in self.__slots__}, separators=(",", ":")).encode()
@@ -312,14 +314,16 @@ class SettlementQueue:
         nonce: str,
         valid_before: int,
         now: float,
-        debt_key: str = "",
+        debt_keys: tuple[str, ...] = (),
         amount: int = 0,
         inline: bool = False,
+        known_key: str = "",
     ) -> PendingSettlement:
         """Write the pending record; await this before releasing a response.
 
-        ``debt_key`` (optional): a store counter already raised by ``amount``
-        for this payer; a successful settlement lowers it again. ``inline``:
+        ``debt_keys`` (optional): store counters already raised by ``amount``
+        (:mod:`gateway.payments.debt`); a successful settlement lowers them
+        again and sets ``known_key`` (the payer has paid). ``inline``:
         the caller attempts it at once, so workers leave it alone for a
         lease (they then take it as an orphan whose call may have happened)."""
         seq = await self._store.incr(self._key(_Q, "head"), 1, _SEQ_WINDOW)
@@ -333,8 +337,9 @@ class SettlementQueue:
             valid_before,
             now,
             next_at=now + (self.lease if inline else 0.0),
-            debt_key=debt_key,
+            debt_keys=list(debt_keys),
             amount=amount,
+            known_key=known_key,
         )
         await self._store.set(self._key(_Q, f"item:{seq}"), item.dumps())
         return item
@@ -396,8 +401,11 @@ class SettlementQueue:
                 _RECEIPT_TTL,
             )
             await self._store.delete(self._key(_Q, f"item:{item.id}"))
-            if item.debt_key and item.amount:
-                await self._store.incr(item.debt_key, -item.amount, DEBT_WINDOW)
+            if item.amount:
+                for k in filter(None, [item.debt_key, *item.debt_keys]):
+                    await self._store.incr(k, -item.amount, DEBT_WINDOW)
+            if item.known_key:
+                await self._store.set(item.known_key, b"1", DEBT_WINDOW)
             return "settled", result
         if result.error_reason == SETTLEMENT_PENDING and result.transaction:
             item.transaction, item.last_error = result.transaction, SETTLEMENT_PENDING

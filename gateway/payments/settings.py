@@ -30,6 +30,10 @@ class X402Settings:
     retry_backoff: float = 2.0
     verify_timeout: float = 5.0
     settle_timeout: float = 30.0
+    debt_limit_network: int = 5_000_000
+    debt_limit_total: int = 50_000_000
+    verify_new_payers: bool = True
+    forward_payment_header: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,10 @@ def parse_x402(c: Collector, t: dict[str, Any]) -> X402Settings | None:
             "retry_backoff",
             "verify_timeout",
             "settle_timeout",
+            "debt_limit_network",
+            "debt_limit_total",
+            "verify_new_payers",
+            "forward_payment_header",
         },
     )
     nets = t.get("networks", ["eip155:84532"])
@@ -121,10 +129,12 @@ def parse_x402(c: Collector, t: dict[str, Any]) -> X402Settings | None:
     if settle not in ("before", "after"):
         c.problem("x402.settle", f'expected "before" or "after", got {settle!r}')
     debt = _usd(c, "x402.debt_limit", t.get("debt_limit", "1.00"), positive=False)
+    debt_net = _usd(c, "x402.debt_limit_network", t.get("debt_limit_network", "5.00"), positive=False)
+    debt_total = _usd(c, "x402.debt_limit_total", t.get("debt_limit_total", "50.00"), positive=False)
     price = _usd(c, "x402.price", t.get("price", "0.01"))
-    v1 = t.get("accept_v1", False)
-    if not isinstance(v1, bool):
-        c.problem("x402.accept_v1", f"expected true or false, got {v1!r}")
+    v1 = _flag(c, t, "accept_v1", False)
+    verify_new = _flag(c, t, "verify_new_payers", True)
+    forward = _flag(c, t, "forward_payment_header", False)
     mts = c.number(
         "x402.max_timeout_seconds", t.get("max_timeout_seconds", 300), lo=10, hi=86400, integer=True
     )
@@ -155,7 +165,19 @@ def parse_x402(c: Collector, t: dict[str, Any]) -> X402Settings | None:
         float(backoff or 2.0),
         float(verify_timeout or 5.0),
         float(settle_timeout or 30.0),
+        int(debt_net or 0),
+        int(debt_total or 0),
+        verify_new,
+        forward,
     )
+
+
+def _flag(c: Collector, t: dict[str, Any], name: str, default: bool) -> bool:
+    value = t.get(name, default)
+    if not isinstance(value, bool):
+        c.problem(f"x402.{name}", f"expected true or false, got {value!r}")
+        return default
+    return value
 
 
 def parse_credits(c: Collector, t: dict[str, Any], env: Any) -> CreditsSettings | None:

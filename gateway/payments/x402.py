@@ -43,8 +43,8 @@ from aiohttp import web
 
 from popgate.gateway.errors import GatewayError, StoreFailure
 from popgate.gateway.payments.charges import route_price, with_ways
+from popgate.gateway.payments.debt import debt_keys, is_known, known_key, raise_debt
 from popgate.gateway.payments.facilitator import (
-    DEBT_WINDOW,
     FacilitatorClient,
     FacilitatorError,
     PendingSettlement,
@@ -54,7 +54,7 @@ from popgate.gateway.payments.settlement import SettlementWorker
 from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.decisions import Charge, Decision, WayOut
 from popgate.gateway.registry import Services
-from popgate.gateway.stores.base import StoreUnavailable, key, spend
+from popgate.gateway.stores.base import StoreUnavailable, spend
 from popgate.policies.model import Match
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.evm import CodeLookup, to_checksum_address
@@ -309,7 +309,9 @@ class X402Rail:
             self.services.metrics.store_errors.labels("payment").inc()
             raise StoreFailure(str(exc)) from None
 
-    async def _enqueue(self, paid: ExactPayment, now: float, debt_key: str = "") -> PendingSettlement:
+    async def _enqueue(
+        self, paid: ExactPayment, now: float, debts: tuple[str, ...] = ()
+    ) -> PendingSettlement:
         _, queue = await self._ready()
         try:
             return await queue.enqueue(
@@ -320,9 +322,10 @@ class X402Rail:
                 nonce=paid.nonce,
                 valid_before=paid.valid_before,
                 now=now,
-                debt_key=debt_key,
+                debt_keys=debts,
                 amount=paid.amount,
                 inline=True,
+                known_key=known_key(paid.network, paid.payer) if debts else "",
             )
         except StoreUnavailable as exc:
             self.services.metrics.store_errors.labels("payment").inc()
@@ -360,7 +363,11 @@ class X402Rail:
                     charge,
                     (self.way_out(ctx, charge.price, refused),),
                     reason="payment_rejected",
-                    detail="Unsettled payments exceed this payer's limit; retry later.",
+                    detail=(
+                        "Unsettled payments exceed the limit; retry later."
+                        if refused == "debt_limit"
+                        else f"The payment was not accepted: {refused}."
+                    ),
                 )
         else:
             try:
@@ -392,21 +399,34 @@ class X402Rail:
         return None
 
     async def _pay_later(self, ctx: Context, paid: ExactPayment) -> str | None:
-        """Settle-after: raise the payer's debt within the limit, write the
-        record, settle in the background. Returns a refusal reason or None."""
-        store = self.services.store
-        debt_key = key("x402debt", f"{paid.network}:{paid.payer.lower()}")
+        """Settle-after (:mod:`gateway.payments.debt`): a new payer is confirmed by
+        the facilitator first; the unsettled debt stays within every cap; then the
+        record is written and settled in the background. A refusal reason or None."""
+        s, store = self.settings, self.services.store
+        verifier, _ = await self._ready()
+        keys = debt_keys(paid.network, paid.payer, ctx.network)
         try:
-            debt = await store.incr(debt_key, paid.amount, DEBT_WINDOW)
-            if debt > self.settings.debt_limit:
-                await store.incr(debt_key, -paid.amount, DEBT_WINDOW)
+            if s.verify_new_payers and not await is_known(store, paid.network, paid.payer):
+                await verifier.confirm(paid)
+            if not await raise_debt(
+                store, keys, (s.debt_limit, s.debt_limit_network, s.debt_limit_total), paid.amount
+            ):
                 await self._release(paid)
                 self.services.metrics.payments.labels("x402", "debt_limit").inc()
                 return "debt_limit"
         except StoreUnavailable as exc:
             self.services.metrics.store_errors.labels("payment").inc()
+            await self._release(paid)
             raise StoreFailure(str(exc)) from None
-        item = await self._enqueue(paid, ctx.now, debt_key)
+        except FacilitatorError as exc:
+            await self._release(paid)
+            raise FacilitatorUnavailable(f"verify: {exc.detail}") from None
+        except VerificationError as exc:
+            await self._release(paid)
+            self.services.metrics.payments.labels("x402", exc.reason).inc()
+            log.info("x402 new payer refused by the facilitator: %s", exc.reason)
+            return exc.reason
+        item = await self._enqueue(paid, ctx.now, keys)
         task = asyncio.get_running_loop().create_task(self._settle_background(item))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -12,7 +12,8 @@ a settled nonce is spent, and high-s signatures are refused as USDC does.
 Fault switches on :class:`FacilitatorState`: ``latency`` (seconds before
 answering), ``verify_mode`` / ``settle_mode`` (``ok``, ``http500``,
 ``reject400`` for verify, ``fail``/``pending``/``hang`` for settle), and
-``pending_rounds`` (how many settle calls for one payment, the broadcasting
+``funded`` (payers with a balance; others get ``insufficient_balance``, as a
+fresh key would on chain), ``pending_rounds`` (how many settle calls for one payment, the broadcasting
 one included, are answered ``settlement_pending`` before the receipt is
 "seen"; later calls with the same payload reconcile to that one tx).
 
@@ -53,6 +54,7 @@ class FacilitatorState:
     pending_rounds: int = 1
     idempotent: bool = False  # re-settle of a settled payment → its original tx
     code_addresses: set[str] = field(default_factory=set)  # lower-case; "smart wallets"
+    funded: set[str] | None = None  # lower-case payers holding funds (None: every payer)
     spent: set[tuple[str, str, str]] = field(default_factory=set)
     pending: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
     settled: list[dict[str, Any]] = field(default_factory=list)
@@ -160,6 +162,8 @@ def check(state: FacilitatorState, body: dict[str, Any]) -> tuple[str | None, st
         return "invalid_exact_evm_payload_signature", payer
     if (req["network"], payer.lower(), a["nonce"].lower()) in state.spent:
         return "invalid_exact_evm_nonce_already_used", payer
+    if state.funded is not None and payer.lower() not in state.funded:
+        return "invalid_exact_evm_insufficient_balance", payer
     return None, payer
 
 
