@@ -497,9 +497,12 @@ async def verify_message(
     policy: Policy,
     now: float,
     label: str | None = None,
+    keyid: str | None = None,
 ) -> VerifiedSignature:
-    """Verify the signature ``label`` (or the first whose tag fits the policy);
-    its ``spend`` (when it has a nonce) is left to the caller to claim.
+    """Verify one signature: the one labelled ``label``, else the one whose
+    ``keyid`` is ``keyid`` (a session binding: other signatures on the request,
+    such as a Web Bot Auth one, are someone else's), else the first whose tag
+    fits the policy. Its ``spend`` (when it has a nonce) is the caller's to claim.
 
     Only one signature is tried, so a request cannot make us verify many.
     Raises VerificationError (reasons in the module docstring).
@@ -507,6 +510,10 @@ async def verify_message(
     cands = parse_signatures(view.headers)
     if label is not None:
         cands = [c for c in cands if c.label == label]
+    elif keyid is not None:
+        cands = [c for c in cands if _same(c.param("keyid"), keyid)]
+        if not cands:
+            raise VerificationError("unknown_kid", "no signature with the expected keyid")
     elif policy.tag is not None:
         cands = [c for c in cands if c.param("tag") == policy.tag] or cands
     if not cands:
@@ -515,3 +522,7 @@ async def verify_message(
     check_params(c, view, policy, now)  # cheap rejections before any key lookup
     key = await resolve_key(c)
     return verify_candidate(view, c, key, policy, now)
+
+
+def _same(value: Any, expected: str) -> bool:
+    return isinstance(value, str) and hmac.compare_digest(value.encode(), expected.encode())
