@@ -383,6 +383,7 @@ class Policy:
     """
 
     required: tuple[str, ...] = ()
+    required_any: tuple[str, ...] = ()  # at least one of these covered (none: no such rule)
     digest_with_body: bool = True
     algorithms: frozenset[str] = frozenset({"ed25519", "ecdsa-p256-sha256", "ecdsa-secp256k1-sha256"})
     tag: str | None = None
@@ -424,6 +425,8 @@ def check_params(c: Candidate, view: View, policy: Policy, now: float) -> tuple[
         raise VerificationError("wrong_tag", f"tag {c.param('tag')!r}")
     comps = c.components
     missing = [r for r in policy.required if r not in comps]
+    if policy.required_any and not any(r in comps for r in policy.required_any):
+        missing.append(" or ".join(policy.required_any))
     body = getattr(view, "body", None)
     if body and policy.digest_with_body and '"content-digest"' not in comps:
         missing.append('"content-digest"')
@@ -481,8 +484,10 @@ def verify_candidate(
 def nonce_spend(
     keyid: str, nonce: str, created: int, expires: int | None, policy: Policy, now: float
 ) -> Spend:
-    """The nonce of a verified signature, spent once until the signature expires."""
-    ttl = max(1.0, (expires or created + policy.max_age) - now + policy.clock_skew)
+    """The nonce of a verified signature, spent once for as long as the signature
+    is accepted: until it expires or is ``max_age`` old, whichever comes first."""
+    end = created + policy.max_age if expires is None else min(expires, created + policy.max_age)
+    ttl = max(1.0, end - now + policy.clock_skew)
     ident = hashlib.sha256(f"{keyid}\0{nonce}".encode()).hexdigest()
     return Spend(policy.replay_kind, ident, ttl, detail="nonce already used")
 

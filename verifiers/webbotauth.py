@@ -58,6 +58,7 @@ __all__ = [
     "WebBotAuthVerifier",
     "agent_origin",
     "parse_signature_agent",
+    "request_policy",
     "static_keys_from_jwks",
 ]
 
@@ -65,6 +66,10 @@ TAG = "web-bot-auth"
 DIRECTORY_TAG = "http-message-signatures-directory"
 DIRECTORY_PATH = "/.well-known/http-message-signatures-directory"
 DIRECTORY_MEDIA = "application/http-message-signatures-directory+json"
+# The draft: a request signature covers the target, "@authority" or "@target-uri"
+# (at least one), and lives at most 24 hours (expires - created).
+TARGET_COMPONENTS = ('"@authority"', '"@target-uri"')
+MAX_VALIDITY = 24 * 3600.0
 _MAX_AGE = re.compile(r"max-age\s*=\s*(\d{1,10})", re.IGNORECASE)
 _MAX_DIRECTORY = 64 * 1024
 
@@ -241,6 +246,25 @@ class KeyDirectory:
         return good
 
 
+def request_policy(*, window: float = 300.0, clock_skew: float = 30.0, require_nonce: bool = False) -> Policy:
+    """The one rule for a Web Bot Auth request signature, the gateway's and
+    ``popgate verify webbotauth``'s: tag ``web-bot-auth``, Ed25519, covering
+    ``@authority`` or ``@target-uri``; ``expires - created`` at most 24 h (the
+    draft's bound); accepted until ``window`` seconds after ``created`` (or
+    ``expires``, if sooner). The body is not part of it (no content-digest demanded)."""
+    return Policy(
+        required_any=TARGET_COMPONENTS,
+        tag=TAG,
+        algorithms=frozenset({"ed25519"}),
+        max_age=window,
+        max_validity=MAX_VALIDITY,
+        clock_skew=clock_skew,
+        require_nonce=require_nonce,
+        digest_with_body=False,
+        replay_kind="wba-nonce",
+    )
+
+
 class WebBotAuthVerifier:
     """Verify Web Bot Auth requests; one object per gateway, built from config."""
 
@@ -256,9 +280,7 @@ class WebBotAuthVerifier:
         self._static = dict(static or {})
         self._allowed = allowed_agents  # agent origins whose directories we fetch (None: any)
         self._directory = directory
-        self._policy = policy or Policy(
-            required=('"@authority"',), tag=TAG, algorithms=frozenset({"ed25519"}), max_age=300.0
-        )
+        self._policy = policy or request_policy()
         self._insecure = allow_insecure_agents
 
     def _agent(self, view: RequestView, cand: Candidate) -> str | None:

@@ -5,7 +5,7 @@ agent makes the client ``verified-agent``, the agent operator its subject.
 [webbotauth]
 directories = ["https://signer.example"]   # agents whose key directories we fetch
 # allow_any_agent = false                  # fetch any https agent's directory
-signature_window = 300                     # created at most this old
+signature_window = 300                     # created at most this old (expires - created: at most 24 h)
 directory_ttl = 3600                       # when the directory sends no max-age
 [[webbotauth.keys]]                        # static keys (no fetch)
 jwk = { kty = "OKP", crv = "Ed25519", x = "..." }   # or jwks_file = "..."
@@ -14,7 +14,8 @@ operator = "crawler.example"
 
 ``allow_http_directories = true`` (tests on 127.0.0.1 only) accepts http agents
 and IP-literal hosts. Nonces (the verifier's ``spend``) are claimed once in the store; the request body is
-never read (Web Bot Auth signs ``@authority`` and ``Signature-Agent``).
+never read (Web Bot Auth signs ``@authority`` or ``@target-uri``, and ``Signature-Agent``). The
+rule is :func:`verifiers.webbotauth.request_policy`, the same in ``popgate verify webbotauth``.
 The table is validated by the config loader (:mod:`gateway.schemes.webbotauth_config`).
 """
 
@@ -30,12 +31,8 @@ from popgate.gateway.registry import Registry, Services
 from popgate.gateway.schemes.webbotauth_config import WebBotAuthSettings, parse_settings
 from popgate.gateway.schemes.zklogin import _GuardedStore, _LazySession, request_scheme
 from popgate.gateway.stores.base import spend
-from popgate.verifiers.httpsig import Policy, RequestView
-from popgate.verifiers.webbotauth import (
-    TAG,
-    KeyDirectory,
-    WebBotAuthVerifier,
-)
+from popgate.verifiers.httpsig import RequestView
+from popgate.verifiers.webbotauth import TAG, KeyDirectory, WebBotAuthVerifier, request_policy
 
 _MARK = 'tag="' + TAG + '"'
 
@@ -89,16 +86,8 @@ def webbotauth_extension(registry: Registry, services: Services) -> None:
             failure_ttl=n["directory_failure_ttl"],
             max_agents=n["max_agents"],
         )
-    policy = Policy(
-        required=('"@authority"',),
-        tag=TAG,
-        algorithms=frozenset({"ed25519"}),
-        max_age=n["signature_window"],
-        max_validity=max(n["signature_window"], 3600),
-        clock_skew=n["clock_skew"],
-        require_nonce=s.require_nonce,
-        digest_with_body=False,
-        replay_kind="wba-nonce",
+    policy = request_policy(
+        window=n["signature_window"], clock_skew=n["clock_skew"], require_nonce=s.require_nonce
     )
     verifier = WebBotAuthVerifier(
         static=s.static,

@@ -407,3 +407,14 @@ async def test_from_aiohttp_request() -> None:
             async with s.post(url, data=body + b" ", headers=hdrs) as r:
                 assert r.status == 200
     assert seen == ["ok", "bad_digest"]
+
+
+def test_nonce_kept_only_while_the_signature_is_accepted() -> None:
+    """A 24 h signature in a 300 s window: its nonce is kept about 300 s, not a day
+    (a signature older than the window is refused anyway, so the store holds less)."""
+    from popgate.verifiers.httpsig import nonce_spend
+
+    policy = Policy(max_age=300.0, clock_skew=30.0)
+    assert nonce_spend("k", "n", 1000, 1000 + 86400, policy, 1000.0).ttl == 330.0
+    assert nonce_spend("k", "n", 1000, 1060, policy, 1000.0).ttl == 90.0
+    assert nonce_spend("k", "n", 1000, None, policy, 1100.0).ttl == 230.0

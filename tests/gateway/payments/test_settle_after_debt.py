@@ -57,9 +57,7 @@ async def test_unsettled_debt_is_capped_per_client_network(gateway_factory, upst
     """Funded payers, a facilitator that never settles: whatever the number of
     payer addresses, one client network is served at most debt_limit_network."""
     async with running(FacilitatorState(settle_mode="http500")) as (fac, _):
-        r = await paid_gateway(
-            gateway_factory, upstream, fac, settle='"after"', debt_limit_network='"0.03"'
-        )
+        r = await paid_gateway(gateway_factory, upstream, fac, settle='"after"', debt_limit_network='"0.03"')
         got = [await pay(http, url_of(r, "/paid/x"), acct) for acct in FRESH]
         assert [s for s, _, _ in got] == [200, 200, 200, 402, 402]
         assert got[3][1]["error"] == "debt_limit"

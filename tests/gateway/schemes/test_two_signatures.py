@@ -33,7 +33,9 @@ def wba_signature(url: str, nonce: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("wba_first", [True, False])
-async def test_session_signature_found_in_either_order(upstream, gateway_factory, http, jwks_server, wba_first):
+async def test_session_signature_found_in_either_order(
+    upstream, gateway_factory, http, jwks_server, wba_first
+):
     gw = await gateway_factory(upstream, extra=zk_config(jwks_server.url) + static_config("Crawler Inc"))
     c = Client()
     data = await login(http, gw, c)

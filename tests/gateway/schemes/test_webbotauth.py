@@ -168,3 +168,51 @@ def test_config_problems_all_reported(tmp_path: Path) -> None:
         assert where in text, where
     with pytest.raises(ConfigError):
         parse_settings({})
+
+
+COVERAGE = [
+    # (covered components, expires - created, outcome at the gateway and in the CLI)
+    (("@authority",), 60, "ok"),
+    (("@target-uri",), 60, "ok"),
+    (("@method", "@path"), 60, "missing_component"),
+    (("@authority",), 2 * 3600, "ok"),
+    (("@target-uri",), 24 * 3600, "ok"),
+    (("@authority",), 24 * 3600 + 1, "malformed"),
+]
+
+
+@pytest.mark.parametrize("components,validity,want", COVERAGE)
+async def test_one_rule_for_gateway_and_cli(upstream, gateway_factory, http, components, validity, want):
+    """Web Bot Auth: a signature covering ``@authority`` or ``@target-uri`` is
+    accepted, ``expires - created`` up to 24 h; the gateway and ``popgate verify
+    webbotauth`` give the same answer for the same signed request."""
+    import io
+    import json
+
+    from popgate.gateway.cli.verify import load_checker, run_cases
+    from tests.verifiers.test_webbotauth import AGENT_JWKS
+
+    gw = await at_fixture_time(gateway_factory, upstream, static_config())
+    url = url_of(gw, "/crawl")
+    nonce = f"n-{'-'.join(components)}-{validity}"
+    items = [Item(c, {}) for c in components]
+    params = dict(created=NOW, expires=NOW + validity, keyid=jwk_thumbprint(PUB["agent"]), alg="ed25519")
+    headers = sign_items(
+        priv("agent"),
+        RequestView.build("GET", url, {}),
+        items,
+        "sig1",
+        nonce=nonce,
+        tag="web-bot-auth",
+        **params,
+    )
+    async with http.get(url, headers={**headers, "Accept": "application/json"}) as r:
+        info = await r.json()
+        at_gateway = (
+            "ok" if r.status == 200 and info["pop"]["PoP-Class"] == "verified-agent" else info["reason"]
+        )
+    case = {"method": "GET", "url": url, "headers": headers, "jwks": AGENT_JWKS, "now": NOW + 5}
+    out = io.StringIO()
+    await run_cases(load_checker("webbotauth"), None, io.StringIO(json.dumps(case)), out)
+    in_cli = json.loads(out.getvalue())["reason"]
+    assert (at_gateway, in_cli) == (want, want)
