@@ -1,7 +1,9 @@
 """Forwarding an allowed request to the upstream, streaming both ways.
 
-Request bodies stream to the upstream chunk by chunk, counted against the
-body limit; response bodies stream back, except small ones with a known
+Request bodies are read up to ``limits.request_buffer`` before an upstream slot
+is taken, then stream at a minimum rate (:mod:`gateway.http.paced_body`);
+slots are admitted by :mod:`gateway.http.admission` (reserved share, per-network
+cap, ``pool_wait`` deadline). Response bodies stream back, except small ones with a known
 length (``limits.buffer_below``), which are read in one go: cheaper, and
 still bounded. Hop-by-hop headers go; forwarding headers and ``PoP-*`` are
 set by popgate alone.
@@ -9,15 +11,15 @@ set by popgate alone.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
-from popgate.gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+from popgate.gateway.errors import GatewayError
+from popgate.gateway.http.admission import UpstreamGate
 from popgate.gateway.http.headers import FORWARDING, HOP_BY_HOP, POP_PREFIX, connection_tokens
+from popgate.gateway.http.paced_body import paced, prebuffer
 from popgate.gateway.http.upstream import BodyError, UpstreamClient, UpstreamResponse
 from popgate.gateway.http.websocket import WebSocketProxy, is_upgrade
 from popgate.gateway.ops.config import Config
@@ -40,6 +42,7 @@ class Forwarder:
         self.trusted = bool(config.trusted_proxies)
         self.cookie_name = config.sessions.cookie_name
         self.websockets = WebSocketProxy(config.upstream.url, self.limits.connect_timeout)
+        self.gate = UpstreamGate(self.limits)
 
     def _ws_headers(self, ctx: Context) -> list[tuple[str, str]]:
         request = ctx.request
@@ -96,37 +99,35 @@ class Forwarder:
         request = ctx.request
         if is_upgrade(request):
             return await self.websockets.forward(request, self._ws_headers(ctx))
+        ticket = self.gate.enter(ctx)  # admission: see gateway.http.admission
+        try:
+            body = await self._body(request)
+            await self.gate.slot(ticket)
+            try:
+                upstream = await self.upstream.send(
+                    request.method, request.raw_path, self.request_headers(ctx), body
+                )
+            except BodyError as exc:
+                raise exc.error from None
+            try:
+                return await self._respond(ctx, upstream)
+            except BodyError as exc:
+                raise exc.error from None
+            finally:
+                upstream.release()
+        finally:
+            self.gate.leave(ticket)
+
+    async def _body(self, request: web.BaseRequest) -> AsyncIterator[bytes] | None:
+        """The body to send, its first ``request_buffer`` bytes already read
+        (:mod:`gateway.http.paced_body`: before an upstream slot is taken)."""
+        if not request.body_exists:
+            return None
         pre = getattr(request, "_read_bytes", None)  # a body a verifier already read
         if pre is not None:
-            body: AsyncIterator[bytes] | None = _once(pre) if request.body_exists else None
-        else:
-            body = self._body(request) if request.body_exists else None
-        try:
-            upstream = await self.upstream.send(
-                request.method, request.raw_path, self.request_headers(ctx), body
-            )
-        except BodyError as exc:
-            raise exc.error from None
-        try:
-            return await self._respond(ctx, upstream)
-        except BodyError as exc:
-            raise exc.error from None
-        finally:
-            upstream.release()
-
-    async def _body(self, request: web.BaseRequest) -> AsyncIterator[bytes]:
-        limit = self.limits.max_body_bytes
-        seen = 0
-        try:
-            async for chunk in request.content.iter_chunked(CHUNK):
-                seen += len(chunk)
-                if seen > limit:
-                    raise BodyError(PayloadTooLarge(f"body over {limit} bytes"))
-                yield chunk
-        except aiohttp.http_exceptions.HttpProcessingError as exc:
-            raise BodyError(BadRequest(f"request body: {exc}", reason="bad_body")) from None
-        except (ConnectionResetError, asyncio.IncompleteReadError) as exc:
-            raise BodyError(BadRequest(f"request body: {exc}", reason="bad_body")) from None
+            return _once(pre)
+        first, complete, pace = await prebuffer(request, self.limits)
+        return _once(first) if complete else paced(request, first, pace, self.limits)
 
     async def _respond(self, ctx: Context, up: UpstreamResponse) -> web.StreamResponse:
         headers = up.headers

@@ -83,6 +83,12 @@ class Limits:
     client_header_timeout: float = 10.0  # whole request head, from first byte (or accept)
     client_body_timeout: float = 30.0  # longest client silence while a body is due
     client_keepalive_timeout: float = 75.0  # idle client connection between requests
+    pool_wait: float = 2.0  # longest wait for an upstream slot: then 503 upstream_busy
+    pool_reserved: float = 0.25  # share of pool_size anonymous requests cannot take
+    network_requests: int = 64  # anonymous requests in flight per client network: then 429
+    body_min_rate: int = 1024  # bytes/s a request body must average (after body_grace)
+    body_grace: float = 5.0  # seconds before the minimum rate applies
+    request_buffer: int = 65536  # body bytes read before an upstream slot is taken (0: full duplex)
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,9 +345,14 @@ def _limits(c: pc.Collector, t: dict[str, Any]) -> Limits:
         vals[name] = v if v is not None else default
     if vals["max_header_count"] < 8:
         c.problem("limits.max_header_count", "must be at least 8")
-    for name in ("client_header_timeout", "client_body_timeout", "client_keepalive_timeout"):
+    for name in ("client_header_timeout", "client_body_timeout", "client_keepalive_timeout", "pool_wait"):
         if not vals[name] > 0:
             c.problem(f"limits.{name}", "must be more than 0 seconds")
+    if not 0 <= vals["pool_reserved"] < 1:
+        c.problem("limits.pool_reserved", "must be at least 0 and below 1 (a share of pool_size)")
+    for name in ("pool_size", "network_requests"):
+        if vals[name] < 1:
+            c.problem(f"limits.{name}", "must be at least 1")
     return Limits(**vals)
 
 

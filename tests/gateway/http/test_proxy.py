@@ -160,9 +160,13 @@ async def test_large_bodies_stream_both_ways(upstream, gateway_factory, http, cl
 
 
 async def test_streaming_is_incremental(upstream, gateway_factory, client_kind):
-    """The echo of the first chunk comes back before the client sends the second:
-    nothing is buffered whole."""
-    gw = await gateway_factory(upstream, extra=ALLOW_ALL, server_extra=f'upstream_client = "{client_kind}"')
+    """With ``request_buffer = 0`` (full duplex), the echo of the first chunk comes
+    back before the client sends the second: nothing is buffered whole."""
+    gw = await gateway_factory(
+        upstream,
+        extra=ALLOW_ALL + "\n[limits]\nrequest_buffer = 0\n",
+        server_extra=f'upstream_client = "{client_kind}"',
+    )
     port = gw.proxy.addresses[0][1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
