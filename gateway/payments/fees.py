@@ -25,6 +25,9 @@ Config tables (absent → that rail is off)::
     facilitator = "https://..."          # /verify, /settle
     settle = "before"                    # before | after
     debt_limit = "1.00"                  # USD unsettled per payer (settle = after)
+    debt_limit_network = "5.00"          # ... per client network; debt_limit_total = "50.00": fleet-wide
+    verify_new_payers = true             # settle = after: facilitator /verify for a payer not yet settled
+    forward_payment_header = false       # PAYMENT-SIGNATURE / X-PAYMENT are stripped before the origin
     accept_v1 = false
     price = "0.01"                       # offered on plain challenges that allow pay
     max_timeout_seconds = 300

@@ -12,7 +12,7 @@ from popgate.verifiers.httpsig import RequestView, jwk_thumbprint
 from popgate.verifiers.structured_fields import Item
 from tests.conftest import url_of
 from tests.gateway.schemes.test_webbotauth import static_config
-from tests.gateway.schemes.test_zklogin import Client, jwks_server, login, zk_config  # noqa: F401
+from tests.gateway.schemes.test_zklogin import Client, login, zk_config
 from tests.verifiers.test_webbotauth import PUB, priv, sign_items
 
 
