@@ -41,6 +41,8 @@ def normalize_host(raw: str) -> tuple[str, int | None]:
         end = text.find("]")
         if end < 0:
             raise ValueError("unclosed IPv6 literal")
+        if "%" in text[:end]:
+            raise ValueError("IPv6 zone ids are not hosts")
         try:
             addr = ipaddress.IPv6Address(text[1:end])
         except ValueError:

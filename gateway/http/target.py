@@ -73,7 +73,12 @@ def request_target(request: web.BaseRequest) -> Target:
     if "#" in rest:
         rest = rest.partition("#")[0]
     if _UNSAFE.search(rest) is not None:
-        rest = quote(rest, safe=_SAFE)
+        try:
+            rest = quote(rest, safe=_SAFE, errors="surrogateescape")
+        except UnicodeEncodeError:
+            raise BadRequest(
+                "target encoding", reason="bad_target", public="The target is not UTF-8."
+            ) from None
     path, _, query = rest.partition("?")
     try:
         name, port = normalize_host(host) if host else ("", None)
