@@ -28,7 +28,7 @@ from popgate.gateway.errors import BadRequest, MethodNotAllowed
 from popgate.policies.hostnorm import normalize_host
 from popgate.policies.pathnorm import normalize_path
 
-# Outside RFC 3986 pchar / "/" / "?" / "%": percent-encoded before anything else.
+# Outside RFC 3986 pchar / "/" / "?" / "%" (so "#" too): percent-encoded before anything else.
 _UNSAFE = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/?%]")
 _SAFE = "-._~!$&'()*+,;=:@/?%"
 
@@ -59,32 +59,34 @@ class Target:
 def request_target(request: web.BaseRequest) -> Target:
     """The request's :class:`Target`; raises 400 (or 405 for CONNECT) when it has none."""
     raw = request.raw_path
+    if request.method == "CONNECT":  # whatever its target: popgate is not a tunnel
+        raise MethodNotAllowed("CONNECT", public="popgate does not tunnel (CONNECT).")
     if raw.startswith("/"):
         host = request.headers.get("Host", "")
         rest = raw
-    elif request.method == "CONNECT":
-        raise MethodNotAllowed("CONNECT", public="popgate does not tunnel (CONNECT).")
     elif raw == "*":
         raise BadRequest(
             "asterisk-form target", reason="bad_target", public="OPTIONS * is not served: name a path."
         )
     else:
         host, rest = _absolute(raw)
-    if "#" in rest:
-        rest = rest.partition("#")[0]
-    if _UNSAFE.search(rest) is not None:
-        try:
-            rest = quote(rest, safe=_SAFE, errors="surrogateescape")
-        except UnicodeEncodeError:
-            raise BadRequest(
-                "target encoding", reason="bad_target", public="The target is not UTF-8."
-            ) from None
+    if _UNSAFE.search(rest) is not None:  # rare: a fragment, or characters to encode
+        rest = _clean(rest)
     path, _, query = rest.partition("?")
     try:
         name, port = normalize_host(host) if host else ("", None)
     except ValueError as exc:
         raise BadRequest(f"host: {exc}", reason="bad_host", public="The request's host is invalid.") from None
     return Target(path, normalize_path(path), query, name, port)
+
+
+def _clean(rest: str) -> str:
+    """Drop the fragment, percent-encode what a request line should not carry raw."""
+    rest = rest.partition("#")[0]
+    try:
+        return quote(rest, safe=_SAFE, errors="surrogateescape")
+    except UnicodeEncodeError:
+        raise BadRequest("target encoding", reason="bad_target", public="The target is not UTF-8.") from None
 
 
 def _absolute(raw: str) -> tuple[str, str]:
