@@ -24,6 +24,7 @@ from popgate.gateway.http.headers import client_address, parse_ip
 from popgate.gateway.http.lean_upstream import LeanUpstream
 from popgate.gateway.http.proxy import Forwarder
 from popgate.gateway.http.upstream import AiohttpUpstream, UpstreamClient
+from popgate.gateway.http.websocket import check_handshake, is_upgrade
 from popgate.gateway.ops.config import Config
 from popgate.gateway.ops.metrics import Metrics
 from popgate.gateway.pipeline import stages
@@ -121,9 +122,12 @@ class Gateway:
         ctx = self.context(request)
         decision = "error"
         try:
-            if request.path.startswith(ENDPOINT_PREFIX):
+            path = ctx.target.path  # a bad target or host is a 400 (CONNECT a 405) before anything else
+            if is_upgrade(request):
+                check_handshake(request)  # before any charge or upstream socket
+            if path.startswith(ENDPOINT_PREFIX):
                 decision = "endpoint"
-                response = await self._endpoint(request, ctx)
+                response = await self._endpoint(path, request, ctx)
             else:
                 verdict = await self.pipeline.run(ctx)
                 decision = verdict.kind
@@ -156,8 +160,8 @@ class Gateway:
         metrics.count_request(ctx.klass, decision, response.status, time.perf_counter() - started)
         return response
 
-    async def _endpoint(self, request: web.BaseRequest, ctx: Context) -> web.StreamResponse:
-        handler = self.endpoints.get(request.path)
+    async def _endpoint(self, path: str, request: web.BaseRequest, ctx: Context) -> web.StreamResponse:
+        handler = self.endpoints.get(path)
         if handler is None:
             return problem(
                 request,

@@ -35,6 +35,13 @@ class Forbidden(GatewayError):
     status, reason, title = 403, "forbidden", "Forbidden"
 
 
+class MethodNotAllowed(GatewayError):
+    """CONNECT (authority-form): popgate proxies requests, it does not tunnel."""
+
+    status, reason, title = 405, "method_not_allowed", "Method not allowed"
+    allow = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
+
 class PayloadTooLarge(GatewayError):
     status, reason, title = 413, "body_too_large", "Request body too large"
 

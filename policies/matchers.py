@@ -7,7 +7,9 @@ regexes of the rule), host, user agent, headers, declared agent, networks
 Globs: ``*`` matches within one path segment (or one host label), ``**``
 across segments, ``?`` one character; the whole path must match. Paths match
 case-insensitively unless ``case_sensitive = true`` (see README). Hosts are
-compared lower-case without port.
+compared in the form :func:`policies.hostnorm.normalize_host` gives the request's
+host (lower case, no port, no trailing dot, IDNA A-labels); rule globs are
+brought to the same form.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import re
 from typing import Any
 
 from popgate.policies.actions import Problems
+from popgate.policies.hostnorm import normalize_host_glob
 from popgate.policies.request import Check, Req
 
 
@@ -45,6 +48,14 @@ def _strings(p: Problems, where: str, value: Any) -> list[str]:
     return items
 
 
+def _host_glob(p: Problems, where: str, glob: str) -> str:
+    try:
+        return normalize_host_glob(glob)
+    except UnicodeError as exc:
+        p.add(where, f"invalid host {glob!r}: {exc}")
+        return glob.lower()
+
+
 def _regex(p: Problems, where: str, pattern: str, flags: int = 0) -> re.Pattern[str] | None:
     try:
         return re.compile(pattern, flags)
@@ -64,7 +75,7 @@ def compile_checks(p: Problems, where: str, r: dict[str, Any]) -> tuple[Check, .
         checks.append(path)
     if "host" in r:
         hosts = _strings(p, f"{where}.host", r["host"])
-        body = "|".join(glob_to_regex(h.lower(), ".") for h in hosts)
+        body = "|".join(glob_to_regex(_host_glob(p, f"{where}.host", h), ".") for h in hosts)
         rx = _regex(p, f"{where}.host", f"(?:{body})\\Z")
         if rx is not None:
             checks.append(_host_check(rx))

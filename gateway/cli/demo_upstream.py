@@ -21,6 +21,7 @@ async def describe(request: web.Request) -> web.Response:
     info = {
         "method": request.method,
         "path": request.path_qs,
+        "target": request.raw_path,  # the request-target exactly as received
         "headers": {k: v for k, v in request.headers.items()},
         "pop": {k: v for k, v in request.headers.items() if k.lower().startswith("pop-")},
         "body_sha256": hashlib.sha256(body).hexdigest(),

@@ -6,7 +6,10 @@ slots are admitted by :mod:`gateway.http.admission` (reserved share, per-network
 cap, ``pool_wait`` deadline). Response bodies stream back, except small ones with a known
 length (``limits.buffer_below``), which are read in one go: cheaper, and
 still bounded. Hop-by-hop headers go; forwarding headers and ``PoP-*`` are
-set by popgate alone.
+set by popgate alone; popgate's own credentials go by one table
+(:class:`gateway.http.headers.Credentials`), on WebSocket upgrades too. The
+origin is sent the target popgate matched its policy on
+(:attr:`gateway.http.target.Target.forward`: normalized path, origin-form).
 """
 
 from __future__ import annotations
@@ -18,16 +21,14 @@ from aiohttp import web
 
 from popgate.gateway.errors import GatewayError
 from popgate.gateway.http.admission import UpstreamGate
-from popgate.gateway.http.headers import FORWARDING, HOP_BY_HOP, POP_PREFIX, connection_tokens
+from popgate.gateway.http.headers import FORWARDING, HOP_BY_HOP, Credentials, connection_tokens
 from popgate.gateway.http.paced_body import paced, prebuffer
 from popgate.gateway.http.upstream import BodyError, UpstreamClient, UpstreamResponse
-from popgate.gateway.http.websocket import WebSocketProxy, is_upgrade
+from popgate.gateway.http.websocket import SKIP, WebSocketProxy, check_handshake, is_upgrade
 from popgate.gateway.ops.config import Config
 from popgate.gateway.pipeline.context import Context
 
 log = logging.getLogger("popgate.proxy")
-# Evidence headers popgate always consumes itself (PoP-* are stripped by prefix).
-CONSUMED = frozenset({"x-hashcash"})
 CHUNK = 64 * 1024
 
 
@@ -40,51 +41,44 @@ class Forwarder:
         self.host = config.upstream.authority
         self.via = f"1.1 {config.via_name}"
         self.trusted = bool(config.trusted_proxies)
-        self.cookie_name = config.sessions.cookie_name
+        x402 = config.features.x402  # its payment headers are popgate's unless the operator forwards them
+        self.credentials = Credentials(
+            config.sessions.cookie_name, payments=x402 is not None and not x402.forward_payment_header
+        )
         self.websockets = WebSocketProxy(config.upstream.url, self.limits.connect_timeout)
         self.gate = UpstreamGate(self.limits)
 
-    def _ws_headers(self, ctx: Context) -> list[tuple[str, str]]:
-        request = ctx.request
-        return [
-            ("X-Forwarded-For", str(request.remote or "")),
-            ("X-Forwarded-Host", request.headers.get("Host", "")),
-            ("Via", self.via),
-            *ctx.origin_headers(),
-        ]
-
-    def request_headers(self, ctx: Context) -> list[tuple[str, str]]:
-        """Headers for the upstream: the client's, cleaned, plus ours."""
+    def request_headers(self, ctx: Context, skip: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+        """Headers for the upstream: the client's, cleaned, plus ours (``skip``: names left out)."""
         request = ctx.request
         headers = request.headers
         conn = connection_tokens(headers.getall("Connection", ())) if "Connection" in headers else ()
-        out: list[tuple[str, str]] = [("Host", self.host)]
-        cookie_prefix = self.cookie_name + "="
+        out: list[tuple[str, str]] = [] if "host" in skip else [("Host", self.host)]
+        credentials = self.credentials
         drop = ctx.consumed or ()
         for name, value in headers.items():
             low = name.lower()
             if (
                 low in HOP_BY_HOP
                 or low in FORWARDING
-                or low.startswith(POP_PREFIX)
+                or credentials.is_header(low)
                 or low in conn
-                or low in CONSUMED
                 or low in drop
+                or low in skip
             ):
                 continue
-            if low == "authorization" and value[:4].lower() in ("pop ", "pop-"):
-                continue  # popgate's own credential is not the origin's business
-            if low == "cookie" and cookie_prefix in value:
-                value = _drop_cookie(value, cookie_prefix)
-                if not value:
+            if low == "authorization" or low == "cookie":
+                cleaned = credentials.clean(low, value)
+                if cleaned is None:
                     continue
+                value = cleaned
             out.append((name, value))
         peer = str(request.remote or "")
         prior = ",".join(headers.getall("X-Forwarded-For", ())) if self.trusted else ""
         out.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
         proto = headers.get("X-Forwarded-Proto") if self.trusted else None
         out.append(("X-Forwarded-Proto", proto or request.scheme))
-        out.append(("X-Forwarded-Host", headers.get("Host", "")))
+        out.append(("X-Forwarded-Host", ctx.target.authority))
         via = headers.get("Via")
         out.append(("Via", f"{via}, {self.via}" if via else self.via))
         out.extend(ctx.origin_headers())
@@ -97,16 +91,17 @@ class Forwarder:
         of the response is sent; after that, errors end the connection.
         """
         request = ctx.request
+        target = ctx.target.forward
         if is_upgrade(request):
-            return await self.websockets.forward(request, self._ws_headers(ctx))
+            check_handshake(request)
+            headers = self.request_headers(ctx, SKIP)
+            return await self.websockets.forward(request, target, headers, ctx.response_headers)
         ticket = self.gate.enter(ctx)  # admission: see gateway.http.admission
         try:
             body = await self._body(request)
             await self.gate.slot(ticket)
             try:
-                upstream = await self.upstream.send(
-                    request.method, request.raw_path, self.request_headers(ctx), body
-                )
+                upstream = await self.upstream.send(request.method, target, self.request_headers(ctx), body)
             except BodyError as exc:
                 raise exc.error from None
             try:
@@ -181,7 +176,3 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 
 def request_is_head(ctx: Context) -> bool:
     return ctx.request.method == "HEAD"
-
-
-def _drop_cookie(header: str, prefix: str) -> str:
-    return "; ".join(p for p in (c.strip() for c in header.split(";")) if p and not p.startswith(prefix))

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterable, Sequence
 from typing import Protocol
 
 import aiohttp
+from yarl import URL
 
 from popgate.gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
 from popgate.gateway.ops.config import Limits
@@ -114,7 +115,7 @@ class AiohttpUpstream:
         try:
             resp = await self.session.request(
                 method,
-                self.base + target,
+                URL(self.base + target, encoded=True),
                 headers=headers,
                 data=body,
                 allow_redirects=False,

@@ -1,22 +1,35 @@
 """WebSocket upgrade pass-through: one upstream socket per client socket,
-messages pumped both ways until either side closes."""
+messages pumped both ways until either side closes.
+
+:func:`check_handshake` runs before anything else touches an upgrade (no
+charge, no upstream socket): a request with ``Upgrade: websocket`` must be a
+valid RFC 6455 handshake (GET over HTTP/1.1, ``Connection: upgrade``,
+``Sec-WebSocket-Version: 13``, a ``Sec-WebSocket-Key`` of 16 base64 bytes), else 400.
+The request headers sent upstream are the HTTP path's
+(:meth:`gateway.http.proxy.Forwarder.request_headers`: popgate's credentials
+stripped by the same table) minus :data:`SKIP`, which the upstream handshake
+makes itself.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import binascii
 import logging
+from base64 import b64decode
 
 import aiohttp
 from aiohttp import WSMsgType, web
+from yarl import URL
 
-from popgate.gateway.errors import UpstreamTimeout, UpstreamUnreachable
-from popgate.gateway.http.headers import FORWARDING, HOP_BY_HOP, POP_PREFIX
+from popgate.gateway.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
+from popgate.gateway.http.headers import connection_tokens
 
 log = logging.getLogger("popgate.websocket")
-SKIP = (
-    HOP_BY_HOP
-    | FORWARDING
-    | {
+# Made by the upstream handshake itself, never copied from the client's.
+SKIP = frozenset(
+    {
+        "host",
         "sec-websocket-key",
         "sec-websocket-version",
         "sec-websocket-extensions",
@@ -27,7 +40,27 @@ SKIP = (
 
 
 def is_upgrade(request: web.BaseRequest) -> bool:
-    return request.headers.get("Upgrade", "").lower() == "websocket"
+    return request.headers.get("Upgrade", "").strip().lower() == "websocket"
+
+
+def check_handshake(request: web.BaseRequest) -> None:
+    """Raise a 400 unless ``request`` is a valid WebSocket opening handshake."""
+    headers = request.headers
+    problem = ""
+    if request.method != "GET" or request.version < (1, 1):
+        problem = "a WebSocket handshake is a GET over HTTP/1.1"
+    elif "upgrade" not in connection_tokens(headers.getall("Connection", ())):
+        problem = "Connection must name upgrade"
+    elif headers.get("Sec-WebSocket-Version", "").strip() != "13":
+        problem = "Sec-WebSocket-Version must be 13"
+    else:
+        try:
+            if len(b64decode(headers.get("Sec-WebSocket-Key", "").strip(), validate=True)) != 16:
+                problem = "Sec-WebSocket-Key must be 16 bytes"
+        except (binascii.Error, ValueError):
+            problem = "Sec-WebSocket-Key is not base64"
+    if problem:
+        raise BadRequest(f"websocket handshake: {problem}", reason="bad_websocket_handshake", public=problem)
 
 
 class WebSocketProxy:
@@ -43,20 +76,24 @@ class WebSocketProxy:
             self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
-    async def forward(self, request: web.BaseRequest, extra: list[tuple[str, str]]) -> web.StreamResponse:
-        """Open the upstream socket first (so failures are 502/504), then the client's."""
-        headers = [
-            (k, v)
-            for k, v in request.headers.items()
-            if k.lower() not in SKIP and not k.lower().startswith(POP_PREFIX)
-        ]
-        headers += extra
+    async def forward(
+        self,
+        request: web.BaseRequest,
+        target: str,
+        headers: list[tuple[str, str]],
+        response_headers: list[tuple[str, str]],
+    ) -> web.StreamResponse:
+        """Open the upstream socket first (so failures are 502/504), then the client's.
+
+        ``target`` is the origin-form target, ``headers`` the cleaned request
+        headers (without :data:`SKIP`), ``response_headers`` popgate's own for the 101.
+        """
         protocols = [
             p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
         ]
         try:
             upstream = await self.session().ws_connect(
-                self.base + request.raw_path,
+                URL(self.base + target, encoded=True),
                 headers=headers,
                 protocols=protocols,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10),
@@ -70,7 +107,12 @@ class WebSocketProxy:
         client = web.WebSocketResponse(
             protocols=[upstream.protocol] if upstream.protocol else (), autoclose=False
         )
-        await client.prepare(request)
+        client.headers.extend(response_headers)
+        try:
+            await client.prepare(request)
+        except BaseException:
+            await upstream.close()
+            raise
         await asyncio.gather(_pump(client, upstream), _pump(upstream, client))
         return client
 

@@ -8,7 +8,10 @@
   account ``crawler:<subject>``; success carries ``crawler-charged``, every
   failure a ``crawler-error`` code.
 
-Billing rule: only successful (2xx) upstream answers are billed. We debit
+Billing rule: only served requests are billed: a 2xx upstream answer, or a
+WebSocket upgrade that succeeded (``101``: the socket was opened to the origin;
+the hook runs when it closes). A failed upgrade (the origin refused it: 502) is
+refunded like any other non-2xx. We debit
 *before* forwarding (so no request is ever served without a debit, and a
 short balance never reaches the origin) and refund with a ``refund`` ledger
 entry (ref ``refund:<debit ref>``, idempotent) from an ``after_response``
@@ -174,7 +177,7 @@ class CreditsRail:
         drop_on_failure: tuple[str, ...] = (),
     ) -> None:
         def hook(response: web.StreamResponse) -> None:
-            if 200 <= response.status < 300:
+            if served(response.status):
                 return
             if not response.prepared:
                 for name in drop_on_failure:
@@ -283,3 +286,8 @@ def _require_signed_price(ctx: Context) -> None:
             raise CrawlerPriceError("StrongAuthRequired", f"{name} not covered by the signature")
     if not sig.nonce:
         raise CrawlerPriceError("StrongAuthRequired", "paid crawls need a signature nonce")
+
+
+def served(status: int) -> bool:
+    """Was the request served (and so billed)? 2xx, or 101: a WebSocket upgrade went through."""
+    return 200 <= status < 300 or status == 101

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from popgate.gateway.http.target import Target, request_target
 from popgate.gateway.pipeline.decisions import Allow, Charge, Decision
 from popgate.policies.model import Match
 from popgate.verifiers.net import IPAddress, network_of
@@ -54,6 +55,7 @@ class Context:
 
     __slots__ = (
         "_network",
+        "_target",
         "after_response",
         "attestations",
         "charge",
@@ -82,6 +84,7 @@ class Context:
         self.now = now
         self.client_ip = client_ip
         self._network = network
+        self._target: Target | None = None
         self.evidence: dict[str, Any] = {}
         self.attestations: list[Attestation] = []
         self.rejections: list[str] = []
@@ -109,6 +112,14 @@ class Context:
     @network.setter
     def network(self, value: str) -> None:
         self._network = value
+
+    @property
+    def target(self) -> Target:
+        """The request's target, host and normalized path (:mod:`gateway.http.target`);
+        read first thing in ``Gateway.handle``, which turns a bad one into a 400/405."""
+        if self._target is None:
+            self._target = request_target(self.request)
+        return self._target
 
     def consume(self, header: str) -> None:
         """Mark a request header as popgate's own evidence, not for the origin."""

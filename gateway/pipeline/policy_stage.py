@@ -135,8 +135,8 @@ class PolicyStage:
             c = classify((), ua, headers)
             ctx.klass, weight = c.klass, c.weight
         declared = bot_token(ua) if ctx.klass == "agent" else None
-        path, _, query = req.raw_path.partition("?")
-        view = RequestView(req.host, req.method, path, query, headers, ua, ctx.client_ip, declared)
+        t = ctx.target  # the host and path the origin will be sent (gateway/http/target.py)
+        view = RequestView(t.host, req.method, t.raw_path, t.query, headers, ua, ctx.client_ip, declared)
         return self.holder.current.match(view, ctx.klass, weight)
 
     def decide(self, ctx: Context) -> Decision | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from popgate.gateway.errors import GatewayError
+from popgate.gateway.errors import GatewayError, MethodNotAllowed
 from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, Throttle
 
 PROBLEM_TYPE = "urn:popgate:problem:"
@@ -75,8 +75,10 @@ def error_response(request: web.BaseRequest, exc: GatewayError) -> web.Response:
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-    if exc.status in (413, 431, 400):
+    if exc.status in (413, 431, 400, 405):
         headers["Connection"] = "close"
+    if isinstance(exc, MethodNotAllowed):
+        headers["Allow"] = exc.allow
     return problem(request, exc.status, exc.reason, exc.title, exc.public or "", headers=headers)
 
 

@@ -20,12 +20,7 @@ from popgate.verifiers import hashcash
 
 def resource_for(ctx: Context, route: str) -> str:
     """The resource a stamp must name for ``route`` on this request's host."""
-    host = ctx.request.host.lower()
-    if host.startswith("["):
-        host = host[: host.find("]") + 1]
-    elif host.count(":") == 1:
-        host = host.partition(":")[0]
-    return f"{host}/{route}"
+    return f"{ctx.target.host}/{route}"  # normalized: no port, no trailing dot, A-labels
 
 
 class HashcashScheme:

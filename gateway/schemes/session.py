@@ -59,7 +59,7 @@ class SessionScheme:
 
     async def verify(self, ctx: Context, evidence: Any) -> Attestation:
         session = self.codec.verify(str(evidence), ctx.now)
-        if not session.covers(ctx.request.path):
+        if not session.covers(ctx.target.path):
             raise InvalidSession(reason="session_out_of_scope", detail=session.scope)
         if session.binding is not None:
             kind = session.binding.split(":", 1)[0]

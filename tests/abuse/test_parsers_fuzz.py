@@ -21,6 +21,8 @@ verifiers.x402_exact.parse_auth..  tests/verifiers/test_x402_exact.py
 verifiers.paypercrawl.parse_price  tests/verifiers/test_paypercrawl.py
 verifiers.jwks.parse_jwks          (here only)
 policies.loader.loads              tests/policies/test_loader.py
+policies.hostnorm.normalize_host   tests/policies/test_hostnorm.py
+gateway.http.target.request_target tests/gateway/http/test_target_parse.py (+ live: test_target_sweep.py)
 gateway.ops.config.build_config        (here only)
 =================================  ===========================================
 """
