@@ -33,13 +33,16 @@ class Forwarder:
     """Turns an allowed request into an upstream exchange."""
 
     def __init__(self, config: Config, upstream: UpstreamClient) -> None:
+        origin = config.upstream
+        if origin is None:
+            raise ValueError("no [server] upstream: forward-auth mode proxies nothing")
         self.upstream = upstream
         self.limits = config.limits
-        self.host = config.upstream.authority
+        self.host = origin.authority
         self.via = f"1.1 {config.via_name}"
         self.trusted = bool(config.trusted_proxies)
         self.cookie_name = config.sessions.cookie_name
-        self.websockets = WebSocketProxy(config.upstream.url, self.limits.connect_timeout)
+        self.websockets = WebSocketProxy(origin.url, self.limits.connect_timeout)
 
     def _ws_headers(self, ctx: Context) -> list[tuple[str, str]]:
         request = ctx.request
