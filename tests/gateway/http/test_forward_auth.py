@@ -17,7 +17,7 @@ from popgate.gateway.errors import BadRequest, Forbidden
 from popgate.gateway.http.forward_auth import AUTH_PATH, auth_call, original_request
 from popgate.gateway.ops.config import ConfigError, load_config
 from tests.conftest import session_token, url_of
-from tests.gateway.schemes.puzzle_support import puzzle_extra
+from tests.gateway.schemes.puzzle_support import puzzle_extra, way
 from tests.support.servers import free_port
 
 TRUST_LOOPBACK = 'trusted_proxies = ["127.0.0.1/32"]'
@@ -142,29 +142,50 @@ async def test_render_never_answers_an_empty_200(upstream, gateway_factory, http
         assert "PoP-Class" not in r.headers
 
 
-async def test_envoy_ext_authz_shape(upstream, gateway_factory, http):
-    """Envoy's HTTP ext_authz: the original method, Host and path after the endpoint's prefix."""
-    gw = await gateway_factory(upstream, server_extra=TRUST_LOOPBACK)
+async def test_envoy_ext_authz_shape(upstream, gateway_factory, http, tmp_path):
+    """Envoy's HTTP ext_authz (deploy/envoy/envoy.yaml): the original method, the original
+    :authority as Host, path_prefix + the original path, the client's headers."""
+    gw = await gateway_factory(upstream, server_extra=TRUST_LOOPBACK, extra=puzzle_extra(tmp_path))
     scoped = gw.gateway.services.sessions.issue(
         klass="human", subject="human:s", now=gw.gateway.clock(), ttl=300, scope="/api/"
     )
-    envoy = {"Authorization": f"PoP {scoped}", "X-Forwarded-For": "203.0.113.7", "X-Request-Id": "r1"}
+    envoy = {
+        "Host": "api.example",
+        "X-Forwarded-For": "203.0.113.7",
+        "X-Forwarded-Proto": "https",
+        "X-Request-Id": "9b1f0c1e-0000-4000-8000-000000000001",
+        "X-Envoy-Expected-Rq-Timeout-Ms": "2000",
+        "X-Envoy-Internal": "true",
+        "Content-Length": "0",
+    }
+    async with http.delete(url_of(gw, AUTH + "/api/items/1?x=1"), headers=envoy) as r:
+        assert r.status == 402
+        body = await r.json(content_type=None)
+    assert way(body, "hashcash")["resource"] == "api.example/default", "Host is the original authority"
+    envoy["Authorization"] = f"PoP {scoped}"
     async with http.delete(url_of(gw, AUTH + "/api/items/1?x=1"), headers=envoy) as r:
         assert (r.status, r.headers["PoP-Class"]) == (200, "human")
     async with http.delete(url_of(gw, AUTH + "/admin/1"), headers=envoy) as r:
         assert r.status == 402, "the session's scope is checked against the original path"
 
 
-async def test_traefik_shape_method_and_path_come_from_headers(upstream, gateway_factory, http):
-    """Traefik calls with GET; the session scope is checked against X-Forwarded-Uri, not the auth path."""
+async def test_traefik_forward_auth_shape(upstream, gateway_factory, http):
+    """Traefik's forwardAuth (deploy/traefik/): GET to the endpoint, the original request in
+    X-Forwarded-*; the session scope is checked against X-Forwarded-Uri, not the auth path."""
     gw = await gateway_factory(upstream, server_extra=TRUST_LOOPBACK)
     scoped = gw.gateway.services.sessions.issue(
         klass="human", subject="human:s", now=gw.gateway.clock(), ttl=300, scope="/api/"
     )
-    auth = {"Authorization": f"PoP {scoped}"}
-    async with http.get(url_of(gw, AUTH), headers=forwarded("/api/a", "PUT", **auth)) as r:
-        assert r.status == 200
-    async with http.get(url_of(gw, AUTH), headers=forwarded("/other", "PUT", **auth)) as r:
+    traefik = {
+        "Authorization": f"PoP {scoped}",
+        "X-Forwarded-Port": "443",
+        "X-Forwarded-Server": "traefik-1",
+        "X-Real-Ip": "203.0.113.7",
+        "Accept-Encoding": "gzip",
+    }
+    async with http.get(url_of(gw, AUTH), headers=forwarded("/api/a", "PUT", **traefik)) as r:
+        assert (r.status, r.headers["PoP-Subject"]) == (200, "human:s")
+    async with http.get(url_of(gw, AUTH), headers=forwarded("/other", "PUT", **traefik)) as r:
         assert r.status == 402
 
 
