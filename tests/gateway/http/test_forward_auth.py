@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from popgate.gateway.errors import BadRequest, Forbidden
 from popgate.gateway.http.forward_auth import AUTH_PATH, auth_call, original_request
 from popgate.gateway.ops.config import ConfigError, load_config
-from tests.conftest import session_token, url_of
+from tests.conftest import admin_url, session_token, url_of
 from tests.gateway.schemes.puzzle_support import puzzle_extra, way
 from tests.support.servers import free_port
 
@@ -230,6 +230,8 @@ async def test_auth_mode_needs_no_upstream_and_proxies_nothing(tmp_path, gateway
     token = session_token(gw)
     async with http.get(url_of(gw, AUTH), headers=forwarded(Authorization=f"PoP {token}")) as r:
         assert (r.status, r.headers["PoP-Class"]) == (200, "human")
+    async with http.get(admin_url(gw, "/readyz")) as r:
+        assert (r.status, await r.json()) == (200, {"store": "ok"}), "no origin to wait for"
 
 
 def _auth_mode_config(tmp: Path, server: str = 'trusted_proxies = ["127.0.0.1/32"]'):  # type: ignore[no-untyped-def]
