@@ -85,7 +85,7 @@ def auth_call(request: web.BaseRequest, trusted: tuple[Network, ...]) -> AuthCal
     peer = parse_ip(request.remote or "")
     if peer is None or not is_trusted(peer, trusted):
         raise Forbidden(
-            f"forward-auth call from untrusted {request.remote}",
+            "forward-auth call from a peer outside trusted_proxies",
             reason="untrusted_caller",
             public="The forward-auth endpoint answers only the configured trusted proxies.",
         )
