@@ -112,7 +112,7 @@ def original_request(request: web.BaseRequest, client: IPAddress) -> web.BaseReq
     for name, value, shape in (("Method", method, METHOD), ("Uri", uri, URI), ("Host", host, HOST)):
         if not shape.fullmatch(value):
             raise BadRequest(
-                f"X-Forwarded-{name}: {value[:80]!r}",
+                f"X-Forwarded-{name}: malformed ({len(value)} chars)",
                 reason="bad_forward_auth",
                 public=f"Malformed X-Forwarded-{name}.",
             )
