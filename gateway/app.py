@@ -20,6 +20,7 @@ from concurrent.futures import Executor
 from aiohttp import web
 
 from popgate.gateway.errors import GatewayError, StoreFailure
+from popgate.gateway.http.forward_auth import AuthCall, auth_call, is_auth_path, original_request
 from popgate.gateway.http.headers import client_address, parse_ip
 from popgate.gateway.http.lean_upstream import LeanUpstream
 from popgate.gateway.http.proxy import Forwarder
@@ -29,7 +30,7 @@ from popgate.gateway.ops.config import Config
 from popgate.gateway.ops.metrics import Metrics
 from popgate.gateway.pipeline import stages
 from popgate.gateway.pipeline.context import Context, Pipeline
-from popgate.gateway.pipeline.decisions import Allow, WayOut
+from popgate.gateway.pipeline.decisions import Allow, Decision, WayOut
 from popgate.gateway.pipeline.responses import decision_response, error_response, problem
 from popgate.gateway.registry import Extension, Registry, Services
 from popgate.gateway.schemes import EvidenceScheme
@@ -52,7 +53,7 @@ class Gateway:
     """
 
     def __init__(
-        self, config: Config, services: Services, registry: Registry, upstream: UpstreamClient
+        self, config: Config, services: Services, registry: Registry, upstream: UpstreamClient | None
     ) -> None:
         self.config = config
         self.services = services
@@ -60,7 +61,8 @@ class Gateway:
         self.metrics = services.metrics
         self.clock = services.clock
         self.upstream = upstream
-        self.forwarder = Forwarder(config, upstream)
+        # None in forward-auth mode: the operator's proxy carries the bytes
+        self.forwarder = Forwarder(config, upstream) if upstream and config.upstream else None
         self.trusted = config.trusted_proxies
         self.endpoints = registry.endpoints
         self.admin_routes = registry.admin_routes
@@ -121,43 +123,62 @@ class Gateway:
         started = time.perf_counter()
         ctx = self.context(request)
         decision = "error"
+        auth: AuthCall | None = None
+        response: web.StreamResponse
         try:
             path = ctx.target.path  # a bad target or host is a 400 (CONNECT a 405) before anything else
             if is_upgrade(request):
                 check_handshake(request)  # before any charge or upstream socket
-            if path.startswith(ENDPOINT_PREFIX):
+            if is_auth_path(path):
+                auth = auth_call(request, self.trusted)
+                ctx = Context(original_request(request, ctx.client_ip), ctx.now, ctx.client_ip)
+                verdict = await self.pipeline.run(ctx)
+                decision = verdict.kind
+                response = auth.allow(ctx) if isinstance(verdict, Allow) else self._refuse(ctx, verdict)
+            elif path.startswith(ENDPOINT_PREFIX):
                 decision = "endpoint"
                 response = await self._endpoint(path, request, ctx)
+            elif self.forwarder is None:
+                response = problem(
+                    request, 404, "auth_mode", "Not found", "popgate runs in forward-auth mode here."
+                )
             else:
                 verdict = await self.pipeline.run(ctx)
                 decision = verdict.kind
                 if isinstance(verdict, Allow):
                     response = await self.forwarder.forward(ctx)
                 else:
-                    response = decision_response(request, verdict, self.html_challenge)
-                    response.headers.extend(ctx.response_headers)
+                    response = self._refuse(ctx, verdict)
         except GatewayError as exc:
             if exc.status >= 500:
                 metrics.upstream_errors.labels(exc.reason).inc()
             log.info("%s %s -> %d %s: %s", request.method, request.path, exc.status, exc.reason, exc.detail)
-            response = error_response(request, exc)
+            response = error_response(ctx.request, exc)
         except StoreUnavailable as exc:
             # a store call no failure mode guarded: fail closed, never a 500
             metrics.store_errors.labels("unguarded").inc()
             log.warning("store unavailable for %s %s: %s", request.method, request.path, exc)
-            response = error_response(request, StoreFailure(str(exc)))
+            response = error_response(ctx.request, StoreFailure(str(exc)))
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("unhandled error for %s %s", request.method, request.path)
-            response = problem(request, 500, "internal_error", "Internal error")
+            response = problem(ctx.request, 500, "internal_error", "Internal error")
         finally:
             metrics.inflight.dec()
+        if auth is not None:
+            response = auth.finish(response, decision)
         for hook in ctx.after_response:
             hook(response)
         for observe in self.registry.observers:
             observe(ctx, response)
         metrics.count_request(ctx.klass, decision, response.status, time.perf_counter() - started)
+        return response
+
+    def _refuse(self, ctx: Context, verdict: Decision) -> web.Response:
+        """The answer to anything but Allow: the same inline and in forward-auth mode."""
+        response = decision_response(ctx.request, verdict, self.html_challenge)
+        response.headers.extend(ctx.response_headers)
         return response
 
     async def _endpoint(self, path: str, request: web.BaseRequest, ctx: Context) -> web.StreamResponse:
@@ -195,12 +216,17 @@ class Gateway:
                 log.exception("cleanup failed")
         if self.services.http is not None:
             await self.services.http.close()
-        await self.upstream.close()
-        await self.forwarder.websockets.close()
+        if self.upstream is not None:
+            await self.upstream.close()
+        if self.forwarder is not None:
+            await self.forwarder.websockets.close()
 
 
-def upstream_client(config: Config) -> UpstreamClient:
-    """The lean client for http origins (default), aiohttp's for https or on request."""
+def upstream_client(config: Config) -> UpstreamClient | None:
+    """The lean client for http origins (default), aiohttp's for https or on request;
+    None in forward-auth mode (no origin)."""
+    if config.upstream is None:
+        return None
     if config.upstream_client == "lean" and config.upstream.scheme == "http":
         return LeanUpstream(config.upstream, config.limits)
     return AiohttpUpstream(config.upstream, config.limits)
@@ -236,4 +262,4 @@ def build_app(
     registry = Registry(session)
     for extend in extensions:
         extend(registry, services)
-    return Gateway(config, services, registry, upstream or upstream_client(config))
+    return Gateway(config, services, registry, upstream if upstream is not None else upstream_client(config))

@@ -36,16 +36,19 @@ class Forwarder:
     """Turns an allowed request into an upstream exchange."""
 
     def __init__(self, config: Config, upstream: UpstreamClient) -> None:
+        origin = config.upstream
+        if origin is None:
+            raise ValueError("no [server] upstream: forward-auth mode proxies nothing")
         self.upstream = upstream
         self.limits = config.limits
-        self.host = config.upstream.authority
+        self.host = origin.authority
         self.via = f"1.1 {config.via_name}"
         self.trusted = bool(config.trusted_proxies)
         x402 = config.features.x402  # its payment headers are popgate's unless the operator forwards them
         self.credentials = Credentials(
             config.sessions.cookie_name, payments=x402 is not None and not x402.forward_payment_header
         )
-        self.websockets = WebSocketProxy(config.upstream.url, self.limits.connect_timeout)
+        self.websockets = WebSocketProxy(origin.url, self.limits.connect_timeout)
         self.gate = UpstreamGate(self.limits)
 
     def request_headers(self, ctx: Context, skip: frozenset[str] = frozenset()) -> list[tuple[str, str]]:

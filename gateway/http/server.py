@@ -249,8 +249,8 @@ async def start(config: Config, *, reuse_port: bool = False, gateway: Gateway | 
     await admin_runner.setup()
     await web.TCPSite(admin_runner, config.admin.host, config.admin.port, reuse_port=reuse_port).start()
     log.info(
-        "popgate proxying %s on %s (admin on %s)",
-        config.upstream.url,
+        "popgate %s on %s (admin on %s)",
+        f"proxying {config.upstream.url}" if config.upstream else "in forward-auth mode",
         runner.addresses,
         admin_runner.addresses,
     )

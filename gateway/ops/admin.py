@@ -44,17 +44,19 @@ class Readiness:
     async def check(self) -> dict[str, str]:
         if time.monotonic() - self.checked < READY_CACHE_SECONDS:
             return self.result
-        result = {"store": "ok", "upstream": "ok"}
+        result = {"store": "ok"}
         try:
             await asyncio.wait_for(self.gateway.services.store.ping(), 2.0)
         except (TimeoutError, StoreUnavailable) as exc:
             result["store"] = f"unavailable: {type(exc).__name__}"
         up = self.gateway.config.upstream
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(up.host, up.port), 2.0)
-            writer.close()
-        except (TimeoutError, OSError) as exc:
-            result["upstream"] = f"unreachable: {type(exc).__name__}"
+        if up is not None:  # forward-auth mode has no origin to reach
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(up.host, up.port), 2.0)
+                writer.close()
+                result["upstream"] = "ok"
+            except (TimeoutError, OSError) as exc:
+                result["upstream"] = f"unreachable: {type(exc).__name__}"
         self.checked, self.result = time.monotonic(), result
         return result
 

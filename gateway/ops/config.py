@@ -139,7 +139,7 @@ class Config:
 
     listen: HostPort
     admin: HostPort
-    upstream: Upstream
+    upstream: Upstream | None  # None in forward-auth mode: popgate carries no bytes
     sessions: Sessions
     store: StoreConfig
     policy: PolicyConfig
@@ -149,6 +149,7 @@ class Config:
     via_name: str = "popgate"
     access_log: bool = False
     upstream_client: str = "lean"
+    mode: str = "inline"  # "inline" (proxy; serves the auth endpoint too) | "auth" (forward-auth only)
     puzzle: PuzzleConfig | None = None
     features: Features = field(default_factory=Features)  # the feature tables, validated
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -219,6 +220,7 @@ def build_config(data: dict[str, Any], problems: list[str], env: Any) -> Config:
             "via_name",
             "access_log",
             "upstream_client",
+            "mode",
         },
     )
     client = server.get("upstream_client", "lean")
@@ -226,8 +228,15 @@ def build_config(data: dict[str, Any], problems: list[str], env: Any) -> Config:
         c.problem("server.upstream_client", f'expected "lean" or "aiohttp", got {client!r}')
     listen = _host_port(c, "server.listen", server.get("listen", "127.0.0.1:8080"))
     admin = _host_port(c, "server.admin", server.get("admin", "127.0.0.1:9090"))
-    upstream = _upstream(c, "server.upstream", server.get("upstream"))
+    mode = server.get("mode", "inline")
     trusted = _networks(c, "server.trusted_proxies", server.get("trusted_proxies", []))
+    upstream = None
+    if mode == "inline":
+        upstream = _upstream(c, "server.upstream", server.get("upstream"))
+    elif mode == "auth":
+        _auth_mode(c, server, trusted)
+    else:
+        c.problem("server.mode", f'expected "inline" or "auth", got {mode!r}')
     shutdown = c.number("server.shutdown_timeout", server.get("shutdown_timeout", 30.0), lo=0)
     limits = _limits(c, c.table("limits"))
     sessions = _sessions(c, c.table("sessions"), env)
@@ -237,7 +246,9 @@ def build_config(data: dict[str, Any], problems: list[str], env: Any) -> Config:
     features = collect_features(c, data, env, str(store.url))
     if problems:
         raise ConfigError(problems)
-    if listen is None or admin is None or upstream is None or sessions is None or shutdown is None:
+    if listen is None or admin is None or sessions is None or shutdown is None:
+        raise ConfigError(["server: a required setting was rejected without a reported problem"])
+    if upstream is None and mode == "inline":
         raise ConfigError(["server: a required setting was rejected without a reported problem"])
     return Config(
         listen=listen,
@@ -252,6 +263,7 @@ def build_config(data: dict[str, Any], problems: list[str], env: Any) -> Config:
         via_name=str(server.get("via_name", "popgate")),
         access_log=bool(server.get("access_log", False)),
         upstream_client=str(client),
+        mode=str(mode),
         puzzle=puzzle,
         features=features,
         raw=data,
@@ -320,6 +332,21 @@ def _upstream(c: pc.Collector, path: str, value: Any) -> Upstream | None:
         c.problem(path, f"invalid port in {value!r}")
         return None
     return Upstream(str(value).rstrip("/"), parts.scheme, parts.hostname, port)
+
+
+def _auth_mode(c: pc.Collector, server: dict[str, Any], trusted: list[Any]) -> None:
+    """Forward-auth mode: no origin, and a proxy whose forward-auth headers popgate believes."""
+    if "upstream" in server:
+        c.problem(
+            "server.upstream",
+            'not used with mode = "auth" (the proxy carries the bytes); drop it, '
+            'or use mode = "inline", which serves the auth endpoint too',
+        )
+    if not server.get("trusted_proxies"):
+        c.problem(
+            "server.trusted_proxies",
+            'required with mode = "auth": the addresses of the proxy that calls /.well-known/popgate/auth',
+        )
 
 
 def _networks(c: pc.Collector, path: str, value: Any) -> list[Any]:

@@ -1,0 +1,145 @@
+"""Forward-auth: the operator's proxy asks popgate about a request it carries.
+
+``/.well-known/popgate/auth`` (any method) rebuilds the original request from
+the forward-auth headers (``X-Forwarded-Method``, ``-Proto``, ``-Host``,
+``-Uri``, ``-For``) plus the original headers the proxy passes along, or, in
+Envoy's ext_authz shape, from the auth request itself (its method, its Host,
+and the path after the endpoint's prefix). Those headers are believed only
+from ``[server] trusted_proxies``: any other caller gets 403.
+
+The gateway runs the same pipeline on the rebuilt request. Allow answers 200
+with the ``PoP-*`` headers for the proxy to copy onto the upstream request;
+anything else answers exactly what inline mode sends. nginx's
+``auth_request`` understands only 2xx/401/403, so its subrequest says
+``X-Popgate-Auth: subrequest`` and gets 401 (with ``X-Popgate-Decision``)
+instead; its ``error_page 401`` location then says ``X-Popgate-Auth: render``
+and gets the full answer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from popgate.gateway.errors import BadRequest, Forbidden
+from popgate.gateway.http.headers import HOP_BY_HOP, IPAddress, Network, is_trusted, parse_ip
+from popgate.gateway.pipeline.context import Context
+from popgate.gateway.pipeline.responses import problem
+
+AUTH_PATH = "/.well-known/popgate/auth"
+STYLE_HEADER = "X-Popgate-Auth"  # "subrequest" (nginx auth_request) | "render" (nginx error_page)
+DECISION_HEADER = "X-Popgate-Decision"
+# Headers that describe the auth call, not the original request.
+CONTROL = frozenset(
+    {"x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-popgate-auth", "content-length", "host"}
+)
+METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
+URI = re.compile(r"/[\x21-\x7e]{0,8191}")  # origin-form: printable ASCII, no spaces
+HOST = re.compile(r"[0-9A-Za-z.\-_:\[\]]{1,300}")
+STYLES = ("subrequest", "render", "")
+
+
+def is_auth_path(path: str) -> bool:
+    return path == AUTH_PATH or path.startswith(AUTH_PATH + "/")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthCall:
+    """One forward-auth call from a trusted proxy, and how it wants the answer."""
+
+    style: str
+
+    def allow(self, ctx: Context) -> web.Response:
+        """200 with the identity headers the proxy copies onto the upstream request."""
+        if self.style == "render":
+            # nginx asked for a refusal page, but this run let the request through
+            # (its throttle window moved, say): fail closed and let the client retry.
+            return problem(
+                ctx.request,
+                503,
+                "verdict_changed",
+                "Retry",
+                "The verdict changed while it was being rendered; retry the request.",
+                headers={"Retry-After": "1"},
+            )
+        response = web.Response(status=200, headers={"Cache-Control": "no-store", DECISION_HEADER: "allow"})
+        response.headers.extend(ctx.origin_headers())
+        response.headers.extend(ctx.response_headers)
+        return response
+
+    def finish(self, response: web.StreamResponse, decision: str) -> web.StreamResponse:
+        """nginx's auth subrequest takes only 2xx/401/403: every refusal becomes 401."""
+        if self.style != "subrequest" or 200 <= response.status < 300:
+            return response
+        return web.Response(
+            status=401, headers={"Cache-Control": "no-store", DECISION_HEADER: decision or "error"}
+        )
+
+
+def auth_call(request: web.BaseRequest, trusted: tuple[Network, ...]) -> AuthCall:
+    """A forward-auth call: Forbidden for any caller but a trusted proxy."""
+    peer = parse_ip(request.remote or "")
+    if peer is None or not is_trusted(peer, trusted):
+        raise Forbidden(
+            "forward-auth call from a peer outside trusted_proxies",
+            reason="untrusted_caller",
+            public="The forward-auth endpoint answers only the configured trusted proxies.",
+        )
+    style = request.headers.get(STYLE_HEADER, "").strip().lower()
+    return AuthCall(style if style in STYLES else "")
+
+
+def original_request(request: web.BaseRequest, client: IPAddress) -> web.BaseRequest:
+    """The original request behind a trusted forward-auth call; BadRequest for
+    headers that do not describe one."""
+    headers = request.headers
+    style = headers.get(STYLE_HEADER, "").strip().lower()
+    if style not in STYLES:
+        raise BadRequest(
+            f"{STYLE_HEADER}: {style!r}", reason="bad_forward_auth", public=f"Bad {STYLE_HEADER}."
+        )
+    method = _one(headers, "X-Forwarded-Method") or request.method
+    suffix = request.raw_path[len(AUTH_PATH) :]
+    uri = _one(headers, "X-Forwarded-Uri") or (suffix if suffix.startswith("/") else "")
+    host = _one(headers, "X-Forwarded-Host") or headers.get("Host", "")
+    proto = (_one(headers, "X-Forwarded-Proto") or request.scheme).split(",")[0].strip().lower()
+    if not uri:
+        raise BadRequest("no X-Forwarded-Uri", reason="bad_forward_auth", public="X-Forwarded-Uri required.")
+    for name, value, shape in (("Method", method, METHOD), ("Uri", uri, URI), ("Host", host, HOST)):
+        if not shape.fullmatch(value):
+            raise BadRequest(
+                f"X-Forwarded-{name}: malformed ({len(value)} chars)",
+                reason="bad_forward_auth",
+                public=f"Malformed X-Forwarded-{name}.",
+            )
+    if proto not in ("http", "https"):
+        raise BadRequest(f"proto {proto!r}", reason="bad_forward_auth", public="Malformed X-Forwarded-Proto.")
+    path, _, query = uri.partition("?")
+    original: CIMultiDict[str] = CIMultiDict()
+    original["Host"] = host
+    for name, value in headers.items():
+        low = name.lower()
+        if low not in CONTROL and low not in HOP_BY_HOP:
+            original.add(name, value)
+    return request.clone(
+        method=method.upper(),
+        rel_url=URL.build(path=path, query_string=query, encoded=True),
+        headers=original,
+        scheme=proto,
+        host=host,
+        remote=str(client),
+    )
+
+
+def _one(headers: CIMultiDictProxy[str], name: str) -> str:
+    """A forward-auth header's value; several copies are refused (ambiguous)."""
+    values = headers.getall(name, ())
+    if len(values) > 1:
+        raise BadRequest(
+            f"{len(values)} {name} headers", reason="bad_forward_auth", public=f"Repeated {name}."
+        )
+    return str(values[0]).strip() if values else ""

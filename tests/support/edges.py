@@ -1,0 +1,125 @@
+"""Edge proxies for the forward-auth tests, run for real on loopback: nginx and
+Caddy with the shipped configs, popgate in auth mode and an inline popgate with
+the same keys as the reference. Each process is ended by the pid we started."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from popgate.gateway.http.server import Running
+from popgate.gateway.ops.config import load_config
+from tests.gateway.schemes.puzzle_support import puzzle_extra
+from tests.support.servers import ROOT, free_port, wait_port, write_config
+
+NGINX_CONF = ROOT / "deploy" / "nginx" / "popgate-auth.conf"
+CADDYFILE = ROOT / "deploy" / "caddy" / "Caddyfile"
+UA = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/124.0 Safari/537.36"}
+
+
+def _pointed(text: str, replacements: tuple[tuple[str, str], ...]) -> str:
+    for old, new in replacements:
+        assert text.count(old) >= 1, f"the shipped config should say {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
+@contextlib.contextmanager
+def _run(cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_port(port, proc=proc)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def nginx(tmp: Path, listen: int, popgate: int, origin: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Real nginx running the shipped config, its addresses pointed at the test's ports."""
+    conf = _pointed(
+        NGINX_CONF.read_text(),
+        (
+            ("server 127.0.0.1:8080;", f"server 127.0.0.1:{popgate};"),
+            ("server 127.0.0.1:8000;", f"server 127.0.0.1:{origin};"),
+            ("listen 80;", f"listen 127.0.0.1:{listen};"),
+        ),
+    )
+    d = tmp / "nginx"
+    d.mkdir()
+    (d / "popgate-auth.conf").write_text(conf)
+    temps = " ".join(
+        f"{kind}_temp_path {d}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (d / "nginx.conf").write_text(
+        f"worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log warn;\n"
+        "events { worker_connections 256; }\n"
+        f"http {{ access_log off; {temps}\n  include {d}/popgate-auth.conf;\n}}\n"
+    )
+    with _run(["nginx", "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"], listen) as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def caddy(tmp: Path, listen: int, popgate: int, origin: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Real Caddy running the shipped Caddyfile, its addresses pointed at the test's ports."""
+    conf = _pointed(
+        CADDYFILE.read_text(),
+        (
+            ("127.0.0.1:8080", f"127.0.0.1:{popgate}"),
+            ("127.0.0.1:8000", f"127.0.0.1:{origin}"),
+            (":80 {", f":{listen} {{\n\tbind 127.0.0.1"),
+        ),
+    )
+    d = tmp / "caddy"
+    d.mkdir()
+    (d / "Caddyfile").write_text(conf)
+    env = {**os.environ, "HOME": str(d), "XDG_DATA_HOME": str(d / "data"), "XDG_CONFIG_HOME": str(d / "cfg")}
+    cmd = ["caddy", "run", "--config", str(d / "Caddyfile"), "--adapter", "caddyfile"]
+    with _run(cmd, listen, env) as proc:
+        yield proc
+
+
+@dataclass
+class Pair:
+    auth: Running  # popgate, mode = "auth"
+    inline: Running  # popgate inline in front of the same origin, same keys: the reference
+
+    @property
+    def auth_port(self) -> int:
+        return int(self.auth.proxy.addresses[0][1])
+
+
+async def popgate_pair(tmp: Path, upstream: str, factory: Any) -> Pair:
+    """popgate in auth mode and inline, sharing session and puzzle keys and the test policy."""
+    inline_path = write_config(
+        tmp, upstream, extra=puzzle_extra(tmp), server_extra='trusted_proxies = ["127.0.0.1/32"]'
+    )
+    inline = await factory(upstream, config=load_config(inline_path))
+    text = inline_path.read_text()
+    text = re.sub(r'upstream = "[^"]*"', 'mode = "auth"', text)
+    text = re.sub(r'listen = "127\.0\.0\.1:\d+"', f'listen = "127.0.0.1:{free_port()}"', text)
+    text = re.sub(r'admin = "127\.0\.0\.1:\d+"', f'admin = "127.0.0.1:{free_port()}"', text)
+    auth_path = tmp / "auth.toml"
+    auth_path.write_text(text)
+    auth = await factory("", config=load_config(auth_path))
+    return Pair(auth, inline)
+
+
+def masked(status: int, headers: Any, body: bytes) -> tuple[object, ...]:
+    """What a client reads from a refusal, with the puzzle's fresh nonce and expiry masked."""
+    h = dict(headers)
+    fresh = re.compile(r"pz1\.[\w.-]+|(?<=expires=)\d+|(?<=\"expires\":)\d+")
+    keep = ("Content-Type", "WWW-Authenticate", "Cache-Control", "Retry-After", "PAYMENT-REQUIRED")
+    return status, {k: fresh.sub("0", h[k]) for k in keep if k in h}, fresh.sub("0", body.decode())
