@@ -36,7 +36,7 @@ async def main(path: str, price: int) -> None:
     from popgate.gateway.stores import open_store
 
     config = load_config(path)
-    store = open_store(config.store.url, timeout=config.store.timeout)
+    store = open_store(config.store.url, timeout=config.store.timeout, replica_acks=config.store.replica_acks)
     gateway = build_app(config, store=store, metrics=Metrics(), extensions=default_extensions())
     gateway.policy.policy = ChargePolicy(price)
     running = await start(config, gateway=gateway)
