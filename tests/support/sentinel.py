@@ -81,7 +81,12 @@ class SentinelSet:
     """One master, ``replicas`` replicas and ``sentinels`` Sentinels."""
 
     def __init__(
-        self, replicas: int = 2, sentinels: int = 3, *, host: str = "127.0.0.1", prefix: list[str] | None = None
+        self,
+        replicas: int = 2,
+        sentinels: int = 3,
+        *,
+        host: str = "127.0.0.1",
+        prefix: list[str] | None = None,
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="pg-sentinel-"))
         self.host, self.prefix = host, prefix or []
