@@ -16,10 +16,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Debian packages the test suite drives for real: redis-server (store tests),
-# chromium (the browser challenge page). Installed only when missing.
+# redis-sentinel (failover tests), chromium (the browser challenge page). Installed only when missing.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-sentinel >/dev/null || missing="$$missing redis-sentinel"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \

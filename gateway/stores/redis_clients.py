@@ -8,10 +8,11 @@
   by itself; a connection still open to a demoted master gets READONLY, is
   dropped, and the next one asks again.
 
-Every client has bounded timeouts and a small retry policy: connection errors
-(refused, reset, READONLY from a demoted master) are retried twice after 20-100 ms,
-timeouts never (a command that timed out may have run; running it again is the
-caller's decision). A Sentinel that does not answer costs one connect timeout.
+Every client has bounded timeouts. The Sentinel client also has a small retry
+policy: connection errors (refused, reset, READONLY from a demoted master) are
+retried twice after 20-100 ms, each retry asking the Sentinels again; timeouts never
+(a command that timed out may have run; running it again is the caller's decision).
+A Sentinel that does not answer costs one connect timeout, then the next is asked.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ def single_client(url: str, timeout: float, wait: float) -> Any:
         health_check_interval=30,
         max_connections=POOL_SIZE,
         timeout=wait,
-        retry=_retry(),
     )
     return aioredis.Redis(connection_pool=pool)
 
