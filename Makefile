@@ -16,11 +16,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Debian packages the test suite drives for real: redis-server (store tests),
-# chromium (the browser challenge page), nginx and caddy (forward-auth mode behind
-# the shipped edge configs). Installed only when missing.
+# redis-sentinel (failover tests), chromium (the browser challenge page), nginx and caddy
+# (forward-auth mode behind the shipped edge configs). Installed only when missing.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-sentinel >/dev/null || missing="$$missing redis-sentinel"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
 	command -v caddy >/dev/null || missing="$$missing caddy"; \

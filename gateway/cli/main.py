@@ -21,7 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--admin", help="HOST:PORT for metrics/health (default 127.0.0.1:9090)")
     run.add_argument(
         "--store",
-        help="memory://, sqlite:///PATH, redis://HOST:PORT/DB or redis+cluster://HOST:PORT[,HOST:PORT...]",
+        help="memory://, sqlite:///PATH, redis://HOST:PORT/DB, redis+cluster://HOST:PORT[,HOST:PORT...]/ "
+        "or redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB]",
     )
     run.add_argument("--workers", type=int, default=None, help="worker processes sharing the port")
     run.add_argument("--log-level", default="INFO")

@@ -236,7 +236,9 @@ class Running:
 async def start(config: Config, *, reuse_port: bool = False, gateway: Gateway | None = None) -> Running:
     """Open the store, build the gateway and start both listeners."""
     if gateway is None:
-        store = open_store(config.store.url, timeout=config.store.timeout)
+        store = open_store(
+            config.store.url, timeout=config.store.timeout, replica_acks=config.store.replica_acks
+        )
         gateway = build_app(config, store=store, metrics=Metrics(), extensions=default_extensions())
     await gateway.start()  # background tasks (pressure monitor, settlement worker); stop() closes them
     runner = web.ServerRunner(

@@ -28,6 +28,13 @@ from urllib.parse import urlsplit
 from popgate.gateway.ops import validation as pc
 from popgate.gateway.ops.features import SECTIONS, Features, collect_features
 from popgate.gateway.ops.validation import MIN_SECRET_BYTES, ConfigError, read_keyring, read_secret
+from popgate.gateway.stores.redis_urls import (
+    CLUSTER_SCHEMES,
+    REDIS_SCHEMES,
+    SENTINEL_SCHEMES,
+    parse_cluster_url,
+    parse_sentinel_url,
+)
 
 __all__ = [
     "MIN_SECRET_BYTES",
@@ -106,6 +113,7 @@ class StoreConfig:
     url: str = "sqlite:///var/popgate/store.db"
     timeout: float = 0.5
     failure_modes: dict[str, str] = field(default_factory=dict)
+    replica_acks: int | None = None  # Redis WAIT per write; None: 1 with Sentinel, else 0
 
     def mode(self, action: str) -> str:
         """Failure mode for ``action``: closed unless configured open."""
@@ -413,24 +421,28 @@ def _sessions(c: pc.Collector, t: dict[str, Any], env: Any) -> Sessions | None:
 
 
 def _store(c: pc.Collector, t: dict[str, Any]) -> StoreConfig:
-    c.unknown_keys("store", t, {"url", "timeout", "failure_mode"})
+    c.unknown_keys("store", t, {"url", "timeout", "failure_mode", "replica_acks"})
     url = t.get("url", "sqlite:///var/popgate/store.db")
-    if not isinstance(url, str) or not re.match(
-        r"^(memory://|sqlite:///|redis://|rediss://|redis\+cluster://|rediss\+cluster://)", url
-    ):
+    if not isinstance(url, str) or not url.startswith(("memory://", "sqlite:///", *REDIS_SCHEMES)):
         c.problem(
             "store.url",
-            "expected memory://, sqlite:///PATH, redis://HOST:PORT/DB or "
-            f"redis+cluster://HOST:PORT[,HOST:PORT...]/, got {url!r}",
+            "expected memory://, sqlite:///PATH, redis://HOST:PORT/DB, "
+            "redis+cluster://HOST:PORT[,HOST:PORT...]/ or "
+            f"redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB], got {url!r}",
         )
-    elif url.startswith(("redis+cluster://", "rediss+cluster://")):
-        # why: redis cluster URLs only; this loads the redis client library
-        from popgate.gateway.stores.redis import parse_cluster_url
-
+    else:
         try:
-            parse_cluster_url(url)
+            if url.startswith(CLUSTER_SCHEMES):
+                parse_cluster_url(url)
+            elif url.startswith(SENTINEL_SCHEMES):
+                parse_sentinel_url(url)
         except ValueError as exc:
             c.problem("store.url", str(exc))
+    acks = t.get("replica_acks")
+    if acks is not None and c.number("store.replica_acks", acks, lo=0, hi=16, integer=True) is not None:
+        waits = ("redis://", "rediss://", *SENTINEL_SCHEMES)
+        if acks and not (isinstance(url, str) and url.startswith(waits)):
+            c.problem("store.replica_acks", "needs store.url = redis://... or redis+sentinel://...")
     timeout = c.number("store.timeout", t.get("timeout", 0.5), lo=0.001)
     modes = t.get("failure_mode", {})
     if not isinstance(modes, dict):
@@ -445,7 +457,12 @@ def _store(c: pc.Collector, t: dict[str, Any]) -> StoreConfig:
             )
         if mode not in FAILURE_MODES:
             c.problem(f"store.failure_mode.{action}", f'expected "open" or "closed", got {mode!r}')
-    return StoreConfig(url=str(url), timeout=float(timeout or 0.5), failure_modes=dict(modes))
+    return StoreConfig(
+        url=str(url),
+        timeout=float(timeout or 0.5),
+        failure_modes=dict(modes),
+        replica_acks=None if acks is None else int(acks),
+    )
 
 
 def _policy(c: pc.Collector, t: dict[str, Any]) -> PolicyConfig:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from popgate.gateway.errors import GatewayError
+from popgate.gateway.errors import GatewayError, StoreFailure
 from popgate.gateway.payments.credits import TOPUP_PATH, account_of_key
 from popgate.gateway.payments.ledger import bearer_key, issue_api_key
 from popgate.gateway.pipeline.context import Context
@@ -108,7 +108,7 @@ def register_credits_api(
             except (ValueError, TypeError, KeyError) as exc:
                 return problem(request, 400, "bad_request", "Bad request", str(exc))
             except StoreUnavailable:
-                return problem(request, 503, "store_unavailable", "Temporarily unavailable")
+                return error_response(request, StoreFailure())  # 503 + Retry-After, like the proxy
 
         return guarded
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from popgate.gateway.ops.validation import Collector, ConfigError, read_vk_file
+from popgate.gateway.stores.redis_urls import REDIS_SCHEMES
 from popgate.verifiers.bn254.encoding import parse_uint
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.worldid import key_spec
@@ -185,10 +186,11 @@ def _roots(c: Collector, t: dict[str, Any], store_url: str) -> RootsSettings:
         c.problem(f"{p}.roots", "a static source needs at least one root")
     if source == "file" and not s.file:
         c.problem(f"{p}.file", 'required for source = "file"')
-    if source == "redis" and not store_url.startswith(
-        ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
-    ):
-        c.problem(f"{p}.source", '"redis" needs store.url = redis://... or redis+cluster://...')
+    if source == "redis" and not store_url.startswith(REDIS_SCHEMES):
+        c.problem(
+            f"{p}.source",
+            '"redis" needs store.url = redis://..., redis+cluster://... or redis+sentinel://...',
+        )
     if source == "rpc":
         if not re.match(r"^https?://", s.rpc_url):
             c.problem(f"{p}.rpc_url", f"expected an http(s) URL, got {s.rpc_url!r}")

@@ -5,15 +5,22 @@ gateway sharing the server. Each script touches one key, or several keys
 sharing one hash tag (the credits ledger), so the store also works against a
 Redis Cluster (keys carry hash tags, see :func:`gateway.stores.base.key`).
 
-Two URL forms:
+URL forms (parsed in :mod:`gateway.stores.redis_urls`, clients built in
+:mod:`gateway.stores.redis_clients`):
 
 - ``redis://[user:pass@]HOST:PORT/DB`` (``rediss://`` for TLS): one server
-  (or a proxy in front of a cluster), a plain ``redis.asyncio.Redis``.
-- ``redis+cluster://[user:pass@]HOST:PORT[,HOST:PORT...]/`` (``rediss+cluster://``
-  for TLS): a Redis Cluster through ``redis.asyncio.cluster.RedisCluster``. The
-  listed nodes are startup nodes only (any one reachable node is enough; the
-  client discovers the rest from ``CLUSTER SLOTS``) and follows MOVED/ASK
-  redirects. Database 0 only (clusters have no others).
+  (or a proxy in front of a cluster).
+- ``redis+cluster://[user:pass@]HOST:PORT[,HOST:PORT...]/``: a Redis Cluster
+  (startup nodes; the client discovers the rest and follows MOVED/ASK).
+- ``redis+sentinel://[user:pass@]HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB]``: the
+  master the listed Sentinels watch; after a failover the store follows the
+  promoted replica by itself.
+
+``replica_acks`` (default 1 with Sentinel, else 0): every write is followed by
+``WAIT replica_acks`` on the same connection and counts as done only when that
+many replicas acknowledged it within half the timeout; otherwise the store raises
+StoreUnavailable (the caller fails closed). Sentinel promotes the most up-to-date
+replica, so a write acknowledged this way survives the master's death.
 
 Scripts are sent as ``EVALSHA`` routed by their key, falling back to ``EVAL``
 on NOSCRIPT: that loads the script on the one node owning the key (a new or
@@ -28,18 +35,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 from typing import Any
-from urllib.parse import unquote
 
-import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from popgate.gateway.payments.ledger import LEDGER_LUA, LedgerEntry, redis_keys
+from popgate.gateway.stores import redis_clients
 from popgate.gateway.stores.base import StoreUnavailable
+from popgate.gateway.stores.redis_urls import CLUSTER_SCHEMES, SENTINEL_SCHEMES, parse_cluster_url
 
-CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
-POOL_SIZE = 64  # connections (one server) / in-flight commands (cluster) per store
+__all__ = ["RedisStore", "parse_cluster_url"]
+POOL_SIZE = redis_clients.POOL_SIZE
 
 CLAIM = """
 local n = redis.call('INCR', KEYS[1])
@@ -88,65 +94,39 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
-    """Split ``redis+cluster://[user:pass@]H:P[,H:P...]/`` into startup nodes and
-    client options (username, password, ssl). Raises ValueError when malformed."""
-    scheme = next((s for s in CLUSTER_SCHEMES if url.startswith(s)), None)
-    if scheme is None:
-        raise ValueError(f"not a cluster URL (expected {' or '.join(CLUSTER_SCHEMES)}): {url!r}")
-    rest = url[len(scheme) :]
-    netloc, _, tail = rest.partition("/")
-    if "?" in netloc or "#" in netloc or "?" in tail or "#" in tail:
-        raise ValueError("redis+cluster:// URLs take no query or fragment")
-    if tail not in ("", "0"):
-        raise ValueError(f"a Redis Cluster has only database 0, got /{tail}")
-    opts: dict[str, Any] = {"ssl": scheme.startswith("rediss")}
-    userinfo, at, hosts = netloc.rpartition("@")
-    if at:
-        user, colon, password = userinfo.partition(":")
-        opts["username"] = unquote(user) or None
-        opts["password"] = unquote(password) if colon else None
-    nodes: list[tuple[str, int]] = []
-    for item in hosts.split(","):
-        m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::(\d{1,5}))?", item.strip())
-        if m is None:
-            raise ValueError(f"bad cluster node {item!r} (expected HOST:PORT)")
-        port = int(m.group(2) or 6379)
-        if not 0 < port < 65536:
-            raise ValueError(f"bad port in cluster node {item!r}")
-        nodes.append((m.group(1).strip("[]"), port))
-    return nodes, opts
-
-
-def _cluster_client(url: str, timeout: float) -> Any:
-    from redis.asyncio.cluster import ClusterNode, RedisCluster
-    from redis.asyncio.retry import Retry
-    from redis.backoff import ExponentialWithJitterBackoff
-
-    nodes, opts = parse_cluster_url(url)
-    return RedisCluster(
-        startup_nodes=[ClusterNode(h, p) for h, p in nodes],
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-        # Per node. In-flight commands are capped below it by RedisStore's semaphore
-        # (the cluster client raises instead of waiting when a node's pool is full).
-        max_connections=POOL_SIZE * 2,
-        # Connection errors, CLUSTERDOWN and uncovered slots: re-read the slot map and
-        # retry twice (a failover), then fail (closed) instead of retrying ten times.
-        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=2),
-        **{k: v for k, v in opts.items() if v is not None},
-    )
+async def _replicated(client: Any, acks: int, wait_ms: int, *command: Any) -> Any:
+    """``command`` then ``WAIT acks wait_ms`` on one connection (a pipeline);
+    StoreUnavailable unless ``acks`` replicas acknowledged it."""
+    pipe = client.pipeline(transaction=False)
+    pipe.execute_command(*command)
+    pipe.execute_command("WAIT", acks, wait_ms)
+    result, acked = await pipe.execute(raise_on_error=False)
+    for r in (result, acked):
+        if isinstance(r, Exception):
+            raise r
+    if int(acked) < acks:
+        raise StoreUnavailable(f"redis: write acknowledged by {acked} of {acks} replicas in {wait_ms} ms")
+    return result
 
 
 class _Script:
-    """A Lua script run with EVALSHA on the node owning its keys, EVAL on NOSCRIPT."""
+    """A Lua script run with EVALSHA on the node owning its keys, EVAL on NOSCRIPT
+    (then ``WAIT`` for ``acks`` replicas when asked)."""
 
-    def __init__(self, client: Any, source: str) -> None:
-        self.client, self.source = client, source
+    def __init__(self, client: Any, source: str, acks: int = 0, wait_ms: int = 0) -> None:
+        self.client, self.source, self.acks, self.wait_ms = client, source, acks, wait_ms
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        if self.acks:
+            try:
+                return await _replicated(
+                    self.client, self.acks, self.wait_ms, "EVALSHA", self.sha, len(keys), *keys, *args
+                )
+            except NoScriptError:
+                return await _replicated(
+                    self.client, self.acks, self.wait_ms, "EVAL", self.source, len(keys), *keys, *args
+                )
         try:
             return await self.client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
@@ -154,33 +134,43 @@ class _Script:
 
 
 class RedisStore:
-    """:class:`~gateway.stores.base.Store` on one Redis server or a Redis Cluster."""
+    """:class:`~gateway.stores.base.Store` on one Redis server, a Redis Cluster, or
+    the master a set of Sentinels watch."""
 
-    def __init__(self, url: str, *, timeout: float = 0.5, client: Any = None) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 0.5, client: Any = None, replica_acks: int | None = None
+    ) -> None:
         self.cluster = url.startswith(CLUSTER_SCHEMES)
+        sentinel = url.startswith(SENTINEL_SCHEMES)
+        self.replica_acks = (1 if sentinel else 0) if replica_acks is None else replica_acks
+        if self.replica_acks < 0 or (self.cluster and self.replica_acks):
+            raise ValueError("replica_acks: 0 or more, and 0 on a Redis Cluster")
         # A burst beyond the pool waits (bounded) for a connection instead of failing.
         self._wait = max(1.0, timeout * 4)
+        self._wait_ms = max(1, int(timeout * 500))  # WAIT answers before the socket times out
         self._slots: asyncio.Semaphore | None = None
+        self._sentinels: Any = None
         if client is None and self.cluster:
-            client = _cluster_client(url, timeout)
-            # RedisCluster's per-node pools raise when full: bound in-flight commands.
-            self._slots = asyncio.Semaphore(POOL_SIZE)
+            client = redis_clients.cluster_client(url, timeout)
+        elif client is None and sentinel:
+            client, self._sentinels = redis_clients.sentinel_client(url, timeout)
         elif client is None:
-            pool = aioredis.BlockingConnectionPool.from_url(
-                url,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                health_check_interval=30,
-                max_connections=POOL_SIZE,
-                timeout=self._wait,
-            )
-            client = aioredis.Redis(connection_pool=pool)
+            client = redis_clients.single_client(url, timeout, self._wait)
+        if self.cluster or sentinel:
+            # These pools raise when full: bound in-flight commands instead.
+            self._slots = asyncio.Semaphore(POOL_SIZE)
         self._client = client
-        self._claim = _Script(client, CLAIM)
-        self._incr = _Script(client, INCR)
-        self._debit = _Script(client, DEBIT)
-        self._gcra = _Script(client, GCRA)
-        self._ledger = _Script(client, LEDGER_LUA)
+        acks, ms = self.replica_acks, self._wait_ms
+        self._claim = _Script(client, CLAIM, acks, ms)
+        self._incr = _Script(client, INCR, acks, ms)
+        self._debit = _Script(client, DEBIT, acks, ms)
+        self._gcra = _Script(client, GCRA, acks, ms)
+        self._ledger = _Script(client, LEDGER_LUA, acks, ms)
+
+    async def _write(self, *command: Any) -> Any:
+        if self.replica_acks:
+            return await _replicated(self._client, self.replica_acks, self._wait_ms, *command)
+        return await self._client.execute_command(*command)
 
     @property
     def client(self) -> Any:
@@ -194,7 +184,7 @@ class RedisStore:
             try:
                 await asyncio.wait_for(self._slots.acquire(), self._wait)
             except TimeoutError:
-                raise StoreUnavailable(f"redis cluster: no free connection after {self._wait}s") from None
+                raise StoreUnavailable(f"redis: no free connection after {self._wait}s") from None
             try:
                 return await awaitable
             finally:
@@ -218,17 +208,17 @@ class RedisStore:
         return None if result < 0 else result
 
     async def credit(self, key: str, amount: int) -> int:
-        return int(await self._do(self._client.incrby(key, amount)))
+        return int(await self._do(self._write("INCRBY", key, amount)))
 
     async def get(self, key: str) -> bytes | None:
         value = await self._do(self._client.get(key))
         return None if value is None else bytes(value)
 
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
-        await self._do(self._client.set(key, value, px=None if ttl is None else _ms(ttl)))
+        await self._do(self._write("SET", key, value, *(() if ttl is None else ("PX", _ms(ttl)))))
 
     async def delete(self, key: str) -> None:
-        await self._do(self._client.delete(key))
+        await self._do(self._write("DEL", key))
 
     async def gcra(self, key: str, interval: float, burst: int, cost: int = 1) -> tuple[bool, float]:
         r = await self._do(self._gcra(keys=[key], args=[max(1, round(interval * 1e6)), burst, cost]))
@@ -289,7 +279,9 @@ class RedisStore:
             await self._do(self._client.ping())
 
     async def close(self) -> None:
-        try:
-            await self._client.aclose()
-        except (RedisError, RedisClusterException, OSError):
-            pass
+        for c in (self._client, self._sentinels):
+            try:
+                if c is not None:
+                    await c.aclose()
+            except (RedisError, RedisClusterException, OSError):
+                pass

@@ -197,3 +197,24 @@ async def test_pay_per_crawl(gateway_factory, origin, http, tmp_path):
     assert await r.gateway.services.store.balance("crawler:bot.example") == 15_000
     async with http.get(admin_url(r, "/admin/fees/crawler:bot.example"), headers=ADMIN) as resp:
         assert (await resp.json())["spent"]["crawler"] == 10_000
+
+
+async def test_admin_api_with_the_store_down_answers_503_with_retry_after(
+    gateway_factory, origin, http, tmp_path
+):
+    """The admin credits API fails closed like the proxy does: 503
+    ``store_unavailable`` with Retry-After (a client or script knows when to retry)."""
+    from tests.support.servers import free_port
+
+    (tmp_path / "admin").write_text(TOKEN)
+    extra = f'[credits]\nadmin_token = {{ secret_file = "{tmp_path / "admin"}" }}\n'
+    r = await gateway_factory(origin[0], extra=extra, store=f"redis://127.0.0.1:{free_port()}/0")
+    for method, path, body in (
+        ("POST", "/admin/credits/keys", {"amount": 5}),
+        ("POST", "/admin/credits/accounts/key:x/topup", {"amount": 5, "ref": "r"}),
+        ("GET", "/admin/credits/accounts/key:x/ledger", None),
+    ):
+        async with http.request(method, admin_url(r, path), json=body, headers=ADMIN) as resp:
+            assert resp.status == 503, (path, resp.status)
+            assert (await resp.json())["reason"] == "store_unavailable"
+            assert resp.headers["Retry-After"] == "2", path

@@ -1,5 +1,6 @@
-"""One contract, four backends: memory, SQLite, a real redis-server and a real
-3-master Redis Cluster."""
+"""One contract, five backends: memory, SQLite, a real redis-server, a real
+3-master Redis Cluster and a real Sentinel-watched master with a replica (every
+write waits for the replica: ``replica_acks`` 1)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from popgate.gateway.stores.sqlite import SQLiteStore
 from tests.support.servers import free_port, redis_server
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster", "redis-sentinel"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str) -> AsyncIterator[Store]:
     if request.param == "memory":
         s: Store = MemoryStore()
@@ -27,6 +28,9 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str) 
     elif request.param == "redis-cluster":  # a real 3-master cluster (tests/fleet/cluster_support.py)
         s = RedisStore(request.getfixturevalue("redis_cluster3").url)
         await s.client.flushdb(target_nodes=s.client.PRIMARIES)
+    elif request.param == "redis-sentinel":  # tests/support/sentinel.py
+        s = RedisStore(request.getfixturevalue("redis_sentinel").url())
+        await s.client.flushdb()
     else:
         s = RedisStore(redis_url)
         await s.client.flushdb()
