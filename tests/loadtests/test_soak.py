@@ -5,6 +5,7 @@ detector failing on a real leaking process)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def test_two_minute_soak_shows_no_growth(tmp_path: Path) -> None:
     samples = data["samples"]
     assert DURATION / INTERVAL - 2 <= len(samples) <= DURATION / INTERVAL + 30
     ts = [s["t"] for s in samples]
-    assert all(b > a for a, b in zip(ts, ts[1:], strict=False)) and ts[-1] >= DURATION - INTERVAL
+    assert all(b > a for a, b in itertools.pairwise(ts)) and ts[-1] >= DURATION - INTERVAL
     # one series per worker: the same two pids in every sample, each with real numbers
     pids = {tuple(sorted(s["workers"])) for s in samples}
     assert len(pids) == 1 and len(next(iter(pids))) == 2
