@@ -13,6 +13,7 @@ p99 per interval comes from locust's stats history. Writes ``SOAK.md``, ``soak.p
 ``soak.json`` into ``--out`` and exits 1 when a slope fitted over the second half passes
 its limit, a worker died, or locust's gate failed (see ``soak_verdict.py``). Everything it
 starts it stops, by pid; the run and the sampler are bounded in time and count.
+``--rejudge DIR`` judges a finished run's samples again with other limits, running nothing.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--min-points", type=int, default=Limits.min_points, help="fewer in the half: fail")
     ap.add_argument("--durable", default=",".join(DURABLE), help="key prefixes that may grow")
     ap.add_argument("--max-p95-ms", type=float, default=5000.0, help="locust's gate (all requests)")
+    ap.add_argument("--rejudge", metavar="DIR", help="judge a finished run's soak.json again, run nothing")
     args = ap.parse_args(argv)
     if args.duration < 4 * args.interval or args.interval <= 0:
         ap.error("--duration must cover at least four --interval")
@@ -87,10 +89,17 @@ def soak(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         sampler.join(30)
         client.close()
         stack.close()
+    return finish(out, args, sampler.samples, sampler.t0, code)
+
+
+def finish(
+    out: Path, args: argparse.Namespace, samples: list[dict[str, Any]], t0: float, code: int
+) -> tuple[int, dict[str, Any]]:
+    """Judge the samples (and locust's history in ``out``); write SOAK.md, soak.png, soak.json."""
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
-    p99 = p99_series(out / "locust_stats_history.csv", sampler.t0)
+    p99 = p99_series(out / "locust_stats_history.csv", t0)
     lim = limits(args)
-    verdict = judge(sampler.samples, p99, args.duration, args.interval, lim)
+    verdict = judge(samples, p99, args.duration, args.interval, lim)
     if code != 0:
         verdict.problems.append(f"locust's gate failed (exit {code}): {summary.get('problems')}")
     meta = {
@@ -110,19 +119,31 @@ def soak(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         "passed": verdict.passed,
         "problems": verdict.problems,
         "checks": [{**c.__dict__, "passed": c.passed} for c in verdict.checks],
-        "samples": sampler.samples,
+        "samples": samples,
         "p99": p99,
     }
     (out / "soak.json").write_text(json.dumps(data))
-    plotted = plot(sampler.samples, p99, meta, out / "soak.png")
-    text = markdown(verdict, meta, sampler.samples, plotted)
+    plotted = plot(samples, p99, meta, out / "soak.png")
+    text = markdown(verdict, meta, samples, plotted)
     (out / "SOAK.md").write_text(text)
     print(text)
     return (0 if verdict.passed else 1), data
 
 
+def rejudge(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Judge a finished run's samples again (``--rejudge DIR``) with this command's limits."""
+    out = Path(args.rejudge).resolve()
+    old = json.loads((out / "soak.json").read_text())
+    samples, meta = old["samples"], old["meta"]
+    args.duration, args.interval = int(meta["duration"]), float(meta["interval"])
+    args.users, args.workers = meta["users"], meta["workers"]
+    t0 = samples[0]["at"] - samples[0]["t"]
+    return finish(out, args, samples, t0, int(meta["locust_exit"]))
+
+
 def main(argv: list[str] | None = None) -> int:
-    code, _data = soak(parse(argv))
+    args = parse(argv)
+    code, _data = rejudge(args) if args.rejudge else soak(args)
     return code
 
 

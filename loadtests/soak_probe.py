@@ -123,8 +123,9 @@ class Sampler(threading.Thread):
             self.stop.wait(max(0.0, next_at - time.monotonic()))
 
 
-def p99_series(history_csv: Path, t0: float) -> list[tuple[float, float, float]]:
-    """(seconds since ``t0``, p99 ms, users) per row of locust's stats history (Aggregated).
+def p99_series(history_csv: Path, t0: float) -> list[tuple[float, float, float, float]]:
+    """(seconds since ``t0``, p99 ms, users, requests so far) per row of locust's stats history
+    (Aggregated).
 
     Locust writes a row every second; its percentiles cover the last ~10 s, so each row is
     the p99 of one short interval. Rows before the first request (p99 0) are left out.
@@ -137,5 +138,6 @@ def p99_series(history_csv: Path, t0: float) -> list[tuple[float, float, float]]
             continue
         p99 = float(row["99%"])
         if p99 > 0:
-            out.append((float(row["Timestamp"]) - t0, p99, float(row.get("User Count") or 0)))
+            users, total = float(row.get("User Count") or 0), float(row.get("Total Request Count") or 0)
+            out.append((float(row["Timestamp"]) - t0, p99, users, total))
     return out

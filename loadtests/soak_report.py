@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from loadtests.soak_verdict import Limits, Verdict, bin_p99, key_series
+from loadtests.soak_verdict import Limits, Verdict, bin_p99, prefix_series
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:
@@ -20,7 +20,8 @@ def markdown(v: Verdict, meta: dict[str, Any], samples: list[dict[str, Any]], pl
         f"{meta['duration']:.0f} s of the `flood` shape ({meta['users']} users, every class incl. the "
         f"attackers), {meta['workers']} gateway workers, store `{meta['store']}`; a sample every "
         f"{meta['interval']:g} s ({len(samples)} samples). Slopes are Theil–Sen fits over the second "
-        f"half ({meta['duration'] / 2:.0f}–{meta['duration']:.0f} s); a check fails above its limit "
+        f"half ({meta['duration'] / 2:.0f}–{meta['duration']:.0f} s; a TTL-bounded key prefix from one TTL "
+        "after the start, its counts scaled to the final request rate); a check fails above its limit "
         f"or with fewer than {meta['min_points']} points. Locust's gate exited {meta['locust_exit']}"
         f" ({meta['requests']} requests, {meta['failures']} unexpected).",
         "",
@@ -63,7 +64,7 @@ def markdown(v: Verdict, meta: dict[str, Any], samples: list[dict[str, Any]], pl
 
 
 def plot(
-    samples: list[dict[str, Any]], p99: list[tuple[float, float, float]], meta: dict[str, Any], path: Path
+    samples: list[dict[str, Any]], p99: list[tuple[float, ...]], meta: dict[str, Any], path: Path
 ) -> bool:
     try:
         import matplotlib
@@ -86,27 +87,26 @@ def plot(
     keyed = [s for s in samples if "keys" in s]
     if keyed:
         keys.plot([s["t"] for s in keyed], [s["keys"]["dbsize"] for s in keyed], color="0.3", label="DBSIZE")
-        series, _ = key_series(samples, Limits(durable=tuple(meta["durable"])), settle=meta["duration"] / 2)
-        for name, color, label in (
-            ("bounded", "tab:green", "bounded by TTL (fitted)"),
-            ("persistent", "tab:red", "no TTL, not durable (fitted)"),
-            ("slow", "tab:orange", "TTL outlasts the first half"),
-            ("durable", "tab:blue", "durable (receipts, balances)"),
-        ):
-            keys.plot(*zip(*series[name], strict=True), color=color, label=label)
+        series = prefix_series(samples, Limits(durable=tuple(meta["durable"])))
+        keys.plot(
+            *zip(*series["durable"], strict=True), color="tab:blue", label="durable (receipts, balances)"
+        )
+        keys.plot(*zip(*series["persistent"], strict=True), color="tab:red", label="no TTL, not durable")
+        for kind, rows in series["ttl"].items():
+            keys.plot(*zip(*rows, strict=True), lw=0.9, label=f"{kind} (TTL {series['max_ttl'][kind]:.0f} s)")
     keys.set_ylabel("store keys")
     binned = bin_p99(p99, meta["interval"])
     if binned:
         lat.plot(*zip(*binned, strict=True), color="tab:purple", label=f"p99 per {meta['interval']:g} s")
         users = lat.twinx()
-        users.plot([t for t, _, _ in p99], [u for _, _, u in p99], color="0.7", lw=0.8)
+        users.plot([r[0] for r in p99], [r[2] for r in p99], color="0.7", lw=0.8)
         users.set_ylabel("users (grey)", color="0.5")
-        users.set_ylim(0, max(u for _, _, u in p99) * 1.2 + 1)
+        users.set_ylim(0, max(r[2] for r in p99) * 1.2 + 1)
     lat.set_ylabel("p99 (ms)")
     lat.set_xlabel("seconds since the load started")
     for ax in axes:
         ax.axvspan(meta["duration"] / 2, meta["duration"], color="0.5", alpha=0.12, lw=0)
-        ax.legend(loc="upper left", fontsize="small")
+        ax.legend(loc="upper left", fontsize="x-small", ncol=2)
     axes[0].set_title(f"popgate soak: {meta['workers']} workers, {meta['users']} users (shaded: fitted half)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

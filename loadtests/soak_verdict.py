@@ -6,12 +6,17 @@ A check fails on growth above its threshold, on too few points to fit (fail clos
 worker that exits or is replaced during the run fails the soak. Store keys are split by
 prefix (``pg:{kind:...}``): prefixes in ``durable`` (balances, API keys, settlement receipts
 and per-identity tallies) grow with traffic or identities by design and are only reported;
-every other key must be bounded by its TTL. A prefix whose TTL is longer than the first half
-had no time to settle: it is reported as such and left out of the fit rather than misread as a leak.
+every other key must be bounded by its TTL, each prefix fitted on its own (its counts scaled to
+one request rate: :func:`at_steady_rate`) from the time its
+keys stop growing at a steady rate (one TTL after the load started, never before the second
+half: :func:`settles_at`). A prefix whose TTL leaves too few samples after that had no time to
+settle: it is reported as such and left out rather than misread as a leak. Keys without a TTL
+outside ``durable`` never settle: fitted over the second half.
 """
 
 from __future__ import annotations
 
+import bisect
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,43 +90,71 @@ def check(
     )
 
 
-def bin_p99(p99: list[tuple[float, float, float]], interval: float) -> list[tuple[float, float]]:
+def bin_p99(p99: list[tuple[float, ...]], interval: float) -> list[tuple[float, float]]:
     """Locust's ~10 s-window p99 readings (one a second) → one value per ``interval`` (median)."""
     bins: dict[int, list[float]] = {}
-    for t, v, _users in p99:
+    for t, v, *_ in p99:
         bins.setdefault(int(t // interval), []).append(v)
     return [((b + 1) * interval, statistics.median(v)) for b, v in sorted(bins.items())]
 
 
-def key_series(
-    samples: list[dict[str, Any]], lim: Limits, settle: float
-) -> tuple[dict[str, list[tuple[float, float]]], dict[str, Any]]:
-    """Per sample: keys bounded by a TTL that settles within ``settle`` seconds (fitted), keys
-    without a TTL outside ``durable`` (fitted), durable keys and keys of prefixes whose longest
-    TTL seen is above ``settle`` (both only plotted); and those slow prefixes."""
+def prefix_series(samples: list[dict[str, Any]], lim: Limits) -> dict[str, Any]:
+    """Per non-durable prefix, its TTL keys over time and the longest TTL seen; plus, over time,
+    keys without a TTL outside ``durable`` and durable keys (for the plot)."""
     keyed = [s for s in samples if "keys" in s and "ttl" in s["keys"]]
-    max_ttl: dict[str, float] = {}
-    for s in keyed:
-        for kind, ttl in s["keys"]["max_ttl"].items():
-            max_ttl[kind] = max(max_ttl.get(kind, 0.0), ttl)
-    slow = {k for k, v in max_ttl.items() if v > settle and k not in lim.durable}
-    out: dict[str, list[tuple[float, float]]] = {"bounded": [], "persistent": [], "durable": [], "slow": []}
-    for s in keyed:
-        k, t = s["keys"], s["t"]
-        out["bounded"].append(
-            (t, sum(v for p, v in k["ttl"].items() if p not in lim.durable and p not in slow))
-        )
-        out["persistent"].append((t, sum(v for p, v in k["persistent"].items() if p not in lim.durable)))
-        out["durable"].append(
-            (t, sum(v for p in lim.durable for v in (k["ttl"].get(p, 0), k["persistent"].get(p, 0))))
-        )
-        out["slow"].append((t, sum(v for p, v in k["ttl"].items() if p in slow)))
-    return out, {"slow": {k: max_ttl[k] for k in sorted(slow)}}
+    kinds = sorted({p for s in keyed for p in s["keys"]["ttl"] if p not in lim.durable})
+    max_ttl = {p: max(s["keys"]["max_ttl"].get(p, 0.0) for s in keyed) for p in kinds}
+    return {
+        "ttl": {p: [(s["t"], float(s["keys"]["ttl"].get(p, 0))) for s in keyed] for p in kinds},
+        "max_ttl": max_ttl,
+        "persistent": [
+            (s["t"], float(sum(v for p, v in s["keys"]["persistent"].items() if p not in lim.durable)))
+            for s in keyed
+        ],
+        "durable": [
+            (
+                s["t"],
+                float(
+                    sum(v for k in ("ttl", "persistent") for p, v in s["keys"][k].items() if p in lim.durable)
+                ),
+            )
+            for s in keyed
+        ],
+    }
+
+
+def at_steady_rate(
+    rows: list[tuple[float, float]], ttl: float, p99: list[tuple[float, ...]]
+) -> list[tuple[float, float]]:
+    """A TTL-bounded family holds (creation rate × TTL) keys: scale each count to the request
+    rate of the last sample (requests over the trailing TTL, from locust's running total), so a
+    run whose throughput drifts (a shared machine) is not misread as a leak. Unchanged without
+    locust's totals."""
+    done = [(r[0], r[3]) for r in p99 if len(r) > 3]
+    if len(done) < 2:
+        return rows
+    times = [t for t, _ in done]
+
+    def total(t: float) -> float:
+        i = bisect.bisect_right(times, t)
+        return done[max(0, i - 1)][1] if i else 0.0
+
+    def trailing(t: float) -> float:
+        return total(t) - total(t - ttl)
+
+    ref = trailing(rows[-1][0]) if rows else 0.0
+    return [(t, n * ref / trailing(t) if trailing(t) > 0 else n) for t, n in rows]
+
+
+def settles_at(ttl: float, duration: float, interval: float) -> float:
+    """When a key family with this TTL, created at a steady rate, stops growing: one TTL after
+    the load started (plus two intervals of margin), and never before the second half."""
+    return max(duration / 2, ttl + 2 * interval)
 
 
 def judge(
     samples: list[dict[str, Any]],
-    p99: list[tuple[float, float, float]],
+    p99: list[tuple[float, ...]],
     duration: float,
     interval: float,
     lim: Limits,
@@ -161,31 +194,35 @@ def judge(
     if any("keys_error" in s for s in samples):
         v.problems.append(f"the store did not answer {sum('keys_error' in s for s in samples)} key samples")
     if any("keys" in s for s in samples):
-        series, info = key_series(samples, lim, settle=window[0])
+        keys = prefix_series(samples, lim)
+        unsettled = []
+        for kind, rows in keys["ttl"].items():
+            ttl = keys["max_ttl"][kind]
+            start = settles_at(ttl, duration, interval)
+            inside = [(t, n) for t, n in rows if start <= t <= duration]
+            steady = at_steady_rate(inside, ttl, p99)
+            c = check(
+                f"keys `{kind}` (TTL {ttl:.0f} s)", "keys", steady, (start, duration), lim.keys_per_min, 1
+            )
+            c.start, c.end = rows[0][1], rows[-1][1]
+            if c.points < lim.min_points:
+                unsettled.append(f"{kind} ({ttl:.0f} s)")
+            else:
+                v.checks.append(c)
         v.checks.append(
             check(
-                "store keys bounded by TTL",
+                "keys without TTL (not durable)",
                 "keys",
-                series["bounded"],
+                keys["persistent"],
                 window,
                 lim.keys_per_min,
                 lim.min_points,
             )
         )
-        v.checks.append(
-            check(
-                "store keys without TTL (not durable)",
-                "keys",
-                series["persistent"],
-                window,
-                lim.keys_per_min,
-                lim.min_points,
-            )
-        )
-        if info["slow"]:
+        if unsettled:
             v.notes.append(
-                "prefixes whose TTL outlasts the first half (reported, not fitted): "
-                + ", ".join(f"{k} ({t:.0f} s)" for k, t in info["slow"].items())
+                "key prefixes whose TTL had not passed early enough to fit "
+                f"{lim.min_points} samples before the end (reported, not fitted): " + ", ".join(unsettled)
             )
     v.checks.append(
         check("p99 latency", "ms", bin_p99(p99, interval), window, lim.p99_ms_per_min, lim.min_points)
