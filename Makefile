@@ -5,7 +5,7 @@ STAMP   := $(VENV)/.installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: install system-deps run test lint typecheck bench bench-deps flood clean
+.PHONY: install system-deps run test lint typecheck bench bench-deps flood soak clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -69,6 +69,12 @@ bench: bench-deps
 # A bounded agent-flood run (60 s) against a local stack; report in loadtests/out/REPORT.md.
 flood: install
 	$(PY) loadtests/run_flood.py
+
+# A bounded soak (30 min, 2 workers, Redis, the flood population held steady) that fails on
+# growth of worker RSS/fds, TTL-bounded store keys or p99; report in loadtests/out/SOAK.md.
+# SOAK_ARGS="--duration 600 --max-rss-mb-per-min 2" etc. (python loadtests/soak.py --help).
+soak: install system-deps
+	$(PY) loadtests/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -49,6 +49,7 @@ class Stack:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     admin_token: str = ""
+    store_url: str = ""
 
     def admin(self, path: str, body: dict[str, Any] | None = None) -> Any:
         """Call the admin API (credits) with the run's admin token."""
@@ -243,6 +244,7 @@ def start_stack(
         gw,
         procs,
         admin_token=secrets["admin"],
+        store_url=store_url,
     )
     try:
         stack.env = credentials(stack, secrets, api_keys, sessions, credit_usd)
