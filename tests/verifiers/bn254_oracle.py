@@ -171,20 +171,24 @@ class Key:
 
 
 def groth16(key: Key, a: G1Aff | None, b: G2Aff | None, c: G1Aff | None, public: Sequence[int]) -> str:
-    """``ok``, ``malformed`` (wrong input count) or ``invalid_proof`` for a proof
-    given as affine integer points (None: infinity, which a proof may not use)."""
+    """``ok``, or why a proof given as affine integer points (None: infinity,
+    which a proof may not use) must be refused: ``count`` (wrong number of
+    inputs: Malformed), ``input>=r``, ``infinity``, ``not on curve``,
+    ``B not in G2`` or ``pairing`` (all InvalidProof)."""
     if len(public) != len(key.ic) - 1:
-        return "malformed"
+        return "count"
     if any(not 0 <= x < R for x in public):
-        return "invalid_proof"
+        return "input>=r"
     if a is None or b is None or c is None:
-        return "invalid_proof"
-    if not (g1_valid(a) and g1_valid(c) and g2_valid(b)):
-        return "invalid_proof"
+        return "infinity"
+    if not (g1_valid(a) and g1_valid(c) and g2_on_twist(b)):
+        return "not on curve"
+    if not g2_valid(b):
+        return "B not in G2"
     acc = key.ic[0]
     for x, ic in zip(public, key.ic[1:]):
         acc = ob.add(acc, ob.multiply(ic, x))
     f = ob.pairing(ref2(b), ref1(a), final_exponentiate=False) * key.ml_alpha_beta
     f = f * ob.pairing(key.gamma, ob.neg(acc), final_exponentiate=False)
     f = f * ob.pairing(key.delta, ob.neg(ref1(c)), final_exponentiate=False)
-    return "ok" if ob.final_exponentiate(f) == FQ12.one() else "invalid_proof"
+    return "ok" if ob.final_exponentiate(f) == FQ12.one() else "pairing"
