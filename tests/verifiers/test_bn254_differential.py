@@ -44,6 +44,8 @@ from tests.verifiers.test_groth16 import CASES
 
 P, R = f.P, f.R
 DEEP = os.environ.get("HYPOTHESIS_PROFILE") == "deep"
+#: The suite's 180 s per-test timeout would cut the deep run's longest tests short.
+pytestmark = [pytest.mark.timeout(1800)] if DEEP else []
 
 
 def budget(ci: int, deep: int) -> Any:
