@@ -155,7 +155,7 @@ def test_fp12_frobenius_matches_py_ecc(x: f.Fp12, n: int) -> None:
     assert pe(f.f12_conj(x) if n == 6 else f.f12_frob(x, n)) == pe(x) ** (P**n)
 
 
-@budget(20, 150)
+@budget(10, 150)
 @given(fp12.filter(lambda x: x != (0,) * 12))
 def test_cyclotomic_ops_match_py_ecc(x: f.Fp12) -> None:
     """After the easy part: Granger–Scott squaring and f^u agree with py_ecc."""
@@ -214,7 +214,7 @@ def test_g1_on_curve_matches_py_ecc(pt: o.G1Aff, shift: int) -> None:
     assert c.g1_on_curve(pt) == o.g1_valid(pt)
 
 
-@budget(30, 300)
+@budget(20, 300)
 @given(g2_points(), g2_points(), scalar)
 def test_g2_group_law_matches_py_ecc(a: o.G2Aff | None, b: o.G2Aff | None, k: int) -> None:
     A, B = o.ref2(a), o.ref2(b)
@@ -227,7 +227,7 @@ def test_g2_group_law_matches_py_ecc(a: o.G2Aff | None, b: o.G2Aff | None, k: in
         assert c.g2_psi(a) == o.aff2(o.ob.multiply(A, P))  # ψ acts as p on G2
 
 
-@budget(40, 400)
+@budget(25, 400)
 @example(q=o.torsion(o.H2_FACTORS[0]))  # one point of each prime order dividing the cofactor:
 @example(q=o.torsion(o.H2_FACTORS[1]))  # the accepted set is a subgroup of a cyclic group,
 @example(q=o.torsion(o.H2_FACTORS[2]))  # so these four decide that no cofactor torsion passes
@@ -413,7 +413,7 @@ def test_pairing_is_bilinear(a: int, b: int) -> None:
     assert pg.final_exponentiation(ml) == f.F12_ONE
 
 
-@budget(3, 40)
+@budget(2, 40)
 @given(g1_points().filter(bool), g2_points().filter(bool))
 def test_pairing_matches_py_ecc(p: o.G1Aff, q: o.G2Aff) -> None:
     assert pe(pg.pairing(p, q)) == o.ob.pairing(o.ref2(q), o.ref1(p))
@@ -552,7 +552,7 @@ def encode(draw: st.DrawFn, a: Any, b: Any, cc: Any) -> tuple[Any, tuple[Any, An
     return (decimal if draw(st.booleans()) else {"packed": decimal}), (a, b, cc)
 
 
-@budget(12, 400)
+@budget(8, 400)
 @given(st.data())
 def test_groth16_fast_verifier_agrees_with_py_ecc(data: st.DataObject) -> None:
     """Real proofs, mutated (points replaced by curve points, twist points outside
