@@ -164,3 +164,50 @@ def test_zklogin_proof_cli():
     assert res[0]["address"] == res[1]["address"] == p["address_unpadded"]
     assert res[0]["address_padded"] == p["address_padded"]
     assert (res[0]["iss"], res[0]["kid"], res[0]["max_epoch"]) == (p["iss"], p["kid"], 10)
+
+
+def zk_config_file(tmp: Path, max_session: int) -> Path:
+    """A popgate config whose [zklogin] table names the fixtures' provider (keys from a file)."""
+    from tests.support.servers import write_config
+
+    (tmp / "jwks.json").write_text(json.dumps(JWT["jwks"]))
+    extra = f"""
+[zklogin]
+max_session = {max_session}
+[[zklogin.providers]]
+issuer = "{JWT["issuer"]}"
+audience = "{JWT["audience"]}"
+jwks_file = "{tmp / "jwks.json"}"
+"""
+    return write_config(tmp, "http://127.0.0.1:9", extra=extra)
+
+
+def run_with(config: Path, scheme: str, cases: list[Any]) -> list[dict[str, Any]]:
+    lines = "\n".join(json.dumps(c) for c in cases) + "\n"
+    proc = subprocess.run(
+        [str(POPGATE), "verify", scheme, "--config", str(config)],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(x) for x in proc.stdout.splitlines()]
+
+
+def test_zklogin_takes_the_config_table(tmp_path: Path) -> None:
+    """`popgate verify zklogin --config` decides as the gateway would: the table's provider
+    (issuer, audience and keys need not be in the case), its max_session (a max_epoch an
+    hour ahead is max_epoch_too_far under max_session = 1800, ok without the table) and a
+    subject keyed like the gateway's (the same in two runs; without --config it is per run)."""
+    unix = next(c for c in JWT["cases"] if c["epoch_mode"] == "unix" and not c["reason"])
+    bare = {k: v for k, v in cli_case(unix).items() if k not in ("jwks", "issuer", "audience")}
+    strict = zk_config_file(tmp_path, 1800)
+    assert run_with(strict, "zklogin", [bare])[0]["reason"] == "max_epoch_too_far"
+    assert run("zklogin", [cli_case(unix)])[0]["reason"] == "ok"
+    loose = zk_config_file(tmp_path, 7200)
+    first, second = run_with(loose, "zklogin", [bare])[0], run_with(loose, "zklogin", [bare])[0]
+    assert first["reason"] == "ok" and first["iss"] == JWT["issuer"]
+    assert first["subject"] == second["subject"]
+    assert run("zklogin", [cli_case(unix)])[0]["subject"] != run("zklogin", [cli_case(unix)])[0]["subject"]

@@ -251,8 +251,12 @@ def _j2_mul(pt: G2Point, k: int) -> _J2:
 
 
 def g2_mul(pt: G2Point | None, k: int) -> G2Point | None:
-    """``k·pt`` (k ≥ 0; set-up and tests)."""
-    return None if pt is None else _j2_affine(_j2_mul(pt, k))
+    """``k·pt`` for any integer k (set-up and tests only: not constant time)."""
+    if pt is None:
+        return None
+    if k < 0:
+        pt, k = g2_neg(pt), -k
+    return _j2_affine(_j2_mul(pt, k))
 
 
 def _psi_j(p: _J2) -> _J2:

@@ -91,6 +91,9 @@ def f2_conj(x: Fp2) -> Fp2:
 
 
 def f2_pow(x: Fp2, e: int) -> Fp2:
+    """``x**e``; a negative ``e`` inverts first (ValueError for zero)."""
+    if e < 0:
+        x, e = f2_inv(x), -e
     out = FP2_ONE
     for bit in bin(e)[2:]:
         out = f2_sqr(out)
