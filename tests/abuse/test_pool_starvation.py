@@ -8,6 +8,7 @@ import asyncio
 import time
 
 import aiohttp
+import pytest
 
 from tests.conftest import session_token, url_of
 
@@ -36,14 +37,15 @@ async def drip(port: int, stop: asyncio.Event) -> tuple[bytes, float]:
         writer.close()
 
 
-async def test_drip_flood_does_not_starve_session_holders(upstream, gateway_factory, http):
+@pytest.mark.parametrize("client_kind", ["lean", "aiohttp"])
+async def test_drip_flood_does_not_starve_session_holders(upstream, gateway_factory, http, client_kind):
     """300 anonymous clients drip bodies to a proxied /.well-known/ path at a pool
     of 16: every one of a session holder's requests meanwhile succeeds within 2 s
     (was: the pool is held until read_timeout and they all stall); each dripper
     is refused (429 network_busy over the per-network cap, else 408 body_too_slow
-    after body_grace) without holding an upstream connection."""
+    after body_grace) without holding an upstream connection. Both upstream clients."""
     extra = ALLOW + "[limits]\npool_size = 16\n"  # the rest: defaults
-    gw = await gateway_factory(upstream, extra=extra)
+    gw = await gateway_factory(upstream, extra=extra, server_extra=f'upstream_client = "{client_kind}"')
     port = gw.proxy.addresses[0][1]
     token = session_token(gw)
     stop = asyncio.Event()
