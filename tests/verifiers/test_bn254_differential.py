@@ -97,18 +97,13 @@ def twist_points(draw: st.DrawFn) -> o.G2Aff:
 @budget(60, 5000)
 @given(fp, fp)
 def test_fp_matches_py_ecc(a: int, b: int) -> None:
-    """Inverse, square root (the a^((p+1)/4) root) and squareness."""
+    """Square root (the a^((p+1)/4) root) and squareness."""
     euler = o.FQ(a) ** ((P - 1) // 2)
     assert f.fp_is_square(a) == (a == 0 or euler == o.FQ.one())
     root = f.fp_sqrt(a)
     assert (root is not None) == f.fp_is_square(a)
     if root is not None:
         assert o.FQ(root) * o.FQ(root) == o.FQ(a) and root == (o.FQ(a) ** ((P + 1) // 4)).n % P
-    if a == 0:
-        with pytest.raises(ValueError):
-            f.fp_inv(a)
-    else:
-        assert o.FQ(f.fp_inv(a)) * o.FQ(a) == o.FQ.one()
     assert f.fp_sqrt((a * a) % P) in (a, P - a)
 
 
@@ -214,16 +209,25 @@ def test_g1_on_curve_matches_py_ecc(pt: o.G1Aff, shift: int) -> None:
     assert c.g1_on_curve(pt) == o.g1_valid(pt)
 
 
+def g2_add(p: o.G2Aff | None, q: o.G2Aff | None) -> o.G2Aff | None:
+    """popgate's G2 addition as its scalar multiplication and subgroup check use it (Jacobian)."""
+
+    def jac(pt: o.G2Aff | None) -> c._J2:
+        return c._J2_INF if pt is None else (pt[0], pt[1], f.FP2_ONE)
+
+    return c._j2_affine(c._j2_add(jac(p), jac(q)))
+
+
 @budget(20, 300)
 @given(g2_points(), g2_points(), scalar)
 def test_g2_group_law_matches_py_ecc(a: o.G2Aff | None, b: o.G2Aff | None, k: int) -> None:
     A, B = o.ref2(a), o.ref2(b)
-    assert c.g2_add(a, b) == o.aff2(o.ob.add(A, B))
-    assert c.g2_add(a, a) == o.aff2(o.ob.double(A))
+    assert g2_add(a, b) == o.aff2(o.ob.add(A, B))
+    assert g2_add(a, a) == o.aff2(o.ob.double(A))
     assert c.g2_mul(a, k) == o.aff2(o.ob.multiply(A, k))
     if a is not None:
         assert c.g2_neg(a) == o.aff2(o.ob.neg(A))
-        assert c.g2_add(a, c.g2_neg(a)) is None
+        assert g2_add(a, c.g2_neg(a)) is None
         assert c.g2_psi(a) == o.aff2(o.ob.multiply(A, P))  # ψ acts as p on G2
 
 
