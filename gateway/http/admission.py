@@ -74,11 +74,12 @@ class UpstreamGate:
 
     def enter(self, ctx: Context) -> Ticket:
         """Count the request against its network (anonymous only); NetworkBusy over the cap."""
-        ticket = Ticket(ctx.network, vouched(ctx))
-        if not ticket.vouched:
-            if self.by_network[ticket.network] >= self.per_network:
-                raise NetworkBusy(f"{self.per_network} requests in flight from one network")
-            self.by_network[ticket.network] += 1
+        if vouched(ctx):
+            return Ticket("", True)  # not counted per network, so its network is not computed
+        ticket = Ticket(ctx.network, False)
+        if self.by_network[ticket.network] >= self.per_network:
+            raise NetworkBusy(f"{self.per_network} requests in flight from one network")
+        self.by_network[ticket.network] += 1
         return ticket
 
     def _fits(self, ticket: Ticket) -> bool:

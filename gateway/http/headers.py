@@ -55,15 +55,11 @@ class Credentials:
     - ``PoP-*`` and ``X-Hashcash``; ``PAYMENT-SIGNATURE`` / ``X-PAYMENT`` when ``payments``.
     """
 
-    __slots__ = ("cookie_prefix", "headers")
+    __slots__ = ("cookie_prefix", "headers")  # headers: dropped by name (and PoP-* by prefix)
 
     def __init__(self, cookie_name: str, *, payments: bool) -> None:
         self.cookie_prefix = cookie_name + "="
         self.headers = EVIDENCE | PAYMENT if payments else EVIDENCE
-
-    def is_header(self, low: str) -> bool:
-        """Is the header (lower-case name) popgate's whatever its value?"""
-        return low.startswith(POP_PREFIX) or low in self.headers
 
     def clean(self, low: str, value: str) -> str | None:
         """``value`` without popgate's credential in it; None to drop the header."""

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from popgate.gateway.errors import GatewayError
 from popgate.gateway.http.admission import UpstreamGate
-from popgate.gateway.http.headers import FORWARDING, HOP_BY_HOP, Credentials, connection_tokens
+from popgate.gateway.http.headers import FORWARDING, HOP_BY_HOP, POP_PREFIX, Credentials, connection_tokens
 from popgate.gateway.http.paced_body import paced, prebuffer
 from popgate.gateway.http.upstream import BodyError, UpstreamClient, UpstreamResponse
 from popgate.gateway.http.websocket import SKIP, WebSocketProxy, check_handshake, is_upgrade
@@ -48,6 +48,8 @@ class Forwarder:
         self.credentials = Credentials(
             config.sessions.cookie_name, payments=x402 is not None and not x402.forward_payment_header
         )
+        # every header name never forwarded whatever its value, in one set (PoP-* by prefix)
+        self.dropped = HOP_BY_HOP | FORWARDING | self.credentials.headers
         self.websockets = WebSocketProxy(origin.url, self.limits.connect_timeout)
         self.gate = UpstreamGate(self.limits)
 
@@ -58,17 +60,11 @@ class Forwarder:
         conn = connection_tokens(headers.getall("Connection", ())) if "Connection" in headers else ()
         out: list[tuple[str, str]] = [] if "host" in skip else [("Host", self.host)]
         credentials = self.credentials
+        dropped = self.dropped
         drop = ctx.consumed or ()
         for name, value in headers.items():
             low = name.lower()
-            if (
-                low in HOP_BY_HOP
-                or low in FORWARDING
-                or credentials.is_header(low)
-                or low in conn
-                or low in drop
-                or low in skip
-            ):
+            if low in dropped or low.startswith(POP_PREFIX) or low in conn or low in drop or low in skip:
                 continue
             if low == "authorization" or low == "cookie":
                 cleaned = credentials.clean(low, value)

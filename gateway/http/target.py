@@ -31,6 +31,9 @@ from popgate.policies.pathnorm import normalize_path
 # Outside RFC 3986 pchar / "/" / "?" / "%" (so "#" too): percent-encoded before anything else.
 _UNSAFE = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/?%]")
 _SAFE = "-._~!$&'()*+,;=:@/?%"
+# Valid hosts seen, normalized (a gateway serves a handful of names; cleared when full).
+_HOSTS: dict[str, tuple[str, int | None]] = {}
+_HOSTS_MAX = 1024
 
 
 class Target:
@@ -73,11 +76,18 @@ def request_target(request: web.BaseRequest) -> Target:
     if _UNSAFE.search(rest) is not None:  # rare: a fragment, or characters to encode
         rest = _clean(rest)
     path, _, query = rest.partition("?")
-    try:
-        name, port = normalize_host(host) if host else ("", None)
-    except ValueError as exc:
-        raise BadRequest(f"host: {exc}", reason="bad_host", public="The request's host is invalid.") from None
-    return Target(path, normalize_path(path), query, name, port)
+    known = _HOSTS.get(host)
+    if known is None:
+        try:
+            known = normalize_host(host) if host else ("", None)
+        except ValueError as exc:
+            raise BadRequest(
+                f"host: {exc}", reason="bad_host", public="The request's host is invalid."
+            ) from None
+        if len(_HOSTS) >= _HOSTS_MAX:
+            _HOSTS.clear()
+        _HOSTS[host] = known
+    return Target(path, normalize_path(path), query, known[0], known[1])
 
 
 def _clean(rest: str) -> str:
