@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -53,10 +54,21 @@ async def gateway_factory(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         store: str = "memory://",
         config: Config | None = None,
     ) -> Running:
-        if config is None:
-            path = write_config(tmp_path, upstream_url, store=store, extra=extra, server_extra=server_extra)
-            config = load_config(path)
-        r = await start(config)
+        if config is not None:
+            r = await start(config)
+        else:
+            for attempt in range(3):
+                path = write_config(
+                    tmp_path, upstream_url, store=store, extra=extra, server_extra=server_extra
+                )
+                try:
+                    r = await start(load_config(path))
+                    break
+                except OSError as exc:
+                    # free_port() only picks a port: another socket may take it before the
+                    # gateway binds (a loaded suite opens thousands); new ports, once more
+                    if exc.errno != errno.EADDRINUSE or attempt == 2:
+                        raise
         running.append(r)
         return r
 

@@ -51,7 +51,12 @@ async def test_gateways_follow_three_master_kills_without_double_spend_or_lost_l
                     new = await asyncio.to_thread(ss.wait_promotion, old, 20.0)
                     t_promoted = time.monotonic() - t_kill
                     ss.node(old).start()  # its own config: comes back as a master, Sentinel demotes it
-                    await asyncio.to_thread(ss.wait_replicas, new, 2, 30.0)
+                    try:
+                        await asyncio.to_thread(ss.wait_replicas, new, 2, 30.0)
+                    except RuntimeError:  # Sentinel slow to demote it: what the operator would do
+                        print("old master not demoted within 30 s: REPLICAOF by hand", flush=True)
+                        ss.point_replicas_at(new)
+                        await asyncio.to_thread(ss.wait_replicas, new, 2, 30.0)
                     t_rejoined = time.monotonic() - t_kill
                     first = load.first_success_after(t_kill)
                     assert first is not None, "no paid request served after the failover"

@@ -189,6 +189,14 @@ class SentinelSet:
             time.sleep(0.1)
         raise RuntimeError(f"master :{master} has not {n} online replicas after {timeout}s")
 
+    def point_replicas_at(self, master: int) -> None:
+        """``REPLICAOF`` every other data node to ``master``, as an operator would when
+        Sentinel is slow to demote a restarted old master (it is on a loaded machine)."""
+        for n in self.data:
+            if n.port != master:
+                with contextlib.suppress(redis.RedisError):
+                    n.client(1.0).replicaof("127.0.0.1", master)
+
     def stop(self) -> None:
         for n in (*self.sentinels, *self.data):
             n.stop()
