@@ -17,7 +17,8 @@ install: $(STAMP)
 
 # Debian packages the test suite drives for real: redis-server (store tests),
 # redis-sentinel (failover tests), chromium (the browser challenge page), nginx and caddy
-# (forward-auth mode behind the shipped edge configs). Installed only when missing.
+# (forward-auth mode behind the shipped edge configs), iproute2 (the partition test's network
+# namespace). Installed only when missing.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -25,6 +26,7 @@ system-deps:
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
 	command -v caddy >/dev/null || missing="$$missing caddy"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(APT_GET) update -qq && $(APT_GET) install -y -qq $$missing >/dev/null; \

@@ -39,16 +39,17 @@ def ip(*args: str, ns: str | None = None) -> None:
 
 @contextlib.contextmanager
 def namespace() -> Iterator[tuple[str, str, str, str]]:
-    """``(namespace, its veth end, host address, namespace address)``; skips when
-    this host cannot create network namespaces."""
+    """``(namespace, its veth end, host address, namespace address)``; fails, saying
+    why, when this host cannot create network namespaces (a partition test that
+    cannot partition must not pass)."""
     if shutil.which("ip") is None:
-        pytest.skip("no `ip` command (iproute2): cannot create a network namespace")
+        pytest.fail("no `ip` command (iproute2; `make system-deps` installs it)")
     tag = str(os.getpid() % 100_000)
     ns, host_end, ns_end = f"pgpart{tag}", f"pgph{tag}", f"pgpn{tag}"
     net = f"10.231.{os.getpid() % 250 + 1}"
     made = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True, timeout=10)
     if made.returncode != 0:
-        pytest.skip(f"cannot create a network namespace (needs CAP_NET_ADMIN): {made.stderr.strip()}")
+        pytest.fail(f"cannot create a network namespace (needs CAP_NET_ADMIN): {made.stderr.strip()}")
     try:
         ip("link", "add", host_end, "type", "veth", "peer", "name", ns_end, "netns", ns)
         ip("addr", "add", f"{net}.1/30", "dev", host_end)

@@ -38,7 +38,7 @@ class Stack:
 async def stack(request, tmp_path: Path, upstream: str, gateway_factory) -> AsyncIterator[Stack]:  # type: ignore[no-untyped-def]
     name = request.param
     if shutil.which(name) is None:
-        pytest.skip(f"{name} not installed: `make system-deps` installs it")
+        pytest.fail(f"{name} not installed: `make system-deps` installs it")
     pair = await popgate_pair(tmp_path, upstream, gateway_factory)
     listen = free_port()
     origin_port = int(upstream.rsplit(":", 1)[1])
