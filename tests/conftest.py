@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis
 from hypothesis import HealthCheck, settings
 
 from popgate.gateway.cli.demo_upstream import make_app
@@ -25,10 +26,22 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_server_url() -> Iterator[str]:
     """A real redis-server on a free loopback port, for the whole session."""
     with redis_server() as (url, _proc):
         yield url
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> str:
+    """The session's redis-server, emptied before each test: no test sees keys another
+    left (a settlement left queued by one test was settled by the next one's worker)."""
+    client = redis.Redis.from_url(redis_server_url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return redis_server_url
 
 
 @pytest.fixture
