@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -21,8 +22,23 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Listening ports come from below the kernel's ephemeral range (32768-60999 here), so an
+# outgoing connection (thousands in a run) cannot take one between free_port() and bind.
+_PORTS = random.Random()
+_LOW, _HIGH = 20000, 32000
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port nothing listens on, outside the ephemeral range."""
+    for _ in range(200):
+        port = _PORTS.randrange(_LOW, _HIGH)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # the low range is crowded: any free port
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
