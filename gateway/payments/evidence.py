@@ -18,10 +18,9 @@ from aiohttp import web
 from popgate.gateway.payments.ledger import bearer_key
 from popgate.verifiers.errors import Malformed
 from popgate.verifiers.paypercrawl import CRAWLER_EXACT_PRICE, CRAWLER_MAX_PRICE
-from popgate.verifiers.x402 import PAYMENT_SIGNATURE, X_PAYMENT, PaymentPayload, extract
+from popgate.verifiers.x402 import PaymentPayload, extract
 
 NAME = "payment"
-X402_HEADERS = (PAYMENT_SIGNATURE, X_PAYMENT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,19 +37,14 @@ class Payment:
 class PaymentScheme:
     """Extract-only evidence (see :attr:`gateway.registry.Registry.deferred`)."""
 
-    __slots__ = ("accept_v1", "consumes", "crawlers", "credits", "x402")
+    __slots__ = ("accept_v1", "crawlers", "credits", "x402")
     name = NAME
 
-    def __init__(
-        self, *, x402: bool, accept_v1: bool, credits: bool, crawlers: bool, forward_x402: bool = False
-    ) -> None:
+    def __init__(self, *, x402: bool, accept_v1: bool, credits: bool, crawlers: bool) -> None:
         self.x402 = x402
         self.accept_v1 = accept_v1
         self.credits = credits
         self.crawlers = crawlers
-        # A signed authorization (with settle = "after": not yet settled) is popgate's
-        # to settle; the origin gets it only when [x402] forward_payment_header = true.
-        self.consumes: tuple[str, ...] = X402_HEADERS if x402 and not forward_x402 else ()
 
     def extract(self, request: web.BaseRequest) -> Payment | None:
         headers = request.headers

@@ -181,7 +181,6 @@ def payments(registry: Registry, services: Services) -> None:
             accept_v1=xs is not None and xs.accept_v1,
             credits=cs is not None,
             crawlers=cs is not None and cs.crawlers,
-            forward_x402=xs is not None and xs.forward_payment_header,
         )
     )
     registry.enforcers.append(enforcer)

@@ -27,13 +27,10 @@ CLASS_RANK = {"human": 4, "account": 3, "verified-agent": 2, "agent": 1, "unknow
 class Extract:
     """Pull each scheme's evidence out of the request (no I/O)."""
 
-    __slots__ = ("owned", "schemes")
+    __slots__ = ("schemes",)
 
     def __init__(self, schemes: Sequence[Extractor]) -> None:
         self.schemes = tuple(schemes)
-        # Request headers a scheme declares its own (optional ``consumes``): popgate's
-        # evidence, not the origin's business, readable or not (``Context.consume``).
-        self.owned = tuple(h for s in self.schemes for h in getattr(s, "consumes", ()))
 
     async def __call__(self, ctx: Context) -> Decision | None:
         request = ctx.request
@@ -41,11 +38,6 @@ class Extract:
             evidence = scheme.extract(request)
             if evidence is not None:
                 ctx.evidence[scheme.name] = evidence
-        if self.owned:
-            headers = request.headers
-            for name in self.owned:
-                if name in headers:
-                    ctx.consume(name)
         return None
 
 
