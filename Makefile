@@ -5,7 +5,7 @@ STAMP   := $(VENV)/.installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: install system-deps run test lint typecheck bench bench-deps flood soak clean
+.PHONY: install system-deps node-deps run test lint typecheck bench bench-deps flood soak clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,10 +27,20 @@ system-deps:
 	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
 	command -v caddy >/dev/null || missing="$$missing caddy"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(APT_GET) update -qq && $(APT_GET) install -y -qq $$missing >/dev/null; \
 	fi
+
+# The JavaScript clients and servers the suite runs (tests/node/package.json, pinned by its
+# lockfile): reinstalled with npm ci whenever the lockfile changes.
+NODE_DIR := tests/node
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package-lock.json | system-deps
+	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
+	touch $@
+
+node-deps: $(NODE_DIR)/node_modules/.installed
 
 var/demo-%.key: | $(STAMP)
 	@mkdir -p var
@@ -58,7 +68,7 @@ typecheck: install
 	@for p in gateway verifiers policies; do ln -sfn $(CURDIR)/$$p $(TYPECHECK)/popgate/$$p; done
 	cd $(TYPECHECK) && $(abspath $(VENV))/bin/mypy --strict -p popgate
 
-test: install system-deps lint typecheck
+test: install system-deps node-deps lint typecheck
 	$(VENV)/bin/pytest
 
 # wrk drives the proxies, nginx is the reference; both from apt when missing.
