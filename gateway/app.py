@@ -31,7 +31,7 @@ from popgate.gateway.ops.metrics import Metrics
 from popgate.gateway.pipeline import stages
 from popgate.gateway.pipeline.context import Context, Pipeline
 from popgate.gateway.pipeline.decisions import Allow, Decision, WayOut
-from popgate.gateway.pipeline.responses import decision_response, error_response, problem
+from popgate.gateway.pipeline.responses import decision_response, error_response, own_headers, problem
 from popgate.gateway.registry import Extension, Registry, Services
 from popgate.gateway.schemes import EvidenceScheme
 from popgate.gateway.schemes.session import SessionScheme
@@ -125,6 +125,7 @@ class Gateway:
         decision = "error"
         auth: AuthCall | None = None
         response: web.StreamResponse
+        own = True  # False once the origin answers: its headers are its own
         try:
             path = ctx.target.path  # a bad target or host is a 400 (CONNECT a 405) before anything else
             if is_upgrade(request):
@@ -146,6 +147,7 @@ class Gateway:
                 verdict = await self.pipeline.run(ctx)
                 decision = verdict.kind
                 if isinstance(verdict, Allow):
+                    own = False
                     response = await self.forwarder.forward(ctx)
                 else:
                     response = self._refuse(ctx, verdict)
@@ -168,6 +170,8 @@ class Gateway:
             metrics.inflight.dec()
         if auth is not None:
             response = auth.finish(response, decision)
+        if own:
+            own_headers(response)
         for hook in ctx.after_response:
             hook(response)
         for observe in self.registry.observers:

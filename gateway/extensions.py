@@ -17,6 +17,7 @@ from aiohttp import web
 from popgate.gateway.ops.status import status_extension
 from popgate.gateway.payments.fees import payments
 from popgate.gateway.pipeline.context import Context
+from popgate.gateway.pipeline.page_assets import page_extension
 from popgate.gateway.pipeline.policy_stage import policy_extension
 from popgate.gateway.pipeline.responses import problem
 from popgate.gateway.registry import Extension, Registry, Services
@@ -83,4 +84,5 @@ def default_extensions() -> list[Extension]:
         zklogin_extension,
         webbotauth_extension,
         worldid_extension,
+        page_extension,
     ]

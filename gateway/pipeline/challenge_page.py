@@ -2,23 +2,50 @@
 
 The template has ``{{name}}`` placeholders; :func:`render` fills each with the
 HTML-escaped value (quotes included, so values are safe in attributes) and
-refuses unknown or missing names. :func:`challenge_page` is what the gateway
-calls: it builds the variables from a puzzle challenge and the other ways out,
-and makes the return path safe (a local path only, never ``//host``).
-The gateway serves the result with status 402, never 200.
+refuses unknown or missing names. Built parts (the puzzle section, the way-out
+panels of :mod:`gateway.pipeline.page_ways`, the language switcher, the
+branding) replace ``<!--markers-->`` afterwards: escaped values never contain
+``<``, so no value can forge a marker.
+
+:class:`ChallengePage` is the gateway's ``html_challenge`` hook: it picks the
+language (:mod:`gateway.pipeline.page_i18n`), builds the page for a 402 and
+returns it with its Content-Security-Policy: scripts only from popgate itself
+(``challenge.js``, the worker, the vendored IDKit widget), the page's one
+``<style>`` and the widget's shadow-root stylesheet allowed by hash, network
+access to popgate and the World ID bridge only. The return path is made safe
+(a local path only, never ``//host``). The gateway serves the result with
+status 402, never 200.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
+import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
+
+from popgate.gateway.pipeline import page_ways
+from popgate.gateway.pipeline.page_i18n import COOKIE, LANGS, choose, messages, text
+from popgate.gateway.pipeline.page_settings import PageSettings
 
 STATIC = Path(__file__).parent.parent / "static"
+PREFIX = "/.well-known/popgate/static/"
+SCRIPT = PREFIX + "challenge.js"
+WORKER = PREFIX + "challenge-worker.js"
+IDKIT = PREFIX + "idkit-standalone.js"
+SOLVER = PREFIX + "solve.py"
+LANG_ENDPOINT = "/.well-known/popgate/lang"
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}")
 _SAFE_PATH = re.compile(r"/(?![/\\])[^\x00-\x20\\#]*\Z")
+JS_KEYS = (
+    "starting working done failed no_worker expired not_accepted network_error copied prove_loading "
+    "prove_paused prove_ok prove_reused prove_refused prove_rate_limited prove_busy prove_failed"
+).split()
+LEVELS = ("device", "document", "secure_document", "orb")  # weakest first
 
 
 class TemplateError(Exception):
@@ -48,108 +75,174 @@ def safe_return_path(path: str) -> str:
     return path if _SAFE_PATH.match(path) and len(path) <= 2048 else "/"
 
 
-@dataclass(frozen=True, slots=True)
-class WayOut:
-    """Another way in, shown as a link (World ID, sign-in, API key docs...)."""
-
-    label: str
-    url: str
+def csp_hash(source: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode()).digest()).decode() + "'"
 
 
-def _links(ways: tuple[WayOut, ...]) -> str:
-    items = []
-    for w in ways:
-        url = w.url if w.url.startswith(("/", "https://")) else "#"
-        items.append(f'<li><a href="{html.escape(url, quote=True)}">{html.escape(w.label)}</a></li>')
-    return "\n".join(items)
+def json_for_script(data: object) -> str:
+    """JSON safe inside ``<script type="application/json">`` (no ``<``, ``>``, ``&``)."""
+    raw = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return raw.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-OTHER_WAYS_MARKER = "<!--other_ways-->"
-_TEMPLATE_CACHE: dict[Path, str] = {}
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme == "https" and parts.netloc else ""
 
 
-def challenge_page(
-    *,
-    challenge: str,
-    bits: int,
-    subs: int,
-    expires: int,
-    return_to: str,
-    other_ways: tuple[WayOut, ...] = (),
-    reason: str = "",
-    submit_url: str = "/.well-known/popgate/puzzle",
-    template: Path | None = None,
-) -> str:
-    """The page's HTML. ``other_ways`` become links where the template says
-    ``<!--other_ways-->`` (built here, every part escaped)."""
-    path = template or STATIC / "challenge.html"
-    text = _TEMPLATE_CACHE.get(path)
-    if text is None:
-        text = _TEMPLATE_CACHE[path] = path.read_text(encoding="utf-8")
-    links = _links(other_ways) or "<li>No other way in is offered for this page.</li>"
-    page = render(
-        text,
-        {
-            "challenge": challenge,
-            "bits": bits,
-            "subs": subs,
-            "expires": expires,
-            "return_to": safe_return_path(return_to),
-            "submit_url": submit_url,
-            "reason": reason or "This site checks that visitors are not automated scrapers.",
-            "expected_hashes": f"{subs * (1 << bits):,}",
-        },
-    )
-    # Escaped values can never contain "<", so no value can forge this marker.
-    return page.replace(OTHER_WAYS_MARKER, links)
+def _base(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") else ""
 
 
-_WAY_LABELS = {
-    "prove": "Prove you are a person (World ID or sign-in)",
-    "pay": "Pay for this request (x402, USDC)",
-    "credits": "Use an API key with prepaid credits",
-    "hashcash": "Send a hashcash stamp (X-Hashcash header)",
-}
+class ChallengePage:
+    """The ``html_challenge`` hook, built once from ``[page]``; see the module doc."""
 
-
-def html_challenge(request: Any, challenge: Any) -> str:
-    """The gateway's ``html_challenge`` hook: the page for a 402 Challenge.
-
-    With a ``puzzle`` way out the page solves it in a Web Worker; without
-    one it lists the other ways in. Served with status 402 by the caller.
-    """
-    puzzle_way = None
-    others: list[WayOut] = []
-    for w in challenge.ways_out:
-        if w.kind == "puzzle" and puzzle_way is None:
-            puzzle_way = w.params
-            continue
-        p = w.params
-        url = next(
-            (
-                str(p[k])
-                for k in ("page", "url", "submit", "endpoint")
-                if isinstance(p.get(k), str) and str(p[k]).startswith(("/", "https://"))
-            ),
-            "",
+    def __init__(self, settings: PageSettings | None = None, template: Path | None = None) -> None:
+        s = self.s = settings or PageSettings()
+        self.template = (template or STATIC / "challenge.html").read_text(encoding="utf-8")
+        self.style = self._style(s)
+        vendored = json.loads((STATIC / "vendor" / "idkit.json").read_text())
+        style_src = " ".join([csp_hash(self.style)] + [f"'{h}'" for h in vendored["style_hashes"]])
+        img = " ".join(filter(None, ("'self' data:", _origin(s.logo_url))))
+        self.csp = (
+            "default-src 'none'; script-src 'self'; worker-src 'self'; "
+            f"style-src 'self' {style_src}; img-src {img}; font-src 'self'; "
+            f"connect-src 'self' {s.worldid_bridge}; form-action 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'"
         )
-        label = str(p.get("label") or _WAY_LABELS.get(w.kind, w.kind))
-        others.append(WayOut(label, url or "#"))
-    if puzzle_way is None:
-        items = _links(tuple(others)) or "<li>No way in is offered for this page.</li>"
+        for lang in LANGS:
+            messages(lang)  # a broken catalogue fails at start-up, not per request
+
+    @staticmethod
+    def _style(s: PageSettings) -> str:
+        c = s.colors
+        css = (STATIC / "challenge.css").read_text(encoding="utf-8")
+        light = f"--pg-accent:{c['accent']};--pg-bg:{c['background']};--pg-fg:{c['text']}"
+        dark = f"--pg-accent:{c['accent_dark']};--pg-bg:{c['background_dark']};--pg-fg:{c['text_dark']}"
+        return f"\n:root{{{light}}}\n@media (prefers-color-scheme: dark){{:root{{{dark}}}}}\n{css}"
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "Content-Security-Policy": self.csp,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "X-Frame-Options": "DENY",
+            "Content-Language": "",
+            "Vary": "Accept, Accept-Language, Cookie",
+        }
+
+    def __call__(self, request: Any, challenge: Any) -> tuple[str, dict[str, str]]:
+        lang = choose(request.headers.get("Accept-Language", ""), request.cookies.get(COOKIE))
+        ways = [(w.kind, w.params) for w in challenge.ways_out]
+        page = self.page(lang, ways, request.path_qs, str(request.url), challenge.detail)
+        headers = self.headers()
+        headers["Content-Language"] = lang
+        return page, headers
+
+    def page(self, lang: str, ways: list[tuple[str, Any]], path: str, url: str, detail: str = "") -> str:
+        """The page in ``lang`` for these way outs (``(kind, params)``), returning to ``path``."""
+        return_to = safe_return_path(path)
+        puzzle = next((p for k, p in ways if k == "puzzle"), None)
+        worldid = next((p for k, p in ways if k == "prove" and p.get("method") == "worldid"), None)
+        s, t = self.s, messages(lang)
+        values: dict[str, object] = {
+            "lang": lang,
+            "title": f"{s.title}: {t['title']}" if s.title else t["title"],
+            "heading": t["heading"],
+            "ways_heading": t["ways_heading"],
+            "return_note": text(lang, "return_note", path=return_to),
+            "why": t["why"],
+            "script": SCRIPT,
+        }
+        panels = page_ways.panels(lang, ways, return_to, url)
+        data = self._data(lang, return_to, puzzle, worldid)
+        parts = {
+            "<!--style-->": f"<style>{self.style}</style>",
+            "<!--brand-->": self._brand(),
+            "<!--puzzle-->": self._puzzle(lang, puzzle, return_to, detail, _base(url)),
+            "<!--ways-->": panels or f"<p>{html.escape(t['no_ways'])}</p>",
+            "<!--langs-->": self._langs(lang, return_to),
+            "<!--contact-->": self._contact(lang),
+            "<!--data-->": json_for_script(data),
+        }
+        out = render(self.template, values)
+        for marker, built in parts.items():
+            out = out.replace(marker, built, 1)
+        return out
+
+    def _data(self, lang: str, return_to: str, puzzle: Any, worldid: Any) -> dict[str, Any]:
+        t = messages(lang)
+        data: dict[str, Any] = {"return": return_to, "worker": WORKER, "messages": {k: t[k] for k in JS_KEYS}}
+        if puzzle is not None:
+            data["puzzle"] = {
+                "challenge": str(puzzle["challenge"]),
+                "bits": int(puzzle["bits"]),
+                "subs": int(puzzle.get("subs", 1)),
+                "expires": int(puzzle["expires"]),
+                "submit": page_ways.local_path(puzzle.get("submit")) or "/.well-known/popgate/puzzle",
+            }
+        if worldid is not None:
+            allowed = worldid.get("verification_levels") or LEVELS
+            data["worldid"] = {
+                "app_id": str(worldid.get("app_id", "")),
+                "action": str(worldid.get("action", "")),
+                "signal": "",
+                "verification_level": next(lv for lv in LEVELS + (allowed[0],) if lv in allowed),
+                "endpoint": page_ways.local_path(worldid.get("endpoint")) or "/.well-known/popgate/worldid",
+                "bridge_url": self.s.worldid_bridge,
+                "script": IDKIT,
+            }
+        return data
+
+    def _puzzle(self, lang: str, p: Any, return_to: str, detail: str, base: str) -> str:
+        if p is None:
+            return f"<p>{html.escape(detail or text(lang, 'reason'))}</p>"
+        e = html.escape
+        bits, subs = int(p["bits"]), int(p.get("subs", 1))
+        intro = text(lang, "work_intro", hashes=f"{subs * (1 << bits):,}")
+        submit = page_ways.local_path(p.get("submit")) or "/.well-known/popgate/puzzle"
+        cmd = f"python3 solve.py '{p['challenge']}' {bits} {subs}"
         return (
-            '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width,initial-scale=1">'
-            "<title>402 Evidence required</title></head><body><main>"
-            f"<h1>Evidence required</h1><p>{html.escape(challenge.detail)}</p>"
-            f"<h2>Ways in</h2><ul>{items}</ul></main></body></html>"
+            f'<section id="popgate-puzzle"><p>{e(text(lang, "reason"))} {e(intro)}</p>'
+            f'<div class="js-only"><label for="popgate-progress">{e(text(lang, "progress"))}</label>'
+            '<progress id="popgate-progress" max="100" value="0">0%</progress></div>'
+            '<p id="popgate-status" role="status" aria-live="polite" aria-atomic="true"></p>'
+            f'<p><button type="button" id="popgate-retry" hidden>{e(text(lang, "retry"))}</button></p>'
+            f'<noscript><div class="panel"><h2>{e(text(lang, "noscript_heading"))}</h2>'
+            f"<p>{e(text(lang, 'noscript_text'))}</p>"
+            f"<pre><code>curl -sO '{e(base + SOLVER)}'\n{e(cmd)}</code></pre>"
+            f'<p><a href="{e(SOLVER)}">solve.py</a> (Python 3, standard library)</p>'
+            f'<form method="post" action="{e(submit)}">'
+            f'<input type="hidden" name="return_to" value="{e(return_to)}">'
+            f'<label for="popgate-solution">{e(text(lang, "solution_label"))}</label> '
+            '<input id="popgate-solution" name="solution" required autocomplete="off" spellcheck="false">'
+            f' <button type="submit">{e(text(lang, "submit"))}</button></form></div></noscript></section>'
         )
-    return challenge_page(
-        challenge=str(puzzle_way["challenge"]),
-        bits=int(puzzle_way["bits"]),
-        subs=int(puzzle_way.get("subs", 1)),
-        expires=int(puzzle_way["expires"]),
-        return_to=request.path_qs,
-        other_ways=tuple(others),
-        submit_url=str(puzzle_way.get("submit", "/.well-known/popgate/puzzle")),
-    )
+
+    def _langs(self, lang: str, return_to: str) -> str:
+        items = []
+        for code in LANGS:
+            href = f"{LANG_ENDPOINT}?l={code}&return={quote(return_to, safe='/')}"
+            current = ' aria-current="true"' if code == lang else ""
+            name = html.escape(messages(code)["language_name"])
+            items.append(
+                f'<li><a href="{html.escape(href)}" hreflang="{code}" lang="{code}"{current}>{name}</a></li>'
+            )
+        label = html.escape(text(lang, "language"))
+        return f'<nav aria-label="{label}"><ul class="langs">{"".join(items)}</ul></nav>'
+
+    def _brand(self) -> str:
+        s = self.s
+        if not (s.title or s.logo_url):
+            return ""
+        logo = ""
+        if s.logo_url:
+            logo = f'<img src="{html.escape(s.logo_url)}" alt="{html.escape(s.logo_alt)}" height="40">'
+        title = f'<span class="brand-title">{html.escape(s.title)}</span>' if s.title else ""
+        return f'<header class="brand">{logo}{title}</header>'
+
+    def _contact(self, lang: str) -> str:
+        if not self.s.contact:
+            return ""
+        return f'<p class="contact">{html.escape(text(lang, "contact"))}: {html.escape(self.s.contact)}</p>'

@@ -34,7 +34,6 @@ import logging
 import time
 
 from popgate.gateway.errors import GatewayError
-from popgate.gateway.pipeline.challenge_page import html_challenge
 from popgate.gateway.pipeline.context import Context, Pending
 from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, Throttle, WayOut
 from popgate.gateway.pipeline.pressure import PressureMonitor
@@ -319,5 +318,4 @@ def policy_extension(registry: Registry, services: Services) -> None:
     )
     registry.policy = stage
     registry.enforcers.append(stage.enforce)
-    registry.html_challenge = html_challenge
     registry.reload_hooks.append(stage.reload)

@@ -21,7 +21,9 @@ from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny
 PROBLEM_TYPE = "urn:popgate:problem:"
 BASE_HEADERS = {"Cache-Control": "no-store"}
 
-HtmlChallenge = Callable[[web.BaseRequest, Challenge], str]
+# the page, or the page and its own headers (Content-Security-Policy...)
+HtmlChallenge = Callable[[web.BaseRequest, Challenge], str | tuple[str, dict[str, str]]]
+OWN_HEADERS = {"Server": "popgate", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 TITLES = {
     "evidence_required": "Evidence required",
@@ -29,6 +31,16 @@ TITLES = {
     "denied": "Forbidden",
     "payment_required": "Payment required",
 }
+
+
+def own_headers(response: web.StreamResponse) -> None:
+    """popgate's own answers: no version in ``Server``, ``nosniff``, no referrer
+    (set unless the response already chose; a response already sent is left alone)."""
+    if response.prepared:
+        return
+    response.headers["Server"] = OWN_HEADERS["Server"]
+    for name in ("X-Content-Type-Options", "Referrer-Policy"):
+        response.headers.setdefault(name, OWN_HEADERS[name])
 
 
 def wants_html(request: web.BaseRequest) -> bool:
@@ -124,11 +136,13 @@ def challenge_response(
                 headers[name] = value
     headers["WWW-Authenticate"] = ", ".join(auth)
     if wants_html(request):
-        text = (
+        page = (
             html_challenge(request, challenge)
             if html_challenge
             else _page(402, TITLES["evidence_required"], challenge.detail)
         )
+        text, extra = (page, {}) if isinstance(page, str) else page
+        headers.update(extra)
         return web.Response(status=402, text=text, headers=headers, content_type="text/html", charset="utf-8")
     body = {
         "type": PROBLEM_TYPE + challenge.reason,

@@ -1,0 +1,131 @@
+/* popgate challenge page (served from popgate itself: the page's CSP allows no inline script).
+ *
+ * Reads its settings from <script type="application/json" id="popgate-data">:
+ * {return, worker, messages, puzzle?: {challenge, bits, subs, expires, submit},
+ *  worldid?: {app_id, action, signal, verification_level, endpoint, bridge_url, script}}.
+ * - puzzle: solved in a Web Worker (challenge-worker.js), the answer POSTed, then back to `return`;
+ * - World ID: loads the vendored IDKit widget on demand; its result is POSTed to the exchange
+ *   endpoint (a session cookie comes back), then back to `return`; a refusal is shown in words;
+ * - copy buttons for the code snippets.
+ */
+(function () {
+  "use strict";
+  document.documentElement.classList.add("js");
+  var data = JSON.parse(document.getElementById("popgate-data").textContent);
+  var msg = data.messages;
+  var worker = null;
+
+  function fmt(key, values) {
+    return msg[key].replace(/\{([a-z_]+)\}/g, function (m, k) { return values && k in values ? values[k] : m; });
+  }
+  function localPath(p) {
+    return typeof p === "string" && p.charAt(0) === "/" && p.charAt(1) !== "/" && p.charAt(1) !== "\\" ? p : "/";
+  }
+  function goBack() { location.replace(localPath(data.return)); }
+
+  function startPuzzle(pz) {
+    var bar = document.getElementById("popgate-progress");
+    var status = document.getElementById("popgate-status");
+    var retry = document.getElementById("popgate-retry");
+    var expected = pz.subs * Math.pow(2, pz.bits);
+    var lastSpoken = 0;
+    function say(text, force) {            // aria-live: not more than every 3 s
+      var now = Date.now();
+      if (force || now - lastSpoken > 3000) { status.textContent = text; lastSpoken = now; }
+    }
+    function fail(text) { say(text, true); retry.hidden = false; retry.focus(); }
+    retry.addEventListener("click", function () { location.reload(); });
+    say(msg.starting, true);
+    if (!window.Worker) { fail(msg.no_worker); return; }
+    if (Date.now() / 1000 > pz.expires) { fail(msg.expired); return; }
+    worker = new Worker(data.worker);
+    var started = Date.now();
+    worker.onmessage = function (ev) {
+      var m = ev.data;
+      if (m.type === "progress") {
+        var pct = Math.min(99, Math.round(100 * m.hashes / expected));
+        bar.value = pct; bar.textContent = pct + "%";
+        say(fmt("working", { pct: pct }));
+      } else if (m.type === "done") {
+        bar.value = 100; bar.textContent = "100%";
+        say(fmt("done", { secs: ((Date.now() - started) / 1000).toFixed(1) }), true);
+        submit(m.nonces);
+      } else {
+        fail(fmt("failed", { message: m.message }));
+      }
+    };
+    worker.onerror = function () { fail(msg.no_worker); };
+    worker.postMessage({ challenge: pz.challenge, bits: pz.bits, subs: pz.subs });
+
+    function submit(nonces) {
+      fetch(pz.submit, {
+        method: "POST", credentials: "same-origin", redirect: "follow",
+        headers: { "Content-Type": "application/json", "Accept": "application/json" },
+        body: JSON.stringify({ solution: pz.challenge + ":" + nonces.join(","), return_to: data.return })
+      }).then(function (resp) {
+        if (!resp.ok) { fail(fmt("not_accepted", { status: resp.status })); return; }
+        goBack();
+      }, function () { fail(msg.network_error); });
+    }
+  }
+
+  var PROVE_MESSAGES = {
+    nullifier_reused: "prove_reused", invalid_proof: "prove_refused", wrong_action: "prove_refused",
+    unknown_root: "prove_refused", verification_level: "prove_refused", signal_not_allowed: "prove_refused",
+    rate_limited: "prove_rate_limited", overloaded: "prove_busy", verifier_unavailable: "prove_busy"
+  };
+
+  function setupWorldId(w) {
+    var button = document.getElementById("popgate-worldid");
+    var status = document.getElementById("popgate-prove-status");
+    var loaded = null;
+    function load() {
+      if (!loaded) {
+        loaded = new Promise(function (resolve, reject) {
+          var s = document.createElement("script");
+          s.src = w.script; s.onload = resolve; s.onerror = reject;
+          document.head.appendChild(s);
+        });
+      }
+      return loaded;
+    }
+    function exchange(result) {
+      return fetch(w.endpoint, {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "Accept": "application/json" },
+        body: JSON.stringify({ result: result, signal: w.signal })
+      }).then(function (resp) {
+        if (resp.ok) { status.textContent = msg.prove_ok; goBack(); return; }
+        return resp.json().catch(function () { return {}; }).then(function (body) {
+          var text = msg[PROVE_MESSAGES[body && body.reason] || "prove_failed"];
+          status.textContent = text;
+          throw new Error(text);               // the widget shows it too
+        });
+      }, function () { status.textContent = msg.network_error; throw new Error(msg.network_error); });
+    }
+    button.addEventListener("click", function () {
+      if (worker) { worker.terminate(); worker = null; document.getElementById("popgate-status").textContent = msg.prove_paused; }
+      status.textContent = msg.prove_loading;
+      load().then(function () {
+        if (!window.IDKit.isInitialized) {
+          window.IDKit.init({
+            app_id: w.app_id, action: w.action, signal: w.signal, bridge_url: w.bridge_url,
+            verification_level: w.verification_level, handleVerify: exchange, onSuccess: function () {}
+          });
+        }
+        status.textContent = "";
+        return window.IDKit.open();
+      }).catch(function () { if (!status.textContent) status.textContent = msg.prove_failed; });
+    });
+  }
+
+  Array.prototype.forEach.call(document.querySelectorAll("button.copy"), function (b) {
+    b.addEventListener("click", function () {
+      var code = document.getElementById(b.getAttribute("data-copy")).textContent;
+      var done = function () { var old = b.textContent; b.textContent = msg.copied; setTimeout(function () { b.textContent = old; }, 1500); };
+      if (navigator.clipboard) navigator.clipboard.writeText(code).then(done, function () {});
+    });
+  });
+  if (data.worldid) setupWorldId(data.worldid);
+  if (data.puzzle) startPuzzle(data.puzzle);
+})();
