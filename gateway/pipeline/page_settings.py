@@ -36,6 +36,7 @@ COLORS = {
 }
 PAIRS = (("text", "background"), ("accent", "background"))
 MIN_CONTRAST = 4.5
+DEFAULT_BRIDGE = "https://bridge.worldcoin.org"
 _HEX = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})\Z")
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]*\Z")
 
@@ -46,7 +47,7 @@ class PageSettings:
     logo_url: str = ""
     logo_alt: str = ""
     contact: str = ""
-    worldid_bridge: str = "https://bridge.worldcoin.org"
+    worldid_bridge: str = DEFAULT_BRIDGE
     colors: dict[str, str] = field(default_factory=lambda: dict(COLORS))
 
 
@@ -120,6 +121,6 @@ def collect_settings(c: Collector, t: dict[str, Any]) -> PageSettings:
         logo_url=_url(c, t, "logo_url"),
         logo_alt=_text(c, t, "logo_alt", 120) or title,
         contact=_text(c, t, "contact", 200),
-        worldid_bridge=_url(c, t, "worldid_bridge", https_origin_only=True) or PageSettings.worldid_bridge,
+        worldid_bridge=_url(c, t, "worldid_bridge", https_origin_only=True) or DEFAULT_BRIDGE,
         colors=_colors(c, t),
     )

@@ -58,9 +58,8 @@ async def test_browser_solves_challenge_and_reaches_upstream(upstream, gateway_f
             await shot.set_viewport_size({"width": 900, "height": 760})
             slow = await shot.goto(url_of(gw, "/slow/report"))
             assert slow is not None and slow.status == 402
-            await shot.wait_for_function(
-                "document.getElementById('popgate-status').textContent.startsWith('Working')", timeout=20_000
-            )
+            # (the page's CSP forbids eval: wait with locators, not wait_for_function)
+            await shot.locator("#popgate-status").filter(has_text="Working").wait_for(timeout=20_000)
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             await shot.screenshot(path=str(SCREENSHOT), full_page=True)
         finally:
