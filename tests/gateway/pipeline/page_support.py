@@ -40,12 +40,18 @@ path = "/human/**"
 [rules.actions]
 unknown = { kind = "challenge", ways = ["prove"] }
 agent = { kind = "challenge", ways = ["prove"] }
+
+[[rules]]
+name = "slow"
+path = "/slow/**"
+[rules.actions]
+unknown = { kind = "challenge", ways = ["puzzle", "prove"], min_bits = 30 }
 """
 
 
 def page_extra(tmp: Any, floor: int = 10, extra: str = "") -> str:
     """Puzzle + World ID (the fixture's app, action and root) + the policy above."""
-    return puzzle_extra(tmp, policy=POLICY, floor=floor, extra=worldid_toml() + extra)
+    return puzzle_extra(tmp, policy=POLICY, floor=floor, ceiling=30, extra=worldid_toml() + extra)
 
 
 class Bridge:

@@ -40,7 +40,13 @@ action = "allow"
 
 
 def puzzle_extra(
-    tmp: Path, *, policy: str = POLICY, floor: int = 8, pressure_bits: int = 0, extra: str = ""
+    tmp: Path,
+    *,
+    policy: str = POLICY,
+    floor: int = 8,
+    pressure_bits: int = 0,
+    extra: str = "",
+    ceiling: int = 22,
 ) -> str:
     """Config tables: [policy] file, [puzzle] keys, [difficulty] with a low floor and,
     unless asked for, no pressure bits (a loaded test machine's loop lag must not raise
@@ -59,7 +65,7 @@ session_budget = 5
 session_ttl = 600
 [difficulty]
 class_floor = {{unknown = {floor}, agent = {floor}}}
-ceiling = 22
+ceiling = {ceiling}
 pressure_bits = {pressure_bits}
 {extra}
 """
