@@ -1,40 +1,56 @@
-"""The browser challenge page: escaping, safe return paths, worker contract."""
+"""The challenge page without a browser: escaping, safe return paths, panels,
+languages, CSP and branding config, the vendored widget's recorded hash."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from popgate.gateway.ops.validation import Collector
 from popgate.gateway.pipeline import challenge_page as cp
+from popgate.gateway.pipeline import page_i18n, page_settings
+from tests.conftest import url_of
 
-STATIC = Path(cp.__file__).parent.parent / "static"
-
-
-def page(**kw: object) -> str:
-    args: dict[str, object] = {
-        "challenge": "pz1.k1.abc.def",
-        "bits": 16,
-        "subs": 1,
-        "expires": 1790000300,
-        "return_to": "/docs?page=2",
-    }
-    args.update(kw)
-    return cp.challenge_page(**args)  # type: ignore[arg-type]
+STATIC = cp.STATIC
+ROOT = Path(__file__).resolve().parents[3]
+PUZZLE = ("puzzle", {"challenge": "pz1.k1.abc.def", "bits": 16, "subs": 1, "expires": 1790000300})
+SIGNIN = ("signin", {"provider": "Example <ID>", "href": "/.well-known/popgate/oidc/ex/start"})
+PAY = (
+    "pay",
+    {"accepts": [{"network": "eip155:84532", "amount": "10000", "payTo": "0xab", "extra": {"name": "USDC"}}]},
+)
 
 
-def test_page_carries_challenge_and_is_accessible() -> None:
-    """Variables land in data attributes; progress is announced via aria-live; noscript explains."""
-    html = page(other_ways=(cp.WayOut("Verify with World ID", "/.well-known/popgate/worldid"),))
-    assert 'data-challenge="pz1.k1.abc.def"' in html and 'data-bits="16"' in html
-    assert 'data-return="/docs?page=2"' in html
-    assert 'aria-live="polite"' in html and "<noscript>" in html and '<html lang="en">' in html
-    assert '<a href="/.well-known/popgate/worldid">Verify with World ID</a>' in html
-    assert "{{" not in html and "challenge-worker.js" in html
-    assert "65,536" in html  # expected attempts explained
+def page(ways=(PUZZLE,), lang: str = "en", path: str = "/docs?page=2") -> str:
+    return cp.ChallengePage().page(lang, list(ways), path, "http://gw.example" + path)
+
+
+def test_page_data_panels_and_no_raw_labels() -> None:
+    """Puzzle data in the JSON block; sign-in, pay and credits panels; zklogin not shown."""
+    html = page((PUZZLE, SIGNIN, PAY, ("credits", {"price": 5}), ("zklogin", {"endpoint": "/x"})))
+    data = json.loads(re.search(r'id="popgate-data">(.*?)</script>', html, re.S).group(1))  # type: ignore[union-attr]
+    assert data["puzzle"]["challenge"] == "pz1.k1.abc.def" and data["return"] == "/docs?page=2"
+    assert 'href="/.well-known/popgate/oidc/ex/start?return=/docs%3Fpage%3D2"' in html
+    assert "Sign in with Example &lt;ID&gt;" in html
+    assert "0.01 USDC on eip155:84532" in html and "PAYMENT-SIGNATURE" in html
+    assert "costs 5 credits" in html and "Bearer &lt;api key&gt;" in html
+    assert "zklogin" not in html.lower() and 'href="#"' not in html
+    assert "<script>" not in html and "65,536" in html and "{{" not in html
+    assert "<noscript>" in html and "solve.py" in html and 'name="solution"' in html
+
+
+def test_script_data_cannot_break_out() -> None:
+    """A hostile value in the JSON block stays data (no </script>)."""
+    html = page((("puzzle", {**PUZZLE[1], "challenge": "</script><script>alert(1)</script>"}),))
+    assert html.count("</script>") == 2  # challenge.js + the data block
 
 
 @pytest.mark.parametrize(
@@ -53,36 +69,113 @@ def test_return_path_is_local(path: str, expected: str) -> None:
     assert cp.safe_return_path(path) == expected
 
 
-def test_other_ways_only_https_or_local() -> None:
-    html = page(other_ways=(cp.WayOut("<b>x</b>", "javascript:alert(1)"),))
-    assert 'href="#"' in html and "&lt;b&gt;x&lt;/b&gt;" in html and "javascript:" not in html
+def test_signin_href_must_be_local() -> None:
+    html = page((PUZZLE, ("signin", {"provider": "x", "href": "https://evil.example/start"})))
+    assert "evil.example" not in html
 
 
-@given(st.text(max_size=200))
-def test_values_are_escaped(value: str) -> None:
-    """No value can break out of its attribute or inject markup (nor forge the links marker)."""
-    html = page(challenge=value, reason=value, return_to="/" + value)
-    for m in re.finditer(r'data-[a-z]+="([^"]*)"', html):
-        assert "<" not in m.group(1) and ">" not in m.group(1)
-    assert html.count("<script>") == 1 and html.count("</main>") == 1
+@given(st.text(max_size=600))
+def test_accept_language_parser_never_fails(header: str) -> None:
+    assert page_i18n.choose(header) in page_i18n.LANGS
 
 
-def test_render_rejects_missing_and_extra_values() -> None:
-    with pytest.raises(cp.TemplateError):
-        cp.render("{{a}} {{b}}", {"a": 1})
-    with pytest.raises(cp.TemplateError):
-        cp.render("{{a}}", {"a": 1, "c": 2})
-    assert (
-        cp.render("<p title='{{a}}'>{{a}}</p>", {"a": "'\"<&"})
-        == "<p title='&#x27;&quot;&lt;&amp;'>&#x27;&quot;&lt;&amp;</p>"
+@pytest.mark.parametrize(
+    "header, cookie, lang",
+    [
+        ("de-CH, de;q=0.9, en;q=0.5", None, "de"),
+        ("xx, pt-BR;q=0.8, fr;q=0.7", None, "pt"),
+        ("fr;q=0.1, ja;q=0.9", None, "ja"),
+        ("zh-Hans-CN", None, "zh"),
+        ("de;q=0, es", None, "es"),
+        ("", None, "en"),
+        ("de", "fr", "fr"),
+        ("de", "xx", "de"),
+    ],
+)
+def test_language_choice(header: str, cookie: str | None, lang: str) -> None:
+    assert page_i18n.choose(header, cookie) == lang
+
+
+@pytest.mark.parametrize("lang", page_i18n.LANGS)
+def test_every_language_renders(lang: str) -> None:
+    """Every catalogue has English's keys and placeholders (checked at load) and renders."""
+    html = page((PUZZLE, SIGNIN), lang=lang)
+    assert f'<html lang="{lang}">' in html and page_i18n.messages(lang)["heading"] in html
+
+
+def test_csp_is_strict() -> None:
+    csp = cp.ChallengePage().csp
+    assert "script-src 'self';" in csp and "unsafe" not in csp and "frame-ancestors 'none'" in csp
+    assert "connect-src 'self' https://bridge.worldcoin.org" in csp
+
+
+def settings(table: dict) -> tuple[page_settings.PageSettings, list[str]]:
+    problems: list[str] = []
+    s = page_settings.collect_settings(Collector({}, problems), table)
+    return s, problems
+
+
+def test_branding_config_validated_with_key_paths() -> None:
+    s, problems = settings(
+        {
+            "title": "Example",
+            "logo_url": "https://cdn.example/logo.svg",
+            "contact": "help@example.com",
+            "colors": {"accent": "#0b57d0"},
+        }
     )
+    assert problems == [] and s.colors["accent"] == "#0b57d0"
+    html = cp.ChallengePage(s).page("en", [PUZZLE], "/", "http://gw/")
+    assert "<title>Example: " in html and 'src="https://cdn.example/logo.svg"' in html
+    assert "help@example.com" in html and "--pg-accent:#0b57d0" in html
+    assert "img-src 'self' data: https://cdn.example;" in cp.ChallengePage(s).csp
+    _, problems = settings(
+        {
+            "logo_url": "javascript:alert(1)",
+            "colors": {"text": "#ffffff", "accent": "red", "bogus": "#000"},
+            "worldid_bridge": "http://bridge.example/x",
+            "extra": 1,
+        }
+    )
+    joined = "\n".join(problems)
+    for path in ("page.logo_url", "page.colors.text:", "page.colors.accent", "page.colors.bogus",
+                 "page.worldid_bridge", "page.extra"):
+        assert path in joined, (path, joined)
 
 
-def test_worker_speaks_the_puzzle_format() -> None:
-    """The worker hashes challenge+n (k=1) or challenge.j.n (k>1) with SHA-256, as verifiers/puzzle.py."""
-    js = (STATIC / "challenge-worker.js").read_text()
-    assert 'subtle.digest("SHA-256"' in js
-    assert 'subs === 1 ? challenge : challenge + "." + j + "."' in js
-    html = (STATIC / "challenge.html").read_text()
-    assert '"/.well-known/popgate/puzzle"' not in html  # the submit URL comes from the template variable
-    assert 'd.challenge + ":" + nonces.join(",")' in html
+def test_vendored_idkit_matches_its_record() -> None:
+    """The committed widget is the file the vendor script recorded (and the npm package's)."""
+    rec = json.loads((STATIC / "vendor" / "idkit.json").read_text())
+    assert rec["package"] == "@worldcoin/idkit-standalone" and rec["version"] == "2.2.2"
+    body = (STATIC / "vendor" / "idkit-standalone.js").read_bytes()
+    assert hashlib.sha256(body).hexdigest() == rec["sha256"]
+    lic = (STATIC / "vendor" / "idkit-standalone.LICENSE").read_bytes()
+    assert hashlib.sha256(lic).hexdigest() == rec["license_sha256"]
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "vendor" / "vendor_idkit.py"), "--check"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+async def test_headers_and_language_endpoint(upstream, gateway_factory, http, tmp_path) -> None:
+    """Own answers: Server without versions, nosniff, no referrer; the switcher sets a cookie."""
+    from tests.gateway.pipeline.page_support import page_extra
+
+    gw = await gateway_factory(upstream, extra=page_extra(tmp_path))
+    async with http.get(url_of(gw, "/docs"), headers={"Accept": "text/html"}) as r:
+        assert r.status == 402 and r.headers["Server"] == "popgate"
+        assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["Referrer-Policy"] == "no-referrer"
+        assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+    async with http.get(url_of(gw, "/docs"), headers={"Accept": "application/json"}) as r:
+        assert r.status == 402 and r.headers["Server"] == "popgate"
+    lang = url_of(gw, "/.well-known/popgate/lang?l=ja&return=//evil.example/")
+    async with http.get(lang, allow_redirects=False) as r:
+        assert r.status == 303 and r.headers["Location"] == "/"
+        assert "popgate_lang=ja" in r.headers["Set-Cookie"]
+    async with http.get(url_of(gw, "/.well-known/popgate/lang?l=xx"), allow_redirects=False) as r:
+        assert r.status == 400
+    async with http.get(url_of(gw, "/.well-known/popgate/static/challenge.js")) as r:
+        assert r.status == 200 and r.headers["X-Content-Type-Options"] == "nosniff"
+    async with http.get(url_of(gw, "/.well-known/popgate/static/idkit-standalone.js")) as r:
+        assert r.status == 200 and len(await r.read()) > 500_000
