@@ -41,10 +41,11 @@ SOLVER = PREFIX + "solve.py"
 LANG_ENDPOINT = "/.well-known/popgate/lang"
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}")
 _SAFE_PATH = re.compile(r"/(?![/\\])[^\x00-\x20\\#]*\Z")
-JS_KEYS = (
-    "starting working done failed no_worker expired not_accepted network_error copied prove_loading "
-    "prove_paused prove_ok prove_reused prove_refused prove_rate_limited prove_busy prove_failed"
-).split()
+JS_KEYS = (  # the messages challenge.js shows
+    *("starting", "working", "done", "failed", "no_worker", "expired", "not_accepted", "network_error"),
+    *("copied", "prove_loading", "prove_paused", "prove_ok", "prove_reused", "prove_refused"),
+    *("prove_rate_limited", "prove_busy", "prove_failed"),
+)
 LEVELS = ("device", "document", "secure_document", "orb")  # weakest first
 
 
@@ -88,6 +89,12 @@ def json_for_script(data: object) -> str:
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme == "https" and parts.netloc else ""
+
+
+def widget_level(allowed: Any) -> str:
+    """The IDKit ``verification_level`` (a minimum) for the gateway's allowed levels:
+    the weakest allowed one, so every person the gateway accepts can prove."""
+    return next((lv for lv in LEVELS if lv in allowed), "orb")
 
 
 def _base(url: str) -> str:
@@ -183,12 +190,11 @@ class ChallengePage:
                 "submit": page_ways.local_path(puzzle.get("submit")) or "/.well-known/popgate/puzzle",
             }
         if worldid is not None:
-            allowed = worldid.get("verification_levels") or LEVELS
             data["worldid"] = {
                 "app_id": str(worldid.get("app_id", "")),
                 "action": str(worldid.get("action", "")),
                 "signal": "",
-                "verification_level": next(lv for lv in LEVELS + (allowed[0],) if lv in allowed),
+                "verification_level": widget_level(worldid.get("verification_levels") or LEVELS),
                 "endpoint": page_ways.local_path(worldid.get("endpoint")) or "/.well-known/popgate/worldid",
                 "bridge_url": self.s.worldid_bridge,
                 "script": IDKIT,

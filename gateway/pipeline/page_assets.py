@@ -67,7 +67,9 @@ def lang_endpoint(secure: bool) -> Handler:
             return refused
         lang = request.query.get("l", "")
         if lang not in LANGS:
-            return problem(request, 400, "unknown_language", "Unknown language", f"one of: {', '.join(LANGS)}")
+            return problem(
+                request, 400, "unknown_language", "Unknown language", f"one of: {', '.join(LANGS)}"
+            )
         back = safe_return_path(request.query.get("return", "/"))
         resp = web.Response(status=303, headers={"Location": back, "Cache-Control": "no-store"})
         resp.set_cookie(COOKIE, lang, path="/", max_age=LANG_COOKIE_AGE, samesite="Lax", secure=secure)

@@ -75,7 +75,7 @@ def signin(lang: str, ways: list[Params], return_to: str) -> str:
         items.append(f'<li><a class="button" href="{escape(url)}">{escape(label)}</a></li>')
     if not items:
         return ""
-    body = f"<p>{escape(text(lang, 'signin_text'))}</p><ul class=\"buttons\">{''.join(items)}</ul>"
+    body = f'<p>{escape(text(lang, "signin_text"))}</p><ul class="buttons">{"".join(items)}</ul>'
     return _section("signin", text(lang, "signin_heading"), body)
 
 
@@ -97,7 +97,12 @@ def pay(lang: str, p: Params, url: str, snippets: Snippets) -> str:
     for a in accepts:
         amount, asset = _amount(a)
         line = text(
-            lang, "pay_text", amount=amount, asset=asset, network=a.get("network", ""), pay_to=a.get("payTo", "")
+            lang,
+            "pay_text",
+            amount=amount,
+            asset=asset,
+            network=a.get("network", ""),
+            pay_to=a.get("payTo", ""),
         )
         offers.append(f"<p>{escape(line)}</p>")
     header = str(p.get("header") or "PAYMENT-SIGNATURE")

@@ -138,8 +138,14 @@ def test_branding_config_validated_with_key_paths() -> None:
         }
     )
     joined = "\n".join(problems)
-    for path in ("page.logo_url", "page.colors.text:", "page.colors.accent", "page.colors.bogus",
-                 "page.worldid_bridge", "page.extra"):
+    for path in (
+        "page.logo_url",
+        "page.colors.text:",
+        "page.colors.accent",
+        "page.colors.bogus",
+        "page.worldid_bridge",
+        "page.extra",
+    ):
         assert path in joined, (path, joined)
 
 
@@ -153,7 +159,9 @@ def test_vendored_idkit_matches_its_record() -> None:
     assert hashlib.sha256(lic).hexdigest() == rec["license_sha256"]
     check = subprocess.run(
         [sys.executable, str(ROOT / "deploy" / "vendor" / "vendor_idkit.py"), "--check"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert check.returncode == 0, check.stdout + check.stderr
 
@@ -165,7 +173,9 @@ async def test_headers_and_language_endpoint(upstream, gateway_factory, http, tm
     gw = await gateway_factory(upstream, extra=page_extra(tmp_path))
     async with http.get(url_of(gw, "/docs"), headers={"Accept": "text/html"}) as r:
         assert r.status == 402 and r.headers["Server"] == "popgate"
-        assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["Referrer-Policy"] == "no-referrer"
+        assert (
+            r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["Referrer-Policy"] == "no-referrer"
+        )
         assert "default-src 'none'" in r.headers["Content-Security-Policy"]
     async with http.get(url_of(gw, "/docs"), headers={"Accept": "application/json"}) as r:
         assert r.status == 402 and r.headers["Server"] == "popgate"

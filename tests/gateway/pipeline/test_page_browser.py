@@ -35,7 +35,8 @@ async def axe_violations(page) -> list[dict]:
 
 
 async def test_without_javascript_the_form_and_solver_get_in(upstream, gateway_factory, tmp_path):
-    """JS off: no 'Starting…' left on screen; keyboard only, the form takes solve.py's answer → 303 → origin."""
+    """JS off: no 'Starting…' left on screen; keyboard only, the form takes solve.py's
+    answer → 303 → origin."""
     async_playwright = playwright()
     gw = await gateway_factory(upstream, extra=page_extra(tmp_path, floor=8))
     async with async_playwright() as p:
@@ -57,7 +58,10 @@ async def test_without_javascript_the_form_and_solver_get_in(upstream, gateway_f
             script.write_bytes(await solver.body())
             answer = subprocess.run(
                 [sys.executable, str(script), pz["challenge"], str(pz["bits"]), str(pz["subs"])],
-                capture_output=True, text=True, check=True, timeout=60,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=60,
             ).stdout.strip()
             # keyboard only: Tab to the answer field, type, Enter
             for _ in range(30):
@@ -108,7 +112,9 @@ async def test_languages_axe_and_keyboard(upstream, gateway_factory, tmp_path):
             reached = []
             for _ in range(20):
                 await page.keyboard.press("Tab")
-                reached.append(await page.evaluate("document.activeElement.id || document.activeElement.lang"))
+                reached.append(
+                    await page.evaluate("document.activeElement.id || document.activeElement.lang")
+                )
             assert "popgate-worldid" in reached and "de" in reached, reached
             # an easy puzzle completes with no input at all (nothing needs a pointer)
             await page.goto(url_of(gw, "/docs/page"))

@@ -65,7 +65,9 @@ async def test_worldid_widget_end_to_end(upstream, gateway_factory, tmp_path):
 
             # a proof made for another action ("vote")
             context, page, _, _ = await prove(browser, target, 2)
-            await page.locator("#popgate-prove-status").filter(has_text="not accepted").wait_for(timeout=20_000)
+            await (
+                page.locator("#popgate-prove-status").filter(has_text="not accepted").wait_for(timeout=20_000)
+            )
             await context.close()
         finally:
             await browser.close()
