@@ -80,7 +80,8 @@ def signin(lang: str, ways: list[Params], return_to: str) -> str:
 
 
 def _amount(offer: Params) -> tuple[str, str]:
-    extra = offer.get("extra") if isinstance(offer.get("extra"), dict) else {}
+    got = offer.get("extra")
+    extra: Params = got if isinstance(got, dict) else {}
     name = str(extra.get("name") or offer.get("asset") or "")
     raw = str(offer.get("amount", ""))
     decimals = 6 if name in ("USDC", "USD Coin") else None
