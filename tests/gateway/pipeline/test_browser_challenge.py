@@ -39,10 +39,8 @@ async def test_browser_solves_challenge_and_reaches_upstream(upstream, gateway_f
             first = await page.goto(target)
             assert first is not None and first.status == 402
             assert "text/html" in (first.headers.get("content-type") or "")
-            await page.wait_for_url("**/api/page?from=browser", timeout=60_000)
-            await page.wait_for_function(
-                "document.body && document.body.innerText.includes('PoP-Class')", timeout=60_000
-            )
+            # the origin's JSON (locators: the page's CSP forbids eval, so no wait_for_function)
+            await page.get_by_text("PoP-Class").wait_for(timeout=60_000)
             info = json.loads(await page.inner_text("body"))
             assert info["pop"]["PoP-Class"] == "unknown" and info["pop"]["PoP-Evidence"] == "puzzle"
             assert info["path"] == "/api/page?from=browser"

@@ -184,7 +184,7 @@ async def test_browser_gets_challenge_page_with_402(upstream, gateway_factory, h
         assert r.status == 402
         assert r.headers["Content-Type"].startswith("text/html")
         text = await r.text()
-    assert 'data-challenge="pz1.p1.' in text and 'data-return="/api/page?a=1"' in text
+    assert '"challenge":"pz1.p1.' in text and '"return":"/api/page?a=1"' in text
     assert "/.well-known/popgate/static/challenge-worker.js" in text
 
 
