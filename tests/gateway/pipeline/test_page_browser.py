@@ -13,12 +13,14 @@ import sys
 from pathlib import Path
 
 from popgate.gateway.pipeline.challenge_page import STATIC
+from popgate.gateway.pipeline.decisions import WayOut
 from tests.conftest import url_of
 from tests.gateway.pipeline.page_support import page_extra
 from tests.support.browser import ARGS, CHROMIUM, playwright
 
 ROOT = Path(__file__).resolve().parents[3]
 DOCS = ROOT / "deploy" / "docs"
+FOCUSED = "(e => e.id || (e.lang ? 'lang:' + e.lang : e.getAttribute('href')))(document.activeElement)"
 AXE = ROOT / "tests" / "node" / "node_modules" / "axe-core" / "axe.min.js"
 
 
@@ -81,6 +83,9 @@ async def test_languages_axe_and_keyboard(upstream, gateway_factory, tmp_path):
     dark mode; Tab reaches the World ID button; an easy puzzle completes untouched."""
     async_playwright = playwright()
     gw = await gateway_factory(upstream, extra=page_extra(tmp_path, floor=10))
+    # a sign-in way out as the OIDC extension offers it (the page's side of that interface)
+    signin = WayOut("signin", {"provider": "Example ID", "href": "/.well-known/popgate/oidc/example/start"})
+    gw.gateway.registry.way_out_providers.append(lambda ctx, match: signin)
     target = url_of(gw, "/slow/page")  # 30 bits: still working while axe runs
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
@@ -108,14 +113,13 @@ async def test_languages_axe_and_keyboard(upstream, gateway_factory, tmp_path):
             assert await page.get_attribute("html", "lang") == "fr"
             assert "Nous vérifions" in await page.inner_text("h1")
 
-            # keyboard only: Tab reaches the World ID button and the language links
+            # keyboard only: Tab reaches the World ID button, the sign-in link, the language links
             reached = []
             for _ in range(20):
                 await page.keyboard.press("Tab")
-                reached.append(
-                    await page.evaluate("document.activeElement.id || document.activeElement.lang")
-                )
-            assert "popgate-worldid" in reached and "de" in reached, reached
+                reached.append(await page.evaluate(FOCUSED))
+            assert "popgate-worldid" in reached and "lang:de" in reached, reached
+            assert "/.well-known/popgate/oidc/example/start?return=/slow/page" in reached, reached
             # an easy puzzle completes with no input at all (nothing needs a pointer)
             await page.goto(url_of(gw, "/docs/page"))
             await page.get_by_text("PoP-Class").wait_for(timeout=30_000)
