@@ -46,6 +46,7 @@ JS_KEYS = (  # the messages challenge.js shows
     *("copied", "prove_loading", "prove_paused", "prove_ok", "prove_reused", "prove_refused"),
     *("prove_rate_limited", "prove_busy", "prove_failed"),
 )
+THOUSANDS = {"de": ".", "es": ".", "pt": ".", "fr": "\u202f"}  # digit grouping per language
 LEVELS = ("device", "document", "secure_document", "orb")  # weakest first
 
 
@@ -206,7 +207,8 @@ class ChallengePage:
             return f"<p>{html.escape(detail or text(lang, 'reason'))}</p>"
         e = html.escape
         bits, subs = int(p["bits"]), int(p.get("subs", 1))
-        intro = text(lang, "work_intro", hashes=f"{subs * (1 << bits):,}")
+        hashes = f"{subs * (1 << bits):,}".replace(",", THOUSANDS.get(lang, ","))
+        intro = text(lang, "work_intro", hashes=hashes)
         submit = page_ways.local_path(p.get("submit")) or "/.well-known/popgate/puzzle"
         cmd = f"python3 solve.py '{p['challenge']}' {bits} {subs}"
         return (
