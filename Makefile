@@ -5,7 +5,7 @@ STAMP   := $(VENV)/.installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: install system-deps node-deps run test lint typecheck bench bench-deps flood soak clean
+.PHONY: install system-deps node-deps vendor-idkit run test lint typecheck bench bench-deps flood soak clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -54,6 +54,10 @@ run: install var/demo-session.key var/demo-puzzle.key
 	trap "kill $$up 2>/dev/null" EXIT INT TERM; \
 	echo "popgate: http://127.0.0.1:8080  (admin: http://127.0.0.1:9090/metrics)"; \
 	$(PY) -m popgate.gateway run --config deploy/demo.toml
+
+# Re-vendor the IDKit widget into gateway/static/vendor/ from the pinned npm package (README: The challenge page).
+vendor-idkit: node-deps
+	python3 deploy/vendor/vendor_idkit.py
 
 # ruff's rules and format (settings in pyproject.toml).
 lint: install
