@@ -99,7 +99,9 @@
         return resp.json().catch(function () { return {}; }).then(function (body) {
           var text = msg[PROVE_MESSAGES[body && body.reason] || "prove_failed"];
           status.textContent = text;
-          throw new Error(text);               // the widget shows it too
+          // the widget would only say "declined": close it so the sentence above is what shows
+          setTimeout(function () { window.IDKit.close().catch(function () {}); button.focus(); }, 0);
+          throw new Error(text);
         });
       }, function () { status.textContent = msg.network_error; throw new Error(msg.network_error); });
     }
