@@ -189,3 +189,18 @@ async def test_headers_and_language_endpoint(upstream, gateway_factory, http, tm
         assert r.status == 200 and r.headers["X-Content-Type-Options"] == "nosniff"
     async with http.get(url_of(gw, "/.well-known/popgate/static/idkit-standalone.js")) as r:
         assert r.status == 200 and len(await r.read()) > 500_000
+
+
+async def test_pay_and_credits_panels_from_real_way_outs(upstream, gateway_factory, http, tmp_path) -> None:
+    """A charged route with [x402] and [credits]: the page names amount, network, recipient,
+    the credit price and gives copyable curl lines; no '#' links."""
+    from tests.gateway.payments.test_credits import PAY_TO, credits_gateway
+
+    gw = await credits_gateway(gateway_factory, upstream, tmp_path, fac="http://127.0.0.1:9")
+    async with http.get(url_of(gw, "/paid/x"), headers={"Accept": "text/html"}) as r:
+        assert r.status == 402
+        html = await r.text()
+    assert f"Price: 0.01 USDC on eip155:84532, paid to {PAY_TO}." in html
+    assert "This request costs 10000 credits" in html and "Bearer &lt;api key&gt;" in html
+    assert "PAYMENT-SIGNATURE: &lt;base64 x402 payment payload&gt;" in html
+    assert 'href="#"' not in html and 'class="copy js-only"' in html
