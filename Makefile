@@ -28,6 +28,7 @@ system-deps:
 	command -v caddy >/dev/null || missing="$$missing caddy"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	[ -e /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf ] || missing="$$missing fonts-droid-fallback"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(APT_GET) update -qq && $(APT_GET) install -y -qq $$missing >/dev/null; \

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Re-make the challenge-page screenshots in deploy/docs/ (each state: puzzle at work, German,
-# dark mode, no JavaScript, World ID widget open, World ID refusal). Needs Debian chromium
+# dark mode, no JavaScript, pay and credits panels, World ID widget open, World ID refusal). Needs Debian chromium
 # and `make node-deps`. The browser tests write them while they check each state.
 set -e
 cd "$(dirname "$0")/../.."

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from popgate.gateway.pipeline import challenge_page as cp
 from popgate.gateway.pipeline.challenge_page import STATIC
 from popgate.gateway.pipeline.decisions import WayOut
 from tests.conftest import url_of
@@ -20,6 +21,18 @@ from tests.support.browser import ARGS, CHROMIUM, playwright
 
 ROOT = Path(__file__).resolve().parents[3]
 DOCS = ROOT / "deploy" / "docs"
+PAY_TO = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+PAID_WAYS = [
+    (
+        "pay",
+        {
+            "accepts": [
+                {"network": "eip155:8453", "amount": "1000", "payTo": PAY_TO, "extra": {"name": "USDC"}}
+            ]
+        },
+    ),
+    ("credits", {"price": 1000, "topup": "/.well-known/popgate/credits/topup"}),
+]
 FOCUSED = "(e => e.id || (e.lang ? 'lang:' + e.lang : e.getAttribute('href')))(document.activeElement)"
 AXE = ROOT / "tests" / "node" / "node_modules" / "axe-core" / "axe.min.js"
 
@@ -120,6 +133,12 @@ async def test_languages_axe_and_keyboard(upstream, gateway_factory, tmp_path):
                 reached.append(await page.evaluate(FOCUSED))
             assert "popgate-worldid" in reached and "lang:de" in reached, reached
             assert "/.well-known/popgate/oidc/example/start?return=/slow/page" in reached, reached
+            # the pay and credits panels (rendered as a charged route shows them): axe-clean too
+            await page.set_content(
+                cp.ChallengePage().page("en", PAID_WAYS, "/paid/x", "https://gw.example/paid/x")
+            )
+            await page.screenshot(path=str(DOCS / "challenge-pay.png"), full_page=True)
+            assert await axe_violations(page) == []
             # an easy puzzle completes with no input at all (nothing needs a pointer)
             await page.goto(url_of(gw, "/docs/page"))
             await page.get_by_text("PoP-Class").wait_for(timeout=30_000)
