@@ -139,6 +139,8 @@ class Forwarder:
                 continue
             out.append((name, value))
         out.append(("Via", self.via))
+        if not any(name.lower() == "server" for name, _ in out):
+            out.append(("Server", "popgate"))  # else aiohttp would add its own, with versions
         out.extend(ctx.response_headers)
         status = up.status
         if length is not None and length.isdigit() and int(length) <= self.limits.buffer_below:

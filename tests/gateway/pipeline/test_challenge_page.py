@@ -204,3 +204,28 @@ async def test_pay_and_credits_panels_from_real_way_outs(upstream, gateway_facto
     assert "This request costs 10000 credits" in html and "Bearer &lt;api key&gt;" in html
     assert "PAYMENT-SIGNATURE: &lt;base64 x402 payment payload&gt;" in html
     assert 'href="#"' not in html and 'class="copy js-only"' in html
+
+
+async def test_origin_without_server_header_gets_no_aiohttp_version(gateway_factory, http, tmp_path) -> None:
+    """An origin that sends no Server header: the client sees ``popgate``, not aiohttp's
+    ``Python/x aiohttp/y`` (an origin's own Server header passes unchanged)."""
+    import asyncio
+
+    from tests.gateway.schemes.puzzle_support import puzzle_extra
+
+    async def bare(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(bare, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        gw = await gateway_factory(f"http://127.0.0.1:{port}", extra=puzzle_extra(tmp_path))
+        async with http.get(url_of(gw, "/open/x")) as r:
+            assert r.status == 200 and await r.text() == "ok"
+            assert r.headers["Server"] == "popgate"
+    finally:
+        server.close()
+        await server.wait_closed()
