@@ -72,7 +72,9 @@ def lang_endpoint(secure: bool) -> Handler:
             )
         back = safe_return_path(request.query.get("return", "/"))
         resp = web.Response(status=303, headers={"Location": back, "Cache-Control": "no-store"})
-        resp.set_cookie(COOKIE, lang, path="/", max_age=LANG_COOKIE_AGE, samesite="Lax", secure=secure)
+        resp.set_cookie(
+            COOKIE, lang, path="/", max_age=LANG_COOKIE_AGE, httponly=True, samesite="Lax", secure=secure
+        )
         return resp
 
     return handler
