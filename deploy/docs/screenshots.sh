@@ -4,6 +4,6 @@
 # and `make node-deps`. The browser tests write them while they check each state.
 set -e
 cd "$(dirname "$0")/../.."
-.venv/bin/pytest -q tests/gateway/pipeline/test_browser_challenge.py \
+POPGATE_SCREENSHOTS=1 .venv/bin/pytest -q tests/gateway/pipeline/test_browser_challenge.py \
   tests/gateway/pipeline/test_page_browser.py tests/gateway/pipeline/test_page_worldid.py
 ls -l deploy/docs/*.png

@@ -15,6 +15,7 @@ import base64
 import json
 import os
 import uuid
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,6 +25,7 @@ from tests.gateway.schemes.puzzle_support import puzzle_extra
 from tests.gateway.schemes.worldid_support import CASES, worldid_toml
 
 BRIDGE = "https://bridge.worldcoin.org"
+DOCS = Path(__file__).resolve().parents[3] / "deploy" / "docs"
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Headers": "content-type"}
 
 POLICY = """
@@ -52,6 +54,13 @@ unknown = { kind = "challenge", ways = ["puzzle", "prove"], min_bits = 30 }
 def page_extra(tmp: Any, floor: int = 10, extra: str = "") -> str:
     """Puzzle + World ID (the fixture's app, action and root) + the policy above."""
     return puzzle_extra(tmp, policy=POLICY, floor=floor, ceiling=30, extra=worldid_toml() + extra)
+
+
+async def screenshot(page: Any, name: str, full_page: bool = True) -> None:
+    """Save ``deploy/docs/<name>`` when ``POPGATE_SCREENSHOTS=1`` (deploy/docs/screenshots.sh sets it),
+    so an ordinary test run leaves the committed pictures alone."""
+    if os.environ.get("POPGATE_SCREENSHOTS") == "1":
+        await page.screenshot(path=str(DOCS / name), full_page=full_page)
 
 
 class Bridge:

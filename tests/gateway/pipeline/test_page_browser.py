@@ -16,11 +16,10 @@ from popgate.gateway.pipeline import challenge_page as cp
 from popgate.gateway.pipeline.challenge_page import STATIC
 from popgate.gateway.pipeline.decisions import WayOut
 from tests.conftest import url_of
-from tests.gateway.pipeline.page_support import page_extra
+from tests.gateway.pipeline.page_support import page_extra, screenshot
 from tests.support.browser import ARGS, CHROMIUM, playwright
 
 ROOT = Path(__file__).resolve().parents[3]
-DOCS = ROOT / "deploy" / "docs"
 PAY_TO = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
 PAID_WAYS = [
     (
@@ -64,7 +63,7 @@ async def test_without_javascript_the_form_and_solver_get_in(upstream, gateway_f
             body = await page.inner_text("body")
             assert "JavaScript is turned off" in body and "Starting" not in body
             assert not await page.locator("#popgate-progress").is_visible()
-            await page.screenshot(path=str(DOCS / "challenge-nojs.png"), full_page=True)
+            await screenshot(page, "challenge-nojs.png")
             data = json.loads(await page.locator("#popgate-data").text_content() or "{}")
             pz = data["puzzle"]
             solver = await page.request.get(url_of(gw, "/.well-known/popgate/static/solve.py"))
@@ -116,10 +115,10 @@ async def test_languages_axe_and_keyboard(upstream, gateway_factory, tmp_path):
             assert "unsafe-inline" not in h["content-security-policy"] and h["server"] == "popgate"
             assert await page.get_attribute("html", "lang") == "de"
             await page.locator("#popgate-status").filter(has_text="Berechnung").wait_for(timeout=20_000)
-            await page.screenshot(path=str(DOCS / "challenge-de.png"), full_page=True)
+            await screenshot(page, "challenge-de.png")
             assert await axe_violations(page) == []
             await page.emulate_media(color_scheme="dark")
-            await page.screenshot(path=str(DOCS / "challenge-dark.png"), full_page=True)
+            await screenshot(page, "challenge-dark.png")
             assert await axe_violations(page) == []
 
             await page.click("a[hreflang=fr]")
@@ -137,7 +136,7 @@ async def test_languages_axe_and_keyboard(upstream, gateway_factory, tmp_path):
             await page.set_content(
                 cp.ChallengePage().page("en", PAID_WAYS, "/paid/x", "https://gw.example/paid/x")
             )
-            await page.screenshot(path=str(DOCS / "challenge-pay.png"), full_page=True)
+            await screenshot(page, "challenge-pay.png")
             assert await axe_violations(page) == []
             # an easy puzzle completes with no input at all (nothing needs a pointer)
             await page.goto(url_of(gw, "/docs/page"))

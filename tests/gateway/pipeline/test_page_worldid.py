@@ -8,13 +8,10 @@ proofs (reused nullifier, wrong action) are readable messages, not JSON.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from tests.conftest import url_of
-from tests.gateway.pipeline.page_support import Bridge, page_extra
+from tests.gateway.pipeline.page_support import Bridge, page_extra, screenshot
 from tests.support.browser import ARGS, CHROMIUM, playwright
-
-DOCS = Path(__file__).resolve().parents[3] / "deploy" / "docs"
 
 
 async def prove(browser, url: str, case: int, shot: str = ""):
@@ -29,7 +26,7 @@ async def prove(browser, url: str, case: int, shot: str = ""):
     await page.click("#popgate-worldid")
     await page.wait_for_selector('a[href^="https://world.org/verify"]', state="attached", timeout=20_000)
     if shot:
-        await page.screenshot(path=str(DOCS / shot))
+        await screenshot(page, shot, full_page=False)
     return context, page, bridge, errors
 
 
@@ -58,7 +55,7 @@ async def test_worldid_widget_end_to_end(upstream, gateway_factory, tmp_path):
             context, page, _, _ = await prove(browser, target, 0)
             status = page.locator("#popgate-prove-status")
             await status.filter(has_text="already used").wait_for(timeout=20_000)
-            await page.screenshot(path=str(DOCS / "challenge-worldid-refused.png"))
+            await screenshot(page, "challenge-worldid-refused.png", full_page=False)
             assert "{" not in await status.inner_text()
             assert "/human/report" not in page.url or (await page.title()) != ""
             await context.close()
