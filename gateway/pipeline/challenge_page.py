@@ -158,7 +158,7 @@ class ChallengePage:
             "lang": lang,
             "title": f"{s.title}: {t['title']}" if s.title else t["title"],
             "heading": t["heading"],
-            "ways_heading": t["ways_heading"],
+            "ways_heading": t["ways_heading"] if puzzle is not None else t["ways_heading_only"],
             "return_note": text(lang, "return_note", path=return_to),
             "why": t["why"],
             "script": SCRIPT,

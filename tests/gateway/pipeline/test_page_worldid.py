@@ -55,6 +55,8 @@ async def test_worldid_widget_end_to_end(upstream, gateway_factory, tmp_path):
             context, page, _, _ = await prove(browser, target, 0)
             status = page.locator("#popgate-prove-status")
             await status.filter(has_text="already used").wait_for(timeout=20_000)
+            # the widget closes itself so that the page's sentence is what the person reads
+            await page.locator('[role="dialog"]').wait_for(state="detached", timeout=10_000)
             await screenshot(page, "challenge-worldid-refused.png", full_page=False)
             assert "{" not in await status.inner_text()
             assert "/human/report" not in page.url or (await page.title()) != ""
