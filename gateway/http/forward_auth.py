@@ -12,8 +12,12 @@ with the ``PoP-*`` headers for the proxy to copy onto the upstream request;
 anything else answers exactly what inline mode sends. nginx's
 ``auth_request`` understands only 2xx/401/403, so its subrequest says
 ``X-Popgate-Auth: subrequest`` and gets 401 (with ``X-Popgate-Decision``)
-instead; its ``error_page 401`` location then says ``X-Popgate-Auth: render``
-and gets the full answer.
+carrying the whole answer sealed in ``X-Popgate-Verdict``; its
+``error_page 401`` location says ``X-Popgate-Auth: render`` and sends the seal
+back as the body, and popgate returns that answer without deciding again
+(:mod:`gateway.http.verdicts`). A route listed in ``[forward_auth]
+inline_routes`` answers the subrequest 403 instead, before any charge or store
+effect: nginx's ``error_page 403`` sends the request through popgate inline.
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ from yarl import URL
 
 from popgate.gateway.errors import BadRequest, Forbidden
 from popgate.gateway.http.headers import HOP_BY_HOP, IPAddress, Network, is_trusted, parse_ip
+from popgate.gateway.http.verdicts import MAX_SEALED, Sealer
 from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.responses import problem
 
 AUTH_PATH = "/.well-known/popgate/auth"
 STYLE_HEADER = "X-Popgate-Auth"  # "subrequest" (nginx auth_request) | "render" (nginx error_page)
 DECISION_HEADER = "X-Popgate-Decision"
+VERDICT_HEADER = "X-Popgate-Verdict"  # the sealed refusal nginx hands back to the render call
 # Headers that describe the auth call, not the original request.
 CONTROL = frozenset(
     {"x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-popgate-auth", "content-length", "host"}
@@ -53,30 +59,49 @@ class AuthCall:
 
     style: str
 
-    def allow(self, ctx: Context) -> web.Response:
-        """200 with the identity headers the proxy copies onto the upstream request."""
-        if self.style == "render":
-            # nginx asked for a refusal page, but this run let the request through
-            # (its throttle window moved, say): fail closed and let the client retry.
-            return problem(
-                ctx.request,
-                503,
-                "verdict_changed",
-                "Retry",
-                "The verdict changed while it was being rendered; retry the request.",
-                headers={"Retry-After": "1"},
-            )
-        response = web.Response(status=200, headers={"Cache-Control": "no-store", DECISION_HEADER: "allow"})
+    def allow(self, ctx: Context, reuse: int) -> web.Response:
+        """200 with the identity headers the proxy copies onto the upstream request,
+        and whether the edge may reuse it (``X-Accel-Expires``, seconds; 0: never)."""
+        cache = f"private, max-age={reuse}" if reuse else "no-store"
+        headers = {"Cache-Control": cache, "X-Accel-Expires": str(reuse), DECISION_HEADER: "allow"}
+        response = web.Response(status=200, headers=headers)
         response.headers.extend(ctx.origin_headers())
         response.headers.extend(ctx.response_headers)
         return response
 
-    def finish(self, response: web.StreamResponse, decision: str) -> web.StreamResponse:
-        """nginx's auth subrequest takes only 2xx/401/403: every refusal becomes 401."""
+    def finish(
+        self, response: web.StreamResponse, decision: str, sealer: Sealer, now: float
+    ) -> web.StreamResponse:
+        """nginx's auth subrequest takes only 2xx/401/403: every refusal becomes 401
+        carrying the sealed answer for the render call (see :mod:`gateway.http.verdicts`)."""
         if self.style != "subrequest" or 200 <= response.status < 300:
             return response
-        return web.Response(
-            status=401, headers={"Cache-Control": "no-store", DECISION_HEADER: decision or "error"}
+        headers = {"Cache-Control": "no-store", "X-Accel-Expires": "0", DECISION_HEADER: decision or "error"}
+        if isinstance(response, web.Response):
+            headers[VERDICT_HEADER] = sealer.seal(response, now)
+        return web.Response(status=401, headers=headers)
+
+    @staticmethod
+    def hand_off() -> web.Response:
+        """403 to nginx: send this request through popgate inline (its route asks for it)."""
+        headers = {"Cache-Control": "no-store", "X-Accel-Expires": "0", DECISION_HEADER: "inline"}
+        return web.Response(status=403, headers=headers)
+
+    @staticmethod
+    async def render(request: web.BaseRequest, sealer: Sealer, now: float) -> web.Response:
+        """The answer the auth call sealed, unchanged; 503 (retry) when it is stale or not ours."""
+        length = request.content_length
+        token = b"" if length is None or length > MAX_SEALED else await request.read()
+        response = sealer.open(token.decode("ascii", "replace"), now) if token else None
+        if response is not None:
+            return response
+        return problem(
+            request,
+            503,
+            "verdict_expired",
+            "Retry",
+            "The verdict for this request could not be rendered; retry the request.",
+            headers={"Retry-After": "1"},
         )
 
 
