@@ -1,7 +1,7 @@
 """Forward-auth cost: nginx alone vs nginx + popgate (auth mode) vs popgate inline.
 
 Starts on loopback a static origin (nginx), nginx proxy_pass as the reference,
-nginx running the shipped deploy/nginx/popgate-auth.conf in front of popgate
+nginx running the shipped deploy/forward-auth/nginx-popgate-auth.conf in front of popgate
 with ``mode = "auth"``, and popgate inline; one worker each. wrk drives every
 case from a separate process; CPU µs per request is summed over every proxy
 process involved (nginx master + worker, popgate). Rounds alternate.

@@ -14,7 +14,7 @@ IDENTITY = ["PoP-Class", "PoP-Subject", "PoP-Evidence", "PoP-Charged"]
 
 
 def test_traefik_file_provider_config() -> None:
-    http = yaml.safe_load((ROOT / "deploy/traefik/dynamic.yml").read_text())["http"]
+    http = yaml.safe_load((ROOT / "deploy/forward-auth/traefik-dynamic.yml").read_text())["http"]
     auth = http["middlewares"]["popgate-auth"]["forwardAuth"]
     assert auth["address"].endswith(AUTH_PATH)
     assert auth["authResponseHeaders"] == IDENTITY
@@ -32,7 +32,7 @@ def test_traefik_file_provider_config() -> None:
 
 
 def test_envoy_ext_authz_config() -> None:
-    conf = yaml.safe_load((ROOT / "deploy/envoy/envoy.yaml").read_text())
+    conf = yaml.safe_load((ROOT / "deploy/forward-auth/envoy.yaml").read_text())
     hcm = conf["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     filters = [f["name"] for f in hcm["http_filters"]]
     assert filters.index("envoy.filters.http.header_mutation") < filters.index("envoy.filters.http.ext_authz")

@@ -163,7 +163,7 @@ async def test_render_without_a_good_seal_is_503_never_a_blank_200(upstream, gat
 
 
 async def test_envoy_ext_authz_shape(upstream, gateway_factory, http, tmp_path):
-    """Envoy's HTTP ext_authz (deploy/envoy/envoy.yaml): the original method, the original
+    """Envoy's HTTP ext_authz (deploy/forward-auth/envoy.yaml): the original method, the original
     :authority as Host, path_prefix + the original path, the client's headers."""
     gw = await gateway_factory(upstream, server_extra=TRUST_LOOPBACK, extra=puzzle_extra(tmp_path))
     scoped = gw.gateway.services.sessions.issue(
@@ -190,7 +190,7 @@ async def test_envoy_ext_authz_shape(upstream, gateway_factory, http, tmp_path):
 
 
 async def test_traefik_forward_auth_shape(upstream, gateway_factory, http):
-    """Traefik's forwardAuth (deploy/traefik/): GET to the endpoint, the original request in
+    """Traefik's forwardAuth (deploy/forward-auth/traefik-*.yml): GET to the endpoint, the original request in
     X-Forwarded-*; the session scope is checked against X-Forwarded-Uri, not the auth path."""
     gw = await gateway_factory(upstream, server_extra=TRUST_LOOPBACK)
     scoped = gw.gateway.services.sessions.issue(

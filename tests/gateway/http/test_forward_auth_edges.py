@@ -1,5 +1,5 @@
-"""The shipped edge configs for real: nginx (deploy/nginx/popgate-auth.conf,
-auth_request) and Caddy (deploy/caddy/Caddyfile, forward_auth), each with the
+"""The shipped edge configs for real: nginx (deploy/forward-auth/nginx-popgate-auth.conf,
+auth_request) and Caddy (deploy/forward-auth/Caddyfile, forward_auth), each with the
 demo origin and popgate in forward-auth mode, all on loopback ports the test
 picks. Clients talk to the edge only; an inline popgate with the same keys is
 the reference for what a refusal must look like."""
