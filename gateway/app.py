@@ -187,7 +187,8 @@ class Gateway:
             return await auth.render(ctx.request, self.sealer, ctx.now), "render"
         verdict = await self.decide.run(ctx)  # every stage but Enforce: no charge or spend yet
         if isinstance(verdict, Allow):
-            if auth.style == "subrequest" and ctx.route in self.inline_routes:
+            route = ctx.charge.route if ctx.charge is not None else ctx.route
+            if auth.style == "subrequest" and (route or ctx.route) in self.inline_routes:
                 return auth.hand_off(), "inline"
             verdict = await self.enforce(ctx) or verdict
             ctx.decision = verdict
