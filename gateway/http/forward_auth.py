@@ -74,7 +74,7 @@ class AuthCall:
     ) -> web.StreamResponse:
         """nginx's auth subrequest takes only 2xx/401/403: every refusal becomes 401
         carrying the sealed answer for the render call (see :mod:`gateway.http.verdicts`)."""
-        if self.style != "subrequest" or 200 <= response.status < 300:
+        if self.style != "subrequest" or 200 <= response.status < 300 or decision == "inline":
             return response
         headers = {"Cache-Control": "no-store", "X-Accel-Expires": "0", DECISION_HEADER: decision or "error"}
         if isinstance(response, web.Response):

@@ -135,3 +135,83 @@ async def test_budget_throttle_and_expiry_are_enforced_with_the_cache_on(edge, u
     status, body = await _get(http, e("/api/z"), Authorization=f"PoP {short}")
     assert (status, body["reason"]) == (402, "session_expired")
     assert len(e.decisions()) == calls + 1
+
+
+def _credits_toml(tmp: Path, fac: str) -> str:
+    (tmp / "admin").write_text(TOKEN)
+    return x402_toml(fac) + f'[credits]\nadmin_token = {{ secret_file = "{tmp / "admin"}" }}\n'
+
+
+async def _api_key(http: Any, gw: Running, amount: int) -> tuple[str, str]:
+    async with http.post(admin_url(gw, "/admin/credits/keys"), json={"amount": amount}, headers=ADMIN) as r:
+        assert r.status == 201
+        created = await r.json()
+    return created["api_key"], created["account"]
+
+
+async def _balance(http: Any, gw: Running, account: str) -> int:
+    async with http.get(admin_url(gw, f"/admin/credits/accounts/{account}"), headers=ADMIN) as r:
+        return int((await r.json())["balance"])
+
+
+@pytest.fixture
+async def paid_origin() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
+    """An origin that records the headers it gets and answers 500 on paths ending in /fail."""
+    seen: list[dict[str, str]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.Response(status=500 if request.path.endswith("/fail") else 200, text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    async with serve_app(app) as port:
+        yield f"http://127.0.0.1:{port}", seen
+
+
+async def test_x402_and_credits_settle_at_the_auth_step_once(edge, paid_origin, http, tmp_path):
+    """Through nginx: the SDK pays with x402 (settled once, PAYMENT-RESPONSE reaches the
+    client, PoP-Charged the origin); a pgk_ key is debited once per request and never
+    reaches the origin; a short balance is popgate's 402."""
+    origin, seen = paid_origin
+    async with facilitator() as (fac, st):
+        e = await edge(origin, extra=_credits_toml(tmp_path, fac))
+        e.gw.gateway.policy.policy = ChargePolicy(10_000)
+        async with x402HttpxClient(sdk()) as client:
+            resp = await client.get(e("/paid/a"))
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["PAYMENT-RESPONSE"], "the receipt is copied back to the client"
+        assert len(st.settled) == 1 and st.settled[0]["value"] == "10000"
+        assert seen[-1]["PoP-Charged"] == "10000"
+        assert not {"PAYMENT-SIGNATURE", "X-PAYMENT"} & {k.upper() for k in seen[-1]}
+        key, account = await _api_key(http, e.gw, 25_000)
+        for path in ("/paid/b", "/paid/c"):
+            async with http.get(e(path), headers={"Authorization": f"Bearer {key}"}) as r:
+                assert r.status == 200
+            assert seen[-1]["PoP-Charged"] == "10000" and "Authorization" not in seen[-1]
+        async with http.get(e("/paid/d"), headers={"Authorization": f"Bearer {key}"}) as r:
+            assert r.status == 402 and (await r.json())["reason"] == "insufficient_credits"
+        assert await _balance(http, e.gw, account) == 5_000, "debited exactly once per request"
+        assert len(seen) == 3 and len(st.settled) == 1
+
+
+async def test_inline_route_goes_through_popgate_and_is_refunded(edge, paid_origin, http, tmp_path):
+    """[forward_auth] inline_routes: the auth step charges nothing and answers 403; nginx sends the
+    request through popgate inline, which debits once, and refunds when the origin fails."""
+    origin, seen = paid_origin
+    async with facilitator() as (fac, _):
+        extra = _credits_toml(tmp_path, fac) + '[forward_auth]\ninline_routes = ["paid"]\n'
+        e = await edge(origin, extra=extra, inline=True)
+        e.gw.gateway.policy.policy = ChargePolicy(10_000)
+        key, account = await _api_key(http, e.gw, 25_000)
+        async with http.post(e("/paid/a"), headers={"Authorization": f"Bearer {key}"}, data=b"body") as r:
+            assert r.status == 200, e.calls
+        assert seen[-1]["PoP-Charged"] == "10000" and "Authorization" not in seen[-1]
+        async with http.get(e("/paid/fail"), headers={"Authorization": f"Bearer {key}"}) as r:
+            assert r.status == 500
+        await asyncio.sleep(0.2)  # the refund runs after the response
+        assert await _balance(http, e.gw, account) == 15_000, "one debit kept, the failed one refunded"
+        assert e.calls == ["inline", "proxied /paid/a 200", "inline", "proxied /paid/fail 500"]
+        async with http.get(e("/free"), headers={"Authorization": f"Bearer {key}"}) as r:
+            assert r.status == 200
+        assert e.calls[-1] == "allow", "other routes are still decided at the auth step"
