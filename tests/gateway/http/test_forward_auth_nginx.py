@@ -215,3 +215,33 @@ async def test_inline_route_goes_through_popgate_and_is_refunded(edge, paid_orig
         async with http.get(e("/free"), headers={"Authorization": f"Bearer {key}"}) as r:
             assert r.status == 200
         assert e.calls[-1] == "allow", "other routes are still decided at the auth step"
+
+
+async def test_browser_solves_the_challenge_page_through_nginx(edge, upstream, tmp_path):
+    """Headless Chromium: popgate's page (via the sealed render) → the worker solves the puzzle →
+    POST to popgate's endpoint through nginx → cookie → the origin, with PoP-Class; then cached."""
+    async_playwright = playwright()
+    e = await edge(upstream, extra=puzzle_extra(tmp_path, floor=10))
+    target = e("/api/page?from=nginx")
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            context = await browser.new_context()
+            page = await context.new_page()
+            first = await page.goto(target)
+            assert first is not None and first.status == 402
+            assert "text/html" in (first.headers.get("content-type") or "")
+            await page.wait_for_url("**/api/page?from=nginx", timeout=60_000)
+            await page.wait_for_function(
+                "document.body && document.body.innerText.includes('PoP-Class')", timeout=60_000
+            )
+            info = json.loads(await page.inner_text("body"))
+            assert info["pop"]["PoP-Class"] == "unknown" and info["pop"]["PoP-Evidence"] == "puzzle"
+            assert info["path"] == "/api/page?from=nginx"
+            assert "popgate_session" not in info["headers"].get("Cookie", ""), "the cookie stays at the edge"
+            assert "popgate_session" in {c["name"] for c in await context.cookies()}
+            again = await page.reload()
+            assert again is not None and again.status == 200
+        finally:
+            await browser.close()
+    assert e.decisions()[0] == "challenge" and e.decisions()[-1] == "allow"
