@@ -26,9 +26,9 @@ from tests.gateway.payments.test_fees_x402 import sdk, x402_toml
 from tests.gateway.schemes.puzzle_support import puzzle_extra
 from tests.support.browser import ARGS, CHROMIUM, playwright
 from tests.support.edges import UA, nginx
+from tests.support.facilitator import running as facilitator
 from tests.support.paid_gateway import ChargePolicy
 from tests.support.servers import free_port, serve_app, write_config
-from tests.support.facilitator import running as facilitator
 
 TOKEN = "t" * 40
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
