@@ -33,6 +33,7 @@ from popgate.gateway.pipeline.context import Context
 
 SEAL_TTL = 10  # seconds between the auth call and its render call
 MAX_SEALED = 65536  # bytes of a sealed answer nginx hands back
+COMPRESS_OVER = 4096  # bytes: a 402 problem+json goes as is, the HTML page compressed
 _SKIP = frozenset({"content-length", "date", "server", "transfer-encoding", "connection"})
 _LABEL = b"popgate forward-auth verdict v1"
 
@@ -60,12 +61,17 @@ class Sealer:
         self.keys = {kid: hmac.new(secret, _LABEL, hashlib.sha256).digest() for kid, secret in keys.items()}
 
     def seal(self, response: web.Response, now: float) -> str:
-        """The whole answer as ``v1.<kid>.<expires>.<payload>.<mac>`` (base64url)."""
+        """The whole answer as ``v1.<kid>.<expires>.<payload>.<mac>`` (base64url; the
+        payload zlib-compressed when that saves much, flagged by a leading ``z``)."""
         body = response.body if isinstance(response.body, bytes) else b""
-        lines = [f"{response.status}"]
-        lines += [f"{k}: {v}" for k, v in response.headers.items() if k.lower() not in _SKIP]
-        raw = "\n".join(lines).encode() + b"\n\n" + body
-        payload = _b64(zlib.compress(raw, 1))
+        head = "\n".join(
+            [
+                str(response.status),
+                *(f"{k}: {v}" for k, v in response.headers.items() if k.lower() not in _SKIP),
+            ]
+        )
+        raw = head.encode() + b"\n\n" + body
+        payload = "z" + _b64(zlib.compress(raw, 1)) if len(raw) > COMPRESS_OVER else _b64(raw)
         signed = f"v1.{self.kid}.{int(now) + SEAL_TTL}.{payload}"
         return f"{signed}.{_b64(self._mac(self.kid, signed))}"
 
@@ -79,7 +85,10 @@ class Sealer:
             mac = base64.urlsafe_b64decode(parts[4] + "==")
             if not hmac.compare_digest(mac, self._mac(parts[1], signed)) or int(parts[2]) < now:
                 return None
-            raw = zlib.decompressobj().decompress(base64.urlsafe_b64decode(parts[3] + "=="), 1 << 20)
+            payload = parts[3]
+            raw = base64.urlsafe_b64decode(payload.lstrip("z") + "==")
+            if payload.startswith("z"):
+                raw = zlib.decompressobj().decompress(raw, 1 << 20)
         except (ValueError, zlib.error):
             return None
         head, _, body = raw.partition(b"\n\n")
@@ -91,7 +100,7 @@ class Sealer:
         return web.Response(status=int(status), body=body, headers=headers)
 
     def _mac(self, kid: str, signed: str) -> bytes:
-        return hmac.new(self.keys[kid], signed.encode(), hashlib.sha256).digest()
+        return hmac.digest(self.keys[kid], signed.encode(), "sha256")
 
 
 def _b64(data: bytes) -> str:
