@@ -47,6 +47,12 @@ METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
 URI = re.compile(r"/[\x21-\x7e]{0,8191}")  # origin-form: printable ASCII, no spaces
 HOST = re.compile(r"[0-9A-Za-z.\-_:\[\]]{1,300}")
 STYLES = ("subrequest", "render", "")
+# What the nginx config answers itself for a refusal (the rest goes through the render call).
+PLAIN_STATUSES = frozenset({402, 403, 429})
+PLAIN_HEADERS = frozenset(
+    {"www-authenticate", "payment-required", "retry-after", "cache-control", "crawler-price"}
+)
+PLAIN_MAX = 8192
 
 
 def is_auth_path(path: str) -> bool:
@@ -78,7 +84,11 @@ class AuthCall:
             return response
         headers = {"Cache-Control": "no-store", "X-Accel-Expires": "0", DECISION_HEADER: decision or "error"}
         if isinstance(response, web.Response):
-            headers[VERDICT_HEADER] = sealer.seal(response, now)
+            plain = plain_answer(response)
+            if plain is not None:
+                headers.update(plain)
+            else:
+                headers[VERDICT_HEADER] = sealer.seal(response, now)
         return web.Response(status=401, headers=headers)
 
     @staticmethod
@@ -103,6 +113,27 @@ class AuthCall:
             "The verdict for this request could not be rendered; retry the request.",
             headers={"Retry-After": "1"},
         )
+
+
+def plain_answer(response: web.Response) -> dict[str, str] | None:
+    """A problem+json refusal nginx can answer itself (``return <status> $body`` plus the
+    listed headers, see deploy/forward-auth/nginx-popgate-auth.conf): its status, one-line
+    ASCII body and headers as ``X-Popgate-Status``/``-Body``/``-R-<name>``. None for anything
+    else (the HTML page, other headers or statuses): that goes sealed to the render call."""
+    body = response.body
+    if response.status not in PLAIN_STATUSES or response.content_type != "application/problem+json":
+        return None
+    if not isinstance(body, bytes) or len(body) > PLAIN_MAX or not body.isascii() or b"\n" in body:
+        return None
+    out = {"X-Popgate-Status": str(response.status), "X-Popgate-Body": body.decode()}
+    for name, value in response.headers.items():
+        low = name.lower()
+        if low in ("content-type", "content-length"):
+            continue
+        if low not in PLAIN_HEADERS or f"X-Popgate-R-{low}" in out or "\r" in value or "\n" in value:
+            return None
+        out[f"X-Popgate-R-{low}"] = value
+    return out
 
 
 def auth_call(request: web.BaseRequest, trusted: tuple[Network, ...]) -> AuthCall:

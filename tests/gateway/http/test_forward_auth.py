@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from hypothesis import given
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 from popgate.gateway.errors import BadRequest, Forbidden
 from popgate.gateway.http.forward_auth import AUTH_PATH, auth_call, original_request
@@ -119,21 +120,35 @@ async def test_browser_gets_the_html_page(upstream, gateway_factory, http):
         assert "<html" in await r.text()
 
 
-async def test_nginx_subrequest_gets_401_and_the_sealed_answer(upstream, gateway_factory, http, tmp_path):
-    """nginx's auth_request takes 2xx/401/403 only: refusals become 401 + X-Popgate-Decision,
-    sealing the whole answer; the render call hands the seal back and gets that answer as is."""
+async def test_nginx_subrequest_gets_401_and_the_whole_answer(upstream, gateway_factory, http, tmp_path):
+    """nginx's auth_request takes 2xx/401/403 only: refusals become 401 + X-Popgate-Decision
+    carrying the whole answer: a problem+json 402 as headers nginx returns itself, the browser
+    page (and a 400) sealed for the render call, which hands the seal back and gets it as is."""
     gw = await gateway_factory(upstream, server_extra=TRUST_LOOPBACK, extra=puzzle_extra(tmp_path))
     sub = {"X-Popgate-Auth": "subrequest"}
+    async with http.get(url_of(gw, AUTH), headers=forwarded("/v1/x")) as r:
+        direct = _comparable(r.status, dict(r.headers), await r.read())
     async with http.get(url_of(gw, AUTH), headers=forwarded("/v1/x", **sub)) as r:
         assert (r.status, r.headers["X-Popgate-Decision"]) == (401, "challenge")
-        assert r.headers["X-Accel-Expires"] == "0"
-        assert await r.read() == b""
+        assert r.headers["X-Accel-Expires"] == "0" and await r.read() == b""
+        assert "X-Popgate-Verdict" not in r.headers
+        plain = CIMultiDict(
+            (k[len("X-Popgate-R-") :], v) for k, v in r.headers.items() if k.startswith("X-Popgate-R-")
+        )
+        plain["Content-Type"] = "application/problem+json"  # nginx's default_type there
+        as_nginx_returns = _comparable(
+            int(r.headers["X-Popgate-Status"]), plain, r.headers["X-Popgate-Body"].encode()
+        )
+    assert direct[0] == 402 and as_nginx_returns == direct
+    html = {"Accept": "text/html,*/*"}
+    async with http.get(url_of(gw, AUTH), headers=forwarded("/v1/x", **sub, **html)) as r:
+        assert "X-Popgate-Body" not in r.headers
         seal = r.headers["X-Popgate-Verdict"]
     async with http.post(url_of(gw, AUTH), headers={"X-Popgate-Auth": "render"}, data=seal) as r:
         rendered = _comparable(r.status, dict(r.headers), await r.read())
-    async with http.get(url_of(gw, AUTH), headers=forwarded("/v1/x")) as r:
+    async with http.get(url_of(gw, AUTH), headers=forwarded("/v1/x", **html)) as r:
         direct = _comparable(r.status, dict(r.headers), await r.read())
-    assert rendered[0] == 402 and rendered == direct
+    assert rendered[0] == 402 and rendered == direct and "<html" in str(direct[2])
     token = session_token(gw)
     async with http.get(url_of(gw, AUTH), headers=forwarded(Authorization=f"PoP {token}", **sub)) as r:
         assert (r.status, r.headers["PoP-Class"]) == (200, "human")
@@ -149,7 +164,7 @@ async def test_nginx_subrequest_gets_401_and_the_sealed_answer(upstream, gateway
 async def test_render_without_a_good_seal_is_503_never_a_blank_200(upstream, gateway_factory, http):
     """The render call decides nothing: no seal, a forged or foreign one is 503 (retry), not an answer."""
     gw = await gateway_factory(upstream, server_extra=TRUST_LOOPBACK)
-    sub = forwarded(**{"X-Popgate-Auth": "subrequest"})
+    sub = forwarded(**{"X-Popgate-Auth": "subrequest", "Accept": "text/html"})
     async with http.get(url_of(gw, AUTH), headers=sub) as r:
         seal = r.headers["X-Popgate-Verdict"]
     v, kid, exp, payload, mac = seal.split(".")

@@ -113,8 +113,8 @@ async def test_verdicts_are_reused_per_credential_and_request(edge, upstream, ht
 
 async def test_budget_throttle_and_expiry_are_enforced_with_the_cache_on(edge, upstream, http, tmp_path):
     """A budgeted session and a throttled route are asked on every request; an expired session
-    is not served from the cache. Each client request is decided once (the render call hands
-    back the sealed answer), so a budget of 3 allows 3 requests, throttled or not."""
+    is not served from the cache. Each client request is decided once (nginx returns the refusal
+    carried by the auth answer), so a budget of 3 allows 3 requests, throttled or not."""
     e = await edge(upstream, extra=puzzle_extra(tmp_path))
     codec, now = e.gw.gateway.services.sessions, e.gw.gateway.clock()
     budgeted = f"PoP {codec.issue(klass='human', subject='human:b', now=now, ttl=600, budget=3)}"
@@ -123,7 +123,7 @@ async def test_budget_throttle_and_expiry_are_enforced_with_the_cache_on(edge, u
     status, body = await _get(http, e("/api/x"), Authorization=budgeted)
     assert (status, body["reason"]) == (402, "session_budget_spent")
     assert e.decisions() == ["allow", "throttle", "allow", "challenge"]
-    assert e.calls.count("render") == 2
+    assert "render" not in e.calls, "problem+json refusals are answered by nginx from the auth answer"
     plain = session_token(e.gw, "human", ttl=600)
     got = [(await _get(http, e("/feed"), Authorization=f"PoP {plain}"))[0] for _ in range(2)]
     assert got == [429, 429], "the route's throttle (per network) holds for a plain session too"
@@ -245,3 +245,4 @@ async def test_browser_solves_the_challenge_page_through_nginx(edge, upstream, t
         finally:
             await browser.close()
     assert e.decisions()[0] == "challenge" and e.decisions()[-1] == "allow"
+    assert e.calls[1] == "render", "the HTML page went sealed to the render call"
