@@ -12,10 +12,11 @@ with the ``PoP-*`` headers for the proxy to copy onto the upstream request;
 anything else answers exactly what inline mode sends. nginx's
 ``auth_request`` understands only 2xx/401/403, so its subrequest says
 ``X-Popgate-Auth: subrequest`` and gets 401 (with ``X-Popgate-Decision``)
-carrying the whole answer sealed in ``X-Popgate-Verdict``; its
-``error_page 401`` location says ``X-Popgate-Auth: render`` and sends the seal
-back as the body, and popgate returns that answer without deciding again
-(:mod:`gateway.http.verdicts`). A route listed in ``[forward_auth]
+carrying the whole answer: a problem+json 402/403/429 as headers nginx's
+``error_page 401`` location returns itself (:func:`plain_answer`), anything
+else sealed in ``X-Popgate-Verdict``, which that location sends back as the
+body of a render call (``X-Popgate-Auth: render``) and popgate returns without
+deciding again (:mod:`gateway.http.verdicts`). A route listed in ``[forward_auth]
 inline_routes`` answers the subrequest 403 instead, before any charge or store
 effect: nginx's ``error_page 403`` sends the request through popgate inline.
 """

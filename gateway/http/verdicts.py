@@ -11,11 +11,13 @@ seconds. :func:`reuse_seconds` says for how long; 0 means "ask every time".
 
 **Sealed refusals.** nginx's ``auth_request`` keeps only the status of the
 auth answer, so popgate answers a refusal 401 and nginx asks again to render
-it. Deciding twice would count a throttle or budget twice; instead the 401
-carries the full answer (status, headers, body), compressed and MAC-signed
-with a key derived from the session signing key, for a few seconds. nginx
-sends it back as the render call's body and popgate returns it unchanged,
-without running the pipeline again.
+it (unless it can return a problem+json answer itself, see
+:func:`gateway.http.forward_auth.plain_answer`). Deciding twice would count a
+throttle or budget twice; instead the 401 carries the full answer (status,
+headers, body), MAC-signed with a key derived from the session signing key
+(zlib-compressed above 4 KiB), for a few seconds. nginx sends it back as the
+render call's body and popgate returns it unchanged, without running the
+pipeline again.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from popgate.gateway.http.forward_auth import AUTH_PATH
+from popgate.gateway.http.forward_auth import AUTH_PATH, plain_answer
 from popgate.gateway.http.verdicts import SEAL_TTL, Sealer
 from popgate.gateway.ops.config import ConfigError, load_config
 from tests.conftest import session_token, url_of
@@ -138,3 +138,37 @@ def test_stale_foreign_or_altered_seals_do_not_open():
     assert SEALER.open(f"{v}.{kid}.{exp}.{payload[:-2]}AA.{mac}", 1000.0) is None
     rotated = Sealer({"k0": b"b" * 32, "k1": b"a" * 32}, "k0")
     assert rotated.open(seal, 1000.0) is not None, "a gateway that still accepts the kid opens it"
+
+
+def test_plain_answers_are_only_what_the_nginx_config_can_return_whole():
+    """402/403/429 problem+json with a one-line ASCII body and only the headers the nginx
+    config copies; anything else goes sealed (None here)."""
+
+    def problem(status: int = 402, body: bytes = b'{"a":1}', **headers: str) -> web.Response:
+        r = web.Response(status=status, body=body, content_type="application/problem+json")
+        for k, v in headers.items():
+            r.headers.add(k.replace("_", "-"), v)
+        return r
+
+    plain = plain_answer(problem(WWW_Authenticate='PoP realm="popgate"', Cache_Control="no-store"))
+    assert plain == {
+        "X-Popgate-Status": "402",
+        "X-Popgate-Body": '{"a":1}',
+        "X-Popgate-R-www-authenticate": 'PoP realm="popgate"',
+        "X-Popgate-R-cache-control": "no-store",
+    }
+    assert plain_answer(problem(429, Retry_After="3")) is not None
+    for refused in (
+        problem(400),
+        problem(body=b'{"a":\n1}'),
+        problem(body='{"a":"é"}'.encode()),
+        problem(body=b"x" * 9000),
+        problem(Set_Cookie="a=1"),
+        problem(Payment_Response="x"),
+        web.Response(status=402, text="<html>", content_type="text/html"),
+    ):
+        assert plain_answer(refused) is None
+    twice = problem()
+    twice.headers.add("WWW-Authenticate", "a")
+    twice.headers.add("WWW-Authenticate", "b")
+    assert plain_answer(twice) is None, "one header of each name: nginx copies one"
