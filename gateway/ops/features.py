@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from popgate.gateway.http.forward_auth_config import ForwardAuthSettings
+from popgate.gateway.http.forward_auth_config import collect_settings as forward_auth_settings
 from popgate.gateway.ops.validation import Collector
 from popgate.gateway.payments.settings import CreditsSettings, X402Settings, parse_credits, parse_x402
 from popgate.gateway.pipeline.pressure import collect_difficulty
@@ -24,7 +26,9 @@ from popgate.policies.difficulty import DifficultyConfig
 from popgate.policies.engine import Policy
 from popgate.policies.loader import PolicyError, load
 
-SECTIONS = frozenset({"worldid", "zklogin", "webbotauth", "puzzle", "x402", "credits", "difficulty"})
+SECTIONS = frozenset(
+    {"worldid", "zklogin", "webbotauth", "puzzle", "x402", "credits", "difficulty", "forward_auth"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +42,16 @@ class Features:
     webbotauth: WebBotAuthSettings | None = None
     x402: X402Settings | None = None
     credits: CreditsSettings | None = None
+    forward_auth: ForwardAuthSettings = field(default_factory=ForwardAuthSettings)
 
 
 def collect_features(c: Collector, data: dict[str, Any], env: Any, store_url: str) -> Features:
     """Validate every feature table in ``data``, recording problems in ``c``."""
     difficulty = collect_difficulty(c, data.get("difficulty"))
+    policy = _policy_file(c, data)
     return Features(
         difficulty=difficulty or DifficultyConfig(),
-        policy=_policy_file(c, data),
+        policy=policy,
         worldid=worldid_config.collect_settings(c, data["worldid"], store_url) if "worldid" in data else None,
         zklogin=zklogin_config.collect_settings(c, data["zklogin"], env) if "zklogin" in data else None,
         webbotauth=webbotauth_config.collect_settings(c, data["webbotauth"])
@@ -53,7 +59,17 @@ def collect_features(c: Collector, data: dict[str, Any], env: Any, store_url: st
         else None,
         x402=parse_x402(c, c.table("x402")) if "x402" in data else None,
         credits=parse_credits(c, c.table("credits"), env) if "credits" in data else None,
+        forward_auth=forward_auth_settings(c, c.table("forward_auth"), _routes(policy)),
     )
+
+
+def _routes(policy: Policy | None) -> frozenset[str] | None:
+    """Every route the compiled policy can decide with (None: no policy file to check against)."""
+    if policy is None:
+        return None
+    matches = [*policy.default.values(), *(m for t in policy.thresholds for m in t.results.values())]
+    matches += [m for r in policy.rules if r.results for m in r.results.values()]
+    return frozenset(m.route for m in matches)
 
 
 def _policy_file(c: Collector, data: dict[str, Any]) -> Policy | None:
