@@ -20,6 +20,14 @@ proof_queue_limit = 16         # proofs waiting beyond the workers, then 503
 issuer = "https://accounts.google.com"
 audience = "1234.apps.googleusercontent.com"       # or audiences = [...]
 jwks_url = "https://www.googleapis.com/oauth2/v3/certs"   # or jwks_file = "..."
+# Browser sign-in (authorization code + PKCE, :mod:`gateway.schemes.oidc_signin`), per provider:
+# name = "google"                                  # required with client_id: the URL segment
+# client_id = "1234.apps.googleusercontent.com"    # the id_token audience for sign-in
+# client_secret = { secret_file = "/run/secrets/google-client-secret" }   # or secret_env
+# token_auth = "client_secret_basic"               # or "client_secret_post"
+# discovery_url = "https://accounts.google.com/.well-known/openid-configuration"   # the default
+# [zklogin] signin_session_ttl = 900; signin_flow_ttl = 600; discovery_ttl = 3600
+# signin_base_url = "https://gateway.example"      # redirect_uri base (default: the request's)
 ```
 """
 
@@ -30,6 +38,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +72,9 @@ _NUMBERS: dict[str, tuple[float, float, float, bool]] = {
     "sui_epoch_max_stale": (3600, 0, 7 * 86400, False),
     "proof_workers": (1, 1, 64, True),
     "proof_queue_limit": (16, 0, 100000, True),
+    "signin_session_ttl": (900, 60, 86400, True),
+    "signin_flow_ttl": (600, 30, 3600, True),
+    "discovery_ttl": (3600, 0, 86400, False),
 }
 _BOOLS = {"padded_address": True, "require_request_nonce": False, "allow_http_jwks": False, "proofs": False}
 _PROVIDER_KEYS = {
@@ -75,7 +87,26 @@ _PROVIDER_KEYS = {
     "leeway",
     "max_token_age",
     "name",
+    "client_id",
+    "client_secret",
+    "token_auth",
+    "discovery_url",
+    "scopes",
 }
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+@dataclass(frozen=True)
+class SigninClient:
+    """One provider's browser sign-in client (authorization code + PKCE)."""
+
+    name: str
+    issuer: str
+    client_id: str
+    client_secret: bytes | None
+    token_auth: str
+    discovery_url: str
+    scopes: str = "openid"
 
 
 class FixedEpoch:
@@ -169,6 +200,11 @@ class ZkLoginSettings:
     proofs: bool
     proof_workers: int
     proof_queue_limit: int
+    signin_session_ttl: int = 900
+    signin_flow_ttl: int = 600
+    discovery_ttl: float = 3600.0
+    signin_base_url: str | None = None
+    signin: tuple[SigninClient, ...] = ()
     proof_vk: dict[str, Any] | None = None  # None: the production key
 
     def epoch_source(self, services: Any) -> Any:
@@ -186,6 +222,45 @@ class ZkLoginSettings:
             max_stale=self.sui_epoch_max_stale,
             retry=min(5.0, self.sui_epoch_cache),
         )
+
+
+def _signin(c: pc.Collector, path: str, t: dict[str, Any], env: Any, allow_http: bool) -> SigninClient | None:
+    """A provider's sign-in client (None without ``client_id``)."""
+    if "client_id" not in t:
+        for k in ("client_secret", "token_auth", "discovery_url", "scopes"):
+            if k in t:
+                c.problem(f"{path}.{k}", "only with client_id (browser sign-in)")
+        return None
+    cid, name, issuer = t["client_id"], t.get("name"), str(t.get("issuer", ""))
+    if not isinstance(cid, str) or not cid:
+        c.problem(f"{path}.client_id", "expected the OAuth client id string")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        c.problem(f"{path}.name", "required with client_id: 1-32 of a-z 0-9 _ - (the sign-in URL segment)")
+    secret = None
+    if "client_secret" in t:
+        st = t["client_secret"]
+        if isinstance(st, dict):
+            secret = pc.read_secret(c, f"{path}.client_secret", st, env)
+        else:
+            c.problem(f"{path}.client_secret", "expected a table with secret_file or secret_env")
+    auth = t.get("token_auth", "client_secret_basic" if "client_secret" in t else "none")
+    if auth not in ("client_secret_basic", "client_secret_post", "none"):
+        c.problem(f"{path}.token_auth", 'expected "client_secret_basic", "client_secret_post" or "none"')
+    elif (auth == "none") != ("client_secret" not in t):
+        c.problem(
+            f"{path}.token_auth",
+            f"{auth!r} does not fit {'no ' if 'client_secret' not in t else ''}client_secret",
+        )
+    disc = t.get("discovery_url", issuer.rstrip("/") + "/.well-known/openid-configuration")
+    scheme = urlsplit(str(disc)).scheme
+    if scheme != "https" and not (allow_http and scheme == "http"):
+        c.problem(f"{path}.discovery_url", "must be https:// (allow_http_jwks = true for tests)")
+    scopes = t.get("scopes", "openid")
+    if not isinstance(scopes, str) or "openid" not in scopes.split():
+        c.problem(f"{path}.scopes", 'a space-separated scope string including "openid"')
+    if not isinstance(cid, str) or not isinstance(name, str) or not isinstance(scopes, str):
+        return None
+    return SigninClient(name, issuer, cid, secret, str(auth), str(disc), scopes)
 
 
 def _provider(c: pc.Collector, path: str, t: Any, allow_http: bool) -> ProviderConfig | None:
@@ -250,7 +325,17 @@ def collect_settings(c: pc.Collector, raw: Any, env: Any = None) -> ZkLoginSetti
     c.unknown_keys(
         "zklogin",
         t,
-        {"providers", "epoch_mode", "current_epoch", "sui_rpc", "salt", "proof_vk_file", *_NUMBERS, *_BOOLS},
+        {
+            "providers",
+            "epoch_mode",
+            "current_epoch",
+            "sui_rpc",
+            "salt",
+            "proof_vk_file",
+            "signin_base_url",
+            *_NUMBERS,
+            *_BOOLS,
+        },
     )
     vals: dict[str, Any] = {}
     for name, (default, lo, hi, integer) in _NUMBERS.items():
@@ -262,7 +347,7 @@ def collect_settings(c: pc.Collector, raw: Any, env: Any = None) -> ZkLoginSetti
             c.problem(f"zklogin.{name}", f"expected true or false, got {vals[name]!r}")
             vals[name] = default
     raw_providers = t.get("providers")
-    providers = []
+    providers, signin = [], []
     if not isinstance(raw_providers, list) or not raw_providers:
         c.problem("zklogin.providers", "at least one [[zklogin.providers]] table is required")
     else:
@@ -270,6 +355,11 @@ def collect_settings(c: pc.Collector, raw: Any, env: Any = None) -> ZkLoginSetti
             got = _provider(c, f"zklogin.providers[{i}]", p, vals["allow_http_jwks"])
             if got is not None:
                 providers.append(got)
+            client = _signin(c, f"zklogin.providers[{i}]", p, env, vals["allow_http_jwks"]) if got else None
+            if client is not None:
+                signin.append(client)
+        if len({s.name for s in signin}) != len(signin):
+            c.problem("zklogin.providers", "two sign-in providers have the same name")
         issuers = [p.issuer for p in providers]
         if len(set(issuers)) != len(issuers):
             c.problem("zklogin.providers", "an issuer is listed twice")
@@ -295,6 +385,11 @@ def collect_settings(c: pc.Collector, raw: Any, env: Any = None) -> ZkLoginSetti
                     hmac.new(secret, b"popgate zklogin salt v1", hashlib.sha256).digest()[:16], "big"
                 )
     vk = _proof_key(c, t.get("proof_vk_file"))
+    base = t.get("signin_base_url")
+    if base is not None and (
+        not isinstance(base, str) or urlsplit(base).scheme not in ("https", "http") or urlsplit(base).path
+    ):
+        c.problem("zklogin.signin_base_url", "expected scheme://host[:port] with no path")
     if len(c.problems) > before:
         return None
     return ZkLoginSettings(
@@ -304,6 +399,8 @@ def collect_settings(c: pc.Collector, raw: Any, env: Any = None) -> ZkLoginSetti
         sui_rpc=str(rpc) if rpc is not None else None,
         salt=salt,
         proof_vk=vk,
+        signin=tuple(signin),
+        signin_base_url=base,
         **vals,
     )
 
