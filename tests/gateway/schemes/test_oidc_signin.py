@@ -66,7 +66,10 @@ async def start_gateway(
     gateway_factory: Any, upstream: str, tmp: Path, idp: tuple[str, int], **kw: str
 ) -> Any:
     issuer, port = idp
-    cfg = load_config(write_config(tmp, upstream, listen=port, extra=signin_toml(tmp, issuer, **kw)))
+    trust = 'trusted_proxies = ["127.0.0.1/32"]'  # so a test can speak from another network
+    cfg = load_config(
+        write_config(tmp, upstream, listen=port, extra=signin_toml(tmp, issuer, **kw), server_extra=trust)
+    )
     return await gateway_factory(upstream, config=cfg)
 
 
@@ -106,9 +109,15 @@ async def test_sign_in_in_chromium_then_replays_and_wrong_state_fail(
             assert "popgate_oidc" not in cookies  # the flow cookie is cleared
             again = await page.reload()
             assert again is not None and again.status == 200
+            session = c["value"]
         finally:
             await browser.close()
     assert len(callbacks) == 1, callbacks
+    # the session is bound to the client's network: the same cookie from elsewhere is refused
+    for xff, status in (("127.0.0.77", 200), ("203.0.113.5", 402)):
+        headers = {"Cookie": f"popgate_session={session}", "X-Forwarded-For": xff}
+        async with http.get(url_of(gw, "/api/hello"), headers=headers) as r:
+            assert r.status == status, (xff, await r.text())
     query = parse_qs(urlsplit(callbacks[0]).query)
     state, code = query["state"][0], query["code"][0]
     # the whole callback again, even with the flow cookie: the state was spent
