@@ -135,7 +135,7 @@ class Gateway:
                 verdict = await self.pipeline.run(ctx)
                 decision = verdict.kind
                 response = auth.allow(ctx) if isinstance(verdict, Allow) else self._refuse(ctx, verdict)
-            elif path.startswith(ENDPOINT_PREFIX):
+            elif path.startswith(ENDPOINT_PREFIX) or path in self.endpoints:  # a few live elsewhere
                 decision = "endpoint"
                 response = await self._endpoint(path, request, ctx)
             elif self.forwarder is None:

@@ -1,6 +1,7 @@
 """A World ID verify API for dApps, shaped like the Developer Portal's v2 verify endpoint.
 
-``POST /.well-known/popgate/api/v2/verify/{app_id}`` (``app_id`` from ``[worldid_api]``) with
+``POST /.well-known/popgate/api/v2/verify/{app_id}`` (``app_id`` from ``[worldid_api]``; with
+``path = "/api/v2/verify/"``, exactly the Portal's ``/api/v2/verify/{app_id}``) with
 ``{proof, merkle_root, nullifier_hash, verification_level, action, signal_hash?, max_age?}``
 (what ``verifyCloudProof(proof, app_id, action, signal, endpoint)`` of
 ``@worldcoin/idkit-core/backend`` sends), answered like the Portal:
@@ -286,7 +287,7 @@ def register_verify_api(registry: Registry, services: Services, roots: RootSourc
         async def endpoint(request: web.BaseRequest, ctx: Context, app: AppSettings = app) -> web.Response:
             return await api(request, ctx, app)
 
-        registry.endpoints[PREFIX + app.app_id] = endpoint
+        registry.endpoints[s.path + app.app_id] = endpoint
     registry.admin_routes.append(("GET", ADMIN_PATH, admin_listing(s, services)))
 
 

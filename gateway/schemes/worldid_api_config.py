@@ -2,6 +2,8 @@
 
 ```toml
 [worldid_api]                        # needs [worldid] (its key, roots and proof pool)
+path = "/.well-known/popgate/api/v2/verify/"   # + app_id; "/api/v2/verify/" mirrors the Portal's
+                                     # paths exactly (popgate then answers them, not the origin)
 admin_token = { secret_file = "/run/secrets/worldid-api-admin" }  # GET /admin/worldid/verifications
 gate_rate = 60                       # proofs per client network per gate_window (before any pairing)
 gate_window = 60
@@ -22,7 +24,9 @@ from typing import Any
 
 from popgate.gateway.ops.validation import Collector, read_secret
 
-KEYS = {"admin_token", "gate_rate", "gate_window", "apps"}
+KEYS = {"admin_token", "gate_rate", "gate_window", "apps", "path"}
+DEFAULT_PATH = "/.well-known/popgate/api/v2/verify/"
+PATH = re.compile(r"/(?:[A-Za-z0-9._~-]+/)+")
 APP_KEYS = {"app_id", "actions"}
 ACTION_KEYS = {"action", "max_verifications", "verification_levels"}
 APP_ID = re.compile(r"app_[A-Za-z0-9_]{1,64}")
@@ -48,6 +52,7 @@ class WorldIdApiSettings:
     admin_token: bytes | None = None
     gate_rate: int = 60
     gate_window: float = 60.0
+    path: str = DEFAULT_PATH
 
 
 def _action(c: Collector, path: str, t: Any) -> ActionSettings | None:
@@ -106,6 +111,9 @@ def collect_settings(c: Collector, t: Any, env: Any, has_worldid: bool) -> World
             token = read_secret(c, "worldid_api.admin_token", tt, env)
         else:
             c.problem("worldid_api.admin_token", "expected a table with secret_file or secret_env")
+    path = t.get("path", DEFAULT_PATH)
+    if not isinstance(path, str) or not PATH.fullmatch(path) or "/../" in path or "/./" in path:
+        c.problem("worldid_api.path", 'expected an absolute path ending in "/", e.g. "/api/v2/verify/"')
     rate = c.number("worldid_api.gate_rate", t.get("gate_rate", 60), lo=1, hi=10**9, integer=True)
     window = c.number("worldid_api.gate_window", t.get("gate_window", 60), lo=0.001, hi=86400)
     apps: dict[str, AppSettings] = {}
@@ -121,4 +129,4 @@ def collect_settings(c: Collector, t: Any, env: Any, has_worldid: bool) -> World
             apps[app.app_id] = app
     if len(c.problems) > before:
         return None
-    return WorldIdApiSettings(apps, token, int(rate or 60), float(window or 60))
+    return WorldIdApiSettings(apps, token, int(rate or 60), float(window or 60), str(path))

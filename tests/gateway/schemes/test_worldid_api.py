@@ -21,12 +21,13 @@ PREFIX = "/.well-known/popgate/api/v2/verify/"
 README = Path(__file__).resolve().parents[3] / "README.md"
 
 
-def api_toml(tmp: Path, max_verifications: int = 1) -> str:
+def api_toml(tmp: Path, max_verifications: int = 1, path: str = PREFIX) -> str:
     (tmp / "admin").write_text("a" * 40)
     return (
         worldid_toml()
         + f"""
 [worldid_api]
+path = "{path}"
 admin_token = {{ secret_file = "{tmp / "admin"}" }}
 [[worldid_api.apps]]
 app_id = "{APP_ID}"
@@ -175,11 +176,23 @@ async def test_twenty_concurrent_verifications_across_two_gateways(tmp_path, ups
     assert codes.count("ok") == 3 and codes.count("max_verifications_reached") == 17, codes
 
 
+async def test_portal_paths_exactly(upstream, gateway_factory, tmp_path, http):
+    """With path = "/api/v2/verify/" popgate answers the Portal's own path (not the origin);
+    other paths still go through the pipeline to the origin."""
+    gw = await gateway_factory(upstream, extra=api_toml(tmp_path, path="/api/v2/verify/"))
+    ep = url_of(gw, "/api/v2/verify/" + APP_ID)
+    results = await asyncio.to_thread(verify, [call(0, ep), call(0, ep)])
+    assert results[0] == {"success": True} and results[1]["code"] == "max_verifications_reached", results
+    async with http.get(url_of(gw, "/api/v2/verify/other")) as r:
+        assert r.status == 402  # not an endpoint: the pipeline's challenge
+
+
 def test_config_is_validated_with_key_paths(tmp_path):
     bad = (
         worldid_toml()
         + """
 [worldid_api]
+path = "api/v2"
 gate_rate = 0
 [[worldid_api.apps]]
 app_id = "nope"
@@ -195,6 +208,7 @@ action = "a"
         load_config(write_config(tmp_path, "http://127.0.0.1:1", extra=bad))
     text = str(err.value)
     for path in (
+        "worldid_api.path",
         "worldid_api.gate_rate",
         "worldid_api.apps[0].app_id",
         "worldid_api.apps[0].actions[0].max_verifications",
