@@ -41,8 +41,9 @@ from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.decisions import WayOut
 from popgate.gateway.pipeline.responses import problem
 from popgate.gateway.registry import Registry, Services, WayOutProvider
+from popgate.gateway.schemes.oidc_signin_config import SigninClient
 from popgate.gateway.schemes.session import cookie_value
-from popgate.gateway.schemes.zklogin_config import SigninClient, ZkLoginSettings
+from popgate.gateway.schemes.zklogin_config import ZkLoginSettings
 from popgate.gateway.stores.base import key
 from popgate.policies.model import Match
 from popgate.verifiers.errors import VerificationError

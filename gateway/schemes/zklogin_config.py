@@ -38,7 +38,6 @@ import hashlib
 import hmac
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ import aiohttp
 
 from popgate.gateway.ops import validation as pc
 from popgate.gateway.ops.validation import ConfigError, read_secret
+from popgate.gateway.schemes.oidc_signin_config import SIGNIN_KEYS, SigninClient, collect_signin
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.groth16 import parse_vk
 from popgate.verifiers.jwks import ProviderConfig
@@ -87,26 +87,8 @@ _PROVIDER_KEYS = {
     "leeway",
     "max_token_age",
     "name",
-    "client_id",
-    "client_secret",
-    "token_auth",
-    "discovery_url",
-    "scopes",
+    *SIGNIN_KEYS,
 }
-NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-
-
-@dataclass(frozen=True)
-class SigninClient:
-    """One provider's browser sign-in client (authorization code + PKCE)."""
-
-    name: str
-    issuer: str
-    client_id: str
-    client_secret: bytes | None
-    token_auth: str
-    discovery_url: str
-    scopes: str = "openid"
 
 
 class FixedEpoch:
@@ -224,45 +206,6 @@ class ZkLoginSettings:
         )
 
 
-def _signin(c: pc.Collector, path: str, t: dict[str, Any], env: Any, allow_http: bool) -> SigninClient | None:
-    """A provider's sign-in client (None without ``client_id``)."""
-    if "client_id" not in t:
-        for k in ("client_secret", "token_auth", "discovery_url", "scopes"):
-            if k in t:
-                c.problem(f"{path}.{k}", "only with client_id (browser sign-in)")
-        return None
-    cid, name, issuer = t["client_id"], t.get("name"), str(t.get("issuer", ""))
-    if not isinstance(cid, str) or not cid:
-        c.problem(f"{path}.client_id", "expected the OAuth client id string")
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        c.problem(f"{path}.name", "required with client_id: 1-32 of a-z 0-9 _ - (the sign-in URL segment)")
-    secret = None
-    if "client_secret" in t:
-        st = t["client_secret"]
-        if isinstance(st, dict):
-            secret = pc.read_secret(c, f"{path}.client_secret", st, env)
-        else:
-            c.problem(f"{path}.client_secret", "expected a table with secret_file or secret_env")
-    auth = t.get("token_auth", "client_secret_basic" if "client_secret" in t else "none")
-    if auth not in ("client_secret_basic", "client_secret_post", "none"):
-        c.problem(f"{path}.token_auth", 'expected "client_secret_basic", "client_secret_post" or "none"')
-    elif (auth == "none") != ("client_secret" not in t):
-        c.problem(
-            f"{path}.token_auth",
-            f"{auth!r} does not fit {'no ' if 'client_secret' not in t else ''}client_secret",
-        )
-    disc = t.get("discovery_url", issuer.rstrip("/") + "/.well-known/openid-configuration")
-    scheme = urlsplit(str(disc)).scheme
-    if scheme != "https" and not (allow_http and scheme == "http"):
-        c.problem(f"{path}.discovery_url", "must be https:// (allow_http_jwks = true for tests)")
-    scopes = t.get("scopes", "openid")
-    if not isinstance(scopes, str) or "openid" not in scopes.split():
-        c.problem(f"{path}.scopes", 'a space-separated scope string including "openid"')
-    if not isinstance(cid, str) or not isinstance(name, str) or not isinstance(scopes, str):
-        return None
-    return SigninClient(name, issuer, cid, secret, str(auth), str(disc), scopes)
-
-
 def _provider(c: pc.Collector, path: str, t: Any, allow_http: bool) -> ProviderConfig | None:
     if not isinstance(t, dict):
         c.problem(path, "expected a table")
@@ -355,7 +298,9 @@ def collect_settings(c: pc.Collector, raw: Any, env: Any = None) -> ZkLoginSetti
             got = _provider(c, f"zklogin.providers[{i}]", p, vals["allow_http_jwks"])
             if got is not None:
                 providers.append(got)
-            client = _signin(c, f"zklogin.providers[{i}]", p, env, vals["allow_http_jwks"]) if got else None
+            client = (
+                collect_signin(c, f"zklogin.providers[{i}]", p, env, vals["allow_http_jwks"]) if got else None
+            )
             if client is not None:
                 signin.append(client)
         if len({s.name for s in signin}) != len(signin):
