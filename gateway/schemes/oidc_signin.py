@@ -22,25 +22,20 @@ signatures (:mod:`gateway.schemes.zklogin`).
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import hashlib
 import hmac
 import json
 import logging
 import os
-import time
 from dataclasses import replace
-from typing import Any
-from urllib.parse import quote_plus, urlencode, urlsplit
+from urllib.parse import urlsplit
 
-import aiohttp
 from aiohttp import web
 
 from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.decisions import WayOut
 from popgate.gateway.pipeline.responses import problem
 from popgate.gateway.registry import Registry, Services, WayOutProvider
+from popgate.gateway.schemes.oidc_provider import Discovery, authorize_url, b64u, redeem_code
 from popgate.gateway.schemes.oidc_signin_config import SigninClient
 from popgate.gateway.schemes.session import cookie_value
 from popgate.gateway.schemes.zklogin_config import ZkLoginSettings
@@ -55,7 +50,6 @@ from popgate.verifiers.zklogin import token_spend
 log = logging.getLogger("popgate.oidc")
 BASE = "/.well-known/popgate/oidc/"
 FLOW_COOKIE = "popgate_oidc"
-BASIC_AUTH = "client_secret_basic"  # a token endpoint auth method name
 MAX_RETURN = 2048
 STATUS = {"discovery_unavailable": 503, "jwks_unavailable": 503, "token_endpoint_unavailable": 503}
 TITLES = {
@@ -67,15 +61,6 @@ TITLES = {
     "wrong_nonce": "The provider's answer does not match this sign-in",
     "wrong_audience": "The provider's answer was made for another application",
 }
-
-
-def b64u(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def pkce_challenge(verifier: str) -> str:
-    """RFC 7636 S256: base64url(SHA-256(ascii(verifier)))."""
-    return b64u(hashlib.sha256(verifier.encode("ascii")).digest())
 
 
 def safe_return(value: str | None) -> str:
@@ -92,43 +77,6 @@ def check_nonce(claims: OidcClaims, expected: str) -> None:
     got = (claims.nonce or "").encode()
     if not got or not hmac.compare_digest(got, expected.encode()):
         raise VerificationError("wrong_nonce", "id_token nonce is not this flow's")
-
-
-class Discovery:
-    """The provider's discovery document, cached; one fetch at a time."""
-
-    def __init__(self, client: SigninClient, services: Services, ttl: float, allow_http: bool) -> None:
-        self.client, self.services, self.ttl, self.allow_http = client, services, ttl, allow_http
-        self._doc: dict[str, str] | None = None
-        self._at = float("-inf")
-        self._lock = asyncio.Lock()
-
-    async def get(self) -> dict[str, str]:
-        async with self._lock:
-            if self._doc is None or time.monotonic() - self._at >= self.ttl:
-                self._doc, self._at = await self._fetch(), time.monotonic()
-            return self._doc
-
-    def _url_ok(self, url: Any) -> bool:
-        scheme = urlsplit(url).scheme if isinstance(url, str) else ""
-        return scheme == "https" or (self.allow_http and scheme == "http")
-
-    async def _fetch(self) -> dict[str, str]:
-        try:
-            session = await self.services.outbound()
-            async with session.get(self.client.discovery_url, allow_redirects=False) as resp:
-                if resp.status != 200:
-                    raise ValueError(f"status {resp.status}")
-                doc = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            log.warning("oidc discovery for %s failed: %s", self.client.name, type(exc).__name__)
-            raise VerificationError("discovery_unavailable", type(exc).__name__) from None
-        if not isinstance(doc, dict) or doc.get("issuer") != self.client.issuer:
-            raise VerificationError("discovery_unavailable", "issuer mismatch")
-        ends = {k: doc.get(k) for k in ("authorization_endpoint", "token_endpoint")}
-        if not all(self._url_ok(v) for v in ends.values()):
-            raise VerificationError("discovery_unavailable", "endpoints missing or not https")
-        return {k: str(v) for k, v in ends.items()}
 
 
 class SigninFlow:
@@ -173,40 +121,20 @@ class SigninFlow:
             return self._refused(request, exc)
         state, nonce, verifier = b64u(os.urandom(24)), b64u(os.urandom(24)), b64u(os.urandom(32))
         redirect_uri = self._redirect_uri(request)
-        flow = {
-            "p": self.client.name,
-            "n": nonce,
-            "v": verifier,
-            "r": safe_return(request.query.get("return")),
-        }
-        flow["u"] = redirect_uri
+        back = safe_return(request.query.get("return"))
+        flow = {"p": self.client.name, "n": nonce, "v": verifier, "r": back, "u": redirect_uri}
         st = self.services
+        data = json.dumps(flow).encode()
         await st.failure.guard(
-            "spend",
-            st.store.set(key("oidc-flow", state), json.dumps(flow).encode(), self.s.signin_flow_ttl),
-            None,
+            "spend", st.store.set(key("oidc-flow", state), data, self.s.signin_flow_ttl), None
         )
-        params = {
-            "response_type": "code",
-            "client_id": self.client.client_id,
-            "redirect_uri": redirect_uri,
-            "scope": self.client.scopes,
-            "state": state,
-            "nonce": nonce,
-            "code_challenge": pkce_challenge(verifier),
-            "code_challenge_method": "S256",
-        }
-        endpoint = disc["authorization_endpoint"]
-        location = endpoint + ("&" if "?" in endpoint else "?") + urlencode(params)
+        location = authorize_url(
+            disc["authorization_endpoint"], self.client, redirect_uri, state, nonce, verifier
+        )
         resp = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+        ttl, secure = self.s.signin_flow_ttl, self._https(request)
         resp.set_cookie(
-            FLOW_COOKIE,
-            state,
-            path=BASE,
-            max_age=self.s.signin_flow_ttl,
-            httponly=True,
-            samesite="Lax",
-            secure=self._https(request),
+            FLOW_COOKIE, state, path=BASE, max_age=ttl, httponly=True, samesite="Lax", secure=secure
         )
         return resp
 
@@ -251,30 +179,9 @@ class SigninFlow:
     async def _exchange(self, code: str, flow: dict[str, str], now: float) -> OidcClaims:
         """Code → id_token at the token endpoint, then the id_token's checks; spends it once."""
         disc = await self.discovery.get()
-        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": flow["u"]}
-        form["code_verifier"] = flow["v"]
-        headers = {"Accept": "application/json"}
-        c = self.client
-        if c.token_auth == BASIC_AUTH and c.client_secret is not None:
-            raw = f"{_form_escape(c.client_id)}:{_form_escape(c.client_secret.decode())}"
-            headers["Authorization"] = "Basic " + base64.b64encode(raw.encode()).decode()
-        else:
-            form["client_id"] = c.client_id
-            if c.client_secret is not None:
-                form["client_secret"] = c.client_secret.decode()
-        try:
-            session = await self.services.outbound()
-            async with session.post(
-                disc["token_endpoint"], data=form, headers=headers, allow_redirects=False
-            ) as resp:
-                body = await resp.json(content_type=None)
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise VerificationError("token_endpoint_unavailable", type(exc).__name__) from None
-        token = body.get("id_token") if isinstance(body, dict) else None
-        if status != 200 or not isinstance(token, str):
-            err = body.get("error") if isinstance(body, dict) else None
-            raise VerificationError("token_exchange_failed", f"status {status} {str(err)[:40]}")
+        token = await redeem_code(
+            self.services, disc["token_endpoint"], self.client, code, flow["u"], flow["v"]
+        )
         claims = await self.verifier.verify(token, now=now, require_nonce=True)
         check_nonce(claims, flow["n"])
         item = token_spend(token, claims.exp, now)
@@ -316,11 +223,6 @@ class SigninFlow:
         return problem(request, status, exc.reason, title, detail)
 
 
-def _form_escape(text: str) -> str:
-    """RFC 6749 §2.3.1: client id and secret are form-urlencoded before Basic auth."""
-    return quote_plus(text)
-
-
 def way_out(client: SigninClient) -> WayOut:
     """The 402's ``signin`` entry the challenge page links to (``href?return=<path>``)."""
     return WayOut(
@@ -351,7 +253,6 @@ __all__ = [
     "FLOW_COOKIE",
     "SigninFlow",
     "check_nonce",
-    "pkce_challenge",
     "register_signin",
     "safe_return",
     "way_out",

@@ -15,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from popgate.gateway.ops.config import ConfigError, load_config
-from popgate.gateway.schemes.oidc_signin import check_nonce, pkce_challenge, safe_return
+from popgate.gateway.schemes.oidc_provider import pkce_challenge
+from popgate.gateway.schemes.oidc_signin import check_nonce, safe_return
 from popgate.verifiers.errors import VerificationError
 from tests.conftest import url_of
 from tests.support.browser import ARGS, CHROMIUM, playwright
