@@ -95,6 +95,15 @@ def _app(c: Collector, path: str, t: Any) -> AppSettings | None:
     return AppSettings(app_id, actions) if app_id is not None else None
 
 
+def _admin_token(c: Collector, t: dict[str, Any], env: Any) -> bytes | None:
+    if "admin_token" not in t:
+        return None
+    if not isinstance(t["admin_token"], dict):
+        c.problem("worldid_api.admin_token", "expected a table with secret_file or secret_env")
+        return None
+    return read_secret(c, "worldid_api.admin_token", t["admin_token"], env)
+
+
 def collect_settings(c: Collector, t: Any, env: Any, has_worldid: bool) -> WorldIdApiSettings | None:
     """Validate ``[worldid_api]``, recording every problem in ``c``; None when there were any."""
     before = len(c.problems)
@@ -104,13 +113,7 @@ def collect_settings(c: Collector, t: Any, env: Any, has_worldid: bool) -> World
     c.unknown_keys("worldid_api", t, KEYS)
     if not has_worldid:
         c.problem("worldid_api", "needs [worldid] (its verification key, [worldid.roots] and proof pool)")
-    token = None
-    if "admin_token" in t:
-        tt = t["admin_token"]
-        if isinstance(tt, dict):
-            token = read_secret(c, "worldid_api.admin_token", tt, env)
-        else:
-            c.problem("worldid_api.admin_token", "expected a table with secret_file or secret_env")
+    token = _admin_token(c, t, env)
     path = t.get("path", DEFAULT_PATH)
     if not isinstance(path, str) or not PATH.fullmatch(path) or "/../" in path or "/./" in path:
         c.problem("worldid_api.path", 'expected an absolute path ending in "/", e.g. "/api/v2/verify/"')

@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from popgate.gateway.ops.config import ConfigError, load_config
+from popgate.gateway.schemes.worldid_api import ApiError, parse_body
 from tests.conftest import admin_url, url_of
 from tests.gateway.schemes.worldid_support import APP_ID, CASES, worldid_toml
 from tests.support.node import NODE_DIR, run_node
@@ -238,3 +242,38 @@ async def test_readme_python_example(upstream, gateway_factory, tmp_path):
     again = await asyncio.to_thread(ns["verify_cloud_proof"], proof, APP_ID, "verify-human", c["signal"], ep)
     assert ok["success"] is True and ok["action"] == "verify-human", ok
     assert again == {"success": False, **again} and again["code"] == "max_verifications_reached", again
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=6),
+    max_leaves=20,
+)
+fields = st.fixed_dictionaries(
+    {},
+    optional={
+        k: json_values
+        for k in (
+            "proof",
+            "merkle_root",
+            "nullifier_hash",
+            "verification_level",
+            "action",
+            "signal_hash",
+            "max_age",
+        )
+    },
+)
+
+
+@given(st.one_of(json_values, fields, st.binary(max_size=64)))
+def test_parse_body_accepts_the_schema_or_says_which_field(value: Any) -> None:
+    """Any bytes or JSON: a Portal-shaped body, or a 400 ApiError naming the problem, never another error."""
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    try:
+        body = parse_body(raw)
+    except ApiError as exc:
+        assert exc.status == 400 and exc.code in ("invalid_request", "invalid_format")
+        assert exc.attribute is None or isinstance(exc.attribute, str)
+        return
+    assert all(isinstance(body[k], str) for k in ("proof", "merkle_root", "nullifier_hash", "action"))
