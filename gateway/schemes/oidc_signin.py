@@ -44,7 +44,6 @@ from popgate.policies.model import Match
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.jwks import JwksCache
 from popgate.verifiers.oidc import OidcClaims, OidcVerifier
-from popgate.verifiers.session import keyed_subject
 from popgate.verifiers.zklogin import token_spend
 
 log = logging.getLogger("popgate.oidc")
@@ -194,7 +193,9 @@ class SigninFlow:
         self, request: web.BaseRequest, ctx: Context, claims: OidcClaims, return_to: str
     ) -> web.Response:
         st, ttl = self.services, self.s.signin_session_ttl
-        subject = keyed_subject(st.subject_key, "account", f"{claims.iss}\0{claims.sub}")
+        # the zkLogin exchange's pseudonym (without a salt): one account, one subject, either way in
+        mac = hmac.new(st.subject_key, claims.iss.encode() + b"\0" + claims.sub.encode(), "sha256")
+        subject = "oidc:" + mac.hexdigest()[:32]
         token = st.sessions.issue(
             klass="account",
             subject=subject,
