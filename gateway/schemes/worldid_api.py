@@ -186,6 +186,11 @@ class VerifyApi:
             metrics.evidence.labels("worldid_api", exc.code).inc()
             log.info("worldid api refused: %s (%s)", exc.code, exc.attribute)
             return error_body(exc)
+        except StoreUnavailable:  # fail closed: no use is ever granted uncounted
+            metrics.store_errors.labels("worldid_api").inc()
+            err = ApiError(503, "store_unavailable", "Temporarily unavailable; retry.")
+            err.retry_after = StoreFailure.retry_after
+            return error_body(err)
         except GatewayError as exc:  # 413, 408, 429 gate, 503 pool or store
             metrics.evidence.labels("worldid_api", exc.reason).inc()
             err = ApiError(exc.status, exc.reason, exc.public or exc.title)
@@ -206,32 +211,27 @@ class VerifyApi:
             raise err
 
     async def _use(self, app: AppSettings, action: ActionSettings, c: Checked, now: float) -> dict[str, Any]:
-        """Count one use of the nullifier (atomic across the fleet), then record it."""
-        st, limit = self.services, action.max_verifications or UNLIMITED
+        """Count one use of the nullifier (atomic across the fleet), then record it. The store is
+        never skipped, whatever ``[store.failure_mode]`` says: unreachable, the answer is 503."""
+        store, limit = self.services.store, action.max_verifications or UNLIMITED
         spot = f"{c.scope}:{c.nullifier}"
-        won = await st.failure.guard(
-            "spend", st.store.claim(key("worldid-api", spot), worldid.FOREVER, limit), False
-        )
-        if not won:
+        if not await store.claim(key("worldid-api", spot), worldid.FOREVER, limit):
             raise ApiError(
                 400, "max_verifications_reached", "This person has already verified for this action."
             )
-        uses = await st.failure.guard(
-            "spend", st.store.incr(key("worldid-api-uses", spot), 1, worldid.FOREVER), 0
-        )
-        first = await st.store.get(key("worldid-api-first", spot)) if uses != 1 else None
-        created = float(first) if first else now
+        uses = await store.incr(key("worldid-api-uses", spot), 1, worldid.FOREVER)
+        first = await store.get(key("worldid-api-first", spot)) if uses != 1 else None
         if uses == 1:
-            await st.store.set(key("worldid-api-first", spot), repr(now).encode(), worldid.FOREVER)
+            await store.set(key("worldid-api-first", spot), repr(now).encode(), worldid.FOREVER)
         ref = json.dumps([c.nullifier, c.verification_level, uses], separators=(",", ":"))
-        await st.store.credit_ledger(ledger_account(app.app_id, action.action), 1, "topup", ref, now)
+        await store.credit_ledger(ledger_account(app.app_id, action.action), 1, "topup", ref, now)
         return {
             "success": True,
             "uses": uses,
             "max_uses": action.max_verifications,
             "action": action.action,
             "nullifier_hash": c.nullifier,
-            "created_at": iso(created),
+            "created_at": iso(float(first) if first else now),
             "verification_level": c.verification_level,
             "message": "Verified by popgate (local Groth16).",
         }

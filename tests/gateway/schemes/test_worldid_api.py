@@ -18,7 +18,7 @@ from popgate.gateway.schemes.worldid_api import ApiError, parse_body
 from tests.conftest import admin_url, url_of
 from tests.gateway.schemes.worldid_support import APP_ID, CASES, worldid_toml
 from tests.support.node import NODE_DIR, run_node
-from tests.support.servers import free_port, gateway_process, wait_port_async, write_config
+from tests.support.servers import free_port, gateway_process, redis_server, wait_port_async, write_config
 
 SCRIPT = NODE_DIR / "scripts" / "verify_cloud_proof.mjs"
 PREFIX = "/.well-known/popgate/api/v2/verify/"
@@ -277,3 +277,18 @@ def test_parse_body_accepts_the_schema_or_says_which_field(value: Any) -> None:
         assert exc.attribute is None or isinstance(exc.attribute, str)
         return
     assert all(isinstance(body[k], str) for k in ("proof", "merkle_root", "nullifier_hash", "action"))
+
+
+async def test_store_down_fails_closed_with_a_portal_503(upstream, gateway_factory, tmp_path, http):
+    """Redis stops after start-up: the API answers 503 store_unavailable with Retry-After,
+    never a success it could not count."""
+    with redis_server() as (url, proc):
+        gw = await gateway_factory(upstream, extra=api_toml(tmp_path), store=url)
+        ep = url_of(gw, PREFIX + APP_ID)
+        body = {**call(0, ep)["proof"], "action": "verify-human", "signal_hash": CASES[0]["signal_hash"]}
+        proc.terminate()
+        proc.wait(10)
+        async with http.post(ep, json=body) as r:
+            data = await r.json()
+        assert (r.status, data["code"]) == (503, "store_unavailable"), data
+        assert int(r.headers["Retry-After"]) >= 1
