@@ -45,7 +45,7 @@ from popgate.gateway.http.bodies import read_bounded
 from popgate.gateway.pipeline.context import Context
 from popgate.gateway.registry import Registry, Services
 from popgate.gateway.schemes.proofpool import ProofPool
-from popgate.gateway.schemes.worldid_api_config import ActionSettings, AppSettings, WorldIdApiSettings
+from popgate.gateway.schemes.worldid_api_config import LEVELS, ActionSettings, AppSettings, WorldIdApiSettings
 from popgate.gateway.schemes.worldid_roots import RootSource
 from popgate.gateway.stores.base import StoreUnavailable, key
 from popgate.verifiers import worldid
@@ -125,6 +125,10 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     for name in FIELDS:
         if not isinstance(body.get(name), str):
             raise ApiError(400, "invalid_format", f"{name} is required (a string).", name)
+    if body["verification_level"] not in LEVELS:
+        raise ApiError(
+            400, "invalid_format", f"verification_level: one of {', '.join(LEVELS)}.", "verification_level"
+        )
     max_age = body.get("max_age")
     if max_age is not None and (
         isinstance(max_age, bool) or not isinstance(max_age, int) or not 3600 <= max_age <= 604800

@@ -115,6 +115,7 @@ async def test_bad_input_is_a_portal_error_never_a_500(upstream, gateway_factory
         ({**good, "nullifier_hash": "0x" + "f" * 64}, 400, "invalid_format", "nullifier_hash"),
         ({**good, "signal_hash": "-1"}, 400, "invalid_format", "signal_hash"),
         ({**good, "max_age": 10}, 400, "invalid_format", "max_age"),
+        ({**good, "verification_level": "gold"}, 400, "invalid_format", "verification_level"),
         ({k: v for k, v in good.items() if k != "action"}, 400, "invalid_format", "action"),
     ]
     for payload, status, code, attribute in cases:
