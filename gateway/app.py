@@ -65,6 +65,8 @@ class Gateway:
         self.forwarder = Forwarder(config, upstream) if upstream and config.upstream else None
         self.trusted = config.trusted_proxies
         self.endpoints = registry.endpoints
+        # endpoints outside /.well-known/popgate/ (e.g. the Portal-shaped verify API): usually none
+        self.outside = frozenset(p for p in registry.endpoints if not p.startswith(ENDPOINT_PREFIX))
         self.admin_routes = registry.admin_routes
         self.html_challenge = registry.html_challenge
         policy = registry.policy or stages.ClassActions(config.policy.actions, self.ways_out)
@@ -135,7 +137,7 @@ class Gateway:
                 verdict = await self.pipeline.run(ctx)
                 decision = verdict.kind
                 response = auth.allow(ctx) if isinstance(verdict, Allow) else self._refuse(ctx, verdict)
-            elif path.startswith(ENDPOINT_PREFIX) or path in self.endpoints:  # a few live elsewhere
+            elif path.startswith(ENDPOINT_PREFIX) or (self.outside and path in self.outside):
                 decision = "endpoint"
                 response = await self._endpoint(path, request, ctx)
             elif self.forwarder is None:
