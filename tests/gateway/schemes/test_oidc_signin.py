@@ -164,6 +164,22 @@ async def test_wrong_audience_and_wrong_nonce_are_refused(upstream, gateway_fact
     assert err.value.reason == "wrong_nonce"
 
 
+async def test_behind_tls_the_cookie_is_secure_and_the_redirect_uri_https(
+    upstream, gateway_factory, tmp_path, idp, http
+):
+    """A trusted proxy says the client spoke https: the flow cookie is Secure and the
+    redirect_uri the provider gets is https (the provider would refuse an unregistered one)."""
+    gw = await start_gateway(gateway_factory, upstream, tmp_path, idp)
+    headers = {"X-Forwarded-Proto": "https", "Host": "gw.example"}
+    async with http.get(url_of(gw, START), headers=headers, allow_redirects=False) as r:
+        assert r.status == 302
+        cookie = r.headers["Set-Cookie"]
+        params = parse_qs(urlsplit(r.headers["Location"]).query)
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie, cookie
+    assert "Path=/.well-known/popgate/oidc/" in cookie
+    assert params["redirect_uri"] == ["https://gw.example" + CALLBACK], params
+
+
 async def test_unreachable_discovery_is_a_readable_503(upstream, gateway_factory, tmp_path, idp, http):
     gw = await start_gateway(
         gateway_factory, upstream, tmp_path, idp, discovery_url=json.dumps(idp[0] + "/no-such-document")
