@@ -12,6 +12,7 @@ import os
 import re
 import select
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
@@ -28,24 +29,26 @@ SCRIPT = NODE_DIR / "scripts" / "oidc_provider.mjs"
 def oidc_provider(clients: list[dict[str, Any]], port: int | None = None) -> Iterator[str]:
     """Start oidc-provider with ``clients``; yields its issuer URL; stops it (by pid) after."""
     port = port or free_port()
-    proc = subprocess.Popen(
-        [node_binary(), str(SCRIPT), str(port), json.dumps(clients)],
-        cwd=NODE_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        line = proc.stdout.readline() if ready and proc.stdout else ""
-        if not line:
-            proc.kill()
-            err = proc.stderr.read() if proc.stderr else ""
-            raise RuntimeError(f"oidc-provider did not start: {err[-2000:]}")
-        yield str(json.loads(line)["issuer"])
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    # a file, not a pipe: its warnings can never block it
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        proc = subprocess.Popen(
+            [node_binary(), str(SCRIPT), str(port), json.dumps(clients)],
+            cwd=NODE_DIR,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
+        try:
+            ready, _, _ = select.select([proc.stdout], [], [], 30)
+            line = proc.stdout.readline() if ready and proc.stdout else ""
+            if not line:
+                proc.kill()
+                errors.seek(0)
+                raise RuntimeError(f"oidc-provider did not start: {errors.read()[-2000:]}")
+            yield str(json.loads(line)["issuer"])
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 def b64u(raw: bytes) -> str:
