@@ -66,6 +66,8 @@ class Gateway:
         self.forwarder = Forwarder(config, upstream) if upstream and config.upstream else None
         self.trusted = config.trusted_proxies
         self.endpoints = registry.endpoints
+        # endpoints outside /.well-known/popgate/ (e.g. the Portal-shaped verify API): usually none
+        self.outside = frozenset(p for p in registry.endpoints if not p.startswith(ENDPOINT_PREFIX))
         self.admin_routes = registry.admin_routes
         self.html_challenge = registry.html_challenge
         policy = registry.policy or stages.ClassActions(config.policy.actions, self.ways_out)
@@ -141,7 +143,7 @@ class Gateway:
                 if auth.style != "render":
                     ctx = Context(original_request(request, ctx.client_ip), ctx.now, ctx.client_ip)
                 response, decision = await self._forward_auth(auth, ctx)
-            elif path.startswith(ENDPOINT_PREFIX):
+            elif path.startswith(ENDPOINT_PREFIX) or (self.outside and path in self.outside):
                 decision = "endpoint"
                 response = await self._endpoint(path, request, ctx)
             elif self.forwarder is None:

@@ -18,8 +18,9 @@ from popgate.gateway.http.forward_auth_config import collect_settings as forward
 from popgate.gateway.ops.validation import Collector
 from popgate.gateway.payments.settings import CreditsSettings, X402Settings, parse_credits, parse_x402
 from popgate.gateway.pipeline.pressure import collect_difficulty
-from popgate.gateway.schemes import webbotauth_config, worldid_config, zklogin_config
+from popgate.gateway.schemes import webbotauth_config, worldid_api_config, worldid_config, zklogin_config
 from popgate.gateway.schemes.webbotauth_config import WebBotAuthSettings
+from popgate.gateway.schemes.worldid_api_config import WorldIdApiSettings
 from popgate.gateway.schemes.worldid_config import WorldIdSettings
 from popgate.gateway.schemes.zklogin_config import ZkLoginSettings
 from popgate.policies.difficulty import DifficultyConfig
@@ -27,7 +28,17 @@ from popgate.policies.engine import Policy
 from popgate.policies.loader import PolicyError, load
 
 SECTIONS = frozenset(
-    {"worldid", "zklogin", "webbotauth", "puzzle", "x402", "credits", "difficulty", "forward_auth"}
+    {
+        "worldid",
+        "worldid_api",
+        "zklogin",
+        "webbotauth",
+        "puzzle",
+        "x402",
+        "credits",
+        "difficulty",
+        "forward_auth",
+    }
 )
 
 
@@ -38,6 +49,7 @@ class Features:
     difficulty: DifficultyConfig = field(default_factory=DifficultyConfig)
     policy: Policy | None = None  # the compiled ``[policy] file``
     worldid: WorldIdSettings | None = None
+    worldid_api: WorldIdApiSettings | None = None
     zklogin: ZkLoginSettings | None = None
     webbotauth: WebBotAuthSettings | None = None
     x402: X402Settings | None = None
@@ -53,6 +65,7 @@ def collect_features(c: Collector, data: dict[str, Any], env: Any, store_url: st
         difficulty=difficulty or DifficultyConfig(),
         policy=policy,
         worldid=worldid_config.collect_settings(c, data["worldid"], store_url) if "worldid" in data else None,
+        worldid_api=_worldid_api(c, data, env),
         zklogin=zklogin_config.collect_settings(c, data["zklogin"], env) if "zklogin" in data else None,
         webbotauth=webbotauth_config.collect_settings(c, data["webbotauth"])
         if "webbotauth" in data
@@ -70,6 +83,12 @@ def _routes(policy: Policy | None) -> frozenset[str] | None:
     matches = [*policy.default.values(), *(m for t in policy.thresholds for m in t.results.values())]
     matches += [m for r in policy.rules if r.results for m in r.results.values()]
     return frozenset(m.route for m in matches)
+
+
+def _worldid_api(c: Collector, data: dict[str, Any], env: Any) -> WorldIdApiSettings | None:
+    if "worldid_api" not in data:
+        return None
+    return worldid_api_config.collect_settings(c, data["worldid_api"], env, "worldid" in data)
 
 
 def _policy_file(c: Collector, data: dict[str, Any]) -> Policy | None:
