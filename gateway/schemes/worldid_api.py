@@ -152,8 +152,12 @@ class V3Check:
             proof = worldid.parse_result({**body, "nullifier_hash": hex(nullifier)}).proof
         except VerificationError:
             raise ApiError(400, "invalid_format", "proof is not a packed Groth16 proof.", "proof") from None
-        if not await self.roots.is_valid(root, self.clock()):
+        now = self.clock()
+        if not await self.roots.is_valid(root, now):
             raise ApiError(400, "invalid_merkle_root", "The merkle root is not valid (unknown or expired).")
+        max_age = body.get("max_age")
+        if max_age is not None and self.roots.age(root, now) > max_age:
+            raise ApiError(400, "root_too_old", f"The merkle root was replaced more than {max_age} s ago.")
         en = worldid.external_nullifier(app.app_id, action.action)
         packed, public = proof.packed(), [root, nullifier, sh, en]
         if self.pool.cached(packed, public) is False:

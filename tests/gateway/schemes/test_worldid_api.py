@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,17 @@ from hypothesis import strategies as st
 from popgate.gateway.ops.config import ConfigError, load_config
 from popgate.gateway.schemes.worldid_api import ApiError, parse_body
 from tests.conftest import admin_url, url_of
-from tests.gateway.schemes.worldid_support import APP_ID, CASES, worldid_toml
+from tests.gateway.schemes.worldid_support import APP_ID, CASES, ROOT, worldid_toml
+from tests.support import jsonrpc
 from tests.support.node import NODE_DIR, run_node
-from tests.support.servers import free_port, gateway_process, redis_server, wait_port_async, write_config
+from tests.support.servers import (
+    free_port,
+    gateway_process,
+    redis_server,
+    serve_app,
+    wait_port_async,
+    write_config,
+)
 
 SCRIPT = NODE_DIR / "scripts" / "verify_cloud_proof.mjs"
 PREFIX = "/.well-known/popgate/api/v2/verify/"
@@ -294,3 +303,23 @@ async def test_store_down_fails_closed_with_a_portal_503(upstream, gateway_facto
             data = await r.json()
         assert (r.status, data["code"]) == (503, "store_unavailable"), data
         assert int(r.headers["Retry-After"]) >= 1
+
+
+async def test_max_age_refuses_a_root_replaced_longer_ago(upstream, gateway_factory, tmp_path, http):
+    """With chain roots, a root superseded 2 h ago is valid (1-week window) but older than max_age 1 h:
+    the Portal's root_too_old; a max_age of 3 h or none accepts it."""
+    contract = "0x" + "ab" * 20
+    state = jsonrpc.ChainState(
+        contract, latest=7, history={int(ROOT, 16): int(time.time()) - 7200}, expiry=604800
+    )
+    async with serve_app(jsonrpc.make_app(state)) as port:
+        roots = f'source = "rpc"\nrpc_url = "http://127.0.0.1:{port}/"\ncontract = "{contract}"\n'
+        extra = api_toml(tmp_path, max_verifications=0).replace(worldid_toml(), worldid_toml(roots=roots))
+        gw = await gateway_factory(upstream, extra=extra)
+        ep = url_of(gw, PREFIX + APP_ID)
+        good = {**call(3, ep)["proof"], "action": "", "signal_hash": CASES[3]["signal_hash"]}
+        for max_age, status, code in ((3600, 400, "root_too_old"), (10800, 200, None), (None, 200, None)):
+            payload = good if max_age is None else {**good, "max_age": max_age}
+            async with http.post(ep, json=payload) as r:
+                data = await r.json()
+            assert (r.status, data.get("code")) == (status, code), (max_age, data)
