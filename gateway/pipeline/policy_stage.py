@@ -138,6 +138,16 @@ class PolicyStage:
         view = RequestView(t.host, req.method, t.raw_path, t.query, headers, ua, ctx.client_ip, declared)
         return self.holder.current.match(view, ctx.klass, weight)
 
+    def target_decides(self, ctx: Context) -> bool:
+        """Whether the policy decides this client's class on this request from its
+        method, host and path alone (no user agent, header or network rule ran)."""
+        if self.holder is None:
+            return True
+        t, req = ctx.target, ctx.request
+        ua = req.headers.get("User-Agent", "")
+        view = RequestView(t.host, req.method, t.raw_path, t.query, req.headers, ua, ctx.client_ip)
+        return self.holder.current.target_decides(view, ctx.klass)
+
     def decide(self, ctx: Context) -> Decision | None:
         m = self.match(ctx)
         ctx.rule = m.rule
@@ -317,5 +327,6 @@ def policy_extension(registry: Registry, services: Services) -> None:
         payment_present=registry.carries_payment,
     )
     registry.policy = stage
+    registry.target_decides = stage.target_decides
     registry.enforcers.append(stage.enforce)
     registry.reload_hooks.append(stage.reload)
