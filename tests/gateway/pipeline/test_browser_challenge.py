@@ -1,5 +1,6 @@
 """The challenge page in real headless Chromium: it solves the puzzle in a Web Worker,
-gets the session cookie and reaches the upstream. Saves deploy/docs/challenge-page.png.
+gets the session cookie and reaches the upstream. Saves deploy/docs/challenge-page.png
+(with POPGATE_SCREENSHOTS=1: deploy/docs/screenshots.sh).
 
 Needs Debian ``chromium`` (/usr/bin/chromium) and the ``playwright`` Python package;
 without them this test FAILS with instructions (it never skips silently).
@@ -8,13 +9,12 @@ without them this test FAILS with instructions (it never skips silently).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from tests.conftest import url_of
+from tests.gateway.pipeline.page_support import screenshot
 from tests.gateway.schemes.puzzle_support import POLICY, puzzle_extra
 from tests.support.browser import ARGS, CHROMIUM, playwright
 
-SCREENSHOT = Path(__file__).resolve().parents[3] / "deploy" / "docs" / "challenge-page.png"
 SLOW = (
     POLICY
     + """
@@ -58,8 +58,6 @@ async def test_browser_solves_challenge_and_reaches_upstream(upstream, gateway_f
             assert slow is not None and slow.status == 402
             # (the page's CSP forbids eval: wait with locators, not wait_for_function)
             await shot.locator("#popgate-status").filter(has_text="Working").wait_for(timeout=20_000)
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            await shot.screenshot(path=str(SCREENSHOT), full_page=True)
+            await screenshot(shot, "challenge-page.png")  # with POPGATE_SCREENSHOTS=1
         finally:
             await browser.close()
-    assert SCREENSHOT.stat().st_size > 10_000
