@@ -6,7 +6,7 @@ Wire format (URL- and cookie-safe, no padding)::
 
 ``payload`` is base64url(compact JSON) with the claims
 
-    c  class (human | account | verified-agent | agent | unknown)
+    c  class (human | account | backed-agent | verified-agent | agent | unknown)
     s  pseudonymous subject (never a raw nullifier, e-mail or OIDC sub)
     i  issued-at, unix seconds        x  expiry, unix seconds
     p  scope: a path prefix the session is good for ("/" = everything)
@@ -33,7 +33,7 @@ from popgate.verifiers.errors import Malformed, VerificationError
 
 VERSION = "v1"
 MAX_TOKEN_LEN = 2048
-CLASSES = frozenset({"human", "account", "verified-agent", "agent", "unknown"})
+CLASSES = frozenset({"human", "account", "backed-agent", "verified-agent", "agent", "unknown"})
 
 
 class InvalidSession(VerificationError):

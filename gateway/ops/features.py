@@ -16,7 +16,15 @@ from typing import Any
 from popgate.gateway.ops.validation import Collector
 from popgate.gateway.payments.settings import CreditsSettings, X402Settings, parse_credits, parse_x402
 from popgate.gateway.pipeline.pressure import collect_difficulty
-from popgate.gateway.schemes import webbotauth_config, worldid_config, zklogin_config
+from popgate.gateway.schemes import (
+    delegation_config,
+    privatepass_config,
+    webbotauth_config,
+    worldid_config,
+    zklogin_config,
+)
+from popgate.gateway.schemes.delegation_config import DelegationSettings
+from popgate.gateway.schemes.privatepass_config import PrivatePassSettings
 from popgate.gateway.schemes.webbotauth_config import WebBotAuthSettings
 from popgate.gateway.schemes.worldid_config import WorldIdSettings
 from popgate.gateway.schemes.zklogin_config import ZkLoginSettings
@@ -24,7 +32,19 @@ from popgate.policies.difficulty import DifficultyConfig
 from popgate.policies.engine import Policy
 from popgate.policies.loader import PolicyError, load
 
-SECTIONS = frozenset({"worldid", "zklogin", "webbotauth", "puzzle", "x402", "credits", "difficulty"})
+SECTIONS = frozenset(
+    {
+        "worldid",
+        "zklogin",
+        "webbotauth",
+        "puzzle",
+        "x402",
+        "credits",
+        "difficulty",
+        "privatepass",
+        "delegation",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +58,8 @@ class Features:
     webbotauth: WebBotAuthSettings | None = None
     x402: X402Settings | None = None
     credits: CreditsSettings | None = None
+    privatepass: PrivatePassSettings | None = None
+    delegation: DelegationSettings | None = None
 
 
 def collect_features(c: Collector, data: dict[str, Any], env: Any, store_url: str) -> Features:
@@ -53,6 +75,12 @@ def collect_features(c: Collector, data: dict[str, Any], env: Any, store_url: st
         else None,
         x402=parse_x402(c, c.table("x402")) if "x402" in data else None,
         credits=parse_credits(c, c.table("credits"), env) if "credits" in data else None,
+        privatepass=privatepass_config.collect_settings(c, data["privatepass"])
+        if "privatepass" in data
+        else None,
+        delegation=delegation_config.collect_settings(c, data["delegation"])
+        if "delegation" in data
+        else None,
     )
 
 
