@@ -113,7 +113,8 @@ class IssuerKey:
 
 
 def b64u(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    """base64url with padding, as RFC 9577's examples and privacypass-ts write it."""
+    return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
 def b64u_decode(text: str) -> bytes:
