@@ -81,8 +81,8 @@ def parse_request(data: Mapping[str, Any], human: Session, now: float, max_ttl: 
     """Validate a delegation request against the delegating ``human`` session.
 
     ``data``: ``jwk`` (required), ``scope`` (a path prefix, default the
-    session's), ``expires`` (unix seconds) or ``ttl`` (seconds; default
-    ``max_ttl``), ``quota`` (requests, optional). Raises Malformed for bad
+    session's), ``expires`` (unix seconds) or ``ttl`` (seconds; default: as long
+    as the session and ``max_ttl`` allow), ``quota`` (requests, optional). Raises Malformed for bad
     input, VerificationError ``exceeds_session`` when it asks for more than the
     session has.
     """
@@ -95,7 +95,8 @@ def parse_request(data: Mapping[str, Any], human: Session, now: float, max_ttl: 
     if "expires" in data:
         expires = _int(data["expires"], "expires")
     else:
-        expires = int(now) + min(_int(data.get("ttl", max_ttl), "ttl"), max_ttl)
+        ttl = _int(data["ttl"], "ttl") if "ttl" in data else min(max_ttl, human.expires - int(now))
+        expires = int(now) + ttl
     quota = data.get("quota")
     if quota is not None:
         quota = _int(quota, "quota")
