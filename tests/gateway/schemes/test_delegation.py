@@ -205,7 +205,8 @@ async def test_scope_expiry_and_per_delegation_quota(upstream, gateway_factory, 
 
 
 def test_config_problems_have_key_paths(tmp_path: Path) -> None:
-    bad = '[delegation]\nfrom_classes = ["backed-agent"]\ndaily_quota = -1\nrevocation_check = "soon"\nbogus = 1\n'
+    bad = '[delegation]\nfrom_classes = ["backed-agent"]\ndaily_quota = -1\n'
+    bad += 'revocation_check = "soon"\nbogus = 1\n'
     with pytest.raises(ConfigError) as e:
         load_config(write_config(tmp_path, "http://127.0.0.1:1", extra=bad))
     text = "\n".join(e.value.problems)
