@@ -59,9 +59,17 @@ class Delegated:
     key: AgentKey
 
     def headers(
-        self, method: str, url: str, body: bytes | None = None, *, created: int | None = None, ttl: int = 60
+        self,
+        method: str,
+        url: str,
+        body: bytes | None = None,
+        *,
+        created: int | None = None,
+        ttl: int = 60,
+        nonce: str | None = None,
     ) -> dict[str, str]:
-        """The headers that make ``method url [body]`` a request of this agent."""
+        """The headers that make ``method url [body]`` a request of this agent
+        (``nonce``: when the gateway requires one, a fresh value per request)."""
         headers = {"Authorization": f"PoP {self.token}"}
         if body:
             headers["Content-Digest"] = content_digest(body)
@@ -69,6 +77,8 @@ class Delegated:
         alg = "ed25519" if isinstance(self.key, ed25519.Ed25519PrivateKey) else "ecdsa-p256-sha256"
         at = int(time.time()) if created is None else created
         params: dict[str, Any] = {"created": at, "expires": at + ttl, "keyid": self.keyid, "alg": alg}
+        if nonce is not None:
+            params["nonce"] = nonce
         inner = InnerList([Item(c, {}) for c in covered], params)
         base = signature_base(RequestView.build(method, url, headers, body), inner)
         if isinstance(self.key, ed25519.Ed25519PrivateKey):
