@@ -48,12 +48,21 @@ async def test_readme_example_config_is_valid(monkeypatch):
     assert cfg.upstream.port == 8000
     assert cfg.policy.file == "policies/default.toml"
     assert cfg.puzzle is not None and cfg.puzzle.bits == 16
-    for table in ("difficulty", "worldid", "zklogin", "webbotauth", "x402", "credits"):
+    for table in (
+        "difficulty",
+        "worldid",
+        "zklogin",
+        "webbotauth",
+        "x402",
+        "credits",
+        "privatepass",
+        "delegation",
+    ):
         assert table in cfg.raw, f"[{table}] missing from the example"
 
     gw = build_app(cfg, store=MemoryStore(), extensions=default_extensions())
     try:
-        for path in ("session", "puzzle", "worldid", "zklogin", "credits/topup"):
+        for path in ("session", "puzzle", "worldid", "zklogin", "credits/topup", "delegate"):
             assert f"/.well-known/popgate/{path}" in gw.endpoints, path
         schemes = {s.name for s in gw.schemes}
         assert {"session", "puzzle", "hashcash", "webbotauth"} <= schemes, schemes

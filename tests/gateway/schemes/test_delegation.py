@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -217,3 +218,36 @@ def test_config_problems_have_key_paths(tmp_path: Path) -> None:
         "delegation.bogus",
     ):
         assert path in text, text
+
+
+def readme_block(lang: str, marker: str) -> str:
+    """The README's ``lang`` code block containing ``marker`` (the Delegations section)."""
+    text = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    blocks = re.findall(rf"```{lang}\n(.*?)```", text, re.S)
+    return next(b for b in blocks if marker in b)
+
+
+async def test_readme_python_and_js_examples_run(upstream, gateway_factory, tmp_path):
+    """The README's delegation examples, run as written against a gateway: the Python one
+    posts a signed body, the JS one (node) a signed GET; both reach the origin as backed agents."""
+    gw = await gateway_factory(upstream, extra=extra())
+    human = session_token(gw, "human", subject=HUMAN, ttl=7200)
+    gateway = url_of(gw, "").rstrip("/")
+    py = readme_block("python", "popgate.gateway.agent import Delegated")
+    printed: list[str] = []
+    scope = {
+        "GATEWAY": gateway,
+        "HUMAN_SESSION": human,
+        "print": lambda *a: printed.append(" ".join(map(str, a))),
+    }
+    await asyncio.to_thread(exec, compile(py, "README.md", "exec"), scope)
+    assert printed == ["200"] and scope["r"].json()["pop"]["PoP-Backed-By"] == HUMAN
+    js = readme_block("js", "crypto.subtle.generateKey")
+    script = tmp_path / "readme_example.mjs"
+    script.write_text(
+        f"const GATEWAY = {json.dumps(gateway)};\nconst HUMAN_SESSION = {json.dumps(human)};\n{js}\n"
+        "process.stdout.write(JSON.stringify({status: r.status, body: await r.json()}));\n"
+    )
+    out = await asyncio.to_thread(run_node, script)
+    assert out["status"] == 200, out
+    assert out["body"]["pop"]["PoP-Class"] == "backed-agent" and out["body"]["pop"]["PoP-Backed-By"] == HUMAN
