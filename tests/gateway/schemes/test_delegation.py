@@ -251,3 +251,16 @@ async def test_readme_python_and_js_examples_run(upstream, gateway_factory, tmp_
     out = await asyncio.to_thread(run_node, script)
     assert out["status"] == 200, out
     assert out["body"]["pop"]["PoP-Class"] == "backed-agent" and out["body"]["pop"]["PoP-Backed-By"] == HUMAN
+
+
+async def test_delegations_per_person_are_rate_limited(upstream, gateway_factory, http):
+    """A person making delegations in a loop gets 429 past rate_limit per rate_window."""
+    gw = await gateway_factory(upstream, extra=extra(rate_limit=3))
+    human = session_token(gw, "human", subject=HUMAN, ttl=600)
+    codes = []
+    for _ in range(5):
+        status, _answer = await delegate(
+            http, gw, human, {"jwk": public_jwk(ed25519.Ed25519PrivateKey.generate())}
+        )
+        codes.append(status)
+    assert codes == [201, 201, 201, 429, 429]

@@ -5,7 +5,9 @@ redeems the token. Two gateways share one real Redis."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,12 +15,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from popgate.gateway.ops.config import ConfigError, load_config
 from tests.conftest import url_of
 from tests.gateway.schemes.fleet_support import fleet_configs
 from tests.support.node import NODE_DIR, node_binary, run_node
-from tests.support.servers import free_port, write_config
+from tests.support.servers import free_port, serve_app, write_config
 
 ISSUER = "issuer.popgate.test"
 SCRIPT = NODE_DIR / "privatepass.mjs"
@@ -153,3 +156,67 @@ token_keys = ["bm90IGEga2V5"]
         "privatepass.issuers[1].token_keys[0]",
     ):
         assert path in text, text
+
+
+async def test_issuer_directory_outage_keeps_the_last_keys(upstream, gateway_factory, http):
+    """The directory is fetched at start; when the issuer then fails (500), tokens under the
+    keys already fetched still redeem; a directory that never answered makes the way out vanish
+    and a token `issuer_unavailable`."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    from popgate.verifiers.privatepass import b64u, parse_challenge
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    state = {"up": True, "hits": 0}
+
+    async def directory(request: web.Request) -> web.Response:
+        state["hits"] += 1
+        if not state["up"]:
+            return web.Response(status=500)
+        keys = [{"token-type": 2, "token-key": b64u(spki)}]
+        return web.json_response(
+            {"issuer-request-uri": "/x", "token-keys": keys}, headers={"Cache-Control": "max-age=1"}
+        )
+
+    app = web.Application()
+    app.router.add_get("/.well-known/private-token-issuer-directory", directory)
+    async with serve_app(app) as port:
+        gw = await gateway_factory(upstream, extra=pp_extra(f"http://127.0.0.1:{port}", "directory_ttl = 1"))
+        state["up"] = False
+        await asyncio.sleep(1.1)  # the keys are stale now: the next use re-fetches, and fails
+
+        async def redeem() -> tuple[int, Any]:
+            async with http.get(url_of(gw, "/api/x")) as r:
+                way = next(w for w in (await r.json())["ways_out"] if w["kind"] == "privatepass")
+            raw = b64u_bytes(way["challenges"][0]["challenge"])
+            token_input = (
+                b"\x00\x02" + os.urandom(32) + hashlib.sha256(raw).digest() + hashlib.sha256(spki).digest()
+            )
+            pss = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
+            token = b64u(token_input + key.sign(token_input, pss, hashes.SHA384()))
+            assert parse_challenge(raw).issuer_name == ISSUER
+            async with http.get(
+                url_of(gw, "/api/x"), headers={"Authorization": f"PrivateToken token={token}"}
+            ) as r:
+                return r.status, await r.json()
+
+        status, seen = await redeem()
+        assert status == 200 and seen["pop"]["PoP-Evidence"] == "privatepass"
+        assert state["hits"] >= 2  # it did try again
+        dead = await gateway_factory(upstream, extra=pp_extra(f"http://127.0.0.1:{port}"))
+        async with http.get(url_of(dead, "/api/x")) as r:
+            assert all(w["kind"] != "privatepass" for w in (await r.json())["ways_out"])
+        async with http.get(
+            url_of(dead, "/api/x"), headers={"Authorization": "PrivateToken token=" + "A" * 400}
+        ) as r:
+            assert r.status == 402
+
+
+def b64u_bytes(text: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
