@@ -37,7 +37,7 @@ from popgate.gateway.registry import Registry, Services
 from popgate.gateway.schemes.delegation_config import DelegationSettings
 from popgate.gateway.schemes.zklogin import _GuardedStore, read_body, request_scheme
 from popgate.gateway.stores.base import key, spend
-from popgate.verifiers.delegation import BINDING, binding_key, parse_request
+from popgate.verifiers.delegation import BINDING, DelegationRequest, binding_key, parse_request
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.httpsig import Candidate, Policy, RequestView, VerifyingKey, verify_message
 from popgate.verifiers.session import InvalidSession, Session
@@ -46,6 +46,7 @@ log = logging.getLogger("popgate.delegation")
 ENDPOINT = "/.well-known/popgate/delegate"
 KLASS, EVIDENCE = "backed-agent", "delegation"
 MAX_BODY = 8 * 1024
+COVERED = ["@method", "@target-uri", "content-digest (with a body)"]
 
 
 class DelegationBinder:
@@ -85,7 +86,9 @@ class DelegationBinder:
 
     async def __call__(self, ctx: Context, session: Session) -> None:
         """Raise VerificationError unless the request may go through on this delegation."""
-        if session.klass != KLASS or await self.revoked(session.token_id):
+        if session.klass != KLASS:
+            raise InvalidSession(detail="a deleg binding on another class")
+        if await self.revoked(session.token_id):
             raise VerificationError("delegation_revoked", "revoked delegation")
         if "Signature-Input" not in ctx.request.headers:
             raise VerificationError("signature_required", "delegation without a signature")
@@ -167,23 +170,7 @@ class DelegateEndpoint:
             services.metrics.evidence.labels("delegation", exc.reason).inc()
             status = 400 if exc.reason == "malformed" else 403
             return problem(request, status, exc.reason, "Delegation refused", exc.detail)
-        ttl = want.expires - int(ctx.now)
-        token = services.sessions.issue(
-            klass=KLASS,
-            subject=human.subject,
-            now=ctx.now,
-            ttl=ttl,
-            scope=want.scope,
-            evidence=EVIDENCE,
-            binding=want.binding,
-            budget=want.quota,
-        )
-        delegation_id = services.sessions.verify(token, ctx.now).token_id
-        owner = key("deleg", delegation_id)
-        await services.failure.guard(
-            "spend", services.store.set(owner, human.subject.encode(), ttl + 60), None
-        )
-        services.metrics.sessions_issued.labels(KLASS, EVIDENCE).inc()
+        token, delegation_id = await self._issue(want, human, ctx.now)
         body = {
             "token": token,
             "token_type": "PoP",
@@ -194,19 +181,35 @@ class DelegateEndpoint:
             "expires": want.expires,
             "quota": want.quota,
             "daily_quota": s.daily_quota or None,
-            "signature": {
-                "keyid": delegation_id,
-                "covered": ["@method", "@target-uri", "content-digest (with a body)"],
-                "window": s.signature_window,
-            },
+            "signature": {"keyid": delegation_id, "covered": COVERED, "window": s.signature_window},
             "revocation_bound": s.revocation_check,
         }
+        headers = {"Cache-Control": "no-store"}
         return web.Response(
-            status=201,
-            body=json.dumps(body).encode(),
-            content_type="application/json",
-            headers={"Cache-Control": "no-store"},
+            status=201, body=json.dumps(body).encode(), content_type="application/json", headers=headers
         )
+
+    async def _issue(self, want: DelegationRequest, human: Session, now: float) -> tuple[str, str]:
+        """Sign the delegation and record whose it is (for revocation); return (token, id)."""
+        services = self.services
+        ttl = want.expires - int(now)
+        token = services.sessions.issue(
+            klass=KLASS,
+            subject=human.subject,
+            now=now,
+            ttl=ttl,
+            scope=want.scope,
+            evidence=EVIDENCE,
+            binding=want.binding,
+            budget=want.quota,
+        )
+        delegation_id = services.sessions.verify(token, now).token_id
+        owner = key("deleg", delegation_id)
+        await services.failure.guard(
+            "spend", services.store.set(owner, human.subject.encode(), ttl + 60), None
+        )
+        services.metrics.sessions_issued.labels(KLASS, EVIDENCE).inc()
+        return token, delegation_id
 
     async def _revoke(self, request: web.BaseRequest, human: Session) -> web.StreamResponse:
         delegation_id = request.query.get("id", "")

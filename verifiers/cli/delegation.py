@@ -41,16 +41,7 @@ async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
     key = binding_key(session.binding)
     body = case.get("body")
     view = RequestView.build(method, url, headers, body.encode() if isinstance(body, str) else None)
-    d = env.config.features.delegation
-    window = d.signature_window if d is not None else 300
-    policy = Policy(
-        required=('"@method"', '"@target-uri"'),
-        max_age=window,
-        max_validity=window,
-        clock_skew=d.clock_skew if d is not None else 30,
-        require_nonce=bool(d and d.require_nonce),
-        replay_kind="deleg-sig",
-    )
+    policy = _policy(env.config.features.delegation)
 
     async def resolve(_: Candidate) -> VerifyingKey:
         return key
@@ -67,3 +58,16 @@ async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
         "expires": session.expires,
         "quota": session.budget,
     }
+
+
+def _policy(d: Any) -> Policy:
+    """The gateway's signature rule for delegated agents, from ``[delegation]`` (or its defaults)."""
+    window = d.signature_window if d is not None else 300
+    return Policy(
+        required=('"@method"', '"@target-uri"'),
+        max_age=window,
+        max_validity=window,
+        clock_skew=d.clock_skew if d is not None else 30,
+        require_nonce=bool(d and d.require_nonce),
+        replay_kind="deleg-sig",
+    )
