@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,8 @@ from popgate.verifiers.session import Session
 
 BINDING = "deleg"
 MAX_QUOTA = 10**9
+MAX_ROUTES = 32
+ROUTE_RE = re.compile(r"[A-Za-z0-9_.:/*-]{1,64}\Z")  # as policy rule names and routes
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,7 @@ class DelegationRequest:
     scope: str
     expires: int
     quota: int | None
+    routes: tuple[str, ...] | None = None
 
 
 def _b64u(raw: bytes) -> str:
@@ -77,14 +81,28 @@ def _int(value: Any, name: str) -> int:
     raise Malformed(detail=f"{name} must be a non-negative integer")
 
 
+def _routes(value: Any) -> tuple[str, ...] | None:
+    """Optional policy route names the delegation is limited to; raises Malformed."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or not 0 < len(value) <= MAX_ROUTES
+        or not all(isinstance(r, str) and ROUTE_RE.match(r) for r in value)
+    ):
+        raise Malformed(detail=f"routes must be a list of 1-{MAX_ROUTES} policy route names")
+    return tuple(value)
+
+
 def parse_request(data: Mapping[str, Any], human: Session, now: float, max_ttl: int) -> DelegationRequest:
     """Validate a delegation request against the delegating ``human`` session.
 
     ``data``: ``jwk`` (required), ``scope`` (a path prefix, default the
-    session's), ``expires`` (unix seconds) or ``ttl`` (seconds; default: as long
-    as the session and ``max_ttl`` allow), ``quota`` (requests, optional). Raises Malformed for bad
-    input, VerificationError ``exceeds_session`` when it asks for more than the
-    session has.
+    session's), ``routes`` (policy rule or route names, optional), ``expires``
+    (unix seconds) or ``ttl`` (seconds; default: as long as the session and
+    ``max_ttl`` allow), ``quota`` (requests, optional). Raises Malformed for
+    bad input, VerificationError ``exceeds_session`` when it asks for more
+    than the session has.
     """
     binding = key_binding(data.get("jwk"))
     scope = data.get("scope", human.scope)
@@ -97,12 +115,13 @@ def parse_request(data: Mapping[str, Any], human: Session, now: float, max_ttl: 
     else:
         ttl = _int(data["ttl"], "ttl") if "ttl" in data else min(max_ttl, human.expires - int(now))
         expires = int(now) + ttl
+    routes = _routes(data.get("routes"))
     quota = data.get("quota")
     if quota is not None:
         quota = _int(quota, "quota")
         if not 1 <= quota <= MAX_QUOTA:
             raise Malformed(detail="quota out of range")
-    request = DelegationRequest(binding, scope, expires, quota)
+    request = DelegationRequest(binding, scope, expires, quota, routes)
     bounded(request, human, now, max_ttl)
     return request
 

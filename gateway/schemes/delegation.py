@@ -32,6 +32,7 @@ from aiohttp import web
 
 from popgate.gateway.http.bodies import read_json_object
 from popgate.gateway.pipeline.context import Context
+from popgate.gateway.pipeline.decisions import Decision, Deny
 from popgate.gateway.pipeline.responses import problem
 from popgate.gateway.registry import Registry, Services
 from popgate.gateway.schemes.delegation_config import DelegationSettings
@@ -180,6 +181,7 @@ class DelegateEndpoint:
             "scope": want.scope,
             "expires": want.expires,
             "quota": want.quota,
+            "routes": list(want.routes) if want.routes is not None else None,
             "daily_quota": s.daily_quota or None,
             "signature": {"keyid": delegation_id, "covered": COVERED, "window": s.signature_window},
             "revocation_bound": s.revocation_check,
@@ -202,6 +204,7 @@ class DelegateEndpoint:
             evidence=EVIDENCE,
             binding=want.binding,
             budget=want.quota,
+            routes=want.routes,
         )
         delegation_id = services.sessions.verify(token, now).token_id
         owner = key("deleg", delegation_id)
@@ -226,6 +229,21 @@ class DelegateEndpoint:
         return web.Response(status=204, headers={"Cache-Control": "no-store"})
 
 
+async def enforce_routes(ctx: Context) -> Decision | None:
+    """A delegation limited to ``routes`` (names of policy rules or routes; ``default`` when no
+    rule matched) is refused (403 ``delegation_out_of_scope``) elsewhere. First among the
+    enforcers: nothing is charged before it."""
+    if ctx.klass != KLASS:
+        return None
+    for att in ctx.attestations:
+        routes = att.session.routes if att.evidence == EVIDENCE and att.session is not None else None
+        if routes is not None and ctx.rule not in routes and ctx.route not in routes:
+            return Deny(
+                reason="delegation_out_of_scope", detail="The person's delegation does not cover this."
+            )
+    return None
+
+
 def delegation_extension(registry: Registry, services: Services) -> None:
     """Wire the validated ``[delegation]``: endpoint and ``deleg`` binder. Absent table: off."""
     settings: DelegationSettings | None = getattr(services.config.features, "delegation", None)
@@ -233,6 +251,7 @@ def delegation_extension(registry: Registry, services: Services) -> None:
         return
     registry.endpoints[ENDPOINT] = DelegateEndpoint(settings, services, registry)
     registry.session.binders[BINDING] = DelegationBinder(settings, services)
+    registry.enforcers.insert(0, enforce_routes)
 
 
 __all__ = ["ENDPOINT", "DelegateEndpoint", "DelegationBinder", "delegation_extension"]

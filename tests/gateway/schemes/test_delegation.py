@@ -264,3 +264,29 @@ async def test_delegations_per_person_are_rate_limited(upstream, gateway_factory
         )
         codes.append(status)
     assert codes == [201, 201, 201, 429, 429]
+
+
+async def test_delegation_limited_to_policy_routes(upstream, gateway_factory, http, tmp_path):
+    """`routes` limits a delegation to named policy rules/routes: through on `reports`, 403
+    `delegation_out_of_scope` on any other rule, before anything is charged."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[default]\nall = "challenge"\nbacked-agent = "allow"\n'
+        '[[rules]]\nname = "reports"\npath = "/reports/**"\naction = "allow"\n'
+        '[[rules]]\nname = "paid"\npath = "/paid/**"\n'
+        'actions.backed-agent = { kind = "charge", price = "0.01" }\n'
+    )
+    gw = await gateway_factory(upstream, extra=f'[policy]\nfile = "{policy}"\n[delegation]\n')
+    human = session_token(gw, "human", subject=HUMAN, ttl=600)
+    agent = await new_agent(http, gw, human, routes=["reports"])
+    status, seen = await call(http, agent, gw, "/reports/q1")
+    assert status == 200 and seen["pop"]["PoP-Backed-By"] == HUMAN
+    for path in ("/api/x", "/paid/x"):
+        status, problem = await call(http, agent, gw, path)
+        assert (status, problem["reason"]) == (403, "delegation_out_of_scope"), (path, problem)
+    free = await new_agent(http, gw, human)
+    assert (await call(http, free, gw, "/api/x"))[0] == 200
+    for bad in (["no spaces allowed"], [], "reports"):
+        key = ed25519.Ed25519PrivateKey.generate()
+        status, problem = await delegate(http, gw, human, {"jwk": public_jwk(key), "routes": bad})
+        assert (status, problem["reason"]) == (400, "malformed"), bad
