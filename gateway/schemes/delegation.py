@@ -69,9 +69,12 @@ class DelegationBinder:
             replay_kind="deleg-sig",
         )
         self._checked: dict[str, float] = {}  # delegation id -> not revoked as of (monotonic)
+        self._revoked: set[str] = set()  # revocation is final: never asked again
 
     async def revoked(self, token_id: str) -> bool:
         """Read the revocation mark at most every ``revocation_check`` seconds per delegation."""
+        if token_id in self._revoked:
+            return True
         now = time.monotonic()
         seen = self._checked.get(token_id)
         if seen is not None and now - seen < self.s.revocation_check:
@@ -79,6 +82,9 @@ class DelegationBinder:
         mark = await self.failure.guard("replay", self.store.get(key("deleg-revoked", token_id)), None)
         if mark is not None:
             self._checked.pop(token_id, None)
+            if len(self._revoked) > 65536:
+                self._revoked.clear()
+            self._revoked.add(token_id)
             return True
         if len(self._checked) > 65536:
             self._checked.clear()
