@@ -164,6 +164,9 @@ class DelegatedFleet(PopUser):
             return
         agent, path = random.choice(self.agents), api_path()
         h = self.headers(agent.headers("GET", self.host.rstrip("/") + path))
+        if self.quota and self.through >= self.quota:
+            # the person's quota is spent: every further try, by any of the 20 keys, is the cheat
+            self.tally.attempts["delegation_quota_exceeded"] += 1
         with self.client.get(path, name=self.name("GET /api/* (agent)"), catch_response=True, headers=h) as r:
             body = upstream_json(r)
             if body is not None:

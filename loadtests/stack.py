@@ -37,7 +37,7 @@ PY = sys.executable
 X402_TEST_KEY = "0x" + "44" * 32  # a public test key: never fund it
 IDP_ISSUER, IDP_AUDIENCE, IDP_KID = "https://idp.flood.popgate.test", "popgate-flood", "flood-1"
 PRICE_ATOMIC = 1000  # flood-policy.toml: "0.001" USD
-DELEGATION_QUOTA = 300  # flood.toml [delegation] daily_quota: one person, all their agents
+DELEGATION_QUOTA = 100  # flood.toml [delegation] daily_quota: one person, all their agents
 
 
 @dataclass
