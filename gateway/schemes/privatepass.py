@@ -142,6 +142,19 @@ class PrivatePassScheme:
             return auth
         return None
 
+    async def keys(self) -> dict[bytes, IssuerKey]:
+        """Every issuer's current keys by id; an issuer that is away is skipped (raises
+        VerificationError ``issuer_unavailable`` only when no issuer has a key)."""
+        keys: dict[bytes, IssuerKey] = {}
+        for issuer in self.issuers:
+            try:
+                keys.update((k.key_id, k) for k in await issuer.current())
+            except VerificationError:
+                continue
+        if not keys:
+            raise VerificationError("issuer_unavailable", "no issuer key known")
+        return keys
+
     def context_of(self, window: int) -> bytes:
         """The redemption context of one challenge window (32 bytes)."""
         return hmac.new(self._context_key, window.to_bytes(8, "big"), hashlib.sha256).digest()
@@ -161,10 +174,7 @@ class PrivatePassScheme:
 
     async def verify(self, ctx: Context, evidence: Any) -> Attestation:
         token = token_from_authorization(str(evidence))
-        keys: dict[bytes, IssuerKey] = {}
-        for issuer in self.issuers:
-            for k in await issuer.current():
-                keys[k.key_id] = k
+        keys = await self.keys()
         item = verify_token(token, keys, self.accepted(ctx), spend_ttl=2 * self.s.challenge_window + 60)
         await spend(self.claims, item)
         ctx.consume("authorization")
@@ -179,7 +189,7 @@ class PrivatePassScheme:
         )
         services.metrics.sessions_issued.labels(s.session_class, "privatepass").inc()
         cookie = services.config.sessions.cookie_name
-        secure = "; Secure" if ctx.request.secure else ""
+        secure = "; Secure" if services.config.sessions.cookie_secure or ctx.request.secure else ""
         ctx.response_headers.append(("PoP-Session", token))
         ctx.response_headers.append(
             (
