@@ -239,6 +239,18 @@ class _DirectoryFetch:
         return None
 
 
+def as_401(ctx: Context, response: web.StreamResponse) -> None:
+    """``challenge_status = 401``: a 402 that offers a PrivateToken becomes a 401 (its
+    problem+json says so too), which is what Apple's Private Access Token clients answer."""
+    if response.status != 402 or "PrivateToken " not in response.headers.get("WWW-Authenticate", ""):
+        return
+    response.set_status(401)
+    if isinstance(response, web.Response) and response.content_type == "application/problem+json":
+        body = json.loads(response.body)  # type: ignore[arg-type]  # bytes: built by responses.py
+        body["status"] = 401
+        response.body = json.dumps(body, separators=(",", ":")).encode()
+
+
 def privatepass_extension(registry: Registry, services: Services) -> None:
     """Wire the validated ``[privatepass]``: scheme, way out, directory fetch. Absent table: off."""
     settings: PrivatePassSettings | None = getattr(services.config.features, "privatepass", None)
@@ -248,6 +260,8 @@ def privatepass_extension(registry: Registry, services: Services) -> None:
     registry.schemes.append(scheme)
     registry.way_out_providers.append(lambda ctx, match: scheme.way_out(ctx))
     registry.background.append(_DirectoryFetch(scheme))
+    if settings.challenge_status == 401:
+        registry.observers.append(as_401)
 
 
 __all__ = ["PrivatePassScheme", "parse_directory", "privatepass_extension"]

@@ -10,6 +10,8 @@ challenge_window = 300         # a challenge's redemption context changes every 
 directory_ttl = 3600           # directories are re-fetched after at most this (or their max-age)
 directory_timeout = 5.0        # one directory fetch, seconds (then the cached keys)
 allow_http_directories = false # tests only
+challenge_status = 402         # 401: answer challenges that offer a PrivateToken with 401 (Apple's
+                               # clients only answer PrivateToken challenges on 401)
 [[privatepass.issuers]]
 name = "issuer.example"        # the issuer_name the challenge carries
 directory = "https://issuer.example"   # fetches /.well-known/private-token-issuer-directory, or
@@ -52,6 +54,7 @@ class PrivatePassSettings:
     origin_info: tuple[str, ...] = ()
     directory_ttl: int = 3600
     directory_timeout: float = 5.0
+    challenge_status: int = 402
 
 
 def collect_settings(c: pc.Collector, raw: Any) -> PrivatePassSettings | None:
@@ -59,7 +62,9 @@ def collect_settings(c: pc.Collector, raw: Any) -> PrivatePassSettings | None:
     before = len(c.problems)
     t = c.table("privatepass", {"privatepass": raw})
     c.unknown_keys(
-        "privatepass", t, {"issuers", "session_class", "origin_info", "allow_http_directories", *_NUMBERS}
+        "privatepass",
+        t,
+        {"issuers", "session_class", "origin_info", "allow_http_directories", "challenge_status", *_NUMBERS},
     )
     nums: dict[str, Any] = {}
     for name, (default, lo, hi, integer) in _NUMBERS.items():
@@ -76,6 +81,9 @@ def collect_settings(c: pc.Collector, raw: Any) -> PrivatePassSettings | None:
     if not isinstance(origins, list) or not all(isinstance(o, str) and 0 < len(o) < 256 for o in origins):
         c.problem("privatepass.origin_info", "expected a list of host names")
         origins = []
+    status = t.get("challenge_status", 402)
+    if status not in (401, 402) or isinstance(status, bool):
+        c.problem("privatepass.challenge_status", f"expected 402 or 401, got {status!r}")
     issuers = _issuers(c, t.get("issuers"), insecure)
     if len(c.problems) > before:
         return None
@@ -83,6 +91,7 @@ def collect_settings(c: pc.Collector, raw: Any) -> PrivatePassSettings | None:
         issuers=tuple(issuers),
         session_class=str(klass),
         origin_info=tuple(o.lower() for o in origins),
+        challenge_status=int(status),
         **nums,
     )
 

@@ -221,3 +221,26 @@ def b64u_bytes(text: str) -> bytes:
     import base64
 
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+async def test_challenge_status_401_for_apple_clients(upstream, gateway_factory, http, node_issuer):
+    """challenge_status = 401: the challenge comes as 401 (problem+json and the browser page
+    alike) with the PrivateToken header; privacypass-ts answers it and gets through."""
+    extra = f"""
+[privatepass]
+challenge_status = 401
+[[privatepass.issuers]]
+name = "{ISSUER}"
+token_keys = ["{node_issuer.token_key}"]
+"""
+    gw = await gateway_factory(upstream, extra=extra)
+    async with http.get(url_of(gw, "/api/x")) as r:
+        body = await r.json(content_type=None)
+        assert r.status == 401 and body["status"] == 401
+        assert "PrivateToken challenge=" in r.headers["WWW-Authenticate"]
+        assert any(w["kind"] == "privatepass" for w in body["ways_out"])
+    async with http.get(url_of(gw, "/api/x"), headers={"Accept": "text/html"}) as r:
+        assert r.status == 401 and "PrivateToken " in r.headers["WWW-Authenticate"]
+    job = {"url": url_of(gw, "/api/x"), "redeem": [url_of(gw, "/api/x")], "issuer": node_issuer.url}
+    out = await asyncio.to_thread(run_node, SCRIPT, "client", stdin=job)
+    assert out["first_status"] == 401 and out["answers"][0]["status"] == 200, out["answers"]
