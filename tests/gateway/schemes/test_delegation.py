@@ -99,13 +99,16 @@ async def test_javascript_agent_readme_example(upstream, gateway_factory):
 async def test_daily_quota_holds_across_20_agents_and_two_gateways(
     upstream, redis_url, tmp_path, gateway_factory, http
 ):
-    """One human, 20 agent keys, 60 concurrent requests spread over two gateways sharing Redis:
+    """One human, 20 agent keys, 60 requests (waves of 20 at once) over two gateways sharing Redis:
     exactly `daily_quota` (30) get through; the rest are refused `delegation_quota`."""
     a_cfg, b_cfg = fleet_configs(tmp_path, upstream, store=redis_url, extra=extra(daily_quota=30))
     a, b = await gateway_factory(upstream, config=a_cfg), await gateway_factory(upstream, config=b_cfg)
     human = session_token(a, "human", subject=HUMAN, ttl=600)
     agents = [await new_agent(http, (a, b)[i % 2], human, ttl=300) for i in range(20)]
-    results = await asyncio.gather(*(call(http, agents[i % 20], (a, b)[i % 2]) for i in range(60)))
+    results = []
+    for wave in range(3):  # 20 at once (each key once, both gateways), three waves
+        batch = (call(http, agents[i], (a, b)[(i + wave) % 2]) for i in range(20))
+        results += await asyncio.gather(*batch)
     statuses = [s for s, _ in results]
     assert statuses.count(200) == 30, statuses
     assert all(p["reason"] == "delegation_quota" for s, p in results if s != 200)
