@@ -27,6 +27,7 @@ import hmac
 import json
 import logging
 import time
+from collections import OrderedDict
 
 from aiohttp import web
 
@@ -70,6 +71,16 @@ class DelegationBinder:
         )
         self._checked: dict[str, float] = {}  # delegation id -> not revoked as of (monotonic)
         self._revoked: set[str] = set()  # revocation is final: never asked again
+        self._keys: OrderedDict[str, VerifyingKey] = OrderedDict()  # binding -> parsed agent key
+
+    def key_of(self, binding: str) -> VerifyingKey:
+        """The agent key of a ``deleg:`` binding, parsed once (bounded LRU)."""
+        found = self._keys.get(binding)
+        if found is None:
+            found = self._keys[binding] = binding_key(binding)
+            if len(self._keys) > 4096:
+                self._keys.popitem(last=False)
+        return found
 
     async def revoked(self, token_id: str) -> bool:
         """Read the revocation mark at most every ``revocation_check`` seconds per delegation."""
@@ -99,7 +110,7 @@ class DelegationBinder:
             raise VerificationError("delegation_revoked", "revoked delegation")
         if "Signature-Input" not in ctx.request.headers:
             raise VerificationError("signature_required", "delegation without a signature")
-        vk = binding_key(str(session.binding))
+        vk = self.key_of(str(session.binding))
         body = await read_body(ctx.request, self.limit)
         view = RequestView.from_aiohttp(ctx.request, body, request_scheme(ctx.request, self.trusted))
 
