@@ -12,7 +12,6 @@
 //     named by the 402's issuer_directory for a token, then sends `Authorization: PrivateToken token=…`
 //     to every url in "redeem" in turn; prints each answer's status, headers and body.
 import { createServer } from "node:http";
-import { base64url } from "rfc4648";
 import {
   AuthorizationHeader,
   PRIVATE_TOKEN_ISSUER_DIRECTORY,
@@ -36,7 +35,7 @@ async function serve(port, name) {
     publicExponent: Uint8Array.from([1, 0, 1]),
   });
   const issuer = new Issuer(BlindRSAMode.PSS, name, keys.privateKey, keys.publicKey);
-  const tokenKey = base64url.stringify(await getPublicKeyBytes(keys.publicKey));
+  const tokenKey = Buffer.from(await getPublicKeyBytes(keys.publicKey)).toString("base64url");
   const server = createServer(async (req, res) => {
     try {
       if (req.method === "GET" && req.url === PRIVATE_TOKEN_ISSUER_DIRECTORY) {
