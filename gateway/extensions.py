@@ -22,6 +22,8 @@ from popgate.gateway.pipeline.page_assets import page_extension
 from popgate.gateway.pipeline.policy_stage import policy_extension
 from popgate.gateway.pipeline.responses import problem
 from popgate.gateway.registry import Extension, Registry, Services
+from popgate.gateway.schemes.delegation import delegation_extension
+from popgate.gateway.schemes.privatepass import privatepass_extension
 from popgate.gateway.schemes.webbotauth import webbotauth_extension
 from popgate.gateway.schemes.worldid import worldid_extension
 from popgate.gateway.schemes.zklogin import zklogin_extension
@@ -104,5 +106,7 @@ def default_extensions() -> list[Extension]:
         zklogin_extension,
         webbotauth_extension,
         worldid_extension,
+        privatepass_extension,
+        delegation_extension,
         page_extension,
     ]

@@ -2,7 +2,8 @@
 
 User classes (weights in parentheses): FloodBot (10), PuzzleBot (3), Human (3),
 PayingAgent (2), VerifiedAgent (2), AccountUser (2), WorldIdHuman (1, one
-user), Replayer (1), Sybil (1). A class whose credentials are not in the
+user), Replayer (1), Sybil (1), PrivacyPassHuman (1), DelegatedFleet (1 user, 20
+agent keys). A class whose credentials are not in the
 environment or on the command line is left out (see loadtests/settings.py and
 loadtests/README.md; every ``POPGATE_LT_X_Y`` variable is also a ``--pg-x-y``
 flag); ``--pg-classes A,B`` runs only those; ``--pg-one-each 1`` gives
@@ -26,7 +27,7 @@ from loadtests.settings import Settings, add_options, apply_command_line
 
 apply_command_line(sys.argv[1:])  # --pg-* flags → POPGATE_LT_* before anything reads them
 
-from loadtests import attackers, gate, shapes, users  # noqa: E402
+from loadtests import attackers, delegated, gate, shapes, users  # noqa: E402
 
 
 @events.init_command_line_parser.add_listener
@@ -46,6 +47,8 @@ _CANDIDATES = [
     users.WorldIdHuman,
     attackers.Replayer,
     attackers.Sybil,
+    delegated.PrivacyPassHuman,
+    delegated.DelegatedFleet,
 ]
 _only = {c.strip() for c in os.environ.get("POPGATE_LT_CLASSES", "").split(",") if c.strip()}
 ACTIVE: list[str] = []

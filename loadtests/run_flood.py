@@ -44,6 +44,8 @@ CLASS_ORDER = (
     "WorldIdHuman",
     "Replayer",
     "Sybil",
+    "PrivacyPassHuman",
+    "DelegatedFleet",
 )
 EXPECTED = {
     "FloodBot": "only 402 / 429 / 403, never the origin",
@@ -55,6 +57,8 @@ EXPECTED = {
     "WorldIdHuman": "World ID proof → session once, then `human`",
     "Replayer": "every replay refused",
     "Sybil": "one credential → at most one session",
+    "PrivacyPassHuman": "Privacy Pass token → `human` + session; reused / other-origin tokens refused",
+    "DelegatedFleet": "20 agents of one person: `backed-agent` within the daily quota, forgeries refused",
 }
 
 

@@ -37,6 +37,9 @@ OPTIONS: dict[str, str] = {
     "POPGATE_LT_IDP_AUDIENCE": "AccountUser: the audience",
     "POPGATE_LT_IDP_KID": "AccountUser: the key id",
     "POPGATE_LT_WORLDID_PROOF": "WorldIdHuman, Sybil, Replayer: JSON file, one exchange body or a list",
+    "POPGATE_LT_PP_ISSUER_KEY": "PrivacyPassHuman: PEM of a test issuer your [privatepass] trusts",
+    "POPGATE_LT_DELEGATOR_SESSION": "DelegatedFleet: a human session token that delegates to 20 agents",
+    "POPGATE_LT_DELEGATION_QUOTA": "DelegatedFleet: the gateway's [delegation] daily_quota (0: none)",
     "POPGATE_LT_XFF": "1: spread users over client networks with X-Forwarded-For",
     "POPGATE_LT_FORGE_KEY": "a key the gateway does NOT know (forged sessions; random by default)",
     "POPGATE_LT_MAX_BITS": "hardest puzzle a PuzzleBot still solves (20)",
@@ -95,6 +98,9 @@ class Settings:
     idp_audience: str = ""
     idp_kid: str = ""
     worldid_proof: str = ""  # JSON file: one exchange body, or a list of them
+    pp_issuer_key: str = ""  # PEM of a test Privacy Pass issuer (PrivacyPassHuman)
+    delegator_session: str = ""  # a human session that delegates (DelegatedFleet)
+    delegation_quota: int = 0  # the gateway's [delegation] daily_quota
     price: int = 1000  # atomic units the /paid route costs
     xff: bool = False  # spread users over client networks (X-Forwarded-For)
     forge_key: str = ""  # a key the gateway does NOT know (forged sessions)
@@ -122,6 +128,9 @@ class Settings:
             idp_audience=e("POPGATE_LT_IDP_AUDIENCE", ""),
             idp_kid=e("POPGATE_LT_IDP_KID", ""),
             worldid_proof=e("POPGATE_LT_WORLDID_PROOF", ""),
+            pp_issuer_key=e("POPGATE_LT_PP_ISSUER_KEY", ""),
+            delegator_session=e("POPGATE_LT_DELEGATOR_SESSION", ""),
+            delegation_quota=int(e("POPGATE_LT_DELEGATION_QUOTA", "0")),
             price=int(e("POPGATE_LT_PRICE", "1000")),
             xff=e("POPGATE_LT_XFF", "") == "1",
             forge_key=e("POPGATE_LT_FORGE_KEY", "") or os.urandom(32).hex(),
@@ -150,6 +159,8 @@ class Settings:
             "VerifiedAgent": ("wba_jwk", "POPGATE_LT_WBA_JWK"),
             "AccountUser": ("idp_key", "POPGATE_LT_IDP_KEY"),
             "WorldIdHuman": ("worldid_proof", "POPGATE_LT_WORLDID_PROOF"),
+            "PrivacyPassHuman": ("pp_issuer_key", "POPGATE_LT_PP_ISSUER_KEY"),
+            "DelegatedFleet": ("delegator_session", "POPGATE_LT_DELEGATOR_SESSION"),
         }
         if klass == "PayingAgent" and not (self.api_keys or self.x402_key):
             return "neither POPGATE_LT_API_KEYS nor POPGATE_LT_X402_KEY is set"
@@ -157,6 +168,9 @@ class Settings:
             attr, var = need[klass]
             if not getattr(self, attr):
                 return f"{var} is not set"
-            if attr in ("wba_jwk", "idp_key", "worldid_proof") and not Path(getattr(self, attr)).is_file():
+            if (
+                attr in ("wba_jwk", "idp_key", "worldid_proof", "pp_issuer_key")
+                and not Path(getattr(self, attr)).is_file()
+            ):
                 return f"{var}: no such file"
         return None

@@ -9,6 +9,7 @@ ended here, by its pid.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -36,6 +37,7 @@ PY = sys.executable
 X402_TEST_KEY = "0x" + "44" * 32  # a public test key: never fund it
 IDP_ISSUER, IDP_AUDIENCE, IDP_KID = "https://idp.flood.popgate.test", "popgate-flood", "flood-1"
 PRICE_ATOMIC = 1000  # flood-policy.toml: "0.001" USD
+DELEGATION_QUOTA = 100  # flood.toml [delegation] daily_quota: one person, all their agents
 
 
 @dataclass
@@ -108,6 +110,16 @@ def write_keys(keys: Path) -> dict[str, str]:
     (keys / "agent.jwk.json").write_text(json.dumps(agent))
     public = {k: agent[k] for k in ("kty", "crv", "x")}
     (keys / "agent.jwks.json").write_text(json.dumps({"keys": [public]}))
+    issuer = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # a test Privacy Pass issuer
+    (keys / "pp-issuer.pem").write_bytes(
+        issuer.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    spki = issuer.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    out["pp_token_key"] = base64.urlsafe_b64encode(spki).decode()
     return out
 
 
@@ -208,6 +220,8 @@ def start_stack(
             store=store_url,
             keys=out / "keys",
             policy=HERE / "flood-policy.toml",
+            pp_token_key=secrets["pp_token_key"],
+            delegation_quota=DELEGATION_QUOTA,
             facilitator=f"http://127.0.0.1:{fac}",
         )
         (out / "popgate.toml").write_text(config)
@@ -285,6 +299,11 @@ def credentials(
         "POPGATE_LT_IDP_AUDIENCE": IDP_AUDIENCE,
         "POPGATE_LT_IDP_KID": IDP_KID,
         "POPGATE_LT_WORLDID_PROOF": str(k / "worldid.json"),
+        "POPGATE_LT_PP_ISSUER_KEY": str(k / "pp-issuer.pem"),
+        "POPGATE_LT_DELEGATOR_SESSION": codec.issue(
+            klass="human", subject="flood-delegator", now=now, ttl=3600, evidence="worldid"
+        ),
+        "POPGATE_LT_DELEGATION_QUOTA": str(DELEGATION_QUOTA),
         "POPGATE_LT_PRICE": str(PRICE_ATOMIC),
         "POPGATE_LT_XFF": "1",
         "POPGATE_LT_FORGE_KEY": os.urandom(32).hex(),

@@ -2,7 +2,8 @@
 
 :func:`classify` takes the attestations earlier stages produced (a list of
 ``(class, subject)`` pairs: session, World ID, zkLogin, Web Bot Auth, x402...)
-and keeps the strongest (human > account > verified-agent > agent > unknown).
+and keeps the strongest (human > account > backed-agent > verified-agent > agent
+> unknown).
 A client with no attestation is ``unknown`` unless its User-Agent declares a
 bot (curl, python-requests, GPTBot, ClaudeBot...), which makes it ``agent``:
 a declared bot is honest about being automated, and agents pay or work.
@@ -19,7 +20,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-RANK = {"human": 4, "account": 3, "verified-agent": 2, "agent": 1, "unknown": 0}
+RANK = {"human": 5, "account": 4, "backed-agent": 3, "verified-agent": 2, "agent": 1, "unknown": 0}
 # Named clients and crawlers; then any product token ending in bot/spider/crawler.
 BOT_UA = re.compile(
     r"\b(?:curl|wget|python-requests|python-urllib|python-httpx|aiohttp|httpie|go-http-client"

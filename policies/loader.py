@@ -117,6 +117,9 @@ def _per_class(p: Problems, where: str, table: dict[str, Any]) -> dict[str, Acti
             a = parse_action(p, f"{where}.{k}", table[k])
             if a is not None:
                 out[k] = a
+    if "backed-agent" not in table and "verified-agent" in table and "verified-agent" in out:
+        # a table written before backed agents existed treats them as verified agents
+        out["backed-agent"] = out["verified-agent"]
     return out
 
 

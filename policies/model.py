@@ -14,7 +14,7 @@ from typing import Literal
 
 from popgate.verifiers.net import IPAddress
 
-CLASSES: tuple[str, ...] = ("human", "account", "verified-agent", "agent", "unknown")
+CLASSES: tuple[str, ...] = ("human", "account", "backed-agent", "verified-agent", "agent", "unknown")
 KINDS: tuple[str, ...] = ("allow", "challenge", "charge", "throttle", "deny")
 WAYS: tuple[str, ...] = ("prove", "puzzle", "hashcash", "pay", "credits")
 ATOMIC_PER_USD = 10**6  # prices on the wire: USDC atomic units (6 decimals)

@@ -6,13 +6,14 @@ Wire format (URL- and cookie-safe, no padding)::
 
 ``payload`` is base64url(compact JSON) with the claims
 
-    c  class (human | account | verified-agent | agent | unknown)
+    c  class (human | account | backed-agent | verified-agent | agent | unknown)
     s  pseudonymous subject (never a raw nullifier, e-mail or OIDC sub)
     i  issued-at, unix seconds        x  expiry, unix seconds
     p  scope: a path prefix the session is good for ("/" = everything)
     e  evidence kind that earned it (worldid, zklogin, puzzle, ...)
     k  optional key binding (thumbprint of a key that must sign requests)
     b  optional request budget (the gateway counts uses in the store)
+    r  optional policy routes the session is limited to (a delegation's)
 
 ``mac`` is base64url(HMAC-SHA256(key[kid], "v1.<kid>.<payload>")). Several
 keys are accepted (rotation); one signs. Verification is one HMAC, compared in
@@ -33,7 +34,7 @@ from popgate.verifiers.errors import Malformed, VerificationError
 
 VERSION = "v1"
 MAX_TOKEN_LEN = 2048
-CLASSES = frozenset({"human", "account", "verified-agent", "agent", "unknown"})
+CLASSES = frozenset({"human", "account", "backed-agent", "verified-agent", "agent", "unknown"})
 
 
 class InvalidSession(VerificationError):
@@ -58,6 +59,7 @@ class Session:
     budget: int | None = None
     token_id: str = ""
     work: int = 0  # bits of the puzzle that bought the session (0: none)
+    routes: tuple[str, ...] | None = None  # policy routes it is limited to (None: any)
 
     def covers(self, path: str) -> bool:
         """True when ``path`` lies inside this session's scope."""
@@ -101,6 +103,7 @@ class SessionCodec:
         binding: str | None = None,
         budget: int | None = None,
         work: int | None = None,
+        routes: tuple[str, ...] | None = None,
     ) -> str:
         """Return a signed token; raises ValueError on an unknown class."""
         if klass not in CLASSES:
@@ -120,6 +123,8 @@ class SessionCodec:
             claims["b"] = budget
         if work is not None:
             claims["w"] = work
+        if routes is not None:
+            claims["r"] = list(routes)
         payload = _b64e(json.dumps(claims, separators=(",", ":")).encode())
         signed = f"{VERSION}.{self._signing_kid}.{payload}"
         mac = hmac.new(self._signing_key, signed.encode(), hashlib.sha256).digest()
@@ -162,6 +167,7 @@ class SessionCodec:
                 budget=claims.get("b"),
                 token_id=claims.get("j", ""),
                 work=int(claims.get("w", 0)),
+                routes=tuple(str(r) for r in claims["r"]) if "r" in claims else None,
             )
         except (ValueError, KeyError, TypeError) as exc:
             # A valid MAC over a bad payload means our own bug or a leaked key.

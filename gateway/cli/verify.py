@@ -36,6 +36,8 @@ SCHEMES = (
     "hashcash",
     "puzzle",
     "x402",
+    "privatepass",
+    "delegation",
 )
 
 

@@ -28,7 +28,7 @@ from popgate.gateway.errors import GatewayError
 from popgate.gateway.ops.config import Limits
 from popgate.gateway.pipeline.context import Context
 
-VOUCHED = frozenset({"human", "account", "verified-agent"})
+VOUCHED = frozenset({"human", "account", "backed-agent", "verified-agent"})
 
 
 class UpstreamBusy(GatewayError):

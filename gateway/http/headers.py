@@ -74,7 +74,8 @@ class Credentials:
 
 
 def is_popgate_authorization(value: str) -> bool:
-    """``PoP <token>``, ``PoP-Puzzle <solution>`` (any ``PoP-`` scheme) or ``Bearer pgk_…``."""
+    """``PoP <token>``, ``PoP-Puzzle <solution>`` (any ``PoP-`` scheme), ``PrivateToken …``
+    (a Privacy Pass token redeemed here) or ``Bearer pgk_…``."""
     parts = value.split(None, 1)
     if not parts:
         return False
@@ -82,6 +83,7 @@ def is_popgate_authorization(value: str) -> bool:
     return (
         scheme == "pop"
         or scheme.startswith(POP_PREFIX)
+        or scheme == "privatetoken"
         or (scheme == "bearer" and rest.strip().startswith(API_KEY_PREFIX))
     )
 

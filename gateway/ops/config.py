@@ -46,7 +46,7 @@ __all__ = [
     "read_secret",
 ]
 
-CLASSES = ("human", "account", "verified-agent", "agent", "unknown")
+CLASSES = ("human", "account", "backed-agent", "verified-agent", "agent", "unknown")
 DEFAULT_ACTIONS = ("allow", "challenge", "deny")
 FAILURE_MODES = ("closed", "open")
 # Store-backed actions whose failure mode an operator may choose (gateway/stores/failure.py):
@@ -475,7 +475,8 @@ def _policy(c: pc.Collector, t: dict[str, Any]) -> PolicyConfig:
     default = t.get("default", "challenge")
     actions = {}
     for klass in CLASSES:
-        action = t.get(klass, "allow" if klass != "unknown" else default)
+        fallback = t.get("verified-agent", "allow") if klass == "backed-agent" else "allow"
+        action = t.get(klass, fallback if klass != "unknown" else default)
         if action not in DEFAULT_ACTIONS:
             c.problem(f"policy.{klass}", f"expected one of {', '.join(DEFAULT_ACTIONS)}, got {action!r}")
         actions[klass] = str(action)

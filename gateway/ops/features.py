@@ -20,7 +20,16 @@ from popgate.gateway.payments.settings import CreditsSettings, X402Settings, par
 from popgate.gateway.pipeline import page_settings
 from popgate.gateway.pipeline.page_settings import PageSettings
 from popgate.gateway.pipeline.pressure import collect_difficulty
-from popgate.gateway.schemes import webbotauth_config, worldid_api_config, worldid_config, zklogin_config
+from popgate.gateway.schemes import (
+    delegation_config,
+    privatepass_config,
+    webbotauth_config,
+    worldid_api_config,
+    worldid_config,
+    zklogin_config,
+)
+from popgate.gateway.schemes.delegation_config import DelegationSettings
+from popgate.gateway.schemes.privatepass_config import PrivatePassSettings
 from popgate.gateway.schemes.webbotauth_config import WebBotAuthSettings
 from popgate.gateway.schemes.worldid_api_config import WorldIdApiSettings
 from popgate.gateway.schemes.worldid_config import WorldIdSettings
@@ -39,6 +48,8 @@ SECTIONS = frozenset(
         "x402",
         "credits",
         "difficulty",
+        "privatepass",
+        "delegation",
         "forward_auth",
         "page",
     }
@@ -57,6 +68,8 @@ class Features:
     webbotauth: WebBotAuthSettings | None = None
     x402: X402Settings | None = None
     credits: CreditsSettings | None = None
+    privatepass: PrivatePassSettings | None = None
+    delegation: DelegationSettings | None = None
     forward_auth: ForwardAuthSettings = field(default_factory=ForwardAuthSettings)
     page: PageSettings = field(default_factory=PageSettings)  # challenge-page branding
 
@@ -76,6 +89,12 @@ def collect_features(c: Collector, data: dict[str, Any], env: Any, store_url: st
         else None,
         x402=parse_x402(c, c.table("x402")) if "x402" in data else None,
         credits=parse_credits(c, c.table("credits"), env) if "credits" in data else None,
+        privatepass=privatepass_config.collect_settings(c, data["privatepass"])
+        if "privatepass" in data
+        else None,
+        delegation=delegation_config.collect_settings(c, data["delegation"])
+        if "delegation" in data
+        else None,
         forward_auth=forward_auth_settings(c, c.table("forward_auth"), _routes(policy)),
         page=page_settings.collect_settings(c, c.table("page")),
     )

@@ -136,6 +136,8 @@ class Context:
             headers.append(("PoP-Evidence", self.evidence_kind))
         if self.charged:
             headers.append(("PoP-Charged", str(self.charged)))
+        if self.klass == "backed-agent" and self.subject:
+            headers.append(("PoP-Backed-By", self.subject))  # the person the agent acts for
         return headers
 
 

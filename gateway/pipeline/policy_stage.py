@@ -62,7 +62,14 @@ from popgate.verifiers.puzzle import PuzzleKeys
 log = logging.getLogger("popgate.policy")
 ALL_WAYS = WAYS
 # Kinds providers may use, mapped onto the policy's ways.
-_KIND_WAY = {"worldid": "prove", "zklogin": "prove", "oidc": "prove", "signin": "prove", "x402": "pay"}
+_KIND_WAY = {
+    "worldid": "prove",
+    "zklogin": "prove",
+    "oidc": "prove",
+    "signin": "prove",
+    "privatepass": "prove",
+    "x402": "pay",
+}
 
 
 class PolicyDenied(GatewayError):

@@ -21,7 +21,7 @@ from popgate.verifiers.errors import VerificationError
 log = logging.getLogger("popgate.pipeline")
 
 # Strongest first: a request with several kinds of evidence is classed by the best.
-CLASS_RANK = {"human": 4, "account": 3, "verified-agent": 2, "agent": 1, "unknown": 0}
+CLASS_RANK = {"human": 5, "account": 4, "backed-agent": 3, "verified-agent": 2, "agent": 1, "unknown": 0}
 
 
 class Extract:

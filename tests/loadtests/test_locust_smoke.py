@@ -25,6 +25,8 @@ CLASSES = [
     "WorldIdHuman",
     "Replayer",
     "Sybil",
+    "PrivacyPassHuman",
+    "DelegatedFleet",
 ]
 
 

@@ -27,7 +27,14 @@ def problems(text: str) -> list[str]:
 def test_shipped_default_and_snippets_compile() -> None:
     """policies/default.toml loads; every snippet compiles when included."""
     p = loader.load(Path(loader.__file__).parent / "default.toml")
-    assert len(p.rules) >= 5 and set(p.default) == {"human", "account", "verified-agent", "agent", "unknown"}
+    assert len(p.rules) >= 5 and set(p.default) == {
+        "human",
+        "account",
+        "backed-agent",
+        "verified-agent",
+        "agent",
+        "unknown",
+    }
     for snip in sorted(loader.SNIPPETS.glob("*.toml")):
         loader.loads(DEFAULT + f'[[rules]]\ninclude = "(snippets)/{snip.name}"\n')
 

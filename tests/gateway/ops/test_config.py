@@ -49,7 +49,17 @@ async def test_readme_example_config_is_valid(monkeypatch):
     assert cfg.upstream.port == 8000
     assert cfg.policy.file == "policies/default.toml"
     assert cfg.puzzle is not None and cfg.puzzle.bits == 16
-    for table in ("difficulty", "worldid", "worldid_api", "zklogin", "webbotauth", "x402", "credits"):
+    for table in (
+        "difficulty",
+        "worldid",
+        "worldid_api",
+        "zklogin",
+        "webbotauth",
+        "x402",
+        "credits",
+        "privatepass",
+        "delegation",
+    ):
         assert table in cfg.raw, f"[{table}] missing from the example"
 
     gw = build_app(cfg, store=MemoryStore(), extensions=default_extensions())
@@ -64,6 +74,7 @@ async def test_readme_example_config_is_valid(monkeypatch):
             "oidc/google/callback",
             "api/v2/verify/app_staging_0123456789abcdef0123456789abcdef",
             "static/popgate-client.js",
+            "delegate",
         ):
             assert f"/.well-known/popgate/{path}" in gw.endpoints, path
         schemes = {s.name for s in gw.schemes}
