@@ -18,7 +18,8 @@ install: $(STAMP)
 # Debian packages the test suite drives for real: redis-server (store tests),
 # redis-sentinel (failover tests), chromium (the browser challenge page), nginx and caddy
 # (forward-auth mode behind the shipped edge configs), iproute2 (the partition test's network
-# namespace). Installed only when missing.
+# namespace), dnsmasq-base (a real DNS server for the forward-confirmed reverse DNS tests).
+# Installed only when missing.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -27,6 +28,7 @@ system-deps:
 	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
 	command -v caddy >/dev/null || missing="$$missing caddy"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	PATH="$$PATH:/usr/sbin:/sbin" command -v dnsmasq >/dev/null || missing="$$missing dnsmasq-base"; \
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \

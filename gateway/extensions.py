@@ -20,6 +20,7 @@ from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.policy_stage import policy_extension
 from popgate.gateway.pipeline.responses import problem
 from popgate.gateway.registry import Extension, Registry, Services
+from popgate.gateway.schemes.crawlers import crawlers_extension
 from popgate.gateway.schemes.webbotauth import webbotauth_extension
 from popgate.gateway.schemes.worldid import worldid_extension
 from popgate.gateway.schemes.zklogin import zklogin_extension
@@ -83,4 +84,5 @@ def default_extensions() -> list[Extension]:
         zklogin_extension,
         webbotauth_extension,
         worldid_extension,
+        crawlers_extension,
     ]

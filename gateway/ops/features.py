@@ -16,7 +16,8 @@ from typing import Any
 from popgate.gateway.ops.validation import Collector
 from popgate.gateway.payments.settings import CreditsSettings, X402Settings, parse_credits, parse_x402
 from popgate.gateway.pipeline.pressure import collect_difficulty
-from popgate.gateway.schemes import webbotauth_config, worldid_config, zklogin_config
+from popgate.gateway.schemes import crawlers_config, webbotauth_config, worldid_config, zklogin_config
+from popgate.gateway.schemes.crawlers_config import CrawlerSettings
 from popgate.gateway.schemes.webbotauth_config import WebBotAuthSettings
 from popgate.gateway.schemes.worldid_config import WorldIdSettings
 from popgate.gateway.schemes.zklogin_config import ZkLoginSettings
@@ -24,7 +25,9 @@ from popgate.policies.difficulty import DifficultyConfig
 from popgate.policies.engine import Policy
 from popgate.policies.loader import PolicyError, load
 
-SECTIONS = frozenset({"worldid", "zklogin", "webbotauth", "puzzle", "x402", "credits", "difficulty"})
+SECTIONS = frozenset(
+    {"worldid", "zklogin", "webbotauth", "puzzle", "x402", "credits", "difficulty", "crawlers"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,7 @@ class Features:
     webbotauth: WebBotAuthSettings | None = None
     x402: X402Settings | None = None
     credits: CreditsSettings | None = None
+    crawlers: CrawlerSettings | None = None  # on unless [crawlers] enabled = false
 
 
 def collect_features(c: Collector, data: dict[str, Any], env: Any, store_url: str) -> Features:
@@ -53,6 +57,7 @@ def collect_features(c: Collector, data: dict[str, Any], env: Any, store_url: st
         else None,
         x402=parse_x402(c, c.table("x402")) if "x402" in data else None,
         credits=parse_credits(c, c.table("credits"), env) if "credits" in data else None,
+        crawlers=crawlers_config.collect_settings(c, data.get("crawlers")),
     )
 
 
