@@ -10,7 +10,7 @@ APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test,fast]'
+	$(VENV)/bin/pip install -q -e '.[test,fast,tracing]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,7 +28,7 @@ system-deps:
 	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
 	command -v caddy >/dev/null || missing="$$missing caddy"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
-	PATH="$$PATH:/usr/sbin:/sbin" command -v dnsmasq >/dev/null || missing="$$missing dnsmasq-base"; \
+	{ command -v dnsmasq || test -x /usr/sbin/dnsmasq; } >/dev/null || missing="$$missing dnsmasq-base"; \
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from popgate.gateway.ops import logs, tracing
+from popgate.gateway.ops.logs import LogSettings
+from popgate.gateway.ops.tracing import TracingSettings
 from popgate.gateway.ops.validation import Collector
 from popgate.gateway.payments.settings import CreditsSettings, X402Settings, parse_credits, parse_x402
 from popgate.gateway.pipeline.pressure import collect_difficulty
@@ -26,7 +29,18 @@ from popgate.policies.engine import Policy
 from popgate.policies.loader import PolicyError, load
 
 SECTIONS = frozenset(
-    {"worldid", "zklogin", "webbotauth", "puzzle", "x402", "credits", "difficulty", "crawlers"}
+    {
+        "worldid",
+        "zklogin",
+        "webbotauth",
+        "puzzle",
+        "x402",
+        "credits",
+        "difficulty",
+        "crawlers",
+        "log",
+        "tracing",
+    }
 )
 
 
@@ -42,6 +56,8 @@ class Features:
     x402: X402Settings | None = None
     credits: CreditsSettings | None = None
     crawlers: CrawlerSettings | None = None  # on unless [crawlers] enabled = false
+    log: LogSettings = field(default_factory=LogSettings)
+    tracing: TracingSettings | None = None
 
 
 def collect_features(c: Collector, data: dict[str, Any], env: Any, store_url: str) -> Features:
@@ -58,6 +74,8 @@ def collect_features(c: Collector, data: dict[str, Any], env: Any, store_url: st
         x402=parse_x402(c, c.table("x402")) if "x402" in data else None,
         credits=parse_credits(c, c.table("credits"), env) if "credits" in data else None,
         crawlers=crawlers_config.collect_settings(c, data.get("crawlers")),
+        log=logs.collect_settings(c, data.get("log")),
+        tracing=tracing.collect_settings(c, data["tracing"]) if "tracing" in data else None,
     )
 
 
