@@ -238,6 +238,8 @@ class Gateway:
             await self.forwarder.websockets.close()
         if self.tracing is not None:
             await self.tracing.close()
+        if self.access is not None:
+            self.access.flush()
 
 
 def upstream_client(config: Config) -> UpstreamClient | None:

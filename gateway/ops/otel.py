@@ -1,5 +1,8 @@
 """OpenTelemetry tracing, when ``[tracing]`` is on (:mod:`gateway.ops.tracing`).
 
+A request the sampler leaves out gets its server span only (not recorded, but its
+context still reaches the origin, flagged not sampled): the children are skipped.
+
 Imported only then (``popgate[tracing]`` installs the packages). :class:`Tracing` owns a
 tracer provider of its own (no global state: two gateways in one process trace
 apart), exporting over OTLP/HTTP in batches. It hands the gateway traced variants of
@@ -114,6 +117,8 @@ class TracedPipeline(Pipeline):
         self.spans = tuple(f"popgate.stage.{n}" for n in self.names)
 
     async def run(self, ctx: Context) -> Decision:
+        if not trace.get_current_span().is_recording():
+            return await super().run(ctx)  # a request the sampler left out: no child spans
         start = self.tracer.start_as_current_span
         for stage, name in zip(self.stages, self.spans):
             with start(name) as span:
@@ -137,6 +142,8 @@ class TracedScheme:
         return self.inner.extract(request)
 
     async def verify(self, ctx: Context, evidence: Any) -> Attestation:
+        if not trace.get_current_span().is_recording():
+            return await self.inner.verify(ctx, evidence)
         with self.tracer.start_as_current_span(self.span) as span:
             try:
                 return await self.inner.verify(ctx, evidence)
@@ -159,6 +166,8 @@ class TracedStore:
 
         @functools.wraps(attr)
         async def traced(*args: Any, **kwargs: Any) -> Any:
+            if not trace.get_current_span().is_recording():
+                return await attr(*args, **kwargs)
             with tracer.start_as_current_span(span_name, kind=SpanKind.CLIENT):
                 return await attr(*args, **kwargs)
 
@@ -181,6 +190,8 @@ class TracedForwarder(Forwarder):
         return headers
 
     async def forward(self, ctx: Context) -> web.StreamResponse:
+        if not trace.get_current_span().is_recording():
+            return await super().forward(ctx)  # the server span's context goes to the origin
         with self.tracer.start_as_current_span("popgate.upstream", kind=SpanKind.CLIENT) as span:
             response = await super().forward(ctx)
             span.set_attribute("http.response.status_code", response.status)

@@ -4,6 +4,7 @@ configured truncation)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -15,7 +16,7 @@ import urllib.request
 import pytest
 
 from popgate.gateway.ops.config import ConfigError, load_config
-from popgate.gateway.ops.logs import JsonFormatter, TextFormatter
+from popgate.gateway.ops.logs import JsonFormatter
 from tests.conftest import session_token, url_of
 from tests.gateway.schemes.worldid_support import CASES, ENDPOINT, body, worldid_toml
 from tests.support.servers import ROOT, free_port, wait_port, write_config
@@ -44,6 +45,7 @@ async def test_json_access_log_parsed_back_and_clean(upstream, gateway_factory, 
     its fields; no token, nullifier or full client address anywhere in the log."""
     log = '[log]\nformat = "json"\naccess = true\nipv4_prefix = 16\n'
     gw = await gateway_factory(upstream, extra=worldid_toml() + log, server_extra=TRUST)
+    gw.gateway.access.stream = captured  # the access lines go beside the log records
     xff = {"X-Forwarded-For": CLIENT}
     async with http.post(url_of(gw, ENDPOINT), json=body(0), headers=xff) as r:
         assert r.status == 200
@@ -58,6 +60,7 @@ async def test_json_access_log_parsed_back_and_clean(upstream, gateway_factory, 
     async with http.get(url_of(gw, "/api/z"), headers={"User-Agent": "Mozilla/5.0 (X11)", **xff}) as r:
         assert r.status == 402
         size = len(await r.read())
+    gw.gateway.access.flush()
     text = captured.getvalue()
     lines = [json.loads(line) for line in text.splitlines()]
     assert all({"time", "level", "logger", "event"} <= set(line) for line in lines)
@@ -87,23 +90,21 @@ async def test_json_access_log_parsed_back_and_clean(upstream, gateway_factory, 
 
 
 async def test_text_access_line_and_off_by_default(upstream, gateway_factory, http):
-    """Text lines carry the fields as key=value; without [log] access there is no access line."""
+    """Text lines carry the fields as key=value; without [log] access there is no access log;
+    lines are batched and written within FLUSH_AFTER seconds."""
+    quiet = await gateway_factory(upstream)
+    assert quiet.gateway.access is None
+    gw = await gateway_factory(upstream, server_extra="access_log = true")
     stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(TextFormatter())
-    logging.getLogger("popgate.access").addHandler(handler)
-    try:
-        quiet = await gateway_factory(upstream)
-        async with http.get(url_of(quiet, "/a")) as r:
-            assert r.status == 402
-        assert stream.getvalue() == ""
-        gw = await gateway_factory(upstream, server_extra="access_log = true")
-        async with http.get(url_of(gw, "/b")) as r:
-            assert r.status == 402
-    finally:
-        logging.getLogger("popgate.access").removeHandler(handler)
-    line = stream.getvalue().strip()
-    assert " popgate.access: access method=GET path=/b status=402 class=unknown decision=challenge" in line
+    gw.gateway.access.stream = stream
+    async with http.get(url_of(gw, "/b")) as r:
+        assert r.status == 402
+    await asyncio.sleep(gw.gateway.access.FLUSH_AFTER + 0.2)
+    line = stream.getvalue()
+    assert line.count("\n") == 1
+    assert (
+        " INFO popgate.access: access method=GET path=/b status=402 class=unknown decision=challenge" in line
+    )
     assert "client=127.0.0.0/24" in line
 
 

@@ -89,6 +89,19 @@ async def test_refusal_is_traced_and_new_trace_started(upstream, gateway_factory
     assert "popgate.upstream" not in by_name
 
 
+async def test_unsampled_requests_record_nothing_but_propagate(upstream, gateway_factory, http):
+    """sample_ratio = 0: no span is recorded, the origin still gets a traceparent (not sampled)."""
+    gw = await gateway_factory(upstream, extra=tracing_toml() + "sample_ratio = 0.0\n")
+    exporter = InMemorySpanExporter()
+    gw.gateway.tracing.provider.add_span_processor(SimpleSpanProcessor(exporter))
+    token = session_token(gw, "human", subject="human:t")
+    async with http.get(url_of(gw, "/"), headers={"Authorization": f"PoP {token}"}) as r:
+        seen = (await r.json())["headers"]
+    assert exporter.get_finished_spans() == ()
+    version, _, _, flags = seen["traceparent"].split("-")
+    assert version == "00" and int(flags, 16) & 1 == 0  # the sampled bit is off
+
+
 async def test_tracing_off_is_the_untraced_path(upstream, gateway_factory, http):
     """Without [tracing] nothing is wrapped: the listener calls handle itself, the pipeline,
     forwarder and store are the plain ones, and a client's traceparent passes unchanged."""
