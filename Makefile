@@ -5,7 +5,7 @@ STAMP   := $(VENV)/.installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: install system-deps node-deps run test lint typecheck bench bench-deps flood soak clean
+.PHONY: install system-deps node-deps run test lint typecheck bench bench-deps flood soak image image-deps clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -89,6 +89,21 @@ flood: install
 # SOAK_ARGS="--duration 600 --max-rss-mb-per-min 2" etc. (python loadtests/soak.py --help).
 soak: install system-deps
 	$(PY) loadtests/soak.py $(SOAK_ARGS)
+
+# The container image: deploy/Dockerfile built with podman (daemonless) FROM a Debian base made
+# here by mmdebstrap (no registry needed), then run and checked (/healthz 200, a 402); deploy/image.sh.
+image-deps:
+	@missing=""; \
+	for t in podman buildah mmdebstrap runc; do \
+	  { command -v $$t || test -x /usr/sbin/$$t; } >/dev/null || missing="$$missing $$t"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq $$missing >/dev/null; \
+	fi
+
+image: image-deps
+	deploy/image.sh
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis
