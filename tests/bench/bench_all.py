@@ -351,6 +351,17 @@ def main() -> None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
+    from tests.bench import bench_observe
+
+    print("  bench_observe ...", flush=True)
+    lines += [
+        "## Logs and traces (tests/bench/bench_observe.py, same run)",
+        "",
+        "```",
+        micro("bench_observe", bench_observe.main, ["--seconds", str(args.seconds), "--rounds", "2"]),
+        "```",
+        "",
+    ]
     if not args.skip_micro:
         from tests.bench import bench_groth16, bench_identity, bench_payments, bench_puzzle
 

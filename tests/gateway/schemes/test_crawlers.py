@@ -11,12 +11,13 @@ import socket
 import time
 
 import pytest
+from aiohttp import web
 
 from popgate.gateway.ops.config import ConfigError, load_config
 from popgate.gateway.schemes.fcrdns import FcrDns, FcrDnsSettings
 from tests.conftest import url_of
 from tests.support.dnsserver import dnsmasq
-from tests.support.servers import ROOT, free_port, write_config
+from tests.support.servers import ROOT, free_port, serve_app, write_config
 
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 YANDEX = "Mozilla/5.0 (compatible; YandexBot/3.0; +http://yandex.com/bots)"
@@ -184,3 +185,34 @@ def test_config_problems_have_key_paths(tmp_path, extra, problem):
     with pytest.raises(ConfigError) as err:
         load_config(write_config(tmp_path, "http://127.0.0.1:1", extra=extra))
     assert any(p.startswith(problem) for p in err.value.problems), err.value.problems
+
+
+async def test_ranges_refresh_from_a_url(upstream, gateway_factory, http):
+    """A URL source is fetched as soon as the gateway runs, then on schedule; an answer
+    that is not a good range document (404, garbage) keeps the last good ranges."""
+    doc = {
+        "body": json.dumps({"creationTime": "x", "prefixes": [{"ipv4Prefix": "40.77.167.0/24"}]}),
+        "status": 200,
+    }
+
+    async def serve(_request: web.Request) -> web.Response:
+        return web.Response(text=doc["body"], status=doc["status"], content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/bingbot.json", serve)
+    async with serve_app(app) as port:
+        extra = POLICY + f'[crawlers.ranges]\nbingbot = "http://127.0.0.1:{port}/bingbot.json"\n'
+        gw = await gateway_factory(upstream, extra=extra, server_extra=TRUST)
+        bing = "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)"
+        for _ in range(100):  # the first fetch runs in the background at start
+            if (await fetch(http, gw, bing, "40.77.167.10"))[0] == 200:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the URL's ranges were never fetched")
+        refresher = next(t for t in gw.gateway.registry.background if type(t).__name__ == "RangeRefresher")
+        doc["status"] = 404
+        assert await refresher.refresh() == len(refresher.sources) - 1
+        doc.update(status=200, body="[]")
+        await refresher.refresh()
+        assert (await fetch(http, gw, bing, "40.77.167.10"))[0] == 200
