@@ -4,7 +4,7 @@
 Pure: :func:`parse_ranges` reads a published range document (Google's and Bing's
 ``{"creationTime", "prefixes": [{"ipv4Prefix"|"ipv6Prefix": CIDR}]}``, or a plain
 list of CIDRs), :class:`RangeTable` answers "whose range holds this address" with a
-few dict lookups, :func:`claimed` finds the crawler a User-Agent names, and
+few dict lookups, :class:`UserAgents` finds the crawler a User-Agent names, and
 :func:`host_is_theirs` checks a reverse-DNS name against the crawler's domains.
 """
 
@@ -69,18 +69,32 @@ BUILTIN: tuple[Crawler, ...] = (
 )
 
 
-def user_agent_pattern(crawlers: Iterable[Crawler]) -> tuple[re.Pattern[str], dict[str, Crawler]]:
-    """One regex over the lower-cased User-Agent for every token, and token -> crawler."""
-    by_token = {t: c for c in crawlers for t in c.tokens}
-    # longest first: "adsbot-google-mobile" before "adsbot-google"
-    alts = "|".join(re.escape(t) for t in sorted(by_token, key=len, reverse=True))
-    return re.compile(rf"(?<![a-z0-9-])(?:{alts})(?![a-z0-9-])" if alts else r"(?!x)x"), by_token
+# Every token holds one of these: a User-Agent holding none (a browser's) is settled by a
+# few substring checks, without running the token regex (6 µs on a browser UA, 0.5 µs this way).
+ANCHORS = ("bot", "google", "spider", "yandex", "preview")
 
 
-def claimed(ua: str, pattern: re.Pattern[str], by_token: Mapping[str, Crawler]) -> Crawler | None:
-    """The crawler whose token the User-Agent carries, or None."""
-    m = pattern.search(ua.lower())
-    return by_token[m.group(0)] if m is not None else None
+class UserAgents:
+    """Which crawler a User-Agent names: :meth:`claimed`."""
+
+    __slots__ = ("anchors", "by_token", "pattern")
+
+    def __init__(self, crawlers: Iterable[Crawler]) -> None:
+        self.by_token: dict[str, Crawler] = {t: c for c in crawlers for t in c.tokens}
+        # longest first: "adsbot-google-mobile" before "adsbot-google"
+        alts = "|".join(re.escape(t) for t in sorted(self.by_token, key=len, reverse=True))
+        self.pattern = re.compile(rf"(?<![a-z0-9-])(?:{alts})(?![a-z0-9-])" if alts else r"(?!x)x")
+        covered = all(any(a in t for a in ANCHORS) for t in self.by_token)
+        self.anchors = ANCHORS if covered else ("",)  # "" is in every string: always the regex
+
+    def claimed(self, ua: str) -> Crawler | None:
+        """The crawler whose product token the User-Agent carries, or None."""
+        low = ua.lower()
+        for anchor in self.anchors:
+            if anchor in low:
+                m = self.pattern.search(low)
+                return self.by_token[m.group(0)] if m is not None else None
+        return None
 
 
 def parse_ranges(doc: Any, where: str = "ranges") -> list[Network]:

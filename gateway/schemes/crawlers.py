@@ -27,7 +27,7 @@ from popgate.gateway.pipeline.context import Attestation, Context
 from popgate.gateway.registry import Registry, Services
 from popgate.gateway.schemes.crawlers_config import CrawlerSettings
 from popgate.gateway.schemes.fcrdns import FcrDns
-from popgate.verifiers.crawlers import Crawler, RangeTable, claimed, parse_ranges, user_agent_pattern
+from popgate.verifiers.crawlers import Crawler, RangeTable, UserAgents, parse_ranges
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.net import Network
 
@@ -41,14 +41,14 @@ class CrawlerScheme:
     name = "crawler"
 
     def __init__(self, settings: CrawlerSettings, fcrdns: FcrDns | None) -> None:
-        self.pattern, self.by_token = user_agent_pattern(settings.crawlers)
+        self.user_agents = UserAgents(settings.crawlers)
         self.table = RangeTable(settings.ranges)  # replaced whole by the refresher
         self.fcrdns = fcrdns
         self.weight = settings.impostor_weight
 
     def extract(self, request: web.BaseRequest) -> Crawler | None:
         ua = request.headers.get("User-Agent")
-        return claimed(ua, self.pattern, self.by_token) if ua else None
+        return self.user_agents.claimed(ua) if ua else None
 
     async def verify(self, ctx: Context, evidence: Any) -> Attestation:
         crawler: Crawler = evidence

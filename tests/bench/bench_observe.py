@@ -12,7 +12,8 @@ One origin (nginx static, or the demo upstream), and popgate four times over on 
 - ``tracing``: ``[tracing]`` on, every request sampled, spans exported over OTLP/HTTP to
   a local sink that answers 200; ``tracing-10%``: the same with ``sample_ratio = 0.1``.
 
-Rounds alternate between the cases; each keeps its best round. Prints req/s, latency, CPU
+Rounds alternate between the cases, each round led by another case; each keeps its best round.
+Prints req/s, latency, CPU
 µs per request of the gateway process and the ratios to ``off`` and ``before``.
 """
 
@@ -166,8 +167,8 @@ def main() -> None:
             cases.append((name, port, p.pid))
         headers = {"Authorization": f"PoP {session_token(keyfile)}", "User-Agent": "bench/1.0"}
         runs: dict[str, list[Result]] = {c[0]: [] for c in cases}
-        for _ in range(args.rounds):
-            for name, port, pid in cases:
+        for i in range(args.rounds):
+            for name, port, pid in cases[i % len(cases) :] + cases[: i % len(cases)]:  # each leads once
                 url = f"http://127.0.0.1:{port}/bench"
                 runs[name].append(
                     wrk(name, url, tree(pid), seconds=args.seconds, conns=args.conns, headers=headers)

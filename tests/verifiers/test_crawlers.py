@@ -10,17 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from popgate.gateway.schemes.crawlers_config import DATA
-from popgate.verifiers.crawlers import (
-    BUILTIN,
-    RangeTable,
-    claimed,
-    host_is_theirs,
-    parse_ranges,
-    user_agent_pattern,
-)
+from popgate.verifiers.crawlers import BUILTIN, RangeTable, UserAgents, host_is_theirs, parse_ranges
 from popgate.verifiers.errors import Malformed
 
-PATTERN, BY_TOKEN = user_agent_pattern(BUILTIN)
+AGENTS = UserAgents(BUILTIN)
 
 
 @pytest.mark.parametrize(
@@ -48,8 +41,17 @@ PATTERN, BY_TOKEN = user_agent_pattern(BUILTIN)
 )
 def test_user_agent_claims(ua, name):
     """Known product tokens name their crawler; look-alikes and browsers name none."""
-    c = claimed(ua, PATTERN, BY_TOKEN)
+    c = AGENTS.claimed(ua)
     assert (c.name if c else None) == name
+
+
+@given(st.text(max_size=200))
+def test_anchor_shortcut_agrees_with_the_regex(ua):
+    """The substring shortcut never hides a token the regex would find."""
+    m = AGENTS.pattern.search(ua.lower())
+    expect = AGENTS.by_token[m.group(0)] if m else None
+    assert AGENTS.claimed(ua) == expect
+    assert AGENTS.claimed(ua + " Googlebot/2.1").name == (expect.name if expect else "googlebot")
 
 
 def test_shipped_files_parse_and_hold_known_addresses():
