@@ -64,6 +64,10 @@ def parse_roots(text: str) -> frozenset[int]:
 class RootSource(Protocol):
     async def is_valid(self, root: int, now: float) -> bool: ...
 
+    def age(self, root: int, now: float) -> float:
+        """Seconds since a valid ``root`` stopped being the latest (0 when the source keeps no history)."""
+        ...
+
 
 class StaticRoots:
     """A fixed set of roots."""
@@ -73,6 +77,9 @@ class StaticRoots:
 
     async def is_valid(self, root: int, now: float) -> bool:
         return root in self.roots
+
+    def age(self, root: int, now: float) -> float:
+        return 0.0
 
 
 class _Refreshing:
@@ -108,6 +115,9 @@ class _Refreshing:
     async def is_valid(self, root: int, now: float) -> bool:
         await self.fresh(now)
         return root in self.roots
+
+    def age(self, root: int, now: float) -> float:
+        return 0.0
 
 
 class FileRoots(_Refreshing):
@@ -197,6 +207,10 @@ class RpcRoots(_Refreshing):
             self.unknown.pop(root, None)
             _remember(self.superseded, root, seen)
         return now <= seen + self.expiry
+
+    def age(self, root: int, now: float) -> float:
+        seen = None if root == self.latest else self.superseded.get(root)
+        return 0.0 if seen is None else max(0.0, now - seen)
 
 
 def _remember(cache: OrderedDict[int, float], root: int, value: float, limit: int = 4096) -> None:
