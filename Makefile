@@ -5,12 +5,12 @@ STAMP   := $(VENV)/.installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: install system-deps node-deps vendor-idkit run test lint typecheck bench bench-deps flood soak clean
+.PHONY: install system-deps node-deps vendor-idkit run test lint typecheck bench bench-deps flood soak image image-deps clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test,fast]'
+	$(VENV)/bin/pip install -q -e '.[test,fast,tracing]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -18,7 +18,8 @@ install: $(STAMP)
 # Debian packages the test suite drives for real: redis-server (store tests),
 # redis-sentinel (failover tests), chromium (the browser challenge page), nginx and caddy
 # (forward-auth mode behind the shipped edge configs), iproute2 (the partition test's network
-# namespace). Installed only when missing.
+# namespace), dnsmasq-base (a real DNS server for the forward-confirmed reverse DNS tests).
+# Installed only when missing.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -27,6 +28,7 @@ system-deps:
 	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
 	command -v caddy >/dev/null || missing="$$missing caddy"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	{ command -v dnsmasq || test -x /usr/sbin/dnsmasq; } >/dev/null || missing="$$missing dnsmasq-base"; \
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	[ -e /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf ] || missing="$$missing fonts-droid-fallback"; \
 	if [ -n "$$missing" ]; then \
@@ -92,6 +94,21 @@ flood: install
 # SOAK_ARGS="--duration 600 --max-rss-mb-per-min 2" etc. (python loadtests/soak.py --help).
 soak: install system-deps
 	$(PY) loadtests/soak.py $(SOAK_ARGS)
+
+# The container image: deploy/Dockerfile built with podman (daemonless) FROM a Debian base made
+# here by mmdebstrap (no registry needed), then run and checked (/healthz 200, a 402); deploy/image.sh.
+image-deps:
+	@missing=""; \
+	for t in podman buildah mmdebstrap runc; do \
+	  { command -v $$t || test -x /usr/sbin/$$t; } >/dev/null || missing="$$missing $$t"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq $$missing >/dev/null; \
+	fi
+
+image: image-deps
+	deploy/image.sh
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

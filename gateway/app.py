@@ -14,7 +14,7 @@ import asyncio
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 
 from aiohttp import web
@@ -28,9 +28,10 @@ from popgate.gateway.http.upstream import AiohttpUpstream, UpstreamClient
 from popgate.gateway.http.verdicts import Sealer, reuse_seconds
 from popgate.gateway.http.websocket import check_handshake, is_upgrade
 from popgate.gateway.ops.config import Config
+from popgate.gateway.ops.logs import AccessLog
 from popgate.gateway.ops.metrics import Metrics
 from popgate.gateway.pipeline import stages
-from popgate.gateway.pipeline.context import Context, Pipeline
+from popgate.gateway.pipeline.context import Context, Pipeline, Stage
 from popgate.gateway.pipeline.decisions import Allow, Decision, WayOut
 from popgate.gateway.pipeline.responses import decision_response, error_response, own_headers, problem
 from popgate.gateway.registry import Extension, Registry, Services
@@ -62,8 +63,14 @@ class Gateway:
         self.metrics = services.metrics
         self.clock = services.clock
         self.upstream = upstream
+        self.tracing = services.tracing  # None unless [tracing]: then the traced variants are built
         # None in forward-auth mode: the operator's proxy carries the bytes
-        self.forwarder = Forwarder(config, upstream) if upstream and config.upstream else None
+        self.forwarder: Forwarder | None = None
+        if upstream and config.upstream:
+            tracing = self.tracing
+            self.forwarder = tracing.forwarder(config, upstream) if tracing else Forwarder(config, upstream)
+        log_settings = config.features.log
+        self.access = AccessLog(log_settings) if log_settings.access or config.access_log else None
         self.trusted = config.trusted_proxies
         self.endpoints = registry.endpoints
         # endpoints outside /.well-known/popgate/ (e.g. the Portal-shaped verify API): usually none
@@ -106,16 +113,22 @@ class Gateway:
     def build_pipeline(self) -> Pipeline:
         """The stages, frozen from the registry."""
         r = self.registry
-        return Pipeline(
-            [
-                stages.Extract([*r.schemes, *r.deferred]),
-                stages.Precheck(self.config.limits),
-                stages.Verify(r.schemes, self.metrics),
-                stages.Classify(r.heuristics),
-                self.policy,
-                stages.Enforce(r.enforcers),
-            ]
-        )
+        tracing = self.tracing
+        checked = r.schemes if tracing is None else [tracing.scheme(s) for s in r.schemes]
+        steps: list[Stage] = [
+            stages.Extract([*r.schemes, *r.deferred]),
+            stages.Precheck(self.config.limits),
+            stages.Verify(checked, self.metrics),
+            stages.Classify(r.heuristics),
+            self.policy,
+            stages.Enforce(r.enforcers),
+        ]
+        return Pipeline(steps) if tracing is None else tracing.pipeline(steps)
+
+    @property
+    def entry(self) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+        """The request handler the listener calls: :meth:`handle`, in a span when tracing."""
+        return self.handle if self.tracing is None else self.tracing.entry(self.handle)
 
     def context(self, request: web.BaseRequest) -> Context:
         peer = parse_ip(request.remote or "") or NO_PEER
@@ -184,7 +197,10 @@ class Gateway:
             hook(response)
         for observe in self.registry.observers:
             observe(ctx, response)
-        metrics.count_request(ctx.klass, decision, response.status, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        metrics.count_request(ctx.klass, decision, response.status, elapsed)
+        if self.access is not None:
+            self.access(ctx, response, decision, elapsed)
         return response
 
     async def _forward_auth(self, auth: AuthCall, ctx: Context) -> tuple[web.StreamResponse, str]:
@@ -248,6 +264,10 @@ class Gateway:
             await self.upstream.close()
         if self.forwarder is not None:
             await self.forwarder.websockets.close()
+        if self.tracing is not None:
+            await self.tracing.close()
+        if self.access is not None:
+            self.access.flush()
 
 
 def upstream_client(config: Config) -> UpstreamClient | None:
@@ -276,6 +296,13 @@ def build_app(
     """
     metrics = metrics or Metrics()
     keys = config.sessions.keys
+    tracing = None
+    if config.features.tracing is not None:
+        # why: OpenTelemetry is an optional extra, imported only when [tracing] is on
+        from popgate.gateway.ops.otel import Tracing
+
+        tracing = Tracing(config.features.tracing)
+        store = tracing.store(store)
     services = Services(
         config=config,
         store=store,
@@ -285,9 +312,12 @@ def build_app(
         failure=FailurePolicy(config.store, metrics),
         executor=executor,
         subject_key=config.sessions.subject_key,
+        tracing=tracing,
     )
     session = SessionScheme(services.sessions, config.sessions.cookie_name, store, services.failure)
     registry = Registry(session)
     for extend in extensions:
         extend(registry, services)
+    if tracing is not None:
+        registry.observers.append(tracing.observe)
     return Gateway(config, services, registry, upstream if upstream is not None else upstream_client(config))

@@ -24,6 +24,7 @@ from popgate.gateway.pipeline.responses import problem
 from popgate.gateway.registry import Extension, Registry, Services
 from popgate.gateway.schemes.delegation import delegation_extension
 from popgate.gateway.schemes.privatepass import privatepass_extension
+from popgate.gateway.schemes.crawlers import crawlers_extension
 from popgate.gateway.schemes.webbotauth import webbotauth_extension
 from popgate.gateway.schemes.worldid import worldid_extension
 from popgate.gateway.schemes.zklogin import zklogin_extension
@@ -109,4 +110,5 @@ def default_extensions() -> list[Extension]:
         privatepass_extension,
         delegation_extension,
         page_extension,
+        crawlers_extension,
     ]

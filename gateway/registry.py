@@ -53,6 +53,7 @@ class Services:
     executor: Executor | None
     subject_key: bytes
     http: aiohttp.ClientSession | None = None
+    tracing: Any = None  # gateway.ops.otel.Tracing when [tracing] is on
     cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def outbound(self) -> aiohttp.ClientSession:

@@ -9,6 +9,7 @@ import os
 import sys
 
 from popgate.gateway.ops.config import ConfigError, load_config
+from popgate.gateway.ops.logs import configure as configure_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
         "or redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB]",
     )
     run.add_argument("--workers", type=int, default=None, help="worker processes sharing the port")
-    run.add_argument("--log-level", default="INFO")
+    run.add_argument("--log-level", default=None, help="debug, info, warning, error (default: [log] level)")
     ver = sub.add_parser("verify", help="check evidence cases given as JSON Lines on stdin")
     ver.add_argument("scheme")
     ver.add_argument("--config", help="TOML config file (keys for session and puzzle)")
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         run_demo(host or "127.0.0.1", int(port))
         return 0
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=(args.log_level or "INFO").upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"popgate: {exc}", file=sys.stderr)
         return 2
+    configure_logging(config.features.log, args.log_level)  # [log] format and level, from here on
     from popgate.gateway.ops.workers import run_workers  # why: the server stack, only when serving
 
     return run_workers(config, args.workers or 1)

@@ -202,7 +202,7 @@ def proxy_server(gateway: Gateway, config: Config) -> web.Server:
         log.info("closed a connection: client %s timeout", phase)
 
     return _Server(
-        gateway.handle,
+        gateway.entry,
         max_line_size=line,
         max_field_size=line,
         max_headers=limits.max_header_count + 1,
@@ -210,7 +210,7 @@ def proxy_server(gateway: Gateway, config: Config) -> web.Server:
         head_timeout=limits.client_header_timeout,
         body_timeout=limits.client_body_timeout,
         on_timeout=on_timeout,
-        access_log=log if config.access_log else None,
+        access_log=None,  # popgate's own access log (gateway.ops.logs): aiohttp's logs raw addresses
     )
 
 

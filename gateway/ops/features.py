@@ -15,6 +15,9 @@ from typing import Any
 
 from popgate.gateway.http.forward_auth_config import ForwardAuthSettings
 from popgate.gateway.http.forward_auth_config import collect_settings as forward_auth_settings
+from popgate.gateway.ops import logs, tracing
+from popgate.gateway.ops.logs import LogSettings
+from popgate.gateway.ops.tracing import TracingSettings
 from popgate.gateway.ops.validation import Collector
 from popgate.gateway.payments.settings import CreditsSettings, X402Settings, parse_credits, parse_x402
 from popgate.gateway.pipeline import page_settings
@@ -23,6 +26,7 @@ from popgate.gateway.pipeline.pressure import collect_difficulty
 from popgate.gateway.schemes import (
     delegation_config,
     privatepass_config,
+    crawlers_config,
     webbotauth_config,
     worldid_api_config,
     worldid_config,
@@ -30,6 +34,7 @@ from popgate.gateway.schemes import (
 )
 from popgate.gateway.schemes.delegation_config import DelegationSettings
 from popgate.gateway.schemes.privatepass_config import PrivatePassSettings
+from popgate.gateway.schemes.crawlers_config import CrawlerSettings
 from popgate.gateway.schemes.webbotauth_config import WebBotAuthSettings
 from popgate.gateway.schemes.worldid_api_config import WorldIdApiSettings
 from popgate.gateway.schemes.worldid_config import WorldIdSettings
@@ -52,6 +57,9 @@ SECTIONS = frozenset(
         "delegation",
         "forward_auth",
         "page",
+        "crawlers",
+        "log",
+        "tracing",
     }
 )
 
@@ -72,6 +80,9 @@ class Features:
     delegation: DelegationSettings | None = None
     forward_auth: ForwardAuthSettings = field(default_factory=ForwardAuthSettings)
     page: PageSettings = field(default_factory=PageSettings)  # challenge-page branding
+    crawlers: CrawlerSettings | None = None  # on unless [crawlers] enabled = false
+    log: LogSettings = field(default_factory=LogSettings)
+    tracing: TracingSettings | None = None
 
 
 def collect_features(c: Collector, data: dict[str, Any], env: Any, store_url: str) -> Features:
@@ -97,6 +108,9 @@ def collect_features(c: Collector, data: dict[str, Any], env: Any, store_url: st
         else None,
         forward_auth=forward_auth_settings(c, c.table("forward_auth"), _routes(policy)),
         page=page_settings.collect_settings(c, c.table("page")),
+        crawlers=crawlers_config.collect_settings(c, data.get("crawlers")),
+        log=logs.collect_settings(c, data.get("log")),
+        tracing=tracing.collect_settings(c, data["tracing"]) if "tracing" in data else None,
     )
 
 

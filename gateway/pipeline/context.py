@@ -32,6 +32,7 @@ class Attestation:
     charged: int = 0
     session: Any = None
     extra: Any = None
+    agent: str = ""  # a verified agent's name for the policy's ``declared_agent`` (crawlers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class Context:
         "_network",
         "_target",
         "after_response",
+        "agent",
         "attestations",
         "charge",
         "charged",
@@ -75,6 +77,7 @@ class Context:
         "route",
         "rule",
         "subject",
+        "weight",
     )
 
     def __init__(
@@ -93,6 +96,8 @@ class Context:
         self.evidence_kind = ""
         self.charged = 0
         self.rule = ""
+        self.agent = ""  # the verified agent's name (a crawler's), from the strongest attestation
+        self.weight = 0  # policy weight schemes added (a crawler's name from an address not theirs)
         self.response_headers: list[tuple[str, str]] = []
         self.after_response: list[Any] = []
         self.decision: Decision | None = None

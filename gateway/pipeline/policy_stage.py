@@ -136,11 +136,11 @@ class PolicyStage:
         req = ctx.request
         headers = req.headers
         ua = headers.get("User-Agent", "")
-        weight = 0
+        weight = ctx.weight
         if ctx.klass == "unknown" and not _has_class(ctx):
             c = classify((), ua, headers)
-            ctx.klass, weight = c.klass, c.weight
-        declared = bot_token(ua) if ctx.klass == "agent" else None
+            ctx.klass, weight = c.klass, weight + c.weight
+        declared = bot_token(ua) if ctx.klass == "agent" else ctx.agent or None
         t = ctx.target  # the host and path the origin will be sent (gateway/http/target.py)
         view = RequestView(t.host, req.method, t.raw_path, t.query, headers, ua, ctx.client_ip, declared)
         return self.holder.current.match(view, ctx.klass, weight)

@@ -123,6 +123,7 @@ class Classify:
         if ctx.attestations:
             best = max(ctx.attestations, key=lambda a: CLASS_RANK.get(a.klass, 0))
             ctx.klass, ctx.subject, ctx.evidence_kind = best.klass, best.subject, best.evidence
+            ctx.agent = best.agent
             ctx.charged = sum(a.charged for a in ctx.attestations)
         elif self.heuristics is not None:
             ctx.klass = self.heuristics(ctx) or "unknown"

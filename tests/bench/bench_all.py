@@ -356,6 +356,17 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     print("  forward-auth: nginx alone vs nginx + popgate (cache on, off) vs inline ...", flush=True)
     lines += bench_forward_auth.section(args.seconds, args.rounds, args.conns)
+    from tests.bench import bench_observe
+
+    print("  bench_observe ...", flush=True)
+    lines += [
+        "## Logs and traces (tests/bench/bench_observe.py, same run)",
+        "",
+        "```",
+        micro("bench_observe", bench_observe.main, ["--seconds", str(args.seconds), "--rounds", "2"]),
+        "```",
+        "",
+    ]
     if not args.skip_micro:
         from tests.bench import bench_groth16, bench_identity, bench_payments, bench_puzzle
 
