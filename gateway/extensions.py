@@ -22,9 +22,9 @@ from popgate.gateway.pipeline.page_assets import page_extension
 from popgate.gateway.pipeline.policy_stage import policy_extension
 from popgate.gateway.pipeline.responses import problem
 from popgate.gateway.registry import Extension, Registry, Services
+from popgate.gateway.schemes.crawlers import crawlers_extension
 from popgate.gateway.schemes.delegation import delegation_extension
 from popgate.gateway.schemes.privatepass import privatepass_extension
-from popgate.gateway.schemes.crawlers import crawlers_extension
 from popgate.gateway.schemes.webbotauth import webbotauth_extension
 from popgate.gateway.schemes.worldid import worldid_extension
 from popgate.gateway.schemes.zklogin import zklogin_extension

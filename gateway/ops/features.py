@@ -24,17 +24,17 @@ from popgate.gateway.pipeline import page_settings
 from popgate.gateway.pipeline.page_settings import PageSettings
 from popgate.gateway.pipeline.pressure import collect_difficulty
 from popgate.gateway.schemes import (
+    crawlers_config,
     delegation_config,
     privatepass_config,
-    crawlers_config,
     webbotauth_config,
     worldid_api_config,
     worldid_config,
     zklogin_config,
 )
+from popgate.gateway.schemes.crawlers_config import CrawlerSettings
 from popgate.gateway.schemes.delegation_config import DelegationSettings
 from popgate.gateway.schemes.privatepass_config import PrivatePassSettings
-from popgate.gateway.schemes.crawlers_config import CrawlerSettings
 from popgate.gateway.schemes.webbotauth_config import WebBotAuthSettings
 from popgate.gateway.schemes.worldid_api_config import WorldIdApiSettings
 from popgate.gateway.schemes.worldid_config import WorldIdSettings
