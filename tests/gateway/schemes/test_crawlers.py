@@ -43,6 +43,27 @@ async def test_googlebot_from_its_range_reads_free_as_verified_agent(upstream, g
     assert status == 200
 
 
+async def test_each_shipped_crawler_from_its_published_addresses(upstream, gateway_factory, http):
+    """Every crawler with shipped ranges is verified from an address of its own document
+    (Bingbot, Applebot, DuckDuckBot's single addresses) and challenged from another crawler's."""
+    gw = await gateway_factory(upstream, extra=POLICY, server_extra=TRUST)
+    cases = [
+        (
+            "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+            "157.55.39.10",
+            "bingbot",
+        ),
+        ("Mozilla/5.0 (Applebot/0.1; +http://www.apple.com/go/applebot)", "17.241.208.161", "applebot"),
+        ("DuckDuckBot/1.1; (+http://duckduckgo.com/duckduckbot.html)", "20.191.45.212", "duckduckbot"),
+    ]
+    for ua, ip, name in cases:
+        status, _, body = await fetch(http, gw, ua, ip)
+        assert status == 200, (name, status)
+        assert json.loads(body)["headers"]["PoP-Subject"] == name
+        status, _, _ = await fetch(http, gw, ua, "66.249.66.1")  # Googlebot's address
+        assert status == 402, name
+
+
 async def test_crawler_ua_from_another_address_is_challenged_as_suspicious(
     upstream, gateway_factory, http, tmp_path
 ):
