@@ -46,7 +46,9 @@ def collect_features(c: Collector, data: dict[str, Any], env: Any, store_url: st
     return Features(
         difficulty=difficulty or DifficultyConfig(),
         policy=_policy_file(c, data),
-        worldid=worldid_config.collect_settings(c, data["worldid"], store_url) if "worldid" in data else None,
+        worldid=worldid_config.collect_settings(c, data["worldid"], store_url, env)
+        if "worldid" in data
+        else None,
         zklogin=zklogin_config.collect_settings(c, data["zklogin"], env) if "zklogin" in data else None,
         webbotauth=webbotauth_config.collect_settings(c, data["webbotauth"])
         if "webbotauth" in data

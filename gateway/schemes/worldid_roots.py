@@ -78,6 +78,8 @@ class StaticRoots:
 class _Refreshing:
     """A set of roots refreshed at most once per ``interval`` (single-flight)."""
 
+    unavailable = "roots_unavailable"  # the Overloaded reason when no recent good data exists
+
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.roots: frozenset[int] = frozenset()
@@ -96,7 +98,7 @@ class _Refreshing:
                 self._flight = asyncio.ensure_future(self._attempt(now))
             await asyncio.shield(self._flight)
         if now - self.fetched > 10 * self.interval:
-            raise Overloaded("no fresh roots", reason="roots_unavailable", retry_after=self.interval)
+            raise Overloaded("no fresh data", reason=self.unavailable, retry_after=self.interval)
 
     async def _attempt(self, now: float) -> None:
         try:
