@@ -310,7 +310,7 @@ def worldid_extension(registry: Registry, services: Services) -> None:
     chain = chain_source(s, services)
     v4 = V4Local()
     if chain is not None:
-        v4 = V4Local(service_pool(services, key_json(), scheme="worldid4", **sizes), chain)
+        v4 = V4Local(service_pool(services, s.v4_vk_json or key_json(), scheme="worldid4", **sizes), chain)
     endpoint = WorldIdEndpoint(s, services, root_source(s, services), pool, cloud, v4)
     registry.endpoints[ENDPOINT] = endpoint
     offers_v4 = chain is not None or cloud is not None

@@ -21,6 +21,7 @@ cloud_timeout = 10
 legacy = true                       # IDKit 4: accept 3.0 (legacy) results too (allow_legacy_proofs)
 expiry_threshold = 18000            # 4.0: credential expires_at_min + this >= now (the contract's)
 issuer_schema_ids = []              # 4.0: allowed credentials (1 = proof_of_human; empty: any)
+v4_vk_file = "/etc/popgate/v4.json" # 4.0 key (snarkjs JSON, 15 inputs); default: the bundled production key
 
 [worldid.roots]
 source = "static"                   # | "file" | "redis" | "rpc"
@@ -74,6 +75,7 @@ KEYS = {
     "legacy",
     "expiry_threshold",
     "issuer_schema_ids",
+    "v4_vk_file",
 }
 ROOT_KEYS = {"source", "roots", "file", "redis_key", "rpc_url", "contract", "poll_interval", "root_expiry"}
 
@@ -113,6 +115,7 @@ class WorldIdSettings:
     legacy: bool = True
     expiry_threshold: float = 18000.0
     issuer_schema_ids: frozenset[int] = frozenset()
+    v4_vk_json: Any = None  # None: the bundled 4.0 production key
 
     @property
     def period(self) -> int:
@@ -245,6 +248,9 @@ def _v4(c: Collector, t: dict[str, Any], env: Any) -> dict[str, Any]:
         "legacy": legacy,
         "expiry_threshold": float(_num(c, t, "expiry_threshold", 18000, 0, 10**8, integer=False)),
         "issuer_schema_ids": frozenset(ids),
+        "v4_vk_json": read_vk_file(c, "worldid.v4_vk_file", _str(c, t, "v4_vk_file", ""))
+        if "v4_vk_file" in t
+        else None,
     }
 
 
