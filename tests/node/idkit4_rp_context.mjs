@@ -14,7 +14,12 @@ const input = JSON.parse(await new Promise((ok) => {
 }));
 const ctx = input.rp_context;
 const msg = computeRpSignatureMessage(hexToBytes(ctx.nonce), ctx.created_at, ctx.expires_at, input.action);
-const recovered = await recoverMessageAddress({ message: { raw: msg }, signature: ctx.signature });
+let recovered = null;
+try {
+  recovered = await recoverMessageAddress({ message: { raw: msg }, signature: ctx.signature });
+} catch (e) {
+  recovered = null;
+}
 
 const posts = [];
 globalThis.fetch = async (url, init) => {
