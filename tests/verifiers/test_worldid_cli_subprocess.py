@@ -65,3 +65,55 @@ def test_groth16_cli():
     good = {"vk": pub2["vk"], "proof": pub2["proof"], "public": pub2["public"]}
     out = run("groth16", [good, {**good, "public": ["1", pub2["public"][1]]}, {"vk": pub2["vk"]}])
     assert [o["reason"] for o in out] == ["ok", "invalid_proof", "malformed"]
+
+
+def test_worldid_cli_v4_offline():
+    """World ID 4.0 offline: the protocol's real test proof under the production key, the
+    chain facts in the case, no network; single-field negatives; replay."""
+    real = json.loads((FIX / "worldid_v4_verifier_test.json").read_text())
+    result = {"protocol_version": "4.0", "nonce": real["nonce"], "responses": [real["item"]]}
+    base = {
+        "app_id": "app_test",
+        "action_hash": real["action_hash"],
+        "signal": real["signal"],
+        "rp_id": real["rp_id"],
+        "result": result,
+        "chain": real["chain"],
+        "now": real["now"],
+    }
+
+    def case(**kw: object) -> dict:
+        return {**base, **kw}
+
+    chain = real["chain"]
+    oprf = chain["oprf_keys"][real["rp_id"]]  # the right key, registered for another rp id
+    out = run(
+        "worldid",
+        [
+            case(),
+            case(),
+            case(nonce="0x1"),
+            case(signal="other"),
+            case(rp_id="rp_0000000000000002", chain={**chain, "oprf_keys": {"2": oprf}}),
+            case(chain={**chain, "issuer_keys": {"1": real["wrong"]["issuer_key"]}}),
+            case(now=real["item"]["expires_at_min"] + 18001),
+            case(chain={**chain, "valid_roots": ["0x1"]}),
+            case(chain={**chain, "tree_depth": 31}),
+            case(action="some-action", action_hash=None),
+            case(chain="nope"),
+        ],
+    )  # fmt: skip
+    assert [o["reason"] for o in out] == [
+        "ok",
+        "nullifier_reused",
+        "invalid_proof",
+        "invalid_proof",
+        "invalid_proof",
+        "invalid_proof",
+        "credential_expired",
+        "unknown_root",
+        "invalid_proof",
+        "invalid_proof",
+        "malformed",
+    ], out
+    assert out[0]["nullifier"] == real["item"]["nullifier"] and out[0]["protocol_version"] == "4.0"
