@@ -204,16 +204,13 @@ class RpcChain(_Refreshing):
             ) or self.lookups >= self.ROOT_LOOKUPS_PER_INTERVAL:
                 return False
             self.lookups += 1
-            try:
-                stamp = await self._word(self.registry, "getRootTimestamp(uint256)", root)
-            except Exception as exc:
-                log.warning("getRootTimestamp failed: %s: %s", type(exc).__name__, exc)
-                raise Overloaded(
-                    "root lookup failed", reason="chain_unavailable", retry_after=self.interval
-                ) from None
-            if not stamp:
+            got = await self.keys.get(
+                ("root", root), now, lambda: self._word(self.registry, "getRootTimestamp(uint256)", root)
+            )
+            if not got:
                 _remember(self.unknown, root, now)
                 return False
+            stamp = int(got)
             _remember(self.stamps, root, stamp)
         return now <= stamp + self.window
 

@@ -92,10 +92,13 @@ class _Refreshing:
 
     async def fresh(self, now: float) -> None:
         """Refresh when stale; raise Overloaded when no recent good data exists."""
-        if now - self.tried >= self.interval:
-            if self._flight is None or self._flight.done():
-                self.tried = now
-                self._flight = asyncio.ensure_future(self._attempt(now))
+        idle = self._flight is None or self._flight.done()
+        if idle and now - self.tried >= self.interval:
+            self.tried = now
+            self._flight = asyncio.ensure_future(self._attempt(now))
+        if self._flight is not None and not self._flight.done():
+            # every caller waits for a refresh in flight (not only the one that started it:
+            # concurrent first requests were refused as if no data could be had)
             await asyncio.shield(self._flight)
         if now - self.fetched > 10 * self.interval:
             raise Overloaded("no fresh data", reason=self.unavailable, retry_after=self.interval)
