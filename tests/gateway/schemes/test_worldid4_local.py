@@ -226,3 +226,26 @@ def test_config_problems(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(write_config(tmp_path, "http://127.0.0.1:9", extra=bad))
     assert "worldid.rp.keys[k]" in str(err.value) and "worldid.legacy" in str(err.value)
+
+
+async def test_sessions_per_nullifier_and_rotation(upstream, gateway_factory, http, tmp_path):
+    """v4 nullifiers follow sessions_per_nullifier like v3 ones (a nonce is still spent once);
+    with rotate = "daily" the proof must be made for today's action, signed into rp_context."""
+    async with serve_app(make_app(chain_state())) as port:
+        (tmp_path / "a").mkdir()
+        gw = await gateway_factory(upstream, extra=v4_toml(tmp_path / "a", port, sessions_per_nullifier=3))
+        gw.gateway.clock = lambda: NOW
+        assert (await post(http, gw, v4(0)))[0] == 200
+        assert (await post(http, gw, v4(1)))[0] == 200  # the same person, a second request
+        status, data, _ = await post(http, gw, v4(0))
+        assert (status, data["reason"]) == (409, "replayed")  # the nonce was used
+        (tmp_path / "b").mkdir()
+        gw = await gateway_factory(upstream, extra=v4_toml(tmp_path / "b", port, rotate="daily"))
+        gw.gateway.clock = lambda: NOW
+        async with http.get(url_of(gw, ENDPOINT)) as r:
+            assert (await r.json())["idkit"]["action"] == CASES[3]["action"]
+        rotated = {
+            "result": {**result(CASES[3]["item"], nonce=CASES[3]["nonce"]), "action": CASES[3]["action"]}
+        }
+        assert (await post(http, gw, {**rotated, "signal": ""}))[0] == 200
+        assert (await post(http, gw, v4(2)))[1]["reason"] == "wrong_action"  # un-rotated
