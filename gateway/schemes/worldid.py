@@ -314,4 +314,6 @@ def worldid_extension(registry: Registry, services: Services) -> None:
     endpoint = WorldIdEndpoint(s, services, root_source(s, services), pool, cloud, v4)
     registry.endpoints[ENDPOINT] = endpoint
     offers_v4 = chain is not None or cloud is not None
-    registry.way_out_providers.append(lambda ctx, match: WayOut("prove", offer(s, ctx.now, offers_v4)))
+    registry.way_out_providers.append(
+        lambda ctx, match: WayOut("prove", offer(s, ctx.now, offers_v4, challenge=True))
+    )

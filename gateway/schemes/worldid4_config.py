@@ -6,6 +6,8 @@ keys = [{kid = "2026a", secret_file = "/etc/popgate/rp.key"}]  # 64 hex digits (
 signing_kid = "2026a"               # signs new rp_contexts; older keys' nonces stay valid
 ttl = 300                           # rp_context lifetime (seconds); nonces expire with it
 environment = "production"          # | "staging": what IDKit is told
+in_challenge = true                 # sign an rp_context into every 402 (~70 µs CPU each); false:
+                                    # the 402 names the endpoint, a client GETs one when it starts
 
 [worldid.chain]                     # chain facts for local 4.0 verification
 source = "rpc"                      # | "static" | "file"
@@ -35,7 +37,7 @@ from popgate.verifiers.worldid_rp import nonce_key, parse_signing_key
 from popgate.verifiers.worldid_v4 import StaticChain, chain_from_json, parse_rp_id
 
 PRODUCTION_VERIFIER = "0x00000000009E00F9FE82CfeeBB4556686da094d7"
-RP_KEYS = {"rp_id", "keys", "signing_kid", "ttl", "environment"}
+RP_KEYS = {"rp_id", "keys", "signing_kid", "ttl", "environment", "in_challenge"}
 CHAIN_KEYS = {
     "source", "rpc_url", "verifier", "poll_interval", "file",
     "valid_roots", "issuer_keys", "oprf_keys", "tree_depth",
@@ -50,6 +52,7 @@ class RpSettings:
     ttl: int = 300
     environment: str = "production"
     nonce_keys: dict[str, bytes] = field(default_factory=dict)
+    in_challenge: bool = True
 
     @property
     def signing_key(self) -> bytes:
@@ -87,10 +90,13 @@ def collect_rp(c: Collector, t: dict[str, Any], env: Any) -> RpSettings | None:
     environment = t.get("environment", "production")
     if environment not in ("production", "staging"):
         c.problem(f"{p}.environment", f"expected production or staging, got {environment!r}")
+    in_challenge = t.get("in_challenge", True)
+    if not isinstance(in_challenge, bool):
+        c.problem(f"{p}.in_challenge", f"expected true or false, got {in_challenge!r}")
     if len(c.problems) > before or signing not in keys:
         return None
     nonce_keys = {kid: nonce_key(k) for kid, k in keys.items()}
-    return RpSettings(rp_id, keys, signing, int(ttl or 300), str(environment), nonce_keys)
+    return RpSettings(rp_id, keys, signing, int(ttl or 300), str(environment), nonce_keys, in_challenge)
 
 
 def collect_chain(c: Collector, t: dict[str, Any]) -> ChainSettings | None:

@@ -27,25 +27,29 @@ def claim_ttl(s: WorldIdSettings, now: float) -> float:
     return (int(now // s.period) + 2) * s.period - now
 
 
-def idkit4_request(s: WorldIdSettings, now: float, action: str) -> dict[str, Any] | None:
-    """The ``IDKit.request`` config a client needs (None without ``[worldid.rp]``)."""
+def idkit4_request(s: WorldIdSettings, now: float, action: str, sign: bool = True) -> dict[str, Any] | None:
+    """The ``IDKit.request`` config a client needs (None without ``[worldid.rp]``); with
+    ``sign`` False the rp_context is left for the client to ``GET`` from the endpoint."""
     if s.rp is None:
         return None
-    ctx = rp_context(s.rp.signing_key, s.rp.rp_id, action, now, s.rp.ttl)
+    ctx = rp_context(s.rp.signing_key, s.rp.rp_id, action, now, s.rp.ttl).as_json() if sign else None
     out: dict[str, Any] = {
         "app_id": s.app_id,
         "action": action,
-        "rp_context": ctx.as_json(),
+        "rp_context": ctx,
         "allow_legacy_proofs": s.legacy,
         "environment": s.rp.environment,
     }
     if s.issuer_schema_ids:
         out["issuer_schema_ids"] = sorted(s.issuer_schema_ids)
+    if not sign:
+        out["rp_context_from"] = ENDPOINT
     return out
 
 
-def offer(s: WorldIdSettings, now: float, v4: bool) -> dict[str, Any]:
-    """The ``prove`` way-out parameters (also ``GET`` on the endpoint)."""
+def offer(s: WorldIdSettings, now: float, v4: bool, challenge: bool = False) -> dict[str, Any]:
+    """The ``prove`` way-out parameters (``challenge``) and the answer to ``GET`` on the
+    endpoint (which always signs a fresh rp_context)."""
     action = current_action(s, now)
     out: dict[str, Any] = {
         "method": "worldid",
@@ -62,7 +66,8 @@ def offer(s: WorldIdSettings, now: float, v4: bool) -> dict[str, Any]:
         out["action_expires"] = int((now // s.period + 1) * s.period)
     if s.verification_levels:
         out["verification_levels"] = sorted(s.verification_levels)
-    request = idkit4_request(s, now, action)
+    sign = not challenge or s.rp is None or s.rp.in_challenge
+    request = idkit4_request(s, now, action, sign)
     if request is not None:
         out["idkit"] = request
     return out

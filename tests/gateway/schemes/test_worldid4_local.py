@@ -185,6 +185,15 @@ async def test_offer_carries_an_rp_context_the_idkit4_sdk_accepts(upstream, gate
     assert run_node(script, stdin=bad)["recovered"] != out["recovered"]
     bad["rp_context"]["rp_id"] = "app_" + FIX["rp_id"][3:]
     assert run_node(script, stdin=bad)["accepted"] is False
+    # Cheaper 402s: no signature in the challenge, the client GETs its rp_context.
+    (tmp_path / "lazy").mkdir()
+    lazy = v4_toml(tmp_path / "lazy", None) + "in_challenge = false\n"  # in [worldid.rp]
+    gw = await gateway_factory(upstream, extra=lazy)
+    async with http.get(url_of(gw, "/api/x"), headers={"Accept": "application/json"}) as r:
+        prove = [w for w in (await r.json(content_type=None))["ways_out"] if w["kind"] == "prove"]
+    assert prove[0]["idkit"]["rp_context"] is None and prove[0]["idkit"]["rp_context_from"] == ENDPOINT
+    async with http.get(url_of(gw, ENDPOINT)) as r:
+        assert (await r.json())["idkit"]["rp_context"]["signature"].startswith("0x")
 
 
 async def test_one_spend_across_two_gateways(upstream, gateway_factory, http, tmp_path, redis_url):
