@@ -17,7 +17,9 @@ refreshed by one request at a time; a failed refresh keeps the last answer for
 up to ten intervals, after which (and for anything never fetched) the source
 fails closed with Overloaded ``chain_unavailable`` (503 + Retry-After). A
 revert or an all-zero key means "not registered" (``unknown_issuer`` /
-``unknown_rp``, 401). Root lookups are limited to 16 per interval.
+``unknown_rp``, 401). Lookups of roots and issuer schema ids not seen before
+share a budget of 16 per interval (then: an unknown root is refused, an unknown
+schema id gets 503), so random values cannot make the gateway flood the chain.
 """
 
 from __future__ import annotations
@@ -183,10 +185,10 @@ class RpcChain(_Refreshing):
         return f"0x{await self._word(self.verifier, name) & (2**160 - 1):040x}"
 
     async def _load(self, now: float) -> None:
-        if not self.registry:
-            self.registry = await self._address("getWorldIDRegistry()")
-            self.issuers = await self._address("getCredentialSchemaIssuerRegistry()")
-            self.oprf = await self._address("getOprfKeyRegistry()")
+        # re-read each interval: the verifier's owner can point it at new registries
+        self.registry = await self._address("getWorldIDRegistry()")
+        self.issuers = await self._address("getCredentialSchemaIssuerRegistry()")
+        self.oprf = await self._address("getOprfKeyRegistry()")
         self.depth = await self._word(self.verifier, "getTreeDepth()")
         self.window = await self._word(self.registry, "getRootValidityWindow()")
         self.latest = await self._word(self.registry, "getLatestRoot()")
@@ -220,11 +222,16 @@ class RpcChain(_Refreshing):
 
     async def issuer_key(self, schema_id: int, now: float) -> tuple[int, int] | None:
         await self.fresh(now)
-        pair: tuple[int, int] | None = await self.keys.get(
-            ("issuer", schema_id),
-            now,
-            lambda: self._pair(self.issuers, "issuerSchemaIdToPubkey(uint64)", schema_id),
-        )
+
+        async def fetch() -> tuple[int, int] | None:
+            # a schema id not looked up this interval costs an eth_call: at most 16 per interval
+            # (shared with roots), then 503 unless an older answer is at hand
+            if self.lookups >= self.ROOT_LOOKUPS_PER_INTERVAL:
+                raise RuntimeError("chain lookup budget used for this interval")
+            self.lookups += 1
+            return await self._pair(self.issuers, "issuerSchemaIdToPubkey(uint64)", schema_id)
+
+        pair: tuple[int, int] | None = await self.keys.get(("issuer", schema_id), now, fetch)
         return pair
 
     async def oprf_key(self, rp_id: int, now: float) -> tuple[int, int] | None:

@@ -65,6 +65,11 @@ async def _test_cached_within_an_interval_and_single_flight(state: V4ChainState,
     for r in range(1000, 1040):  # random roots cost the chain at most 16 lookups per interval
         await c.root_valid(r, 161)
     assert state.calls[SEL["getRootTimestamp(uint256)"]] <= 17
+    assert c.lookups == 16, c.lookups
+    with pytest.raises(Overloaded):  # so do random schema ids (the budget is shared)
+        await c.issuer_key(77, 161)
+    assert await c.issuer_key(1, 200) == (33, 44)  # a known one still answers
+    assert await c.issuer_key(77, 230) is None  # next interval: looked up
 
 
 async def test_stale_then_fail_closed():
