@@ -117,3 +117,32 @@ def test_worldid_cli_v4_offline():
         "malformed",
     ], out
     assert out[0]["nullifier"] == real["item"]["nullifier"] and out[0]["protocol_version"] == "4.0"
+
+
+def test_worldid_cli_v4_action_string_and_both_versions():
+    """An action given as a string (hashed by popgate) and a result holding a v3 and a v4
+    item: both checked, both nullifiers spent (a v3-only replay is then refused)."""
+    local = json.loads((FIX / "worldid_v4_local.json").read_text())
+    c = local["cases"][2]
+    v3 = CASES[0]
+    base = {
+        "app_id": v3["app_id"],
+        "action": local["action"],
+        "rp_id": local["rp_id"],
+        "chain": local["chain"],
+        "vk": local["vk"],
+        "now": local["created_at"],
+        "result": {"protocol_version": "4.0", "nonce": c["nonce"], "responses": [c["item"]]},
+    }
+    both = {**base, "result": {**base["result"], "responses": [v3["idkit4_v3_item"], c["item"]]}}
+    v3_vk = json.loads(VK_FILE.read_text())
+    out = run(
+        "worldid",
+        [
+            {**base, "action": "another"},
+            {**both, "valid_roots": [ROOT], "v3_vk": v3_vk},
+            {"app_id": v3["app_id"], "action": v3["action"], "signal": "", "result": v3["idkit2_result"],
+             "valid_roots": [ROOT], "vk": v3_vk},
+        ],
+    )  # fmt: skip
+    assert [o["reason"] for o in out] == ["invalid_proof", "ok", "nullifier_reused"], out

@@ -16,10 +16,10 @@ result or v4 item>, "chain": {"valid_roots", "issuer_keys": {schema_id: [x, y]},
 "oprf_keys": {rp_id: [x, y]}, "tree_depth"}, "now", "expiry_threshold"
 (default 18000), "vk" (default: the 4.0 production key)}``. Output:
 ``{"nullifier", "merkle_root", "issuer_schema_id", "protocol_version": "4.0"}``; a
-result that also holds a v3 item (IDKit 4 legacy) needs ``valid_roots`` and
-spends both nullifiers. Reasons: ``malformed``, ``credential_expired``,
-``unknown_root``, ``unknown_issuer``, ``unknown_rp``, ``invalid_proof``,
-``nullifier_reused``.
+result that also holds a v3 item (IDKit 4 legacy) needs ``valid_roots`` (and
+``v3_vk`` unless the v3 production key) and spends both nullifiers. Reasons:
+``malformed``, ``credential_expired``, ``unknown_root``, ``unknown_issuer``,
+``unknown_rp``, ``invalid_proof``, ``nullifier_reused``.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ async def check_v4_case(case: dict[str, Any], env: Any) -> dict[str, Any]:
     out = await check_v4(v4_items[0], expect, chain_from_json(case.get("chain")), proof_check, scope=scope)
     v3_items = [i for i in _items(result) if isinstance(i, dict) and "merkle_root" in i]
     if v3_items:
-        await check({**case, "result": v3_items[0], "chain": None, "signal": case.get("signal") or ""}, env)
+        v3_case = {**case, "result": v3_items[0], "chain": None, "vk": case.get("v3_vk")}
+        await check({**v3_case, "signal": case.get("signal") or ""}, env)
     await env.spend(out.spend)
     return {
         "nullifier": out.nullifier,
