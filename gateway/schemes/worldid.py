@@ -63,6 +63,7 @@ from popgate.gateway.pipeline.decisions import WayOut
 from popgate.gateway.pipeline.responses import problem
 from popgate.gateway.registry import Registry, Services
 from popgate.gateway.schemes.proofpool import ProofPool, service_pool
+from popgate.gateway.schemes.worldid_api import register_verify_api
 from popgate.gateway.schemes.worldid_chain import FileChain, RpcChain, rpc_call
 from popgate.gateway.schemes.worldid_config import WorldIdSettings
 from popgate.gateway.schemes.worldid_idkit import Expectations, Verifiers, verify_idkit
@@ -311,8 +312,10 @@ def worldid_extension(registry: Registry, services: Services) -> None:
     v4 = V4Local()
     if chain is not None:
         v4 = V4Local(service_pool(services, s.v4_vk_json or key_json(), scheme="worldid4", **sizes), chain)
-    endpoint = WorldIdEndpoint(s, services, root_source(s, services), pool, cloud, v4)
+    roots = root_source(s, services)
+    endpoint = WorldIdEndpoint(s, services, roots, pool, cloud, v4)
     registry.endpoints[ENDPOINT] = endpoint
+    register_verify_api(registry, services, roots, pool)  # the dApp API shares key, roots and pool
     offers_v4 = chain is not None or cloud is not None
     registry.way_out_providers.append(
         lambda ctx, match: WayOut("prove", offer(s, ctx.now, offers_v4, challenge=True))
