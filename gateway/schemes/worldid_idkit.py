@@ -105,7 +105,8 @@ async def _v4_local(
     check_nonce(rp.nonce_keys, nonce, rp.rp_id, e.action, e.now, rp.ttl)
     expect = worldid_v4.Expect(rp.rp_id, e.action, nonce, e.signal or None, e.now, e.threshold, e.schemas)
     out = await worldid_v4.check(item, expect, chain, check, scope=scope, ttl=e.ttl, limit=e.limit)
-    return [out.spend, nonce_spend(nonce, rp.ttl + 120)]
+    # the nonce first: a replayed request must not use up one of the nullifier's sessions
+    return [nonce_spend(nonce, rp.ttl + 120), out.spend]
 
 
 async def _v4(result: Mapping[str, Any], item: Any, e: Expectations, v: Verifiers, scope: str) -> list[Spend]:
@@ -133,7 +134,7 @@ async def verify_idkit(result: Any, e: Expectations, v: Verifiers) -> Outcome:
     nullifier, versions = "", []
     if v4_items:
         spends += await _v4(result, v4_items[0], e, v, scope)
-        nullifier, versions = spends[0].ident.split(":", 1)[1], ["4.0"]
+        nullifier, versions = spends[-1].ident.split(":", 1)[1], ["4.0"]  # the nullifier's Spend
     if v3_items:
         out = await worldid.check(
             v3_items[0],

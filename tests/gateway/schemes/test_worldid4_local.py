@@ -87,7 +87,7 @@ async def test_v4_verified_locally_without_cloud(upstream, gateway_factory, http
         # The chain was asked (registry state, issuer key, OPRF key); nothing else was.
         assert state.calls and all(n <= 2 for n in state.calls.values()), state.calls
         # Replays: the same result; the same person with a fresh request (new nonce).
-        assert (await post(http, gw, v4(0)))[1]["reason"] == "nullifier_reused"
+        assert (await post(http, gw, v4(0)))[1]["reason"] == "replayed"  # its nonce was used
         status, data, _ = await post(http, gw, v4(1))
         assert (status, data["reason"]) == (409, "nullifier_reused")
         # Another person is another session.
@@ -143,11 +143,11 @@ async def test_v3_and_v4_of_one_person_give_one_session(upstream, gateway_factor
     async with serve_app(make_app(chain_state())) as port:
         gw = await start(gateway_factory, upstream, tmp_path, port)
         v3_item = body(0, "idkit4_v3_item")["result"]
-        both = {"result": result(v3_item, CASES[2]["item"], nonce=CASES[2]["nonce"]), "signal": ""}
+        both = {"result": result(v3_item, CASES[0]["item"], nonce=CASES[0]["nonce"]), "signal": ""}
         status, data, _ = await post(http, gw, both)
         assert status == 200, data
         assert (await post(http, gw, body(0)))[1]["reason"] == "nullifier_reused"  # v3 alone
-        assert (await post(http, gw, v4(2)))[1]["reason"] == "nullifier_reused"  # v4 alone
+        assert (await post(http, gw, v4(1)))[1]["reason"] == "nullifier_reused"  # v4 alone, new request
 
 
 async def test_legacy_off_refuses_v3(upstream, gateway_factory, http, tmp_path):
@@ -242,12 +242,12 @@ async def test_sessions_per_nullifier_and_rotation(upstream, gateway_factory, ht
     with rotate = "daily" the proof must be made for today's action, signed into rp_context."""
     async with serve_app(make_app(chain_state())) as port:
         (tmp_path / "a").mkdir()
-        gw = await gateway_factory(upstream, extra=v4_toml(tmp_path / "a", port, sessions_per_nullifier=3))
+        gw = await gateway_factory(upstream, extra=v4_toml(tmp_path / "a", port, sessions_per_nullifier=2))
         gw.gateway.clock = lambda: NOW
         assert (await post(http, gw, v4(0)))[0] == 200
-        assert (await post(http, gw, v4(1)))[0] == 200  # the same person, a second request
         status, data, _ = await post(http, gw, v4(0))
-        assert (status, data["reason"]) == (409, "replayed")  # the nonce was used
+        assert (status, data["reason"]) == (409, "replayed")  # the nonce was used...
+        assert (await post(http, gw, v4(1)))[0] == 200  # ...and the replay used no session
         (tmp_path / "b").mkdir()
         gw = await gateway_factory(upstream, extra=v4_toml(tmp_path / "b", port, rotate="daily"))
         gw.gateway.clock = lambda: NOW
