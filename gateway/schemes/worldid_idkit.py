@@ -65,6 +65,10 @@ class Verifiers:
     rp: RpSettings | None = None
     cloud: CloudVerifier | None = None
     gate: Callable[[], Awaitable[None]] | None = None  # before a cloud call
+    # "signed": the nonce must be one popgate issued (the exchange endpoint); "any": the caller
+    # signed the rp_context itself (a dApp backend behind the verify API) and vouches for it.
+    # Either way the nonce is spent once.
+    nonces: str = "signed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +106,8 @@ async def _v4_local(
     if rp is None or chain is None or check is None:
         raise VerificationError("unsupported_protocol", "4.0 without [worldid.rp] and [worldid.chain]")
     nonce = parse_nonce(result.get("nonce"))
-    check_nonce(rp.nonce_keys, nonce, rp.rp_id, e.action, e.now, rp.ttl)
+    if v.nonces != "any":
+        check_nonce(rp.nonce_keys, nonce, rp.rp_id, e.action, e.now, rp.ttl)
     expect = worldid_v4.Expect(rp.rp_id, e.action, nonce, e.signal or None, e.now, e.threshold, e.schemas)
     out = await worldid_v4.check(item, expect, chain, check, scope=scope, ttl=e.ttl, limit=e.limit)
     # the nonce first: a replayed request must not use up one of the nullifier's sessions
