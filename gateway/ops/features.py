@@ -92,7 +92,9 @@ def collect_features(c: Collector, data: dict[str, Any], env: Any, store_url: st
     return Features(
         difficulty=difficulty or DifficultyConfig(),
         policy=policy,
-        worldid=worldid_config.collect_settings(c, data["worldid"], store_url) if "worldid" in data else None,
+        worldid=worldid_config.collect_settings(c, data["worldid"], store_url, env)
+        if "worldid" in data
+        else None,
         worldid_api=_worldid_api(c, data, env),
         zklogin=zklogin_config.collect_settings(c, data["zklogin"], env) if "zklogin" in data else None,
         webbotauth=webbotauth_config.collect_settings(c, data["webbotauth"])

@@ -26,26 +26,32 @@ full → 503 + Retry-After) → spend the returned Spend: ``store.claim(key(
 "worldid-nullifier", scope:nullifier), ttl, limit=sessions_per_nullifier)``, atomic across every
 gateway sharing the store (scope = the external nullifier of app_id and action).
 
-4.0 results go to ``cloud_verify_url`` (the IDKit result as-is, as the
-developer portal's ``/api/v4/verify`` takes it); popgate still enforces
-nullifier uniqueness (scope ``v4:`` + app_id/action), because the API does not.
+4.0 results (IDKit 4.x ``protocol_version`` "4.0") are verified locally when
+``[worldid.rp]`` and ``[worldid.chain]`` are configured
+(:mod:`gateway.schemes.worldid_idkit`: the nonce popgate signed, chain facts,
+the 4.0 key in its own proof pool), else by ``cloud_verify_url`` (the IDKit
+result as-is, as the developer portal's ``/api/v4/verify`` takes it). Either
+way popgate enforces nullifier uniqueness itself (``v4:<nullifier>`` in the
+same scope as the v3 nullifiers), because the API does not. A result holding a
+v3 and a v4 item spends both nullifiers for one session.
 
 Answer: ``{"token", "token_type": "PoP", "class": "human", "subject",
 "expires", "action"}`` and the same token as an HttpOnly SameSite=Lax cookie.
 The subject is a keyed hash of scope and nullifier: never the nullifier.
 Errors are problem+json with ``reason``: ``malformed`` (400), ``wrong_action``
-(400), ``invalid_proof``/``unknown_root``/``verification_level`` (401),
-``nullifier_reused`` (409), ``rate_limited`` (429), ``overloaded`` (503),
+(400), ``unsupported_protocol`` (400), ``invalid_proof``/``unknown_root``/
+``verification_level``/``invalid_nonce``/``credential_expired``/``unknown_issuer``/
+``unknown_rp`` (401), ``nullifier_reused``/``replayed`` (409), ``rate_limited`` (429), ``overloaded`` (503),
 ``verifier_unavailable`` (503: a pool worker died with the proof in flight;
-the pool is replaced, retry).
+the pool is replaced, retry), ``roots_unavailable``/``chain_unavailable`` (503).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -58,7 +64,10 @@ from popgate.gateway.pipeline.responses import problem
 from popgate.gateway.registry import Registry, Services
 from popgate.gateway.schemes.proofpool import ProofPool, service_pool
 from popgate.gateway.schemes.worldid_api import register_verify_api
+from popgate.gateway.schemes.worldid_chain import FileChain, RpcChain, rpc_call
 from popgate.gateway.schemes.worldid_config import WorldIdSettings
+from popgate.gateway.schemes.worldid_idkit import Expectations, Verifiers, verify_idkit
+from popgate.gateway.schemes.worldid_offer import ENDPOINT, claim_ttl, current_action, offer
 from popgate.gateway.schemes.worldid_roots import (
     FileRoots,
     RedisSetRoots,
@@ -67,16 +76,16 @@ from popgate.gateway.schemes.worldid_roots import (
     StaticRoots,
     rpc_caller,
 )
-from popgate.gateway.schemes.worldid_v4 import V4_PROTOCOL, CloudVerifier, v4_item
+from popgate.gateway.schemes.worldid_v4 import CloudVerifier
 from popgate.gateway.stores.base import Spend, key
 from popgate.gateway.stores.redis import RedisStore
 from popgate.verifiers import worldid
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.groth16 import Proof
 from popgate.verifiers.session import keyed_subject
+from popgate.verifiers.worldid_v4 import Chain, key_json
 
 log = logging.getLogger("popgate.worldid")
-ENDPOINT = "/.well-known/popgate/worldid"
 MAX_BODY = 16 * 1024
 MAX_SIGNAL = 1024
 FOREVER = worldid.FOREVER
@@ -86,26 +95,13 @@ STATUS = {
     "signal_not_allowed": 400,
     "unsupported_protocol": 400,
     "nullifier_reused": 409,
+    "replayed": 409,
 }
 Gate = Callable[[web.BaseRequest, Context], Awaitable[None]]
 
 
 class RateLimited(GatewayError):
     status, reason, title = 429, "rate_limited", "Too many proofs from this network"
-
-
-def current_action(s: WorldIdSettings, now: float) -> str:
-    """The action string a proof must be made for at ``now`` (see the module doc)."""
-    if not s.period:
-        return s.action
-    return f"{s.action}/{s.rotate[0]}{int(now // s.period)}"
-
-
-def claim_ttl(s: WorldIdSettings, now: float) -> float:
-    """How long a spent nullifier is remembered: its period (+ one spare), or ten years."""
-    if not s.period:
-        return FOREVER
-    return (int(now // s.period) + 2) * s.period - now
 
 
 class RateGate:
@@ -125,6 +121,14 @@ class RateGate:
             raise err
 
 
+@dataclass(frozen=True, slots=True)
+class V4Local:
+    """Local 4.0 verification: the 4.0 key's proof pool and the chain facts (both or neither)."""
+
+    pool: ProofPool | None = None
+    chain: Chain | None = None
+
+
 class WorldIdEndpoint:
     """``GET``: what to prove; ``POST``: a proof → a ``human`` session."""
 
@@ -135,8 +139,10 @@ class WorldIdEndpoint:
         roots: RootSource,
         pool: ProofPool,
         cloud: CloudVerifier | None,
+        v4: V4Local | None = None,
     ) -> None:
         self.s, self.services, self.roots, self.pool, self.cloud = settings, services, roots, pool, cloud
+        self.v4 = v4 or V4Local()
         self.gates: list[Gate] = [RateGate(services, settings.gate_rate, settings.gate_window)]
         self.cookie = services.config.sessions.cookie_name
         self.secure = services.config.sessions.cookie_secure
@@ -144,7 +150,8 @@ class WorldIdEndpoint:
     async def __call__(self, request: web.BaseRequest, ctx: Context) -> web.StreamResponse:
         if request.method in ("GET", "HEAD"):
             return web.json_response(
-                offer(self.s, ctx.now, self.cloud is not None), headers={"Cache-Control": "no-store"}
+                offer(self.s, ctx.now, self.v4.chain is not None or self.cloud is not None),
+                headers={"Cache-Control": "no-store"},
             )
         if request.method != "POST":
             return problem(
@@ -167,9 +174,9 @@ class WorldIdEndpoint:
 
     async def _verify(
         self, request: web.BaseRequest, ctx: Context, data: dict[str, Any]
-    ) -> tuple[Spend, str, str, str]:
-        """Check the proof (order: :func:`verifiers.worldid.check`); return the
-        nullifier's Spend, its scope, the nullifier and the action."""
+    ) -> tuple[list[Spend], str, str, str]:
+        """Check the proof(s) (:func:`worldid_idkit.verify_idkit`); return the
+        Spends to claim, the scope, the subject's nullifier and the action."""
         s = self.s
         action = current_action(s, ctx.now)
         result = data.get("result", data)
@@ -178,37 +185,40 @@ class WorldIdEndpoint:
         sent = result.get("action")
         if sent is not None and sent != action:
             raise VerificationError("wrong_action", "result made for another action")
-        if result.get("protocol_version") == V4_PROTOCOL and v4_item(result) is not None:
-            if self.cloud is None:
-                raise VerificationError("unsupported_protocol", "4.0 without cloud_verify_url")
-            await self._gate(request, ctx)
-            nullifier = await self.cloud.verify(result)
-            scope = "v4:" + hashlib.sha256(f"{s.app_id}\0{action}".encode()).hexdigest()[:40]
-            item = worldid.nullifier_spend(scope, nullifier, claim_ttl(s, ctx.now), s.sessions_per_nullifier)
-            return item, scope, nullifier, action
-        signal = self._signal(data)
-
-        async def root_valid(root: int) -> bool:
-            return await self.roots.is_valid(root, ctx.now)
-
-        async def verify_proof(proof: Proof, public: list[int]) -> None:
-            packed = proof.packed()
-            if self.pool.cached(packed, public) is False:
-                await self._gate(request, ctx)
-            await self.pool.verify(packed, public)
-
-        v = await worldid.check(
-            result,
+        expect = Expectations(
             app_id=s.app_id,
             action=action,
-            signal=signal,
-            root_valid=root_valid,
-            verify_proof=verify_proof,
+            signal=self._signal(data),
+            now=ctx.now,
             levels=s.verification_levels,
+            schemas=s.issuer_schema_ids,
+            threshold=s.expiry_threshold,
             ttl=claim_ttl(s, ctx.now),
             limit=s.sessions_per_nullifier,
+            legacy=s.legacy,
         )
-        return v.spend, v.external_nullifier, v.nullifier, action
+        out = await verify_idkit(result, expect, self._verifiers(request, ctx))
+        return out.spends, out.scope, out.nullifier, action
+
+    def _verifiers(self, request: web.BaseRequest, ctx: Context) -> Verifiers:
+        def pooled(pool: ProofPool) -> Callable[[Proof, list[int]], Awaitable[None]]:
+            async def check(proof: Proof, public: list[int]) -> None:
+                packed = proof.packed()
+                if pool.cached(packed, public) is False:
+                    await self._gate(request, ctx)
+                await pool.verify(packed, public)
+
+            return check
+
+        return Verifiers(
+            roots=self.roots,
+            v3_check=pooled(self.pool),
+            v4_check=pooled(self.v4.pool) if self.v4.pool is not None else None,
+            chain=self.v4.chain,
+            rp=self.s.rp,
+            cloud=self.cloud,
+            gate=lambda: self._gate(request, ctx),
+        )
 
     def _signal(self, data: dict[str, Any]) -> str:
         signal = data.get("signal", "")
@@ -224,11 +234,13 @@ class WorldIdEndpoint:
         for gate in self.gates:
             await gate(request, ctx)
 
-    async def _spend(self, item: Spend) -> None:
+    async def _spend(self, items: list[Spend]) -> None:
+        """Claim every Spend (nonce and nullifiers); any refused claim refuses the result."""
         st = self.services
-        fresh = await st.failure.guard("spend", st.store.claim(item.key, item.ttl, item.limit), True)
-        if not fresh:
-            raise item.refused()  # nullifier_reused
+        for item in items:
+            fresh = await st.failure.guard("spend", st.store.claim(item.key, item.ttl, item.limit), True)
+            if not fresh:
+                raise item.refused()  # nullifier_reused / replayed
 
     def _session(self, ctx: Context, scope: str, nullifier: str, action: str) -> web.Response:
         st, ttl = self.services, self.s.session_ttl
@@ -264,26 +276,6 @@ class WorldIdEndpoint:
         )
 
 
-def offer(s: WorldIdSettings, now: float, v4: bool) -> dict[str, Any]:
-    """The ``prove`` way-out parameters (also ``GET`` on the endpoint)."""
-    out: dict[str, Any] = {
-        "method": "worldid",
-        "app_id": s.app_id,
-        "action": current_action(s, now),
-        "endpoint": ENDPOINT,
-        "class": "human",
-        "signal": s.signal,
-        "rotate": s.rotate,
-        "protocol_versions": ["3.0", "4.0"] if v4 else ["3.0"],
-        "body": {"result": "<IDKit result>", "signal": "<the signal proved>"},
-    }
-    if s.period:
-        out["action_expires"] = int((now // s.period + 1) * s.period)
-    if s.verification_levels:
-        out["verification_levels"] = sorted(s.verification_levels)
-    return out
-
-
 def root_source(s: WorldIdSettings, services: Services) -> RootSource:
     r = s.roots
     if r.source == "file":
@@ -297,24 +289,34 @@ def root_source(s: WorldIdSettings, services: Services) -> RootSource:
     return StaticRoots(r.roots)
 
 
+def chain_source(s: WorldIdSettings, services: Services) -> Chain | None:
+    c = s.chain
+    if c is None:
+        return None
+    if c.static is not None:
+        return c.static
+    if c.source == "file":
+        return FileChain(c.file, c.poll_interval)
+    return RpcChain(rpc_call(services.outbound, c.rpc_url), c.verifier, c.poll_interval)
+
+
 def worldid_extension(registry: Registry, services: Services) -> None:
-    """Wire the validated ``[worldid]``: endpoint, way out, pool. Absent table: off."""
+    """Wire the validated ``[worldid]``: endpoint, way out, pools. Absent table: off."""
     s = services.config.features.worldid
     if s is None:
         return
-    pool = service_pool(
-        services,
-        s.vk_json,
-        workers=s.workers,
-        queue_limit=s.queue_limit,
-        scheme="worldid",
-        cache_size=s.cache_size,
-    )
+    sizes = {"workers": s.workers, "queue_limit": s.queue_limit, "cache_size": s.cache_size}
+    pool = service_pool(services, s.vk_json, scheme="worldid", **sizes)
     cloud = CloudVerifier(s.cloud_verify_url, s.cloud_timeout, services) if s.cloud_verify_url else None
+    chain = chain_source(s, services)
+    v4 = V4Local()
+    if chain is not None:
+        v4 = V4Local(service_pool(services, s.v4_vk_json or key_json(), scheme="worldid4", **sizes), chain)
     roots = root_source(s, services)
-    endpoint = WorldIdEndpoint(s, services, roots, pool, cloud)
+    endpoint = WorldIdEndpoint(s, services, roots, pool, cloud, v4)
     registry.endpoints[ENDPOINT] = endpoint
     register_verify_api(registry, services, roots, pool)  # the dApp API shares key, roots and pool
+    offers_v4 = chain is not None or cloud is not None
     registry.way_out_providers.append(
-        lambda ctx, match: WayOut("prove", offer(s, ctx.now, cloud is not None))
+        lambda ctx, match: WayOut("prove", offer(s, ctx.now, offers_v4, challenge=True))
     )

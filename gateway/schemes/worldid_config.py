@@ -18,6 +18,10 @@ gate_rate = 20                      # pool jobs per client network per gate_wind
 gate_window = 60
 cloud_verify_url = "https://developer.worldcoin.org/api/v4/verify/app_..."  # 4.0 results
 cloud_timeout = 10
+legacy = true                       # IDKit 4: accept 3.0 (legacy) results too (allow_legacy_proofs)
+expiry_threshold = 18000            # 4.0: credential expires_at_min + this >= now (the contract's)
+issuer_schema_ids = []              # 4.0: allowed credentials (1 = proof_of_human; empty: any)
+v4_vk_file = "/etc/popgate/v4.json" # 4.0 key (snarkjs JSON, 15 inputs); default: the bundled production key
 
 [worldid.roots]
 source = "static"                   # | "file" | "redis" | "rpc"
@@ -33,11 +37,13 @@ root_expiry = 3600                  # rpc: seconds a superseded root stays valid
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from popgate.gateway.ops.validation import Collector, ConfigError, read_vk_file
+from popgate.gateway.schemes.worldid4_config import ChainSettings, RpSettings, collect_chain, collect_rp
 from popgate.gateway.stores.redis_urls import REDIS_SCHEMES
 from popgate.verifiers.bn254.encoding import parse_uint
 from popgate.verifiers.errors import VerificationError
@@ -64,6 +70,12 @@ KEYS = {
     "cloud_verify_url",
     "cloud_timeout",
     "roots",
+    "rp",
+    "chain",
+    "legacy",
+    "expiry_threshold",
+    "issuer_schema_ids",
+    "v4_vk_file",
 }
 ROOT_KEYS = {"source", "roots", "file", "redis_key", "rpc_url", "contract", "poll_interval", "root_expiry"}
 
@@ -98,6 +110,12 @@ class WorldIdSettings:
     gate_window: float = 60.0
     cloud_verify_url: str = ""
     cloud_timeout: float = 10.0
+    rp: RpSettings | None = None
+    chain: ChainSettings | None = None
+    legacy: bool = True
+    expiry_threshold: float = 18000.0
+    issuer_schema_ids: frozenset[int] = frozenset()
+    v4_vk_json: Any = None  # None: the bundled 4.0 production key
 
     @property
     def period(self) -> int:
@@ -199,16 +217,44 @@ def _roots(c: Collector, t: dict[str, Any], store_url: str) -> RootsSettings:
     return s
 
 
-def parse_settings(t: Any, store_url: str) -> WorldIdSettings:
+def parse_settings(t: Any, store_url: str, env: Any = None) -> WorldIdSettings:
     """Validate ``[worldid]``; raise ConfigError listing every problem."""
     problems: list[str] = []
-    settings = collect_settings(Collector({}, problems), t, store_url)
+    settings = collect_settings(Collector({}, problems), t, store_url, env)
     if settings is None:
         raise ConfigError(problems)
     return settings
 
 
-def collect_settings(c: Collector, t: Any, store_url: str) -> WorldIdSettings | None:
+def _v4(c: Collector, t: dict[str, Any], env: Any) -> dict[str, Any]:
+    """The IDKit 4 / 4.0 part of ``[worldid]`` (``rp``, ``chain``, ``legacy``...)."""
+    rp = collect_rp(c, c.table("rp", t), env if env is not None else os.environ) if "rp" in t else None
+    chain = collect_chain(c, c.table("chain", t)) if "chain" in t else None
+    if chain is not None and "rp" not in t:
+        c.problem("worldid.chain", "local 4.0 verification needs [worldid.rp] (the rp id and its nonces)")
+    legacy = t.get("legacy", True)
+    if not isinstance(legacy, bool):
+        c.problem("worldid.legacy", f"expected true or false, got {legacy!r}")
+        legacy = True
+    if not legacy and "chain" not in t and not t.get("cloud_verify_url"):
+        c.problem("worldid.legacy", "false needs a way to verify 4.0: [worldid.chain] or cloud_verify_url")
+    ids = t.get("issuer_schema_ids", [])
+    if not isinstance(ids, list) or not all(isinstance(i, int) and 0 <= i < 2**64 for i in ids):
+        c.problem("worldid.issuer_schema_ids", "expected a list of uint64 schema ids")
+        ids = []
+    return {
+        "rp": rp,
+        "chain": chain,
+        "legacy": legacy,
+        "expiry_threshold": float(_num(c, t, "expiry_threshold", 18000, 0, 10**8, integer=False)),
+        "issuer_schema_ids": frozenset(ids),
+        "v4_vk_json": read_vk_file(c, "worldid.v4_vk_file", _str(c, t, "v4_vk_file", ""))
+        if "v4_vk_file" in t
+        else None,
+    }
+
+
+def collect_settings(c: Collector, t: Any, store_url: str, env: Any = None) -> WorldIdSettings | None:
     """Validate ``[worldid]``, recording every problem in ``c``; None when there were any."""
     before = len(c.problems)
     if not isinstance(t, dict):
@@ -243,5 +289,6 @@ def collect_settings(c: Collector, t: Any, store_url: str) -> WorldIdSettings | 
         gate_window=float(_num(c, t, "gate_window", 60, 0.001, 86400, integer=False)),
         cloud_verify_url=url,
         cloud_timeout=float(_num(c, t, "cloud_timeout", 10, 0.01, 120, integer=False)),
+        **_v4(c, t, env),
     )
     return None if len(c.problems) > before else settings

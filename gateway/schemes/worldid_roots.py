@@ -85,6 +85,8 @@ class StaticRoots:
 class _Refreshing:
     """A set of roots refreshed at most once per ``interval`` (single-flight)."""
 
+    unavailable = "roots_unavailable"  # the Overloaded reason when no recent good data exists
+
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.roots: frozenset[int] = frozenset()
@@ -97,13 +99,16 @@ class _Refreshing:
 
     async def fresh(self, now: float) -> None:
         """Refresh when stale; raise Overloaded when no recent good data exists."""
-        if now - self.tried >= self.interval:
-            if self._flight is None or self._flight.done():
-                self.tried = now
-                self._flight = asyncio.ensure_future(self._attempt(now))
+        idle = self._flight is None or self._flight.done()
+        if idle and now - self.tried >= self.interval:
+            self.tried = now
+            self._flight = asyncio.ensure_future(self._attempt(now))
+        if self._flight is not None and not self._flight.done():
+            # every caller waits for a refresh in flight (not only the one that started it:
+            # concurrent first requests were refused as if no data could be had)
             await asyncio.shield(self._flight)
         if now - self.fetched > 10 * self.interval:
-            raise Overloaded("no fresh roots", reason="roots_unavailable", retry_after=self.interval)
+            raise Overloaded("no fresh data", reason=self.unavailable, retry_after=self.interval)
 
     async def _attempt(self, now: float) -> None:
         try:

@@ -8,6 +8,8 @@ parser                             scheme-specific property tests
 =================================  ===========================================
 verifiers.session.SessionCodec     tests/gateway/schemes/test_session.py
 verifiers.worldid.parse_result     tests/verifiers/test_worldid.py
+verifiers.worldid_v4.parse_item    tests/verifiers/test_worldid_v4.py
+verifiers.worldid_rp.parse_nonce   tests/verifiers/test_worldid_rp.py
 verifiers.groth16.parse_proof/...  tests/verifiers/test_groth16_parsers.py
 verifiers.oidc.parse_header        tests/verifiers/test_oidc.py
 verifiers.zklogin.parse_ext_eph_pk tests/verifiers/test_zklogin.py
@@ -79,6 +81,28 @@ def test_worldid_results(obj):
     from popgate.verifiers.worldid import parse_result
 
     _only((VerificationError,), parse_result, obj)
+
+
+@given(JSON | st.fixed_dictionaries({"responses": st.lists(JSON, max_size=3), "nonce": JSON | TEXT}))
+def test_worldid4_results(obj):
+    from popgate.gateway.schemes.worldid_idkit import split_items
+    from popgate.verifiers.worldid_rp import parse_nonce
+    from popgate.verifiers.worldid_v4 import chain_from_json, parse_item, parse_rp_id
+
+    for fn in (parse_item, parse_rp_id, parse_nonce, chain_from_json, split_items):
+        _only((VerificationError,), fn, obj)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["rp", "chain", "legacy", "issuer_schema_ids", "app_id"]), JSON, max_size=5
+    )
+)
+def test_worldid4_config(table):
+    from popgate.gateway.ops.config import ConfigError
+    from popgate.gateway.schemes.worldid_config import parse_settings
+
+    _only((ConfigError,), parse_settings, table, "memory://", {})
 
 
 @given(JSON)

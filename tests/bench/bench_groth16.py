@@ -6,7 +6,9 @@ Uses the real Semaphore v3 proof from worldcoin/world-id-contracts (4 public
 inputs, PSE depth-16 key). Prints median CPU times, a per-stage breakdown of the
 fast path, the per-key set-up cost and the ratio naive/fast; then the same
 ratio for the real zkLogin proof (one public input, the production key) and
-the cost of recomputing its public input. Not a test.
+the cost of recomputing its public input; then World ID 3.x beside 4.0 (the
+real 4.0 proof of worldcoin/world-id-protocol's verifier test, production key).
+Not a test.
 """
 
 from __future__ import annotations
@@ -87,6 +89,42 @@ def main() -> None:
     )
     print(f"ratio naive/fast: {naive / fast:.1f}x")
     zklogin(args.fast_runs, args.naive_runs)
+    worldid_v3_v4(args.fast_runs)
+
+
+def worldid_v3_v4(runs: int) -> None:
+    """World ID 3.x beside 4.0, same run, same clock: the whole local check of one result
+    (parse, decompress, public inputs, Groth16), in process, chain facts from memory."""
+    import asyncio
+
+    from popgate.verifiers import worldid_v4 as v4
+
+    fx = json.loads((ROOT / "tests/fixtures/groth16/worldid_contracts_inclusion_depth16.json").read_text())
+    v3_key = prepare_key(worldid.key("semaphore_v3", 16))
+    v3_public = [int(fx[k], 16) for k in ("root", "nullifier_hash", "signal_hash", "external_nullifier_hash")]
+    real = json.loads((ROOT / "tests/fixtures/groth16/worldid_v4_verifier_test.json").read_text())
+    chain, check = v4.chain_from_json(real["chain"]), v4.LocalProofCheck()
+    expect = v4.Expect(
+        v4.parse_rp_id(real["rp_id"]), "", int(real["nonce"], 16), real["signal"], real["now"],
+        action_hash=int(real["action_hash"], 16),
+    )  # fmt: skip
+
+    def run_v3() -> None:
+        verify(v3_key, parse_proof({"packed": fx["packed"]}), v3_public)
+
+    def run_v4() -> None:
+        asyncio.run(v4.check(real["item"], expect, chain, check, scope="bench"))
+
+    run_v3()
+    run_v4()  # both must pass
+    loop_cost = median_time(lambda: asyncio.run(asyncio.sleep(0)), runs)
+    t3, t4 = median_time(run_v3, runs), median_time(run_v4, runs) - loop_cost
+    decompress = median_time(lambda: v4.proof_from_compressed(real["item"]["proof"][:4]), runs)
+    print("World ID 3.x vs 4.0, one result checked locally (median CPU time, same run)")
+    print(f"  3.x (Semaphore v3, 4 inputs, packed proof; world-id-contracts): {t3 * 1e3:8.2f} ms")
+    print(f"  4.0 (15 inputs, compressed proof, production key; protocol test): {t4 * 1e3:8.2f} ms")
+    print(f"    of which decompressing the proof: {decompress * 1e3:8.2f} ms")
+    print(f"  ratio 4.0/3.x: {t4 / t3:.2f}x")
 
 
 def zklogin(fast_runs: int, naive_runs: int) -> None:
