@@ -63,7 +63,9 @@ BUILTIN: tuple[Crawler, ...] = (
         ("applebot.apple.com",),
         "https://search.developer.apple.com/applebot.json",
     ),
-    Crawler("duckduckbot", ("duckduckbot",), "duckduckbot.json", (), "https://duckduckgo.com/duckduckbot.json"),
+    Crawler(
+        "duckduckbot", ("duckduckbot",), "duckduckbot.json", (), "https://duckduckgo.com/duckduckbot.json"
+    ),
     Crawler("yandexbot", ("yandexbot", "yandeximages"), None, ("yandex.ru", "yandex.net", "yandex.com")),
     Crawler("baiduspider", ("baiduspider",), None, ("baidu.com", "baidu.jp")),
 )
