@@ -233,11 +233,14 @@ async def check(
     levels: Collection[str] = (),
     ttl: float = FOREVER,
     limit: int = 1,
+    given_signal_hash: int | None = None,
 ) -> Verified:
     """The World ID 3.x check order: parse → verification level (when
     ``levels`` is not empty) → field elements → ``root_valid`` (before any
     pairing) → ``verify_proof(proof, public inputs)`` (raises) → the
     nullifier's Spend (``ttl``, ``limit`` uses). Does not spend it.
+    ``given_signal_hash`` replaces the hash of ``signal`` (the dApp API, whose
+    caller checks the hash against its own signal).
 
     Raises Malformed, ``verification_level``, UnknownRoot or the proof
     check's error (InvalidProof)."""
@@ -248,7 +251,8 @@ async def check(
         raise Malformed(detail="root or nullifier not a field element")
     if not await root_valid(parsed.merkle_root):
         raise UnknownRoot(detail=f"root 0x{parsed.merkle_root:064x}")
-    sh, en = signal_hash(signal), external_nullifier(app_id, action)
+    sh = given_signal_hash if given_signal_hash is not None else signal_hash(signal)
+    en = external_nullifier(app_id, action)
     await verify_proof(parsed.proof, [parsed.merkle_root, parsed.nullifier, sh, en])
     nullifier, scope = canonical_nullifier(parsed.nullifier), f"0x{en:064x}"
     return Verified(

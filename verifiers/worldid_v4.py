@@ -117,6 +117,10 @@ class Expect:
     schemas: Collection[int] = ()  # allowed issuer_schema_ids (empty: any)
     genesis_min: int = 0
     action_hash: int | None = None  # overrides hashSignal(action) (fixtures with an unknown preimage)
+    signal_hash: int | None = None  # overrides the hash of ``signal`` (the dApp API: the item's own)
+
+    def signal_field(self) -> int:
+        return self.signal_hash if self.signal_hash is not None else signal_hash_v4(self.signal)
 
     def action_field(self) -> int:
         return self.action_hash if self.action_hash is not None else hash_to_field(self.action.encode())
@@ -218,7 +222,7 @@ def public_inputs(
         e.action_field(),
         oprf[0],
         oprf[1],
-        signal_hash_v4(e.signal),
+        e.signal_field(),
         e.nonce,
         0,
     ]
@@ -243,7 +247,7 @@ def _cheap_checks(it: V4Item, e: Expect) -> None:
         raise Malformed(detail="root or nullifier not a field element")
     if e.schemas and it.schema_id not in e.schemas:
         raise VerificationError("verification_level", f"issuer_schema_id {it.schema_id}")
-    if it.signal_hash is not None and it.signal_hash != signal_hash_v4(e.signal):
+    if it.signal_hash is not None and it.signal_hash != e.signal_field():
         raise VerificationError("invalid_proof", "signal_hash is not the requested signal's")
     if it.expires_at_min + e.threshold < e.now:
         raise Expired(detail=f"expires_at_min {it.expires_at_min}")

@@ -63,7 +63,7 @@ from popgate.gateway.pipeline.decisions import WayOut
 from popgate.gateway.pipeline.responses import problem
 from popgate.gateway.registry import Registry, Services
 from popgate.gateway.schemes.proofpool import ProofPool, service_pool
-from popgate.gateway.schemes.worldid_api import register_verify_api
+from popgate.gateway.schemes.worldid_api_v4 import register_verify_api
 from popgate.gateway.schemes.worldid_chain import FileChain, RpcChain, rpc_call
 from popgate.gateway.schemes.worldid_config import WorldIdSettings
 from popgate.gateway.schemes.worldid_idkit import Expectations, Verifiers, verify_idkit
@@ -315,7 +315,7 @@ def worldid_extension(registry: Registry, services: Services) -> None:
     roots = root_source(s, services)
     endpoint = WorldIdEndpoint(s, services, roots, pool, cloud, v4)
     registry.endpoints[ENDPOINT] = endpoint
-    register_verify_api(registry, services, roots, pool)  # the dApp API shares key, roots and pool
+    register_verify_api(registry, services, roots, (pool, v4.pool), v4.chain)  # shares keys, roots, pools
     offers_v4 = chain is not None or cloud is not None
     registry.way_out_providers.append(
         lambda ctx, match: WayOut("prove", offer(s, ctx.now, offers_v4, challenge=True))

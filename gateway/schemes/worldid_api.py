@@ -43,7 +43,7 @@ from aiohttp import web
 from popgate.gateway.errors import GatewayError, StoreFailure
 from popgate.gateway.http.bodies import read_bounded
 from popgate.gateway.pipeline.context import Context
-from popgate.gateway.registry import Registry, Services
+from popgate.gateway.registry import Services
 from popgate.gateway.schemes.proofpool import ProofPool
 from popgate.gateway.schemes.worldid_api_config import LEVELS, ActionSettings, AppSettings, WorldIdApiSettings
 from popgate.gateway.schemes.worldid_roots import RootSource
@@ -169,6 +169,13 @@ class V3Check:
         return Checked(worldid.canonical_nullifier(nullifier), body["verification_level"], f"0x{en:064x}")
 
 
+def find_action(app: AppSettings, name: Any) -> ActionSettings:
+    action = app.actions.get(name) if isinstance(name, str) else None
+    if action is None:
+        raise ApiError(400, "invalid_action", "This action is not configured for the app.", "action")
+    return action
+
+
 class VerifyApi:
     """The endpoint for one app (registered once per configured ``app_id``)."""
 
@@ -180,16 +187,7 @@ class VerifyApi:
         try:
             if request.method != "POST":
                 raise ApiError(405, "method_not_allowed", "Use POST.")
-            body = parse_body(await read_bounded(request, MAX_BODY, "worldid_api"))
-            action = app.actions.get(body["action"])
-            if action is None:
-                raise ApiError(400, "invalid_action", "This action is not configured for the app.", "action")
-            if action.verification_levels and body["verification_level"] not in action.verification_levels:
-                raise ApiError(
-                    400, "verification_level_not_allowed", "This level is not accepted.", "verification_level"
-                )
-            checked = await self.check(body, app, action, lambda: self._gate(ctx))
-            answer = await self._use(app, action, checked, ctx.now)
+            answer = await self._answer(request, ctx, app)
         except ApiError as exc:
             metrics.evidence.labels("worldid_api", exc.code).inc()
             log.info("worldid api refused: %s (%s)", exc.code, exc.attribute)
@@ -207,6 +205,17 @@ class VerifyApi:
         metrics.evidence.labels("worldid_api", "ok").inc()
         return portal_json(200, answer)
 
+    async def _answer(self, request: web.BaseRequest, ctx: Context, app: AppSettings) -> dict[str, Any]:
+        """The 200 body for a v2 request; raise ApiError (or a store/gateway error)."""
+        body = parse_body(await read_bounded(request, MAX_BODY, "worldid_api"))
+        action = find_action(app, body["action"])
+        if action.verification_levels and body["verification_level"] not in action.verification_levels:
+            raise ApiError(
+                400, "verification_level_not_allowed", "This level is not accepted.", "verification_level"
+            )
+        checked = await self.check(body, app, action, lambda: self._gate(ctx))
+        return await self._use(app, action, checked, ctx.now)
+
     async def _gate(self, ctx: Context) -> None:
         """At most ``gate_rate`` pool jobs per client network per ``gate_window``."""
         st, s = self.services, self.s
@@ -219,30 +228,45 @@ class VerifyApi:
             raise err
 
     async def _use(self, app: AppSettings, action: ActionSettings, c: Checked, now: float) -> dict[str, Any]:
-        """Count one use of the nullifier (atomic across the fleet), then record it. The store is
-        never skipped, whatever ``[store.failure_mode]`` says: unreachable, the answer is 503."""
-        store, limit = self.services.store, action.max_verifications or UNLIMITED
-        spot = f"{c.scope}:{c.nullifier}"
-        if not await store.claim(key("worldid-api", spot), worldid.FOREVER, limit):
-            raise ApiError(
-                400, "max_verifications_reached", "This person has already verified for this action."
-            )
-        uses = await store.incr(key("worldid-api-uses", spot), 1, worldid.FOREVER)
-        first = await store.get(key("worldid-api-first", spot)) if uses != 1 else None
-        if uses == 1:
-            await store.set(key("worldid-api-first", spot), repr(now).encode(), worldid.FOREVER)
-        ref = json.dumps([c.nullifier, c.verification_level, uses], separators=(",", ":"))
-        await store.credit_ledger(ledger_account(app.app_id, action.action), 1, "topup", ref, now)
+        uses, first = await count_use(
+            self.services, app, action, c.scope, c.nullifier, c.verification_level, now
+        )
         return {
             "success": True,
             "uses": uses,
             "max_uses": action.max_verifications,
             "action": action.action,
             "nullifier_hash": c.nullifier,
-            "created_at": iso(float(first) if first else now),
+            "created_at": iso(first),
             "verification_level": c.verification_level,
             "message": "Verified by popgate (local Groth16).",
         }
+
+
+async def count_use(
+    services: Services,
+    app: AppSettings,
+    action: ActionSettings,
+    scope: str,
+    nullifier: str,
+    level: str,
+    now: float,
+) -> tuple[int, float]:
+    """Count one use of ``nullifier`` in ``scope`` (atomic across the fleet), then record it;
+    return (uses, first use time). The v2 and v4 endpoints share these keys: a v3 nullifier is
+    one counter whichever endpoint saw it, and v4 ones (``v4:0x…``) live in the same scope.
+    The store is never skipped, whatever ``[store.failure_mode]`` says: unreachable -> 503."""
+    store, limit = services.store, action.max_verifications or UNLIMITED
+    spot = f"{scope}:{nullifier}"
+    if not await store.claim(key("worldid-api", spot), worldid.FOREVER, limit):
+        raise ApiError(400, "max_verifications_reached", "This person has already verified for this action.")
+    uses = await store.incr(key("worldid-api-uses", spot), 1, worldid.FOREVER)
+    first = await store.get(key("worldid-api-first", spot)) if uses != 1 else None
+    if uses == 1:
+        await store.set(key("worldid-api-first", spot), repr(now).encode(), worldid.FOREVER)
+    ref = json.dumps([nullifier, level, uses], separators=(",", ":"))
+    await store.credit_ledger(ledger_account(app.app_id, action.action), 1, "topup", ref, now)
+    return uses, float(first) if first else now
 
 
 def iso(t: float) -> str:
@@ -284,19 +308,4 @@ def admin_listing(s: WorldIdApiSettings, services: Services) -> Callable[[web.Re
     return handler
 
 
-def register_verify_api(registry: Registry, services: Services, roots: RootSource, pool: ProofPool) -> None:
-    """Mount the API for each configured app, and the admin listing. Absent table: nothing."""
-    s = services.config.features.worldid_api
-    if s is None:
-        return
-    api = VerifyApi(s, services, V3Check(roots, pool, services.clock))
-    for app in s.apps.values():
-
-        async def endpoint(request: web.BaseRequest, ctx: Context, app: AppSettings = app) -> web.Response:
-            return await api(request, ctx, app)
-
-        registry.endpoints[s.path + app.app_id] = endpoint
-    registry.admin_routes.append(("GET", ADMIN_PATH, admin_listing(s, services)))
-
-
-__all__ = ["PREFIX", "ApiError", "Checked", "ProofCheck", "V3Check", "VerifyApi", "register_verify_api"]
+__all__ = ["PREFIX", "ApiError", "Checked", "ProofCheck", "V3Check", "VerifyApi", "count_use", "find_action"]

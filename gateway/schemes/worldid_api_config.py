@@ -4,11 +4,14 @@
 [worldid_api]                        # needs [worldid] (its key, roots and proof pool)
 path = "/.well-known/popgate/api/v2/verify/"   # + app_id; "/api/v2/verify/" mirrors the Portal's
                                      # paths exactly (popgate then answers them, not the origin)
+v4_path = "/.well-known/popgate/api/v4/verify/" # + rp_id or app_id: IDKit 4 results (default: path
+                                     # with its "/v2/" segment made "/v4/", else path + "v4/")
 admin_token = { secret_file = "/run/secrets/worldid-api-admin" }  # GET /admin/worldid/verifications
 gate_rate = 60                       # proofs per client network per gate_window (before any pairing)
 gate_window = 60
 [[worldid_api.apps]]
 app_id = "app_0123..."
+rp_id = "rp_00c0ffee00c0ffee"        # the app's IDKit 4 relying party (4.0 proofs need it)
 [[worldid_api.apps.actions]]
 action = "vote"                      # "" is the sign-in action
 max_verifications = 1                # per person (nullifier); 0 = unlimited
@@ -24,10 +27,11 @@ from typing import Any
 
 from popgate.gateway.ops.validation import Collector, read_secret
 
-KEYS = {"admin_token", "gate_rate", "gate_window", "apps", "path"}
+KEYS = {"admin_token", "gate_rate", "gate_window", "apps", "path", "v4_path"}
 DEFAULT_PATH = "/.well-known/popgate/api/v2/verify/"
 PATH = re.compile(r"/(?:[A-Za-z0-9._~-]+/)+")
-APP_KEYS = {"app_id", "actions"}
+APP_KEYS = {"app_id", "actions", "rp_id"}
+RP_ID = re.compile(r"rp_[0-9a-fA-F]{16}")
 ACTION_KEYS = {"action", "max_verifications", "verification_levels"}
 APP_ID = re.compile(r"app_[A-Za-z0-9_]{1,64}")
 LEVELS = ("orb", "secure_document", "document", "device", "face")
@@ -44,6 +48,7 @@ class ActionSettings:
 class AppSettings:
     app_id: str
     actions: dict[str, ActionSettings]
+    rp_id: int | None = None  # uint64; None: 4.0 proofs are refused (``app_not_migrated``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,13 @@ class WorldIdApiSettings:
     gate_rate: int = 60
     gate_window: float = 60.0
     path: str = DEFAULT_PATH
+    v4_path: str = ""  # "" -> v4_default(path)
+
+
+def v4_default(path: str) -> str:
+    """The v4 endpoint's prefix next to the v2 one."""
+    head, sep, tail = path.rpartition("/v2/")
+    return f"{head}/v4/{tail}" if sep else path + "v4/"
 
 
 def _action(c: Collector, path: str, t: Any) -> ActionSettings | None:
@@ -92,7 +104,12 @@ def _app(c: Collector, path: str, t: Any) -> AppSettings | None:
             c.problem(f"{path}.actions[{i}].action", f"action {got.action!r} is listed twice")
         elif got is not None:
             actions[got.action] = got
-    return AppSettings(app_id, actions) if app_id is not None else None
+    rp_id = t.get("rp_id")
+    if rp_id is not None and (not isinstance(rp_id, str) or not RP_ID.fullmatch(rp_id)):
+        c.problem(f"{path}.rp_id", "expected rp_ followed by 16 hex digits")
+        rp_id = None
+    rp = int(rp_id[3:], 16) if rp_id is not None else None
+    return AppSettings(app_id, actions, rp) if app_id is not None else None
 
 
 def _admin_token(c: Collector, t: dict[str, Any], env: Any) -> bytes | None:
@@ -117,6 +134,11 @@ def collect_settings(c: Collector, t: Any, env: Any, has_worldid: bool) -> World
     path = t.get("path", DEFAULT_PATH)
     if not isinstance(path, str) or not PATH.fullmatch(path) or "/../" in path or "/./" in path:
         c.problem("worldid_api.path", 'expected an absolute path ending in "/", e.g. "/api/v2/verify/"')
+    v4_path = t.get("v4_path", v4_default(path) if isinstance(path, str) else "")
+    if not isinstance(v4_path, str) or not PATH.fullmatch(v4_path) or "/../" in v4_path or "/./" in v4_path:
+        c.problem("worldid_api.v4_path", 'expected an absolute path ending in "/", e.g. "/api/v4/verify/"')
+    elif v4_path == path:
+        c.problem("worldid_api.v4_path", "must differ from worldid_api.path")
     rate = c.number("worldid_api.gate_rate", t.get("gate_rate", 60), lo=1, hi=10**9, integer=True)
     window = c.number("worldid_api.gate_window", t.get("gate_window", 60), lo=0.001, hi=86400)
     apps: dict[str, AppSettings] = {}
@@ -132,4 +154,4 @@ def collect_settings(c: Collector, t: Any, env: Any, has_worldid: bool) -> World
             apps[app.app_id] = app
     if len(c.problems) > before:
         return None
-    return WorldIdApiSettings(apps, token, int(rate or 60), float(window or 60), str(path))
+    return WorldIdApiSettings(apps, token, int(rate or 60), float(window or 60), str(path), str(v4_path))

@@ -31,11 +31,14 @@ from popgate.gateway.schemes.worldid4_config import RpSettings
 from popgate.gateway.schemes.worldid_roots import RootSource
 from popgate.gateway.schemes.worldid_v4 import CloudVerifier
 from popgate.verifiers import worldid, worldid_v4
+from popgate.verifiers.bn254.encoding import parse_uint
+from popgate.verifiers.bn254.fields import R
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.spend import Spend
 from popgate.verifiers.worldid_rp import check_nonce, parse_nonce
 
 ProofCheck = worldid_v4.ProofCheck
+EMPTY_SIGNAL = worldid.signal_hash("")  # the v3 default signal_hash (v4's is 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,9 @@ class Expectations:
     ttl: float = worldid.FOREVER  # how long a spent nullifier is remembered
     limit: int = 1  # sessions per nullifier
     legacy: bool = True  # accept 3.0 proofs
+    # True: each item's own ``signal_hash`` enters the proof (absent: the empty signal's), the
+    # caller compares it with its signal (the dApp API, like the Portal); ``signal`` is unused.
+    item_signals: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +101,17 @@ def split_items(result: Any) -> tuple[list[Mapping[str, Any]], list[Mapping[str,
     return v3, v4
 
 
+def item_signal(item: Mapping[str, Any], default: int) -> int:
+    """An item's own ``signal_hash`` (``default`` when absent); raise Malformed."""
+    sh = item.get("signal_hash")
+    if sh is None:
+        return default
+    n = parse_uint(sh, "signal_hash")
+    if n >= R:
+        raise Malformed(detail="signal_hash: not a field element")
+    return n
+
+
 def nonce_spend(nonce: int, ttl: float) -> Spend:
     return Spend("worldid-nonce", f"0x{nonce:064x}", ttl, 1, "replayed", "nonce already used")
 
@@ -108,7 +125,10 @@ async def _v4_local(
     nonce = parse_nonce(result.get("nonce"))
     if v.nonces != "any":
         check_nonce(rp.nonce_keys, nonce, rp.rp_id, e.action, e.now, rp.ttl)
-    expect = worldid_v4.Expect(rp.rp_id, e.action, nonce, e.signal or None, e.now, e.threshold, e.schemas)
+    given = item_signal(item, 0) if e.item_signals else None
+    expect = worldid_v4.Expect(
+        rp.rp_id, e.action, nonce, e.signal or None, e.now, e.threshold, e.schemas, signal_hash=given
+    )
     out = await worldid_v4.check(item, expect, chain, check, scope=scope, ttl=e.ttl, limit=e.limit)
     # the nonce first: a replayed request must not use up one of the nullifier's sessions
     return [nonce_spend(nonce, rp.ttl + 120), out.spend]
@@ -151,6 +171,7 @@ async def verify_idkit(result: Any, e: Expectations, v: Verifiers) -> Outcome:
             levels=e.levels,
             ttl=e.ttl,
             limit=e.limit,
+            given_signal_hash=item_signal(v3_items[0], EMPTY_SIGNAL) if e.item_signals else None,
         )
         spends.append(out.spend)
         nullifier, versions = nullifier or out.nullifier, [*versions, "3.0"]
