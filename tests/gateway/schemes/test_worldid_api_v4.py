@@ -23,6 +23,7 @@ from tests.gateway.schemes.test_worldid4_local import CASES as V4
 from tests.gateway.schemes.test_worldid4_local import FIX, NOW, chain_state, result, v4_toml
 from tests.gateway.schemes.worldid_support import APP_ID, forget_nullifiers, worldid_toml
 from tests.gateway.schemes.worldid_support import CASES as V3
+from tests.support.idkit4_bridge import rp_context, sdk_result, v4_answer
 from tests.support.servers import serve_app, write_config
 from tests.support.worldid_chain import make_app
 
@@ -104,6 +105,31 @@ async def test_v4_result_verified_locally_in_the_portal_shape(upstream, gateway_
         status, data = await send(http, gw, V4_PATH + APP_ID, v4_result(1))  # Portal resolves app ids
         assert (status, data["code"]) == (400, "max_verifications_reached"), data
         assert (await send(http, gw, V4_PATH + APP_ID, v4_result(2)))[0] == 200  # another person
+
+
+async def test_results_built_by_idkit_core_4_3(upstream, gateway_factory, http, tmp_path):
+    """The SDK's own IDKitResult (its WASM core decrypted World App's bridge answer: a 4.0
+    item, then a legacy 3.0 one) posted as-is; a signal the proof was not made for is refused."""
+    ctx = rp_context(FIX["rp_key"], RP, V4[2]["nonce"], FIX["created_at"], FIX["action"])
+    built = await asyncio.to_thread(sdk_result, APP_ID, FIX["action"], ctx, v4_answer(V4[2]["item"]))
+    assert built["protocol_version"] == "4.0" and built["nonce"] == V4[2]["nonce"]
+    signed = await asyncio.to_thread(
+        sdk_result, APP_ID, FIX["action"], ctx, v4_answer(V4[2]["item"]), signal="someone else"
+    )
+    assert signed["responses"][0]["signal_hash"] != "0x0"
+    legacy_answer = {k: V3[0]["idkit2_result"][k] for k in ("proof", "merkle_root", "nullifier_hash")}
+    legacy = await asyncio.to_thread(
+        sdk_result, APP_ID, FIX["action"], ctx, legacy_answer | {"verification_level": "orb"}, "orbLegacy", ""
+    )
+    assert legacy["protocol_version"] == "3.0", legacy
+    async with serve_app(make_app(chain_state())) as port:
+        gw = await start(gateway_factory, upstream, tmp_path, port)
+        status, data = await send(http, gw, V4_PATH + RP, signed)
+        assert (status, data["code"]) == (400, "invalid_proof"), data
+        status, data = await send(http, gw, V4_PATH + RP, built)
+        assert status == 200 and data["nullifier"] == V4[2]["item"]["nullifier"], data
+        status, data = await send(http, gw, V4_PATH + RP, legacy)
+        assert status == 200 and data["results"][0]["protocol_version"] == "3.0", data
 
 
 async def test_legacy_items_share_the_v2_counter(upstream, gateway_factory, http, tmp_path):
