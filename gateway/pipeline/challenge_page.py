@@ -37,6 +37,9 @@ PREFIX = "/.well-known/popgate/static/"
 SCRIPT = PREFIX + "challenge.js"
 WORKER = PREFIX + "challenge-worker.js"
 IDKIT = PREFIX + "idkit-standalone.js"
+IDKIT4 = PREFIX + "idkit-core.js"  # its WASM core is loaded from beside it
+IDKIT4_WASM = PREFIX + "idkit_wasm_bg.wasm"
+QRCODE = PREFIX + "qrcode.js"
 SOLVER = PREFIX + "solve.py"
 LANG_ENDPOINT = "/.well-known/popgate/lang"
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}")
@@ -44,7 +47,8 @@ _SAFE_PATH = re.compile(r"/(?![/\\])[^\x00-\x20\\#]*\Z")
 JS_KEYS = (  # the messages challenge.js shows
     *("starting", "working", "done", "failed", "no_worker", "expired", "not_accepted", "network_error"),
     *("copied", "prove_loading", "prove_paused", "prove_ok", "prove_reused", "prove_refused"),
-    *("prove_rate_limited", "prove_busy", "prove_failed"),
+    *("prove_rate_limited", "prove_busy", "prove_failed", "prove_scan", "prove_open", "prove_waiting"),
+    "prove_qr",
 )
 THOUSANDS = {"de": ".", "es": ".", "pt": ".", "fr": "\u202f"}  # digit grouping per language
 LEVELS = ("device", "document", "secure_document", "orb")  # weakest first
@@ -103,6 +107,14 @@ def _base(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") else ""
 
 
+def idkit4(worldid: Any) -> dict[str, Any] | None:
+    """The offer's IDKit 4 request config when it carries (or points to) an rp_context."""
+    idkit = worldid.get("idkit")
+    if isinstance(idkit, dict) and (idkit.get("rp_context") or idkit.get("rp_context_from")):
+        return idkit
+    return None
+
+
 class ChallengePage:
     """The ``html_challenge`` hook, built once from ``[page]``; see the module doc."""
 
@@ -130,9 +142,16 @@ class ChallengePage:
         dark = f"--pg-accent:{c['accent_dark']};--pg-bg:{c['background_dark']};--pg-fg:{c['text_dark']}"
         return f"\n:root{{{light}}}\n@media (prefers-color-scheme: dark){{:root{{{dark}}}}}\n{css}"
 
-    def headers(self) -> dict[str, str]:
+    def headers(self, wasm: bool = False) -> dict[str, str]:
+        """``wasm``: the page offers IDKit 4, whose WASM core must compile ('wasm-unsafe-eval'
+        allows WebAssembly compilation only, no eval() of JavaScript)."""
+        csp = (
+            self.csp.replace("script-src 'self';", "script-src 'self' 'wasm-unsafe-eval';")
+            if wasm
+            else self.csp
+        )
         return {
-            "Content-Security-Policy": self.csp,
+            "Content-Security-Policy": csp,
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
             "X-Frame-Options": "DENY",
@@ -144,7 +163,8 @@ class ChallengePage:
         lang = choose(request.headers.get("Accept-Language", ""), request.cookies.get(COOKIE))
         ways = [(w.kind, w.params) for w in challenge.ways_out]
         page = self.page(lang, ways, request.path_qs, str(request.url), challenge.detail)
-        headers = self.headers()
+        worldid = next((p for k, p in ways if k == "prove" and p.get("method") == "worldid"), None)
+        headers = self.headers(wasm=worldid is not None and idkit4(worldid) is not None)
         headers["Content-Language"] = lang
         return page, headers
 
@@ -200,6 +220,15 @@ class ChallengePage:
                 "bridge_url": self.s.worldid_bridge,
                 "script": IDKIT,
             }
+            idkit = idkit4(worldid)
+            if idkit is not None:
+                data["worldid"]["idkit4"] = {  # IDKit 4 (the legacy widget stays the fallback)
+                    **{k: idkit.get(k) for k in ("app_id", "action", "rp_context", "allow_legacy_proofs")},
+                    "environment": idkit.get("environment", "production"),
+                    "rp_context_from": page_ways.local_path(idkit.get("rp_context_from")) or None,
+                    "script": IDKIT4,
+                    "qrcode": QRCODE,
+                }
         return data
 
     def _puzzle(self, lang: str, p: Any, return_to: str, detail: str, base: str) -> str:

@@ -2,7 +2,8 @@
 
 - ``GET /.well-known/popgate/static/challenge.js`` (the page's script),
   ``.../idkit-standalone.js`` (the vendored World ID widget, see
-  ``deploy/vendor/vendor_idkit.py``) and ``.../solve.py`` (the no-JS puzzle
+  ``deploy/vendor/vendor_idkit.py``), ``.../idkit-core.js`` + ``idkit_wasm_bg.wasm``
+  (IDKit 4) and ``qrcode.js`` (the page's QR code), and ``.../solve.py`` (the no-JS puzzle
   solver): fixed files read once, served with ``nosniff`` and a cache time;
 - ``GET /.well-known/popgate/lang?l=de&return=/path``: sets the
   ``popgate_lang`` cookie and sends the browser back (303) to a local path;
@@ -17,7 +18,10 @@ from aiohttp import web
 
 from popgate.gateway.pipeline.challenge_page import (
     IDKIT,
+    IDKIT4,
+    IDKIT4_WASM,
     LANG_ENDPOINT,
+    QRCODE,
     SCRIPT,
     SOLVER,
     STATIC,
@@ -33,6 +37,9 @@ Handler = Callable[[web.BaseRequest, Context], Awaitable[web.StreamResponse]]
 FILES = {
     SCRIPT: ("challenge.js", "text/javascript"),
     IDKIT: ("vendor/idkit-standalone.js", "text/javascript"),
+    IDKIT4: ("vendor/idkit-core.js", "text/javascript"),
+    IDKIT4_WASM: ("vendor/idkit_wasm_bg.wasm", "application/wasm"),
+    QRCODE: ("vendor/qrcode.js", "text/javascript"),
     SOLVER: ("solve.py", "text/x-python"),
 }
 LANG_COOKIE_AGE = 365 * 86400
@@ -53,7 +60,8 @@ def static_file(name: str, content_type: str) -> Handler:
         refused = _not_get(request)
         if refused is not None:
             return refused
-        return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
+        charset = None if content_type == "application/wasm" else "utf-8"  # WebAssembly wants the bare type
+        return web.Response(body=body, content_type=content_type, charset=charset, headers=headers)
 
     return handler
 

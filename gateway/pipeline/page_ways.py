@@ -59,6 +59,7 @@ def prove(lang: str, p: Params, return_to: str, snippets: Snippets) -> str:
         f"{escape(text(lang, 'prove_button'))}</button></p>"
         f'<p class="nojs-only">{escape(text(lang, "prove_needs_js"))}</p>'
         '<p id="popgate-prove-status" role="status" aria-live="polite"></p>'
+        '<div id="popgate-connect" hidden></div>'
     )
     return _section("prove", text(lang, "prove_heading"), body)
 
