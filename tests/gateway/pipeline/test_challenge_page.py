@@ -157,6 +157,12 @@ def test_vendored_idkit_matches_its_record() -> None:
     assert hashlib.sha256(body).hexdigest() == rec["sha256"]
     lic = (STATIC / "vendor" / "idkit-standalone.LICENSE").read_bytes()
     assert hashlib.sha256(lic).hexdigest() == rec["license_sha256"]
+    # IDKit 4 (core + WASM + licence) and the QR encoder: pinned versions, committed bytes = record
+    assert (rec["core"]["package"], rec["core"]["version"]) == ("@worldcoin/idkit-core", "4.3.0")
+    assert (rec["qrcode"]["package"], rec["qrcode"]["version"]) == ("qrcode-generator", "2.0.4")
+    for part in ("core", "qrcode"):
+        for name, digest in rec[part]["sha256"].items():
+            assert hashlib.sha256((STATIC / "vendor" / name).read_bytes()).hexdigest() == digest, name
     check = subprocess.run(
         [sys.executable, str(ROOT / "deploy" / "vendor" / "vendor_idkit.py"), "--check"],
         capture_output=True,

@@ -21,6 +21,7 @@ from tests.gateway.pipeline.page_support import POLICY, Bridge, screenshot
 from tests.gateway.pipeline.test_page_browser import axe_violations
 from tests.gateway.schemes.puzzle_support import puzzle_extra
 from tests.gateway.schemes.test_worldid4_local import CASES, FIX, NOW, chain_state, v4_toml
+from tests.gateway.schemes.worldid_support import worldid_toml
 from tests.support.browser import ARGS, CHROMIUM, playwright
 from tests.support.idkit4_bridge import rp_context, v4_answer
 from tests.support.servers import serve_app
@@ -128,8 +129,49 @@ async def test_idkit4_page_end_to_end(upstream, gateway_factory, tmp_path):
                 assert "{" not in await status.inner_text()
                 assert await page.locator("#popgate-connect").is_hidden()
                 await context.close()
+
+                # the person declines in World App: the SDK reports it, the page says so
+                context, page, bridge, _ = await prove(browser, gw, target, 2)
+                bridge.result, bridge.release = {"error_code": "user_rejected"}, True
+                await status_text(page, "did not work")
+                await context.close()
             finally:
                 await browser.close()
+
+
+async def status_text(page: Any, text: str) -> None:
+    await page.locator("#popgate-prove-status").filter(has_text=text).wait_for(timeout=30_000)
+
+
+async def test_page_data_and_csp_follow_the_offer(upstream, gateway_factory, http, tmp_path):
+    """rp_context in the challenge: the page gets it inline and the CSP allows WebAssembly;
+    no [worldid.rp]: the IDKit 2 widget as before, and a CSP without 'wasm-unsafe-eval'.
+    The vendored IDKit 4 files are served (the WASM core with its own media type)."""
+    (tmp_path / "a").mkdir()
+    inline = puzzle_extra(
+        tmp_path / "a", policy=POLICY, floor=10, ceiling=30, extra=v4_toml(tmp_path / "a", None)
+    )
+    gw = await gateway_factory(upstream, extra=inline)
+    html_accept = {"Accept": "text/html"}
+    async with http.get(url_of(gw, "/human/x"), headers=html_accept) as r:
+        page, csp = await r.text(), r.headers["Content-Security-Policy"]
+    data = json.loads(page.split('id="popgate-data">', 1)[1].split("</script>", 1)[0])
+    k = data["worldid"]["idkit4"]
+    assert k["rp_context"]["signature"].startswith("0x") and k["rp_context"]["rp_id"] == FIX["rp_id"]
+    assert k["script"].endswith("/idkit-core.js") and "'wasm-unsafe-eval'" in csp
+    async with http.get(url_of(gw, k["script"].replace("idkit-core.js", "idkit_wasm_bg.wasm"))) as r:
+        assert r.status == 200 and r.headers["Content-Type"] == "application/wasm"
+        assert (await r.read())[:4] == b"\0asm"
+    async with http.get(url_of(gw, k["qrcode"])) as r:
+        assert r.status == 200 and "Kazuhiko Arase" in await r.text()  # its licence header stays
+    (tmp_path / "b").mkdir()
+    legacy = puzzle_extra(tmp_path / "b", policy=POLICY, floor=10, ceiling=30, extra=worldid_toml())
+    gw = await gateway_factory(upstream, extra=legacy)
+    async with http.get(url_of(gw, "/human/x"), headers=html_accept) as r:
+        page, csp = await r.text(), r.headers["Content-Security-Policy"]
+    data = json.loads(page.split('id="popgate-data">', 1)[1].split("</script>", 1)[0])
+    assert "idkit4" not in data["worldid"] and data["worldid"]["script"].endswith("idkit-standalone.js")
+    assert "wasm" not in csp and "script-src 'self';" in csp
 
 
 async def decode_qr(page: Any) -> str:
