@@ -150,6 +150,8 @@ def collect_settings(c: Collector, t: Any, env: Any, has_worldid: bool) -> World
         app = _app(c, f"worldid_api.apps[{i}]", a)
         if app is not None and app.app_id in apps:
             c.problem(f"worldid_api.apps[{i}].app_id", f"app {app.app_id} is listed twice")
+        elif app is not None and app.rp_id is not None and app.rp_id in {a.rp_id for a in apps.values()}:
+            c.problem(f"worldid_api.apps[{i}].rp_id", "another app has this rp_id (it is the v4 path)")
         elif app is not None:
             apps[app.app_id] = app
     if len(c.problems) > before:

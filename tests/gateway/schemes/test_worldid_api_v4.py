@@ -247,6 +247,11 @@ def test_config_problems_name_their_keys(tmp_path):
     same = bad.replace('v4_path = "nope"', f'v4_path = "{V2_PATH}"').replace('"rp_12"', f'"{RP}"')
     with pytest.raises(ConfigError, match=r"worldid_api.v4_path: must differ"):
         load_config(write_config(tmp_path, "http://127.0.0.1:1", extra=same))
+    twice = api_toml(tmp_path, None).replace(
+        f'app_id = "{OTHER_APP}"', f'app_id = "{OTHER_APP}"\nrp_id = "{RP}"'
+    )
+    with pytest.raises(ConfigError, match=r"worldid_api.apps\[1\].rp_id: another app"):
+        load_config(write_config(tmp_path, "http://127.0.0.1:1", extra=twice))
     ok = load_config(
         write_config(tmp_path, "http://127.0.0.1:1", extra=api_toml(tmp_path, None, path="/api/v2/verify/"))
     )
