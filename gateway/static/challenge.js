@@ -77,7 +77,9 @@
   var PROVE_MESSAGES = {
     nullifier_reused: "prove_reused", invalid_proof: "prove_refused", wrong_action: "prove_refused",
     unknown_root: "prove_refused", verification_level: "prove_refused", signal_not_allowed: "prove_refused",
-    rate_limited: "prove_rate_limited", overloaded: "prove_busy", verifier_unavailable: "prove_busy"
+    rate_limited: "prove_rate_limited", overloaded: "prove_busy", verifier_unavailable: "prove_busy",
+    chain_unavailable: "prove_busy", credential_expired: "prove_refused", unknown_issuer: "prove_refused",
+    unknown_rp: "prove_refused", invalid_nonce: "prove_refused", unsupported_protocol: "prove_refused"
   };
 
   function loadScript(src) {
