@@ -79,12 +79,8 @@ def nginx_stub(d: Path, port: int) -> subprocess.Popen[bytes]:
     return start(["nginx", "-c", f"{d}/nginx.conf", "-p", str(d)], port)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--conns", type=int, default=32)
-    args = ap.parse_args()
+def section(seconds: int, rounds: int, conns: int) -> list[str]:
+    """Run every case; the markdown section for loadtests/BENCHMARKS.md."""
     tmp = Path(tempfile.mkdtemp(prefix="pg-fa-floor-"))
     keyfile = str(tmp / "k1")
     Path(keyfile).write_bytes(os.urandom(32).hex().encode())
@@ -119,7 +115,7 @@ def main() -> None:
                 )
                 cases.append((name, port, tree(edge.pid), tree(proc.pid), session))
             runs: dict[str, list[tuple[float, float]]] = {c[0]: [] for c in cases}
-            for _ in range(args.rounds):
+            for _ in range(rounds):
                 for name, port, edge_pids, auth_pids, headers in cases:
                     url = f"http://127.0.0.1:{port}/bench"
                     before = cpu_seconds(auth_pids)
@@ -127,11 +123,11 @@ def main() -> None:
                         name,
                         url,
                         [*edge_pids, *auth_pids],
-                        seconds=args.seconds,
-                        conns=args.conns,
+                        seconds=seconds,
+                        conns=conns,
                         headers=headers,
                     )
-                    part = (cpu_seconds(auth_pids) - before) / max(total.rps * args.seconds, 1) * 1e6
+                    part = (cpu_seconds(auth_pids) - before) / max(total.rps * seconds, 1) * 1e6
                     runs[name].append((total.cpu_us, part))
                     print(f"  {name:24s} {total.rps:>9,.0f} req/s {total.cpu_us:6.1f} µs/req", flush=True)
     finally:
@@ -140,18 +136,42 @@ def main() -> None:
         for p in procs:
             p.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
+    return report(runs, seconds, rounds, conns)
+
+
+def report(runs: dict[str, list[tuple[float, float]]], seconds: int, rounds: int, conns: int) -> list[str]:
     ref_us = [t for t, _ in runs["nginx proxy_pass"]]
-    print("\n| case (cache off) | CPU µs/req, total | auth server's share | × nginx proxy_pass per core |")
-    print("|---|---|---|---|")
+    lines = [
+        "### Forward-auth floor: what `auth_request` costs with the cheapest auth servers",
+        "",
+        f"`python tests/bench/bench_forward_auth_floor.py --seconds {seconds} --rounds {rounds} "
+        f"--conns {conns}`: the shipped nginx config, verdict cache off, a session holder; the auth "
+        "server is a second nginx answering a fixed 200 (`nginx stub`), a minimal Python listener "
+        "(uvloop + httptools, keep-alive, fixed 200: `python stub`), or popgate. CPU µs per request "
+        "over the edge nginx and the auth server, median [min–max] over the rounds.",
+        "",
+        "| case (cache off) | CPU µs/req, total | auth server's share | × nginx proxy_pass per core |",
+        "|---|---|---|---|",
+    ]
     for name, rs in runs.items():
         tot = [t for t, _ in rs]
         share = [s for _, s in rs]
         ratio = [r / t for r, t in zip(ref_us, tot, strict=True)]
-        print(
+        lines.append(
             f"| {name} | {statistics.median(tot):.0f} [{min(tot):.0f}–{max(tot):.0f}] "
             f"| {statistics.median(share):.0f} [{min(share):.0f}–{max(share):.0f}] "
             f"| {statistics.median(ratio):.2f}× [{min(ratio):.2f}–{max(ratio):.2f}] |"
         )
+    return [*lines, ""]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--conns", type=int, default=32)
+    args = ap.parse_args()
+    print("\n".join(section(args.seconds, args.rounds, args.conns)))
 
 
 if __name__ == "__main__":
