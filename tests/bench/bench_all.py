@@ -12,7 +12,8 @@ best round (the machine is shared: noise only ever slows a case). Then a
 sustained flood (``--flood-seconds``, random paths and client networks) on
 popgate with N workers, sampling each worker's RSS: peak (VmHWM) and growth.
 Then forward-auth (tests/bench/bench_forward_auth.py: nginx alone vs nginx + popgate,
-verdict cache on and off, 402s) and the verifier micro-benchmarks (Groth16,
+verdict cache on and off, 402s; tests/bench/bench_forward_auth_floor.py: the same
+auth_request with the cheapest auth servers behind it) and the verifier micro-benchmarks (Groth16,
 JWT/identity, puzzle, payments).
 Prints everything and writes a markdown report. popgate runs with the shipped
 policy (policies/default.toml), puzzles on, the embedded SQLite store.
@@ -37,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.bench import bench_forward_auth  # noqa: E402
+from tests.bench import bench_forward_auth, bench_forward_auth_floor  # noqa: E402
 from tests.bench.bench_proxy import session_token  # noqa: E402
 from tests.bench.harness import PY, Result, free_port, nginx, peak_rss_mb, start, table, tree, wrk  # noqa: E402
 
@@ -356,6 +357,8 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     print("  forward-auth: nginx alone vs nginx + popgate (cache on, off) vs inline ...", flush=True)
     lines += bench_forward_auth.section(args.seconds, args.rounds, args.conns)
+    print("  forward-auth floor: nginx auth_request with a C stub, a Python stub, popgate ...", flush=True)
+    lines += bench_forward_auth_floor.section(3, args.rounds, args.conns)
     from tests.bench import bench_observe
 
     print("  bench_observe ...", flush=True)
