@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         "--config", help="TOML config file (keys for session and puzzle; zklogin, x402 settings)"
     )
     keys = sub.add_parser("keys", help="key management")
-    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    ksub = keys.add_subparsers(dest="keys_command", required=True, help="generate")
     ksub.add_parser("generate", help="print a new random 32-byte secret (base64url)")
     demo = sub.add_parser("demo-upstream", help="run a small demo origin server")
     demo.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT (default 127.0.0.1:8000)")
