@@ -70,7 +70,9 @@ def runtime_distributions() -> set[str]:
 def allowed_modules() -> list[str]:
     dists = runtime_distributions()
     return sorted(
-        mod for mod, owners in packages_distributions().items() if any(canonicalize_name(d) in dists for d in owners)
+        mod
+        for mod, owners in packages_distributions().items()
+        if any(canonicalize_name(d) in dists for d in owners)
     )
 
 
