@@ -69,6 +69,9 @@ def report(config: Config, warnings: Iterable[str], source: str) -> list[str]:
     lines.append(f"classes that can occur: {', '.join(reachable)}")
     if absent:
         lines.append(f"classes that cannot occur: {', '.join(absent)}")
+    if policy is not None:
+        lines.extend(f"weigh rule {r.name!r}: +{r.weight}" for r in policy.rules if r.results is None)
+        lines.extend(f"threshold {t.name!r}: from weight {t.weight}" for t in policy.thresholds)
     lines.extend(_listing(config, offered, reachable))
     lines.extend(f"warning: {w}" for w in warnings)
     return lines
@@ -80,9 +83,7 @@ def _listing(config: Config, offered: tuple[str, ...], reachable: tuple[str, ...
         places.setdefault(place, {})[klass] = action
     out: list[str] = []
     for place, named in places.items():
-        title = "default" if place.name == "default" else place.where.rsplit(" ", 2)[-2:]
-        label = title if isinstance(title, str) else " ".join(title)
-        out.append(f"{label} (route {place.route}):")
+        out.append(f"{place.label} (route {place.route}):")
         for klass in reachable:
             if klass in named:
                 out.append(f"  {klass:<15} {describe(named[klass], offered)}")

@@ -33,11 +33,16 @@ CLASS_SOURCES: dict[str, str] = {"human": "worldid", "account": "zklogin", "veri
 
 @dataclass(frozen=True, slots=True)
 class Place:
-    """Where an action is written: ``where`` for messages, ``route`` and ``name`` for listings."""
+    """Where an action is written: ``label`` (``rule 'x'``, ``threshold 'x'``, ``default``),
+    its ``route``, and the policy file it is in (none for the core ``[policy]`` table)."""
 
-    where: str
-    name: str
+    label: str
     route: str
+    source: str = ""
+
+    @property
+    def where(self) -> str:
+        return f"{self.source} {self.label}" if self.source else self.label
 
 
 def offered_ways(config: Config) -> tuple[str, ...]:
@@ -73,7 +78,7 @@ def actions(config: Config) -> Iterator[tuple[Place, str, Action]]:
     """
     policy = config.features.policy
     if policy is None:
-        core = Place("[policy]", "default", "default")
+        core = Place("[policy]", "default")
         for klass, name in config.policy.actions.items():
             yield core, klass, core_action(name)
         return
@@ -81,16 +86,16 @@ def actions(config: Config) -> Iterator[tuple[Place, str, Action]]:
     for rule in policy.rules:
         if rule.results is None:
             continue
-        place = Place(f"{policy.source} rule {rule.name!r}", rule.name, rule.route)
+        place = Place(f"rule {rule.name!r}", rule.route, policy.source)
         for klass, m in rule.results.items():
             if m.action is not defaults[klass]:
                 yield place, klass, m.action
     for t in policy.thresholds:
-        place = Place(f"{policy.source} threshold {t.name!r}", t.name, "threshold")
+        place = Place(f"threshold {t.name!r}", "threshold", policy.source)
         for klass, m in t.results.items():
             if m.action is not defaults[klass]:
                 yield place, klass, m.action
-    default = Place(f"{policy.source} [default]", "default", "default")
+    default = Place("[default]", "default", policy.source)
     for klass, action in defaults.items():
         yield default, klass, action
 
