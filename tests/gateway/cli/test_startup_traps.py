@@ -3,9 +3,12 @@ line with the fix and exit status 2, never a traceback (gateway/cli/startup.py).
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -186,3 +189,42 @@ async def test_listen_colon_port_means_every_interface(tmp_path, upstream):
         proc.terminate()
         proc.wait(timeout=30)
     time.sleep(0)  # the process is gone: its port with it
+
+
+def test_permission_problems_are_one_line_each(tmp_path):
+    """As an unprivileged user (root drops to nobody with setpriv): a port below the
+    unprivileged range, an unreadable key file, a store directory it cannot write."""
+    low = int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    assert low > 1, "unprivileged users may bind every port here: nothing to show"
+    assert shutil.which("setpriv"), "install util-linux (setpriv)"
+    d = Path(tempfile.mkdtemp(prefix="popgate-perm-"))  # readable by nobody, unlike pytest's tmp
+    try:
+        d.chmod(0o755)
+        path = config(d)
+        for f in (path, d / "conf" / "session.key", d / "conf" / "puzzle.key"):
+            f.chmod(0o644)
+        (d / "conf").chmod(0o755)
+        (d / "locked").mkdir(mode=0o555)
+        cases = [
+            (["--listen", f"127.0.0.1:{low - 1}"], f"no permission to listen on port {low - 1}"),
+            (["--store", f"sqlite:///{d}/locked/store.db"], f"{d}/locked is not writable by this user"),
+        ]
+        for args, says in cases:
+            (line,) = clean_failure(as_nobody("run", "--config", str(path), *args))
+            assert says in line, line
+        (d / "conf" / "session.key").chmod(0o600)
+        lines = clean_failure(as_nobody("run", "--config", str(path)))
+        assert any(f"cannot read {d}/conf/session.key: Permission denied" in x for x in lines), lines
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.getuid() == 0 else []
+    return subprocess.run(
+        [*drop, sys.executable, "-m", "popgate.gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
