@@ -83,6 +83,12 @@ def build_admin(gateway: Gateway) -> web.Application:
     app.router.add_get("/readyz", readyz)
     for method, path, handler in getattr(gateway, "admin_routes", []):
         app.router.add_route(method, path, handler)
+    _index_and_not_found(app)
+    return app
+
+
+def _index_and_not_found(app: web.Application) -> None:
+    """``/`` lists the routes; anything else is a 404 that lists them too and says what is off."""
     routes = sorted({f"{r.method} {r.resource.canonical}" for r in app.router.routes() if r.resource})
     routes = [r for r in routes if not r.startswith("HEAD ")]
 
@@ -102,4 +108,3 @@ def build_admin(gateway: Gateway) -> web.Application:
 
     app.router.add_get("/", index)
     app.router.add_route("*", "/{tail:.*}", not_found)
-    return app
