@@ -7,11 +7,13 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
 
 from popgate.gateway.cli.main import _parser
+from popgate.verifiers.session import SessionCodec
 from tests.support.servers import ROOT, free_port, wait_port_async
 
 POLICIES = ROOT / "policies"
@@ -188,4 +190,30 @@ def test_help_for_every_option_and_every_verify_scheme():
     for name, sub in commands.choices.items():
         for action in sub._actions:
             assert action.help, f"popgate {name} {action.dest}: no help text"
-        assert popgate(name, "--help").returncode == 0
+        assert sub.format_help().startswith(f"usage: popgate {name}")
+
+
+def test_explain_verifies_presented_evidence(tmp_path):
+    """A session signed with the config's key is verified by the real Verify stage: class human,
+    allowed by the default; a forged one is rejected and the client stays unknown."""
+    config = demo_like(tmp_path, POLICIES / "default.toml")
+    token = SessionCodec({"k1": KEY.encode()}, "k1").issue(
+        klass="human", subject="human:x", now=time.time(), ttl=60
+    )
+    url = "http://api.example.com/api/things"
+    UA = ("-H", "User-Agent: Mozilla/5.0")
+    ok = popgate(
+        "explain", "--config", str(config), "GET", url, "-H", f"Authorization: PoP {token}", *UA, "--json"
+    )
+    got = json.loads(ok.stdout)
+    assert (got["class"], got["rule"], got["decision"]) == (
+        "human",
+        "default",
+        "allow (forwarded to the origin)",
+    )
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    bad = popgate(
+        "explain", "--config", str(config), "GET", url, "-H", f"Authorization: PoP {forged}", *UA, "--json"
+    )
+    got = json.loads(bad.stdout)
+    assert got["class"] == "unknown" and got["rejections"] and got["decision"].startswith("challenge")
