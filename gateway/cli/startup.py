@@ -55,7 +55,9 @@ def configure(path: str | None, overrides: dict[str, Any] | None = None) -> tupl
 
 
 def check_listeners(config: Config) -> None:
-    """Bind both addresses once, as the server will (SO_REUSEADDR), and release them."""
+    """Bind both addresses once, as the server will (SO_REUSEADDR), and release them.
+
+    A port another process listens on fails the bind (EADDRINUSE) even with SO_REUSEADDR."""
     problems: list[str] = []
     with ExitStack() as held:
         for key, flag, hp in (
@@ -80,8 +82,7 @@ def _bind(held: ExitStack, hp: HostPort) -> str | None:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:
-            sock.bind(addr)
-            sock.listen(1)
+            sock.bind(addr)  # no listen(): a connect must never reach this probe
         except OSError as exc:
             return bind_problem(exc, hp)
     return None
