@@ -137,9 +137,10 @@ class PolicyStage:
         declared = bot_token(ua) if ctx.klass == "agent" else None
         t = ctx.target  # the host and path the origin will be sent (gateway/http/target.py)
         view = RequestView(t.host, req.method, t.raw_path, t.query, headers, ua, ctx.client_ip, declared)
-        if trace is not None:
-            trace.heuristic = weight
-        return self.holder.current.match(view, ctx.klass, weight, trace)
+        if trace is None:
+            return self.holder.current.match(view, ctx.klass, weight)
+        trace.heuristic = weight
+        return self.holder.current.match(view, ctx.klass, weight, trace=trace)
 
     def decide(self, ctx: Context, trace: Trace | None = None) -> Decision | None:
         """The decision for ``ctx``; ``trace`` (``popgate explain``) records how it was reached."""
