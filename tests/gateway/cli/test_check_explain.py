@@ -12,7 +12,9 @@ from pathlib import Path
 
 import aiohttp
 
+from popgate.gateway.cli.explain import DEFAULT_IP, explain, make_request, parse_headers
 from popgate.gateway.cli.main import _parser
+from popgate.gateway.ops.config import load_config
 from popgate.verifiers.session import SessionCodec
 from tests.support.servers import ROOT, free_port, wait_port_async
 
@@ -130,12 +132,13 @@ async def test_explain_matches_the_running_gateway(tmp_path, upstream):
 
 
 async def _explain_and_compare(config, port, method, path, headers, rule, klass, decision, ways):
-    args = [a for h in headers for a in ("-H", h)]
-    out = popgate(
-        "explain", "--config", str(config), method, f"http://api.example.com{path}", *args, "--json"
-    )
-    assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout)
+    if path == "/api/things" and not headers:  # the command itself, once
+        out = popgate("explain", "--config", str(config), method, f"http://api.example.com{path}", "--json")
+        assert out.returncode == 0, out.stderr
+        got = json.loads(out.stdout)
+    else:  # the same code in-process (each command builds a whole gateway: seconds on a busy machine)
+        request = make_request(method, f"http://api.example.com{path}", parse_headers(list(headers)))
+        got = await explain(load_config(config), request, DEFAULT_IP)
     assert (got["rule"], got["class"]) == (rule, klass), (path, got)
     assert got["decision"].startswith(decision)
     assert [w["kind"] for w in got["ways_out"]] == ways
