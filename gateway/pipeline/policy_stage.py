@@ -56,7 +56,7 @@ from popgate.policies.classify import bot_token, classify
 from popgate.policies.difficulty import Difficulty
 from popgate.policies.holder import PolicyHolder
 from popgate.policies.loader import PolicyError
-from popgate.policies.model import ALLOW, WAYS, Action, Match, RequestView
+from popgate.policies.model import ALLOW, WAYS, Action, Match, RequestView, Trace
 from popgate.verifiers.puzzle import PuzzleKeys
 
 log = logging.getLogger("popgate.policy")
@@ -130,7 +130,7 @@ class PolicyStage:
         return True
 
     # -- decide ---------------------------------------------------------
-    def match(self, ctx: Context) -> Match:
+    def match(self, ctx: Context, trace: Trace | None = None) -> Match:
         if self.holder is None:
             return self.class_actions.get(ctx.klass) or self.class_actions["unknown"]
         req = ctx.request
@@ -143,7 +143,10 @@ class PolicyStage:
         declared = bot_token(ua) if ctx.klass == "agent" else ctx.agent or None
         t = ctx.target  # the host and path the origin will be sent (gateway/http/target.py)
         view = RequestView(t.host, req.method, t.raw_path, t.query, headers, ua, ctx.client_ip, declared)
-        return self.holder.current.match(view, ctx.klass, weight)
+        if trace is None:
+            return self.holder.current.match(view, ctx.klass, weight)
+        trace.heuristic = weight
+        return self.holder.current.match(view, ctx.klass, weight, trace=trace)
 
     def target_decides(self, ctx: Context) -> bool:
         """Whether the policy decides this client's class on this request from its
@@ -155,8 +158,11 @@ class PolicyStage:
         view = RequestView(t.host, req.method, t.raw_path, t.query, req.headers, ua, ctx.client_ip)
         return self.holder.current.target_decides(view, ctx.klass)
 
-    def decide(self, ctx: Context) -> Decision | None:
-        m = self.match(ctx)
+    def decide(self, ctx: Context, trace: Trace | None = None) -> Decision | None:
+        """The decision for ``ctx``; ``trace`` (``popgate explain``) records how it was reached."""
+        m = self.match(ctx, trace)
+        if trace is not None:
+            trace.match = m
         ctx.rule = m.rule
         action = m.action
         kind = action.kind

@@ -124,6 +124,7 @@ keys = [{{kid = "k1", secret_file = "{tmp / "k1"}"}}]
 file = "{policy}"
 [puzzle]
 keys = [{{kid = "p1", secret_file = "{tmp / "k1"}"}}]
+[credits]
 """)
     proc = start(
         [

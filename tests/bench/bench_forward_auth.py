@@ -51,6 +51,8 @@ admin = "127.0.0.1:{admin}"
 url = "memory://"
 [sessions]
 keys = [{{kid = "k1", secret_file = "{keyfile}"}}]
+[puzzle]
+keys = [{{kid = "p1", secret_file = "{keyfile}"}}]
 """
     )
     cmd = [PY, "-m", "popgate.gateway", "run", "--config", f"{tmp}/{name}.toml", "--log-level", "WARNING"]
