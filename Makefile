@@ -34,7 +34,7 @@ $(STAMP): $(VENV)/.installed-test
 # Debian packages the test suite drives for real: redis-server (store tests),
 # redis-sentinel (failover tests), chromium (the browser challenge page), nginx and caddy
 # (forward-auth mode behind the shipped edge configs), iproute2 (the partition test's network
-# namespace), dnsmasq-base (a real DNS server for the forward-confirmed reverse DNS tests).
+# namespace), dnsmasq-base (a real DNS server for the forward-confirmed reverse DNS tests), jq (a README example).
 # Installed only when missing.
 system-deps:
 	@missing=""; \
@@ -46,6 +46,7 @@ system-deps:
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	{ command -v dnsmasq || test -x /usr/sbin/dnsmasq; } >/dev/null || missing="$$missing dnsmasq-base"; \
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	command -v jq >/dev/null || missing="$$missing jq"; \
 	[ -e /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf ] || missing="$$missing fonts-droid-fallback"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
