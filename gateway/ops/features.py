@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from popgate.gateway.http.shedding import OverloadConfig, collect_overload
 from popgate.gateway.ops.validation import Collector
 from popgate.gateway.payments.settings import CreditsSettings, X402Settings, parse_credits, parse_x402
 from popgate.gateway.pipeline.pressure import collect_difficulty
@@ -24,7 +25,9 @@ from popgate.policies.difficulty import DifficultyConfig
 from popgate.policies.engine import Policy
 from popgate.policies.loader import PolicyError, load
 
-SECTIONS = frozenset({"worldid", "zklogin", "webbotauth", "puzzle", "x402", "credits", "difficulty"})
+SECTIONS = frozenset(
+    {"worldid", "zklogin", "webbotauth", "puzzle", "x402", "credits", "difficulty", "overload"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,7 @@ class Features:
     """Typed settings per feature table (None: the table is absent)."""
 
     difficulty: DifficultyConfig = field(default_factory=DifficultyConfig)
+    overload: OverloadConfig = field(default_factory=OverloadConfig)
     policy: Policy | None = None  # the compiled ``[policy] file``
     worldid: WorldIdSettings | None = None
     zklogin: ZkLoginSettings | None = None
@@ -43,8 +47,10 @@ class Features:
 def collect_features(c: Collector, data: dict[str, Any], env: Any, store_url: str) -> Features:
     """Validate every feature table in ``data``, recording problems in ``c``."""
     difficulty = collect_difficulty(c, data.get("difficulty"))
+    overload = collect_overload(c, data.get("overload"))
     return Features(
         difficulty=difficulty or DifficultyConfig(),
+        overload=overload or OverloadConfig(),
         policy=_policy_file(c, data),
         worldid=worldid_config.collect_settings(c, data["worldid"], store_url) if "worldid" in data else None,
         zklogin=zklogin_config.collect_settings(c, data["zklogin"], env) if "zklogin" in data else None,

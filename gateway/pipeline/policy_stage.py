@@ -32,12 +32,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from popgate.gateway.errors import GatewayError
+from popgate.gateway.pipeline.challenge_cache import Windowed
 from popgate.gateway.pipeline.challenge_page import html_challenge
 from popgate.gateway.pipeline.context import Context, Pending
-from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, Throttle, WayOut
+from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, Rendered, Throttle, WayOut
 from popgate.gateway.pipeline.pressure import PressureMonitor
+from popgate.gateway.pipeline.responses import HtmlChallenge, render_challenge, wants_html
 from popgate.gateway.registry import PaymentProbe, Registry, Services, WayOutProvider
 from popgate.gateway.schemes import hashcash as hashcash_ev
 from popgate.gateway.schemes.hashcash import HashcashScheme
@@ -94,6 +97,8 @@ class PolicyStage:
         failure: FailurePolicy,
         monitor: PressureMonitor,
         payment_present: PaymentProbe | None = None,
+        challenge_window: float = 0.0,
+        page: Callable[[], HtmlChallenge | None] = lambda: html_challenge,
     ) -> None:
         self.holder = holder
         self.class_actions = {k: _core_action(v) for k, v in class_actions.items()}
@@ -108,6 +113,11 @@ class PolicyStage:
         self._sample = 0
         # Asks the fee rails: does a request carry a payment they would take?
         self.payment_present = payment_present
+        # 402s reused within a window (gateway/pipeline/challenge_cache.py); None: rendered per request
+        self.rendered: Windowed[Rendered] | None = (
+            Windowed(challenge_window) if challenge_window > 0 else None
+        )
+        self.page = page  # the registry's html_challenge hook, read when a 402 is rendered here
 
     # -- reload ---------------------------------------------------------
     def reload(self) -> bool:
@@ -161,7 +171,7 @@ class PolicyStage:
                 # A paying client takes the "pay" way out: charge the route's price.
                 return Charge(price=action.price, ways_out=self.ways_out(ctx, action, m.route), route=m.route)
             reason = ctx.rejections[0] if ctx.rejections else "evidence_required"
-            return Challenge(reason=reason, ways_out=self.ways_out(ctx, action, m.route))
+            return self._challenge(ctx, action, m.route, reason)
         if kind == "charge":
             if ctx.charged >= action.price:
                 return None
@@ -172,6 +182,21 @@ class PolicyStage:
         if action.status in (0, 403):
             return Deny()
         raise PolicyDenied(action.status)
+
+    def _challenge(self, ctx: Context, action: Action, route: str, reason: str) -> Challenge:
+        """The 402, from the window's cache when this key was rendered already."""
+        cache = self.rendered
+        if cache is None:
+            return Challenge(reason=reason, ways_out=self.ways_out(ctx, action, route))
+        req = ctx.request
+        html = wants_html(req)
+        key = (ctx.klass, ctx.network, route, self._bits(ctx, action), reason, html, req.host, req.raw_path)
+        hit = cache.get(key, ctx.now)
+        if hit is None:
+            fresh = Challenge(reason=reason, ways_out=self.ways_out(ctx, action, route))
+            hit = render_challenge(req, fresh, self.page())
+            cache.put(key, hit)
+        return Challenge(reason=reason, rendered=hit)
 
     def _satisfied(self, ctx: Context, action: Action, route: str) -> bool:
         ways = action.ways
@@ -287,7 +312,9 @@ def policy_extension(registry: Registry, services: Services) -> None:
     if pz is not None:
         keys = PuzzleKeys(pz.keys, pz.signing_kid)
         bits = pz.bits
-        puzzles = PuzzleOffer(keys, pz, difficulty, services.metrics)
+        puzzles = PuzzleOffer(
+            keys, pz, difficulty, services.metrics, config.features.overload.challenge_window
+        )
         registry.schemes.append(PuzzleScheme(keys))
         registry.endpoints[SUBMIT] = PuzzleEndpoint(
             keys,
@@ -316,6 +343,8 @@ def policy_extension(registry: Registry, services: Services) -> None:
         failure=services.failure,
         monitor=monitor,
         payment_present=registry.carries_payment,
+        challenge_window=config.features.overload.challenge_window,
+        page=lambda: registry.html_challenge,
     )
     registry.policy = stage
     registry.enforcers.append(stage.enforce)

@@ -25,6 +25,7 @@ from popgate.gateway.errors import BadRequest
 from popgate.gateway.http.bodies import read_bounded
 from popgate.gateway.ops.config import PuzzleConfig
 from popgate.gateway.ops.metrics import Metrics
+from popgate.gateway.pipeline.challenge_cache import Windowed
 from popgate.gateway.pipeline.challenge_page import STATIC, safe_return_path
 from popgate.gateway.pipeline.context import Attestation, Context
 from popgate.gateway.pipeline.decisions import WayOut
@@ -88,9 +89,16 @@ class PuzzleOffer:
     """Issues the ``puzzle`` way out of a 402 at the current difficulty."""
 
     def __init__(
-        self, keys: puzzle.PuzzleKeys, settings: PuzzleConfig, difficulty: Difficulty, metrics: Metrics
+        self,
+        keys: puzzle.PuzzleKeys,
+        settings: PuzzleConfig,
+        difficulty: Difficulty,
+        metrics: Metrics,
+        window: float = 0.0,
     ) -> None:
         self.keys = keys
+        # one challenge per (network, scope, bits) and window (gateway/pipeline/challenge_cache.py)
+        self.minted: Windowed[puzzle.Challenge] | None = Windowed(window) if window > 0 else None
         self.settings = settings
         self.difficulty = difficulty
         self.gauge = metrics.difficulty
@@ -101,7 +109,21 @@ class PuzzleOffer:
 
     def offer(self, ctx: Context, scope: str, floor: int) -> WayOut:
         bits = self.bits(ctx, floor)
-        c = puzzle.issue(
+        minted, key = self.minted, (ctx.network, scope, bits)
+        c = minted.get(key, ctx.now) if minted is not None else None
+        if c is None:
+            c = self._issue(ctx, scope, bits)
+            if minted is not None:
+                minted.put(key, c)
+        child = self._children.get(scope)
+        if child is None:  # scope = a policy route name: a bounded label set
+            child = self._children[scope] = self.gauge.labels(scope)
+        child.set(bits)
+        auth = f'PoP-Puzzle challenge="{c.wire}", bits={bits}, subs={c.subs}, expires={c.expires}'
+        return WayOut("puzzle", puzzle.way_out(c, SUBMIT), (("WWW-Authenticate", auth),))
+
+    def _issue(self, ctx: Context, scope: str, bits: int) -> puzzle.Challenge:
+        return puzzle.issue(
             self.keys,
             network=ctx.network,
             scope=scope,
@@ -111,12 +133,6 @@ class PuzzleOffer:
             subs=self.settings.subs,
             trusted_network=True,
         )
-        child = self._children.get(scope)
-        if child is None:  # scope = a policy route name: a bounded label set
-            child = self._children[scope] = self.gauge.labels(scope)
-        child.set(bits)
-        auth = f'PoP-Puzzle challenge="{c.wire}", bits={bits}, subs={c.subs}, expires={c.expires}'
-        return WayOut("puzzle", puzzle.way_out(c, SUBMIT), (("WWW-Authenticate", auth),))
 
 
 def network_binder(expected_prefix: str = "net:") -> Callable[[Context, Session], Awaitable[None]]:
