@@ -17,7 +17,9 @@ Each class has an in-flight bound and a queue deadline (``[overload.classes]``).
 A request over its class's bound waits up to the deadline for a slot, then gets
 a minimal ``503 overloaded`` with ``Retry-After``; ``anonymous`` has no queue by
 default. When the event loop lags (a probe every ``PROBE`` seconds measures how
-late it wakes) beyond ``loop_lag_high``, anonymous requests are refused at once:
+late it wakes; smoothed over a few probes) beyond ``loop_lag_high`` while requests
+arrive at ``lag_min_rate`` per second or more (a loaded host that preempts an idle
+gateway lags too, and that is no flood), anonymous requests are refused at once:
 they are the flood, and a refusal costs less than their 402. The other classes
 are never refused for lag, only for their own bound.
 
@@ -31,6 +33,7 @@ import asyncio
 import collections
 import contextlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +47,7 @@ ENDPOINTS = "/.well-known/popgate/"
 PROBE = 0.01  # seconds between event-loop lag probes
 _WORK = ("PoP-Puzzle", "X-Hashcash")
 _PAYER = ("PAYMENT-SIGNATURE", "X-PAYMENT", "Signature")
+_KEYS = {"enabled", "loop_lag_high", "lag_min_rate", "retry_after", "challenge_window", "classes"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +70,8 @@ class OverloadConfig:
     """The ``[overload]`` table."""
 
     enabled: bool = True
-    loop_lag_high: float = 0.02
+    loop_lag_high: float = 0.05
+    lag_min_rate: float = 200.0  # requests/s: below it, lag alone sheds nothing
     retry_after: int = 1
     challenge_window: float = 1.0  # seconds a 402 is reused (gateway/pipeline/challenge_cache.py)
     classes: dict[str, ClassLimit] = field(default_factory=_defaults)
@@ -80,19 +85,18 @@ def collect_overload(c: Collector, table: Any) -> OverloadConfig | None:
         c.problem("overload", "expected a table")
         return None
     before = len(c.problems)
-    c.unknown_keys(
-        "overload", table, {"enabled", "loop_lag_high", "retry_after", "challenge_window", "classes"}
-    )
+    c.unknown_keys("overload", table, _KEYS)
     enabled = table.get("enabled", True)
     if not isinstance(enabled, bool):
         c.problem("overload.enabled", f"expected true or false, got {enabled!r}")
-    lag = _number(c, "overload.loop_lag_high", table.get("loop_lag_high", 0.02), 0.001, 10.0)
+    lag = _number(c, "overload.loop_lag_high", table.get("loop_lag_high", 0.05), 0.001, 10.0)
+    rate = _number(c, "overload.lag_min_rate", table.get("lag_min_rate", 200.0), 0.0, 1e9)
     retry = _number(c, "overload.retry_after", table.get("retry_after", 1), 1, 3600, integer=True)
     window = _number(c, "overload.challenge_window", table.get("challenge_window", 1.0), 0.0, 60.0)
     classes = _classes(c, table.get("classes", {}))
     if len(c.problems) > before:
         return None
-    return OverloadConfig(bool(enabled), float(lag), int(retry), float(window), classes)
+    return OverloadConfig(bool(enabled), float(lag), rate, int(retry), window, classes)
 
 
 def _number(c: Collector, where: str, v: Any, lo: float, hi: float, *, integer: bool = False) -> float:
@@ -124,11 +128,10 @@ def _classes(c: Collector, table: Any) -> dict[str, ClassLimit]:
     return out
 
 
-def admission_class(request: web.BaseRequest, cookie_prefix: str) -> str:
+def admission_class(path: str, headers: Mapping[str, str], cookie_prefix: str) -> str:
     """The request's admission class from its path and headers (prefix checks only)."""
-    if request.path.startswith(ENDPOINTS):
+    if path.startswith(ENDPOINTS):
         return "proof"
-    headers = request.headers
     auth = headers.get("Authorization")
     if auth is not None:
         if auth[:11].lower() == "pop-puzzle ":
@@ -178,6 +181,9 @@ class Admission:
             k: collections.deque() for k in CLASSES
         }
         self.lag = 0.0
+        self.rate = 0.0  # requests/s, smoothed like the lag
+        self.arrivals = 0
+        self._busy = False  # lag over loop_lag_high while requests arrive at lag_min_rate
         self.task: asyncio.Task[None] | None = None
         self._shed = {k: metrics.shed.labels(k) for k in CLASSES}
         self._gauge = {k: metrics.admitted.labels(k) for k in CLASSES}
@@ -186,11 +192,12 @@ class Admission:
         self._retry = str(config.retry_after)
 
     def classify(self, request: web.BaseRequest) -> str:
-        return admission_class(request, self.cookie_prefix)
+        self.arrivals += 1
+        return admission_class(request.path, request.headers, self.cookie_prefix)
 
     async def enter(self, klass: str) -> bool:
         """Take a slot for ``klass`` (waiting up to its queue deadline); False: shed it."""
-        if klass == "anonymous" and self.lag > self.config.loop_lag_high:
+        if klass == "anonymous" and self._busy:
             return False
         limit = self.limits[klass]
         if self.in_flight[klass] < limit.in_flight and not self.waiting[klass]:
@@ -253,9 +260,14 @@ class Admission:
                 await self.task
             self.task = None
 
-    def sample(self, late: float) -> None:
-        """One probe: the loop woke ``late`` seconds late (decays by half per probe)."""
-        self.lag = max(late, self.lag * 0.5)
+    def sample(self, late: float, elapsed: float) -> None:
+        """One probe, ``elapsed`` seconds after the last, woke ``late`` seconds late. Smoothed
+        (EWMA, 0.3 per probe): a single hiccup (a GC pause, a process spawn) sheds nothing."""
+        self.lag += 0.3 * (late - self.lag)
+        self.rate += 0.3 * (self.arrivals / max(elapsed, 1e-6) - self.rate)
+        self.arrivals = 0
+        c = self.config
+        self._busy = self.lag > c.loop_lag_high and self.rate >= c.lag_min_rate
 
     async def _probe(self) -> None:
         loop = asyncio.get_running_loop()
@@ -263,7 +275,8 @@ class Admission:
         while True:
             t0 = loop.time()
             await asyncio.sleep(PROBE)
-            self.sample(max(0.0, loop.time() - t0 - PROBE))
+            elapsed = loop.time() - t0
+            self.sample(max(0.0, elapsed - PROBE), elapsed)
             ticks += 1
             if ticks % 25 == 0:
                 self._lag_gauge.set(self.lag)
