@@ -80,6 +80,7 @@ def phase(name: str, extra: str, args: argparse.Namespace, out: Path, rate: floa
         stack.close()
     result["summary"] = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
     result["rows"] = class_rows(d)
+    result["paid_success"] = paid_success(d)
     result["series"] = goodput_series(d / "locust_stats_history.csv")
     return result
 
@@ -133,12 +134,25 @@ def success(r: dict[str, Any] | None) -> float | None:
     return None if not r or not r["requests"] else 1 - r["failures"] / r["requests"]
 
 
+def paid_success(d: Path) -> tuple[float | None, int]:
+    """The paying agents' paid requests (credits, x402): the share that got through, and how many."""
+    path = d / "locust_stats.csv"
+    if not path.exists():
+        return None, 0
+    n = bad = 0
+    for r in csv.DictReader(path.open()):
+        if r["Name"].startswith("PayingAgent") and r["Name"].endswith((" credits", " x402")):
+            n += int(r["Request Count"])
+            bad += int(r["Failure Count"])
+    return (1 - bad / n if n else None), n
+
+
 def checks(res: dict[str, Any], capacity: float, factor: float) -> list[tuple[str, str, bool]]:
-    human, payer = row(res, "Human"), row(res, "PayingAgent")
+    human = row(res, "Human")
     s = res.get("summary") or {}
     raw = res.get("raw") or {}
     breaches = sum((s.get("breaches") or {}).values())
-    hs, ps = success(human), success(payer)
+    hs, (ps, paid_n) = success(human), res.get("paid_success") or (None, 0)
     offered = raw.get("offered_rps", 0)
     return [
         (
@@ -157,8 +171,8 @@ def checks(res: dict[str, Any], capacity: float, factor: float) -> list[tuple[st
             bool(human) and human["p99"] <= 250,
         ),
         (
-            "paying agents success ≥ 95 %",
-            f"{ps:.2%}" if ps is not None else "—",
+            "paying agents' paid requests through ≥ 95 %",
+            f"{ps:.2%} of {paid_n}" if ps is not None else "—",
             ps is not None and ps >= 0.95,
         ),
         ("successful attacks and charge errors = 0", str(breaches), breaches == 0 and bool(s)),

@@ -70,7 +70,7 @@ class OverloadConfig:
     """The ``[overload]`` table."""
 
     enabled: bool = True
-    loop_lag_high: float = 0.05
+    loop_lag_high: float = 0.025
     lag_min_rate: float = 200.0  # requests/s: below it, lag alone sheds nothing
     retry_after: int = 1
     challenge_window: float = 1.0  # seconds a 402 is reused (gateway/pipeline/challenge_cache.py)
@@ -89,7 +89,7 @@ def collect_overload(c: Collector, table: Any) -> OverloadConfig | None:
     enabled = table.get("enabled", True)
     if not isinstance(enabled, bool):
         c.problem("overload.enabled", f"expected true or false, got {enabled!r}")
-    lag = _number(c, "overload.loop_lag_high", table.get("loop_lag_high", 0.05), 0.001, 10.0)
+    lag = _number(c, "overload.loop_lag_high", table.get("loop_lag_high", 0.025), 0.001, 10.0)
     rate = _number(c, "overload.lag_min_rate", table.get("lag_min_rate", 200.0), 0.0, 1e9)
     retry = _number(c, "overload.retry_after", table.get("retry_after", 1), 1, 3600, integer=True)
     window = _number(c, "overload.challenge_window", table.get("challenge_window", 1.0), 0.0, 60.0)
