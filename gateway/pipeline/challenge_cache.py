@@ -18,6 +18,13 @@ most one window earlier than a fresh one. Clients of one network that fetch a 40
 in the same window get the same puzzle: the first solution spent wins, the others
 are refused ``replayed`` and fetch a new one.
 
+A challenge spent (or refused as spent) here bumps its network's *epoch*, part of
+both caches' keys: the next 402 for that network mints a fresh puzzle, so a client
+that just used one is not handed it again. A puzzle spent through another gateway
+sharing the store is only noticed when someone presents it here: until then (at
+most one window) this gateway may still hand it out, and its solvers get
+``replayed`` and ask again.
+
 Both caches are bounded (``max_entries`` per window: past it, entries are simply
 not kept and requests are rendered as before) and cleared when the window turns.
 """
@@ -33,7 +40,7 @@ V = TypeVar("V")
 class Windowed(Generic[V]):
     """A dict that empties itself when the clock enters a new window of ``window`` seconds."""
 
-    __slots__ = ("entries", "max_entries", "slot", "window")
+    __slots__ = ("entries", "epochs", "max_entries", "slot", "window")
 
     def __init__(self, window: float, max_entries: int = 20_000) -> None:
         if window <= 0:
@@ -42,14 +49,27 @@ class Windowed(Generic[V]):
         self.max_entries = max_entries
         self.slot = -1
         self.entries: dict[Hashable, V] = {}
+        self.epochs: dict[Hashable, int] = {}
 
     def get(self, key: Hashable, now: float) -> V | None:
         slot = int(now // self.window)
         if slot != self.slot:
             self.slot = slot
             self.entries = {}
+            self.epochs = {}
             return None
         return self.entries.get(key)
+
+    def epoch(self, tag: Hashable) -> int:
+        """How many times ``tag`` (a network) was bumped in this window: part of the keys."""
+        return self.epochs.get(tag, 0)
+
+    def bump(self, tag: Hashable) -> None:
+        """Retire every entry keyed with ``tag``'s current epoch (all of them when full)."""
+        if len(self.epochs) >= self.max_entries:
+            self.entries = {}
+            self.epochs = {}
+        self.epochs[tag] = self.epochs.get(tag, 0) + 1
 
     def put(self, key: Hashable, value: V) -> None:
         if len(self.entries) < self.max_entries:

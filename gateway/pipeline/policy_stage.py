@@ -190,7 +190,9 @@ class PolicyStage:
             return Challenge(reason=reason, ways_out=self.ways_out(ctx, action, route))
         req = ctx.request
         html = wants_html(req)
-        key = (ctx.klass, ctx.network, route, self._bits(ctx, action), reason, html, req.host, req.raw_path)
+        epoch = self.puzzles.epoch(ctx.network) if self.puzzles is not None else 0
+        bits = self._bits(ctx, action)
+        key = (ctx.klass, ctx.network, epoch, route, bits, reason, html, req.host, req.raw_path)
         hit = cache.get(key, ctx.now)
         if hit is None:
             fresh = Challenge(reason=reason, ways_out=self.ways_out(ctx, action, route))
@@ -259,6 +261,8 @@ class PolicyStage:
                 won = await self.failure.guard(
                     "spend", self.store.claim(item.key, item.ttl, item.limit), True
                 )
+                if ctx.evidence_kind == "puzzle" and self.puzzles is not None:
+                    self.puzzles.spent(ctx.network)  # the network's next 402: a fresh puzzle
                 if not won:
                     ctx.evidence_kind = ""
                     return Challenge(reason="replayed", ways_out=self.ways_out(ctx, m.action, m.route))
@@ -325,6 +329,7 @@ def policy_extension(registry: Registry, services: Services) -> None:
             config.sessions.cookie_name,
             config.sessions.cookie_secure,
             services.metrics,
+            puzzles.spent,
         )
         if pz.hashcash:
             max_age = float(pz.hashcash_max_age)

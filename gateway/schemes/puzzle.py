@@ -109,7 +109,8 @@ class PuzzleOffer:
 
     def offer(self, ctx: Context, scope: str, floor: int) -> WayOut:
         bits = self.bits(ctx, floor)
-        minted, key = self.minted, (ctx.network, scope, bits)
+        minted = self.minted
+        key = (ctx.network, scope, bits, minted.epoch(ctx.network) if minted is not None else 0)
         c = minted.get(key, ctx.now) if minted is not None else None
         if c is None:
             c = self._issue(ctx, scope, bits)
@@ -121,6 +122,15 @@ class PuzzleOffer:
         child.set(bits)
         auth = f'PoP-Puzzle challenge="{c.wire}", bits={bits}, subs={c.subs}, expires={c.expires}'
         return WayOut("puzzle", puzzle.way_out(c, SUBMIT), (("WWW-Authenticate", auth),))
+
+    def epoch(self, network: str) -> int:
+        """The network's epoch in the mint cache (a key part of reused 402s too)."""
+        return self.minted.epoch(network) if self.minted is not None else 0
+
+    def spent(self, network: str) -> None:
+        """A puzzle of ``network`` was spent (or found spent) here: mint a fresh one next."""
+        if self.minted is not None:
+            self.minted.bump(network)
 
     def _issue(self, ctx: Context, scope: str, bits: int) -> puzzle.Challenge:
         return puzzle.issue(
@@ -164,8 +174,10 @@ class PuzzleEndpoint:
         cookie: str,
         secure: bool,
         metrics: Metrics,
+        on_spend: Callable[[str], None] | None = None,
     ) -> None:
         self.keys, self.settings, self.store = keys, settings, store
+        self.on_spend = on_spend  # PuzzleOffer.spent: the network's next 402 gets a fresh puzzle
         self.sessions, self.subject_key = sessions, subject_key
         self.cookie, self.secure, self.metrics = cookie, secure, metrics
 
@@ -177,7 +189,11 @@ class PuzzleEndpoint:
         solution, return_to = await self._read(request)
         try:
             att = puzzle.verify(self.keys, solution, now=ctx.now, network=ctx.network)
-            await spend(self.store, att.spend)
+            try:
+                await spend(self.store, att.spend)
+            finally:
+                if self.on_spend is not None:
+                    self.on_spend(ctx.network)
         except VerificationError as exc:
             log.info("puzzle solution rejected: %s (%s)", exc.reason, exc.detail)
             self.metrics.evidence.labels("puzzle", exc.reason).inc()

@@ -3,8 +3,6 @@ loopback; the shared puzzle is still spent once."""
 
 from __future__ import annotations
 
-import asyncio
-
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -50,20 +48,18 @@ async def test_window_zero_mints_each_402(upstream, gateway_factory, http, tmp_p
     assert way(first[2], "puzzle")["challenge"] != way(second[2], "puzzle")["challenge"]
 
 
-async def test_shared_puzzle_is_spent_once_then_the_next_window_brings_a_new_one(
+async def test_shared_puzzle_is_spent_once_and_a_spend_brings_a_fresh_one(
     upstream, gateway_factory, http, tmp_path
 ):
     """Two clients of one network share a window's puzzle: the first solution posted buys
-    a session, the second one (solved independently) is refused ``replayed``; after the
-    window turns the second client gets a fresh puzzle and gets in."""
-    extra = puzzle_extra(tmp_path, extra="[overload]\nchallenge_window = 1\n")
+    a session, the second one (solved independently) is refused ``replayed``. A spend
+    retires the network's cached 402s at once (its epoch): the next 402 in the same
+    window has a fresh puzzle, and the second client gets in with it."""
+    extra = puzzle_extra(tmp_path, extra="[overload]\nchallenge_window = 30\n")
     gw = await gateway_factory(upstream, extra=extra, server_extra=TRUSTED)
     alice, bob = xff("198.51.100.7"), xff("198.51.100.8")
     pz_a = way((await _402(http, url_of(gw, "/api/x"), alice))[2], "puzzle")
     pz_b = way((await _402(http, url_of(gw, "/api/x"), bob))[2], "puzzle")
-    if pz_a["challenge"] != pz_b["challenge"]:  # the window turned between the two: once more
-        pz_a = way((await _402(http, url_of(gw, "/api/x"), alice))[2], "puzzle")
-        pz_b = way((await _402(http, url_of(gw, "/api/x"), bob))[2], "puzzle")
     assert pz_a["challenge"] == pz_b["challenge"]
     for who, pz, want in ((alice, pz_a, 200), (bob, pz_b, 403)):
         post = {"solution": client.solve_puzzle(pz).headers["PoP-Puzzle"], "return_to": "/api/x"}
@@ -71,7 +67,6 @@ async def test_shared_puzzle_is_spent_once_then_the_next_window_brings_a_new_one
             assert r.status == want
             if want == 403:
                 assert (await r.json())["reason"] == "replayed"
-    await asyncio.sleep(1.1)
     fresh = way((await _402(http, url_of(gw, "/api/x"), bob))[2], "puzzle")
     assert fresh["challenge"] != pz_b["challenge"]
     post = {"solution": client.solve_puzzle(fresh).headers["PoP-Puzzle"], "return_to": "/api/x"}
@@ -88,3 +83,16 @@ def test_windowed_is_bounded_and_empties_when_the_window_turns(ops):
         cache.put(key, key)
         assert len(cache.entries) <= 10
         assert cache.slot == int(now // 2.0)
+
+
+async def test_a_header_spend_retires_the_cached_402_too(upstream, gateway_factory, http, tmp_path):
+    """A puzzle spent as a PoP-Puzzle header (not posted) also retires the network's
+    cached 402: the same request again gets a 402 with another puzzle."""
+    extra = puzzle_extra(tmp_path, extra="[overload]\nchallenge_window = 30\n")
+    gw = await gateway_factory(upstream, extra=extra)
+    first = await _402(http, url_of(gw, "/api/x"), UA)
+    solved = client.respond(first[2], prefer=("puzzle",))
+    async with http.get(url_of(gw, "/api/x"), headers={**UA, **solved.headers}) as r:
+        assert r.status == 200
+    again = await _402(http, url_of(gw, "/api/x"), UA)
+    assert way(again[2], "puzzle")["challenge"] != way(first[2], "puzzle")["challenge"]
