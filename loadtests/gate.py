@@ -3,9 +3,10 @@ fee charged other than exactly once, or when latency or unexpected outcomes
 pass their thresholds. Also writes the tallies to ``POPGATE_LT_SUMMARY``.
 
 Distributed runs (``locust --processes N``, or ``--master`` with ``--worker``s on
-other hosts): each worker sends its tally to the master when its users stop
-(message ``popgate_tally``, before the worker reports itself stopped); the master
-adds them up and runs the gate on the sum, so attack counts and the exactly-once
+other hosts): each worker sends its tally (cumulative) to the master when its users stop
+(message ``popgate_tally``, before the worker reports itself stopped; the shape
+stops the workers before it quits, loadtests/shapes.py); the master keeps each
+worker's last one and adds them up and runs the gate on the sum, so attack counts and the exactly-once
 fee checks cover every worker. Workers run no gate of their own."""
 
 from __future__ import annotations
@@ -42,27 +43,25 @@ def _balance(s: Settings, account: str) -> int | None:
 def install(settings: Settings, classes: list[str]) -> None:
     """Register the test_start / quitting listeners for a run with ``classes``."""
     start_balances: dict[str, int | None] = {}
+    snapshots: dict[str, dict[str, Any]] = {}  # master: each worker's last (cumulative) tally
 
     @events.init.add_listener
     def _init(environment: Any, **_kw: Any) -> None:
         runner = environment.runner
+        if not isinstance(runner, WorkerRunner):
+            # before any user runs (a master's test_start may come after its workers began)
+            for account in set(settings.credit_accounts):
+                start_balances[account] = _balance(settings, account)
         if isinstance(runner, MasterRunner):
-            senders: set[str] = set()
 
-            def merge(msg: Any, **_kw: Any) -> None:
-                senders.add(str(msg.node_id))
-                tally_of(environment).merge(msg.data)
-                environment.popgate_workers = len(senders)
+            def keep(msg: Any, **_kw: Any) -> None:
+                snapshots[str(msg.node_id)] = msg.data  # cumulative: a repeated send replaces
 
-            runner.register_message("popgate_tally", merge)
+            runner.register_message("popgate_tally", keep)
 
     @events.test_start.add_listener
     def _start(environment: Any, **_kw: Any) -> None:
         tally_of(environment)
-        if isinstance(environment.runner, WorkerRunner):
-            return
-        for account in set(settings.credit_accounts):
-            start_balances[account] = _balance(settings, account)
 
     @events.test_stop.add_listener
     def _send(environment: Any, **_kw: Any) -> None:
@@ -76,6 +75,8 @@ def install(settings: Settings, classes: list[str]) -> None:
         if isinstance(environment.runner, WorkerRunner):
             return
         tally = tally_of(environment)
+        for wire in snapshots.values():
+            tally.merge(wire)
         total = environment.stats.total
         problems: list[str] = []
         # Credits: each request that got through cost exactly the price, once.
@@ -106,7 +107,7 @@ def install(settings: Settings, classes: list[str]) -> None:
         if settings.require_classes and silent:
             problems.append(f"user classes that made no request: {silent}")
         summary = {
-            "workers": getattr(environment, "popgate_workers", 1),
+            "workers": len(snapshots) or 1,
             "classes": classes,
             "silent_classes": silent,
             "problems": problems,

@@ -16,6 +16,15 @@ from loadtests import raw_flood
 from loadtests.stack import start_stack
 
 ROOT = Path(__file__).resolve().parents[2]
+LOCUST = [
+    sys.executable,
+    "-m",
+    "locust",
+    "-f",
+    str(ROOT / "loadtests/locustfile.py"),
+    "--headless",
+    "--only-summary",
+]
 CLASSES = ["FloodBot", "Human", "PayingAgent", "AccountUser", "Replayer", "Sybil", "WorldIdHuman"]
 
 
@@ -34,8 +43,7 @@ def test_distributed_flood_sums_the_workers_and_the_raw_driver_floods(tmp_path: 
             "POPGATE_LT_SUMMARY": str(tmp_path / "summary.json"),
         }
         proc = subprocess.run(
-            [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests/locustfile.py"), "--headless"]
-            + ["--only-summary", "--processes", "2", "--csv", str(tmp_path / "dist")],
+            [*LOCUST, "--processes", "2", "--csv", str(tmp_path / "dist")],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -48,7 +56,11 @@ def test_distributed_flood_sums_the_workers_and_the_raw_driver_floods(tmp_path: 
     finally:
         stack.close()
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert proc.returncode == 0, (summary.get("problems"), proc.stdout[-3000:], proc.stderr[-3000:])
+    assert proc.returncode == 0, (
+        summary.get("problems"),
+        summary.get("breach_examples"),
+        proc.stderr[-3000:],
+    )
     assert summary["workers"] == 2, "both worker processes sent their tallies"
     assert not summary["breaches"] and not summary["silent_classes"]
     attempts = {k: a["attempts"] for k, a in summary["attacks"].items()}
