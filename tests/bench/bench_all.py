@@ -50,7 +50,10 @@ request = function()
 end
 """
 
-MINTED = "[overload]\nchallenge_window = 0"
+# (e) and (e0) measure the 402 path: lag shedding off (a saturated worker would answer part
+# of the flood with cheaper 503s); the challenge window is the default in (e), 0 in (e0)
+NO_LAG_SHED = "[overload]\nlag_min_rate = 1e9"
+MINTED = NO_LAG_SHED + "\nchallenge_window = 0"
 MINTED_CASE = "(e0) popgate 402 flood, minted per request ×1"
 BARE_N = """
 import sys
@@ -252,7 +255,7 @@ def main() -> None:
         for w in sorted({1, n}):
             bare, bport = bare_proxies(w, origin)
             procs.extend(bare)
-            gw, gport = popgate(tmp, origin, w, Path(args.policy).resolve())
+            gw, gport = popgate(tmp, origin, w, Path(args.policy).resolve(), NO_LAG_SHED)
             procs.append(gw)
             gateways[w] = (gw, gport)
             cases += [

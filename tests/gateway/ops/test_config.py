@@ -48,7 +48,7 @@ async def test_readme_example_config_is_valid(monkeypatch):
     assert cfg.upstream.port == 8000
     assert cfg.policy.file == "policies/default.toml"
     assert cfg.puzzle is not None and cfg.puzzle.bits == 16
-    for table in ("difficulty", "worldid", "zklogin", "webbotauth", "x402", "credits"):
+    for table in ("difficulty", "overload", "worldid", "zklogin", "webbotauth", "x402", "credits"):
         assert table in cfg.raw, f"[{table}] missing from the example"
 
     gw = build_app(cfg, store=MemoryStore(), extensions=default_extensions())
