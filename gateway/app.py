@@ -26,6 +26,7 @@ from popgate.gateway.http.lean_upstream import LeanUpstream
 from popgate.gateway.http.proxy import Forwarder
 from popgate.gateway.http.shedding import Admission
 from popgate.gateway.http.upstream import AiohttpUpstream, UpstreamClient
+from popgate.gateway.http.verdicts import Sealer, reuse_seconds
 from popgate.gateway.http.websocket import check_handshake, is_upgrade
 from popgate.gateway.ops.config import Config
 from popgate.gateway.ops.metrics import Metrics
@@ -66,6 +67,8 @@ class Gateway:
         self.forwarder = Forwarder(config, upstream) if upstream and config.upstream else None
         self.trusted = config.trusted_proxies
         self.endpoints = registry.endpoints
+        # endpoints outside /.well-known/popgate/ (e.g. the Portal-shaped verify API): usually none
+        self.outside = frozenset(p for p in registry.endpoints if not p.startswith(ENDPOINT_PREFIX))
         self.admin_routes = registry.admin_routes
         self.html_challenge = registry.html_challenge
         policy = registry.policy or stages.ClassActions(config.policy.actions, self.ways_out)
@@ -79,6 +82,12 @@ class Gateway:
         )
         if self.admission is not None:
             registry.background.append(self.admission)
+        # forward-auth: the same stages, Enforce run apart (a hand-off happens before it)
+        self.decide = Pipeline(self.pipeline.stages[:-1])
+        self.enforce = self.pipeline.stages[-1]
+        self.sealer = Sealer(config.sessions.keys, config.sessions.signing_kid)
+        self.cache_ttl = config.features.forward_auth.cache_ttl
+        self.inline_routes = config.features.forward_auth.inline_routes
         self._started = False
 
     @property
@@ -152,11 +161,10 @@ class Gateway:
                 check_handshake(request)  # before any charge or upstream socket
             if is_auth_path(path):
                 auth = auth_call(request, self.trusted)
-                ctx = Context(original_request(request, ctx.client_ip), ctx.now, ctx.client_ip)
-                verdict = await self.pipeline.run(ctx)
-                decision = verdict.kind
-                response = auth.allow(ctx) if isinstance(verdict, Allow) else self._refuse(ctx, verdict)
-            elif path.startswith(ENDPOINT_PREFIX):
+                if auth.style != "render":
+                    ctx = Context(original_request(request, ctx.client_ip), ctx.now, ctx.client_ip)
+                response, decision = await self._forward_auth(auth, ctx)
+            elif path.startswith(ENDPOINT_PREFIX) or (self.outside and path in self.outside):
                 decision = "endpoint"
                 response = await self._endpoint(path, request, ctx)
             elif self.forwarder is None:
@@ -188,13 +196,29 @@ class Gateway:
         finally:
             metrics.inflight.dec()
         if auth is not None:
-            response = auth.finish(response, decision)
+            response = auth.finish(response, decision, self.sealer, ctx.now)
         for hook in ctx.after_response:
             hook(response)
         for observe in self.registry.observers:
             observe(ctx, response)
         metrics.count_request(ctx.klass, decision, response.status, time.perf_counter() - started)
         return response
+
+    async def _forward_auth(self, auth: AuthCall, ctx: Context) -> tuple[web.StreamResponse, str]:
+        """The verdict for the request behind a forward-auth call (:mod:`gateway.http.forward_auth`)."""
+        if auth.style == "render":
+            return await auth.render(ctx.request, self.sealer, ctx.now), "render"
+        verdict = await self.decide.run(ctx)  # every stage but Enforce: no charge or spend yet
+        if isinstance(verdict, Allow):
+            route = ctx.charge.route if ctx.charge is not None else ctx.route
+            if auth.style == "subrequest" and (route or ctx.route) in self.inline_routes:
+                return auth.hand_off(), "inline"
+            verdict = await self.enforce(ctx) or verdict
+            ctx.decision = verdict
+        if not isinstance(verdict, Allow):
+            return self._refuse(ctx, verdict), verdict.kind
+        reuse = reuse_seconds(ctx, self.cache_ttl, self.registry.target_decides)
+        return auth.allow(ctx, reuse), verdict.kind
 
     def _refuse(self, ctx: Context, verdict: Decision) -> web.Response:
         """The answer to anything but Allow: the same inline and in forward-auth mode."""

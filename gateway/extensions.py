@@ -11,6 +11,7 @@ when its table is absent. The app never imports this module.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from aiohttp import web
 
@@ -73,10 +74,29 @@ def session_endpoint(registry: Registry, services: Services) -> None:
     registry.endpoints["/.well-known/popgate/session"] = handler
 
 
+CLIENT_JS = "/.well-known/popgate/static/popgate-client.js"
+
+
+def client_script(registry: Registry, services: Services) -> None:
+    """``GET /.well-known/popgate/static/popgate-client.js``: the JS client (an ES module)."""
+    body = (Path(__file__).parent / "static" / "popgate-client.js").read_bytes()
+
+    async def handler(request: web.BaseRequest, ctx: Context) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD"):
+            return problem(
+                request, 405, "method_not_allowed", "Method not allowed", headers={"Allow": "GET, HEAD"}
+            )
+        headers = {"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"}
+        return web.Response(body=body, content_type="text/javascript", charset="utf-8", headers=headers)
+
+    registry.endpoints[CLIENT_JS] = handler
+
+
 def default_extensions() -> list[Extension]:
     """Every extension popgate ships, in the order they register."""
     return [
         session_endpoint,
+        client_script,
         policy_extension,
         status_extension,
         payments,

@@ -91,6 +91,9 @@ class Registry:
         self.heuristics: Heuristics | None = None
         self.html_challenge: HtmlChallenge | None = None
         self.policy: Policy | None = None  # None: the core's one action per class
+        # Does the policy decide this request from its method, host and path alone
+        # (forward-auth verdict reuse)? None: only with the core's per-class policy.
+        self.target_decides: Callable[[Context], bool] | None = None
 
     def ways_out(self, ctx: Context, match: Match | None) -> tuple[WayOut, ...]:
         """Every way out the registered providers offer for this request."""

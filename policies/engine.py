@@ -40,6 +40,16 @@ class Rule:
     checks: tuple[Check, ...]
     weight: int  # > 0 for weigh rules, 0 for terminal ones
     results: dict[str, Match] | None  # per class, for terminal rules
+    keyed: int = 0  # how many leading checks read only method, path and host
+
+    def target_decides(self, req: Req) -> bool | None:
+        """Whether the rule matches, or None when that depends on more than the
+        request target (a user agent, header, declared agent or network check ran)."""
+        checks = self.checks
+        for i, check in enumerate(checks):
+            if not check(req):
+                return False if i < self.keyed else None
+        return True if len(checks) == self.keyed else None
 
     def matches(self, req: Req) -> bool:
         for check in self.checks:  # noqa: SIM110 - per rule and request: a loop is faster than all(genexpr)
@@ -87,3 +97,16 @@ class Policy:
                 if weight >= t.weight:
                     return t.results[klass]
         return self.default[klass]
+
+    def target_decides(self, view: RequestView, klass: str) -> bool:
+        """True when :meth:`match` (weight 0) reads nothing of ``view`` but its
+        method, host and path: every rule it tries is settled by those alone.
+        A forward-auth verdict keyed on them may then be reused by the edge."""
+        req = Req(view)
+        for rule in self.rules:
+            hit = rule.target_decides(req)
+            if hit is None or (hit and rule.results is None):
+                return False  # a weigh rule's weight feeds the thresholds: not reusable
+            if hit:
+                return klass in rule.results if rule.results is not None else False
+        return True

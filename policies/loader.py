@@ -17,7 +17,6 @@ from popgate.policies.actions import Problems, parse_action
 from popgate.policies.engine import Policy, Rule, Threshold
 from popgate.policies.matchers import compile_checks
 from popgate.policies.model import CLASSES, Action, Match
-from popgate.policies.request import Check
 
 SNIPPETS = Path(__file__).parent / "snippets"
 MAX_INCLUDE_DEPTH = 4
@@ -178,7 +177,7 @@ def _rule(p: Problems, where: str, r: dict[str, Any], default: dict[str, Action]
     if not isinstance(route, str) or not _NAME_RE.match(route):
         p.add(f"{where}.route", f"expected 1-64 chars of [A-Za-z0-9_.:/*-], got {route!r}")
         route = name
-    checks: tuple[Check, ...] = compile_checks(p, where, r)
+    checks, keyed = compile_checks(p, where, r)
     has_action = "action" in r or "actions" in r
     weight = r.get("weight")
     results: dict[str, Match] | None = None
@@ -193,7 +192,7 @@ def _rule(p: Problems, where: str, r: dict[str, Any], default: dict[str, Action]
         p.add(where, "needs action, actions or weight")
     if len(p.items) > n0:
         return None
-    return Rule(name, route, checks, weight or 0, results)
+    return Rule(name, route, checks, weight or 0, results, keyed)
 
 
 def _results(

@@ -64,8 +64,9 @@ def _regex(p: Problems, where: str, pattern: str, flags: int = 0) -> re.Pattern[
         return None
 
 
-def compile_checks(p: Problems, where: str, r: dict[str, Any]) -> tuple[Check, ...]:
-    """Return the rule's predicates; record every problem found."""
+def compile_checks(p: Problems, where: str, r: dict[str, Any]) -> tuple[tuple[Check, ...], int]:
+    """Return the rule's predicates and how many of the first ones read only the
+    request target (method, path, host); record every problem found."""
     checks: list[Check] = []
     if "methods" in r:
         methods = frozenset(m.upper() for m in _strings(p, f"{where}.methods", r["methods"]))
@@ -79,6 +80,7 @@ def compile_checks(p: Problems, where: str, r: dict[str, Any]) -> tuple[Check, .
         rx = _regex(p, f"{where}.host", f"(?:{body})\\Z")
         if rx is not None:
             checks.append(_host_check(rx))
+    keyed = len(checks)
     if "user_agent" in r:
         ua = r["user_agent"]
         rx = _regex(p, f"{where}.user_agent", ua) if isinstance(ua, str) else None
@@ -101,7 +103,7 @@ def compile_checks(p: Problems, where: str, r: dict[str, Any]) -> tuple[Check, .
         net = _network_check(p, f"{where}.networks", r["networks"])
         if net is not None:
             checks.append(net)
-    return tuple(checks)
+    return tuple(checks), keyed
 
 
 def _path_check(p: Problems, where: str, r: dict[str, Any]) -> Check | None:

@@ -12,8 +12,13 @@ with the ``PoP-*`` headers for the proxy to copy onto the upstream request;
 anything else answers exactly what inline mode sends. nginx's
 ``auth_request`` understands only 2xx/401/403, so its subrequest says
 ``X-Popgate-Auth: subrequest`` and gets 401 (with ``X-Popgate-Decision``)
-instead; its ``error_page 401`` location then says ``X-Popgate-Auth: render``
-and gets the full answer.
+carrying the whole answer: a problem+json 402/403/429 as headers nginx's
+``error_page 401`` location returns itself (:func:`plain_answer`), anything
+else sealed in ``X-Popgate-Verdict``, which that location sends back as the
+body of a render call (``X-Popgate-Auth: render``) and popgate returns without
+deciding again (:mod:`gateway.http.verdicts`). A route listed in ``[forward_auth]
+inline_routes`` answers the subrequest 403 instead, before any charge or store
+effect: nginx's ``error_page 403`` sends the request through popgate inline.
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ from yarl import URL
 
 from popgate.gateway.errors import BadRequest, Forbidden
 from popgate.gateway.http.headers import HOP_BY_HOP, IPAddress, Network, is_trusted, parse_ip
+from popgate.gateway.http.verdicts import MAX_SEALED, Sealer
 from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.responses import problem
 
 AUTH_PATH = "/.well-known/popgate/auth"
 STYLE_HEADER = "X-Popgate-Auth"  # "subrequest" (nginx auth_request) | "render" (nginx error_page)
 DECISION_HEADER = "X-Popgate-Decision"
+VERDICT_HEADER = "X-Popgate-Verdict"  # the sealed refusal nginx hands back to the render call
 # Headers that describe the auth call, not the original request.
 CONTROL = frozenset(
     {"x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-popgate-auth", "content-length", "host"}
@@ -41,6 +48,12 @@ METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
 URI = re.compile(r"/[\x21-\x7e]{0,8191}")  # origin-form: printable ASCII, no spaces
 HOST = re.compile(r"[0-9A-Za-z.\-_:\[\]]{1,300}")
 STYLES = ("subrequest", "render", "")
+# What the nginx config answers itself for a refusal (the rest goes through the render call).
+PLAIN_STATUSES = frozenset({402, 403, 429})
+PLAIN_HEADERS = frozenset(
+    {"www-authenticate", "payment-required", "retry-after", "cache-control", "crawler-price"}
+)
+PLAIN_MAX = 8192
 
 
 def is_auth_path(path: str) -> bool:
@@ -53,31 +66,75 @@ class AuthCall:
 
     style: str
 
-    def allow(self, ctx: Context) -> web.Response:
-        """200 with the identity headers the proxy copies onto the upstream request."""
-        if self.style == "render":
-            # nginx asked for a refusal page, but this run let the request through
-            # (its throttle window moved, say): fail closed and let the client retry.
-            return problem(
-                ctx.request,
-                503,
-                "verdict_changed",
-                "Retry",
-                "The verdict changed while it was being rendered; retry the request.",
-                headers={"Retry-After": "1"},
-            )
-        response = web.Response(status=200, headers={"Cache-Control": "no-store", DECISION_HEADER: "allow"})
+    def allow(self, ctx: Context, reuse: int) -> web.Response:
+        """200 with the identity headers the proxy copies onto the upstream request,
+        and whether the edge may reuse it (``X-Accel-Expires``, seconds; 0: never)."""
+        cache = f"private, max-age={reuse}" if reuse else "no-store"
+        headers = {"Cache-Control": cache, "X-Accel-Expires": str(reuse), DECISION_HEADER: "allow"}
+        response = web.Response(status=200, headers=headers)
         response.headers.extend(ctx.origin_headers())
         response.headers.extend(ctx.response_headers)
         return response
 
-    def finish(self, response: web.StreamResponse, decision: str) -> web.StreamResponse:
-        """nginx's auth subrequest takes only 2xx/401/403: every refusal becomes 401."""
-        if self.style != "subrequest" or 200 <= response.status < 300:
+    def finish(
+        self, response: web.StreamResponse, decision: str, sealer: Sealer, now: float
+    ) -> web.StreamResponse:
+        """nginx's auth subrequest takes only 2xx/401/403: every refusal becomes 401
+        carrying the sealed answer for the render call (see :mod:`gateway.http.verdicts`)."""
+        if self.style != "subrequest" or 200 <= response.status < 300 or decision == "inline":
             return response
-        return web.Response(
-            status=401, headers={"Cache-Control": "no-store", DECISION_HEADER: decision or "error"}
+        headers = {"Cache-Control": "no-store", "X-Accel-Expires": "0", DECISION_HEADER: decision or "error"}
+        if isinstance(response, web.Response):
+            plain = plain_answer(response)
+            if plain is not None:
+                headers.update(plain)
+            else:
+                headers[VERDICT_HEADER] = sealer.seal(response, now)
+        return web.Response(status=401, headers=headers)
+
+    @staticmethod
+    def hand_off() -> web.Response:
+        """403 to nginx: send this request through popgate inline (its route asks for it)."""
+        headers = {"Cache-Control": "no-store", "X-Accel-Expires": "0", DECISION_HEADER: "inline"}
+        return web.Response(status=403, headers=headers)
+
+    @staticmethod
+    async def render(request: web.BaseRequest, sealer: Sealer, now: float) -> web.Response:
+        """The answer the auth call sealed, unchanged; 503 (retry) when it is stale or not ours."""
+        length = request.content_length
+        token = b"" if length is None or length > MAX_SEALED else await request.read()
+        response = sealer.open(token.decode("ascii", "replace"), now) if token else None
+        if response is not None:
+            return response
+        return problem(
+            request,
+            503,
+            "verdict_expired",
+            "Retry",
+            "The verdict for this request could not be rendered; retry the request.",
+            headers={"Retry-After": "1"},
         )
+
+
+def plain_answer(response: web.Response) -> dict[str, str] | None:
+    """A problem+json refusal nginx can answer itself (``return <status> $body`` plus the
+    listed headers, see deploy/forward-auth/nginx-popgate-auth.conf): its status, one-line
+    ASCII body and headers as ``X-Popgate-Status``/``-Body``/``-R-<name>``. None for anything
+    else (the HTML page, other headers or statuses): that goes sealed to the render call."""
+    body = response.body
+    if response.status not in PLAIN_STATUSES or response.content_type != "application/problem+json":
+        return None
+    if not isinstance(body, bytes) or len(body) > PLAIN_MAX or not body.isascii() or b"\n" in body:
+        return None
+    out = {"X-Popgate-Status": str(response.status), "X-Popgate-Body": body.decode()}
+    for name, value in response.headers.items():
+        low = name.lower()
+        if low in ("content-type", "content-length"):
+            continue
+        if low not in PLAIN_HEADERS or f"X-Popgate-R-{low}" in out or "\r" in value or "\n" in value:
+            return None
+        out[f"X-Popgate-R-{low}"] = value
+    return out
 
 
 def auth_call(request: web.BaseRequest, trusted: tuple[Network, ...]) -> AuthCall:

@@ -6,7 +6,8 @@ verified later by the pipeline as always, so a forged prefix buys a place in
 the queue, never a pass):
 
 * ``proof``: popgate's own endpoints (``/.well-known/popgate/…``: session,
-  puzzle, World ID, zkLogin, credits top-up) and requests carrying work
+  puzzle, World ID, zkLogin, credits top-up; not the forward-auth endpoint, whose
+  calls carry the client's own headers and are classed by them) and requests carrying work
   (``PoP-Puzzle`` / ``X-Hashcash``);
 * ``session``: ``Authorization: PoP …`` or the session cookie;
 * ``payer``: a payment or a signed agent (``PAYMENT-SIGNATURE`` / ``X-PAYMENT``,
@@ -39,6 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
+from popgate.gateway.http.forward_auth import is_auth_path
 from popgate.gateway.ops.metrics import Metrics
 from popgate.gateway.ops.validation import Collector
 
@@ -130,8 +132,8 @@ def _classes(c: Collector, table: Any) -> dict[str, ClassLimit]:
 
 def admission_class(path: str, headers: Mapping[str, str], cookie_prefix: str) -> str:
     """The request's admission class from its path and headers (prefix checks only)."""
-    if path.startswith(ENDPOINTS):
-        return "proof"
+    if path.startswith(ENDPOINTS) and not is_auth_path(path):
+        return "proof"  # a forward-auth call is classed by the client's headers it carries
     auth = headers.get("Authorization")
     if auth is not None:
         if auth[:11].lower() == "pop-puzzle ":

@@ -252,6 +252,11 @@ def build_config(data: dict[str, Any], problems: list[str], env: Any) -> Config:
     policy = _policy(c, c.table("policy"))
     puzzle = _puzzle(c, c.table("puzzle"), env) if "puzzle" in data else None
     features = collect_features(c, data, env, str(store.url))
+    if mode == "auth" and features.forward_auth.inline_routes:
+        c.problem(
+            "forward_auth.inline_routes",
+            'popgate carries these routes itself: it needs [server] upstream (mode = "inline")',
+        )
     if problems:
         raise ConfigError(problems)
     if listen is None or admin is None or sessions is None or shutdown is None:

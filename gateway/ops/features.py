@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from popgate.gateway.http.shedding import OverloadConfig, collect_overload
+from popgate.gateway.http.forward_auth_config import ForwardAuthSettings
+from popgate.gateway.http.forward_auth_config import collect_settings as forward_auth_settings
 from popgate.gateway.ops.validation import Collector
 from popgate.gateway.payments.settings import CreditsSettings, X402Settings, parse_credits, parse_x402
 from popgate.gateway.pipeline.pressure import collect_difficulty
-from popgate.gateway.schemes import webbotauth_config, worldid_config, zklogin_config
+from popgate.gateway.schemes import webbotauth_config, worldid_api_config, worldid_config, zklogin_config
 from popgate.gateway.schemes.webbotauth_config import WebBotAuthSettings
+from popgate.gateway.schemes.worldid_api_config import WorldIdApiSettings
 from popgate.gateway.schemes.worldid_config import WorldIdSettings
 from popgate.gateway.schemes.zklogin_config import ZkLoginSettings
 from popgate.policies.difficulty import DifficultyConfig
@@ -26,7 +29,18 @@ from popgate.policies.engine import Policy
 from popgate.policies.loader import PolicyError, load
 
 SECTIONS = frozenset(
-    {"worldid", "zklogin", "webbotauth", "puzzle", "x402", "credits", "difficulty", "overload"}
+    {
+        "worldid",
+        "worldid_api",
+        "zklogin",
+        "webbotauth",
+        "puzzle",
+        "x402",
+        "credits",
+        "difficulty",
+        "forward_auth",
+        "overload",
+    }
 )
 
 
@@ -38,28 +52,48 @@ class Features:
     overload: OverloadConfig = field(default_factory=OverloadConfig)
     policy: Policy | None = None  # the compiled ``[policy] file``
     worldid: WorldIdSettings | None = None
+    worldid_api: WorldIdApiSettings | None = None
     zklogin: ZkLoginSettings | None = None
     webbotauth: WebBotAuthSettings | None = None
     x402: X402Settings | None = None
     credits: CreditsSettings | None = None
+    forward_auth: ForwardAuthSettings = field(default_factory=ForwardAuthSettings)
 
 
 def collect_features(c: Collector, data: dict[str, Any], env: Any, store_url: str) -> Features:
     """Validate every feature table in ``data``, recording problems in ``c``."""
     difficulty = collect_difficulty(c, data.get("difficulty"))
+    policy = _policy_file(c, data)
     overload = collect_overload(c, data.get("overload"))
     return Features(
         difficulty=difficulty or DifficultyConfig(),
         overload=overload or OverloadConfig(),
-        policy=_policy_file(c, data),
+        policy=policy,
         worldid=worldid_config.collect_settings(c, data["worldid"], store_url) if "worldid" in data else None,
+        worldid_api=_worldid_api(c, data, env),
         zklogin=zklogin_config.collect_settings(c, data["zklogin"], env) if "zklogin" in data else None,
         webbotauth=webbotauth_config.collect_settings(c, data["webbotauth"])
         if "webbotauth" in data
         else None,
         x402=parse_x402(c, c.table("x402")) if "x402" in data else None,
         credits=parse_credits(c, c.table("credits"), env) if "credits" in data else None,
+        forward_auth=forward_auth_settings(c, c.table("forward_auth"), _routes(policy)),
     )
+
+
+def _routes(policy: Policy | None) -> frozenset[str] | None:
+    """Every route the compiled policy can decide with (None: no policy file to check against)."""
+    if policy is None:
+        return None
+    matches = [*policy.default.values(), *(m for t in policy.thresholds for m in t.results.values())]
+    matches += [m for r in policy.rules if r.results for m in r.results.values()]
+    return frozenset(m.route for m in matches)
+
+
+def _worldid_api(c: Collector, data: dict[str, Any], env: Any) -> WorldIdApiSettings | None:
+    if "worldid_api" not in data:
+        return None
+    return worldid_api_config.collect_settings(c, data["worldid_api"], env, "worldid" in data)
 
 
 def _policy_file(c: Collector, data: dict[str, Any]) -> Policy | None:

@@ -66,7 +66,7 @@ from popgate.verifiers.puzzle import PuzzleKeys
 log = logging.getLogger("popgate.policy")
 ALL_WAYS = WAYS
 # Kinds providers may use, mapped onto the policy's ways.
-_KIND_WAY = {"worldid": "prove", "zklogin": "prove", "oidc": "prove", "x402": "pay"}
+_KIND_WAY = {"worldid": "prove", "zklogin": "prove", "oidc": "prove", "signin": "prove", "x402": "pay"}
 
 
 class PolicyDenied(GatewayError):
@@ -148,6 +148,16 @@ class PolicyStage:
         t = ctx.target  # the host and path the origin will be sent (gateway/http/target.py)
         view = RequestView(t.host, req.method, t.raw_path, t.query, headers, ua, ctx.client_ip, declared)
         return self.holder.current.match(view, ctx.klass, weight)
+
+    def target_decides(self, ctx: Context) -> bool:
+        """Whether the policy decides this client's class on this request from its
+        method, host and path alone (no user agent, header or network rule ran)."""
+        if self.holder is None:
+            return True
+        t, req = ctx.target, ctx.request
+        ua = req.headers.get("User-Agent", "")
+        view = RequestView(t.host, req.method, t.raw_path, t.query, req.headers, ua, ctx.client_ip)
+        return self.holder.current.target_decides(view, ctx.klass)
 
     def decide(self, ctx: Context) -> Decision | None:
         m = self.match(ctx)
@@ -352,6 +362,7 @@ def policy_extension(registry: Registry, services: Services) -> None:
         page=lambda: registry.html_challenge,
     )
     registry.policy = stage
+    registry.target_decides = stage.target_decides
     registry.enforcers.append(stage.enforce)
     registry.html_challenge = html_challenge
     registry.reload_hooks.append(stage.reload)

@@ -57,6 +57,7 @@ from popgate.gateway.pipeline.decisions import WayOut
 from popgate.gateway.pipeline.responses import problem
 from popgate.gateway.registry import Registry, Services
 from popgate.gateway.schemes.proofpool import ProofPool, service_pool
+from popgate.gateway.schemes.worldid_api import register_verify_api
 from popgate.gateway.schemes.worldid_config import WorldIdSettings
 from popgate.gateway.schemes.worldid_roots import (
     FileRoots,
@@ -310,8 +311,10 @@ def worldid_extension(registry: Registry, services: Services) -> None:
         cache_size=s.cache_size,
     )
     cloud = CloudVerifier(s.cloud_verify_url, s.cloud_timeout, services) if s.cloud_verify_url else None
-    endpoint = WorldIdEndpoint(s, services, root_source(s, services), pool, cloud)
+    roots = root_source(s, services)
+    endpoint = WorldIdEndpoint(s, services, roots, pool, cloud)
     registry.endpoints[ENDPOINT] = endpoint
+    register_verify_api(registry, services, roots, pool)  # the dApp API shares key, roots and pool
     registry.way_out_providers.append(
         lambda ctx, match: WayOut("prove", offer(s, ctx.now, cloud is not None))
     )

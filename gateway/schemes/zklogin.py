@@ -41,6 +41,7 @@ from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.decisions import WayOut
 from popgate.gateway.pipeline.responses import problem
 from popgate.gateway.registry import Registry, Services
+from popgate.gateway.schemes.oidc_signin import register_signin
 from popgate.gateway.schemes.zklogin_config import ZkLoginSettings
 from popgate.gateway.schemes.zklogin_proof import ProofExchange, proof_exchange, proofs_disabled, wants_proof
 from popgate.gateway.stores.base import key, spend
@@ -367,6 +368,7 @@ def zklogin_extension(registry: Registry, services: Services) -> None:
     registry.session.binders[BINDING] = HttpsigBinder(settings, services)
     offer = way_out(settings)
     registry.way_out_providers.append(lambda ctx, match: offer)
+    register_signin(registry, services, settings, jwks)  # browsers: code + PKCE → cookie session
 
 
 class _LazySession:

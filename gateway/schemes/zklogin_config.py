@@ -20,6 +20,14 @@ proof_queue_limit = 16         # proofs waiting beyond the workers, then 503
 issuer = "https://accounts.google.com"
 audience = "1234.apps.googleusercontent.com"       # or audiences = [...]
 jwks_url = "https://www.googleapis.com/oauth2/v3/certs"   # or jwks_file = "..."
+# Browser sign-in (authorization code + PKCE, :mod:`gateway.schemes.oidc_signin`), per provider:
+# name = "google"                                  # required with client_id: the URL segment
+# client_id = "1234.apps.googleusercontent.com"    # the id_token audience for sign-in
+# client_secret = { secret_file = "/run/secrets/google-client-secret" }   # or secret_env
+# token_auth = "client_secret_basic"               # or "client_secret_post"
+# discovery_url = "https://accounts.google.com/.well-known/openid-configuration"   # the default
+# [zklogin] signin_session_ttl = 900; signin_flow_ttl = 600; discovery_ttl = 3600
+# signin_base_url = "https://gateway.example"      # redirect_uri base (default: the request's)
 ```
 """
 
@@ -40,6 +48,7 @@ import aiohttp
 
 from popgate.gateway.ops import validation as pc
 from popgate.gateway.ops.validation import ConfigError, read_secret
+from popgate.gateway.schemes.oidc_signin_config import SIGNIN_KEYS, SigninClient, collect_signin
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.groth16 import parse_vk
 from popgate.verifiers.jwks import ProviderConfig
@@ -63,6 +72,9 @@ _NUMBERS: dict[str, tuple[float, float, float, bool]] = {
     "sui_epoch_max_stale": (3600, 0, 7 * 86400, False),
     "proof_workers": (1, 1, 64, True),
     "proof_queue_limit": (16, 0, 100000, True),
+    "signin_session_ttl": (900, 60, 86400, True),
+    "signin_flow_ttl": (600, 30, 3600, True),
+    "discovery_ttl": (3600, 0, 86400, False),
 }
 _BOOLS = {"padded_address": True, "require_request_nonce": False, "allow_http_jwks": False, "proofs": False}
 _PROVIDER_KEYS = {
@@ -75,6 +87,7 @@ _PROVIDER_KEYS = {
     "leeway",
     "max_token_age",
     "name",
+    *SIGNIN_KEYS,
 }
 
 
@@ -169,6 +182,11 @@ class ZkLoginSettings:
     proofs: bool
     proof_workers: int
     proof_queue_limit: int
+    signin_session_ttl: int = 900
+    signin_flow_ttl: int = 600
+    discovery_ttl: float = 3600.0
+    signin_base_url: str | None = None
+    signin: tuple[SigninClient, ...] = ()
     proof_vk: dict[str, Any] | None = None  # None: the production key
 
     def epoch_source(self, services: Any) -> Any:
@@ -250,7 +268,17 @@ def collect_settings(c: pc.Collector, raw: Any, env: Any = None) -> ZkLoginSetti
     c.unknown_keys(
         "zklogin",
         t,
-        {"providers", "epoch_mode", "current_epoch", "sui_rpc", "salt", "proof_vk_file", *_NUMBERS, *_BOOLS},
+        {
+            "providers",
+            "epoch_mode",
+            "current_epoch",
+            "sui_rpc",
+            "salt",
+            "proof_vk_file",
+            "signin_base_url",
+            *_NUMBERS,
+            *_BOOLS,
+        },
     )
     vals: dict[str, Any] = {}
     for name, (default, lo, hi, integer) in _NUMBERS.items():
@@ -262,7 +290,7 @@ def collect_settings(c: pc.Collector, raw: Any, env: Any = None) -> ZkLoginSetti
             c.problem(f"zklogin.{name}", f"expected true or false, got {vals[name]!r}")
             vals[name] = default
     raw_providers = t.get("providers")
-    providers = []
+    providers, signin = [], []
     if not isinstance(raw_providers, list) or not raw_providers:
         c.problem("zklogin.providers", "at least one [[zklogin.providers]] table is required")
     else:
@@ -270,6 +298,13 @@ def collect_settings(c: pc.Collector, raw: Any, env: Any = None) -> ZkLoginSetti
             got = _provider(c, f"zklogin.providers[{i}]", p, vals["allow_http_jwks"])
             if got is not None:
                 providers.append(got)
+            client = (
+                collect_signin(c, f"zklogin.providers[{i}]", p, env, vals["allow_http_jwks"]) if got else None
+            )
+            if client is not None:
+                signin.append(client)
+        if len({s.name for s in signin}) != len(signin):
+            c.problem("zklogin.providers", "two sign-in providers have the same name")
         issuers = [p.issuer for p in providers]
         if len(set(issuers)) != len(issuers):
             c.problem("zklogin.providers", "an issuer is listed twice")
@@ -295,6 +330,11 @@ def collect_settings(c: pc.Collector, raw: Any, env: Any = None) -> ZkLoginSetti
                     hmac.new(secret, b"popgate zklogin salt v1", hashlib.sha256).digest()[:16], "big"
                 )
     vk = _proof_key(c, t.get("proof_vk_file"))
+    base = t.get("signin_base_url")
+    if base is not None and (
+        not isinstance(base, str) or urlsplit(base).scheme not in ("https", "http") or urlsplit(base).path
+    ):
+        c.problem("zklogin.signin_base_url", "expected scheme://host[:port] with no path")
     if len(c.problems) > before:
         return None
     return ZkLoginSettings(
@@ -304,6 +344,8 @@ def collect_settings(c: pc.Collector, raw: Any, env: Any = None) -> ZkLoginSetti
         sui_rpc=str(rpc) if rpc is not None else None,
         salt=salt,
         proof_vk=vk,
+        signin=tuple(signin),
+        signin_base_url=base,
         **vals,
     )
 

@@ -11,7 +11,9 @@ run at once and the cases take turns, round after round; each case keeps its
 best round (the machine is shared: noise only ever slows a case). Then a
 sustained flood (``--flood-seconds``, random paths and client networks) on
 popgate with N workers, sampling each worker's RSS: peak (VmHWM) and growth.
-Then the verifier micro-benchmarks (Groth16, JWT/identity, puzzle, payments).
+Then forward-auth (tests/bench/bench_forward_auth.py: nginx alone vs nginx + popgate,
+verdict cache on and off, 402s) and the verifier micro-benchmarks (Groth16,
+JWT/identity, puzzle, payments).
 Prints everything and writes a markdown report. popgate runs with the shipped
 policy (policies/default.toml), puzzles on, the embedded SQLite store.
 """
@@ -35,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tests.bench import bench_forward_auth  # noqa: E402
 from tests.bench.bench_proxy import session_token  # noqa: E402
 from tests.bench.harness import PY, Result, free_port, nginx, peak_rss_mb, start, table, tree, wrk  # noqa: E402
 
@@ -365,6 +368,8 @@ def main() -> None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
+    print("  forward-auth: nginx alone vs nginx + popgate (cache on, off) vs inline ...", flush=True)
+    lines += bench_forward_auth.section(args.seconds, args.rounds, args.conns)
     if not args.skip_micro:
         from tests.bench import bench_groth16, bench_identity, bench_payments, bench_puzzle
 

@@ -18,8 +18,8 @@ from popgate.gateway.ops.config import load_config
 from tests.gateway.schemes.puzzle_support import puzzle_extra
 from tests.support.servers import ROOT, free_port, wait_port, write_config
 
-NGINX_CONF = ROOT / "deploy" / "nginx" / "popgate-auth.conf"
-CADDYFILE = ROOT / "deploy" / "caddy" / "Caddyfile"
+NGINX_CONF = ROOT / "deploy" / "forward-auth" / "nginx-popgate-auth.conf"
+CADDYFILE = ROOT / "deploy" / "forward-auth" / "Caddyfile"
 UA = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/124.0 Safari/537.36"}
 
 
@@ -46,26 +46,33 @@ def _run(cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iterat
 
 
 @contextlib.contextmanager
-def nginx(tmp: Path, listen: int, popgate: int, origin: int) -> Iterator[subprocess.Popen[bytes]]:
-    """Real nginx running the shipped config, its addresses pointed at the test's ports."""
+def nginx(
+    tmp: Path, listen: int, popgate: int, origin: int, *, cache: bool = True
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Real nginx running the shipped config, its addresses pointed at the test's ports
+    (``cache=False``: the verdict cache turned off)."""
     conf = _pointed(
         NGINX_CONF.read_text(),
         (
             ("server 127.0.0.1:8080;", f"server 127.0.0.1:{popgate};"),
             ("server 127.0.0.1:8000;", f"server 127.0.0.1:{origin};"),
             ("listen 80;", f"listen 127.0.0.1:{listen};"),
+            ("/var/cache/nginx/popgate", str(tmp / "nginx" / "verdicts")),
+            *((("proxy_cache popgate_verdicts;", "proxy_cache off;"),) if not cache else ()),
         ),
     )
     d = tmp / "nginx"
     d.mkdir()
-    (d / "popgate-auth.conf").write_text(conf)
+    (d / "nginx-popgate-auth.conf").write_text(conf)
     temps = " ".join(
         f"{kind}_temp_path {d}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
+    # as root, workers would run as nobody: unable to reach the verdict cache under the test's tmp dir
+    user = "user root;\n" if os.geteuid() == 0 else ""
     (d / "nginx.conf").write_text(
-        f"worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log warn;\n"
+        f"{user}worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log warn;\n"
         "events { worker_connections 256; }\n"
-        f"http {{ access_log off; {temps}\n  include {d}/popgate-auth.conf;\n}}\n"
+        f"http {{ access_log off; {temps}\n  include {d}/nginx-popgate-auth.conf;\n}}\n"
     )
     with _run(["nginx", "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"], listen) as proc:
         yield proc

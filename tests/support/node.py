@@ -17,7 +17,7 @@ def node_binary() -> str:
     """The node executable; fails (saying how to get it) when node or the packages are missing."""
     node = shutil.which("node")
     if node is None or not (MODULES / ".installed").exists():
-        raise RuntimeError("node or tests/node/node_modules is missing: run `make node-deps` (make test does)")
+        raise RuntimeError("node or tests/node/node_modules missing: run `make node-deps` (make test does)")
     return node
 
 

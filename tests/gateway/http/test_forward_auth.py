@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from hypothesis import given
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 from popgate.gateway.errors import BadRequest, Forbidden
 from popgate.gateway.http.forward_auth import AUTH_PATH, auth_call, original_request
@@ -65,8 +66,12 @@ async def test_session_holder_is_allowed_with_identity_headers(upstream, gateway
         assert r.headers["PoP-Class"] == "human"
         assert r.headers["PoP-Subject"] == "human:abc"
         assert r.headers["PoP-Evidence"] == "session"
-        assert r.headers["Cache-Control"] == "no-store"
+        assert r.headers["Cache-Control"] == "private, max-age=30", "[forward_auth] cache_ttl's default"
+        assert r.headers["X-Accel-Expires"] == "30"
         assert await r.read() == b""
+    short = session_token(gw, "human", ttl=7)
+    async with http.get(url_of(gw, AUTH), headers=forwarded(Authorization=f"PoP {short}")) as r:
+        assert r.headers["X-Accel-Expires"] in ("6", "7"), "never past the session's expiry"
 
 
 def _comparable(status: int, headers: dict[str, str], body: bytes) -> tuple[object, ...]:
@@ -115,13 +120,35 @@ async def test_browser_gets_the_html_page(upstream, gateway_factory, http):
         assert "<html" in await r.text()
 
 
-async def test_nginx_subrequest_gets_401_and_the_decision(upstream, gateway_factory, http):
-    """nginx's auth_request takes 2xx/401/403 only: refusals become 401 + X-Popgate-Decision."""
-    gw = await gateway_factory(upstream, server_extra=TRUST_LOOPBACK)
+async def test_nginx_subrequest_gets_401_and_the_whole_answer(upstream, gateway_factory, http, tmp_path):
+    """nginx's auth_request takes 2xx/401/403 only: refusals become 401 + X-Popgate-Decision
+    carrying the whole answer: a problem+json 402 as headers nginx returns itself, the browser
+    page (and a 400) sealed for the render call, which hands the seal back and gets it as is."""
+    gw = await gateway_factory(upstream, server_extra=TRUST_LOOPBACK, extra=puzzle_extra(tmp_path))
     sub = {"X-Popgate-Auth": "subrequest"}
-    async with http.get(url_of(gw, AUTH), headers=forwarded(**sub)) as r:
+    async with http.get(url_of(gw, AUTH), headers=forwarded("/v1/x")) as r:
+        direct = _comparable(r.status, dict(r.headers), await r.read())
+    async with http.get(url_of(gw, AUTH), headers=forwarded("/v1/x", **sub)) as r:
         assert (r.status, r.headers["X-Popgate-Decision"]) == (401, "challenge")
-        assert await r.read() == b""
+        assert r.headers["X-Accel-Expires"] == "0" and await r.read() == b""
+        assert "X-Popgate-Verdict" not in r.headers
+        plain = CIMultiDict(
+            (k[len("X-Popgate-R-") :], v) for k, v in r.headers.items() if k.startswith("X-Popgate-R-")
+        )
+        plain["Content-Type"] = "application/problem+json"  # nginx's default_type there
+        as_nginx_returns = _comparable(
+            int(r.headers["X-Popgate-Status"]), plain, r.headers["X-Popgate-Body"].encode()
+        )
+    assert direct[0] == 402 and as_nginx_returns == direct
+    html = {"Accept": "text/html,*/*"}
+    async with http.get(url_of(gw, AUTH), headers=forwarded("/v1/x", **sub, **html)) as r:
+        assert "X-Popgate-Body" not in r.headers
+        seal = r.headers["X-Popgate-Verdict"]
+    async with http.post(url_of(gw, AUTH), headers={"X-Popgate-Auth": "render"}, data=seal) as r:
+        rendered = _comparable(r.status, dict(r.headers), await r.read())
+    async with http.get(url_of(gw, AUTH), headers=forwarded("/v1/x", **html)) as r:
+        direct = _comparable(r.status, dict(r.headers), await r.read())
+    assert rendered[0] == 402 and rendered == direct and "<html" in str(direct[2])
     token = session_token(gw)
     async with http.get(url_of(gw, AUTH), headers=forwarded(Authorization=f"PoP {token}", **sub)) as r:
         assert (r.status, r.headers["PoP-Class"]) == (200, "human")
@@ -129,21 +156,29 @@ async def test_nginx_subrequest_gets_401_and_the_decision(upstream, gateway_fact
     bad["X-Forwarded-Method"] = "G ET"
     async with http.get(url_of(gw, AUTH), headers=bad) as r:
         assert (r.status, r.headers["X-Popgate-Decision"]) == (401, "error")
+        seal = r.headers["X-Popgate-Verdict"]
+    async with http.post(url_of(gw, AUTH), headers={"X-Popgate-Auth": "render"}, data=seal) as r:
+        assert r.status == 400 and (await r.json(content_type=None))["reason"] == "bad_forward_auth"
 
 
-async def test_render_never_answers_an_empty_200(upstream, gateway_factory, http):
-    """nginx's error_page location asks for the refusal page; an allow there is a 503, not a blank 200."""
+async def test_render_without_a_good_seal_is_503_never_a_blank_200(upstream, gateway_factory, http):
+    """The render call decides nothing: no seal, a forged or foreign one is 503 (retry), not an answer."""
     gw = await gateway_factory(upstream, server_extra=TRUST_LOOPBACK)
+    sub = forwarded(**{"X-Popgate-Auth": "subrequest", "Accept": "text/html"})
+    async with http.get(url_of(gw, AUTH), headers=sub) as r:
+        seal = r.headers["X-Popgate-Verdict"]
+    v, kid, exp, payload, mac = seal.split(".")
     token = session_token(gw)
-    headers = forwarded(Authorization=f"PoP {token}", **{"X-Popgate-Auth": "render"})
-    async with http.get(url_of(gw, AUTH), headers=headers) as r:
-        assert r.status == 503
-        assert (await r.json(content_type=None))["reason"] == "verdict_changed"
-        assert "PoP-Class" not in r.headers
+    render = forwarded(Authorization=f"PoP {token}", **{"X-Popgate-Auth": "render"})
+    for body in (b"", b"junk", f"{v}.{kid}.{int(exp) + 60}.{payload}.{mac}".encode(), b"x" * 70000):
+        async with http.post(url_of(gw, AUTH), headers=render, data=body) as r:
+            assert r.status == 503
+            assert (await r.json(content_type=None))["reason"] == "verdict_expired"
+            assert "PoP-Class" not in r.headers
 
 
 async def test_envoy_ext_authz_shape(upstream, gateway_factory, http, tmp_path):
-    """Envoy's HTTP ext_authz (deploy/envoy/envoy.yaml): the original method, the original
+    """Envoy's HTTP ext_authz (deploy/forward-auth/envoy.yaml): the original method, the original
     :authority as Host, path_prefix + the original path, the client's headers."""
     gw = await gateway_factory(upstream, server_extra=TRUST_LOOPBACK, extra=puzzle_extra(tmp_path))
     scoped = gw.gateway.services.sessions.issue(
@@ -170,7 +205,7 @@ async def test_envoy_ext_authz_shape(upstream, gateway_factory, http, tmp_path):
 
 
 async def test_traefik_forward_auth_shape(upstream, gateway_factory, http):
-    """Traefik's forwardAuth (deploy/traefik/): GET to the endpoint, the original request in
+    """Traefik's forwardAuth (deploy/forward-auth/traefik-*.yml): GET to the endpoint, the original request in
     X-Forwarded-*; the session scope is checked against X-Forwarded-Uri, not the auth path."""
     gw = await gateway_factory(upstream, server_extra=TRUST_LOOPBACK)
     scoped = gw.gateway.services.sessions.issue(

@@ -1,5 +1,5 @@
-"""The shipped edge configs for real: nginx (deploy/nginx/popgate-auth.conf,
-auth_request) and Caddy (deploy/caddy/Caddyfile, forward_auth), each with the
+"""The shipped edge configs for real: nginx (deploy/forward-auth/nginx-popgate-auth.conf,
+auth_request) and Caddy (deploy/forward-auth/Caddyfile, forward_auth), each with the
 demo origin and popgate in forward-auth mode, all on loopback ports the test
 picks. Clients talk to the edge only; an inline popgate with the same keys is
 the reference for what a refusal must look like."""
@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from popgate.gateway import client
@@ -90,6 +91,47 @@ async def test_session_holder_reaches_the_origin_as_popgate_says(stack, http):
         seen = await r.json()
     assert r.status == 200 and "authorization" not in _names(seen)
     assert _pop(seen)["pop-class"] == "human"
+
+
+async def test_no_credential_of_popgates_reaches_the_origin(stack, http):
+    """Session cookie, Authorization: PoP / Bearer pgk_, PoP-Puzzle, X-Hashcash and the x402
+    payment headers are stripped; the client's other cookies and Authorization pass."""
+    token = session_token(stack.auth, "human", subject="human:n2")
+    evidence = {
+        "PoP-Puzzle": "pz1.x.y",
+        "X-Hashcash": "1:8:260101:x::y:0",
+        "PAYMENT-SIGNATURE": "e30=",
+        "X-PAYMENT": "e30=",
+    }
+    cookie = {"Cookie": f"popgate_session={token}; theirs=1"}
+    for auth in ("Bearer pgk_" + "0" * 16 + "_" + "A" * 43, f"PoP {token}", f"pop-session {token}"):
+        async with http.get(
+            stack.url("/api/x"), headers={**UA, **evidence, **cookie, "Authorization": auth}
+        ) as r:
+            seen = await r.json()
+        assert r.status == 200, auth
+        assert not {"authorization", "pop-puzzle", "x-hashcash", "payment-signature", "x-payment"} & _names(
+            seen
+        )
+        assert seen["headers"]["Cookie"] == "theirs=1"
+        assert token not in json.dumps(seen) and "pgk_" not in json.dumps(seen)
+    async with http.get(
+        stack.url("/api/x"), headers={**UA, **cookie, "Authorization": "Bearer origin-token"}
+    ) as r:
+        seen = await r.json()
+    assert seen["headers"]["Authorization"] == "Bearer origin-token", "the origin's own credentials pass"
+
+
+async def test_forward_auth_headers_from_an_untrusted_address_are_refused(stack):
+    """Straight to popgate (not through the edge) from 127.0.0.3, outside trusted_proxies: 403."""
+    token = session_token(stack.auth, "human")
+    spoof = {"X-Forwarded-Uri": "/api/x", "X-Forwarded-Method": "GET", "Authorization": f"PoP {token}"}
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.3", 0))
+    async with aiohttp.ClientSession(connector=connector) as untrusted:
+        async with untrusted.get(url_of(stack.auth, "/.well-known/popgate/auth"), headers=spoof) as r:
+            assert r.status == 403
+            assert (await r.json(content_type=None))["reason"] == "untrusted_caller"
+            assert "PoP-Class" not in r.headers
 
 
 async def test_client_cannot_reach_the_auth_endpoint_to_spoof_a_verdict(stack, http):

@@ -77,6 +77,8 @@ def test_overload_config_defaults_and_every_problem_with_its_key_path():
         ("/api", {"Authorization": "PoP-Puzzle pz1.x"}, "proof"),
         ("/api", {"X-Hashcash": "1:20:x"}, "proof"),
         ("/.well-known/popgate/puzzle", {}, "proof"),
+        ("/.well-known/popgate/auth", {}, "anonymous"),
+        ("/.well-known/popgate/auth", {"Authorization": "PoP x"}, "session"),
     ],
 )
 def test_admission_class_from_prefixes(path, headers, klass):

@@ -26,6 +26,7 @@ EXAMPLE_ENV = {
     "POPGATE_PUZZLE_KEY_2026_11": "p" * 43,
     "POPGATE_ZKLOGIN_SALT": "z" * 43,
     "POPGATE_ADMIN_TOKEN": "a" * 43,
+    "POPGATE_GOOGLE_CLIENT_SECRET": "g" * 43,
 }
 
 
@@ -48,18 +49,38 @@ async def test_readme_example_config_is_valid(monkeypatch):
     assert cfg.upstream.port == 8000
     assert cfg.policy.file == "policies/default.toml"
     assert cfg.puzzle is not None and cfg.puzzle.bits == 16
-    for table in ("difficulty", "overload", "worldid", "zklogin", "webbotauth", "x402", "credits"):
+    for table in (
+        "difficulty",
+        "overload",
+        "worldid",
+        "worldid_api",
+        "zklogin",
+        "webbotauth",
+        "x402",
+        "credits",
+    ):
         assert table in cfg.raw, f"[{table}] missing from the example"
 
     gw = build_app(cfg, store=MemoryStore(), extensions=default_extensions())
     try:
-        for path in ("session", "puzzle", "worldid", "zklogin", "credits/topup"):
+        for path in (
+            "session",
+            "puzzle",
+            "worldid",
+            "zklogin",
+            "credits/topup",
+            "oidc/google/start",
+            "oidc/google/callback",
+            "api/v2/verify/app_staging_0123456789abcdef0123456789abcdef",
+            "static/popgate-client.js",
+        ):
             assert f"/.well-known/popgate/{path}" in gw.endpoints, path
         schemes = {s.name for s in gw.schemes}
         assert {"session", "puzzle", "hashcash", "webbotauth"} <= schemes, schemes
         assert gw.session_scheme.binders.keys() >= {"net", "httpsig"}
         admin = {path for _, path, _ in gw.admin_routes}
         assert "/admin/credits/keys" in admin and "/admin/settlements" in admin
+        assert "/admin/worldid/verifications" in admin
         assert gw.policy.policy.holder is not None  # the policy file is in use
     finally:
         await gw.close()  # stops the World ID process pool and the settlement worker
