@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from popgate.gateway.http.shedding import OverloadConfig, collect_overload
 from popgate.gateway.http.forward_auth_config import ForwardAuthSettings
 from popgate.gateway.http.forward_auth_config import collect_settings as forward_auth_settings
+from popgate.gateway.http.shedding import OverloadConfig, collect_overload
 from popgate.gateway.ops.validation import Collector
 from popgate.gateway.payments.settings import CreditsSettings, X402Settings, parse_credits, parse_x402
 from popgate.gateway.pipeline.pressure import collect_difficulty
