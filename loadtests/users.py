@@ -232,6 +232,10 @@ class PuzzleBot(PopUser):
                 self.tally.work["requests_through"] += 1
                 self.expect_upstream(resp)
                 return
+            if is_shed(resp):  # no credential yet: anonymous, shed under overload
+                resp.success()
+                self.tally.notes["puzzle_ask_shed"] += 1
+                return
             if not is_challenge(resp):
                 resp.failure(f"status {resp.status_code}: {resp.text[:200]}")
                 return
