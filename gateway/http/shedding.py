@@ -19,8 +19,9 @@ A request over its class's bound waits up to the deadline for a slot, then gets
 a minimal ``503 overloaded`` with ``Retry-After``; ``anonymous`` has no queue by
 default. When the event loop lags (a probe every ``PROBE`` seconds measures how
 late it wakes; smoothed over a few probes) beyond ``loop_lag_high`` while requests
-arrive at ``lag_min_rate`` per second or more (a loaded host that preempts an idle
-gateway lags too, and that is no flood), anonymous requests are refused at once:
+arrive at ``lag_min_rate`` per second or more and the process itself is busy (its CPU
+time at least ``busy_cpu`` of the wall time: a host that preempts the gateway makes it
+lag too, and shedding would not help), anonymous requests are refused at once:
 they are the flood, and a refusal costs less than their 402. The other classes
 are never refused for lag, only for their own bound.
 
@@ -34,6 +35,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +51,7 @@ ENDPOINTS = "/.well-known/popgate/"
 PROBE = 0.01  # seconds between event-loop lag probes
 _WORK = ("PoP-Puzzle", "X-Hashcash")
 _PAYER = ("PAYMENT-SIGNATURE", "X-PAYMENT", "Signature")
-_KEYS = {"enabled", "loop_lag_high", "lag_min_rate", "retry_after", "challenge_window", "classes"}
+_KEYS = {"enabled", "loop_lag_high", "lag_min_rate", "busy_cpu", "retry_after", "challenge_window", "classes"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,7 @@ class OverloadConfig:
     enabled: bool = True
     loop_lag_high: float = 0.025
     lag_min_rate: float = 200.0  # requests/s: below it, lag alone sheds nothing
+    busy_cpu: float = 0.5  # CPU time / wall time of the process: below it, lag alone sheds nothing
     retry_after: int = 1
     challenge_window: float = 1.0  # seconds a 402 is reused (gateway/pipeline/challenge_cache.py)
     classes: dict[str, ClassLimit] = field(default_factory=_defaults)
@@ -93,12 +96,13 @@ def collect_overload(c: Collector, table: Any) -> OverloadConfig | None:
         c.problem("overload.enabled", f"expected true or false, got {enabled!r}")
     lag = _number(c, "overload.loop_lag_high", table.get("loop_lag_high", 0.025), 0.001, 10.0)
     rate = _number(c, "overload.lag_min_rate", table.get("lag_min_rate", 200.0), 0.0, 1e9)
+    busy = _number(c, "overload.busy_cpu", table.get("busy_cpu", 0.5), 0.0, 1.0)
     retry = _number(c, "overload.retry_after", table.get("retry_after", 1), 1, 3600, integer=True)
     window = _number(c, "overload.challenge_window", table.get("challenge_window", 1.0), 0.0, 60.0)
     classes = _classes(c, table.get("classes", {}))
     if len(c.problems) > before:
         return None
-    return OverloadConfig(bool(enabled), float(lag), rate, int(retry), window, classes)
+    return OverloadConfig(bool(enabled), float(lag), rate, busy, int(retry), window, classes)
 
 
 def _number(c: Collector, where: str, v: Any, lo: float, hi: float, *, integer: bool = False) -> float:
@@ -184,6 +188,7 @@ class Admission:
         }
         self.lag = 0.0
         self.rate = 0.0  # requests/s, smoothed like the lag
+        self.cpu = 0.0  # the process's CPU time / wall time, smoothed like the lag
         self.arrivals = 0
         self._busy = False  # lag over loop_lag_high while requests arrive at lag_min_rate
         self.task: asyncio.Task[None] | None = None
@@ -262,23 +267,26 @@ class Admission:
                 await self.task
             self.task = None
 
-    def sample(self, late: float, elapsed: float) -> None:
-        """One probe, ``elapsed`` seconds after the last, woke ``late`` seconds late. Smoothed
-        (EWMA, 0.3 per probe): a single hiccup (a GC pause, a process spawn) sheds nothing."""
+    def sample(self, late: float, elapsed: float, cpu: float) -> None:
+        """One probe, ``elapsed`` seconds after the last, woke ``late`` seconds late, and the
+        process used ``cpu`` seconds of CPU meanwhile. Smoothed (EWMA, 0.3 per probe): a single
+        hiccup (a GC pause, a process spawn) sheds nothing."""
+        span = max(elapsed, 1e-6)
         self.lag += 0.3 * (late - self.lag)
-        self.rate += 0.3 * (self.arrivals / max(elapsed, 1e-6) - self.rate)
+        self.rate += 0.3 * (self.arrivals / span - self.rate)
+        self.cpu += 0.3 * (min(cpu / span, 1.0) - self.cpu)
         self.arrivals = 0
         c = self.config
-        self._busy = self.lag > c.loop_lag_high and self.rate >= c.lag_min_rate
+        self._busy = self.lag > c.loop_lag_high and self.rate >= c.lag_min_rate and self.cpu >= c.busy_cpu
 
     async def _probe(self) -> None:
         loop = asyncio.get_running_loop()
         ticks = 0
         while True:
-            t0 = loop.time()
+            t0, c0 = loop.time(), time.process_time()
             await asyncio.sleep(PROBE)
             elapsed = loop.time() - t0
-            self.sample(max(0.0, elapsed - PROBE), elapsed)
+            self.sample(max(0.0, elapsed - PROBE), elapsed, time.process_time() - c0)
             ticks += 1
             if ticks % 25 == 0:
                 self._lag_gauge.set(self.lag)

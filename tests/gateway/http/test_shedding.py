@@ -38,6 +38,7 @@ def test_overload_config_defaults_and_every_problem_with_its_key_path():
             "enabled": "yes",
             "loop_lag_high": -1,
             "lag_min_rate": "many",
+            "busy_cpu": 2,
             "challenge_window": 120,
             "retry_after": 0,
             "bogus": 1,
@@ -49,6 +50,7 @@ def test_overload_config_defaults_and_every_problem_with_its_key_path():
         "overload.enabled",
         "overload.loop_lag_high",
         "overload.lag_min_rate",
+        "overload.busy_cpu",
         "overload.challenge_window",
         "overload.retry_after",
         "overload.bogus",
@@ -144,10 +146,16 @@ async def test_class_bounds_queue_deadlines_and_shed_counts(upstream, gateway_fa
     assert 'popgate_shed_total{klass="session"} 0.0' in text
 
 
-async def hog(stop: asyncio.Event, block: float) -> None:
-    """Hold the event loop ``block`` seconds at a time: real lag for the gateway in this loop."""
+async def hog(stop: asyncio.Event, block: float, *, burn: bool = True) -> None:
+    """Hold the event loop ``block`` seconds at a time: real lag for the gateway in this loop,
+    burning CPU (its own load) or sleeping (``burn=False``: as when the host preempts it)."""
     while not stop.is_set():
-        time.sleep(block)
+        t0 = time.perf_counter()
+        if burn:
+            while time.perf_counter() - t0 < block:
+                pass
+        else:
+            time.sleep(block)
         await asyncio.sleep(0.001)
 
 
@@ -155,7 +163,8 @@ async def test_loop_lag_sheds_anonymous_only(upstream, gateway_factory, http):
     """While the loop lags 100 ms per turn (over loop_lag_high = 30 ms; lag_min_rate = 0: a few
     requests count as busy here), anonymous requests are refused 503 overloaded and session
     holders are all served; once it stops, anonymous requests pass."""
-    extra = ALLOW + "[overload]\nloop_lag_high = 0.03\nlag_min_rate = 0\n"
+    # busy_cpu = 0: the hog burns CPU, but a loaded test host may give this process little of it
+    extra = ALLOW + "[overload]\nloop_lag_high = 0.03\nlag_min_rate = 0\nbusy_cpu = 0\n"
     gw = await gateway_factory(upstream, extra=extra)
     auth = {"Authorization": f"PoP {session_token(gw)}"}
     stop = asyncio.Event()
@@ -204,4 +213,21 @@ async def test_lag_without_traffic_sheds_nothing(upstream, gateway_factory, http
         stop.set()
         await task
     assert lag > 0.03, "the loop did lag"
+    assert codes == [200] * 5
+
+
+async def test_lag_from_a_preempted_process_sheds_nothing(upstream, gateway_factory, http):
+    """A loop that lags while the process barely uses the CPU (the host preempts it, here a
+    blocking sleep) is not overloaded by its own traffic: shedding would not help, none is done
+    (busy_cpu: the default 0.5)."""
+    extra = ALLOW + "[overload]\nloop_lag_high = 0.03\nlag_min_rate = 0\n"
+    gw = await gateway_factory(upstream, extra=extra)
+    stop = asyncio.Event()
+    task = asyncio.create_task(hog(stop, 0.1, burn=False))
+    await asyncio.sleep(0.5)
+    try:
+        codes = [(await _get(http, url_of(gw, f"/a{i}")))[0] for i in range(5)]
+    finally:
+        stop.set()
+        await task
     assert codes == [200] * 5
