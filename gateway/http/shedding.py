@@ -18,7 +18,8 @@ Each class has an in-flight bound and a queue deadline (``[overload.classes]``).
 A request over its class's bound waits up to the deadline for a slot, then gets
 a minimal ``503 overloaded`` with ``Retry-After``; ``anonymous`` has no queue by
 default. When the event loop lags (a probe every ``PROBE`` seconds measures how
-late it wakes; smoothed over a few probes) beyond ``loop_lag_high`` while requests
+late it wakes; smoothed, and over it for ``SUSTAIN`` probes in a row: a policy reload or
+a GC pause is no overload) beyond ``loop_lag_high`` while requests
 arrive at ``lag_min_rate`` per second or more and the process itself is busy (its CPU
 time at least ``busy_cpu`` of the wall time: a host that preempts the gateway makes it
 lag too, and shedding would not help), anonymous requests are refused at once:
@@ -49,6 +50,7 @@ from popgate.gateway.ops.validation import Collector
 CLASSES = ("anonymous", "payer", "session", "proof")
 ENDPOINTS = "/.well-known/popgate/"
 PROBE = 0.01  # seconds between event-loop lag probes
+SUSTAIN = 5  # probes in a row over loop_lag_high before lag sheds (one long pause is no overload)
 _WORK = ("PoP-Puzzle", "X-Hashcash")
 _PAYER = ("PAYMENT-SIGNATURE", "X-PAYMENT", "Signature")
 _KEYS = {"enabled", "loop_lag_high", "lag_min_rate", "busy_cpu", "retry_after", "challenge_window", "classes"}
@@ -191,6 +193,7 @@ class Admission:
         self.cpu = 0.0  # the process's CPU time / wall time, smoothed like the lag
         self.arrivals = 0
         self._busy = False  # lag over loop_lag_high while requests arrive at lag_min_rate
+        self._over = 0  # probes in a row with the lag over loop_lag_high
         self.task: asyncio.Task[None] | None = None
         self._shed = {k: metrics.shed.labels(k) for k in CLASSES}
         self._gauge = {k: metrics.admitted.labels(k) for k in CLASSES}
@@ -277,7 +280,8 @@ class Admission:
         self.cpu += 0.3 * (min(cpu / span, 1.0) - self.cpu)
         self.arrivals = 0
         c = self.config
-        self._busy = self.lag > c.loop_lag_high and self.rate >= c.lag_min_rate and self.cpu >= c.busy_cpu
+        self._over = self._over + 1 if self.lag > c.loop_lag_high else 0
+        self._busy = self._over >= SUSTAIN and self.rate >= c.lag_min_rate and self.cpu >= c.busy_cpu
 
     async def _probe(self) -> None:
         loop = asyncio.get_running_loop()

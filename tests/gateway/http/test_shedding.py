@@ -169,7 +169,7 @@ async def test_loop_lag_sheds_anonymous_only(upstream, gateway_factory, http):
     auth = {"Authorization": f"PoP {session_token(gw)}"}
     stop = asyncio.Event()
     task = asyncio.create_task(hog(stop, 0.1))
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(1.0)  # the lag must last a few probes before it sheds
     try:
         anon = [(await _get(http, url_of(gw, f"/a{i}")))[0] for i in range(10)]
         mine = [(await _get(http, url_of(gw, f"/m{i}"), headers=auth))[0] for i in range(10)]
