@@ -72,6 +72,18 @@ def requests(host: str, networks: int, n: int = 4096) -> list[bytes]:
     return out
 
 
+def scan(tail: bytes, chunk: bytes) -> tuple[list[str], bytes]:
+    """The status codes of the response status lines in ``tail + chunk``, and the new tail
+    (the bytes a status line split across reads may start in: never one already counted)."""
+    buf = tail + chunk
+    end = 0
+    codes = []
+    for m in STATUS.finditer(buf):
+        end = m.end()
+        codes.append(m.group(1).decode())
+    return codes, buf[max(end, len(buf) - 16) :]
+
+
 class Conn:
     """One connection: a writer on the schedule, a reader counting status lines."""
 
@@ -135,14 +147,11 @@ class Conn:
             chunk = await reader.read(1 << 16)
             if not chunk:
                 return
-            buf = tail + chunk
-            end = 0
+            codes, tail = scan(tail, chunk)
             now = loop.time()
-            for m in STATUS.finditer(buf):
-                end = m.end()
+            for code in codes:
                 sent = self.pending.popleft() if self.pending else now
-                self.counts.answered(m.group(1).decode(), now, now - sent)
-            tail = buf[max(end, len(buf) - 16) :]
+                self.counts.answered(code, now, now - sent)
 
 
 def summary(counts: Counts, duration: float) -> dict[str, Any]:
