@@ -53,7 +53,16 @@ PROBE = 0.01  # seconds between event-loop lag probes
 SUSTAIN = 5  # probes in a row over loop_lag_high before lag sheds (one long pause is no overload)
 _WORK = ("PoP-Puzzle", "X-Hashcash")
 _PAYER = ("PAYMENT-SIGNATURE", "X-PAYMENT", "Signature")
-_KEYS = {"enabled", "loop_lag_high", "lag_min_rate", "busy_cpu", "retry_after", "challenge_window", "classes"}
+_KEYS = {
+    "enabled",
+    "loop_lag_high",
+    "lag_min_rate",
+    "busy_cpu",
+    "retry_after",
+    "challenge_window",
+    "challenge_min_rate",
+    "classes",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +90,7 @@ class OverloadConfig:
     busy_cpu: float = 0.5  # CPU time / wall time of the process: below it, lag alone sheds nothing
     retry_after: int = 1
     challenge_window: float = 1.0  # seconds a 402 is reused (gateway/pipeline/challenge_cache.py)
+    challenge_min_rate: float = 10.0  # requests/s from the network before its 402s are reused
     classes: dict[str, ClassLimit] = field(default_factory=_defaults)
 
 
@@ -101,10 +111,11 @@ def collect_overload(c: Collector, table: Any) -> OverloadConfig | None:
     busy = _number(c, "overload.busy_cpu", table.get("busy_cpu", 0.5), 0.0, 1.0)
     retry = _number(c, "overload.retry_after", table.get("retry_after", 1), 1, 3600, integer=True)
     window = _number(c, "overload.challenge_window", table.get("challenge_window", 1.0), 0.0, 60.0)
+    share = _number(c, "overload.challenge_min_rate", table.get("challenge_min_rate", 10.0), 0.0, 1e9)
     classes = _classes(c, table.get("classes", {}))
     if len(c.problems) > before:
         return None
-    return OverloadConfig(bool(enabled), float(lag), rate, busy, int(retry), window, classes)
+    return OverloadConfig(bool(enabled), float(lag), rate, busy, int(retry), window, share, classes)
 
 
 def _number(c: Collector, where: str, v: Any, lo: float, hi: float, *, integer: bool = False) -> float:

@@ -1,5 +1,9 @@
 """402s reused within a short window: a challenge is minted once per key and window.
 
+Only for a network sending ``[overload] challenge_min_rate`` requests/s or more (the
+difficulty tracker's estimate): a flood. Ordinary clients, several behind one NAT
+included, get a puzzle of their own per 402 as before.
+
 An unverified request costs what its 402 costs, and a flood is mostly those. So
 the rendered 402 (headers and body bytes) for one key is kept until the window
 (``[overload] challenge_window`` seconds, aligned to the clock) ends, and every

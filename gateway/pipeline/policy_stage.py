@@ -98,6 +98,7 @@ class PolicyStage:
         monitor: PressureMonitor,
         payment_present: PaymentProbe | None = None,
         challenge_window: float = 0.0,
+        share_rate: float = 0.0,
         page: Callable[[], HtmlChallenge | None] = lambda: html_challenge,
     ) -> None:
         self.holder = holder
@@ -117,6 +118,7 @@ class PolicyStage:
         self.rendered: Windowed[Rendered] | None = (
             Windowed(challenge_window) if challenge_window > 0 else None
         )
+        self.share_rate = share_rate  # requests/s from a network before its 402s are reused
         self.page = page  # the registry's html_challenge hook, read when a 402 is rendered here
 
     # -- reload ---------------------------------------------------------
@@ -196,7 +198,7 @@ class PolicyStage:
     def _challenge(self, ctx: Context, action: Action, route: str, reason: str) -> Challenge:
         """The 402, from the window's cache when this key was rendered already."""
         cache = self.rendered
-        if cache is None:
+        if cache is None or self.difficulty.rate(ctx.network, ctx.now) < self.share_rate:
             return Challenge(reason=reason, ways_out=self.ways_out(ctx, action, route))
         req = ctx.request
         html = wants_html(req)
@@ -326,8 +328,9 @@ def policy_extension(registry: Registry, services: Services) -> None:
     if pz is not None:
         keys = PuzzleKeys(pz.keys, pz.signing_kid)
         bits = pz.bits
+        ov = config.features.overload
         puzzles = PuzzleOffer(
-            keys, pz, difficulty, services.metrics, config.features.overload.challenge_window
+            keys, pz, difficulty, services.metrics, ov.challenge_window, ov.challenge_min_rate
         )
         registry.schemes.append(PuzzleScheme(keys))
         registry.endpoints[SUBMIT] = PuzzleEndpoint(
@@ -359,6 +362,7 @@ def policy_extension(registry: Registry, services: Services) -> None:
         monitor=monitor,
         payment_present=registry.carries_payment,
         challenge_window=config.features.overload.challenge_window,
+        share_rate=config.features.overload.challenge_min_rate,
         page=lambda: registry.html_challenge,
     )
     registry.policy = stage

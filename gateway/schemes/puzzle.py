@@ -95,10 +95,12 @@ class PuzzleOffer:
         difficulty: Difficulty,
         metrics: Metrics,
         window: float = 0.0,
+        share_rate: float = 0.0,
     ) -> None:
         self.keys = keys
         # one challenge per (network, scope, bits) and window (gateway/pipeline/challenge_cache.py)
         self.minted: Windowed[puzzle.Challenge] | None = Windowed(window) if window > 0 else None
+        self.share_rate = share_rate  # only a network this busy (requests/s) shares its puzzle
         self.settings = settings
         self.difficulty = difficulty
         self.gauge = metrics.difficulty
@@ -109,7 +111,7 @@ class PuzzleOffer:
 
     def offer(self, ctx: Context, scope: str, floor: int) -> WayOut:
         bits = self.bits(ctx, floor)
-        minted = self.minted
+        minted = self.minted if self.shared(ctx) else None
         key = (ctx.network, scope, bits, minted.epoch(ctx.network) if minted is not None else 0)
         c = minted.get(key, ctx.now) if minted is not None else None
         if c is None:
@@ -122,6 +124,10 @@ class PuzzleOffer:
         child.set(bits)
         auth = f'PoP-Puzzle challenge="{c.wire}", bits={bits}, subs={c.subs}, expires={c.expires}'
         return WayOut("puzzle", puzzle.way_out(c, SUBMIT), (("WWW-Authenticate", auth),))
+
+    def shared(self, ctx: Context) -> bool:
+        """Does ``ctx``'s network send enough to get the window's shared puzzle?"""
+        return self.minted is not None and self.difficulty.rate(ctx.network, ctx.now) >= self.share_rate
 
     def epoch(self, network: str) -> int:
         """The network's epoch in the mint cache (a key part of reused 402s too)."""

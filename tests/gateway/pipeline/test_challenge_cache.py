@@ -29,7 +29,7 @@ async def _402(http, url: str, headers: dict[str, str]) -> tuple[bytes, str, dic
 async def test_one_402_per_network_route_and_window(upstream, gateway_factory, http, tmp_path):
     """Within a window: the same bytes for the same network and target; the same puzzle
     for another path of the route; another network gets its own puzzle (MAC-bound to it)."""
-    extra = puzzle_extra(tmp_path, extra="[overload]\nchallenge_window = 30\n")
+    extra = puzzle_extra(tmp_path, extra="[overload]\nchallenge_window = 30\nchallenge_min_rate = 0\n")
     gw = await gateway_factory(upstream, extra=extra, server_extra=TRUSTED)
     a1 = await _402(http, url_of(gw, "/api/a"), xff("198.51.100.7"))
     a2 = await _402(http, url_of(gw, "/api/a"), xff("198.51.100.9"))
@@ -41,7 +41,7 @@ async def test_one_402_per_network_route_and_window(upstream, gateway_factory, h
 
 
 async def test_window_zero_mints_each_402(upstream, gateway_factory, http, tmp_path):
-    extra = puzzle_extra(tmp_path, extra="[overload]\nchallenge_window = 0\n")
+    extra = puzzle_extra(tmp_path, extra="[overload]\nchallenge_window = 0\nchallenge_min_rate = 0\n")
     gw = await gateway_factory(upstream, extra=extra)
     first = await _402(http, url_of(gw, "/api/a"), UA)
     second = await _402(http, url_of(gw, "/api/a"), UA)
@@ -55,7 +55,7 @@ async def test_shared_puzzle_is_spent_once_and_a_spend_brings_a_fresh_one(
     a session, the second one (solved independently) is refused ``replayed``. A spend
     retires the network's cached 402s at once (its epoch): the next 402 in the same
     window has a fresh puzzle, and the second client gets in with it."""
-    extra = puzzle_extra(tmp_path, extra="[overload]\nchallenge_window = 30\n")
+    extra = puzzle_extra(tmp_path, extra="[overload]\nchallenge_window = 30\nchallenge_min_rate = 0\n")
     gw = await gateway_factory(upstream, extra=extra, server_extra=TRUSTED)
     alice, bob = xff("198.51.100.7"), xff("198.51.100.8")
     pz_a = way((await _402(http, url_of(gw, "/api/x"), alice))[2], "puzzle")
@@ -88,7 +88,7 @@ def test_windowed_is_bounded_and_empties_when_the_window_turns(ops):
 async def test_a_header_spend_retires_the_cached_402_too(upstream, gateway_factory, http, tmp_path):
     """A puzzle spent as a PoP-Puzzle header (not posted) also retires the network's
     cached 402: the same request again gets a 402 with another puzzle."""
-    extra = puzzle_extra(tmp_path, extra="[overload]\nchallenge_window = 30\n")
+    extra = puzzle_extra(tmp_path, extra="[overload]\nchallenge_window = 30\nchallenge_min_rate = 0\n")
     gw = await gateway_factory(upstream, extra=extra)
     first = await _402(http, url_of(gw, "/api/x"), UA)
     solved = client.respond(first[2], prefer=("puzzle",))
@@ -96,3 +96,15 @@ async def test_a_header_spend_retires_the_cached_402_too(upstream, gateway_facto
         assert r.status == 200
     again = await _402(http, url_of(gw, "/api/x"), UA)
     assert way(again[2], "puzzle")["challenge"] != way(first[2], "puzzle")["challenge"]
+
+
+async def test_a_quiet_network_gets_a_puzzle_of_its_own_per_402(upstream, gateway_factory, http, tmp_path):
+    """Below challenge_min_rate (default 10 requests/s from the network) nothing is shared:
+    clients behind one NAT each get their own puzzle and each buys a session with it."""
+    gw = await gateway_factory(upstream, extra=puzzle_extra(tmp_path))
+    pzs = [way((await _402(http, url_of(gw, "/api/x"), UA))[2], "puzzle") for _ in range(3)]
+    assert len({p["challenge"] for p in pzs}) == 3
+    for pz in pzs:
+        post = {"solution": client.solve_puzzle(pz).headers["PoP-Puzzle"], "return_to": "/api/x"}
+        async with http.post(url_of(gw, pz["submit"]), json=post, headers=UA) as r:
+            assert r.status == 200
