@@ -9,7 +9,7 @@ DEMO_ADMIN  ?= 127.0.0.1:9090
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: install install-run system-deps node-deps vendor-idkit run test lint typecheck bench bench-deps flood soak image image-deps clean
+.PHONY: install install-run system-deps node-deps vendor-idkit run test lint typecheck bench bench-deps flood flood-overload soak image image-deps clean
 
 # What each command installs (pyproject.toml extras): `make run` the runtime dependencies
 # only (+ uvloop); `make test` everything the suite, the benchmark and the load tests use.
@@ -105,8 +105,15 @@ bench: bench-deps
 	$(PY) tests/bench/bench_all.py
 
 # A bounded agent-flood run (60 s) against a local stack; report in loadtests/out/REPORT.md.
+# FLOOD_ARGS: e.g. --processes 2 (distributed locust), --duration 30, --workers 2 --store redis.
+FLOOD_ARGS ?=
 flood: $(VENV)/.installed-flood
-	$(PY) loadtests/run_flood.py
+	$(PY) loadtests/run_flood.py $(FLOOD_ARGS)
+
+# Beyond capacity: capacity measured, then a raw flood at 3x it plus the locust population,
+# with admission control off and on; report in loadtests/out/overload/OVERLOAD.md + goodput.png.
+flood-overload: $(VENV)/.installed-flood
+	$(PY) loadtests/run_flood.py --overload --duration 40 $(FLOOD_ARGS)
 
 # A bounded soak (30 min, 2 workers, Redis, the flood population held steady) that fails on
 # growth of worker RSS/fds, TTL-bounded store keys or p99; report in loadtests/out/SOAK.md.

@@ -54,6 +54,11 @@ request = function()
 end
 """
 
+# (e) and (e0) measure the 402 path: lag shedding off (a saturated worker would answer part
+# of the flood with cheaper 503s); the challenge window is the default in (e), 0 in (e0)
+NO_LAG_SHED = "[overload]\nlag_min_rate = 1e9"
+MINTED = NO_LAG_SHED + "\nchallenge_window = 0"
+MINTED_CASE = "(e0) popgate 402 flood, minted per request ×1"
 BARE_N = """
 import sys
 from aiohttp import web
@@ -106,10 +111,12 @@ def bare_proxies(n: int, origin: str) -> tuple[list[subprocess.Popen[bytes]], in
     return procs, port
 
 
-def popgate(tmp: Path, origin: str, workers: int, policy: Path) -> tuple[subprocess.Popen[bytes], int]:
+def popgate(
+    tmp: Path, origin: str, workers: int, policy: Path, extra: str = "", tag: str = ""
+) -> tuple[subprocess.Popen[bytes], int]:
     port, admin = free_port(), free_port()
-    (tmp / f"gw{workers}").mkdir(exist_ok=True)
-    cfg = tmp / f"gw{workers}" / "popgate.toml"
+    (tmp / f"gw{workers}{tag}").mkdir(exist_ok=True)
+    cfg = tmp / f"gw{workers}{tag}" / "popgate.toml"
     cfg.write_text(f"""
 [server]
 listen = "127.0.0.1:{port}"
@@ -117,7 +124,7 @@ admin = "127.0.0.1:{admin}"
 upstream = "{origin}"
 trusted_proxies = ["127.0.0.1/32"]
 [store]
-url = "sqlite:///{tmp / f"gw{workers}" / "store.db"}"
+url = "sqlite:///{tmp / f"gw{workers}{tag}" / "store.db"}"
 [sessions]
 keys = [{{kid = "k1", secret_file = "{tmp / "k1"}"}}]
 [policy]
@@ -125,6 +132,7 @@ file = "{policy}"
 [puzzle]
 keys = [{{kid = "p1", secret_file = "{tmp / "k1"}"}}]
 [credits]
+{extra}
 """)
     proc = start(
         [
@@ -252,7 +260,7 @@ def main() -> None:
         for w in sorted({1, n}):
             bare, bport = bare_proxies(w, origin)
             procs.extend(bare)
-            gw, gport = popgate(tmp, origin, w, Path(args.policy).resolve())
+            gw, gport = popgate(tmp, origin, w, Path(args.policy).resolve(), NO_LAG_SHED)
             procs.append(gw)
             gateways[w] = (gw, gport)
             cases += [
@@ -260,6 +268,10 @@ def main() -> None:
                 (f"(d) popgate session ×{w}", gport, tree(gw.pid), auth),
                 (f"(e) popgate 402 flood ×{w}", gport, tree(gw.pid), {}),
             ]
+        # the 402 path as it was before 402s were reused: each one minted and rendered per request
+        minted, mport = popgate(tmp, origin, 1, Path(args.policy).resolve(), MINTED, "minted")
+        procs.append(minted)
+        cases.append((MINTED_CASE, mport, tree(minted.pid), {}))
         measure(cases)
         peaks: dict[str, list[float]] = {
             f"×{w} after (d),(e)": [peak_rss_mb(q) for q in workers_of(gw.pid)]
@@ -314,6 +326,8 @@ def main() -> None:
             f"{ratio(f'(d) popgate session ×{n}', f'(b) bare aiohttp ×{n}'):.2f} | ≥ 0.8 |",
             f"| popgate session, {n} workers / 1 worker | "
             f"{ratio(f'(d) popgate session ×{n}', '(d) popgate session ×1'):.2f} | ≥ 1.6 |",
+            "| 402 CPU µs/req, reused within a window / minted per request, 1 worker | "
+            f"{b['(e) popgate 402 flood ×1'].cpu_us / b[MINTED_CASE].cpu_us:.2f} | ≤ 0.6 |",
             f"| popgate 402 flood, {n} workers / 1 worker | "
             f"{ratio(f'(e) popgate 402 flood ×{n}', '(e) popgate 402 flood ×1'):.2f} | — |",
             f"| bare aiohttp, {n} workers / 1 worker | "

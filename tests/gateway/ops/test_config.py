@@ -51,6 +51,7 @@ async def test_readme_example_config_is_valid(monkeypatch):
     assert cfg.puzzle is not None and cfg.puzzle.bits == 16
     for table in (
         "difficulty",
+        "overload",
         "worldid",
         "worldid_api",
         "zklogin",
