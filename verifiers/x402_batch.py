@@ -90,7 +90,7 @@ class BatchDecision:
 
     @property
     def channel_id(self) -> str:
-        return self.payload.channel_id
+        return str(self.payload.channel_id)
 
 
 @dataclass(frozen=True, slots=True)
