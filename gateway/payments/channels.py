@@ -27,13 +27,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-T = TypeVar("T")
-
 from popgate.gateway.stores.base import Store, key
 from popgate.gateway.stores.memory import MemoryStore
 from popgate.gateway.stores.redis import RedisStore, _Script
 from popgate.gateway.stores.sqlite import SQLiteStore
 
+T = TypeVar("T")
 INDEX = key("chan-index", "all")
 Fields = dict[str, str]
 
