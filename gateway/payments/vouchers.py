@@ -33,9 +33,9 @@ from popgate.verifiers.x402_channel import ERR_CHANNEL_BUSY, ERR_STATE_UNAVAILAB
 class Chain(Protocol):
     """The facilitator's side: read a channel, carry out what ECDSA cannot."""
 
-    async def read(self, decision_channel: str, network: str) -> ChainView: ...
+    async def read(self, payment: PaymentPayload, offers: list[Requirements]) -> ChainView: ...
 
-    async def execute(self, decision: BatchDecision) -> ChainView: ...
+    async def execute(self, payment: PaymentPayload, decision: BatchDecision) -> tuple[ChainView, str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,7 @@ class Begun:
     reservation: Reservation
     view: ChainView
     synced: bool  # the view came from the chain just now
+    transaction: str = ""  # the facilitator's tx (deposit, refund)
 
 
 def view_of(fields: Mapping[str, str], now: float, fresh_for: float) -> ChainView | None:
@@ -89,14 +90,15 @@ class VoucherDesk:
         view = view_of(res.fields, now, fresh_for(delay))
         synced = False
         if view is None and self.chain is not None and payment.payload.get("type") != "deposit":
-            view, synced = await self.chain.read(res.channel_id, payment.network), True
+            view, synced = await self.chain.read(payment, offers), True
         if view is None and payment.payload.get("type") != "deposit":
             raise VerificationError(ERR_STATE_UNAVAILABLE, "no fresh channel state")
         decision = verify_batch(payment, offers, res.charged(), view, now, self.cfg)
         if decision.kind != "voucher" or decision.needs_facilitator:
             if self.chain is None:
                 raise VerificationError(ERR_STATE_UNAVAILABLE, "no facilitator for this payload")
-            view, synced = await self.chain.execute(decision), True
+            view, tx = await self.chain.execute(payment, decision)
+            return Begun(decision, res, view, True, tx)
         return Begun(decision, res, view or ChainView(), synced)
 
     async def finish(self, begun: Begun, served: bool, now: float) -> bool:

@@ -42,6 +42,7 @@ from typing import Any
 from aiohttp import web
 
 from popgate.gateway.errors import GatewayError, StoreFailure
+from popgate.gateway.payments.batch import BatchRail, batch_offers, payment_response
 from popgate.gateway.payments.charges import route_price, with_ways
 from popgate.gateway.payments.debt import debt_keys, is_known, known_key, raise_debt
 from popgate.gateway.payments.facilitator import (
@@ -121,6 +122,7 @@ class X402Rail:
         self._offers: dict[int, list[Requirements]] = {}
         self._verifier: ExactVerifier | None = None
         self._queue: SettlementQueue | None = None
+        self._batch: BatchRail | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.worker = SettlementWorker(self.queue, services.clock, settings.settle_interval, services.metrics)
 
@@ -137,6 +139,8 @@ class X402Rail:
             code = CodeLookup(session, dict(self.settings.rpc)) if self.settings.rpc else None
             self._verifier = ExactVerifier(code_lookup=code, facilitator=fac)
             self._queue = SettlementQueue(self.services.store, fac, backoff=self.settings.retry_backoff)
+            if self.settings.batch is not None:
+                self._batch = BatchRail(self.settings, self.services.store, fac)
         return self._verifier, self._queue
 
     async def queue(self) -> SettlementQueue:
@@ -162,6 +166,8 @@ class X402Rail:
                         usd, net, s.pay_to, asset=asset, max_timeout_seconds=s.max_timeout_seconds
                     )
                 )
+            if s.batch is not None:
+                got.extend(batch_offers(s, price))
             if len(self._offers) < 1024:  # prices come from the policy: a small set
                 self._offers[price] = got
         return got
@@ -343,6 +349,8 @@ class X402Rail:
     async def pay(self, ctx: Context, charge: Charge, payment: PaymentPayload) -> Decision | None:
         """Settle ``charge`` with ``payment``; None when paid (allowed)."""
         offers = self.offers(charge.price)
+        if payment.scheme == "batch-settlement" and self.settings.batch is not None:
+            return await self.pay_batch(ctx, charge, payment, offers)
         try:
             paid = await self.verify(payment, offers, ctx.now)
         except VerificationError as exc:
@@ -396,6 +404,42 @@ class X402Rail:
         if not ctx.subject:
             ctx.subject = f"x402:{paid.payer.lower()}"
         await self.meter.record("x402", charge.route, f"x402:{paid.payer.lower()}", charge.price)
+        return None
+
+    async def pay_batch(
+        self, ctx: Context, charge: Charge, payment: PaymentPayload, offers: list[Requirements]
+    ) -> Decision | None:
+        """A batch-settlement voucher/deposit/refund (:mod:`gateway.payments.batch`)."""
+        await self._ready()
+        batch = self._batch
+        if batch is None:
+            raise FacilitatorUnavailable("batch-settlement not set up")
+        try:
+            begun = await batch.pay(payment, offers, ctx.now)
+        except StoreUnavailable as exc:
+            self.services.metrics.store_errors.labels("payment").inc()
+            raise StoreFailure(str(exc)) from None
+        except FacilitatorError as exc:
+            raise FacilitatorUnavailable(f"batch: {exc.detail}") from None
+        except VerificationError as exc:
+            self.services.metrics.payments.labels("x402-batch", exc.reason).inc()
+            log.info("x402 batch payment rejected: %s (%s)", exc.reason, exc.detail)
+            return with_ways(
+                charge,
+                (self.way_out(ctx, charge.price, exc.reason),),
+                reason="payment_rejected",
+                detail=f"The payment was not accepted: {exc.reason}.",
+            )
+        ctx.response_headers.append((PAYMENT_RESPONSE, encode_payment_response(payment_response(begun))))
+        ctx.response_headers.append(("Cache-Control", "private"))
+        self.services.metrics.payments.labels("x402-batch", "ok").inc()
+        d = begun.decision
+        charged = d.charged_after - d.charged_before
+        ctx.charged, ctx.charge = charged, None
+        subject = f"x402:{d.payer.lower()}"
+        ctx.subject = ctx.subject or subject
+        if charged:
+            await self.meter.record("x402", charge.route, subject, charged)
         return None
 
     async def _pay_later(self, ctx: Context, paid: ExactPayment) -> str | None:

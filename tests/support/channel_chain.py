@@ -12,8 +12,21 @@ serves it over HTTP; in-process tests call it directly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from x402.mechanisms.evm.batch_settlement.constants import (
+    ERC3009_DEPOSIT_COLLECTOR_ADDRESS,
+    RECEIVE_AUTHORIZATION_TYPES,
+)
+from x402.mechanisms.evm.batch_settlement.encoding import build_erc3009_deposit_nonce
+from x402.mechanisms.evm.batch_settlement.facilitator.utils import verify_batch_settlement_voucher_typed_data
+from x402.mechanisms.evm.batch_settlement.types import ChannelConfig as SdkChannelConfig
+from x402.mechanisms.evm.batch_settlement.utils import coerce_bytes32, compute_channel_id
 
 from popgate.verifiers.evm import recover_address
+from popgate.verifiers.x402 import PaymentPayload, Requirements
 from popgate.verifiers.x402_batch import BatchDecision, ChainView
 from popgate.verifiers.x402_channel import voucher_digest
 
@@ -34,16 +47,17 @@ class ChannelChain:
     refunded: int = 0
     reads: int = 0
     claim_txs: int = 0
+    txs: int = 0
 
     def view(self, cid: str) -> ChainView:
         c = self.channels.get(cid.lower(), Channel())
         return ChainView(c.balance, c.total_claimed, c.withdraw_requested_at, c.refund_nonce)
 
-    async def read(self, cid: str, network: str) -> ChainView:
+    async def read(self, payment: PaymentPayload, offers: list[Requirements]) -> ChainView:
         self.reads += 1
-        return self.view(cid)
+        return self.view(str(payment.payload["voucher"]["channelId"]))
 
-    async def execute(self, d: BatchDecision) -> ChainView:
+    async def execute(self, payment: PaymentPayload, d: BatchDecision) -> tuple[ChainView, str]:
         c = self.channels.setdefault(d.channel_id.lower(), Channel())
         c.payer_authorizer = d.payload.config.payer_authorizer
         if d.kind == "deposit":
@@ -54,7 +68,8 @@ class ChannelChain:
             c.balance -= amount
             c.refund_nonce += 1
             self.refunded += amount
-        return self.view(d.channel_id)
+        self.txs += 1
+        return self.view(d.channel_id), "0x%064x" % self.txs
 
     def claim(self, cid: str, max_claimable: int, signature: bytes, chain_id: int) -> int:
         """``claimWithSignature`` for one voucher; returns the amount moved."""
@@ -69,3 +84,108 @@ class ChannelChain:
         self.paid_out += moved
         self.claim_txs += 1
         return moved
+
+
+# --- the facilitator stand-in's batch-settlement endpoints -----------------
+# Checked with the SDK's own encoders (not popgate's verifier): channel id
+# binding, the voucher's ECDSA signature, and the deposit's ERC-3009
+# ReceiveWithAuthorization (to the deposit collector, nonce bound to the channel).
+
+
+def _sdk_checks(body: dict[str, Any]) -> tuple[str | None, str, dict[str, Any]]:
+    req, raw = body["paymentRequirements"], body["paymentPayload"]["payload"]
+    cfg = SdkChannelConfig.from_dict(raw["channelConfig"])
+    cid = str(raw["voucher"]["channelId"]).lower()
+    if compute_channel_id(cfg, req["network"]).lower() != cid:
+        return "invalid_batch_settlement_evm_channel_id_mismatch", cid, raw
+    chain_id = int(req["network"].split(":")[1])
+    if not verify_batch_settlement_voucher_typed_data(
+        None,  # type: ignore[arg-type]
+        cid,
+        str(raw["voucher"]["maxClaimableAmount"]),
+        cfg.payer_authorizer,
+        cfg.payer,
+        raw["voucher"]["signature"],
+        chain_id,
+    ):
+        return "invalid_batch_settlement_evm_voucher_signature", cid, raw
+    if raw["type"] == "deposit" and not _deposit_ok(req, raw, cid, chain_id):
+        return "invalid_batch_settlement_evm_receive_authorization_signature", cid, raw
+    return None, cid, raw
+
+
+def _deposit_ok(req: dict[str, Any], raw: dict[str, Any], cid: str, chain_id: int) -> bool:
+    a = raw["deposit"]["authorization"]["erc3009Authorization"]
+    message = {
+        "from": raw["channelConfig"]["payer"],
+        "to": ERC3009_DEPOSIT_COLLECTOR_ADDRESS,
+        "value": int(raw["deposit"]["amount"]),
+        "validAfter": int(a["validAfter"]),
+        "validBefore": int(a["validBefore"]),
+        "nonce": coerce_bytes32(build_erc3009_deposit_nonce(cid, a["salt"])),
+    }
+    domain = {
+        "name": req["extra"]["name"],
+        "version": req["extra"]["version"],
+        "chainId": chain_id,
+        "verifyingContract": req["asset"],
+    }
+    signable = encode_typed_data(
+        domain_data=domain, message_types=RECEIVE_AUTHORIZATION_TYPES, message_data=message
+    )
+    signer = Account.recover_message(signable, signature=bytes.fromhex(a["signature"][2:]))
+    return bool(signer.lower() == raw["channelConfig"]["payer"].lower())
+
+
+def _snapshot(chain: ChannelChain, cid: str) -> dict[str, Any]:
+    c = chain.channels.get(cid, Channel())
+    return {
+        "channelId": cid,
+        "balance": str(c.balance),
+        "totalClaimed": str(c.total_claimed),
+        "withdrawRequestedAt": c.withdraw_requested_at,
+        "refundNonce": str(c.refund_nonce),
+    }
+
+
+def batch_verify(chain: ChannelChain, body: dict[str, Any]) -> dict[str, Any]:
+    chain.reads += 1
+    reason, cid, raw = _sdk_checks(body)
+    payer = raw["channelConfig"]["payer"]
+    if reason is None and raw["type"] == "voucher":
+        c = chain.channels.get(cid)
+        if c is None:
+            reason = "invalid_batch_settlement_evm_channel_not_found"
+        elif int(raw["voucher"]["maxClaimableAmount"]) > c.balance:
+            reason = "invalid_batch_settlement_evm_cumulative_exceeds_balance"
+    if reason is not None:
+        return {"isValid": False, "invalidReason": reason, "payer": payer}
+    return {"isValid": True, "payer": payer, "extra": _snapshot(chain, cid)}
+
+
+def batch_settle(chain: ChannelChain, body: dict[str, Any]) -> dict[str, Any]:
+    reason, cid, raw = _sdk_checks(body)
+    net, payer = body["paymentRequirements"]["network"], raw["channelConfig"]["payer"]
+    if reason is None and raw["type"] not in ("deposit", "refund"):
+        reason = "invalid_batch_settlement_evm_payload_type"
+    if reason is not None:
+        return {"success": False, "errorReason": reason, "transaction": "", "network": net, "payer": payer}
+    c = chain.channels.setdefault(cid, Channel())
+    c.payer_authorizer = bytes.fromhex(raw["channelConfig"]["payerAuthorizer"][2:])
+    if raw["type"] == "deposit":
+        c.balance += int(raw["deposit"]["amount"])
+        c.withdraw_requested_at = 0
+    else:
+        amount = int(raw.get("amount") or c.balance - int(raw["voucher"]["maxClaimableAmount"]))
+        c.balance -= amount
+        c.refund_nonce += 1
+        chain.refunded += amount
+    chain.txs += 1
+    tx = "0x%064x" % chain.txs
+    return {
+        "success": True,
+        "transaction": tx,
+        "network": net,
+        "payer": payer,
+        "extra": {"channelState": _snapshot(chain, cid)},
+    }

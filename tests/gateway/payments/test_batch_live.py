@@ -1,0 +1,83 @@
+"""batch-settlement through the real gateway, paid by the official SDK clients:
+deposit → vouchers → top-up (→ refund), the facilitator stand-in keeping
+channel state as the contract would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_account import Account
+from x402 import x402Client
+from x402.http.clients import x402HttpxClient
+from x402.http.utils import decode_payment_required_header, decode_payment_response_header
+from x402.mechanisms.evm.batch_settlement.client import BatchSettlementEvmScheme
+from x402.mechanisms.evm.signers import EthAccountSigner
+
+from tests.conftest import url_of
+from tests.support.batch import RECEIVER_AUTHORIZER
+from tests.support.facilitator import running
+from tests.support.paid_gateway import ChargePolicy
+
+KEY = "0x" + "55" * 32
+PAYER = Account.from_key(KEY).address
+PAY_TO = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+PRICE = 1000
+
+
+def toml(fac: str) -> str:
+    return f"""
+[x402]
+networks = ["eip155:84532"]
+pay_to = "{PAY_TO}"
+facilitator = "{fac}"
+
+[x402.batch]
+receiver_authorizer = "{RECEIVER_AUTHORIZER}"
+withdraw_delay = 900
+"""
+
+
+async def gateway(factory: Any, upstream: str, fac: str, store: str = "memory://") -> Any:
+    r = await factory(upstream, extra=toml(fac), store=store)
+    r.gateway.policy.policy = ChargePolicy(PRICE)
+    return r
+
+
+def sdk_client() -> tuple[x402Client, BatchSettlementEvmScheme]:
+    scheme = BatchSettlementEvmScheme(EthAccountSigner(Account.from_key(KEY)))
+    client = x402Client()
+    client.register("eip155:84532", scheme)
+    return client, scheme
+
+
+async def test_402_offers_exact_and_batch(gateway_factory: Any, upstream: str, http: Any) -> None:
+    async with running() as (fac, _):
+        r = await gateway(gateway_factory, upstream, fac)
+        async with http.get(url_of(r, "/paid/x")) as resp:
+            assert resp.status == 402
+            required = decode_payment_required_header(resp.headers["PAYMENT-REQUIRED"])
+        schemes = [a.scheme for a in required.accepts]
+        assert schemes == ["exact", "batch-settlement"]
+        extra = required.accepts[1].extra
+        assert extra["receiverAuthorizer"] == RECEIVER_AUTHORIZER and extra["withdrawDelay"] == 900
+        assert extra["minDeposit"] == str(10 * PRICE)
+
+
+async def test_python_sdk_deposit_vouchers_topup(gateway_factory: Any, upstream: str, redis_url: str) -> None:
+    async with running() as (fac, st):
+        r = await gateway(gateway_factory, upstream, fac, store=redis_url)
+        client, scheme = sdk_client()
+        responses = []
+        async with x402HttpxClient(client) as h:
+            for _ in range(13):
+                resp = await h.get(url_of(r, "/paid/data"))
+                assert resp.status_code == 200, resp.text
+                assert resp.json()["pop"]["PoP-Charged"] == str(PRICE)
+                responses.append(decode_payment_response_header(resp.headers["PAYMENT-RESPONSE"]))
+        cumul = [int(p.extra["channelState"]["chargedCumulativeAmount"]) for p in responses]
+        assert cumul == [PRICE * k for k in range(1, 14)]
+        txs = [p.transaction for p in responses]
+        assert txs[0] and txs[10] and all(t == "" for i, t in enumerate(txs) if i not in (0, 10))
+        (channel,) = st.chain.channels.values()
+        assert channel.balance == 20 * PRICE  # two deposits of minDeposit
+        assert st.calls["settle"] == 2
