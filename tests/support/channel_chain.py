@@ -69,7 +69,7 @@ class ChannelChain:
             c.refund_nonce += 1
             self.refunded += amount
         self.txs += 1
-        return self.view(d.channel_id), "0x%064x" % self.txs
+        return self.view(d.channel_id), f"0x{self.txs:064x}"
 
     def claim(self, cid: str, max_claimable: int, signature: bytes, chain_id: int) -> int:
         """``claimWithSignature`` for one voucher; returns the amount moved."""
@@ -181,7 +181,7 @@ def batch_settle(chain: ChannelChain, body: dict[str, Any]) -> dict[str, Any]:
         c.refund_nonce += 1
         chain.refunded += amount
     chain.txs += 1
-    tx = "0x%064x" % chain.txs
+    tx = f"0x{chain.txs:064x}"
     return {
         "success": True,
         "transaction": tx,

@@ -66,7 +66,7 @@ async def test_402_offers_exact_and_batch(gateway_factory: Any, upstream: str, h
 async def test_python_sdk_deposit_vouchers_topup(gateway_factory: Any, upstream: str, redis_url: str) -> None:
     async with running() as (fac, st):
         r = await gateway(gateway_factory, upstream, fac, store=redis_url)
-        client, scheme = sdk_client()
+        client, _scheme = sdk_client()
         responses = []
         async with x402HttpxClient(client) as h:
             for _ in range(13):
