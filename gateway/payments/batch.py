@@ -19,15 +19,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from popgate.gateway.payments.channels import ChannelBook
 from popgate.gateway.payments.facilitator import FacilitatorClient
 from popgate.gateway.payments.vouchers import Begun, VoucherDesk
+from popgate.gateway.stores.base import StoreUnavailable
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.x402 import USDC, PaymentPayload, Requirements, SettleResult, select_offer
 from popgate.verifiers.x402_batch import BatchConfig, BatchDecision, ChainView
-from popgate.verifiers.x402_channel import ERR_STATE_UNAVAILABLE, SCHEME
+from popgate.verifiers.x402_channel import (
+    ERR_CUMULATIVE_MISMATCH,
+    ERR_STATE_UNAVAILABLE,
+    SCHEME,
+    parse_payload,
+)
 
 log = logging.getLogger("popgate.x402.batch")
 
@@ -110,6 +117,35 @@ class BatchRail:
         self.settings = settings
         cfg = BatchConfig(claim_margin=settings.batch.claim_margin)
         self.desk = VoucherDesk(ChannelBook(store), FacilitatorChain(facilitator), cfg)
+
+    async def corrective(
+        self, payment: PaymentPayload, offers: list[Requirements], reason: str
+    ) -> list[Requirements] | None:
+        """On a cumulative mismatch: the offers with the server's channel
+        state (``extra.channelState`` / ``voucherState``) so the client resyncs."""
+        if reason != ERR_CUMULATIVE_MISMATCH:
+            return None
+        try:
+            rec = await self.desk.book.get(parse_payload(payment.payload).channel_id)
+        except (VerificationError, StoreUnavailable):
+            return None
+        if rec is None or "charged" not in rec:
+            return None
+        state = {
+            "channelId": parse_payload(payment.payload).channel_id,
+            "balance": rec.get("bal", "0"),
+            "totalClaimed": rec.get("claimed", "0"),
+            "withdrawRequestedAt": int(rec.get("wra", "0")),
+            "refundNonce": rec.get("rnonce", "0"),
+            "chargedCumulativeAmount": rec["charged"],
+        }
+        voucher = {"signedMaxClaimable": rec.get("smax", rec["charged"]), "signature": rec.get("sig", "0x")}
+        return [
+            replace(o, extra={**o.extra, "channelState": state, "voucherState": voucher})
+            if o.scheme == SCHEME and o.network == payment.network
+            else o
+            for o in offers
+        ]
 
     async def pay(self, payment: PaymentPayload, offers: list[Requirements], now: float) -> Begun:
         """Lock, verify and charge; raises VerificationError (nothing charged)."""

@@ -41,7 +41,7 @@ from typing import Any
 
 from aiohttp import web
 
-from popgate.gateway.errors import GatewayError, StoreFailure
+from popgate.gateway.errors import Answered, GatewayError, StoreFailure
 from popgate.gateway.payments.batch import BatchRail, batch_offers, payment_response
 from popgate.gateway.payments.charges import route_price, with_ways
 from popgate.gateway.payments.debt import debt_keys, is_known, known_key, raise_debt
@@ -183,8 +183,10 @@ class X402Rail:
             payment_required(offers, url=str(request.url), error=error, description=description)
         )
 
-    def way_out(self, ctx: Context, price: int, error: str | None = None) -> WayOut:
-        offers = self.offers(price)
+    def way_out(
+        self, ctx: Context, price: int, error: str | None = None, offers: list[Requirements] | None = None
+    ) -> WayOut:
+        offers = offers or self.offers(price)
         header = self.required_header(ctx.request, offers, error)
         params: dict[str, Any] = {
             "scheme": "x402",
@@ -424,16 +426,22 @@ class X402Rail:
         except VerificationError as exc:
             self.services.metrics.payments.labels("x402-batch", exc.reason).inc()
             log.info("x402 batch payment rejected: %s (%s)", exc.reason, exc.detail)
+            corrected = await batch.corrective(payment, offers, exc.reason)
             return with_ways(
                 charge,
-                (self.way_out(ctx, charge.price, exc.reason),),
+                (self.way_out(ctx, charge.price, exc.reason, corrected),),
                 reason="payment_rejected",
                 detail=f"The payment was not accepted: {exc.reason}.",
             )
-        ctx.response_headers.append((PAYMENT_RESPONSE, encode_payment_response(payment_response(begun))))
-        ctx.response_headers.append(("Cache-Control", "private"))
+        settled = encode_payment_response(payment_response(begun))
         self.services.metrics.payments.labels("x402-batch", "ok").inc()
         d = begun.decision
+        if d.kind == "refund":  # acknowledged here: a refund never reaches the origin
+            body = {"message": "Refund acknowledged", "channelId": d.channel_id}
+            headers = {PAYMENT_RESPONSE: settled, "Cache-Control": "no-store"}
+            raise Answered(web.json_response(body, headers=headers))
+        ctx.response_headers.append((PAYMENT_RESPONSE, settled))
+        ctx.response_headers.append(("Cache-Control", "private"))
         charged = d.charged_after - d.charged_before
         ctx.charged, ctx.charge = charged, None
         subject = f"x402:{d.payer.lower()}"

@@ -4,6 +4,7 @@ channel state as the contract would."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from eth_account import Account
@@ -66,7 +67,7 @@ async def test_402_offers_exact_and_batch(gateway_factory: Any, upstream: str, h
 async def test_python_sdk_deposit_vouchers_topup(gateway_factory: Any, upstream: str, redis_url: str) -> None:
     async with running() as (fac, st):
         r = await gateway(gateway_factory, upstream, fac, store=redis_url)
-        client, _scheme = sdk_client()
+        client, scheme = sdk_client()
         responses = []
         async with x402HttpxClient(client) as h:
             for _ in range(13):
@@ -81,3 +82,21 @@ async def test_python_sdk_deposit_vouchers_topup(gateway_factory: Any, upstream:
         (channel,) = st.chain.channels.values()
         assert channel.balance == 20 * PRICE  # two deposits of minDeposit
         assert st.calls["settle"] == 2
+        # the SDK's cooperative refund (sync httpx: off the loop serving the gateway)
+        seen_by_origin = r.gateway.metrics.fees.labels("x402", "paid")._value.get()
+        refund = await asyncio.to_thread(scheme.refund, url_of(r, "/paid/data"))
+        assert refund.success and refund.transaction
+        assert channel.balance == 13 * PRICE and st.chain.refunded == 7 * PRICE
+        assert r.gateway.metrics.fees.labels("x402", "paid")._value.get() == seen_by_origin == 13 * PRICE
+        # the SDK dropped its channel record (full refund): its next voucher restarts at 0 and
+        # gets a corrective 402 carrying the server's state and last voucher (resync needs an RPC
+        # the SDK reads on-chain state through; the stand-in has none, so the retry stops here)
+        async with x402HttpxClient(client) as h:
+            resp = await h.get(url_of(r, "/paid/data"))
+        assert resp.status_code == 402
+        required = decode_payment_required_header(resp.headers["PAYMENT-REQUIRED"])
+        assert required.error == "invalid_batch_settlement_evm_cumulative_amount_mismatch"
+        extra = required.accepts[1].extra
+        assert extra["channelState"]["chargedCumulativeAmount"] == str(13 * PRICE)
+        assert extra["voucherState"]["signedMaxClaimable"] == str(13 * PRICE)
+        assert r.gateway.metrics.fees.labels("x402", "paid")._value.get() == 13 * PRICE
