@@ -17,12 +17,14 @@ from x402.mechanisms.evm.signers import EthAccountSigner
 from tests.conftest import url_of
 from tests.support.batch import RECEIVER_AUTHORIZER
 from tests.support.facilitator import running
+from tests.support.node import NODE_DIR, run_node
 from tests.support.paid_gateway import ChargePolicy
 
 KEY = "0x" + "55" * 32
 PAYER = Account.from_key(KEY).address
 PAY_TO = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
 PRICE = 1000
+NODE_SCRIPT = NODE_DIR / "scripts" / "x402_batch_client.mjs"
 
 
 def toml(fac: str) -> str:
@@ -100,3 +102,21 @@ async def test_python_sdk_deposit_vouchers_topup(gateway_factory: Any, upstream:
         assert extra["channelState"]["chargedCumulativeAmount"] == str(13 * PRICE)
         assert extra["voucherState"]["signedMaxClaimable"] == str(13 * PRICE)
         assert r.gateway.metrics.fees.labels("x402", "paid")._value.get() == 13 * PRICE
+
+
+async def test_typescript_sdk_pays_and_refunds(gateway_factory: Any, upstream: str, redis_url: str) -> None:
+    """@x402/fetch + @x402/evm's batch-settlement client, in node, against the same gateway."""
+    async with running() as (fac, st):
+        r = await gateway(gateway_factory, upstream, fac, store=redis_url)
+        key = "0x" + "66" * 32
+        out = await asyncio.to_thread(run_node, NODE_SCRIPT, url_of(r, "/paid/data"), key, "12")
+        results = out["results"]
+        assert [x["status"] for x in results] == [200] * 12, results
+        assert [x["cumulative"] for x in results] == [str(PRICE * k) for k in range(1, 13)]
+        assert [x["charged"] for x in results] == [str(PRICE)] * 12
+        deposits = [i for i, x in enumerate(results) if x["transaction"]]
+        assert deposits == [0, 10]
+        assert out["refund"].get("success") is True, out["refund"]
+        (channel,) = st.chain.channels.values()
+        assert channel.balance == 12 * PRICE and st.chain.refunded == 8 * PRICE
+        assert out["payer"] == Account.from_key(key).address
