@@ -113,6 +113,8 @@ class VoucherDesk:
             values.update(charged=str(d.charged_after), smax=str(d.payload.voucher.max_claimable))
             values.update(sig="0x" + d.payload.voucher.signature.hex(), net=d.requirements.network)
             values["cfg"] = json.dumps(d.payload.config.to_json(), sort_keys=True)
+            if "since" not in begun.reservation.fields:
+                values["since"] = str(now)  # the claim queue's age clock
         if begun.synced:
             v = begun.view
             values.update(bal=str(v.balance), claimed=str(v.total_claimed), wra=str(v.withdraw_requested_at))

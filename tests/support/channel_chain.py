@@ -163,7 +163,35 @@ def batch_verify(chain: ChannelChain, body: dict[str, Any]) -> dict[str, Any]:
     return {"isValid": True, "payer": payer, "extra": _snapshot(chain, cid)}
 
 
+def batch_claim(chain: ChannelChain, body: dict[str, Any]) -> dict[str, Any]:
+    """``claimWithSignature``: every entry's voucher checked, cumulative, idempotent."""
+    net = body["paymentRequirements"]["network"]
+    moved = 0
+    for entry in body["paymentPayload"]["payload"]["claims"]:
+        cfg = SdkChannelConfig.from_dict(entry["voucher"]["channel"])
+        cid = compute_channel_id(cfg, net).lower()
+        try:
+            moved += chain.claim(
+                cid,
+                int(entry["voucher"]["maxClaimableAmount"]),
+                bytes.fromhex(entry["signature"][2:]),
+                int(net.split(":")[1]),
+            )
+        except (KeyError, ValueError) as exc:
+            return {
+                "success": False,
+                "errorReason": "invalid_batch_settlement_evm_claim_payload",
+                "errorMessage": str(exc),
+                "transaction": "",
+                "network": net,
+            }
+    chain.txs += 1
+    return {"success": True, "transaction": f"0x{chain.txs:064x}", "network": net, "amount": str(moved)}
+
+
 def batch_settle(chain: ChannelChain, body: dict[str, Any]) -> dict[str, Any]:
+    if body["paymentPayload"]["payload"].get("type") == "claim":
+        return batch_claim(chain, body)
     reason, cid, raw = _sdk_checks(body)
     net, payer = body["paymentRequirements"]["network"], raw["channelConfig"]["payer"]
     if reason is None and raw["type"] not in ("deposit", "refund"):
