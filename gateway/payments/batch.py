@@ -23,6 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from popgate.gateway.payments.channels import ChannelBook
+from popgate.gateway.payments.claims import ClaimPolicy, ClaimQueue
 from popgate.gateway.payments.facilitator import FacilitatorClient
 from popgate.gateway.payments.vouchers import Begun, VoucherDesk
 from popgate.gateway.stores.base import StoreUnavailable
@@ -111,12 +112,20 @@ def payment_response(begun: Begun) -> SettleResult:
 
 
 class BatchRail:
-    """Batch-settlement payments for the x402 rail."""
+    """Batch-settlement payments for the x402 rail, and their claim queue."""
 
     def __init__(self, settings: Any, store: Any, facilitator: FacilitatorClient) -> None:
         self.settings = settings
-        cfg = BatchConfig(claim_margin=settings.batch.claim_margin)
-        self.desk = VoucherDesk(ChannelBook(store), FacilitatorChain(facilitator), cfg)
+        b = settings.batch
+        self.desk = VoucherDesk(
+            ChannelBook(store), FacilitatorChain(facilitator), BatchConfig(b.claim_margin)
+        )
+        policy = ClaimPolicy(b.claim_threshold, b.claim_max_age, float(b.claim_margin))
+        self.claims = ClaimQueue(self.desk.book, store, facilitator, batch_offers(settings, 0)[0], policy)
+
+    async def run_once(self, now: float) -> list[tuple[str, str]]:
+        """One claim round, in the settlement worker's ``(id, outcome)`` shape."""
+        return [(cid, "batch_claimed") for cid, _ in await self.claims.run_once(now)]
 
     async def corrective(
         self, payment: PaymentPayload, offers: list[Requirements], reason: str

@@ -125,6 +125,11 @@ class X402Rail:
         self._batch: BatchRail | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.worker = SettlementWorker(self.queue, services.clock, settings.settle_interval, services.metrics)
+        self.claim_worker = (
+            SettlementWorker(self.batch, services.clock, settings.batch.claim_interval, services.metrics)
+            if settings.batch is not None
+            else None
+        )
 
     # -- set-up (lazy: the outbound session needs a running loop) ----------
     async def _ready(self) -> tuple[ExactVerifier, SettlementQueue]:
@@ -146,10 +151,19 @@ class X402Rail:
     async def queue(self) -> SettlementQueue:
         return (await self._ready())[1]
 
+    async def batch(self) -> BatchRail:
+        """The batch-settlement rail (``[x402.batch]`` must be set)."""
+        await self._ready()
+        if self._batch is None:
+            raise RuntimeError("batch-settlement is not configured")
+        return self._batch
+
     async def close(self) -> None:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
         await self.worker.stop()
+        if self.claim_worker is not None:
+            await self.claim_worker.stop()
 
     # -- offers ------------------------------------------------------------
     def offers(self, price: int) -> list[Requirements]:
@@ -412,10 +426,7 @@ class X402Rail:
         self, ctx: Context, charge: Charge, payment: PaymentPayload, offers: list[Requirements]
     ) -> Decision | None:
         """A batch-settlement voucher/deposit/refund (:mod:`gateway.payments.batch`)."""
-        await self._ready()
-        batch = self._batch
-        if batch is None:
-            raise FacilitatorUnavailable("batch-settlement not set up")
+        batch = await self.batch()
         try:
             begun = await batch.pay(payment, offers, ctx.now)
         except StoreUnavailable as exc:

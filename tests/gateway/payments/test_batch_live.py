@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 from eth_account import Account
 from x402 import x402Client
 from x402.http.clients import x402HttpxClient
@@ -14,7 +15,7 @@ from x402.http.utils import decode_payment_required_header, decode_payment_respo
 from x402.mechanisms.evm.batch_settlement.client import BatchSettlementEvmScheme
 from x402.mechanisms.evm.signers import EthAccountSigner
 
-from tests.conftest import url_of
+from tests.conftest import admin_url, url_of
 from tests.support.batch import RECEIVER_AUTHORIZER
 from tests.support.facilitator import running
 from tests.support.node import NODE_DIR, run_node
@@ -37,6 +38,8 @@ facilitator = "{fac}"
 [x402.batch]
 receiver_authorizer = "{RECEIVER_AUTHORIZER}"
 withdraw_delay = 900
+claim_max_age = 1
+claim_interval = 0.2
 """
 
 
@@ -84,6 +87,17 @@ async def test_python_sdk_deposit_vouchers_topup(gateway_factory: Any, upstream:
         (channel,) = st.chain.channels.values()
         assert channel.balance == 20 * PRICE  # two deposits of minDeposit
         assert st.calls["settle"] == 2
+        # the admin view, then one claim round (claim_max_age = 1 s) through the stand-in
+        async with httpx.AsyncClient() as admin:
+            view = (await admin.get(admin_url(r, "/x402/channels"))).json()
+            assert view["unclaimed"] == str(13 * PRICE) and view["claimed"] == "0"
+            await asyncio.sleep(1.1)
+            deadline = asyncio.get_running_loop().time() + 10
+            while st.chain.paid_out < 13 * PRICE and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.1)
+            assert st.chain.paid_out == 13 * PRICE
+            view = (await admin.get(admin_url(r, "/x402/channels"))).json()
+            assert view["unclaimed"] == "0" and view["claimed"] == str(13 * PRICE)
         # the SDK's cooperative refund (sync httpx: off the loop serving the gateway)
         seen_by_origin = r.gateway.metrics.fees.labels("x402", "paid")._value.get()
         refund = await asyncio.to_thread(scheme.refund, url_of(r, "/paid/data"))
