@@ -41,7 +41,7 @@ async def pay(
 
 
 async def test_deposit_vouchers_refund_and_replays(store_url: str) -> None:
-    store, chain = open_store(store_url), ChannelChain()
+    store, chain = open_store(store_url, timeout=5.0), ChannelChain()
     desk, req, payer = VoucherDesk(ChannelBook(store), chain), offer(PRICE), Payer()
     try:
         assert await pay(desk, req, payer.sdk_payload(req)) == PRICE
@@ -68,7 +68,7 @@ async def test_deposit_vouchers_refund_and_replays(store_url: str) -> None:
 
 
 async def test_busy_channel_is_refused_and_other_channels_are_not(store_url: str) -> None:
-    store, chain = open_store(store_url), ChannelChain()
+    store, chain = open_store(store_url, timeout=5.0), ChannelChain()
     desk, req, a, b = VoucherDesk(ChannelBook(store), chain), offer(PRICE), Payer(), Payer(0x12)
     try:
         await pay(desk, req, a.sdk_payload(req))
@@ -90,7 +90,7 @@ async def test_fifty_concurrent_vouchers_over_two_gateways_on_one_redis(redis_ur
     channel, each racing on whatever charged total it last saw: the charged
     total equals exactly the sum of the accepted vouchers."""
     chain, req, payer = ChannelChain(), offer(PRICE), Payer()
-    stores = [open_store(redis_url), open_store(redis_url)]
+    stores = [open_store(redis_url, timeout=5.0), open_store(redis_url, timeout=5.0)]
     desks = [VoucherDesk(ChannelBook(s), chain) for s in stores]
     try:
         await pay(desks[0], req, payer.sdk_payload(req))

@@ -34,7 +34,7 @@ async def pay(desk: VoucherDesk, req: Any, payload: dict[str, Any]) -> None:
 
 async def test_claims_follow_policy_and_never_double(redis_url: str) -> None:
     async with running() as (fac, st), aiohttp.ClientSession() as s:
-        store = open_store(redis_url)
+        store = open_store(redis_url, timeout=5.0)
         client = FacilitatorClient(s, fac)
         req, payer = offer(PRICE), Payer()
         desk = VoucherDesk(ChannelBook(store), FacilitatorChain(client))
@@ -56,7 +56,7 @@ async def test_claims_follow_policy_and_never_double(redis_url: str) -> None:
 
 async def test_kill_9_during_claims_loses_nothing_and_never_double_claims(redis_url: str) -> None:
     async with running() as (fac, st), aiohttp.ClientSession() as s:
-        store = open_store(redis_url)
+        store = open_store(redis_url, timeout=5.0)
         client = FacilitatorClient(s, fac)
         req = offer(PRICE, min_deposit=10 * PRICE)
         desk = VoucherDesk(ChannelBook(store), FacilitatorChain(client))
