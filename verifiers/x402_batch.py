@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from popgate.verifiers.errors import VerificationError
@@ -109,6 +110,11 @@ def _uint(o: Mapping[str, Any], name: str) -> int:
     if n < 0:
         raise ValueError(f"{name} must be >= 0")
     return n
+
+
+@lru_cache(maxsize=65536)
+def _checksum(raw: bytes) -> str:
+    return to_checksum_address(raw)
 
 
 def chain_of(req: Requirements) -> int:
@@ -215,5 +221,5 @@ def verify_batch(
         view = ChainView()
     check_amounts(p, req, view, now, cfg or BatchConfig())
     remote = check_signature(p, req)
-    payer = to_checksum_address(p.config.payer)
+    payer = _checksum(p.config.payer)
     return BatchDecision(p.kind, p, req, payer, base, after, remote)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from popgate.verifiers.eip712 import domain_separator, typed_data_digest
@@ -136,8 +137,10 @@ def domain(chain_id: int) -> bytes:
     return domain_separator(DOMAIN_NAME, DOMAIN_VERSION, chain_id, BATCH_SETTLEMENT_ADDRESS.lower())
 
 
+@lru_cache(maxsize=65536)
 def channel_id(config: ChannelConfig, chain_id: int) -> bytes:
-    """``EIP712Hash(ChannelConfig)``: the chain-bound channel id."""
+    """``EIP712Hash(ChannelConfig)``: the chain-bound channel id (cached: an
+    agent sends the same config with every voucher)."""
     return typed_data_digest(domain(chain_id), config.struct_hash())
 
 

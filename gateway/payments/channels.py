@@ -115,7 +115,6 @@ class ChannelBook:
         now_ms, ttl_ms = int(now * 1000), max(1, int(ttl * 1000))
         k = self._key(channel_id)
         if isinstance(self._store, RedisStore):
-            await self._store._do(self._store.client.sadd(INDEX, channel_id.lower()))
             out = await self._store._do(self._reserve([k], [now_ms, pending_id, ttl_ms]))
             if not int(out[0]):
                 return None
@@ -135,6 +134,8 @@ class ChannelBook:
         """Write ``values`` and drop the lock, only if ``res`` still holds it."""
         k = self._key(res.channel_id)
         if isinstance(self._store, RedisStore):
+            if "cfg" not in res.fields and "cfg" in values:  # first charge: index it before writing
+                await self._store._do(self._store.client.sadd(INDEX, res.channel_id.lower()))
             flat = [x for kv in values.items() for x in kv]
             return bool(await self._store._do(self._commit([k], [res.pending_id, *flat])))
 

@@ -357,7 +357,7 @@ def main() -> None:
     print("  forward-auth: nginx alone vs nginx + popgate (cache on, off) vs inline ...", flush=True)
     lines += bench_forward_auth.section(args.seconds, args.rounds, args.conns)
     if not args.skip_micro:
-        from tests.bench import bench_groth16, bench_identity, bench_payments, bench_puzzle
+        from tests.bench import bench_groth16, bench_identity, bench_payments, bench_puzzle, bench_vouchers
 
         lines += ["## Verification costs (micro-benchmarks, same run)", ""]
         for name, fn, argv in (
@@ -365,6 +365,7 @@ def main() -> None:
             ("bench_identity", lambda: bench_identity.main(True), []),
             ("bench_puzzle", bench_puzzle.main, []),
             ("bench_payments", bench_payments.main, ["--n", "1000"]),
+            ("bench_vouchers", lambda: bench_vouchers.main(args.seconds), []),
         ):
             print(f"  {name} ...", flush=True)
             lines += [f"### {name}", "", "```", micro(name, fn, argv), "```", ""]

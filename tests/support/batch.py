@@ -49,7 +49,8 @@ class Payer:
     """One agent wallet; ``key`` picks the wallet (deterministic)."""
 
     def __init__(self, key: int = 0x11) -> None:
-        self.account = Account.from_key("0x" + f"{key:02x}" * 32)
+        raw = "0x" + f"{key:02x}" * 32 if key < 0x100 else "0x" + f"{key:064x}"
+        self.account = Account.from_key(raw)
         self.client = BatchSettlementEvmScheme(EthAccountSigner(self.account))
 
     def sdk_payload(self, req: Requirements) -> dict[str, Any]:

@@ -294,3 +294,14 @@ async def running(state: FacilitatorState | None = None) -> AsyncIterator[tuple[
         yield f"http://127.0.0.1:{port}", state
     finally:
         await runner.cleanup()
+
+
+def serve_forever(port: int) -> None:
+    """``python -m tests.support.facilitator PORT``: the stand-in as a process (benchmarks)."""
+    web.run_app(make_app(FacilitatorState()), host="127.0.0.1", port=port, print=None)
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve_forever(int(sys.argv[1]))
