@@ -43,14 +43,17 @@ local function gt(a, b)
 end
 """
 
+# What a request needs of the record (``cfg`` / ``since``: only whether they are set).
+READ_FIELDS = ("charged", "bal", "claimed", "wra", "rnonce", "synced", "cfg", "since")
 RESERVE = """
+local FIELDS = {'charged', 'bal', 'claimed', 'wra', 'rnonce', 'synced', 'cfg', 'since'}
 local now = tonumber(ARGV[1])
 local pend = redis.call('HGET', KEYS[1], 'pend')
 if pend and tonumber(redis.call('HGET', KEYS[1], 'pexp') or '0') > now then
   return {0}
 end
 redis.call('HSET', KEYS[1], 'pend', ARGV[2], 'pexp', tostring(now + tonumber(ARGV[3])))
-return {1, redis.call('HGETALL', KEYS[1])}
+return {1, redis.call('HMGET', KEYS[1], unpack(FIELDS))}
 """
 
 COMMIT = """
@@ -118,8 +121,8 @@ class ChannelBook:
             out = await self._store._do(self._reserve([k], [now_ms, pending_id, ttl_ms]))
             if not int(out[0]):
                 return None
-            flat = [x.decode() if isinstance(x, bytes) else str(x) for x in out[1]]
-            return Reservation(channel_id, pending_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+            got = {f: _s(v) for f, v in zip(READ_FIELDS, out[1], strict=True) if v is not None}
+            return Reservation(channel_id, pending_id, got)
 
         def op(rec: Fields) -> Fields | None:
             if rec.get("pend") and int(rec.get("pexp", "0")) > now_ms:

@@ -9,9 +9,12 @@ stored ``smax`` voucher and signature) to ``POST /settle``.
 
 Crash safety (kill -9 anywhere): claims are *cumulative* (the contract moves
 ``maxClaimableAmount − totalClaimed``, never more), so re-submitting the same
-voucher after a crash moves nothing twice. Per channel, in this order:
-submit → ledger entry (ref ``<channel>:<smax>``, idempotent: written once
-however often it is retried) → raise ``claimed_q`` (only ever grows). The
+voucher after a crash moves nothing twice. Per channel, in this order: write
+the intent (``claiming`` = the voucher, its signature, ``claim_base`` = what
+was claimed before) → submit → ledger entry (ref ``<channel>:<claiming>``,
+amount ``claiming − claim_base``: identical on every retry, written once) →
+raise ``claimed_q`` to ``claiming`` (only ever grows). A pending intent is
+always finished before a newer voucher is claimed. The
 ledger account ``x402-claims`` therefore sums to what the chain moved. A
 per-round lease in the store (``claim`` of one key) keeps two gateways of a
 fleet from submitting at once.
@@ -91,15 +94,28 @@ class ClaimQueue:
         return done
 
     async def claim(self, cid: str, rec: Fields, now: float) -> int:
-        """Submit one channel's highest voucher; the amount newly claimed."""
-        amount = unclaimed(rec)
-        body = {"x402Version": 2, "accepted": self.offer.to_json(), "payload": claim_payload(cid, rec)}
+        """Submit one channel's highest voucher; the amount newly claimed.
+
+        The claim is first written down (``claiming``, ``claiming_sig``,
+        ``claim_base``): after a crash the same voucher is re-submitted and
+        its ledger entry (ref ``<channel>:<claiming>``, amount ``claiming −
+        claim_base``) is the same however often it is retried.
+        """
+        if int(rec.get("claiming", "0")) > int(rec.get("claimed_q", "0")):
+            smax, sig, base = rec["claiming"], rec["claiming_sig"], rec["claim_base"]
+        else:
+            smax, sig, base = rec["smax"], rec["sig"], rec.get("claimed_q", "0")
+            if not await self.book.raise_field(cid, "claiming", smax, claiming_sig=sig, claim_base=base):
+                return 0
+        voucher = dict(rec, smax=smax, sig=sig, claimed_q=base)
+        body = {"x402Version": 2, "accepted": self.offer.to_json(), "payload": claim_payload(cid, voucher)}
         result = await self.fac.settle(body, self.offer.to_json())
         if not result.success:
             log.warning("claim of a channel refused: %s", result.error_reason)
             return 0
-        await self.store.credit_ledger(ACCOUNT, amount, "topup", f"{cid}:{rec['smax']}", now)
-        await self.book.raise_field(cid, "claimed_q", rec["charged"], since=str(now))
+        amount = int(smax) - int(base)
+        await self.store.credit_ledger(ACCOUNT, amount, "topup", f"{cid}:{smax}", now)
+        await self.book.raise_field(cid, "claimed_q", smax, since=str(now))
         return amount
 
     async def summary(self) -> dict[str, Any]:

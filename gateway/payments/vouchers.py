@@ -111,8 +111,10 @@ class VoucherDesk:
         values: dict[str, str] = {}
         if served:
             values.update(charged=str(d.charged_after), smax=str(d.payload.voucher.max_claimable))
-            values.update(sig="0x" + d.payload.voucher.signature.hex(), net=d.requirements.network)
-            values["cfg"] = json.dumps(d.payload.config.to_json(), sort_keys=True)
+            values["sig"] = "0x" + d.payload.voucher.signature.hex()
+            if "cfg" not in begun.reservation.fields:  # first charge: what a claim needs later
+                values["cfg"] = json.dumps(d.payload.config.to_json(), sort_keys=True)
+                values["net"] = d.requirements.network
             if "since" not in begun.reservation.fields:
                 values["since"] = str(now)  # the claim queue's age clock
         if begun.synced:

@@ -29,6 +29,7 @@ async def main(redis_url: str, fac_url: str, offer: str) -> None:
             Requirements.from_json(json.loads(offer)),
             ClaimPolicy(threshold=1, lease=0.3),
         )
+        print("ready", flush=True)
         while True:
             done = await queue.run_once(time.time())
             print(json.dumps(done), flush=True)

@@ -78,8 +78,10 @@ async def test_kill_9_during_claims_loses_nothing_and_never_double_claims(redis_
         for _round in range(6):
             await spend_some()
             st.latency = random.choice([0.01, 0.03, 0.06])
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            await asyncio.sleep(random.uniform(0.6, 1.2))
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            assert proc.stdout is not None
+            assert await asyncio.to_thread(proc.stdout.readline) == b"ready\n"
+            await asyncio.sleep(random.uniform(0.0, 0.3))  # inside the first round's claims
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             kills += 1
