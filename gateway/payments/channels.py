@@ -130,8 +130,8 @@ class ChannelBook:
             rec.update(pend=pending_id, pexp=str(now_ms + ttl_ms))
             return dict(rec)
 
-        got = await self._local(channel_id, op)
-        return None if got is None else Reservation(channel_id, pending_id, got)
+        held = await self._local(channel_id, op)
+        return None if held is None else Reservation(channel_id, pending_id, held)
 
     async def commit(self, res: Reservation, values: Mapping[str, str]) -> bool:
         """Write ``values`` and drop the lock, only if ``res`` still holds it."""
