@@ -224,7 +224,9 @@ def _sqlite_op(conn: sqlite3.Connection, cid: str, op: Callable[[Fields], T]) ->
     row = conn.execute("SELECT fields FROM channels WHERE id = ?", (cid,)).fetchone()
     rec: Fields = json.loads(row[0]) if row else {}
     result = op(rec)
-    if rec:
+    if not rec:
+        conn.execute("DELETE FROM channels WHERE id = ?", (cid,))
+    else:
         conn.execute(
             "INSERT INTO channels(id, fields) VALUES (?, ?)"
             " ON CONFLICT(id) DO UPDATE SET fields = excluded.fields",

@@ -25,9 +25,9 @@ from typing import Protocol
 
 from popgate.gateway.payments.channels import ChannelBook, Reservation
 from popgate.verifiers.errors import VerificationError
-from popgate.verifiers.x402 import PaymentPayload, Requirements
-from popgate.verifiers.x402_batch import BatchConfig, BatchDecision, ChainView, verify_batch
-from popgate.verifiers.x402_channel import ERR_CHANNEL_BUSY, ERR_STATE_UNAVAILABLE, parse_payload
+from popgate.verifiers.x402 import PaymentPayload, Requirements, select_offer
+from popgate.verifiers.x402_batch import BatchConfig, BatchDecision, ChainView, check_config, verify_batch
+from popgate.verifiers.x402_channel import ERR_CHANNEL_BUSY, ERR_STATE_UNAVAILABLE, SCHEME, parse_payload
 
 
 class Chain(Protocol):
@@ -74,6 +74,8 @@ class VoucherDesk:
     async def begin(self, payment: PaymentPayload, offers: list[Requirements], now: float) -> Begun:
         """Lock and verify; raises VerificationError (lock released)."""
         p = parse_payload(payment.payload)
+        # bound to this offer before any store write: garbage never creates records or locks
+        check_config(p, select_offer(payment, [o for o in offers if o.scheme == SCHEME] or offers))
         ttl = min(600.0, max(5.0, float(offers[0].max_timeout_seconds) if offers else 5.0))
         res = await self.book.reserve(p.channel_id, os.urandom(12).hex(), now, ttl)
         if res is None:

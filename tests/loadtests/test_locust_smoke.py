@@ -25,6 +25,7 @@ CLASSES = [
     "WorldIdHuman",
     "Replayer",
     "Sybil",
+    "VoucherAgent",
 ]
 
 
