@@ -145,6 +145,13 @@ def main(seconds: int = 5) -> None:
             print(f"\nthrough the gateway (store redis, {budget}s each, 32 connections):")
             print(table(results, "session holder (free route)"))
             claim_cost(admin, fac, results[1])
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics").read().decode()
+            refused = [
+                m
+                for m in metrics.splitlines()
+                if m.startswith("popgate_payments_total") and "x402-batch" in m
+            ]
+            print("refused vouchers by reason:", ", ".join(refused) or "none")
         finally:
             for p in procs:
                 p.terminate()
