@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from popgate.gateway.errors import GatewayError, MethodNotAllowed
+from popgate.gateway.errors import Answered, GatewayError, MethodNotAllowed
 from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, Rendered, Throttle
 
 PROBLEM_TYPE = "urn:popgate:problem:"
@@ -84,6 +84,8 @@ def problem(
 
 def error_response(request: web.BaseRequest, exc: GatewayError) -> web.Response:
     """Render a GatewayError; only its public parts reach the client."""
+    if isinstance(exc, Answered) and isinstance(exc.response, web.Response):
+        return exc.response
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))

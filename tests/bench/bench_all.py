@@ -386,7 +386,7 @@ def main() -> None:
         "",
     ]
     if not args.skip_micro:
-        from tests.bench import bench_groth16, bench_identity, bench_payments, bench_puzzle
+        from tests.bench import bench_groth16, bench_identity, bench_payments, bench_puzzle, bench_vouchers
 
         lines += ["## Verification costs (micro-benchmarks, same run)", ""]
         for name, fn, argv in (
@@ -394,6 +394,7 @@ def main() -> None:
             ("bench_identity", lambda: bench_identity.main(True), []),
             ("bench_puzzle", bench_puzzle.main, []),
             ("bench_payments", bench_payments.main, ["--n", "1000"]),
+            ("bench_vouchers", lambda: bench_vouchers.main(args.seconds), []),
         ):
             print(f"  {name} ...", flush=True)
             lines += [f"### {name}", "", "```", micro(name, fn, argv), "```", ""]
