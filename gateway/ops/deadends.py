@@ -15,9 +15,10 @@ A class counts only where it can occur: ``human`` needs ``[worldid]``,
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from popgate.gateway.ops.config import Config
+from popgate.policies.engine import Policy
 from popgate.policies.model import CLASSES, WAYS, Action
 
 # way -> the tables that turn it on (any one of them)
@@ -117,6 +118,11 @@ def ways_for(action: Action, offered: tuple[str, ...]) -> tuple[str, ...]:
     if action.kind not in ("challenge", "charge"):
         return ()
     return tuple(w for w in action.ways if w in offered)
+
+
+def with_policy(config: Config, policy: Policy) -> Config:
+    """``config`` with another compiled policy file (a SIGHUP reload is checked as at start-up)."""
+    return replace(config, features=replace(config.features, policy=policy))
 
 
 def dead_ends(config: Config) -> tuple[list[str], list[str]]:

@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from popgate.gateway.errors import GatewayError
+from popgate.gateway.ops.deadends import dead_ends, with_policy
 from popgate.gateway.pipeline.challenge_cache import Windowed
 from popgate.gateway.pipeline.context import Context, Pending
 from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, Rendered, Throttle, WayOut
@@ -57,6 +58,7 @@ from popgate.gateway.stores.base import Store, key
 from popgate.gateway.stores.failure import FailurePolicy, GuardedClaims
 from popgate.policies.classify import bot_token, classify
 from popgate.policies.difficulty import Difficulty
+from popgate.policies.engine import Policy
 from popgate.policies.holder import PolicyHolder
 from popgate.policies.loader import PolicyError
 from popgate.policies.model import ALLOW, WAYS, Action, Match, RequestView, Trace
@@ -128,13 +130,14 @@ class PolicyStage:
         self.page = page  # the registry's html_challenge hook, read when a 402 is rendered here
 
     # -- reload ---------------------------------------------------------
-    def reload(self) -> bool:
-        """Recompile the policy file; keep the old policy when it is invalid."""
+    def reload(self, vet: Callable[[Policy], Sequence[str]] | None = None) -> bool:
+        """Recompile the policy file; keep the old policy when it is invalid or ``vet``
+        (the start-up dead-end check) finds problems with it."""
         if self.holder is None:
             log.info("SIGHUP: no [policy] file configured, nothing to reload")
             return False
         try:
-            self.holder.reload()
+            self.holder.reload(vet=vet)
         except (PolicyError, OSError) as exc:
             log.error("policy reload failed, keeping the current policy: %s", exc)
             return False
@@ -380,4 +383,6 @@ def policy_extension(registry: Registry, services: Services) -> None:
     registry.policy = stage
     registry.target_decides = stage.target_decides
     registry.enforcers.append(stage.enforce)
-    registry.reload_hooks.append(stage.reload)
+    registry.reload_hooks.append(
+        lambda: stage.reload(vet=lambda policy: dead_ends(with_policy(config, policy))[0])
+    )
