@@ -24,6 +24,7 @@ from popgate.gateway.http.forward_auth import AuthCall, auth_call, is_auth_path,
 from popgate.gateway.http.headers import client_address, parse_ip
 from popgate.gateway.http.lean_upstream import LeanUpstream
 from popgate.gateway.http.proxy import Forwarder
+from popgate.gateway.http.shedding import Admission
 from popgate.gateway.http.upstream import AiohttpUpstream, UpstreamClient
 from popgate.gateway.http.verdicts import Sealer, reuse_seconds
 from popgate.gateway.http.websocket import check_handshake, is_upgrade
@@ -81,6 +82,13 @@ class Gateway:
         # swap ``policy.policy`` to change the policy (atomic; tests install their own)
         self.policy = stages.Decide(policy)
         self.pipeline = self.build_pipeline()
+        overload = config.features.overload
+        # admission by class under overload (gateway/http/shedding.py); None: [overload] enabled = false
+        self.admission = (
+            Admission(overload, self.metrics, config.sessions.cookie_name) if overload.enabled else None
+        )
+        if self.admission is not None:
+            registry.background.append(self.admission)
         # forward-auth: the same stages, Enforce run apart (a hand-off happens before it)
         self.decide = Pipeline(self.pipeline.stages[:-1])
         self.enforce = self.pipeline.stages[-1]
@@ -139,6 +147,19 @@ class Gateway:
         return Context(request, self.clock(), client)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Admit the request by class (or shed it), then :meth:`serve` it."""
+        admission = self.admission
+        if admission is None:
+            return await self.serve(request)
+        klass = admission.classify(request)
+        if not await admission.enter(klass):
+            return admission.shed(request, klass)
+        try:
+            return await self.serve(request)
+        finally:
+            admission.leave(klass)
+
+    async def serve(self, request: web.BaseRequest) -> web.StreamResponse:
         """Run the pipeline, then proxy or answer. Never lets an error escape."""
         metrics = self.metrics
         metrics.inflight.inc()

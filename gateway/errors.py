@@ -75,3 +75,14 @@ class StoreFailure(GatewayError):
 
     status, reason, title = 503, "store_unavailable", "Temporarily unavailable"
     retry_after = 2.0
+
+
+class Answered(GatewayError):
+    """popgate answers the request itself (no origin call): ``response`` is
+    sent as is, e.g. a batch-settlement refund acknowledgement."""
+
+    status, reason, title = 200, "answered", "Answered by the gateway"
+
+    def __init__(self, response: object, detail: str = "") -> None:
+        super().__init__(detail)
+        self.response = response

@@ -1,6 +1,13 @@
 """The quitting gate: the run fails (exit code 1) on any security breach, on a
 fee charged other than exactly once, or when latency or unexpected outcomes
-pass their thresholds. Also writes the tallies to ``POPGATE_LT_SUMMARY``."""
+pass their thresholds. Also writes the tallies to ``POPGATE_LT_SUMMARY``.
+
+Distributed runs (``locust --processes N``, or ``--master`` with ``--worker``s on
+other hosts): each worker sends its tally (cumulative) to the master when its users stop
+(message ``popgate_tally``, before the worker reports itself stopped; the shape
+stops the workers before it quits, loadtests/shapes.py); the master keeps each
+worker's last one and adds them up and runs the gate on the sum, so attack counts and the exactly-once
+fee checks cover every worker. Workers run no gate of their own."""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import urllib.request
 from typing import Any
 
 from locust import events
+from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests.settings import Settings
 from loadtests.tally import tally_of
@@ -35,16 +43,40 @@ def _balance(s: Settings, account: str) -> int | None:
 def install(settings: Settings, classes: list[str]) -> None:
     """Register the test_start / quitting listeners for a run with ``classes``."""
     start_balances: dict[str, int | None] = {}
+    snapshots: dict[str, dict[str, Any]] = {}  # master: each worker's last (cumulative) tally
+
+    @events.init.add_listener
+    def _init(environment: Any, **_kw: Any) -> None:
+        runner = environment.runner
+        if not isinstance(runner, WorkerRunner):
+            # before any user runs (a master's test_start may come after its workers began)
+            for account in set(settings.credit_accounts):
+                start_balances[account] = _balance(settings, account)
+        if isinstance(runner, MasterRunner):
+
+            def keep(msg: Any, **_kw: Any) -> None:
+                snapshots[str(msg.node_id)] = msg.data  # cumulative: a repeated send replaces
+
+            runner.register_message("popgate_tally", keep)
 
     @events.test_start.add_listener
     def _start(environment: Any, **_kw: Any) -> None:
         tally_of(environment)
-        for account in set(settings.credit_accounts):
-            start_balances[account] = _balance(settings, account)
+
+    @events.test_stop.add_listener
+    def _send(environment: Any, **_kw: Any) -> None:
+        runner = environment.runner
+        if isinstance(runner, WorkerRunner):
+            tally = tally_of(environment)
+            runner.send_message("popgate_tally", tally.to_wire())
 
     @events.quitting.add_listener
     def _gate(environment: Any, **_kw: Any) -> None:
+        if isinstance(environment.runner, WorkerRunner):
+            return
         tally = tally_of(environment)
+        for wire in snapshots.values():
+            tally.merge(wire)
         total = environment.stats.total
         problems: list[str] = []
         # Credits: each request that got through cost exactly the price, once.
@@ -75,6 +107,7 @@ def install(settings: Settings, classes: list[str]) -> None:
         if settings.require_classes and silent:
             problems.append(f"user classes that made no request: {silent}")
         summary = {
+            "workers": len(snapshots) or 1,
             "classes": classes,
             "silent_classes": silent,
             "problems": problems,

@@ -27,7 +27,7 @@ from loadtests.settings import Settings, add_options, apply_command_line
 
 apply_command_line(sys.argv[1:])  # --pg-* flags → POPGATE_LT_* before anything reads them
 
-from loadtests import attackers, delegated, gate, shapes, users  # noqa: E402
+from loadtests import attackers, delegated, gate, shapes, users, vouchers  # noqa: E402
 
 
 @events.init_command_line_parser.add_listener
@@ -49,6 +49,7 @@ _CANDIDATES = [
     attackers.Sybil,
     delegated.PrivacyPassHuman,
     delegated.DelegatedFleet,
+    vouchers.VoucherAgent,
 ]
 _only = {c.strip() for c in os.environ.get("POPGATE_LT_CLASSES", "").split(",") if c.strip()}
 ACTIVE: list[str] = []

@@ -1,7 +1,8 @@
 """One command, one bounded flood run, one report: ``make flood`` or
 
     python loadtests/run_flood.py [--duration 60] [--users 40] [--shape staged]
-                                  [--store sqlite|redis] [--workers 1] [--out loadtests/out]
+                                  [--store sqlite|redis] [--workers 1] [--processes 1]
+                                  [--overload] [--out loadtests/out]
 
 Starts on loopback the demo origin, a local x402 facilitator and popgate
 (``loadtests/flood.toml`` + ``flood-policy.toml``, embedded SQLite store or a
@@ -11,6 +12,10 @@ it started and writes into ``--out``: ``REPORT.md`` (throughput and latency
 per user class, decisions by class, fees, attacks, puzzle cost and difficulty),
 ``difficulty.png``, locust's CSVs and HTML, ``summary.json``, the logs.
 Exits with locust's exit code: non-zero when the gate failed.
+
+``--processes N`` runs locust distributed: a master and N worker processes
+(``locust --processes N``), the tallies summed on the master (loadtests/gate.py).
+``--overload`` is the run beyond capacity: see loadtests/overload.py.
 """
 
 from __future__ import annotations
@@ -47,7 +52,13 @@ CLASS_ORDER = (
     "PrivacyPassHuman",
     "DelegatedFleet",
 )
-EXPECTED = {
+# Requests that exchange a credential for a session: reported apart from the class's
+# per-request latency (a zkLogin or World ID exchange verifies a Groth16 proof in the
+# gateway's bounded proof pool, once per user; see "(exchange)" rows in the report).
+EXCHANGES = ("POST zklogin", "POST worldid")
+EXPECTED: dict[str, str] = {
+    "AccountUser (exchange)": "id_token + zkLogin proof → session, once per user (Groth16 in the proof pool)",
+    "WorldIdHuman (exchange)": "World ID proof → session, once (Groth16 in the proof pool)",
     "FloodBot": "only 402 / 429 / 403, never the origin",
     "PuzzleBot": "through after solving puzzles (cost below)",
     "Human": "through as `human`, never charged",
@@ -99,7 +110,9 @@ class Scraper(threading.Thread):
             self.stop.wait(self.interval)
 
 
-def run_locust(stack: Stack, out: Path, args: argparse.Namespace) -> int:
+def run_locust(
+    stack: Stack, out: Path, args: argparse.Namespace, extra_env: dict[str, str] | None = None
+) -> int:
     env = {
         **os.environ,
         **stack.env,
@@ -109,6 +122,7 @@ def run_locust(stack: Stack, out: Path, args: argparse.Namespace) -> int:
         "POPGATE_LT_SUMMARY": str(out / "summary.json"),
         "POPGATE_LT_REQUIRE_CLASSES": "1",
         "POPGATE_LT_MAX_P95_MS": str(args.max_p95_ms),
+        **(extra_env or {}),
     }
     cmd = [
         sys.executable,
@@ -127,6 +141,10 @@ def run_locust(stack: Stack, out: Path, args: argparse.Namespace) -> int:
         "--loglevel",
         "WARNING",
     ]
+    if args.processes > 1:
+        cmd += ["--processes", str(args.processes)]
+    if getattr(args, "full_history", False):
+        cmd.append("--csv-full-history")
     with open(out / "locust.log", "wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -147,7 +165,9 @@ def class_rows(out: Path) -> list[dict[str, Any]]:
         name = r["Name"]
         if name == "Aggregated":
             continue
-        klass = name.split(" ", 1)[0]
+        klass, _, rest = name.partition(" ")
+        if rest.startswith(EXCHANGES):
+            klass += " (exchange)"
         row = rows.setdefault(
             klass,
             {
@@ -168,7 +188,8 @@ def class_rows(out: Path) -> list[dict[str, Any]]:
         for k, col in (("p50", "50%"), ("p95", "95%"), ("p99", "99%"), ("max", "Max Response Time")):
             if n and r.get(col) not in (None, "", "N/A"):
                 row[k] = max(row[k], float(r[col]))  # worst request type of the class
-    return [rows[c] for c in CLASS_ORDER if c in rows]
+    order = [k for c in CLASS_ORDER for k in (c, f"{c} (exchange)")]
+    return [rows[c] for c in order if c in rows]
 
 
 def plot(samples: list[dict[str, Any]], path: Path) -> bool:
@@ -226,7 +247,8 @@ def report(
         f"# popgate flood run — {'PASSED' if code == 0 else 'FAILED'} (exit {code})",
         "",
         f"{args.duration} s, shape `{args.shape}`, peak {args.users} users, store `{args.store}`, "
-        f"popgate workers {args.workers}; everything on 127.0.0.1. "
+        f"popgate workers {args.workers}, locust processes {summary.get('workers', 1)}; "
+        "everything on 127.0.0.1. "
         f"Locust: {summary.get('requests', '?')} requests, {summary.get('failures', '?')} unexpected, "
         f"p95 {summary.get('p95_ms', '?')} ms.",
         "",
@@ -320,11 +342,19 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=40, help="peak users")
     ap.add_argument("--shape", default="staged", choices=("staged", "ramp", "spike", "flood"))
     ap.add_argument("--store", default="sqlite", choices=("sqlite", "redis", "memory"))
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1, help="popgate worker processes")
+    ap.add_argument("--processes", type=int, default=1, help="locust processes (distributed: master + N)")
+    ap.add_argument("--overload", action="store_true", help="the overload run (loadtests/overload.py)")
+    ap.add_argument("--factor", type=float, default=3.0, help="--overload: raw flood rate / capacity")
     ap.add_argument("--out", default=str(ROOT / "loadtests/out"))
     ap.add_argument("--scrape-interval", type=float, default=2.0)
     ap.add_argument("--max-p95-ms", type=float, default=2000.0)
     args = ap.parse_args()
+    if args.overload:
+        # why: overload.py imports this module (its helpers); imported here only when asked for
+        from loadtests import overload
+
+        return overload.main(args)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("summary.json", "REPORT.md", "difficulty.png"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from locust import LoadTestShape
+from locust.runners import MasterRunner
 
 
 class _Bounded(LoadTestShape):
@@ -22,6 +23,10 @@ class _Bounded(LoadTestShape):
     def tick(self) -> tuple[int, float] | None:
         t = self.get_run_time()
         if t >= self.duration:
+            if isinstance(self.runner, MasterRunner) and self.runner.user_count:
+                # Distributed: stop the workers and wait for them (their tallies reach the
+                # master's gate first); a bare end of shape would only tell them to quit.
+                self.runner.stop()
             return None
         return self.at(t / self.duration)
 

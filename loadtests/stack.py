@@ -184,11 +184,13 @@ def start_stack(
     api_keys: int = 4,
     sessions: int = 16,
     credit_usd: str = "1000.00",
+    extra_config: str = "",
 ) -> Stack:
     """Start origin, facilitator and popgate; issue credentials; return the Stack.
 
     ``store``: ``sqlite`` (embedded, the default), ``redis`` (a throwaway
-    redis-server) or ``memory`` (one worker only). Raises RuntimeError when a
+    redis-server) or ``memory`` (one worker only). ``extra_config`` is appended to
+    the gateway's config (e.g. an ``[overload]`` table). Raises RuntimeError when a
     process does not come up (its log is in ``out``).
     """
     out.mkdir(parents=True, exist_ok=True)
@@ -224,7 +226,7 @@ def start_stack(
             delegation_quota=DELEGATION_QUOTA,
             facilitator=f"http://127.0.0.1:{fac}",
         )
-        (out / "popgate.toml").write_text(config)
+        (out / "popgate.toml").write_text(config + "\n" + extra_config)
         gw = _start(
             [
                 PY,

@@ -25,6 +25,30 @@ class Tally:
         self.breaches[kind] += 1
         self.breach_examples.setdefault(kind, detail[:300])
 
+    def to_wire(self) -> dict[str, Any]:
+        """The raw counters, for a locust worker to send its master (:meth:`merge`)."""
+        return {
+            "attempts": dict(self.attempts),
+            "breaches": dict(self.breaches),
+            "breach_examples": dict(self.breach_examples),
+            "work": dict(self.work),
+            "bits": {str(k): v for k, v in self.bits.items()},
+            "paid": dict(self.paid),
+            "paid_accounts": dict(self.paid_accounts),
+            "uncertain": dict(self.uncertain),
+            "notes": dict(self.notes),
+        }
+
+    def merge(self, wire: dict[str, Any]) -> None:
+        """Add a worker's counters (:meth:`to_wire`) to these."""
+        for name in ("attempts", "breaches", "paid", "paid_accounts", "uncertain", "notes"):
+            getattr(self, name).update(wire.get(name) or {})
+        for k, v in (wire.get("breach_examples") or {}).items():
+            self.breach_examples.setdefault(k, v)
+        for k, v in (wire.get("work") or {}).items():
+            self.work[k] += float(v)
+        self.bits.update({int(k): v for k, v in (wire.get("bits") or {}).items()})
+
     def as_dict(self) -> dict[str, Any]:
         w = self.work
         through = w.get("requests_through", 0.0)

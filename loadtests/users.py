@@ -66,6 +66,16 @@ def is_challenge(resp: Any) -> bool:
     return resp.status_code == 402 and resp.headers.get("Content-Type", "").startswith(CHALLENGE)
 
 
+def is_shed(resp: Any) -> bool:
+    """popgate's admission control refused the request: 503 ``overloaded`` with Retry-After."""
+    if resp.status_code != 503 or not resp.headers.get("Retry-After"):
+        return False
+    try:
+        return bool(resp.json().get("reason") == "overloaded")
+    except ValueError:
+        return False
+
+
 class PopUser(HttpUser):
     """Common helpers; not run itself."""
 
@@ -142,6 +152,9 @@ class FloodBot(PopUser):
         ) as resp:
             if upstream_json(resp) is not None or resp.status_code == 200:
                 self.breach(resp, "flood_reached_origin", f"{method} {path} -> {resp.status_code}")
+            elif is_shed(resp):
+                resp.success()  # an anonymous request shed under overload: what the flood should get
+                self.tally.notes["flood_shed"] += 1
             elif resp.status_code not in allowed:
                 resp.failure(f"{method} {path}: status {resp.status_code}, expected one of {allowed}")
             elif resp.status_code == 402 and not (is_challenge(resp) and resp.json().get("ways_out")):
@@ -218,6 +231,10 @@ class PuzzleBot(PopUser):
             if upstream_json(resp) is not None:
                 self.tally.work["requests_through"] += 1
                 self.expect_upstream(resp)
+                return
+            if is_shed(resp):  # no credential yet: anonymous, shed under overload
+                resp.success()
+                self.tally.notes["puzzle_ask_shed"] += 1
                 return
             if not is_challenge(resp):
                 resp.failure(f"status {resp.status_code}: {resp.text[:200]}")
@@ -339,13 +356,27 @@ class PayingAgent(PopUser):
         return self.x402
 
     def _requirements(self, path: str) -> Any:
-        """Ask once, as an x402 client does: the 402's PAYMENT-REQUIRED header."""
+        """Ask once, as an x402 client does: the 402's PAYMENT-REQUIRED header. The ask
+        carries no credential, so under overload popgate may shed it (503 overloaded):
+        then wait (Retry-After, at most a second here) and ask again, three times at most."""
+        for _ in range(3):
+            got = self._ask(path)
+            if got != "shed":
+                return got
+            gevent.sleep(1.0)
+        return None
+
+    def _ask(self, path: str) -> Any:
         from x402.http.utils import decode_payment_required_header
 
         with self.client.get(
             path, name=self.name("GET /paid/* (402)"), catch_response=True, headers=self.headers()
         ) as resp:
             header = resp.headers.get("PAYMENT-REQUIRED")
+            if is_shed(resp):
+                resp.success()
+                self.tally.notes["payer_ask_shed"] += 1
+                return "shed"
             if resp.status_code != 402 or not header:
                 resp.failure(f"expected 402 with PAYMENT-REQUIRED, got {resp.status_code}")
                 return None

@@ -135,13 +135,9 @@ def parse_action(p: Problems, where: str, value: Any) -> Action | None:
 
 def _challenge(p: Problems, where: str, value: dict[str, Any], price: int | None) -> Action:
     ways = value.get("ways", ["prove", "puzzle"])
-    if (
-        not isinstance(ways, list)
-        or not ways
-        or any(w not in WAYS for w in ways)
-        or len(set(ways)) != len(ways)
-    ):
-        p.add(f"{where}.ways", f"expected a non-empty list of distinct {', '.join(WAYS)}, got {ways!r}")
+    # ways = [] is accepted on purpose: a 402 with no way out (start-up warns about it loudly)
+    if not isinstance(ways, list) or any(w not in WAYS for w in ways) or len(set(ways)) != len(ways):
+        p.add(f"{where}.ways", f"expected a list of distinct {', '.join(WAYS)}, got {ways!r}")
         ways = []
     if ("pay" in ways) != ("price" in value):
         p.add(f"{where}.price", "give a price exactly when ways include pay")

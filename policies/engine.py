@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from popgate.policies.model import ALLOW, Match, RequestView
+from popgate.policies.model import ALLOW, Match, RequestView, Trace
 from popgate.policies.request import Check, Req
 
 POPGATE_PREFIX = "/.well-known/popgate"
@@ -74,11 +74,12 @@ class Policy:
     default: dict[str, Match]
     source: str = "<memory>"
 
-    def match(self, view: RequestView, klass: str, weight: int = 0) -> Match:
+    def match(self, view: RequestView, klass: str, weight: int = 0, trace: Trace | None = None) -> Match:
         """Decide ``view`` for a client of class ``klass``.
 
         ``weight`` is extra suspicion from classification heuristics; it adds
-        to what weigh rules contribute. Raises KeyError for an unknown class.
+        to what weigh rules contribute. ``trace``, when given, records the weigh
+        rules that matched. Raises KeyError for an unknown class.
         """
         req = Req(view)
         npath = req.npath
@@ -90,6 +91,8 @@ class Policy:
             if rule.matches(req):
                 if rule.results is None:
                     weight += rule.weight
+                    if trace is not None:
+                        trace.weighed.append((rule.name, rule.weight))
                     continue
                 return rule.results[klass]
         if weight > 0:

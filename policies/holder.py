@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from popgate.policies.engine import Policy
-from popgate.policies.loader import load
+from popgate.policies.loader import PolicyError, load
 
 
 class PolicyHolder:
@@ -21,14 +22,19 @@ class PolicyHolder:
         self.current = policy
         self.path = Path(path) if path is not None else None
 
-    def reload(self, path: str | Path | None = None) -> Policy:
+    def reload(
+        self, path: str | Path | None = None, vet: Callable[[Policy], Sequence[str]] | None = None
+    ) -> Policy:
         """Compile the file again and swap it in. Raises
         :class:`policies.loader.PolicyError` (keeping the old policy) when the
-        new file is invalid."""
+        new file is invalid or ``vet`` finds problems with it (the gateway's dead-end check)."""
         target = Path(path) if path is not None else self.path
         if target is None:
             raise ValueError("no policy file to reload")
         policy = load(target)
+        problems = vet(policy) if vet is not None else ()
+        if problems:
+            raise PolicyError(list(problems))
         self.current = policy
         self.path = target
         return policy

@@ -57,6 +57,8 @@ def load(path: str | Path) -> Policy:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError([f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"]) from None
     return loads(text, base_dir=path.parent, source=str(path))
 
 
@@ -100,7 +102,7 @@ def _default(p: Problems, value: Any) -> dict[str, Action]:
         return {}
     acts = _per_class(p, "default", value)
     for k in CLASSES:
-        if k not in acts:
+        if k not in acts and k not in value and "all" not in value:  # an invalid one is reported already
             p.add(f"default.{k}", "missing: every class needs an explicit default action")
     return acts
 
@@ -160,7 +162,7 @@ def _include(
         return []
     try:
         data = tomllib.loads(target.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         p.add(f"{here}.include", f"cannot load {name}: {exc}")
         return []
     p.unknown_keys(f"{here}({name})", data, {"description", "rules"})

@@ -9,7 +9,7 @@ compile time, so matching allocates nothing of its own beyond the view.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from popgate.verifiers.net import IPAddress
@@ -71,6 +71,20 @@ class Match:
     action: Action
     rule: str
     route: str
+
+
+@dataclass(slots=True)
+class Trace:
+    """How a match was reached, filled in only when asked for (``popgate explain``):
+    the heuristic weight, each weigh rule that matched and its weight, the match."""
+
+    heuristic: int = 0
+    weighed: list[tuple[str, int]] = field(default_factory=list)
+    match: Match | None = None
+
+    @property
+    def weight(self) -> int:
+        return self.heuristic + sum(w for _, w in self.weighed)
 
 
 @dataclass(frozen=True, slots=True)

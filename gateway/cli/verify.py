@@ -38,6 +38,7 @@ SCHEMES = (
     "x402",
     "privatepass",
     "delegation",
+    "x402-batch",
 )
 
 
@@ -82,7 +83,7 @@ async def run_cases(check: Any, config: Any, lines: IO[str], out: IO[str]) -> No
             extra = await check(case, env)
             result = {"valid": True, "reason": "ok", **(extra or {})}
         except VerificationError as exc:
-            result = {"valid": False, "reason": exc.reason}
+            result = {"valid": False, "reason": exc.reason, **getattr(exc, "fields", {})}
         except (ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError) as exc:
             logging.getLogger("popgate.verify").debug("malformed case: %s", exc)
             result = {"valid": False, "reason": "malformed"}

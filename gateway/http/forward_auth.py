@@ -44,6 +44,7 @@ VERDICT_HEADER = "X-Popgate-Verdict"  # the sealed refusal nginx hands back to t
 CONTROL = frozenset(
     {"x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-popgate-auth", "content-length", "host"}
 )
+_DROP = CONTROL | HOP_BY_HOP  # names (lower case) the rebuilt request leaves out
 METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
 URI = re.compile(r"/[\x21-\x7e]{0,8191}")  # origin-form: printable ASCII, no spaces
 HOST = re.compile(r"[0-9A-Za-z.\-_:\[\]]{1,300}")
@@ -176,12 +177,10 @@ def original_request(request: web.BaseRequest, client: IPAddress) -> web.BaseReq
     if proto not in ("http", "https"):
         raise BadRequest(f"proto {proto!r}", reason="bad_forward_auth", public="Malformed X-Forwarded-Proto.")
     path, _, query = uri.partition("?")
-    original: CIMultiDict[str] = CIMultiDict()
+    original: CIMultiDict[str] = CIMultiDict(headers)  # a C copy, then drop what is not the client's
+    for name in _DROP:
+        original.popall(name, None)
     original["Host"] = host
-    for name, value in headers.items():
-        low = name.lower()
-        if low not in CONTROL and low not in HOP_BY_HOP:
-            original.add(name, value)
     return request.clone(
         method=method.upper(),
         rel_url=URL.build(path=path, query_string=query, encoded=True),

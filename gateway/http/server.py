@@ -245,11 +245,13 @@ async def start(config: Config, *, reuse_port: bool = False, gateway: Gateway | 
         proxy_server(gateway, config), shutdown_timeout=config.shutdown_timeout, handle_signals=False
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.listen.host, config.listen.port, reuse_port=reuse_port, backlog=1024)
+    site = web.TCPSite(
+        runner, config.listen.bind_host, config.listen.port, reuse_port=reuse_port, backlog=1024
+    )
     await site.start()
     admin_runner = web.AppRunner(build_admin(gateway), handle_signals=False, access_log=None)
     await admin_runner.setup()
-    await web.TCPSite(admin_runner, config.admin.host, config.admin.port, reuse_port=reuse_port).start()
+    await web.TCPSite(admin_runner, config.admin.bind_host, config.admin.port, reuse_port=reuse_port).start()
     log.info(
         "popgate %s on %s (admin on %s)",
         f"proxying {config.upstream.url}" if config.upstream else "in forward-auth mode",

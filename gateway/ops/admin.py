@@ -1,5 +1,9 @@
 """The admin listener (its own port): metrics, health, readiness.
 
+``/`` lists what this listener serves; any other path answers a 404 that lists
+it too, and names the table that turns on what was asked for (``/admin/...``
+without ``[credits] admin_token``).
+
 ``/metrics`` serves the gateway's registry (with ``--workers N``, every
 worker's numbers aggregated: :func:`gateway.ops.status.scrape_registry`); ``/healthz`` says the process
 answers; ``/readyz`` checks that the store answers and the upstream accepts
@@ -79,4 +83,28 @@ def build_admin(gateway: Gateway) -> web.Application:
     app.router.add_get("/readyz", readyz)
     for method, path, handler in getattr(gateway, "admin_routes", []):
         app.router.add_route(method, path, handler)
+    _index_and_not_found(app)
     return app
+
+
+def _index_and_not_found(app: web.Application) -> None:
+    """``/`` lists the routes; anything else is a 404 that lists them too and says what is off."""
+    routes = sorted({f"{r.method} {r.resource.canonical}" for r in app.router.routes() if r.resource})
+    routes = [r for r in routes if not r.startswith("HEAD ")]
+
+    async def index(request: web.Request) -> web.Response:
+        return web.json_response({"service": "popgate admin", "routes": routes})
+
+    async def not_found(request: web.Request) -> web.Response:
+        body: dict[str, object] = {
+            "type": "urn:popgate:problem:not_found",
+            "title": "Not found",
+            "status": 404,
+        }
+        if request.path.startswith("/admin/") and not any(" /admin/credits" in r for r in routes):
+            body["detail"] = "the credits and fees API is off: set [credits] admin_token to turn it on"
+        body["routes"] = routes
+        return web.json_response(body, status=404, content_type="application/problem+json")
+
+    app.router.add_get("/", index)
+    app.router.add_route("*", "/{tail:.*}", not_found)

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from popgate.gateway.ops import validation as pc
+from popgate.gateway.ops.config_paths import resolve_paths
 from popgate.gateway.ops.features import SECTIONS, Features, collect_features
 from popgate.gateway.ops.validation import MIN_SECRET_BYTES, ConfigError, read_keyring, read_secret
 from popgate.gateway.stores.redis_urls import (
@@ -62,6 +63,11 @@ class HostPort:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def bind_host(self) -> str | None:
+        """The host to bind: None (every interface, IPv4 and IPv6) for ``:PORT``."""
+        return self.host or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,8 +195,11 @@ def load_config(
             data = tomllib.loads(Path(path).read_text())
         except OSError as exc:
             raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"]) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+        resolve_paths(data, Path(path).absolute().parent)
     for dotted, value in (overrides or {}).items():
         if value is not None:
             pc.set_dotted(data, dotted, value)
@@ -316,11 +325,11 @@ def _host_port(c: pc.Collector, path: str, value: Any) -> HostPort | None:
     if not isinstance(value, str):
         c.problem(path, f"expected HOST:PORT, got {value!r}")
         return None
-    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", value)
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]*):(\d+)", value)
     if not m:
-        c.problem(path, f"expected HOST:PORT, got {value!r}")
+        c.problem(path, f"expected HOST:PORT or :PORT (all interfaces), got {value!r}")
         return None
-    host = m.group(1) or m.group(3)
+    host = m.group(1) or m.group(3) or ""  # "" (from ":PORT"): every interface
     port = int(m.group(2) or m.group(4))
     if not 0 <= port <= 65535:
         c.problem(path, f"port out of range: {port}")

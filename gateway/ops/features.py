@@ -15,6 +15,7 @@ from typing import Any
 
 from popgate.gateway.http.forward_auth_config import ForwardAuthSettings
 from popgate.gateway.http.forward_auth_config import collect_settings as forward_auth_settings
+from popgate.gateway.http.shedding import OverloadConfig, collect_overload
 from popgate.gateway.ops import logs, tracing
 from popgate.gateway.ops.logs import LogSettings
 from popgate.gateway.ops.tracing import TracingSettings
@@ -60,6 +61,7 @@ SECTIONS = frozenset(
         "crawlers",
         "log",
         "tracing",
+        "overload",
     }
 )
 
@@ -69,6 +71,7 @@ class Features:
     """Typed settings per feature table (None: the table is absent)."""
 
     difficulty: DifficultyConfig = field(default_factory=DifficultyConfig)
+    overload: OverloadConfig = field(default_factory=OverloadConfig)
     policy: Policy | None = None  # the compiled ``[policy] file``
     worldid: WorldIdSettings | None = None
     worldid_api: WorldIdApiSettings | None = None
@@ -89,8 +92,10 @@ def collect_features(c: Collector, data: dict[str, Any], env: Any, store_url: st
     """Validate every feature table in ``data``, recording problems in ``c``."""
     difficulty = collect_difficulty(c, data.get("difficulty"))
     policy = _policy_file(c, data)
+    overload = collect_overload(c, data.get("overload"))
     return Features(
         difficulty=difficulty or DifficultyConfig(),
+        overload=overload or OverloadConfig(),
         policy=policy,
         worldid=worldid_config.collect_settings(c, data["worldid"], store_url, env)
         if "worldid" in data

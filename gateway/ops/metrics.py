@@ -79,6 +79,18 @@ class Metrics:
             registry=r,
         )
         self.pool_queue = Gauge("popgate_verify_queue_depth", "Proofs waiting for a pool slot", registry=r)
+        self.shed = Counter(
+            "popgate_shed_total", "Requests refused by admission control, by class", ["klass"], registry=r
+        )
+        self.admitted = Gauge(
+            "popgate_admitted_inflight",
+            "Requests admitted and in flight, by admission class",
+            ["klass"],
+            registry=r,
+        )
+        self.loop_lag = Gauge(
+            "popgate_loop_lag_seconds", "Event-loop lag seen by admission control", registry=r
+        )
         self._req_children: dict[tuple[str, str], Counter] = {}
         self._resp_children: dict[int, Counter] = {}
         self._lat_children: dict[str, Histogram] = {}

@@ -59,6 +59,7 @@ class VerifyResult:
     payer: str | None = None
     invalid_reason: str | None = None
     invalid_message: str | None = None
+    extra: Mapping[str, Any] | None = None  # batch-settlement: the channel snapshot
 
     @classmethod
     def from_json(cls, obj: Any) -> VerifyResult:
@@ -69,7 +70,9 @@ class VerifyResult:
             v = obj.get(k)
             return v if isinstance(v, str) else None
 
-        return cls(obj["isValid"], s("payer"), s("invalidReason"), s("invalidMessage"))
+        extra = obj.get("extra")
+        extra = extra if isinstance(extra, dict) else None
+        return cls(obj["isValid"], s("payer"), s("invalidReason"), s("invalidMessage"), extra)
 
 
 @dataclass(frozen=True, slots=True)

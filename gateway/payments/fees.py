@@ -53,6 +53,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from aiohttp import web
+
 from popgate.gateway.errors import BadRequest
 from popgate.gateway.payments.charges import route_price, with_ways
 from popgate.gateway.payments.credits import CreditsRail
@@ -165,6 +167,16 @@ class PaymentEnforcer:
         return tuple(ways)
 
 
+def channels_view(x402: X402Rail) -> Any:
+    """Admin ``GET /x402/channels``: batch-settlement channels, unclaimed and claimed totals."""
+
+    async def view(request: web.Request) -> web.Response:
+        rail = await x402.batch()
+        return web.json_response(await rail.claims.summary())
+
+    return view
+
+
 def payments(registry: Registry, services: Services) -> None:
     """Extension: the validated ``[x402]`` and/or ``[credits]`` turn the fee rails on."""
     features = services.config.features
@@ -188,6 +200,9 @@ def payments(registry: Registry, services: Services) -> None:
     if x402 is not None:
         registry.way_out_providers.append(x402.challenge_way_out)
         registry.background.append(x402.worker)
+        if x402.claim_worker is not None:
+            registry.background.append(x402.claim_worker)
+            registry.admin_routes.append(("GET", "/x402/channels", channels_view(x402)))
         services.cleanups.append(x402.close)
     if credits is not None:
         registry.way_out_providers.append(credits.challenge_way_out)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from popgate.gateway.ops.validation import Collector, read_secret
+from popgate.gateway.payments.batch_settings import BatchSettings, parse_batch
 from popgate.verifiers.evm import parse_address
 from popgate.verifiers.x402 import USDC, Asset, usd_to_atomic
 
@@ -34,6 +35,7 @@ class X402Settings:
     debt_limit_total: int = 50_000_000
     verify_new_payers: bool = True
     forward_payment_header: bool = False
+    batch: BatchSettings | None = None  # [x402.batch]: batch-settlement offered too
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ def parse_x402(c: Collector, t: dict[str, Any]) -> X402Settings | None:
             "debt_limit_total",
             "verify_new_payers",
             "forward_payment_header",
+            "batch",
         },
     )
     nets = t.get("networks", ["eip155:84532"])
@@ -148,6 +151,7 @@ def parse_x402(c: Collector, t: dict[str, Any]) -> X402Settings | None:
             c.problem(f'x402.rpc."{n}"', f"expected a JSON-RPC http(s) URL, got {url!r}")
         if n not in nets:
             c.problem(f'x402.rpc."{n}"', "RPC for a network not listed in x402.networks")
+    batch = parse_batch(c, t["batch"]) if "batch" in t else None
     if any(p.startswith("x402") for p in c.problems):
         return None
     return X402Settings(
@@ -169,6 +173,7 @@ def parse_x402(c: Collector, t: dict[str, Any]) -> X402Settings | None:
         int(debt_total or 0),
         verify_new,
         forward,
+        batch,
     )
 
 

@@ -41,7 +41,8 @@ from typing import Any
 
 from aiohttp import web
 
-from popgate.gateway.errors import GatewayError, StoreFailure
+from popgate.gateway.errors import Answered, GatewayError, StoreFailure
+from popgate.gateway.payments.batch import BatchRail, batch_offers, payment_response
 from popgate.gateway.payments.charges import route_price, with_ways
 from popgate.gateway.payments.debt import debt_keys, is_known, known_key, raise_debt
 from popgate.gateway.payments.facilitator import (
@@ -121,8 +122,14 @@ class X402Rail:
         self._offers: dict[int, list[Requirements]] = {}
         self._verifier: ExactVerifier | None = None
         self._queue: SettlementQueue | None = None
+        self._batch: BatchRail | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.worker = SettlementWorker(self.queue, services.clock, settings.settle_interval, services.metrics)
+        self.claim_worker = (
+            SettlementWorker(self.batch, services.clock, settings.batch.claim_interval, services.metrics)
+            if settings.batch is not None
+            else None
+        )
 
     # -- set-up (lazy: the outbound session needs a running loop) ----------
     async def _ready(self) -> tuple[ExactVerifier, SettlementQueue]:
@@ -137,15 +144,26 @@ class X402Rail:
             code = CodeLookup(session, dict(self.settings.rpc)) if self.settings.rpc else None
             self._verifier = ExactVerifier(code_lookup=code, facilitator=fac)
             self._queue = SettlementQueue(self.services.store, fac, backoff=self.settings.retry_backoff)
+            if self.settings.batch is not None:
+                self._batch = BatchRail(self.settings, self.services.store, fac)
         return self._verifier, self._queue
 
     async def queue(self) -> SettlementQueue:
         return (await self._ready())[1]
 
+    async def batch(self) -> BatchRail:
+        """The batch-settlement rail (``[x402.batch]`` must be set)."""
+        await self._ready()
+        if self._batch is None:
+            raise RuntimeError("batch-settlement is not configured")
+        return self._batch
+
     async def close(self) -> None:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
         await self.worker.stop()
+        if self.claim_worker is not None:
+            await self.claim_worker.stop()
 
     # -- offers ------------------------------------------------------------
     def offers(self, price: int) -> list[Requirements]:
@@ -162,6 +180,8 @@ class X402Rail:
                         usd, net, s.pay_to, asset=asset, max_timeout_seconds=s.max_timeout_seconds
                     )
                 )
+            if s.batch is not None:
+                got.extend(batch_offers(s, price))
             if len(self._offers) < 1024:  # prices come from the policy: a small set
                 self._offers[price] = got
         return got
@@ -177,8 +197,10 @@ class X402Rail:
             payment_required(offers, url=str(request.url), error=error, description=description)
         )
 
-    def way_out(self, ctx: Context, price: int, error: str | None = None) -> WayOut:
-        offers = self.offers(price)
+    def way_out(
+        self, ctx: Context, price: int, error: str | None = None, offers: list[Requirements] | None = None
+    ) -> WayOut:
+        offers = offers or self.offers(price)
         header = self.required_header(ctx.request, offers, error)
         params: dict[str, Any] = {
             "scheme": "x402",
@@ -343,6 +365,8 @@ class X402Rail:
     async def pay(self, ctx: Context, charge: Charge, payment: PaymentPayload) -> Decision | None:
         """Settle ``charge`` with ``payment``; None when paid (allowed)."""
         offers = self.offers(charge.price)
+        if payment.scheme == "batch-settlement" and self.settings.batch is not None:
+            return await self.pay_batch(ctx, charge, payment, offers)
         try:
             paid = await self.verify(payment, offers, ctx.now)
         except VerificationError as exc:
@@ -396,6 +420,45 @@ class X402Rail:
         if not ctx.subject:
             ctx.subject = f"x402:{paid.payer.lower()}"
         await self.meter.record("x402", charge.route, f"x402:{paid.payer.lower()}", charge.price)
+        return None
+
+    async def pay_batch(
+        self, ctx: Context, charge: Charge, payment: PaymentPayload, offers: list[Requirements]
+    ) -> Decision | None:
+        """A batch-settlement voucher/deposit/refund (:mod:`gateway.payments.batch`)."""
+        batch = await self.batch()
+        try:
+            begun = await batch.pay(payment, offers, ctx.now)
+        except StoreUnavailable as exc:
+            self.services.metrics.store_errors.labels("payment").inc()
+            raise StoreFailure(str(exc)) from None
+        except FacilitatorError as exc:
+            raise FacilitatorUnavailable(f"batch: {exc.detail}") from None
+        except VerificationError as exc:
+            self.services.metrics.payments.labels("x402-batch", exc.reason).inc()
+            log.info("x402 batch payment rejected: %s (%s)", exc.reason, exc.detail)
+            corrected = await batch.corrective(payment, offers, exc.reason)
+            return with_ways(
+                charge,
+                (self.way_out(ctx, charge.price, exc.reason, corrected),),
+                reason="payment_rejected",
+                detail=f"The payment was not accepted: {exc.reason}.",
+            )
+        settled = encode_payment_response(payment_response(begun))
+        self.services.metrics.payments.labels("x402-batch", "ok").inc()
+        d = begun.decision
+        if d.kind == "refund":  # acknowledged here: a refund never reaches the origin
+            body = {"message": "Refund acknowledged", "channelId": d.channel_id}
+            headers = {PAYMENT_RESPONSE: settled, "Cache-Control": "no-store"}
+            raise Answered(web.json_response(body, headers=headers))
+        ctx.response_headers.append((PAYMENT_RESPONSE, settled))
+        ctx.response_headers.append(("Cache-Control", "private"))
+        charged = d.charged_after - d.charged_before
+        ctx.charged, ctx.charge = charged, None
+        subject = f"x402:{d.payer.lower()}"
+        ctx.subject = ctx.subject or subject
+        if charged:
+            await self.meter.record("x402", charge.route, subject, charged)
         return None
 
     async def _pay_later(self, ctx: Context, paid: ExactPayment) -> str | None:

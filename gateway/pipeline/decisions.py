@@ -29,13 +29,22 @@ class WayOut:
 
 
 @dataclass(frozen=True, slots=True)
+class Rendered:
+    """A 402 already in bytes, reused within a window (``gateway/pipeline/challenge_cache.py``)."""
+
+    headers: tuple[tuple[str, str], ...]  # Content-Type included
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Challenge:
-    """Answer 402 listing every accepted way out."""
+    """Answer 402 listing every accepted way out (or with ``rendered``, those bytes)."""
 
     kind = "challenge"
     reason: str = "evidence_required"
     ways_out: tuple[WayOut, ...] = ()
     detail: str = "This resource needs proof that you are a person, some work, or a payment."
+    rendered: Rendered | None = None
 
 
 @dataclass(frozen=True, slots=True)

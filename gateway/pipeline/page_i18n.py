@@ -66,10 +66,10 @@ def choose(accept_language: str, cookie: str | None = None) -> str:
     """The page language: switcher cookie, then ``Accept-Language``, then English."""
     if cookie in LANGS:
         return str(cookie)
-    for tag in parse_accept_language(accept_language):
-        if tag == "*":
+    for language in parse_accept_language(accept_language):
+        if language == "*":
             return DEFAULT
-        primary = tag.split("-", 1)[0]
+        primary = language.split("-", 1)[0]
         if primary in LANGS:
             return primary
     return DEFAULT

@@ -32,11 +32,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 
 from popgate.gateway.errors import GatewayError
+from popgate.gateway.ops.deadends import dead_ends, with_policy
+from popgate.gateway.pipeline.challenge_cache import Windowed
 from popgate.gateway.pipeline.context import Context, Pending
-from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, Throttle, WayOut
+from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, Rendered, Throttle, WayOut
 from popgate.gateway.pipeline.pressure import PressureMonitor
+from popgate.gateway.pipeline.responses import HtmlChallenge, render_challenge, wants_html
 from popgate.gateway.registry import PaymentProbe, Registry, Services, WayOutProvider
 from popgate.gateway.schemes import hashcash as hashcash_ev
 from popgate.gateway.schemes.hashcash import HashcashScheme
@@ -54,9 +58,10 @@ from popgate.gateway.stores.base import Store, key
 from popgate.gateway.stores.failure import FailurePolicy, GuardedClaims
 from popgate.policies.classify import bot_token, classify
 from popgate.policies.difficulty import Difficulty
+from popgate.policies.engine import Policy
 from popgate.policies.holder import PolicyHolder
 from popgate.policies.loader import PolicyError
-from popgate.policies.model import ALLOW, WAYS, Action, Match, RequestView
+from popgate.policies.model import ALLOW, WAYS, Action, Match, RequestView, Trace
 from popgate.verifiers.puzzle import PuzzleKeys
 
 log = logging.getLogger("popgate.policy")
@@ -100,6 +105,9 @@ class PolicyStage:
         failure: FailurePolicy,
         monitor: PressureMonitor,
         payment_present: PaymentProbe | None = None,
+        challenge_window: float = 0.0,
+        share_rate: float = 0.0,
+        page: Callable[[], HtmlChallenge | None] = lambda: None,
     ) -> None:
         self.holder = holder
         self.class_actions = {k: _core_action(v) for k, v in class_actions.items()}
@@ -114,15 +122,22 @@ class PolicyStage:
         self._sample = 0
         # Asks the fee rails: does a request carry a payment they would take?
         self.payment_present = payment_present
+        # 402s reused within a window (gateway/pipeline/challenge_cache.py); None: rendered per request
+        self.rendered: Windowed[Rendered] | None = (
+            Windowed(challenge_window) if challenge_window > 0 else None
+        )
+        self.share_rate = share_rate  # requests/s from a network before its 402s are reused
+        self.page = page  # the registry's html_challenge hook, read when a 402 is rendered here
 
     # -- reload ---------------------------------------------------------
-    def reload(self) -> bool:
-        """Recompile the policy file; keep the old policy when it is invalid."""
+    def reload(self, vet: Callable[[Policy], Sequence[str]] | None = None) -> bool:
+        """Recompile the policy file; keep the old policy when it is invalid or ``vet``
+        (the start-up dead-end check) finds problems with it."""
         if self.holder is None:
             log.info("SIGHUP: no [policy] file configured, nothing to reload")
             return False
         try:
-            self.holder.reload()
+            self.holder.reload(vet=vet)
         except (PolicyError, OSError) as exc:
             log.error("policy reload failed, keeping the current policy: %s", exc)
             return False
@@ -130,7 +145,7 @@ class PolicyStage:
         return True
 
     # -- decide ---------------------------------------------------------
-    def match(self, ctx: Context) -> Match:
+    def match(self, ctx: Context, trace: Trace | None = None) -> Match:
         if self.holder is None:
             return self.class_actions.get(ctx.klass) or self.class_actions["unknown"]
         req = ctx.request
@@ -143,7 +158,10 @@ class PolicyStage:
         declared = bot_token(ua) if ctx.klass == "agent" else ctx.agent or None
         t = ctx.target  # the host and path the origin will be sent (gateway/http/target.py)
         view = RequestView(t.host, req.method, t.raw_path, t.query, headers, ua, ctx.client_ip, declared)
-        return self.holder.current.match(view, ctx.klass, weight)
+        if trace is None:
+            return self.holder.current.match(view, ctx.klass, weight)
+        trace.heuristic = weight
+        return self.holder.current.match(view, ctx.klass, weight, trace=trace)
 
     def target_decides(self, ctx: Context) -> bool:
         """Whether the policy decides this client's class on this request from its
@@ -155,8 +173,11 @@ class PolicyStage:
         view = RequestView(t.host, req.method, t.raw_path, t.query, req.headers, ua, ctx.client_ip)
         return self.holder.current.target_decides(view, ctx.klass)
 
-    def decide(self, ctx: Context) -> Decision | None:
-        m = self.match(ctx)
+    def decide(self, ctx: Context, trace: Trace | None = None) -> Decision | None:
+        """The decision for ``ctx``; ``trace`` (``popgate explain``) records how it was reached."""
+        m = self.match(ctx, trace)
+        if trace is not None:
+            trace.match = m
         ctx.rule = m.rule
         action = m.action
         kind = action.kind
@@ -177,7 +198,7 @@ class PolicyStage:
                 # A paying client takes the "pay" way out: charge the route's price.
                 return Charge(price=action.price, ways_out=self.ways_out(ctx, action, m.route), route=m.route)
             reason = ctx.rejections[0] if ctx.rejections else "evidence_required"
-            return Challenge(reason=reason, ways_out=self.ways_out(ctx, action, m.route))
+            return self._challenge(ctx, action, m.route, reason)
         if kind == "charge":
             if ctx.charged >= action.price:
                 return None
@@ -188,6 +209,23 @@ class PolicyStage:
         if action.status in (0, 403):
             return Deny()
         raise PolicyDenied(action.status)
+
+    def _challenge(self, ctx: Context, action: Action, route: str, reason: str) -> Challenge:
+        """The 402, from the window's cache when this key was rendered already."""
+        cache = self.rendered
+        req = ctx.request
+        html = wants_html(req)  # a browser's page follows its language: rendered per request
+        if cache is None or html or self.difficulty.rate(ctx.network, ctx.now) < self.share_rate:
+            return Challenge(reason=reason, ways_out=self.ways_out(ctx, action, route))
+        epoch = self.puzzles.epoch(ctx.network) if self.puzzles is not None else 0
+        bits = self._bits(ctx, action)
+        key = (ctx.klass, ctx.network, epoch, route, bits, reason, html, req.host, req.raw_path)
+        hit = cache.get(key, ctx.now)
+        if hit is None:
+            fresh = Challenge(reason=reason, ways_out=self.ways_out(ctx, action, route))
+            hit = render_challenge(req, fresh, self.page())
+            cache.put(key, hit)
+        return Challenge(reason=reason, rendered=hit)
 
     def _satisfied(self, ctx: Context, action: Action, route: str) -> bool:
         ways = action.ways
@@ -250,6 +288,8 @@ class PolicyStage:
                 won = await self.failure.guard(
                     "spend", self.store.claim(item.key, item.ttl, item.limit), True
                 )
+                if ctx.evidence_kind == "puzzle" and self.puzzles is not None:
+                    self.puzzles.spent(ctx.network)  # the network's next 402: a fresh puzzle
                 if not won:
                     ctx.evidence_kind = ""
                     return Challenge(reason="replayed", ways_out=self.ways_out(ctx, m.action, m.route))
@@ -303,7 +343,10 @@ def policy_extension(registry: Registry, services: Services) -> None:
     if pz is not None:
         keys = PuzzleKeys(pz.keys, pz.signing_kid)
         bits = pz.bits
-        puzzles = PuzzleOffer(keys, pz, difficulty, services.metrics)
+        ov = config.features.overload
+        puzzles = PuzzleOffer(
+            keys, pz, difficulty, services.metrics, ov.challenge_window, ov.challenge_min_rate
+        )
         registry.schemes.append(PuzzleScheme(keys))
         registry.endpoints[SUBMIT] = PuzzleEndpoint(
             keys,
@@ -314,6 +357,7 @@ def policy_extension(registry: Registry, services: Services) -> None:
             config.sessions.cookie_name,
             config.sessions.cookie_secure,
             services.metrics,
+            puzzles.spent,
         )
         if pz.hashcash:
             max_age = float(pz.hashcash_max_age)
@@ -332,8 +376,13 @@ def policy_extension(registry: Registry, services: Services) -> None:
         failure=services.failure,
         monitor=monitor,
         payment_present=registry.carries_payment,
+        challenge_window=config.features.overload.challenge_window,
+        share_rate=config.features.overload.challenge_min_rate,
+        page=lambda: registry.html_challenge,
     )
     registry.policy = stage
     registry.target_decides = stage.target_decides
     registry.enforcers.append(stage.enforce)
-    registry.reload_hooks.append(stage.reload)
+    registry.reload_hooks.append(
+        lambda: stage.reload(vet=lambda policy: dead_ends(with_policy(config, policy))[0])
+    )

@@ -15,8 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from popgate.gateway.errors import GatewayError, MethodNotAllowed
-from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, Throttle
+from popgate.gateway.errors import Answered, GatewayError, MethodNotAllowed
+from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, Rendered, Throttle
 
 PROBLEM_TYPE = "urn:popgate:problem:"
 BASE_HEADERS = {"Cache-Control": "no-store"}
@@ -84,6 +84,8 @@ def problem(
 
 def error_response(request: web.BaseRequest, exc: GatewayError) -> web.Response:
     """Render a GatewayError; only its public parts reach the client."""
+    if isinstance(exc, Answered) and isinstance(exc.response, web.Response):
+        return exc.response
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
@@ -126,6 +128,14 @@ def challenge_response(
     request: web.BaseRequest, challenge: Challenge, html_challenge: HtmlChallenge | None = None
 ) -> web.Response:
     """402 with every way out in the body and the standard headers clients read."""
+    r = challenge.rendered or render_challenge(request, challenge, html_challenge)
+    return web.Response(status=402, body=r.body, headers=r.headers)
+
+
+def render_challenge(
+    request: web.BaseRequest, challenge: Challenge, html_challenge: HtmlChallenge | None = None
+) -> Rendered:
+    """The bytes of a 402: headers (``WWW-Authenticate`` gathered from the ways out) and body."""
     headers = dict(BASE_HEADERS)
     auth = ['PoP realm="popgate"']
     for way in challenge.ways_out:
@@ -143,7 +153,8 @@ def challenge_response(
         )
         text, extra = (page, {}) if isinstance(page, str) else page
         headers.update(extra)
-        return web.Response(status=402, text=text, headers=headers, content_type="text/html", charset="utf-8")
+        headers["Content-Type"] = "text/html; charset=utf-8"
+        return Rendered(tuple(headers.items()), text.encode())
     body = {
         "type": PROBLEM_TYPE + challenge.reason,
         "title": TITLES.get(challenge.reason, "Evidence required"),
@@ -152,12 +163,8 @@ def challenge_response(
         "detail": challenge.detail,
         "ways_out": [{"kind": w.kind, **w.params} for w in challenge.ways_out],
     }
-    return web.Response(
-        status=402,
-        body=json.dumps(body, separators=(",", ":")).encode(),
-        headers=headers,
-        content_type="application/problem+json",
-    )
+    headers["Content-Type"] = "application/problem+json"
+    return Rendered(tuple(headers.items()), json.dumps(body, separators=(",", ":")).encode())
 
 
 def _page(status: int, title: str, detail: str) -> str:

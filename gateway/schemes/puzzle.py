@@ -25,6 +25,7 @@ from popgate.gateway.errors import BadRequest
 from popgate.gateway.http.bodies import read_bounded
 from popgate.gateway.ops.config import PuzzleConfig
 from popgate.gateway.ops.metrics import Metrics
+from popgate.gateway.pipeline.challenge_cache import Windowed
 from popgate.gateway.pipeline.challenge_page import STATIC, safe_return_path
 from popgate.gateway.pipeline.context import Attestation, Context
 from popgate.gateway.pipeline.decisions import WayOut
@@ -88,9 +89,18 @@ class PuzzleOffer:
     """Issues the ``puzzle`` way out of a 402 at the current difficulty."""
 
     def __init__(
-        self, keys: puzzle.PuzzleKeys, settings: PuzzleConfig, difficulty: Difficulty, metrics: Metrics
+        self,
+        keys: puzzle.PuzzleKeys,
+        settings: PuzzleConfig,
+        difficulty: Difficulty,
+        metrics: Metrics,
+        window: float = 0.0,
+        share_rate: float = 0.0,
     ) -> None:
         self.keys = keys
+        # one challenge per (network, scope, bits) and window (gateway/pipeline/challenge_cache.py)
+        self.minted: Windowed[puzzle.Challenge] | None = Windowed(window) if window > 0 else None
+        self.share_rate = share_rate  # only a network this busy (requests/s) shares its puzzle
         self.settings = settings
         self.difficulty = difficulty
         self.gauge = metrics.difficulty
@@ -101,7 +111,35 @@ class PuzzleOffer:
 
     def offer(self, ctx: Context, scope: str, floor: int) -> WayOut:
         bits = self.bits(ctx, floor)
-        c = puzzle.issue(
+        minted = self.minted if self.shared(ctx) else None
+        key = (ctx.network, scope, bits, minted.epoch(ctx.network) if minted is not None else 0)
+        c = minted.get(key, ctx.now) if minted is not None else None
+        if c is None:
+            c = self._issue(ctx, scope, bits)
+            if minted is not None:
+                minted.put(key, c)
+        child = self._children.get(scope)
+        if child is None:  # scope = a policy route name: a bounded label set
+            child = self._children[scope] = self.gauge.labels(scope)
+        child.set(bits)
+        auth = f'PoP-Puzzle challenge="{c.wire}", bits={bits}, subs={c.subs}, expires={c.expires}'
+        return WayOut("puzzle", puzzle.way_out(c, SUBMIT), (("WWW-Authenticate", auth),))
+
+    def shared(self, ctx: Context) -> bool:
+        """Does ``ctx``'s network send enough to get the window's shared puzzle?"""
+        return self.minted is not None and self.difficulty.rate(ctx.network, ctx.now) >= self.share_rate
+
+    def epoch(self, network: str) -> int:
+        """The network's epoch in the mint cache (a key part of reused 402s too)."""
+        return self.minted.epoch(network) if self.minted is not None else 0
+
+    def spent(self, network: str) -> None:
+        """A puzzle of ``network`` was spent (or found spent) here: mint a fresh one next."""
+        if self.minted is not None:
+            self.minted.bump(network)
+
+    def _issue(self, ctx: Context, scope: str, bits: int) -> puzzle.Challenge:
+        return puzzle.issue(
             self.keys,
             network=ctx.network,
             scope=scope,
@@ -111,12 +149,6 @@ class PuzzleOffer:
             subs=self.settings.subs,
             trusted_network=True,
         )
-        child = self._children.get(scope)
-        if child is None:  # scope = a policy route name: a bounded label set
-            child = self._children[scope] = self.gauge.labels(scope)
-        child.set(bits)
-        auth = f'PoP-Puzzle challenge="{c.wire}", bits={bits}, subs={c.subs}, expires={c.expires}'
-        return WayOut("puzzle", puzzle.way_out(c, SUBMIT), (("WWW-Authenticate", auth),))
 
 
 def network_binder(expected_prefix: str = "net:") -> Callable[[Context, Session], Awaitable[None]]:
@@ -148,8 +180,10 @@ class PuzzleEndpoint:
         cookie: str,
         secure: bool,
         metrics: Metrics,
+        on_spend: Callable[[str], None] | None = None,
     ) -> None:
         self.keys, self.settings, self.store = keys, settings, store
+        self.on_spend = on_spend  # PuzzleOffer.spent: the network's next 402 gets a fresh puzzle
         self.sessions, self.subject_key = sessions, subject_key
         self.cookie, self.secure, self.metrics = cookie, secure, metrics
 
@@ -161,7 +195,11 @@ class PuzzleEndpoint:
         solution, return_to = await self._read(request)
         try:
             att = puzzle.verify(self.keys, solution, now=ctx.now, network=ctx.network)
-            await spend(self.store, att.spend)
+            try:
+                await spend(self.store, att.spend)
+            finally:
+                if self.on_spend is not None:
+                    self.on_spend(ctx.network)
         except VerificationError as exc:
             log.info("puzzle solution rejected: %s (%s)", exc.reason, exc.detail)
             self.metrics.evidence.labels("puzzle", exc.reason).inc()

@@ -64,7 +64,7 @@ from popgate.gateway.pipeline.responses import problem
 from popgate.gateway.registry import Registry, Services
 from popgate.gateway.schemes.proofpool import ProofPool, service_pool
 from popgate.gateway.schemes.worldid_api_v4 import register_verify_api
-from popgate.gateway.schemes.worldid_chain import FileChain, RpcChain, rpc_call
+from popgate.gateway.schemes.worldid_chain import FileChain, RpcChain
 from popgate.gateway.schemes.worldid_config import WorldIdSettings
 from popgate.gateway.schemes.worldid_idkit import Expectations, Verifiers, verify_idkit
 from popgate.gateway.schemes.worldid_offer import ENDPOINT, claim_ttl, current_action, offer
@@ -74,7 +74,7 @@ from popgate.gateway.schemes.worldid_roots import (
     RootSource,
     RpcRoots,
     StaticRoots,
-    rpc_caller,
+    rpc_call,
 )
 from popgate.gateway.schemes.worldid_v4 import CloudVerifier
 from popgate.gateway.stores.base import Spend, key
@@ -285,7 +285,7 @@ def root_source(s: WorldIdSettings, services: Services) -> RootSource:
             raise ValueError('world_id roots: source = "redis" needs the Redis store')
         return RedisSetRoots(services.store.client, r.redis_key, r.poll_interval)
     if r.source == "rpc":
-        return RpcRoots(rpc_caller(services.outbound, r.rpc_url), r.contract, r.poll_interval, r.root_expiry)
+        return RpcRoots(rpc_call(services.outbound, r.rpc_url), r.contract, r.poll_interval, r.root_expiry)
     return StaticRoots(r.roots)
 
 

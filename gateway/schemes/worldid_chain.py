@@ -32,10 +32,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
-
 from popgate.gateway.errors import Overloaded
-from popgate.gateway.schemes.worldid_roots import _Refreshing, selector
+from popgate.gateway.schemes.worldid_roots import Call, Reverted, _Refreshing, selector
 from popgate.verifiers.worldid_v4 import StaticChain, chain_from_json
 
 log = logging.getLogger("popgate.worldid.chain")
@@ -48,39 +46,6 @@ SEL = {
     )
 }  # fmt: skip
 STALE_INTERVALS = 10
-
-
-class Reverted(Exception):
-    """The call reverted (the contract's definitive "no")."""
-
-
-Call = Callable[[str, str], Awaitable[str]]
-
-
-def rpc_call(session: Callable[[], Awaitable[Any]], url: str, timeout: float = 5.0) -> Call:
-    """``eth_call(to, data)`` → hex result; Reverted for an execution revert, RuntimeError otherwise."""
-
-    async def call(to: str, data: str) -> str:
-        http = await session()
-        body = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "eth_call",
-            "params": [{"to": to, "data": data}, "latest"],
-        }
-        async with http.post(url, json=body, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            reply = await resp.json(content_type=None)
-        if not isinstance(reply, dict):
-            raise RuntimeError("eth_call: not a JSON-RPC reply")
-        err = reply.get("error")
-        if isinstance(err, dict) and "revert" in str(err.get("message", "")).lower():
-            raise Reverted(str(err.get("message"))[:100])
-        result = reply.get("result")
-        if not isinstance(result, str) or not result.startswith("0x"):
-            raise RuntimeError(f"eth_call: {str(reply)[:200]}")
-        return result
-
-    return call
 
 
 def words(hex_result: str, n: int) -> list[int]:

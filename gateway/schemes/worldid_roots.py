@@ -29,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import aiohttp
 from Crypto.Hash import keccak
 
 from popgate.gateway.errors import Overloaded
@@ -155,6 +156,10 @@ class RedisSetRoots(_Refreshing):
         self.roots = parse_roots(text)
 
 
+class Reverted(Exception):
+    """The call reverted (the contract's definitive \"no\")."""
+
+
 Call = Callable[[str, str], Awaitable[str]]
 
 
@@ -225,9 +230,8 @@ def _remember(cache: OrderedDict[int, float], root: int, value: float, limit: in
         cache.popitem(last=False)
 
 
-def rpc_caller(session: Callable[[], Awaitable[Any]], url: str, timeout: float = 5.0) -> Call:
-    """``eth_call(to, data)`` at ``url`` through the shared aiohttp session; returns the hex result."""
-    import aiohttp
+def rpc_call(session: Callable[[], Awaitable[Any]], url: str, timeout: float = 5.0) -> Call:
+    """``eth_call(to, data)`` → hex result; Reverted for an execution revert, RuntimeError otherwise."""
 
     async def call(to: str, data: str) -> str:
         http = await session()
@@ -239,7 +243,12 @@ def rpc_caller(session: Callable[[], Awaitable[Any]], url: str, timeout: float =
         }
         async with http.post(url, json=body, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             reply = await resp.json(content_type=None)
-        result = reply.get("result") if isinstance(reply, dict) else None
+        if not isinstance(reply, dict):
+            raise RuntimeError("eth_call: not a JSON-RPC reply")
+        err = reply.get("error")
+        if isinstance(err, dict) and "revert" in str(err.get("message", "")).lower():
+            raise Reverted(str(err.get("message"))[:100])
+        result = reply.get("result")
         if not isinstance(result, str) or not result.startswith("0x"):
             raise RuntimeError(f"eth_call: {str(reply)[:200]}")
         return result

@@ -12,7 +12,8 @@ best round (the machine is shared: noise only ever slows a case). Then a
 sustained flood (``--flood-seconds``, random paths and client networks) on
 popgate with N workers, sampling each worker's RSS: peak (VmHWM) and growth.
 Then forward-auth (tests/bench/bench_forward_auth.py: nginx alone vs nginx + popgate,
-verdict cache on and off, 402s) and the verifier micro-benchmarks (Groth16,
+verdict cache on and off, 402s; tests/bench/bench_forward_auth_floor.py: the same
+auth_request with the cheapest auth servers behind it) and the verifier micro-benchmarks (Groth16,
 JWT/identity, puzzle, payments).
 Prints everything and writes a markdown report. popgate runs with the shipped
 policy (policies/default.toml), puzzles on, the embedded SQLite store.
@@ -37,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.bench import bench_forward_auth  # noqa: E402
+from tests.bench import bench_forward_auth, bench_forward_auth_floor  # noqa: E402
 from tests.bench.bench_proxy import session_token  # noqa: E402
 from tests.bench.harness import PY, Result, free_port, nginx, peak_rss_mb, start, table, tree, wrk  # noqa: E402
 
@@ -53,6 +54,11 @@ request = function()
 end
 """
 
+# (e) and (e0) measure the 402 path: lag shedding off (a saturated worker would answer part
+# of the flood with cheaper 503s); the challenge window is the default in (e), 0 in (e0)
+NO_LAG_SHED = "[overload]\nlag_min_rate = 1e9"
+MINTED = NO_LAG_SHED + "\nchallenge_window = 0"
+MINTED_CASE = "(e0) popgate 402 flood, minted per request ×1"
 BARE_N = """
 import sys
 from aiohttp import web
@@ -105,10 +111,12 @@ def bare_proxies(n: int, origin: str) -> tuple[list[subprocess.Popen[bytes]], in
     return procs, port
 
 
-def popgate(tmp: Path, origin: str, workers: int, policy: Path) -> tuple[subprocess.Popen[bytes], int]:
+def popgate(
+    tmp: Path, origin: str, workers: int, policy: Path, extra: str = "", tag: str = ""
+) -> tuple[subprocess.Popen[bytes], int]:
     port, admin = free_port(), free_port()
-    (tmp / f"gw{workers}").mkdir(exist_ok=True)
-    cfg = tmp / f"gw{workers}" / "popgate.toml"
+    (tmp / f"gw{workers}{tag}").mkdir(exist_ok=True)
+    cfg = tmp / f"gw{workers}{tag}" / "popgate.toml"
     cfg.write_text(f"""
 [server]
 listen = "127.0.0.1:{port}"
@@ -116,13 +124,15 @@ admin = "127.0.0.1:{admin}"
 upstream = "{origin}"
 trusted_proxies = ["127.0.0.1/32"]
 [store]
-url = "sqlite:///{tmp / f"gw{workers}" / "store.db"}"
+url = "sqlite:///{tmp / f"gw{workers}{tag}" / "store.db"}"
 [sessions]
 keys = [{{kid = "k1", secret_file = "{tmp / "k1"}"}}]
 [policy]
 file = "{policy}"
 [puzzle]
 keys = [{{kid = "p1", secret_file = "{tmp / "k1"}"}}]
+[credits]
+{extra}
 """)
     proc = start(
         [
@@ -250,7 +260,7 @@ def main() -> None:
         for w in sorted({1, n}):
             bare, bport = bare_proxies(w, origin)
             procs.extend(bare)
-            gw, gport = popgate(tmp, origin, w, Path(args.policy).resolve())
+            gw, gport = popgate(tmp, origin, w, Path(args.policy).resolve(), NO_LAG_SHED)
             procs.append(gw)
             gateways[w] = (gw, gport)
             cases += [
@@ -258,6 +268,10 @@ def main() -> None:
                 (f"(d) popgate session ×{w}", gport, tree(gw.pid), auth),
                 (f"(e) popgate 402 flood ×{w}", gport, tree(gw.pid), {}),
             ]
+        # the 402 path as it was before 402s were reused: each one minted and rendered per request
+        minted, mport = popgate(tmp, origin, 1, Path(args.policy).resolve(), MINTED, "minted")
+        procs.append(minted)
+        cases.append((MINTED_CASE, mport, tree(minted.pid), {}))
         measure(cases)
         peaks: dict[str, list[float]] = {
             f"×{w} after (d),(e)": [peak_rss_mb(q) for q in workers_of(gw.pid)]
@@ -312,6 +326,8 @@ def main() -> None:
             f"{ratio(f'(d) popgate session ×{n}', f'(b) bare aiohttp ×{n}'):.2f} | ≥ 0.8 |",
             f"| popgate session, {n} workers / 1 worker | "
             f"{ratio(f'(d) popgate session ×{n}', '(d) popgate session ×1'):.2f} | ≥ 1.6 |",
+            "| 402 CPU µs/req, reused within a window / minted per request, 1 worker | "
+            f"{b['(e) popgate 402 flood ×1'].cpu_us / b[MINTED_CASE].cpu_us:.2f} | ≤ 0.6 |",
             f"| popgate 402 flood, {n} workers / 1 worker | "
             f"{ratio(f'(e) popgate 402 flood ×{n}', '(e) popgate 402 flood ×1'):.2f} | — |",
             f"| bare aiohttp, {n} workers / 1 worker | "
@@ -356,6 +372,8 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     print("  forward-auth: nginx alone vs nginx + popgate (cache on, off) vs inline ...", flush=True)
     lines += bench_forward_auth.section(args.seconds, args.rounds, args.conns)
+    print("  forward-auth floor: nginx auth_request with a C stub, a Python stub, popgate ...", flush=True)
+    lines += bench_forward_auth_floor.section(3, args.rounds, args.conns)
     from tests.bench import bench_observe
 
     print("  bench_observe ...", flush=True)
@@ -368,7 +386,7 @@ def main() -> None:
         "",
     ]
     if not args.skip_micro:
-        from tests.bench import bench_groth16, bench_identity, bench_payments, bench_puzzle
+        from tests.bench import bench_groth16, bench_identity, bench_payments, bench_puzzle, bench_vouchers
 
         lines += ["## Verification costs (micro-benchmarks, same run)", ""]
         for name, fn, argv in (
@@ -376,6 +394,7 @@ def main() -> None:
             ("bench_identity", lambda: bench_identity.main(True), []),
             ("bench_puzzle", bench_puzzle.main, []),
             ("bench_payments", bench_payments.main, ["--n", "1000"]),
+            ("bench_vouchers", lambda: bench_vouchers.main(args.seconds), []),
         ):
             print(f"  {name} ...", flush=True)
             lines += [f"### {name}", "", "```", micro(name, fn, argv), "```", ""]

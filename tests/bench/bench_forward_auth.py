@@ -5,9 +5,10 @@ Starts on loopback a static origin (nginx), nginx proxy_pass as the reference, t
 nginx running the shipped deploy/forward-auth/nginx-popgate-auth.conf (verdict cache on;
 cache off) in front of one popgate with ``mode = "auth"``, and popgate inline; one worker
 each. wrk drives every case from a separate process; CPU µs per request is summed over
-every process involved (nginx master + worker, popgate). Rounds alternate; best round kept.
+every process involved (nginx master + worker, popgate). Cases alternate within each round;
+medians and ranges over the rounds.
 
-    python tests/bench/bench_forward_auth.py [--seconds 5] [--rounds 2] [--conns 32]
+    python tests/bench/bench_forward_auth.py [--seconds 5] [--rounds 5] [--conns 32]
 
 ``make bench`` (tests/bench/bench_all.py) runs :func:`section` in the same run as the rest.
 """
@@ -18,6 +19,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +36,7 @@ UNCACHED = "nginx+popgate-auth session, cache off"
 INLINE = "popgate inline session"
 FA402 = "nginx+popgate-auth 402"
 INLINE402 = "popgate inline 402"
+SHARE = "  popgate's share, cache off"
 
 
 def popgate(tmp: str, name: str, keyfile: str, server: str) -> tuple[int, list[str]]:
@@ -48,6 +51,8 @@ admin = "127.0.0.1:{admin}"
 url = "memory://"
 [sessions]
 keys = [{{kid = "k1", secret_file = "{keyfile}"}}]
+[puzzle]
+keys = [{{kid = "p1", secret_file = "{keyfile}"}}]
 """
     )
     cmd = [PY, "-m", "popgate.gateway", "run", "--config", f"{tmp}/{name}.toml", "--log-level", "WARNING"]
@@ -85,7 +90,7 @@ def section(seconds: int, rounds: int, conns: int) -> list[str]:
                 (CACHED, on, [*tree(on_proc.pid), *with_auth], session),
                 (UNCACHED, off, [*tree(off_proc.pid), *with_auth], session),
                 (INLINE, inline_port, tree(inline.pid), session),
-                ("  popgate's share, cache off", off, with_auth, session),
+                (SHARE, off, with_auth, session),
                 (FA402, on, [*tree(on_proc.pid), *with_auth], {}),
                 (INLINE402, inline_port, tree(inline.pid), {}),
             ]
@@ -101,35 +106,54 @@ def section(seconds: int, rounds: int, conns: int) -> list[str]:
         for p in procs:
             p.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
-    best = [max(rs, key=lambda r: r.rps) for rs in runs.values()]
-    return report(best, seconds, rounds, conns)
+    return report(runs, seconds, rounds, conns)
 
 
-def report(best: list[Result], seconds: int, rounds: int, conns: int) -> list[str]:
-    b = {r.name: r for r in best}
+def median_round(rs: list[Result]) -> Result:
+    """The round with the median CPU µs per request (its own req/s, latencies)."""
+    return sorted(rs, key=lambda r: r.cpu_us)[len(rs) // 2]
 
-    def per_core(x: str, y: str) -> float:  # how many x's per CPU second, against y's
-        return b[y].cpu_us / b[x].cpu_us
 
+def spread(values: list[float]) -> str:
+    """``median [min–max]`` of per-round values."""
+    return f"{statistics.median(values):.2f}× [{min(values):.2f}–{max(values):.2f}]"
+
+
+def report(runs: dict[str, list[Result]], seconds: int, rounds: int, conns: int) -> list[str]:
+    def per_core(x: str, y: str) -> str:  # x's per CPU second against y's, round by round (side by side)
+        return spread([ry.cpu_us / rx.cpu_us for rx, ry in zip(runs[x], runs[y], strict=True)])
+
+    def cpu(name: str) -> str:
+        us = [r.cpu_us for r in runs[name]]
+        return f"{statistics.median(us):.0f} [{min(us):.0f}–{max(us):.0f}]"
+
+    nginx_share = [u.cpu_us - s.cpu_us for u, s in zip(runs[UNCACHED], runs[SHARE], strict=True)]
     return [
         "## Forward-auth (nginx in front, popgate deciding)",
         "",
         f"`python tests/bench/bench_forward_auth.py --seconds {seconds} --rounds {rounds} --conns {conns}`"
         " (also part of `make bench`): one worker each (nginx `worker_processes 1`, popgate 1 process), "
         "memory store, no policy file; CPU µs per request summed over every process involved "
-        "(nginx master + worker, popgate); best of the rounds. The session is a plain one "
-        "(no budget, no binding): the verdict cache keeps its allow for `cache_ttl` (30 s).",
+        "(nginx master + worker, popgate). Cases alternate within each round; the table shows each "
+        "case's median round (by CPU µs per request), the ratios are computed round by round "
+        "(cases side by side) and given as median [min–max] over the rounds. The session is a plain "
+        "one (no budget, no binding): the verdict cache keeps its allow for `cache_ttl` (30 s).",
         "",
-        table(best, REF),
+        table([median_round(rs) for rs in runs.values()], REF),
+        "",
+        "| CPU µs per request, median [min–max] over the rounds | µs |",
+        "|---|---|",
+        *(f"| {name.strip()} | {cpu(name)} |" for name in runs),
+        f"| nginx's share, cache off (total − popgate's share) | {statistics.median(nginx_share):.0f} "
+        f"[{min(nginx_share):.0f}–{max(nginx_share):.0f}] |",
         "",
         "| acceptance (per core: CPU µs per request, reference / case) | measured | goal |",
         "|---|---|---|",
-        f"| nginx + popgate-auth session, cache on / nginx alone | {per_core(CACHED, REF):.2f}× "
+        f"| nginx + popgate-auth session, cache on / nginx alone | {per_core(CACHED, REF)} "
         "| ≥ 0.6× (aim 0.8×) |",
-        f"| nginx + popgate-auth session, cache off / nginx alone | {per_core(UNCACHED, REF):.2f}× "
-        "| ≥ 0.2× |",
-        f"| 402 through nginx + popgate / popgate inline 402 | {per_core(FA402, INLINE402):.2f}× | ≥ 1× |",
-        f"| popgate inline session / nginx alone (beside) | {per_core(INLINE, REF):.2f}× | — |",
+        f"| nginx + popgate-auth session, cache off / nginx alone | {per_core(UNCACHED, REF)} | ≥ 0.2× |",
+        f"| 402 through nginx + popgate / popgate inline 402 | {per_core(FA402, INLINE402)} | ≥ 1× |",
+        f"| popgate inline session / nginx alone (beside) | {per_core(INLINE, REF)} | — |",
         "",
     ]
 
@@ -137,7 +161,7 @@ def report(best: list[Result], seconds: int, rounds: int, conns: int) -> list[st
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--conns", type=int, default=32)
     args = ap.parse_args()
     print("\n".join(section(args.seconds, args.rounds, args.conns)))

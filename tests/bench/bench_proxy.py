@@ -74,17 +74,10 @@ upstream = "{origin}"
 url = "{store}"
 [sessions]
 keys = [{{kid = "k1", secret_file = "{keyfile}"}}]
-"""
-            + (
-                f"""
-[policy]
-file = "{Path(args.policy).resolve()}"
 [puzzle]
 keys = [{{kid = "p1", secret_file = "{keyfile}"}}]
 """
-                if args.policy
-                else ""
-            )
+            + (f'[policy]\nfile = "{Path(args.policy).resolve()}"\n[credits]\n' if args.policy else "")
         )
         gwp = start(
             [

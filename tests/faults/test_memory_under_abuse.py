@@ -101,6 +101,7 @@ file = "{ROOT / "policies" / "default.toml"}"
 [puzzle]
 signing_kid = "p1"
 keys = [{{kid = "p1", secret_file = "{tmp_path / "pz"}"}}]
+[credits]
 """
     path = write_config(tmp_path, upstream, extra=extra, server_extra='trusted_proxies = ["127.0.0.1/32"]')
     cfg = load_config(path)

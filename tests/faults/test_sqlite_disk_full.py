@@ -50,7 +50,7 @@ async def test_sqlite_disk_full_fails_closed_and_recovers(upstream, tmp_path):
     getting 200; reads of the store still work (``/readyz``); once the limit
     is lifted the same budgeted sessions are served again, with no restart."""
     db = tmp_path / "store.db"
-    path = write_config(tmp_path, upstream, store=f"sqlite:///{db}")
+    path = write_config(tmp_path, upstream, store=f"sqlite:///{db}", way_in=True)
     cfg = load_config(path)
     pre = SQLiteStore(str(db))  # the schema exists before the limit applies
     await pre.ping()

@@ -109,7 +109,8 @@ async def fleet(redis_url: str, upstream: str, tmp_path: Path) -> AsyncIterator[
         if policy is not None:
             (tmp_path / "policy.toml").write_text(policy)
             extra += f'\n[policy]\nfile = "{tmp_path / "policy.toml"}"\n'
-        base = write_config(tmp_path, upstream, store=url, extra=extra).read_text()
+        # no table of its own: a [puzzle] so the default challenge has a way out (popgate run needs one)
+        base = write_config(tmp_path, upstream, store=url, extra=extra, way_in=not extra).read_text()
         configs, procs, paths = [], [], []
         for i in range(n):
             text = re.sub(r"^listen = .*$", f'listen = "127.0.0.1:{free_port()}"', base, flags=re.M)

@@ -27,6 +27,7 @@ CLASSES = [
     "Sybil",
     "PrivacyPassHuman",
     "DelegatedFleet",
+    "VoucherAgent",
 ]
 
 

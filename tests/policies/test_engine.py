@@ -83,7 +83,7 @@ def test_unknown_never_silently_allowed_on_api() -> None:
 def test_weights_add_up_to_higher_threshold() -> None:
     """Headless UA (20) + heuristic weight (10) crosses the high threshold."""
     m = DEFAULT.match(view("/api", ua="HeadlessChrome/120"), "unknown", weight=10)
-    assert m.rule == "high-suspicion" and m.action.ways == ("prove", "pay")
+    assert m.rule == "high-suspicion" and m.action.ways == ("prove", "pay", "credits")
     assert DEFAULT.match(view("/api"), "unknown", weight=9).rule == "default"
     assert DEFAULT.match(view("/api"), "unknown", weight=10).rule == "mild-suspicion"
 

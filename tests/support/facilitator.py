@@ -41,6 +41,8 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from x402.schemas import SettleResponse, SupportedResponse, VerifyResponse
 
+from tests.support.channel_chain import ChannelChain, batch_settle, batch_verify
+
 HALF_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141 // 2
 NETWORKS = ("eip155:84532", "eip155:8453")
 
@@ -59,6 +61,7 @@ class FacilitatorState:
     pending: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
     settled: list[dict[str, Any]] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
+    chain: ChannelChain = field(default_factory=ChannelChain)  # batch-settlement channels
 
 
 def eip3009_typed_data(a: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
@@ -192,6 +195,8 @@ def make_app(state: FacilitatorState) -> web.Application:
         if state.verify_mode == "http500":
             return web.Response(status=500, text="boom")
         body = await request.json()
+        if body.get("paymentRequirements", {}).get("scheme") == "batch-settlement":
+            return web.json_response(batch_verify(state.chain, body))
         reason, payer = check(state, body)
         out = VerifyResponse(is_valid=reason is None, invalid_reason=reason, payer=payer)
         status = 400 if reason and state.verify_mode == "reject400" else 200
@@ -205,6 +210,8 @@ def make_app(state: FacilitatorState) -> web.Application:
         if state.settle_mode == "hang":
             await asyncio.sleep(3600)
         body = normalize(await request.json())
+        if body["paymentRequirements"].get("scheme") == "batch-settlement":
+            return web.json_response(batch_settle(state.chain, body))
         req, a = body["paymentRequirements"], body["paymentPayload"]["payload"]["authorization"]
         nkey = (req["network"], a["from"].lower(), a["nonce"].lower())
         tx = "0x" + hashlib.sha256(repr(nkey).encode()).hexdigest()
@@ -287,3 +294,14 @@ async def running(state: FacilitatorState | None = None) -> AsyncIterator[tuple[
         yield f"http://127.0.0.1:{port}", state
     finally:
         await runner.cleanup()
+
+
+def serve_forever(port: int) -> None:
+    """``python -m tests.support.facilitator PORT``: the stand-in as a process (benchmarks)."""
+    web.run_app(make_app(FacilitatorState()), host="127.0.0.1", port=port, print=None)
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve_forever(int(sys.argv[1]))

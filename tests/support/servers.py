@@ -114,9 +114,16 @@ def write_config(
     server_extra: str = "",
     listen: int | None = None,
     admin: int | None = None,
+    way_in: bool = False,
 ) -> Path:
-    """A complete popgate.toml with two session keys (k1 signs, k0 still accepted)."""
+    """A complete popgate.toml with two session keys (k1 signs, k0 still accepted).
+
+    ``way_in``: add a ``[puzzle]`` table, so the default challenge offers a way out
+    (``popgate run`` refuses a challenge with none: gateway/ops/deadends.py)."""
     (tmp / "k0").write_bytes(b"0" * 40)
+    if way_in:
+        (tmp / "p1").write_bytes(os.urandom(24).hex().encode())
+        extra = f'[puzzle]\nkeys = [{{kid = "p1", secret_file = "{tmp / "p1"}"}}]\n' + extra
     (tmp / "k1").write_bytes(os.urandom(24).hex().encode())
     path = tmp / "popgate.toml"
     path.write_text(f"""

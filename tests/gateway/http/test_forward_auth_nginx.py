@@ -232,9 +232,9 @@ async def test_browser_solves_the_challenge_page_through_nginx(edge, upstream, t
             assert first is not None and first.status == 402
             assert "text/html" in (first.headers.get("content-type") or "")
             await page.wait_for_url("**/api/page?from=nginx", timeout=60_000)
-            await page.wait_for_function(
-                "document.body && document.body.innerText.includes('PoP-Class')", timeout=60_000
-            )
+            await page.get_by_text("PoP-Class").wait_for(
+                timeout=60_000
+            )  # a locator: the page's CSP forbids eval
             info = json.loads(await page.inner_text("body"))
             assert info["pop"]["PoP-Class"] == "unknown" and info["pop"]["PoP-Evidence"] == "puzzle"
             assert info["path"] == "/api/page?from=nginx"

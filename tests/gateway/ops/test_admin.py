@@ -47,3 +47,20 @@ async def test_admin_is_not_on_the_proxy_port(upstream, gateway_factory, http):
     gw = await gateway_factory(upstream)
     async with http.get(url_of(gw, "/metrics")) as r:
         assert r.status == 402
+
+
+async def test_admin_index_and_a_404_that_says_what_is_off(upstream, gateway_factory, http):
+    """Without [credits]: `/` lists what the admin listener serves, and /admin/... answers a
+    problem+json 404 naming the table that turns the credits API on (not a bare 404)."""
+    gw = await gateway_factory(upstream)
+    async with http.get(admin_url(gw, "/")) as r:
+        assert r.status == 200
+        routes = (await r.json())["routes"]
+    assert {"GET /metrics", "GET /healthz", "GET /readyz"} <= set(routes)
+    assert not any("/admin/credits" in x for x in routes)
+    async with http.post(admin_url(gw, "/admin/credits/keys"), json={"amount_usd": "1.00"}) as r:
+        assert r.status == 404 and r.content_type == "application/problem+json"
+        body = await r.json()
+    assert "[credits] admin_token" in body["detail"] and body["routes"] == routes
+    async with http.get(admin_url(gw, "/nope")) as r:
+        assert r.status == 404 and "detail" not in await r.json()

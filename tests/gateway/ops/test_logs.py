@@ -129,7 +129,7 @@ def test_popgate_run_logs_json_lines(tmp_path):
     the access line included."""
     listen = free_port()
     log = '[log]\nformat = "json"\naccess = true\n'
-    cfg = write_config(tmp_path, "http://127.0.0.1:1", listen=listen, extra=log)
+    cfg = write_config(tmp_path, "http://127.0.0.1:1", listen=listen, extra=log, way_in=True)
     proc = subprocess.Popen(
         [sys.executable, "-m", "popgate.gateway", "run", "--config", str(cfg)],
         cwd=ROOT,

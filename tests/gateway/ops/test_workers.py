@@ -87,7 +87,7 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
 async def test_workers_share_both_ports_and_aggregate_metrics(upstream, tmp_path, multiproc_dir):
     """Two workers answer on one proxy and one admin port; every /metrics scrape, whichever
     worker answers it, reports the requests of all workers."""
-    path = write_config(tmp_path, upstream, store=f"sqlite:///{tmp_path}/store.db")
+    path = write_config(tmp_path, upstream, store=f"sqlite:///{tmp_path}/store.db", way_in=True)
     cfg = load_config(path)
     proc = gateway_process(path, "--workers", str(WORKERS))
     try:
@@ -121,7 +121,7 @@ async def test_workers_share_both_ports_and_aggregate_metrics(upstream, tmp_path
 
 async def test_dead_worker_is_replaced_and_counters_survive(upstream, tmp_path, multiproc_dir):
     """A worker killed with SIGKILL is replaced; its counted requests stay in the totals."""
-    path = write_config(tmp_path, upstream, store=f"sqlite:///{tmp_path}/store.db")
+    path = write_config(tmp_path, upstream, store=f"sqlite:///{tmp_path}/store.db", way_in=True)
     cfg = load_config(path)
     proc = gateway_process(path, "--workers", str(WORKERS))
     try:
@@ -195,7 +195,7 @@ async def test_sigterm_drains_every_worker(upstream, tmp_path):
 
 def test_memory_store_is_refused_with_workers(upstream_url_stub, tmp_path):
     """``memory://`` cannot be shared by workers: a clear error, exit 2."""
-    path = write_config(tmp_path, upstream_url_stub)
+    path = write_config(tmp_path, upstream_url_stub, way_in=True)
     proc = gateway_process(path, "--workers", "2")
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 2

@@ -149,3 +149,65 @@ async def test_ledger_reconciles_after_kill_mid_load(tmp_path, redis_url):
         finally:
             for p, _, _ in procs:
                 stop(p)
+
+
+async def test_fifty_concurrent_vouchers_two_gateway_processes(tmp_path, redis_url):
+    """batch-settlement: 50 vouchers on ONE channel at once over two gateway
+    processes on one Redis, each built on the charged total it last saw; the
+    charged total equals exactly the accepted vouchers, and the origin saw
+    exactly the accepted ones; the rest are channel_busy / cumulative mismatch."""
+    from popgate.verifiers.x402 import Requirements
+    from tests.support.batch import RECEIVER_AUTHORIZER, Payer, header
+
+    seen: list[str] = []
+    async with running() as (fac, st), await counting_origin(seen) as oport:
+        extra = (
+            f'[x402]\nnetworks = ["eip155:84532"]\npay_to = "{PAY_TO}"\nfacilitator = "{fac}"\n'
+            f'[x402.batch]\nreceiver_authorizer = "{RECEIVER_AUTHORIZER}"\nmin_deposit = "100.00"\n'
+        )
+        procs = [spawn(tmp_path, n, f"http://127.0.0.1:{oport}", redis_url, extra) for n in "ab"]
+        try:
+            for _, port, _ in procs:
+                await wait_port_async(port)
+            urls = [f"http://127.0.0.1:{p}/paid/v" for _, p, _ in procs]
+            async with aiohttp.ClientSession() as s:
+                async with s.get(urls[0]) as r:
+                    required = decode_payment_required_header(r.headers["PAYMENT-REQUIRED"])
+                offer = next(a for a in required.accepts if a.scheme == "batch-settlement")
+                req = Requirements.from_json(offer.model_dump(by_alias=True))
+                price, payer = int(req.amount), Payer(0x77)
+
+                async def send(i: int, payload: dict) -> tuple[int, str]:
+                    h = {"PAYMENT-SIGNATURE": header(req, payload)}
+                    async with s.get(urls[i % 2], headers=h) as r:
+                        body = await r.text()
+                        return r.status, body
+
+                status, _ = await send(0, payer.sdk_payload(req))
+                assert status == 200
+                accepted, base = 1, price
+                for _round in range(3):
+                    got = await asyncio.gather(
+                        *(send(i, payer.voucher(req, base + price * (1 + i % 2))) for i in range(50))
+                    )
+                    ok = [i for i, (code, _) in enumerate(got) if code == 200]
+                    assert all(code in (200, 402) for code, _ in got), got
+                    assert all(
+                        "channel_busy" in b or "cumulative_amount_mismatch" in b
+                        for code, b in got
+                        if code == 402
+                    )
+                    accepted += len(ok)
+                    # at most one voucher per cumulative amount can be charged
+                    assert len({base + price * (1 + i % 2) for i in ok}) == len(ok)
+                    base += price * len(ok)
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"http://127.0.0.1:{procs[1][2]}/x402/channels") as r:
+                    view = await r.json()
+            (channel,) = view["channels"]
+            assert st.calls["settle"] == 1  # the deposit; vouchers never reach the facilitator
+            assert int(channel["charged"]) == price * accepted == base
+            assert len(seen) == accepted and set(seen) == {str(price)}
+        finally:
+            for proc, _, _ in procs:
+                stop(proc)

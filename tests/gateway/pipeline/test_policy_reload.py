@@ -38,6 +38,22 @@ async def test_reload_swaps_policy_and_keeps_old_on_error(upstream, gateway_fact
         assert r.status == 403
 
 
+async def test_reload_refuses_a_dead_end_as_start_up_does(upstream, gateway_factory, http, tmp_path, caplog):
+    """A reloaded file whose challenge offers a way no table configures (pay, no [x402]) is
+    refused like at start-up, naming the class and the table; the old policy keeps serving."""
+    gw = await gateway_factory(upstream, extra=puzzle_extra(tmp_path, policy=ALLOW))
+    pol = tmp_path / "policy.toml"
+    pol.write_text('[default]\nall = { kind = "challenge", ways = ["pay"], price = "0.01" }\n')
+    assert gw.gateway.reload() is False
+    assert "no way out" in caplog.text and "[x402]" in caplog.text
+    async with http.get(url_of(gw, "/x")) as r:
+        assert r.status == 200
+    pol.write_text('[default]\nall = { kind = "challenge", ways = ["puzzle"] }\n')
+    assert gw.gateway.reload() is True
+    async with http.get(url_of(gw, "/x")) as r:
+        assert r.status == 402
+
+
 def test_invalid_policy_file_fails_start_up_with_every_problem(upstream, tmp_path):
     """A bad policy file stops start-up with each problem and its key path."""
     bad = '[default]\nall = "allow"\n[[rules]]\nname = "x"\nnetworks = ["10.0.0.0/33"]\naction = "nope"\n'

@@ -241,7 +241,8 @@ async def test_readme_python_example(upstream, gateway_factory, tmp_path):
     """The README's copy-paste Python equivalent of verifyCloudProof, run as written."""
     gw = await gateway_factory(upstream, extra=api_toml(tmp_path))
     text = README.read_text()
-    block = text.split("<!-- verify-api-python -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    marker = "<!-- tested: tests/gateway/schemes/test_worldid_api.py::test_readme_python_example -->"
+    block = text.split(marker, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     c = CASES[1]
     ns: dict[str, Any] = {}
     await asyncio.to_thread(exec, block, ns)

@@ -13,7 +13,8 @@ import aiohttp
 import pytest
 
 from popgate.gateway.errors import Overloaded
-from popgate.gateway.schemes.worldid_chain import SEL, FileChain, RpcChain, rpc_call
+from popgate.gateway.schemes.worldid_chain import SEL, FileChain, RpcChain
+from popgate.gateway.schemes.worldid_roots import rpc_call
 from tests.support.servers import serve_app
 from tests.support.worldid_chain import VERIFIER, V4ChainState, make_app
 

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from popgate.gateway.errors import Overloaded
-from popgate.gateway.schemes.worldid_roots import FileRoots, RedisSetRoots, RpcRoots, rpc_caller, selector
+from popgate.gateway.schemes.worldid_roots import FileRoots, RedisSetRoots, RpcRoots, rpc_call, selector
 from tests.conftest import url_of
 from tests.gateway.schemes.test_worldid import post
 from tests.gateway.schemes.worldid_support import ROOT, body, forget_nullifiers, worldid_toml
@@ -65,7 +65,7 @@ async def test_rpc_source_latest_history_and_expiry():
         async def session():
             return http
 
-        src = RpcRoots(rpc_caller(session, f"http://127.0.0.1:{port}/"), CONTRACT, interval=30)
+        src = RpcRoots(rpc_call(session, f"http://127.0.0.1:{port}/"), CONTRACT, interval=30)
         assert await src.is_valid(7, now)
         assert await src.is_valid(R, now)  # superseded 10 min ago, 1 h window
         assert not await src.is_valid(99, now)  # superseded 2 h ago: expired
@@ -121,7 +121,7 @@ async def test_rpc_source_asks_again_about_a_root_it_did_not_know():
         async def session():
             return http
 
-        src = RpcRoots(rpc_caller(session, f"http://127.0.0.1:{port}/"), CONTRACT, interval=30)
+        src = RpcRoots(rpc_call(session, f"http://127.0.0.1:{port}/"), CONTRACT, interval=30)
         assert not await src.is_valid(R, now)
         state.history[R] = int(now) + 5  # superseded on chain a moment later
         assert not await src.is_valid(R, now + 10), "within the interval: the cached answer"
@@ -142,7 +142,7 @@ async def test_rpc_source_unreachable_chain_is_roots_unavailable_not_unknown_roo
         async def session():
             return http
 
-        src = RpcRoots(rpc_caller(session, f"http://127.0.0.1:{port}/"), CONTRACT, interval=30)
+        src = RpcRoots(rpc_call(session, f"http://127.0.0.1:{port}/"), CONTRACT, interval=30)
         with pytest.raises(Overloaded) as down:
             await src.is_valid(7, now)
         assert down.value.reason == "roots_unavailable" and down.value.retry_after == 30

@@ -1,0 +1,98 @@
+"""``[x402.batch]``: offer x402 ``batch-settlement`` next to ``exact``.
+
+Keys: ``receiver_authorizer`` (required: the address that signs claims,
+non-zero), ``withdraw_delay`` (seconds, 900..2592000, default 900),
+``min_deposit`` (USD, default ten times the price; announced as
+``extra.minDeposit``), ``claim_margin`` (seconds a claim needs before a
+payer's timed withdrawal completes, default 120), ``claim_threshold`` (USD
+unclaimed on one channel that triggers a claim, default "1.00"),
+``claim_max_age`` (seconds, default 3600) and ``claim_interval`` (seconds
+between claim rounds, default 60).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from popgate.gateway.ops.validation import Collector
+from popgate.verifiers.evm import parse_address
+from popgate.verifiers.x402 import usd_to_atomic
+from popgate.verifiers.x402_channel import MAX_WITHDRAW_DELAY, MIN_WITHDRAW_DELAY
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSettings:
+    receiver_authorizer: str
+    withdraw_delay: int = 900
+    min_deposit: int | None = None  # atomic units; None: 10x the price
+    claim_margin: int = 120
+    claim_threshold: int = 1_000_000  # atomic units unclaimed on a channel
+    claim_max_age: float = 3600.0
+    claim_interval: float = 60.0
+
+
+def parse_batch(c: Collector, t: Any) -> BatchSettings | None:
+    """Validate ``[x402.batch]``; problems carry their key path."""
+    if not isinstance(t, dict):
+        c.problem("x402.batch", "expected a table")
+        return None
+    c.unknown_keys(
+        "x402.batch",
+        t,
+        {
+            "receiver_authorizer",
+            "withdraw_delay",
+            "min_deposit",
+            "claim_margin",
+            "claim_threshold",
+            "claim_max_age",
+            "claim_interval",
+        },
+    )
+    ra = t.get("receiver_authorizer")
+    ok = True
+    try:
+        if parse_address(str(ra)) == b"\x00" * 20:
+            raise ValueError("zero address")
+    except ValueError:
+        c.problem("x402.batch.receiver_authorizer", f"required: a non-zero EVM address, got {ra!r}")
+        ok = False
+    delay = c.number(
+        "x402.batch.withdraw_delay",
+        t.get("withdraw_delay", 900),
+        lo=MIN_WITHDRAW_DELAY,
+        hi=MAX_WITHDRAW_DELAY,
+        integer=True,
+    )
+    margin = c.number("x402.batch.claim_margin", t.get("claim_margin", 120), lo=0, hi=86400, integer=True)
+    age = c.number("x402.batch.claim_max_age", t.get("claim_max_age", 3600), lo=1, hi=30 * 86400)
+    every = c.number("x402.batch.claim_interval", t.get("claim_interval", 60), lo=0.05, hi=86400)
+    floor = _usd(c, "x402.batch.min_deposit", t.get("min_deposit"))
+    threshold = _usd(c, "x402.batch.claim_threshold", t.get("claim_threshold", "1.00"))
+    if not ok or None in (delay, margin, age, every, threshold) or -1 in (floor, threshold):
+        return None
+    return BatchSettings(
+        str(ra),
+        int(delay or 0),
+        floor,
+        int(margin or 0),
+        int(threshold or 0),
+        float(age or 0),
+        float(every or 0),
+    )
+
+
+def _usd(c: Collector, path: str, value: Any) -> int | None:
+    """A positive USD amount in atomic units; None when absent, -1 after a problem."""
+    if value is None:
+        return None
+    try:
+        atomic = usd_to_atomic(str(value))
+    except ValueError as exc:
+        c.problem(path, f'expected a USD amount such as "1.00": {exc}')
+        return -1
+    if isinstance(value, float) or atomic <= 0:
+        c.problem(path, 'expected a positive USD amount given as a string, such as "1.00"')
+        return -1
+    return atomic

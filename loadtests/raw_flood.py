@@ -1,0 +1,222 @@
+"""The anonymous part of a flood, raw: open-loop, pipelined HTTP/1.1 at a fixed offered rate.
+
+    python loadtests/raw_flood.py --url http://127.0.0.1:8080 --rate 30000 --duration 20
+                                  [--conns 64] [--networks 256] [--max-requests N] [--out flood.json]
+
+locust spends milliseconds of Python per request, so it cannot offer more than a
+gateway answers; this driver can. ``--conns`` connections each send their share of
+``--rate`` requests/s on a schedule (every ``TICK`` s, a batch written at once),
+whether or not the answers came back: an open loop, like a botnet that does not
+wait. Requests are ``GET /api/items/<n>`` with no credential, a flood user agent
+and ``X-Forwarded-For`` from ``--networks`` client /24s (the gateway must trust
+the driver as a proxy, as the flood stack does). A connection never has more than
+``--window`` requests unanswered: past it the schedule's requests are counted as
+*held back* (offered, never sent: the gateway was not reading). Responses are
+counted by status line; latency is from a request's write to its status line.
+
+Bounded: ``--duration`` seconds and at most ``--max-requests`` requests sent.
+Prints one JSON summary (and writes it to ``--out``): offered, sent, answered,
+held back, per-status counts, p50/p99 latency, and a per-second series.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import random
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+TICK = 0.01
+STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) ")
+UAS = ("curl/8.5.0", "python-requests/2.32", "Go-http-client/1.1", "Scrapy/2.11", "")
+
+
+@dataclass
+class Counts:
+    t0: float
+    offered: int = 0
+    sent: int = 0
+    held: int = 0
+    lost: int = 0  # sent on a connection that closed before answering
+    status: collections.Counter[str] = field(default_factory=collections.Counter)
+    latency: list[float] = field(default_factory=list)
+    series: dict[int, collections.Counter[str]] = field(
+        default_factory=lambda: collections.defaultdict(collections.Counter)
+    )
+
+    def answered(self, code: str, now: float, took: float) -> None:
+        self.status[code] += 1
+        self.series[int(now - self.t0)][code] += 1
+        if len(self.latency) < 200_000:
+            self.latency.append(took)
+
+
+def requests(host: str, networks: int, n: int = 4096) -> list[bytes]:
+    """``n`` request heads to pick from: random paths, user agents and client networks."""
+    rnd = random.Random(19)
+    nets = [f"{rnd.randint(1, 223)}.{rnd.randint(0, 255)}.{rnd.randint(0, 255)}" for _ in range(networks)]
+    out = []
+    for _ in range(n):
+        ip = f"{rnd.choice(nets)}.{rnd.randint(1, 254)}"
+        out.append(
+            f"GET /api/items/{rnd.randint(1, 10**9)} HTTP/1.1\r\nHost: {host}\r\n"
+            f"User-Agent: {rnd.choice(UAS)}\r\nX-Forwarded-For: {ip}\r\nAccept: */*\r\n\r\n".encode()
+        )
+    return out
+
+
+def scan(tail: bytes, chunk: bytes) -> tuple[list[str], bytes]:
+    """The status codes of the response status lines in ``tail + chunk``, and the new tail
+    (the bytes a status line split across reads may start in: never one already counted)."""
+    buf = tail + chunk
+    end = 0
+    codes = []
+    for m in STATUS.finditer(buf):
+        end = m.end()
+        codes.append(m.group(1).decode())
+    return codes, buf[max(end, len(buf) - 16) :]
+
+
+class Conn:
+    """One connection: a writer on the schedule, a reader counting status lines."""
+
+    def __init__(self, args: argparse.Namespace, heads: list[bytes], counts: Counts, share: float) -> None:
+        self.args, self.heads, self.counts, self.share = args, heads, counts, share
+        self.pending: collections.deque[float] = collections.deque()  # write time per unanswered request
+
+    async def run(self, deadline: float, budget: list[int]) -> None:
+        loop = asyncio.get_running_loop()
+        u = urlsplit(self.args.url)
+        due = 0.0
+        while loop.time() < deadline:
+            try:
+                reader, writer = await asyncio.open_connection(u.hostname, u.port or 80)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            read = asyncio.ensure_future(self._read(reader))
+            try:
+                due = await self._write(writer, read, deadline, budget, due)
+            finally:
+                writer.close()
+                read.cancel()
+                self.counts.lost += len(self.pending)
+                self.pending.clear()
+
+    async def _write(
+        self,
+        writer: asyncio.StreamWriter,
+        read: asyncio.Future[None],
+        deadline: float,
+        budget: list[int],
+        due: float,
+    ) -> float:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while not read.done():
+            now = loop.time()
+            if now >= deadline:
+                await asyncio.sleep(min(2.0, self.args.drain))  # let the last answers come in
+                return due
+            due += (now - last) * self.share
+            last = now
+            n = int(due)
+            due -= n
+            self.counts.offered += n
+            room = min(n, self.args.window - len(self.pending), budget[0])
+            self.counts.held += n - max(room, 0)
+            if room > 0:
+                budget[0] -= room
+                writer.write(b"".join(random.choice(self.heads) for _ in range(room)))
+                self.pending.extend([now] * room)
+                self.counts.sent += room
+            await asyncio.sleep(TICK)
+        return due
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        loop = asyncio.get_running_loop()
+        tail = b""
+        while True:
+            chunk = await reader.read(1 << 16)
+            if not chunk:
+                return
+            codes, tail = scan(tail, chunk)
+            now = loop.time()
+            for code in codes:
+                sent = self.pending.popleft() if self.pending else now
+                self.counts.answered(code, now, now - sent)
+
+
+def summary(counts: Counts, duration: float) -> dict[str, Any]:
+    lat = sorted(counts.latency)
+
+    def pct(q: float) -> float | None:
+        return round(1000 * lat[min(len(lat) - 1, int(q * len(lat)))], 1) if lat else None
+
+    answered = sum(counts.status.values())
+    return {
+        "duration": duration,
+        "offered": counts.offered,
+        "offered_rps": round(counts.offered / duration),
+        "sent": counts.sent,
+        "held_back": counts.held,
+        "answered": answered,
+        "answered_rps": round(answered / duration),
+        "lost": counts.lost,
+        "status": dict(counts.status),
+        "p50_ms": pct(0.5),
+        "p99_ms": pct(0.99),
+        "series": {str(t): dict(c) for t, c in sorted(counts.series.items())},
+    }
+
+
+async def flood(args: argparse.Namespace) -> dict[str, Any]:
+    u = urlsplit(args.url)
+    heads = requests(u.netloc, args.networks)
+    loop = asyncio.get_running_loop()
+    counts = Counts(t0=loop.time())
+    deadline = loop.time() + args.duration
+    budget = [args.max_requests]
+    conns = [Conn(args, heads, counts, args.rate / args.conns) for _ in range(args.conns)]
+    await asyncio.gather(*(c.run(deadline, budget) for c in conns))
+    return summary(counts, args.duration)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--rate", type=float, required=True, help="offered requests/s, all connections")
+    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--conns", type=int, default=64)
+    ap.add_argument("--networks", type=int, default=256, help="client /24s the flood comes from")
+    ap.add_argument("--window", type=int, default=256, help="unanswered requests per connection, at most")
+    ap.add_argument("--max-requests", type=int, default=5_000_000)
+    ap.add_argument("--drain", type=float, default=1.0, help="seconds to wait for answers at the end")
+    ap.add_argument("--out", default="")
+    args = ap.parse_args(argv)
+    try:
+        import uvloop
+
+        run = uvloop.run
+    except ImportError:
+        run = asyncio.run
+    t0 = time.time()
+    result = run(flood(args))
+    result["wall_seconds"] = round(time.time() - t0, 1)
+    text = json.dumps(result)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    print(json.dumps({k: v for k, v in result.items() if k != "series"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
