@@ -141,8 +141,9 @@ def run_locust(
         "--loglevel",
         "WARNING",
     ]
-    if args.processes > 1:
-        cmd += ["--processes", str(args.processes)]
+    processes = getattr(args, "processes", 1)  # soak.py's arguments have no --processes
+    if processes > 1:
+        cmd += ["--processes", str(processes)]
     if getattr(args, "full_history", False):
         cmd.append("--csv-full-history")
     with open(out / "locust.log", "wb") as log:

@@ -20,6 +20,9 @@ from packaging.utils import canonicalize_name
 from tests.support.servers import ROOT
 
 RUNTIME_EXTRAS = ("fast",)  # Makefile EXTRAS_run
+# Modules only imported when an optional extra's feature is on (a `# why:` lazy import), and
+# the top-level package they need: [tracing] → opentelemetry (extra `tracing`).
+OPTIONAL = {"popgate.gateway.ops.otel": "opentelemetry"}
 
 GUARDED = r"""
 import importlib, json, pkgutil, sys
@@ -37,11 +40,19 @@ except ModuleNotFoundError:
     pass
 else:
     raise SystemExit("the guard let a test-only package through")
+optional = json.loads(sys.argv[3])  # modules of an optional extra: they must need it, nothing else
 names = []
 for pkg in ("popgate.gateway", "popgate.verifiers", "popgate.policies"):
     mod = importlib.import_module(pkg)
     for info in pkgutil.walk_packages(mod.__path__, pkg + "."):
-        if not info.name.endswith(".__main__"):  # it runs the command
+        if info.name in optional:
+            try:
+                importlib.import_module(info.name)
+            except ModuleNotFoundError as exc:
+                assert exc.name.partition(".")[0] == optional[info.name], exc
+            else:
+                raise SystemExit(f"{info.name} imported without its extra")
+        elif not info.name.endswith(".__main__"):  # it runs the command
             importlib.import_module(info.name)
             names.append(info.name)
 from popgate.gateway.cli.main import main
@@ -91,7 +102,14 @@ def test_every_popgate_module_imports_with_runtime_dependencies_only(tmp_path):
     demo = demo.replace("sqlite:///../var/store.db", "memory://")
     (tmp_path / "demo.toml").write_text(demo)
     out = subprocess.run(
-        [sys.executable, "-c", GUARDED, json.dumps(allowed_modules()), str(tmp_path / "demo.toml")],
+        [
+            sys.executable,
+            "-c",
+            GUARDED,
+            json.dumps(allowed_modules()),
+            str(tmp_path / "demo.toml"),
+            json.dumps(OPTIONAL),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

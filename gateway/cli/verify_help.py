@@ -55,6 +55,21 @@ SCHEME_HELP: dict[str, tuple[str, str, str]] = {
         "header_name (PAYMENT-SIGNATURE or X-PAYMENT), header_value, requirements",
         "payer, network, amount, nonce",
     ),
+    "x402-batch": (
+        "an x402 batch-settlement deposit, voucher or refund (one store per run: charges carry over)",
+        "requirements, header_value, channel_state (SDK shape or null), onchain (or null)",
+        "charged_after, kind, channel_id, payer",
+    ),
+    "privatepass": (
+        "a Privacy Pass token, type 0x0002 (RFC 9577/9578; nonces spent once per run)",
+        "token, challenge, issuer_keys or token_key, issuer, origin_info (optional)",
+        "nonce, token_key_id, issuer, origin_info",
+    ),
+    "delegation": (
+        "a delegated agent's signed request (--config: [sessions] keys, [delegation] windows)",
+        "method, url, headers (Authorization: PoP <delegation>, RFC 9421 signature), body (optional)",
+        "backed_by, keyid, scope, expires, quota",
+    ),
 }
 
 

@@ -55,16 +55,20 @@ def test_check_default_policy_lists_every_route_and_class(tmp_path):
     lines = out.stdout.splitlines()
     assert lines[0].endswith("popgate.toml: valid")
     assert "ways out configured: puzzle, hashcash, credits" in lines
-    assert "ways out not configured: prove ([worldid] or [zklogin]), pay ([x402])" in lines
+    assert "ways out not configured: prove ([worldid] or [zklogin] or [privatepass]), pay ([x402])" in lines
     for title in ("rule 'api-writes' (route api-write):", "threshold 'high-suspicion' (route threshold):"):
         assert title in lines
     default = lines[lines.index("[default] (route default):") + 1 :]
-    assert default[0].split()[0] == "agent" and default[1].split()[0] == "unknown"
-    assert default[1].endswith("-> ways out: puzzle, hashcash, credits (not configured: prove, pay)")
+    # verified-agent occurs without [webbotauth]: search-engine crawlers ([crawlers] is on by default)
+    assert [x.split()[0] for x in default[:3]] == ["verified-agent", "agent", "unknown"]
+    assert default[2].endswith("-> ways out: puzzle, hashcash, credits (not configured: prove, pay)")
     assert "threshold 'high-suspicion': from weight 30" in lines
     assert any(x.startswith("weigh rule 'weigh-empty-user-agent': +") for x in lines)
-    deny = lines[lines.index("rule 'deny-pathological' (route deny-pathological):") + 1]
-    assert deny.split() == ["agent", "deny", "(404)"]
+    at = lines.index("rule 'deny-pathological' (route deny-pathological):")
+    assert [x.split() for x in lines[at + 1 : at + 3]] == [
+        ["verified-agent", "deny", "(404)"],
+        ["agent", "deny", "(404)"],
+    ]
 
 
 def test_check_without_payment_rails_names_the_dead_end(tmp_path):
@@ -73,7 +77,7 @@ def test_check_without_payment_rails_names_the_dead_end(tmp_path):
     out = popgate("check", "--config", str(path))
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "threshold 'high-suspicion': class unknown challenged with no way out" in out.stderr
-    assert "[worldid] or [zklogin] or [x402] or [credits]" in out.stderr
+    assert "[worldid] or [zklogin] or [privatepass] or [x402] or [credits]" in out.stderr
 
 
 def test_check_every_shipped_snippet(tmp_path):
