@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.bench.bench_all import MINTED, NO_LAG_SHED, popgate  # noqa: E402
-from tests.bench.harness import free_port, nginx, tree, wrk  # noqa: E402
+from tests.bench.harness import nginx, tree, wrk  # noqa: E402
+from tests.support.servers import free_port  # noqa: E402
 
 
 def main() -> None:
@@ -46,11 +47,20 @@ def main() -> None:
         for rnd in range(args.rounds):
             order = cases if rnd % 2 == 0 else cases[::-1]
             for name, port, proc in order:
-                r = wrk(name, f"http://127.0.0.1:{port}/api/items", tree(proc.pid),
-                        seconds=args.seconds, conns=args.conns, headers={})
+                r = wrk(
+                    name,
+                    f"http://127.0.0.1:{port}/api/items",
+                    tree(proc.pid),
+                    seconds=args.seconds,
+                    conns=args.conns,
+                    headers={},
+                )
                 rows[name].append((r.cpu_us, r.rps))
-                print(f"  [{rnd + 1}/{args.rounds}] {name:7s} {r.rps:>8,.0f} req/s  {r.cpu_us:6.1f} µs/req  "
-                      f"non-2xx {r.non2xx}", flush=True)
+                print(
+                    f"  [{rnd + 1}/{args.rounds}] {name:7s} {r.rps:>8,.0f} req/s  {r.cpu_us:6.1f} µs/req  "
+                    f"non-2xx {r.non2xx}",
+                    flush=True,
+                )
     finally:
         for p in (reused, minted, origin_proc):
             p.terminate()
@@ -58,10 +68,14 @@ def main() -> None:
     for name, vals in rows.items():
         us = [v[0] for v in vals]
         rps = [v[1] for v in vals]
-        print(f"{name}: CPU µs/req median {statistics.median(us):.1f} [{min(us):.1f}–{max(us):.1f}], "
-              f"req/s median {statistics.median(rps):,.0f} [{min(rps):,.0f}–{max(rps):,.0f}]")
-    print(f"ratio reused/minted (paired per round): median {statistics.median(ratios):.2f} "
-          f"[{min(ratios):.2f}–{max(ratios):.2f}]  goal ≤ 0.6")
+        print(
+            f"{name}: CPU µs/req median {statistics.median(us):.1f} [{min(us):.1f}–{max(us):.1f}], "
+            f"req/s median {statistics.median(rps):,.0f} [{min(rps):,.0f}–{max(rps):,.0f}]"
+        )
+    print(
+        f"ratio reused/minted (paired per round): median {statistics.median(ratios):.2f} "
+        f"[{min(ratios):.2f}–{max(ratios):.2f}]  goal ≤ 0.6"
+    )
 
 
 if __name__ == "__main__":
