@@ -21,7 +21,7 @@ SLOW = (
 [[rules]]
 name = "slow"
 path = "/slow/**"
-action = { kind = "challenge", ways = ["puzzle"], min_bits = 22 }
+action = { kind = "challenge", ways = ["puzzle"], min_bits = 26 }
 """
 )
 
@@ -51,13 +51,13 @@ async def test_browser_solves_challenge_and_reaches_upstream(upstream, gateway_f
             again = await page.reload()
             assert again is not None and again.status == 200
 
-            # screenshot of the page at work (22 bits keeps it busy for a while)
+            # screenshot of the page at work (26 bits keeps it busy far longer than the wait below)
             shot = await (await browser.new_context()).new_page()  # no cookie yet
             await shot.set_viewport_size({"width": 900, "height": 760})
             slow = await shot.goto(url_of(gw, "/slow/report"))
             assert slow is not None and slow.status == 402
             # (the page's CSP forbids eval: wait with locators, not wait_for_function)
-            await shot.locator("#popgate-status").filter(has_text="Working").wait_for(timeout=20_000)
+            await shot.locator("#popgate-status").filter(has_text="Working").wait_for(timeout=60_000)
             await screenshot(shot, "challenge-page.png")  # with POPGATE_SCREENSHOTS=1
         finally:
             await browser.close()
