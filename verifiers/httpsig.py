@@ -396,6 +396,23 @@ class Policy:
     replay_kind: str = "httpsig-nonce"
 
 
+def bound_request_policy(
+    *, window: float, clock_skew: float, require_nonce: bool, replay_kind: str
+) -> Policy:
+    """The rule for requests signed by a session's bound key (zkLogin accounts, delegated agents):
+    ``@method`` and ``@target-uri`` covered, a body digested, ``expires`` within ``window``."""
+    return Policy(
+        required=('"@method"', '"@target-uri"'),
+        digest_with_body=True,
+        require_expires=True,
+        require_nonce=require_nonce,
+        max_age=window,
+        max_validity=window,
+        clock_skew=clock_skew,
+        replay_kind=replay_kind,
+    )
+
+
 @dataclass(frozen=True)
 class VerifiedSignature:
     label: str

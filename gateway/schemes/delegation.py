@@ -41,7 +41,13 @@ from popgate.gateway.schemes.zklogin import _GuardedStore, read_body, request_sc
 from popgate.gateway.stores.base import key, spend
 from popgate.verifiers.delegation import BINDING, DelegationRequest, binding_key, parse_request
 from popgate.verifiers.errors import VerificationError
-from popgate.verifiers.httpsig import Candidate, Policy, RequestView, VerifyingKey, verify_message
+from popgate.verifiers.httpsig import (
+    Candidate,
+    RequestView,
+    VerifyingKey,
+    bound_request_policy,
+    verify_message,
+)
 from popgate.verifiers.session import InvalidSession, Session
 
 log = logging.getLogger("popgate.delegation")
@@ -59,14 +65,10 @@ class DelegationBinder:
         self.store, self.failure = services.store, services.failure
         self.limit = services.config.limits.max_body_bytes
         self.trusted = bool(services.config.trusted_proxies)
-        self.policy = Policy(
-            required=('"@method"', '"@target-uri"'),
-            digest_with_body=True,
-            require_expires=True,
-            require_nonce=settings.require_nonce,
-            max_age=settings.signature_window,
-            max_validity=settings.signature_window,
+        self.policy = bound_request_policy(
+            window=settings.signature_window,
             clock_skew=settings.clock_skew,
+            require_nonce=settings.require_nonce,
             replay_kind="deleg-sig",
         )
         self._checked: dict[str, float] = {}  # delegation id -> not revoked as of (monotonic)

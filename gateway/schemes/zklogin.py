@@ -46,7 +46,13 @@ from popgate.gateway.schemes.zklogin_config import ZkLoginSettings
 from popgate.gateway.schemes.zklogin_proof import ProofExchange, proof_exchange, proofs_disabled, wants_proof
 from popgate.gateway.stores.base import key, spend
 from popgate.verifiers.errors import VerificationError
-from popgate.verifiers.httpsig import Candidate, Policy, RequestView, VerifyingKey, verify_message
+from popgate.verifiers.httpsig import (
+    Candidate,
+    RequestView,
+    VerifyingKey,
+    bound_request_policy,
+    verify_message,
+)
 from popgate.verifiers.jwks import JwksCache
 from popgate.verifiers.oidc import OidcVerifier
 from popgate.verifiers.session import InvalidSession, Session
@@ -123,14 +129,10 @@ class HttpsigBinder:
         self.metrics = services.metrics
         self.limit = services.config.limits.max_body_bytes
         self.trusted = bool(services.config.trusted_proxies)
-        self.policy = Policy(
-            required=('"@method"', '"@target-uri"'),
-            digest_with_body=True,
-            require_expires=True,
-            require_nonce=settings.require_request_nonce,
-            max_age=settings.signature_window,
-            max_validity=settings.signature_window,
+        self.policy = bound_request_policy(
+            window=settings.signature_window,
             clock_skew=settings.clock_skew,
+            require_nonce=settings.require_request_nonce,
             replay_kind="zklogin-sig",
         )
         self._keys: OrderedDict[str, VerifyingKey] = OrderedDict()

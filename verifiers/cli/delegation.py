@@ -17,7 +17,14 @@ from urllib.parse import urlsplit
 
 from popgate.verifiers.delegation import binding_key
 from popgate.verifiers.errors import Malformed, VerificationError
-from popgate.verifiers.httpsig import Candidate, Policy, RequestView, VerifyingKey, verify_message
+from popgate.verifiers.httpsig import (
+    Candidate,
+    Policy,
+    RequestView,
+    VerifyingKey,
+    bound_request_policy,
+    verify_message,
+)
 from popgate.verifiers.session import InvalidSession, SessionCodec
 
 
@@ -62,11 +69,8 @@ async def check(case: dict[str, Any], env: Any) -> dict[str, Any]:
 
 def _policy(d: Any) -> Policy:
     """The gateway's signature rule for delegated agents, from ``[delegation]`` (or its defaults)."""
-    window = d.signature_window if d is not None else 300
-    return Policy(
-        required=('"@method"', '"@target-uri"'),
-        max_age=window,
-        max_validity=window,
+    return bound_request_policy(
+        window=d.signature_window if d is not None else 300,
         clock_skew=d.clock_skew if d is not None else 30,
         require_nonce=bool(d and d.require_nonce),
         replay_kind="deleg-sig",
