@@ -22,14 +22,16 @@ USAGE_HEADER = "X-Usage-Tokens"
 UNIT = 100  # atomic units per unit of usage ("0.0001")
 MAX = 5000  # atomic units authorized per request ("0.005")
 PRICE = 1000  # the route's fixed price (exact, credits)
+HITS = web.AppKey("hits", list[str])  # the origin's log of the requests it served
 
 
-def toml(fac: str) -> str:
+def toml(fac: str, x402_extra: str = "") -> str:
     return f"""
 [x402]
 networks = ["{NETWORK}"]
 pay_to = "{PAY_TO}"
 facilitator = "{fac}"
+{x402_extra}
 
 [x402.upto]
 facilitator_address = "{FACILITATOR_ADDRESS}"
@@ -45,7 +47,10 @@ def origin_app() -> web.Application:
     """``GET /paid/...?usage=N|none|dup|abc&status=S``: answers ``status`` with the
     usage header as asked, and the PoP-* headers it was sent."""
 
+    hits: list[str] = []
+
     async def handler(request: web.Request) -> web.Response:
+        hits.append(request.path_qs)
         q = request.query
         pop = {k: v for k, v in request.headers.items() if k.lower().startswith("pop-")}
         resp = web.json_response({"served": True, "pop": pop}, status=int(q.get("status", "200")))
@@ -58,6 +63,7 @@ def origin_app() -> web.Application:
         return resp
 
     app = web.Application()
+    app[HITS] = hits
     app.router.add_route("*", "/{tail:.*}", handler)
     return app
 
