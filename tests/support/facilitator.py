@@ -65,6 +65,7 @@ class FacilitatorState:
     calls: Counter[str] = field(default_factory=Counter)
     chain: ChannelChain = field(default_factory=ChannelChain)  # batch-settlement channels
     no_permit2_allowance: set[str] = field(default_factory=set)  # lower-case payers (upto)
+    answer_delay: float = 0.0  # upto: seconds between carrying out a settle and answering it
 
 
 def eip3009_typed_data(a: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
@@ -227,7 +228,10 @@ def make_app(state: FacilitatorState) -> web.Application:
         if body["paymentRequirements"].get("scheme") == "batch-settlement":
             return web.json_response(batch_settle(state.chain, body))
         if body["paymentRequirements"].get("scheme") == "upto":
-            return web.json_response(upto_settle(state, body))
+            done = upto_settle(state, body)  # on "chain" now, whether the caller hears it or not
+            if state.answer_delay:
+                await asyncio.sleep(state.answer_delay)
+            return web.json_response(done)
         req, a = body["paymentRequirements"], body["paymentPayload"]["payload"]["authorization"]
         nkey = (req["network"], a["from"].lower(), a["nonce"].lower())
         tx = "0x" + hashlib.sha256(repr(nkey).encode()).hexdigest()

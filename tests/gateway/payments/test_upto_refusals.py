@@ -234,3 +234,35 @@ async def test_no_upto_off_its_routes(gateway_factory: Any, origin: Any, http: A
                 decode_payment_required_header(resp.headers["PAYMENT-REQUIRED"]).error == "unsupported_scheme"
             )
         assert origin[1] == [] and st.calls["verify"] == 0
+
+
+async def test_a_settle_that_went_through_unanswered_is_not_lost(
+    gateway_factory: Any, origin: Any, http: Any, redis_url: str
+) -> None:
+    """popgate hangs up on a slow /settle that the facilitator then carries out; the
+    worker's retry is answered "nonce used" and, the record being ambiguous, counted
+    as settled: kept in no dead-letter, settled once."""
+    import redis.asyncio as aioredis
+
+    async with running() as (fac, st):
+        extra = "settle_interval = 0.1\nretry_backoff = 1.0\nsettle_timeout = 0.3"
+        r = await gateway(gateway_factory, origin[0], fac, store=redis_url, x402_extra=extra)
+        headers = {"PAYMENT-SIGNATURE": signed_payment(KEY)}
+        st.answer_delay = 0.6
+        async with http.get(url_of(r, "/paid/llm?usage=2"), headers=headers) as resp:
+            assert resp.status == 200 and "PAYMENT-RESPONSE" not in resp.headers
+        st.answer_delay = 0.0
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                items = [k async for k in client.scan_iter("pg:{x402q:item:*")]
+                if not items and st.calls["settle"] >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            dead = [k async for k in client.scan_iter("pg:{x402q:dead:*")]
+            done = [k async for k in client.scan_iter("pg:{x402q:done:*")]
+        finally:
+            await client.aclose()
+        assert st.calls["settle"] == 2 and items == [] and dead == [] and len(done) == 1
+        assert [s["value"] for s in st.settled] == [str(2 * UNIT)]
