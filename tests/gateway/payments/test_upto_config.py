@@ -117,3 +117,20 @@ async def test_forward_auth_hands_upto_routes_inline(gateway_factory: Any, upstr
             assert r.status == 402
             assert decode_payment_required_header(r.headers["PAYMENT-REQUIRED"]).error == "unsupported_scheme"
         assert st.calls["verify"] == 0
+
+
+def test_the_readme_example_loads(tmp_path: Path) -> None:
+    """README's [x402.upto] block, under a minimal [x402], loads as documented."""
+    from tests.support.servers import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("test_upto_config.py::test_the_readme_example_loads -->\n```toml\n", 1)[1]
+    block = block.split("```", 1)[0]
+    x402 = (
+        '[x402]\npay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"\nfacilitator = "http://127.0.0.1:2"\n'
+    )
+    cfg = load_config(write_config(tmp_path, "http://127.0.0.1:1", extra=x402 + block))
+    upto = cfg.features.x402.upto  # type: ignore[union-attr]
+    assert upto is not None
+    assert upto.routes["llm"].usage_header == "X-Usage-Tokens"
+    assert (upto.routes["llm"].unit_price, upto.routes["llm"].max_amount) == (2, 50_000)
