@@ -266,3 +266,19 @@ async def test_a_settle_that_went_through_unanswered_is_not_lost(
             await client.aclose()
         assert st.calls["settle"] == 2 and items == [] and dead == [] and len(done) == 1
         assert [s["value"] for s in st.settled] == [str(2 * UNIT)]
+
+
+async def test_facilitator_down_is_503_and_the_authorization_stays_usable(
+    gateway_factory: Any, origin: Any, http: Any
+) -> None:
+    async with running() as (fac, st):
+        r = await gateway(gateway_factory, origin[0], fac)
+        header = signed_payment(KEY)
+        st.verify_mode = "http500"
+        async with http.get(url_of(r, "/paid/llm?usage=1"), headers={"PAYMENT-SIGNATURE": header}) as resp:
+            assert resp.status == 503 and "Retry-After" in resp.headers
+            assert (await resp.json(content_type=None))["reason"] == "facilitator_unavailable"
+        assert origin[1] == []
+        st.verify_mode = "ok"
+        async with http.get(url_of(r, "/paid/llm?usage=1"), headers={"PAYMENT-SIGNATURE": header}) as resp:
+            assert resp.status == 200 and resp.headers["PoP-Charged"] == str(UNIT)
