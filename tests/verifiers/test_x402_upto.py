@@ -95,3 +95,34 @@ def test_high_s_is_refused() -> None:
 def test_malformed_payloads(payload: dict[str, object]) -> None:
     with pytest.raises(Malformed):
         parse_permit(payload)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=80),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
+    max_leaves=20,
+)
+FIELDS = [
+    "from",
+    "spender",
+    "nonce",
+    "deadline",
+    "permitted",
+    "witness",
+    "token",
+    "amount",
+    "to",
+    "facilitator",
+]
+
+
+@given(
+    auth=st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=8),
+    sig=st.one_of(st.text(max_size=20), st.just("0x" + "ab" * 65), json_values),
+)
+def test_any_payload_is_a_permit_or_malformed(auth: dict[str, object], sig: object) -> None:
+    """Arbitrary JSON never escapes as anything but Malformed (so never a 500)."""
+    try:
+        parse_permit({"permit2Authorization": auth, "signature": sig})
+    except Malformed:
+        pass
