@@ -42,6 +42,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from popgate.gateway.payments.ledger import LEDGER_LUA, LedgerEntry, redis_keys
 from popgate.gateway.stores import redis_clients
 from popgate.gateway.stores.base import StoreUnavailable
+from popgate.gateway.stores.redis_batch import GroupCommit
 from popgate.gateway.stores.redis_urls import CLUSTER_SCHEMES, SENTINEL_SCHEMES, parse_cluster_url
 
 __all__ = ["RedisStore", "parse_cluster_url"]
@@ -166,6 +167,7 @@ class RedisStore:
         self._debit = _Script(client, DEBIT, acks, ms)
         self._gcra = _Script(client, GCRA, acks, ms)
         self._ledger = _Script(client, LEDGER_LUA, acks, ms)
+        self.group = GroupCommit(client, acks, ms, self._slots)
 
     async def _write(self, *command: Any) -> Any:
         if self.replica_acks:
@@ -201,7 +203,8 @@ class RedisStore:
         return bool(await self._do(self._claim(keys=[key], args=[_ms(ttl), limit])))
 
     async def incr(self, key: str, amount: int, window: float) -> int:
-        return int(await self._do(self._incr(keys=[key], args=[amount, _ms(window)])))
+        # group-committed: the fee tally of every paid request goes through here
+        return int(await self.group.run(self._incr, [key], [amount, _ms(window)]))
 
     async def debit(self, key: str, amount: int) -> int | None:
         result = int(await self._do(self._debit(keys=[key], args=[amount])))
