@@ -117,7 +117,7 @@ class FastVouchers:
             args = [rec.get("ver", "0"), now_ms, str(d.charged_after), smax, sig, str(now)]
             cfg = json.dumps(p.config.to_json(), sort_keys=True) if first else ""
             args += [cfg, d.requirements.network if first else ""]
-            out = await self.store.group.run(self._vouch, [k], args)
+            out = await self.store.run_script(self._vouch, [k], args)
             if int(out[0]) == 1:
                 done = dict(rec, charged=str(d.charged_after), smax=smax, sig=sig, ver=str(int(out[1])))
                 done.setdefault("since", str(now))
@@ -141,7 +141,7 @@ class FastVouchers:
         return begun
 
     async def _load(self, cid: str) -> Fields:
-        rec = _fields(list(await self.store.group.run(self._read, [key("chan", cid)], [])))
+        rec = _fields(list(await self.store.run_script(self._read, [key("chan", cid)], [])))
         self._remember(cid, rec)
         return rec
 
