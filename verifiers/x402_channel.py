@@ -16,7 +16,7 @@ with the scheme's own wire code (``invalid_batch_settlement_evm_*``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -36,6 +36,9 @@ CHANNEL_CONFIG_TYPEHASH = keccak256(
     b"address receiverAuthorizer,address token,uint40 withdrawDelay,bytes32 salt)"
 )
 VOUCHER_TYPEHASH = keccak256(b"Voucher(bytes32 channelId,uint128 maxClaimableAmount)")
+_CLAIM_ENTRY = b"ClaimEntry(bytes32 channelId,uint128 maxClaimableAmount,uint128 totalClaimed)"
+CLAIM_ENTRY_TYPEHASH = keccak256(_CLAIM_ENTRY)
+CLAIM_BATCH_TYPEHASH = keccak256(b"ClaimBatch(ClaimEntry[] claims)" + _CLAIM_ENTRY)
 ZERO_ADDRESS = b"\x00" * 20
 _UINT128_MAX = (1 << 128) - 1
 
@@ -149,6 +152,20 @@ def voucher_digest(channel: bytes, max_claimable: int, chain_id: int) -> bytes:
     if len(channel) != 32 or not 0 <= max_claimable <= _UINT128_MAX:
         raise ValueError("bad voucher fields")
     body = keccak256(VOUCHER_TYPEHASH + channel + max_claimable.to_bytes(32, "big"))
+    return typed_data_digest(domain(chain_id), body)
+
+
+def claim_batch_digest(entries: Sequence[tuple[bytes, int, int]], chain_id: int) -> bytes:
+    """The digest the receiver authorizer signs for ``claimWithSignature``:
+    ``ClaimBatch(ClaimEntry[] claims)`` over ``(channelId, maxClaimableAmount,
+    totalClaimed)`` entries, in the batch-settlement domain of ``chain_id``."""
+    hashes = []
+    for channel, max_claimable, total in entries:
+        if len(channel) != 32 or not 0 <= total <= max_claimable <= _UINT128_MAX:
+            raise ValueError("bad claim entry")
+        amounts = max_claimable.to_bytes(32, "big") + total.to_bytes(32, "big")
+        hashes.append(keccak256(CLAIM_ENTRY_TYPEHASH + channel + amounts))
+    body = keccak256(CLAIM_BATCH_TYPEHASH + keccak256(b"".join(hashes)))
     return typed_data_digest(domain(chain_id), body)
 
 

@@ -124,7 +124,8 @@ class BatchRail:
         )
         self.fast = FastVouchers(self.desk, store) if isinstance(store, RedisStore) else None
         policy = ClaimPolicy(b.claim_threshold, b.claim_max_age, float(b.claim_margin))
-        self.claims = ClaimQueue(self.desk.book, store, facilitator, batch_offers(settings, 0)[0], policy)
+        offer = batch_offers(settings, 0)[0]
+        self.claims = ClaimQueue(self.desk.book, store, facilitator, offer, policy, b.claim_signer)
 
     async def run_once(self, now: float) -> list[tuple[str, str]]:
         """One claim round, in the settlement worker's ``(id, outcome)`` shape."""

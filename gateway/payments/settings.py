@@ -60,7 +60,7 @@ def _usd(c: Collector, path: str, value: Any, *, positive: bool = True) -> int |
     return atomic
 
 
-def parse_x402(c: Collector, t: dict[str, Any]) -> X402Settings | None:
+def parse_x402(c: Collector, t: dict[str, Any], env: Any = None) -> X402Settings | None:
     """Validate ``[x402]``; every problem is recorded with its key path."""
     c.unknown_keys(
         "x402",
@@ -151,7 +151,7 @@ def parse_x402(c: Collector, t: dict[str, Any]) -> X402Settings | None:
             c.problem(f'x402.rpc."{n}"', f"expected a JSON-RPC http(s) URL, got {url!r}")
         if n not in nets:
             c.problem(f'x402.rpc."{n}"', "RPC for a network not listed in x402.networks")
-    batch = parse_batch(c, t["batch"]) if "batch" in t else None
+    batch = parse_batch(c, t["batch"], env) if "batch" in t else None
     if any(p.startswith("x402") for p in c.problems):
         return None
     return X402Settings(
