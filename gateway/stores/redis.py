@@ -197,6 +197,13 @@ class RedisStore:
             if asyncio.iscoroutine(awaitable):
                 awaitable.close()  # never awaited when no slot came free: no warning
 
+    def incr_soon(self, key: str, amount: int, window: float) -> asyncio.Future[Any] | None:
+        """:meth:`incr` queued for the next group commit without waiting for it
+        (a tally nothing waits on); None on a Redis Cluster (use :meth:`incr`)."""
+        if self.cluster:
+            return None
+        return self.group.submit(self._incr, [key], [amount, _ms(window)])
+
     async def run_script(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
         """``script`` group-committed with the calls made meanwhile (one
         pipeline, :mod:`gateway.stores.redis_batch`); alone on a Redis Cluster,

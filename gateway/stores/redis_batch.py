@@ -45,12 +45,17 @@ class GroupCommit:
         self.round_trips = 0  # for tests and the benchmark
 
     async def run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        return await self.submit(script, keys, args)
+
+    def submit(self, script: Script, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        """Queue a call; its future (not awaited: it goes out with the next
+        round trip, after every call queued before it)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._queue.append((script, keys, args, fut))
         if self._task is None:
             self._task = loop.create_task(self._drain())
-        return await fut
+        return fut
 
     async def _drain(self) -> None:
         try:

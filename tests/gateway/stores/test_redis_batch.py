@@ -52,3 +52,15 @@ async def test_a_dead_server_fails_every_caller_closed() -> None:
         with pytest.raises(StoreUnavailable):
             await store.incr(key("t", "x"), 1, 60)
         await store.close()
+
+
+async def test_a_queued_tally_goes_out_before_any_later_call(redis_url: str) -> None:
+    """incr_soon does not wait, yet every call made after it sees it."""
+    store = RedisStore(redis_url, timeout=5.0)
+    try:
+        queued = [store.incr_soon(key("t", "spent"), 5, 60) for _ in range(3)]
+        assert all(q is not None for q in queued)
+        assert await store.incr(key("t", "spent"), 1, 60) == 16
+        assert [await q for q in queued if q is not None] == [5, 10, 15]
+    finally:
+        await store.close()
