@@ -297,6 +297,10 @@ class RedisStore:
             await self._do(self._client.ping())
 
     async def close(self) -> None:
+        try:
+            await self.group.close()
+        except (RedisError, RedisClusterException, OSError):
+            pass
         for c in (self._client, self._sentinels):
             try:
                 if c is not None:

@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.asyncio.connection import BlockingConnectionPool, ConnectionPool
+from redis.exceptions import NoScriptError, ReadOnlyError, RedisClusterException, RedisError, ResponseError
 
 from popgate.gateway.stores.base import StoreUnavailable
 
@@ -42,6 +43,7 @@ class GroupCommit:
         self.client, self.acks, self.wait_ms, self.slots = client, acks, wait_ms, slots
         self._queue: list[Call] = []
         self._task: asyncio.Task[None] | None = None
+        self._conn: Any = None  # our own connection from the client's pool settings
         self.round_trips = 0  # for tests and the benchmark
 
     async def run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
@@ -89,32 +91,75 @@ class GroupCommit:
 
     async def _pipeline(self, batch: list[Call]) -> list[Any]:
         self.round_trips += 1
-        pipe = self.client.pipeline(transaction=False)
-        for script, keys, args, _ in batch:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        out = await self._round_trip([("EVALSHA", s.sha, len(k), *k, *a) for s, k, a, _ in batch])
+        missing = [i for i, r in enumerate(out) if isinstance(r, NoScriptError)]
+        if missing:  # the server lost its script cache: send those again in full
+            again = await self._round_trip(
+                [("EVAL", batch[i][0].source, len(batch[i][1]), *batch[i][1], *batch[i][2]) for i in missing]
+            )
+            for i, r in zip(missing, again, strict=True):
+                out[i] = r
+        return out
+
+    async def _round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """``commands`` (then ``WAIT``) in one round trip. On one plain server:
+        written at once on this batcher's own connection (one round trip is in
+        flight at a time) and every reply read, without the client's per-command
+        machinery; with replica acks or Sentinel: the client's pipeline."""
         if self.acks:
-            pipe.execute_command("WAIT", self.acks, self.wait_ms)
-        out = list(await pipe.execute(raise_on_error=False))
+            commands = [*commands, ("WAIT", self.acks, self.wait_ms)]
+        pool: Any = getattr(self.client, "connection_pool", None)
+        if self.acks or type(pool) not in (ConnectionPool, BlockingConnectionPool):
+            pipe = self.client.pipeline(transaction=False)
+            for c in commands:
+                pipe.execute_command(*c)
+            out = list(await pipe.execute(raise_on_error=False))
+        else:
+            if self._conn is None:
+                self._conn = pool.make_connection()
+            conn = self._conn
+            try:
+                await conn.send_packed_command(_pack(commands), check_health=False)
+                out = []
+                for _ in commands:
+                    try:
+                        out.append(await conn.read_response())
+                    except ResponseError as exc:  # that command's own error: the stream stays in step
+                        out.append(exc)
+                if any(isinstance(r, ReadOnlyError) for r in out):
+                    # a demoted master: reconnect (with Sentinel, to the new one)
+                    await conn.disconnect(nowait=True)
+            except BaseException:
+                await conn.disconnect(nowait=True)  # replies may be pending: never reuse the stream
+                raise
         if self.acks:
             acked = out.pop()
             if isinstance(acked, Exception) or int(acked) < self.acks:
                 raise StoreUnavailable(f"redis: writes acknowledged by {acked} of {self.acks} replicas")
-        missing = [i for i, r in enumerate(out) if isinstance(r, NoScriptError)]
-        if missing:  # the server lost its script cache: send those again in full
-            pipe = self.client.pipeline(transaction=False)
-            for i in missing:
-                script, keys, args, _ = batch[i]
-                pipe.eval(script.source, len(keys), *keys, *args)
-            if self.acks:
-                pipe.execute_command("WAIT", self.acks, self.wait_ms)
-            again = list(await pipe.execute(raise_on_error=False))
-            if self.acks:
-                acked = again.pop()
-                if isinstance(acked, Exception) or int(acked) < self.acks:
-                    raise StoreUnavailable(f"redis: writes acknowledged by {acked} of {self.acks} replicas")
-            for i, r in zip(missing, again, strict=True):
-                out[i] = r
         return out
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.disconnect()
+            self._conn = None
+
+
+def _pack(commands: list[tuple[Any, ...]]) -> bytes:
+    """RESP arrays of bulk strings (str, bytes and int arguments only)."""
+    parts: list[bytes] = []
+    for command in commands:
+        parts.append(b"*%d\r\n" % len(command))
+        for a in command:
+            if isinstance(a, bytes):
+                b = a
+            elif isinstance(a, str):
+                b = a.encode()
+            elif isinstance(a, int) and not isinstance(a, bool):
+                b = b"%d" % a
+            else:
+                raise TypeError(f"cannot send a {type(a).__name__} to redis")
+            parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(parts)
 
 
 def _transport(exc: BaseException) -> bool:

@@ -64,3 +64,19 @@ async def test_a_queued_tally_goes_out_before_any_later_call(redis_url: str) -> 
         assert [await q for q in queued if q is not None] == [5, 10, 15]
     finally:
         await store.close()
+
+
+async def test_one_failing_call_does_not_fail_its_batch(redis_url: str) -> None:
+    store = RedisStore(redis_url, timeout=5.0)
+    try:
+        await store.set(key("t", "text"), b"not a number")
+        got = await asyncio.gather(
+            store.incr(key("t", "a"), 1, 60),
+            store.incr(key("t", "text"), 1, 60),
+            store.incr(key("t", "a"), 1, 60),
+            return_exceptions=True,
+        )
+        assert got[0] == 1 and got[2] == 2 and isinstance(got[1], StoreUnavailable)
+        assert await store.incr(key("t", "a"), 1, 60) == 3  # the connection is still in step
+    finally:
+        await store.close()
