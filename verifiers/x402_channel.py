@@ -182,9 +182,34 @@ def _addr(o: Mapping[str, Any], name: str, err: str) -> bytes:
     return bytes.fromhex(_field(o, name, _ADDR, err)[2:])
 
 
+_CONFIG_KEYS = (
+    "payer",
+    "payerAuthorizer",
+    "receiver",
+    "receiverAuthorizer",
+    "token",
+    "withdrawDelay",
+    "salt",
+)
+
+
 def parse_config(o: Any, err: str) -> ChannelConfig:
     if not isinstance(o, dict):
         raise VerificationError(err, "channelConfig must be an object")
+    # An agent sends the same config with every voucher: parsed once, then the same
+    # object (so channel_id's cache hits on it); only plain str/int values are cached.
+    values = tuple(o.get(k) for k in _CONFIG_KEYS)
+    if all(type(v) is str for v in values[:5]) and type(values[5]) in (str, int) and type(values[6]) is str:
+        return _parse_config_cached(values, err)
+    return _parse_config(o, err)
+
+
+@lru_cache(maxsize=65536)
+def _parse_config_cached(values: tuple[Any, ...], err: str) -> ChannelConfig:
+    return _parse_config(dict(zip(_CONFIG_KEYS, values, strict=True)), err)
+
+
+def _parse_config(o: Mapping[str, Any], err: str) -> ChannelConfig:
     delay = int(_field(o, "withdrawDelay", _UINT, err))
     if delay >= 1 << 40:
         raise VerificationError(err, "withdrawDelay exceeds uint40")

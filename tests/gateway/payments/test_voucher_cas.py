@@ -147,3 +147,19 @@ async def test_fifty_concurrent_vouchers_over_two_gateways_are_charged_once(redi
         assert len(accepted) >= 3 and len(accepted) + sum(refused.values()) == 150
     finally:
         await close(gws)
+
+
+async def test_garbage_leaves_nothing_in_the_store(redis_url: str) -> None:
+    """Vouchers for a channel that is not ours, or never opened, are refused
+    and write nothing (a read creates no record)."""
+    chain, req, payer = ChannelChain(), offer(PRICE), Payer()
+    (gw,) = gateways(redis_url, chain, 1)
+    try:
+        foreign = offer(PRICE, delay=1800)  # another withdrawDelay: another channel config
+        with pytest.raises(VerificationError, match="withdraw_delay_mismatch"):
+            await charge(gw, req, payer.voucher(foreign, 2 * PRICE))
+        with pytest.raises(VerificationError, match="exceeds_balance"):
+            await charge(gw, req, payer.voucher(req, 2 * PRICE))  # never deposited
+        assert await gw.store.client.keys("*chan*") == []
+    finally:
+        await close([gw])
