@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from coincurve import PublicKey
 from Crypto.Hash import keccak as _keccak
+from Crypto.Util import _raw_api
 
 from popgate.verifiers.errors import VerificationError
 
@@ -27,9 +30,34 @@ SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 SECP256K1_HALF_N = SECP256K1_N // 2
 
 
+class _KeccakState(threading.local):
+    """One reusable Keccak-256 state per thread (pycryptodome's C core,
+    without a hash object per call: vouchers hash three times per request)."""
+
+    def __init__(self) -> None:
+        p = _RAW.VoidPointer()
+        if _KECCAK.keccak_init(p.address_of(), _RAW.c_size_t(64), _RAW.c_ubyte(24)):
+            raise RuntimeError("keccak_init failed")
+        self.state, self.out = p.get(), _RAW.create_string_buffer(32)
+
+
+_RAW: Any = _raw_api
+_KECCAK: Any = getattr(_keccak, "_raw_keccak_lib")  # noqa: B009 - private, untyped
+_KECCAK_STATE = _KeccakState()
+_DIGEST_LEN, _KECCAK_PAD = _RAW.c_size_t(32), _RAW.c_ubyte(0x01)
+c_size_t, c_uint8_ptr, get_raw_buffer = _RAW.c_size_t, _RAW.c_uint8_ptr, _RAW.get_raw_buffer
+
+
 def keccak256(data: bytes) -> bytes:
     """Return the 32-byte Keccak-256 digest of ``data``."""
-    return _keccak.new(digest_bits=256, data=data).digest()
+    st = _KECCAK_STATE
+    if (
+        _KECCAK.keccak_reset(st.state)
+        or _KECCAK.keccak_absorb(st.state, c_uint8_ptr(data), c_size_t(len(data)))
+        or _KECCAK.keccak_digest(st.state, st.out, _DIGEST_LEN, _KECCAK_PAD)
+    ):
+        return _keccak.new(digest_bits=256, data=data).digest()
+    return bytes(get_raw_buffer(st.out))
 
 
 def parse_address(text: str) -> bytes:

@@ -202,13 +202,15 @@ def verify_batch(
     view: ChainView | None,
     now: float,
     cfg: BatchConfig | None = None,
+    parsed: BatchPayload | None = None,
 ) -> BatchDecision:
     """Check one batch-settlement payment; ``charged`` is the server's
     charged total for the channel (None when it has no record), ``view``
     the fresh chain view (None: unknown, refused unless it is a first deposit).
+    ``parsed``: ``parse_payload(payment.payload)`` when the caller has it.
     Raises VerificationError with the scheme's wire code."""
     req = select_offer(payment, [r for r in offered if r.scheme == SCHEME] or offered)
-    p = parse_payload(payment.payload)
+    p = parse_payload(payment.payload) if parsed is None else parsed
     check_config(p, req)
     price = int(req.amount)
     base = expected_base(p, price, charged)

@@ -16,7 +16,7 @@ with the scheme's own wire code (``invalid_batch_settlement_evm_*``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -36,6 +36,9 @@ CHANNEL_CONFIG_TYPEHASH = keccak256(
     b"address receiverAuthorizer,address token,uint40 withdrawDelay,bytes32 salt)"
 )
 VOUCHER_TYPEHASH = keccak256(b"Voucher(bytes32 channelId,uint128 maxClaimableAmount)")
+_CLAIM_ENTRY = b"ClaimEntry(bytes32 channelId,uint128 maxClaimableAmount,uint128 totalClaimed)"
+CLAIM_ENTRY_TYPEHASH = keccak256(_CLAIM_ENTRY)
+CLAIM_BATCH_TYPEHASH = keccak256(b"ClaimBatch(ClaimEntry[] claims)" + _CLAIM_ENTRY)
 ZERO_ADDRESS = b"\x00" * 20
 _UINT128_MAX = (1 << 128) - 1
 
@@ -152,6 +155,20 @@ def voucher_digest(channel: bytes, max_claimable: int, chain_id: int) -> bytes:
     return typed_data_digest(domain(chain_id), body)
 
 
+def claim_batch_digest(entries: Sequence[tuple[bytes, int, int]], chain_id: int) -> bytes:
+    """The digest the receiver authorizer signs for ``claimWithSignature``:
+    ``ClaimBatch(ClaimEntry[] claims)`` over ``(channelId, maxClaimableAmount,
+    totalClaimed)`` entries, in the batch-settlement domain of ``chain_id``."""
+    hashes = []
+    for channel, max_claimable, total in entries:
+        if len(channel) != 32 or not 0 <= total <= max_claimable <= _UINT128_MAX:
+            raise ValueError("bad claim entry")
+        amounts = max_claimable.to_bytes(32, "big") + total.to_bytes(32, "big")
+        hashes.append(keccak256(CLAIM_ENTRY_TYPEHASH + channel + amounts))
+    body = keccak256(CLAIM_BATCH_TYPEHASH + keccak256(b"".join(hashes)))
+    return typed_data_digest(domain(chain_id), body)
+
+
 def _field(o: Mapping[str, Any], name: str, pattern: re.Pattern[str], err: str) -> str:
     v = o.get(name)
     if isinstance(v, int) and not isinstance(v, bool) and pattern is _UINT:
@@ -165,9 +182,34 @@ def _addr(o: Mapping[str, Any], name: str, err: str) -> bytes:
     return bytes.fromhex(_field(o, name, _ADDR, err)[2:])
 
 
+_CONFIG_KEYS = (
+    "payer",
+    "payerAuthorizer",
+    "receiver",
+    "receiverAuthorizer",
+    "token",
+    "withdrawDelay",
+    "salt",
+)
+
+
 def parse_config(o: Any, err: str) -> ChannelConfig:
     if not isinstance(o, dict):
         raise VerificationError(err, "channelConfig must be an object")
+    # An agent sends the same config with every voucher: parsed once, then the same
+    # object (so channel_id's cache hits on it); only plain str/int values are cached.
+    values = tuple(o.get(k) for k in _CONFIG_KEYS)
+    if all(type(v) is str for v in values[:5]) and type(values[5]) in (str, int) and type(values[6]) is str:
+        return _parse_config_cached(values, err)
+    return _parse_config(o, err)
+
+
+@lru_cache(maxsize=65536)
+def _parse_config_cached(values: tuple[Any, ...], err: str) -> ChannelConfig:
+    return _parse_config(dict(zip(_CONFIG_KEYS, values, strict=True)), err)
+
+
+def _parse_config(o: Mapping[str, Any], err: str) -> ChannelConfig:
     delay = int(_field(o, "withdrawDelay", _UINT, err))
     if delay >= 1 << 40:
         raise VerificationError(err, "withdrawDelay exceeds uint40")

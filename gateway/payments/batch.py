@@ -25,8 +25,10 @@ from typing import Any
 from popgate.gateway.payments.channels import ChannelBook
 from popgate.gateway.payments.claims import ClaimPolicy, ClaimQueue
 from popgate.gateway.payments.facilitator import FacilitatorClient
+from popgate.gateway.payments.voucher_cas import FastVouchers
 from popgate.gateway.payments.vouchers import Begun, VoucherDesk
 from popgate.gateway.stores.base import StoreUnavailable
+from popgate.gateway.stores.redis import RedisStore
 from popgate.verifiers.errors import VerificationError
 from popgate.verifiers.x402 import USDC, PaymentPayload, Requirements, SettleResult, select_offer
 from popgate.verifiers.x402_batch import BatchConfig, BatchDecision, ChainView
@@ -120,8 +122,10 @@ class BatchRail:
         self.desk = VoucherDesk(
             ChannelBook(store), FacilitatorChain(facilitator), BatchConfig(b.claim_margin)
         )
+        self.fast = FastVouchers(self.desk, store) if isinstance(store, RedisStore) else None
         policy = ClaimPolicy(b.claim_threshold, b.claim_max_age, float(b.claim_margin))
-        self.claims = ClaimQueue(self.desk.book, store, facilitator, batch_offers(settings, 0)[0], policy)
+        offer = batch_offers(settings, 0)[0]
+        self.claims = ClaimQueue(self.desk.book, store, facilitator, offer, policy, b.claim_signer)
 
     async def run_once(self, now: float) -> list[tuple[str, str]]:
         """One claim round, in the settlement worker's ``(id, outcome)`` shape."""
@@ -158,6 +162,8 @@ class BatchRail:
 
     async def pay(self, payment: PaymentPayload, offers: list[Requirements], now: float) -> Begun:
         """Lock, verify and charge; raises VerificationError (nothing charged)."""
+        if self.fast is not None:  # Redis: one round trip for a plain voucher
+            return await self.fast.charge(payment, offers, now)
         begun = await self.desk.begin(payment, offers, now)
         if not await self.desk.finish(begun, True, now):
             raise VerificationError("invalid_batch_settlement_evm_channel_busy", "lock lost before commit")

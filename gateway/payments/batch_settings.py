@@ -7,15 +7,21 @@ non-zero), ``withdraw_delay`` (seconds, 900..2592000, default 900),
 payer's timed withdrawal completes, default 120), ``claim_threshold`` (USD
 unclaimed on one channel that triggers a claim, default "1.00"),
 ``claim_max_age`` (seconds, default 3600) and ``claim_interval`` (seconds
-between claim rounds, default 60).
+between claim rounds, default 60), ``receiver_authorizer_key`` (``{ secret_file
+= ... }`` or ``{ secret_env = ... }``: the receiver authorizer's private key as
+hex, whose address must be ``receiver_authorizer``; claims are then signed for
+``claimWithSignature``. Without it they go unsigned, for a facilitator that
+holds the key itself).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Any
 
-from popgate.gateway.ops.validation import Collector
+from popgate.gateway.ops.validation import Collector, read_secret
+from popgate.gateway.payments.claim_signer import ClaimSigner
 from popgate.verifiers.evm import parse_address
 from popgate.verifiers.x402 import usd_to_atomic
 from popgate.verifiers.x402_channel import MAX_WITHDRAW_DELAY, MIN_WITHDRAW_DELAY
@@ -30,9 +36,10 @@ class BatchSettings:
     claim_threshold: int = 1_000_000  # atomic units unclaimed on a channel
     claim_max_age: float = 3600.0
     claim_interval: float = 60.0
+    claim_signer: ClaimSigner | None = field(default=None, repr=False, compare=False)
 
 
-def parse_batch(c: Collector, t: Any) -> BatchSettings | None:
+def parse_batch(c: Collector, t: Any, env: Any = None) -> BatchSettings | None:
     """Validate ``[x402.batch]``; problems carry their key path."""
     if not isinstance(t, dict):
         c.problem("x402.batch", "expected a table")
@@ -48,6 +55,7 @@ def parse_batch(c: Collector, t: Any) -> BatchSettings | None:
             "claim_threshold",
             "claim_max_age",
             "claim_interval",
+            "receiver_authorizer_key",
         },
     )
     ra = t.get("receiver_authorizer")
@@ -70,7 +78,10 @@ def parse_batch(c: Collector, t: Any) -> BatchSettings | None:
     every = c.number("x402.batch.claim_interval", t.get("claim_interval", 60), lo=0.05, hi=86400)
     floor = _usd(c, "x402.batch.min_deposit", t.get("min_deposit"))
     threshold = _usd(c, "x402.batch.claim_threshold", t.get("claim_threshold", "1.00"))
+    signer = _signer(c, t.get("receiver_authorizer_key"), str(ra), env) if ok else None
     if not ok or None in (delay, margin, age, every, threshold) or -1 in (floor, threshold):
+        return None
+    if "receiver_authorizer_key" in t and signer is None:
         return None
     return BatchSettings(
         str(ra),
@@ -80,7 +91,31 @@ def parse_batch(c: Collector, t: Any) -> BatchSettings | None:
         int(threshold or 0),
         float(age or 0),
         float(every or 0),
+        signer,
     )
+
+
+def _signer(c: Collector, t: Any, address: str, env: Any) -> ClaimSigner | None:
+    """The receiver authorizer's key; problems name the key path, never the key."""
+    if t is None:
+        return None
+    path = "x402.batch.receiver_authorizer_key"
+    if not isinstance(t, dict):
+        c.problem(path, "expected { secret_file = ... } or { secret_env = ... }")
+        return None
+    c.unknown_keys(path, t, {"secret_file", "secret_env", "secret"})
+    raw = read_secret(c, path, t, os.environ if env is None else env)
+    if raw is None:
+        return None
+    try:
+        signer = ClaimSigner(raw)
+    except ValueError as exc:
+        c.problem(path, str(exc))
+        return None
+    if signer.address.lower() != address.lower():
+        c.problem(path, f"the key's address {signer.address} is not receiver_authorizer {address}")
+        return None
+    return signer
 
 
 def _usd(c: Collector, path: str, value: Any) -> int | None:

@@ -56,10 +56,13 @@ redis.call('HSET', KEYS[1], 'pend', ARGV[2], 'pexp', tostring(now + tonumber(ARG
 return {1, redis.call('HMGET', KEYS[1], unpack(FIELDS))}
 """
 
+# ``ver`` grows with every commit: the optimistic voucher path
+# (:mod:`gateway.payments.voucher_cas`) compares it to the record it verified against.
 COMMIT = """
 if redis.call('HGET', KEYS[1], 'pend') ~= ARGV[1] then return 0 end
 for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HDEL', KEYS[1], 'pend', 'pexp')
+redis.call('HINCRBY', KEYS[1], 'ver', 1)
 return 1
 """
 

@@ -5,7 +5,9 @@ reaches ``threshold``, when its oldest unclaimed charge is ``max_age``
 seconds old, or when the payer started a timed withdrawal (``wra``) — claims
 must land before ``withdrawDelay`` runs out. A round takes every due channel
 (up to ``batch`` of them, one ``claim`` payload with one entry each: the
-stored ``smax`` voucher and signature) to ``POST /settle``.
+stored ``smax`` voucher and signature, claimed up to ``smax``, signed by the
+receiver authorizer's key when configured: ``claimAuthorizerSignature``) to
+``POST /settle``.
 
 Crash safety (kill -9 anywhere): claims are *cumulative* (the contract moves
 ``maxClaimableAmount − totalClaimed``, never more), so re-submitting the same
@@ -28,8 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from popgate.gateway.payments.channels import ChannelBook, Fields
+from popgate.gateway.payments.claim_signer import ClaimSigner
 from popgate.gateway.payments.facilitator import FacilitatorClient
 from popgate.gateway.stores.base import Store, key
+from popgate.verifiers.x402_batch import chain_of
 
 log = logging.getLogger("popgate.x402.claims")
 ACCOUNT = "x402-claims"
@@ -56,23 +60,37 @@ def due(rec: Fields, now: float, policy: ClaimPolicy) -> bool:
     return int(rec.get("wra", "0")) > 0  # a withdrawal is running: claim now
 
 
-def claim_payload(channel_id: str, rec: Fields) -> dict[str, Any]:
+def claim_payload(channel_id: str, rec: Fields, signer: ClaimSigner | None, chain_id: int) -> dict[str, Any]:
+    """One ``claim`` entry: the voucher, claimed up to its amount (``totalClaimed``
+    is the cumulative total the claim brings the channel to, as in the SDK), and
+    the receiver authorizer's ``claimAuthorizerSignature`` when the key is set."""
     entry = {
         "voucher": {"channel": json.loads(rec["cfg"]), "maxClaimableAmount": rec["smax"]},
         "signature": rec["sig"],
-        "totalClaimed": rec.get("claimed_q", "0"),
+        "totalClaimed": rec["smax"],
         "channelId": channel_id,
     }
-    return {"type": "claim", "claims": [entry]}
+    out: dict[str, Any] = {"type": "claim", "claims": [entry]}
+    if signer is not None:
+        smax = int(rec["smax"])
+        out["claimAuthorizerSignature"] = signer.sign([(bytes.fromhex(channel_id[2:]), smax, smax)], chain_id)
+    return out
 
 
 class ClaimQueue:
     """Submits due claims; ``run_once`` is one round (the worker's unit)."""
 
     def __init__(
-        self, book: ChannelBook, store: Store, facilitator: FacilitatorClient, offer: Any, policy: ClaimPolicy
+        self,
+        book: ChannelBook,
+        store: Store,
+        facilitator: FacilitatorClient,
+        offer: Any,
+        policy: ClaimPolicy,
+        signer: ClaimSigner | None = None,
     ) -> None:
         self.book, self.store, self.fac, self.offer, self.policy = book, store, facilitator, offer, policy
+        self.signer = signer
 
     async def run_once(self, now: float) -> list[tuple[str, int]]:
         """Claim every due channel; returns ``(channel, amount)`` claimed."""
@@ -108,7 +126,8 @@ class ClaimQueue:
             if not await self.book.raise_field(cid, "claiming", smax, claiming_sig=sig, claim_base=base):
                 return 0
         voucher = dict(rec, smax=smax, sig=sig, claimed_q=base)
-        body = {"x402Version": 2, "accepted": self.offer.to_json(), "payload": claim_payload(cid, voucher)}
+        payload = claim_payload(cid, voucher, self.signer, chain_of(self.offer))
+        body = {"x402Version": 2, "accepted": self.offer.to_json(), "payload": payload}
         result = await self.fac.settle(body, self.offer.to_json())
         if not result.success:
             log.warning("claim of a channel refused: %s", result.error_reason)

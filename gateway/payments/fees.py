@@ -54,6 +54,7 @@ the settlement worker is a background task of the gateway (started with it).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -98,11 +99,25 @@ class Meter:
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    async def record(self, rail: str, route: str, subject: str, amount: int) -> None:
+    async def record(self, rail: str, route: str, subject: str, amount: int, wait: bool = True) -> None:
+        """Count a fee; ``wait=False``: the store's tally goes out with the next
+        group commit (Redis) instead of costing the request a round trip."""
         self.services.metrics.fees.labels(rail, route or "default").inc(amount)
+        k = key("spent", f"{subject}|{rail}")
+        soon = getattr(self.services.store, "incr_soon", None) if not wait else None
+        queued = soon(k, amount, SPENT_WINDOW) if soon is not None else None
+        if queued is not None:
+            queued.add_done_callback(lambda f: self._lost(f, subject))
+            return
         try:
-            await self.services.store.incr(key("spent", f"{subject}|{rail}"), amount, SPENT_WINDOW)
+            await self.services.store.incr(k, amount, SPENT_WINDOW)
         except StoreUnavailable as exc:  # the fee itself is settled; only the tally is lost
+            self.services.metrics.store_errors.labels("meter").inc()
+            log.warning("could not record spend of %s: %s", subject, exc)
+
+    def _lost(self, done: asyncio.Future[Any], subject: str) -> None:
+        exc = None if done.cancelled() else done.exception()
+        if exc is not None:
             self.services.metrics.store_errors.labels("meter").inc()
             log.warning("could not record spend of %s: %s", subject, exc)
 

@@ -62,9 +62,11 @@ def _usd(c: Collector, path: str, value: Any, *, positive: bool = True) -> int |
     return atomic
 
 
-def parse_x402(c: Collector, t: dict[str, Any], routes: frozenset[str] | None = None) -> X402Settings | None:
+def parse_x402(
+    c: Collector, t: dict[str, Any], routes: frozenset[str] | None = None, env: Any = None
+) -> X402Settings | None:
     """Validate ``[x402]``; every problem is recorded with its key path (``routes``:
-    the policy file's routes, None without one)."""
+    the policy file's routes, None without one; ``env``: where secrets are read)."""
     c.unknown_keys(
         "x402",
         t,
@@ -155,7 +157,7 @@ def parse_x402(c: Collector, t: dict[str, Any], routes: frozenset[str] | None = 
             c.problem(f'x402.rpc."{n}"', f"expected a JSON-RPC http(s) URL, got {url!r}")
         if n not in nets:
             c.problem(f'x402.rpc."{n}"', "RPC for a network not listed in x402.networks")
-    batch = parse_batch(c, t["batch"]) if "batch" in t else None
+    batch = parse_batch(c, t["batch"], env) if "batch" in t else None
     upto = parse_upto(c, t["upto"], routes) if "upto" in t else None
     if any(p.startswith("x402") for p in c.problems):
         return None

@@ -477,7 +477,7 @@ class X402Rail:
         subject = f"x402:{d.payer.lower()}"
         ctx.subject = ctx.subject or subject
         if charged:
-            await self.meter.record("x402", charge.route, subject, charged)
+            await self.meter.record("x402", charge.route, subject, charged, wait=False)
         return None
 
     async def pay_upto(

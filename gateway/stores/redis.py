@@ -42,6 +42,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from popgate.gateway.payments.ledger import LEDGER_LUA, LedgerEntry, redis_keys
 from popgate.gateway.stores import redis_clients
 from popgate.gateway.stores.base import StoreUnavailable
+from popgate.gateway.stores.redis_batch import GroupCommit
 from popgate.gateway.stores.redis_urls import CLUSTER_SCHEMES, SENTINEL_SCHEMES, parse_cluster_url
 
 __all__ = ["RedisStore", "parse_cluster_url"]
@@ -166,6 +167,7 @@ class RedisStore:
         self._debit = _Script(client, DEBIT, acks, ms)
         self._gcra = _Script(client, GCRA, acks, ms)
         self._ledger = _Script(client, LEDGER_LUA, acks, ms)
+        self.group = GroupCommit(client, acks, ms, self._slots)
 
     async def _write(self, *command: Any) -> Any:
         if self.replica_acks:
@@ -195,13 +197,29 @@ class RedisStore:
             if asyncio.iscoroutine(awaitable):
                 awaitable.close()  # never awaited when no slot came free: no warning
 
+    def incr_soon(self, key: str, amount: int, window: float) -> asyncio.Future[Any] | None:
+        """:meth:`incr` queued for the next group commit without waiting for it
+        (a tally nothing waits on); None on a Redis Cluster (use :meth:`incr`)."""
+        if self.cluster:
+            return None
+        return self.group.submit(self._incr, [key], [amount, _ms(window)])
+
+    async def run_script(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
+        """``script`` group-committed with the calls made meanwhile (one
+        pipeline, :mod:`gateway.stores.redis_batch`); alone on a Redis Cluster,
+        whose client does not pipeline scripts."""
+        if self.cluster:
+            return await self._do(script(keys, args))
+        return await self.group.run(script, keys, args)
+
     async def claim(self, key: str, ttl: float, limit: int = 1) -> bool:
         if limit < 1:
             return False
         return bool(await self._do(self._claim(keys=[key], args=[_ms(ttl), limit])))
 
     async def incr(self, key: str, amount: int, window: float) -> int:
-        return int(await self._do(self._incr(keys=[key], args=[amount, _ms(window)])))
+        # group-committed: the fee tally of every paid request goes through here
+        return int(await self.run_script(self._incr, [key], [amount, _ms(window)]))
 
     async def debit(self, key: str, amount: int) -> int | None:
         result = int(await self._do(self._debit(keys=[key], args=[amount])))
@@ -279,6 +297,10 @@ class RedisStore:
             await self._do(self._client.ping())
 
     async def close(self) -> None:
+        try:
+            await self.group.close()
+        except (RedisError, RedisClusterException, OSError):
+            pass
         for c in (self._client, self._sentinels):
             try:
                 if c is not None:

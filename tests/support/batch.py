@@ -23,7 +23,8 @@ from popgate.verifiers.x402 import USDC, Requirements
 
 NETWORK = "eip155:84532"
 PAY_TO = "0x" + "22" * 20
-RECEIVER_AUTHORIZER = Account.from_key("0x" + "33" * 32).address
+RECEIVER_AUTHORIZER_KEY = "0x" + "33" * 32  # signs the claim batches in tests
+RECEIVER_AUTHORIZER = Account.from_key(RECEIVER_AUTHORIZER_KEY).address
 
 
 def offer(

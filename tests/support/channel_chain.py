@@ -17,13 +17,18 @@ from typing import Any
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from x402.mechanisms.evm.batch_settlement.constants import (
+    CLAIM_BATCH_TYPES,
     ERC3009_DEPOSIT_COLLECTOR_ADDRESS,
     RECEIVE_AUTHORIZATION_TYPES,
 )
 from x402.mechanisms.evm.batch_settlement.encoding import build_erc3009_deposit_nonce
 from x402.mechanisms.evm.batch_settlement.facilitator.utils import verify_batch_settlement_voucher_typed_data
 from x402.mechanisms.evm.batch_settlement.types import ChannelConfig as SdkChannelConfig
-from x402.mechanisms.evm.batch_settlement.utils import coerce_bytes32, compute_channel_id
+from x402.mechanisms.evm.batch_settlement.utils import (
+    coerce_bytes32,
+    compute_channel_id,
+    get_batch_settlement_eip712_domain,
+)
 
 from popgate.verifiers.evm import recover_address
 from popgate.verifiers.x402 import PaymentPayload, Requirements
@@ -47,6 +52,8 @@ class ChannelChain:
     refunded: int = 0
     reads: int = 0
     claim_txs: int = 0
+    unsigned_claims: int = 0  # claimWithSignature refused: no claimAuthorizerSignature
+    badly_signed_claims: int = 0  # ...: signed, but not by the channels' receiverAuthorizer
     txs: int = 0
 
     def view(self, cid: str) -> ChainView:
@@ -71,15 +78,22 @@ class ChannelChain:
         self.txs += 1
         return self.view(d.channel_id), f"0x{self.txs:064x}"
 
-    def claim(self, cid: str, max_claimable: int, signature: bytes, chain_id: int) -> int:
-        """``claimWithSignature`` for one voucher; returns the amount moved."""
+    def claim(
+        self, cid: str, max_claimable: int, signature: bytes, chain_id: int, total: int | None = None
+    ) -> int:
+        """One entry of ``claimWithSignature``: the voucher's signature, then
+        ``totalClaimed`` (default: the voucher's amount) raised to ``total``;
+        returns the amount moved (0 when already claimed that far)."""
         c = self.channels[cid.lower()]
+        total = max_claimable if total is None else total
         signer = recover_address(voucher_digest(bytes.fromhex(cid[2:]), max_claimable, chain_id), signature)
         if signer != c.payer_authorizer:
             raise ValueError("bad voucher signature")
-        if max_claimable > c.balance:
+        if total > max_claimable:
+            raise ValueError("totalClaimed above the voucher")
+        if total > c.balance:
             raise ValueError("claim above balance")
-        moved = max(0, max_claimable - c.total_claimed)
+        moved = max(0, total - c.total_claimed)
         c.total_claimed += moved
         self.paid_out += moved
         self.claim_txs += 1
@@ -163,11 +177,62 @@ def batch_verify(chain: ChannelChain, body: dict[str, Any]) -> dict[str, Any]:
     return {"isValid": True, "payer": payer, "extra": _snapshot(chain, cid)}
 
 
+def claim_authorizer(payload: dict[str, Any], network: str) -> str | None:
+    """The address that signed ``claimAuthorizerSignature`` over the batch's
+    ``ClaimBatch`` (the SDK's EIP-712 types and domain); None when unsigned."""
+    sig = payload.get("claimAuthorizerSignature")
+    if not sig:
+        return None
+    chain_id = int(network.split(":")[1])
+    entries = [
+        {
+            "channelId": coerce_bytes32(
+                compute_channel_id(SdkChannelConfig.from_dict(e["voucher"]["channel"]), network)
+            ),
+            "maxClaimableAmount": int(e["voucher"]["maxClaimableAmount"]),
+            "totalClaimed": int(e["totalClaimed"]),
+        }
+        for e in payload["claims"]
+    ]
+    signable = encode_typed_data(
+        domain_data=get_batch_settlement_eip712_domain(chain_id),
+        message_types=CLAIM_BATCH_TYPES,
+        message_data={"claims": entries},
+    )
+    return str(Account.recover_message(signable, signature=bytes.fromhex(str(sig)[2:])))
+
+
 def batch_claim(chain: ChannelChain, body: dict[str, Any]) -> dict[str, Any]:
-    """``claimWithSignature``: every entry's voucher checked, cumulative, idempotent."""
+    """``claimWithSignature`` as the contract runs it: the batch signed by every
+    channel's ``receiverAuthorizer`` (refused unsigned or signed by anyone
+    else), each entry's voucher checked, claims cumulative and idempotent."""
     net = body["paymentRequirements"]["network"]
+    payload = body["paymentPayload"]["payload"]
+
+    def refuse(reason: str, message: str) -> dict[str, Any]:
+        return {
+            "success": False,
+            "errorReason": reason,
+            "errorMessage": message,
+            "transaction": "",
+            "network": net,
+        }
+
+    try:
+        authorizer = claim_authorizer(payload, net)
+    except (KeyError, ValueError, TypeError) as exc:
+        return refuse("invalid_batch_settlement_evm_claim_payload", f"claim authorizer signature: {exc}")
+    if authorizer is None:
+        chain.unsigned_claims += 1
+        return refuse("invalid_batch_settlement_evm_authorizer_not_configured", "claim batch not signed")
+    for entry in payload["claims"]:
+        if entry["voucher"]["channel"]["receiverAuthorizer"].lower() != authorizer.lower():
+            chain.badly_signed_claims += 1
+            return refuse(
+                "invalid_batch_settlement_evm_claim_simulation_failed", "not the receiverAuthorizer"
+            )
     moved = 0
-    for entry in body["paymentPayload"]["payload"]["claims"]:
+    for entry in payload["claims"]:
         cfg = SdkChannelConfig.from_dict(entry["voucher"]["channel"])
         cid = compute_channel_id(cfg, net).lower()
         try:
@@ -176,15 +241,10 @@ def batch_claim(chain: ChannelChain, body: dict[str, Any]) -> dict[str, Any]:
                 int(entry["voucher"]["maxClaimableAmount"]),
                 bytes.fromhex(entry["signature"][2:]),
                 int(net.split(":")[1]),
+                int(entry["totalClaimed"]),
             )
         except (KeyError, ValueError) as exc:
-            return {
-                "success": False,
-                "errorReason": "invalid_batch_settlement_evm_claim_payload",
-                "errorMessage": str(exc),
-                "transaction": "",
-                "network": net,
-            }
+            return refuse("invalid_batch_settlement_evm_claim_payload", str(exc))
     chain.txs += 1
     return {"success": True, "transaction": f"0x{chain.txs:064x}", "network": net, "amount": str(moved)}
 

@@ -13,10 +13,12 @@ import time
 import aiohttp
 
 from popgate.gateway.payments.channels import ChannelBook
+from popgate.gateway.payments.claim_signer import ClaimSigner
 from popgate.gateway.payments.claims import ClaimPolicy, ClaimQueue
 from popgate.gateway.payments.facilitator import FacilitatorClient
 from popgate.gateway.stores import open_store
 from popgate.verifiers.x402 import Requirements
+from tests.support.batch import RECEIVER_AUTHORIZER_KEY
 
 
 async def main(redis_url: str, fac_url: str, offer: str) -> None:
@@ -28,6 +30,7 @@ async def main(redis_url: str, fac_url: str, offer: str) -> None:
             FacilitatorClient(session, fac_url),
             Requirements.from_json(json.loads(offer)),
             ClaimPolicy(threshold=1, lease=0.3),
+            ClaimSigner(RECEIVER_AUTHORIZER_KEY.encode()),
         )
         print("ready", flush=True)
         while True:

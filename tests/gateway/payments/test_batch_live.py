@@ -5,6 +5,8 @@ channel state as the contract would."""
 from __future__ import annotations
 
 import asyncio
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +18,7 @@ from x402.mechanisms.evm.batch_settlement.client import BatchSettlementEvmScheme
 from x402.mechanisms.evm.signers import EthAccountSigner
 
 from tests.conftest import admin_url, url_of
-from tests.support.batch import RECEIVER_AUTHORIZER
+from tests.support.batch import RECEIVER_AUTHORIZER, RECEIVER_AUTHORIZER_KEY
 from tests.support.facilitator import running
 from tests.support.node import NODE_DIR, run_node
 from tests.support.paid_gateway import ChargePolicy
@@ -26,6 +28,13 @@ PAYER = Account.from_key(KEY).address
 PAY_TO = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
 PRICE = 1000
 NODE_SCRIPT = NODE_DIR / "scripts" / "x402_batch_client.mjs"
+
+
+def key_file() -> str:
+    """The receiver authorizer's key as a secret file (claims are signed with it)."""
+    path = Path(tempfile.mkdtemp(prefix="pg-ra-")) / "receiver-authorizer.key"
+    path.write_text(RECEIVER_AUTHORIZER_KEY + "\n")
+    return str(path)
 
 
 def toml(fac: str) -> str:
@@ -40,6 +49,7 @@ receiver_authorizer = "{RECEIVER_AUTHORIZER}"
 withdraw_delay = 900
 claim_max_age = 1
 claim_interval = 0.2
+receiver_authorizer_key = {{ secret_file = "{key_file()}" }}
 """
 
 

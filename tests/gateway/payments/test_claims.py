@@ -15,16 +15,18 @@ import aiohttp
 
 from popgate.gateway.payments.batch import FacilitatorChain
 from popgate.gateway.payments.channels import ChannelBook
+from popgate.gateway.payments.claim_signer import ClaimSigner
 from popgate.gateway.payments.claims import ACCOUNT, ClaimPolicy, ClaimQueue
 from popgate.gateway.payments.facilitator import FacilitatorClient
 from popgate.gateway.payments.ledger import reconcile
 from popgate.gateway.payments.vouchers import VoucherDesk
 from popgate.gateway.stores import open_store
 from popgate.verifiers.x402 import parse_payment_signature
-from tests.support.batch import Payer, header, offer
+from tests.support.batch import RECEIVER_AUTHORIZER_KEY, Payer, header, offer
 from tests.support.facilitator import running
 
 PRICE = 1000
+SIGNER = ClaimSigner(RECEIVER_AUTHORIZER_KEY.encode())
 
 
 async def pay(desk: VoucherDesk, req: Any, payload: dict[str, Any]) -> None:
@@ -38,7 +40,7 @@ async def test_claims_follow_policy_and_never_double(redis_url: str) -> None:
         client = FacilitatorClient(s, fac)
         req, payer = offer(PRICE), Payer()
         desk = VoucherDesk(ChannelBook(store), FacilitatorChain(client))
-        queue = ClaimQueue(desk.book, store, client, req, ClaimPolicy(threshold=3 * PRICE))
+        queue = ClaimQueue(desk.book, store, client, req, ClaimPolicy(threshold=3 * PRICE), SIGNER)
         await pay(desk, req, payer.sdk_payload(req))
         await pay(desk, req, payer.voucher(req, 2 * PRICE))
         assert await queue.run_once(time.time()) == []  # below threshold, young
@@ -46,7 +48,7 @@ async def test_claims_follow_policy_and_never_double(redis_url: str) -> None:
         assert await queue.run_once(time.time()) == [(payer.channel_id(req), 3 * PRICE)]
         assert await queue.run_once(time.time()) == []  # nothing new
         await pay(desk, req, payer.voucher(req, 4 * PRICE))
-        aged = ClaimQueue(desk.book, store, client, req, ClaimPolicy(threshold=10**9, max_age=0))
+        aged = ClaimQueue(desk.book, store, client, req, ClaimPolicy(threshold=10**9, max_age=0), SIGNER)
         assert await aged.run_once(time.time()) == [(payer.channel_id(req), PRICE)]
         assert st.chain.paid_out == 4 * PRICE == await store.balance(ACCOUNT)
         summary = await queue.summary()
@@ -101,4 +103,29 @@ async def test_kill_9_during_claims_loses_nothing_and_never_double_claims(redis_
         entries = await store.ledger(ACCOUNT)
         reconcile(await store.balance(ACCOUNT), entries)
         assert st.chain.claim_txs > len(payers) and kills == 6
+        await store.close()
+
+
+async def test_claims_carry_the_receiver_authorizers_signature(redis_url: str) -> None:
+    """The stand-in runs claimWithSignature as the contract does: an unsigned
+    batch, or one signed by another key, moves nothing; the claim intent stays
+    and the properly signed round claims it, once."""
+    async with running() as (fac, st), aiohttp.ClientSession() as s:
+        store = open_store(redis_url, timeout=5.0)
+        client = FacilitatorClient(s, fac)
+        req, payer = offer(PRICE), Payer()
+        desk = VoucherDesk(ChannelBook(store), FacilitatorChain(client))
+        await pay(desk, req, payer.sdk_payload(req))
+        await pay(desk, req, payer.voucher(req, 2 * PRICE))
+        policy = ClaimPolicy(threshold=1)
+        unsigned = ClaimQueue(desk.book, store, client, req, policy)
+        assert await unsigned.run_once(time.time()) == []
+        impostor = ClaimQueue(desk.book, store, client, req, policy, ClaimSigner(b"0x" + b"44" * 32))
+        assert await impostor.run_once(time.time()) == []
+        assert (st.chain.unsigned_claims, st.chain.badly_signed_claims, st.chain.paid_out) == (1, 1, 0)
+        assert await store.balance(ACCOUNT) == 0
+        signed = ClaimQueue(desk.book, store, client, req, policy, SIGNER)
+        assert await signed.run_once(time.time()) == [(payer.channel_id(req), 2 * PRICE)]
+        assert await signed.run_once(time.time()) == []
+        assert st.chain.paid_out == 2 * PRICE == await store.balance(ACCOUNT)
         await store.close()
