@@ -287,11 +287,9 @@ class AuthProtocol(asyncio.Protocol):
             self.queue.append(NOT_AUTH)
             return
         pairs = self._headers
-        headers = CIMultiDictProxy(
-            CIMultiDict(
-                (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in pairs
-            )
-        )
+        # names are tokens (llhttp refuses anything else): latin-1 decodes them as UTF-8 would
+        decoded = [(n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in pairs]
+        headers = CIMultiDictProxy(CIMultiDict(decoded))
         method = self.parser.get_method().decode("ascii", "replace")
         keep_alive = self.parser.should_keep_alive()
         call = self._original(headers, method, target, keep_alive)
@@ -316,8 +314,9 @@ class AuthProtocol(asyncio.Protocol):
         if client is None:
             return None
         original = original_headers(headers, host)
-        raw = tuple((n, v) for n, v in self._headers if n.lower() not in _DROP_BYTES)
-        raw += ((b"Host", host.encode()),)
+        raw = tuple(
+            [(n, v) for n, v in self._headers if n.lower() not in _DROP_BYTES] + [(b"Host", host.encode())]
+        )
         message = _message(method, uri, CIMultiDictProxy(original), raw, keep_alive)
         return _Call(message, AuthCall(style), client[0], client[1], proto, host)
 
@@ -414,19 +413,17 @@ def encode(response: web.StreamResponse, keep_alive: bool, date: str) -> bytes:
         body = b""
     elif not isinstance(body, bytes):
         raise ValueError("a non-bytes body")
-    lines = [f"HTTP/1.1 {response.status} {response.reason}"]
-    for name, value in response.headers.items():
-        if name.lower() in _SKIP:
-            continue
-        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-            raise ValueError("CR or LF in a header")
-        lines.append(f"{name}: {value}")
-    if body and "Content-Type" not in response.headers:
-        lines.append(f"Content-Type: {response.content_type}")
-    lines.append(f"Date: {date}")
-    lines.append(f"Content-Length: {len(body)}")
-    lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
+    headers = response.headers
+    lines = [f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() not in _SKIP]
+    block = "".join(lines)
+    if block.count("\n") != len(lines) or block.count("\r") != len(lines):
+        raise ValueError("CR or LF in a header")
+    extra = f"Content-Type: {response.content_type}\r\n" if body and "Content-Type" not in headers else ""
+    head = (
+        f"HTTP/1.1 {response.status} {response.reason}\r\n{block}{extra}Date: {date}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
+    )
+    return head.encode("utf-8", "surrogateescape") + body
 
 
 def _malformed() -> _Refused:
