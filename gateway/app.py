@@ -94,7 +94,9 @@ class Gateway:
         self.enforce = self.pipeline.stages[-1]
         self.sealer = Sealer(config.sessions.keys, config.sessions.signing_kid)
         self.cache_ttl = config.features.forward_auth.cache_ttl
-        self.inline_routes = config.features.forward_auth.inline_routes
+        x402 = config.features.x402  # upto routes settle after the answer: only inline can see it
+        upto = frozenset(x402.upto.routes) if x402 is not None and x402.upto is not None else frozenset()
+        self.inline_routes = config.features.forward_auth.inline_routes | upto
         self._started = False
 
     @property
@@ -237,6 +239,7 @@ class Gateway:
         """The verdict for the request behind a forward-auth call (:mod:`gateway.http.forward_auth`)."""
         if auth.style == "render":
             return await auth.render(ctx.request, self.sealer, ctx.now), "render"
+        ctx.via_auth = True
         verdict = await self.decide.run(ctx)  # every stage but Enforce: no charge or spend yet
         if isinstance(verdict, Allow):
             route = ctx.charge.route if ctx.charge is not None else ctx.route

@@ -39,6 +39,7 @@ SCHEMES = (
     "privatepass",
     "delegation",
     "x402-batch",
+    "x402-upto",
 )
 
 

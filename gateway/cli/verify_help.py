@@ -60,6 +60,11 @@ SCHEME_HELP: dict[str, tuple[str, str, str]] = {
         "requirements, header_value, channel_state (SDK shape or null), onchain (or null)",
         "charged_after, kind, channel_id, payer",
     ),
+    "x402-upto": (
+        "an x402 upto (Permit2) authorization, offline (nonces spent once per run)",
+        "header_value, requirements",
+        "payer, network, max_amount, nonce, signature_checked",
+    ),
     "privatepass": (
         "a Privacy Pass token, type 0x0002 (RFC 9577/9578; nonces spent once per run)",
         "token, challenge, issuer_keys or token_key, issuer, origin_info (optional)",

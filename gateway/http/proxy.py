@@ -10,6 +10,9 @@ set by popgate alone; popgate's own credentials go by one table
 (:class:`gateway.http.headers.Credentials`), on WebSocket upgrades too. The
 origin is sent the target popgate matched its policy on
 (:attr:`gateway.http.target.Target.forward`: normalized path, origin-form).
+A payment rail may set ``ctx.answer_hook``: awaited with the origin's status
+and headers before a byte of the answer is sent, it may edit them or raise a
+GatewayError that replaces the answer (the origin's body is then never read).
 """
 
 from __future__ import annotations
@@ -138,6 +141,8 @@ class Forwarder:
                 length = value
                 continue
             out.append((name, value))
+        if ctx.answer_hook is not None:  # e.g. x402 upto: settle what the answer reports, or refuse it
+            await ctx.answer_hook(up.status, out)
         out.append(("Via", self.via))
         if not any(name.lower() == "server" for name, _ in out):
             out.append(("Server", "popgate"))  # else aiohttp would add its own, with versions

@@ -276,6 +276,12 @@ def build_config(data: dict[str, Any], problems: list[str], env: Any) -> Config:
             "forward_auth.inline_routes",
             'popgate carries these routes itself: it needs [server] upstream (mode = "inline")',
         )
+    if mode == "auth" and features.x402 is not None and features.x402.upto is not None:
+        c.problem(
+            "x402.upto",
+            "upto settles what the origin's answer reports, which popgate sees only inline:"
+            ' it needs [server] upstream (mode = "inline")',
+        )
     if problems:
         raise ConfigError(problems)
     if listen is None or admin is None or sessions is None or shutdown is None:

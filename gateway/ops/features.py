@@ -105,7 +105,7 @@ def collect_features(c: Collector, data: dict[str, Any], env: Any, store_url: st
         webbotauth=webbotauth_config.collect_settings(c, data["webbotauth"])
         if "webbotauth" in data
         else None,
-        x402=parse_x402(c, c.table("x402")) if "x402" in data else None,
+        x402=parse_x402(c, c.table("x402"), _routes(policy)) if "x402" in data else None,
         credits=parse_credits(c, c.table("credits"), env) if "credits" in data else None,
         privatepass=privatepass_config.collect_settings(c, data["privatepass"])
         if "privatepass" in data

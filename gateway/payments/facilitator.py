@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 SETTLEMENT_PENDING = "settlement_pending"
 NONCE_ALREADY_USED = "invalid_exact_evm_nonce_already_used"
+PERMIT2_NONCE_USED = "permit2_invalid_nonce"  # upto: the Permit2 nonce is spent on chain
 _T = TypeVar("_T")
 
 
@@ -284,8 +285,9 @@ class SettlementQueue:
 
     A transport error marks the record ``ambiguous``: the facilitator may
     have settled it anyway (it does not stop because we hung up). A later
-    answer ``invalid_exact_evm_nonce_already_used`` for such a record (the
-    SDK facilitator's answer to a re-settle of a spent authorization) is
+    answer ``invalid_exact_evm_nonce_already_used`` (``permit2_invalid_nonce``
+    for ``upto``) for such a record (the SDK facilitator's answer to a
+    re-settle of a spent authorization) is
     then read as *settled*: the nonce is spent, and the only authorization
     we ever sent for it is this one (see :meth:`PendingSettlement.maybe_sent`).
     The same answer to a first send stays a rejection (a replay).
@@ -392,7 +394,8 @@ class SettlementQueue:
     async def _conclude(
         self, item: PendingSettlement, now: float, result: SettleResult, maybe_sent: bool, *, reschedule: bool
     ) -> tuple[str, SettleResult | None]:
-        if not result.success and result.error_reason == NONCE_ALREADY_USED and maybe_sent:
+        spent = (NONCE_ALREADY_USED, PERMIT2_NONCE_USED)
+        if not result.success and result.error_reason in spent and maybe_sent:
             # Spent by the settle we (or a facilitator on our behalf) sent earlier.
             result = SettleResult(
                 True, result.transaction or item.transaction, item.network, result.payer or item.payer

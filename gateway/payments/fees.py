@@ -38,6 +38,10 @@ Config tables (absent → that rail is off)::
     rpc = { "eip155:84532" = "https://..." }   # eth_getCode: payers with code → /verify
     [x402.assets."eip155:84532"]         # optional; default: USDC
     address = "0x..." ; name = "USDC" ; version = "2" ; decimals = 6
+    [x402.upto]                          # optional: upto on routes priced by usage
+    facilitator_address = "0x..."        # (gateway/payments/upto_settings.py)
+    [x402.upto.routes.<route>]
+    usage_header = "X-Usage-Tokens" ; unit_price = "0.000002" ; max = "0.05"
 
     [credits]
     admin_token = { secret_file = "/run/secrets/admin" }   # or secret_env

@@ -11,6 +11,7 @@ from typing import Any
 
 from popgate.gateway.ops.validation import Collector, read_secret
 from popgate.gateway.payments.batch_settings import BatchSettings, parse_batch
+from popgate.gateway.payments.upto_settings import UptoSettings, parse_upto
 from popgate.verifiers.evm import parse_address
 from popgate.verifiers.x402 import USDC, Asset, usd_to_atomic
 
@@ -36,6 +37,7 @@ class X402Settings:
     verify_new_payers: bool = True
     forward_payment_header: bool = False
     batch: BatchSettings | None = None  # [x402.batch]: batch-settlement offered too
+    upto: UptoSettings | None = None  # [x402.upto]: upto (usage-priced) on some routes
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +62,9 @@ def _usd(c: Collector, path: str, value: Any, *, positive: bool = True) -> int |
     return atomic
 
 
-def parse_x402(c: Collector, t: dict[str, Any]) -> X402Settings | None:
-    """Validate ``[x402]``; every problem is recorded with its key path."""
+def parse_x402(c: Collector, t: dict[str, Any], routes: frozenset[str] | None = None) -> X402Settings | None:
+    """Validate ``[x402]``; every problem is recorded with its key path (``routes``:
+    the policy file's routes, None without one)."""
     c.unknown_keys(
         "x402",
         t,
@@ -85,6 +88,7 @@ def parse_x402(c: Collector, t: dict[str, Any]) -> X402Settings | None:
             "verify_new_payers",
             "forward_payment_header",
             "batch",
+            "upto",
         },
     )
     nets = t.get("networks", ["eip155:84532"])
@@ -152,6 +156,7 @@ def parse_x402(c: Collector, t: dict[str, Any]) -> X402Settings | None:
         if n not in nets:
             c.problem(f'x402.rpc."{n}"', "RPC for a network not listed in x402.networks")
     batch = parse_batch(c, t["batch"]) if "batch" in t else None
+    upto = parse_upto(c, t["upto"], routes) if "upto" in t else None
     if any(p.startswith("x402") for p in c.problems):
         return None
     return X402Settings(
@@ -174,6 +179,7 @@ def parse_x402(c: Collector, t: dict[str, Any]) -> X402Settings | None:
         verify_new,
         forward,
         batch,
+        upto,
     )
 
 

@@ -52,6 +52,7 @@ from popgate.gateway.payments.facilitator import (
     SettlementQueue,
 )
 from popgate.gateway.payments.settlement import SettlementWorker
+from popgate.gateway.payments.upto import UptoRail
 from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.decisions import Charge, Decision, WayOut
 from popgate.gateway.registry import Services
@@ -123,7 +124,9 @@ class X402Rail:
         self._verifier: ExactVerifier | None = None
         self._queue: SettlementQueue | None = None
         self._batch: BatchRail | None = None
+        self._fac: FacilitatorClient | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.upto = UptoRail(settings, services, meter, self._facilitator) if settings.upto else None
         self.worker = SettlementWorker(self.queue, services.clock, settings.settle_interval, services.metrics)
         self.claim_worker = (
             SettlementWorker(self.batch, services.clock, settings.batch.claim_interval, services.metrics)
@@ -143,10 +146,17 @@ class X402Rail:
             )
             code = CodeLookup(session, dict(self.settings.rpc)) if self.settings.rpc else None
             self._verifier = ExactVerifier(code_lookup=code, facilitator=fac)
+            self._fac = fac
             self._queue = SettlementQueue(self.services.store, fac, backoff=self.settings.retry_backoff)
             if self.settings.batch is not None:
                 self._batch = BatchRail(self.settings, self.services.store, fac)
         return self._verifier, self._queue
+
+    async def _facilitator(self) -> tuple[FacilitatorClient, SettlementQueue]:
+        _, queue = await self._ready()
+        if self._fac is None:
+            raise RuntimeError("facilitator client not set up")
+        return self._fac, queue
 
     async def queue(self) -> SettlementQueue:
         return (await self._ready())[1]
@@ -200,7 +210,7 @@ class X402Rail:
     def way_out(
         self, ctx: Context, price: int, error: str | None = None, offers: list[Requirements] | None = None
     ) -> WayOut:
-        offers = offers or self.offers(price)
+        offers = offers or self.offers(price) + self.upto_offers(ctx)
         header = self.required_header(ctx.request, offers, error)
         params: dict[str, Any] = {
             "scheme": "x402",
@@ -212,6 +222,13 @@ class X402Rail:
         if error:
             params["error"] = error
         return WayOut("pay", params, ((PAYMENT_REQUIRED, header),))
+
+    def upto_offers(self, ctx: Context) -> list[Requirements]:
+        """The route's ``upto`` offers (none off the configured routes, or on a
+        forward-auth call: popgate would not see the answer to settle it)."""
+        if self.upto is None or ctx.via_auth:
+            return []
+        return self.upto.offers(ctx.charge.route if ctx.charge is not None else ctx.route)
 
     def challenge_way_out(self, ctx: Context, match: Match | None) -> WayOut | None:
         """Way-out provider for plain challenges (policy ways include ``pay``)."""
@@ -367,6 +384,8 @@ class X402Rail:
         offers = self.offers(charge.price)
         if payment.scheme == "batch-settlement" and self.settings.batch is not None:
             return await self.pay_batch(ctx, charge, payment, offers)
+        if payment.scheme == "upto" and self.upto is not None:
+            return await self.pay_upto(ctx, charge, payment, self.upto)
         try:
             paid = await self.verify(payment, offers, ctx.now)
         except VerificationError as exc:
@@ -459,6 +478,29 @@ class X402Rail:
         ctx.subject = ctx.subject or subject
         if charged:
             await self.meter.record("x402", charge.route, subject, charged)
+        return None
+
+    async def pay_upto(
+        self, ctx: Context, charge: Charge, payment: PaymentPayload, upto: UptoRail
+    ) -> Decision | None:
+        """An ``upto`` authorization (:mod:`gateway.payments.upto`): verified and
+        reserved now, settled from the origin's usage report by the answer hook."""
+        try:
+            paid = await upto.authorize(ctx, charge.route, payment)
+        except FacilitatorError as exc:
+            raise FacilitatorUnavailable(f"upto verify: {exc.detail}") from None
+        except VerificationError as exc:
+            self.services.metrics.payments.labels("x402-upto", exc.reason).inc()
+            log.info("x402 upto payment rejected: %s (%s)", exc.reason, exc.detail)
+            return with_ways(
+                charge,
+                (self.way_out(ctx, charge.price, exc.reason),),
+                reason="payment_rejected",
+                detail=f"The payment was not accepted: {exc.reason}.",
+            )
+        ctx.response_headers.append(("Cache-Control", "private"))
+        ctx.charge = None
+        ctx.subject = ctx.subject or f"x402:{paid.payer.lower()}"
         return None
 
     async def _pay_later(self, ctx: Context, paid: ExactPayment) -> str | None:

@@ -9,7 +9,7 @@ and :mod:`gateway.http.proxy` forwards it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -59,6 +59,7 @@ class Context:
         "_target",
         "after_response",
         "agent",
+        "answer_hook",
         "attestations",
         "charge",
         "charged",
@@ -77,6 +78,7 @@ class Context:
         "route",
         "rule",
         "subject",
+        "via_auth",
         "weight",
     )
 
@@ -100,6 +102,10 @@ class Context:
         self.weight = 0  # policy weight schemes added (a crawler's name from an address not theirs)
         self.response_headers: list[tuple[str, str]] = []
         self.after_response: list[Any] = []
+        # awaited with (status, origin headers) before the origin's answer is sent:
+        # may edit the headers, add to response_headers, or raise a GatewayError instead
+        self.answer_hook: Callable[[int, list[tuple[str, str]]], Awaitable[None]] | None = None
+        self.via_auth = False  # a forward-auth call: popgate never sees the origin's answer
         self.decision: Decision | None = None
         self.match: Match | None = None  # the policy rule that matched (not set for allow)
         self.route = ""  # the matched rule's route

@@ -8,6 +8,7 @@ pydantic models (``VerifyResponse`` / ``SettleResponse``) so their JSON shape
 is the SDK's. Checks follow the SDK facilitator's order and reason codes
 (``x402.mechanisms.evm.exact.facilitator``); on-chain effects are simulated:
 a settled nonce is spent, and high-s signatures are refused as USDC does.
+``upto`` (Permit2) is answered by :mod:`tests.support.upto_facilitator`.
 
 Fault switches on :class:`FacilitatorState`: ``latency`` (seconds before
 answering), ``verify_mode`` / ``settle_mode`` (``ok``, ``http500``,
@@ -42,6 +43,7 @@ from eth_account.messages import encode_typed_data
 from x402.schemas import SettleResponse, SupportedResponse, VerifyResponse
 
 from tests.support.channel_chain import ChannelChain, batch_settle, batch_verify
+from tests.support.upto_facilitator import FACILITATOR_ADDRESS, upto_settle, upto_verify
 
 HALF_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141 // 2
 NETWORKS = ("eip155:84532", "eip155:8453")
@@ -62,6 +64,8 @@ class FacilitatorState:
     settled: list[dict[str, Any]] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
     chain: ChannelChain = field(default_factory=ChannelChain)  # batch-settlement channels
+    no_permit2_allowance: set[str] = field(default_factory=set)  # lower-case payers (upto)
+    answer_delay: float = 0.0  # upto: seconds between carrying out a settle and answering it
 
 
 def eip3009_typed_data(a: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
@@ -182,6 +186,15 @@ def make_app(state: FacilitatorState) -> web.Application:
             {
                 "kinds": [
                     {"x402Version": v, "scheme": "exact", "network": n} for v in (1, 2) for n in NETWORKS
+                ]
+                + [
+                    {
+                        "x402Version": 2,
+                        "scheme": "upto",
+                        "network": n,
+                        "extra": {"facilitatorAddress": FACILITATOR_ADDRESS},
+                    }
+                    for n in NETWORKS
                 ],
                 "extensions": [],
                 "signers": {"eip155:*": ["0x" + "fa" * 20]},
@@ -197,6 +210,8 @@ def make_app(state: FacilitatorState) -> web.Application:
         body = await request.json()
         if body.get("paymentRequirements", {}).get("scheme") == "batch-settlement":
             return web.json_response(batch_verify(state.chain, body))
+        if body.get("paymentRequirements", {}).get("scheme") == "upto":
+            return web.json_response(upto_verify(state, body))
         reason, payer = check(state, body)
         out = VerifyResponse(is_valid=reason is None, invalid_reason=reason, payer=payer)
         status = 400 if reason and state.verify_mode == "reject400" else 200
@@ -212,6 +227,11 @@ def make_app(state: FacilitatorState) -> web.Application:
         body = normalize(await request.json())
         if body["paymentRequirements"].get("scheme") == "batch-settlement":
             return web.json_response(batch_settle(state.chain, body))
+        if body["paymentRequirements"].get("scheme") == "upto":
+            done = upto_settle(state, body)  # on "chain" now, whether the caller hears it or not
+            if state.answer_delay:
+                await asyncio.sleep(state.answer_delay)
+            return web.json_response(done)
         req, a = body["paymentRequirements"], body["paymentPayload"]["payload"]["authorization"]
         nkey = (req["network"], a["from"].lower(), a["nonce"].lower())
         tx = "0x" + hashlib.sha256(repr(nkey).encode()).hexdigest()

@@ -30,11 +30,15 @@ def body(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 async def test_supported() -> None:
-    """/supported lists exact on both Base networks for v1 and v2."""
+    """/supported lists exact on both Base networks for v1 and v2, and upto (v2) with the
+    facilitatorAddress an upto witness binds to."""
     async with running() as (url, _), aiohttp.ClientSession() as s:
         sup = await FacilitatorClient(s, url).supported()
         assert sup.supports("exact", "eip155:84532") and sup.supports("exact", "eip155:8453", 1)
-        assert not sup.supports("upto", "eip155:84532")
+        assert sup.supports("upto", "eip155:84532") and not sup.supports("upto", "eip155:84532", 1)
+        upto = next(k for k in sup.kinds if k.scheme == "upto")
+        assert upto.extra == {"facilitatorAddress": "0x" + "fa" * 20}
+        assert not sup.supports("batch-settlement", "eip155:84532")
 
 
 @pytest.mark.parametrize(
