@@ -121,7 +121,7 @@ class AuthListener:
         self.clock = _Clock()
         self.connections: set[AuthProtocol] = set()
         self._clients: dict[tuple[str, tuple[str, ...]], tuple[IPAddress, str]] = {}
-        self.server: asyncio.AbstractServer | None = None
+        self.server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
 
     def client(self, peer: str, xff: list[str]) -> tuple[IPAddress, str] | None:
@@ -211,6 +211,9 @@ class AuthProtocol(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.listener.connections.discard(self)
         self.transport = None
+
+    def open(self) -> bool:
+        return self.transport is not None
 
     def close(self) -> None:
         if self.transport is not None:
@@ -310,7 +313,7 @@ class AuthProtocol(asyncio.Protocol):
             method, uri, host, proto = original_target(headers, method, target, "http")
         except GatewayError:
             return None
-        client = self.listener.client(self.remote, headers.getall("X-Forwarded-For", ()))
+        client = self.listener.client(self.remote, headers.getall("X-Forwarded-For", []))
         if client is None:
             return None
         original = original_headers(headers, host)
@@ -331,8 +334,8 @@ class AuthProtocol(asyncio.Protocol):
                     self.transport.write(item)
                     continue
                 data = await self._answer(item)
-                if self.transport is None:
-                    return
+                if not self.open():
+                    return  # the proxy went away while popgate decided
                 self.transport.write(data)
                 if item.message.should_close:
                     self.close()
