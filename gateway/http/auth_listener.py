@@ -86,6 +86,13 @@ UNTRUSTED = _problem(
 NOT_AUTH = _problem(404, "no_such_endpoint", "This port answers forward-auth calls only.", keep_alive=True)
 
 
+class _Last(bytes):
+    """An answer the listener wrote itself, after which the connection closes."""
+
+
+NOT_AUTH_CLOSE = _Last(_problem(404, "no_such_endpoint", "This port answers forward-auth calls only."))
+
+
 class _Refused(Exception):
     """A request the listener answers itself, then closes the connection."""
 
@@ -284,7 +291,7 @@ class AuthProtocol(asyncio.Protocol):
             raise _Refused(400, "bad_target", "The request target is not a path.")
         path = target.partition("?")[0]
         if not is_auth_path(path):
-            self.queue.append(NOT_AUTH)
+            self.queue.append(NOT_AUTH if self.parser.should_keep_alive() else NOT_AUTH_CLOSE)
             return
         pairs = self._headers
         headers = CIMultiDictProxy(
@@ -330,6 +337,8 @@ class AuthProtocol(asyncio.Protocol):
                 item = self.queue.popleft()
                 if isinstance(item, bytes):
                     self.transport.write(item)
+                    if isinstance(item, _Last):
+                        self.close()
                     continue
                 data = await self._answer(item)
                 if self.transport is None:
