@@ -193,6 +193,7 @@ class AuthProtocol(asyncio.Protocol):
         self.remote = ""
         self.queue: deque[_Call | bytes] = deque()
         self.busy = False
+        self.refused = False  # a request was refused: answer what came before it, then close
         self.task: asyncio.Task[None] | None = None
         self.last = time.monotonic()
         self.head_started = 0.0  # monotonic time of a partial head's first byte; 0: none
@@ -234,7 +235,7 @@ class AuthProtocol(asyncio.Protocol):
             self.close()
 
     def data_received(self, data: bytes) -> None:
-        if self.transport is None:
+        if self.transport is None or self.refused:
             return
         self.last = time.monotonic()
         try:
@@ -242,19 +243,22 @@ class AuthProtocol(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             self._refuse(cause if isinstance(cause, _Refused) else _malformed())
-            return
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             self._refuse(_malformed())
-            return
-        if self.queue and not self.busy:
+        if self.queue and not self.busy and self.transport is not None:
             self.busy = True
             self.task = asyncio.get_running_loop().create_task(self._serve())
 
     def _refuse(self, refusal: _Refused) -> None:
         log.info("auth listener refused a request: %s", refusal.answer.split(b"\r\n", 1)[0].decode())
-        self.queue.clear()
-        if self.transport is not None:
-            self.transport.write(refusal.answer)
+        if self.transport is None:
+            return
+        if self.queue or self.busy:  # the calls before it are answered first, in order
+            self.refused = True  # nothing after it is read
+            self.transport.pause_reading()
+            self.queue.append(_Last(refusal.answer))
+            return
+        self.transport.write(refusal.answer)
         self.close()
 
     # llhttp callbacks -----------------------------------------------------------------
