@@ -142,6 +142,33 @@ async def test_pipelined_calls_before_a_malformed_one_are_answered_first(gw):
     assert await conn.eof()
 
 
+def hold(gw: Running, seconds: float) -> asyncio.Event:
+    """Hold every allowed call ``seconds`` in an enforcer the test adds (the pipeline's own
+    extension point); the event is set when a call is held."""
+    entered = asyncio.Event()
+
+    async def slow(ctx: Any) -> None:
+        entered.set()
+        await asyncio.sleep(seconds)
+
+    gw.gateway.enforce.enforcers.append(slow)  # type: ignore[attr-defined]
+    return entered
+
+
+async def test_refusal_while_a_call_is_in_flight_comes_after_its_answer(gw):
+    """A call is being answered (held 0.5 s) when the next request on the connection turns out
+    too big (431): the held call's answer comes first, then the 431, then the close."""
+    entered = hold(gw, 0.5)
+    conn = await Conn.open(lean_port(gw))
+    await conn.send(call_bytes(forwarded(Authorization=f"PoP {human_session(gw)}")))
+    await asyncio.wait_for(entered.wait(), ANSWER_TIMEOUT)
+    await conn.send(call_bytes([(f"X-H{i}", "v") for i in range(150)]))
+    first, second = [await conn.answer() for _ in range(2)]
+    assert (first.status, first.headers.get("pop-class")) == (200, "human")
+    assert (second.status, second.json()["reason"]) == (431, "headers_too_large")
+    assert await conn.eof()
+
+
 # 6. Limits and timeouts --------------------------------------------------------------------------
 
 LIMITS = """
@@ -260,13 +287,7 @@ async def test_call_in_flight_at_stop_gets_its_answer(upstream, tmp_path):
     gw = await start(load_config(path))
     stopping: asyncio.Task[None] | None = None
     try:
-        entered = asyncio.Event()
-
-        async def slow(ctx: Any) -> None:
-            entered.set()
-            await asyncio.sleep(1.0)
-
-        gw.gateway.enforce.enforcers.append(slow)  # type: ignore[attr-defined]
+        entered = hold(gw, 1.0)
         port = lean_port(gw)
         conn = await Conn.open(port)
         await conn.send(call_bytes(forwarded(Authorization=f"PoP {session_token(gw)}")))
