@@ -71,8 +71,11 @@ class Conn:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def answer(self, timeout: float = ANSWER_TIMEOUT) -> RawResponse:
+    async def answer(self, timeout: float = ANSWER_TIMEOUT, *, head_only: bool = False) -> RawResponse:
+        """The next answer; ``head_only``: the answer to a HEAD request (no body follows)."""
         head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+        if head_only:
+            return parse(head)
         length = int(parse(head).headers.get("content-length", "0"))
         body = await asyncio.wait_for(self.reader.readexactly(length), timeout)
         return parse(head + body)

@@ -29,6 +29,7 @@ from tests.gateway.http.lean import (
     human_session,
     lean_port,
     listen_extra,
+    main_port,
     with_header,
 )
 from tests.gateway.http.raw import RawResponse, parse
@@ -125,6 +126,33 @@ async def test_render_call_body_on_a_kept_alive_connection(gw):
     assert page.status == 402 and b"<html" in page.body
     assert after.status == 200
     assert await conn.eof()
+
+
+async def test_head_auth_call_gets_no_body(gw):
+    """Envoy's ext_authz asks with the client's method: a HEAD call's answer has the head the
+    GET would have (Content-Length included) and no body, as on the main port, so the next
+    answer on the connection starts where the proxy expects it."""
+    envoy = [("X-Forwarded-For", "203.0.113.7")]
+    for port in (main_port(gw), lean_port(gw)):
+        conn = await Conn.open(port)
+        head = call_bytes(envoy, path=AUTH + "/v1/x", method="HEAD")
+        await conn.send(head + call_bytes(envoy, path=AUTH + "/open/x", close=True))
+        refused = await conn.answer(head_only=True)
+        assert refused.status == 402 and int(refused.headers["content-length"]) > 0, port
+        after = await conn.answer()
+        assert after.status == 200, (port, after)
+        assert await conn.eof()
+
+
+async def test_get_auth_call_for_a_head_request_gets_the_body(gw):
+    """A GET auth call describing a HEAD request (X-Forwarded-Method: HEAD): the proxy reads a
+    body, so the answer has one, as on the main port."""
+    for port in (main_port(gw), lean_port(gw)):
+        conn = await Conn.open(port)
+        await conn.send(call_bytes(forwarded("/v1/x", "HEAD"), close=True))
+        answer = await conn.answer()
+        assert answer.status == 402 and answer.json()["ways_out"], port
+        assert await conn.eof()
 
 
 async def test_pipelined_calls_before_a_malformed_one_are_answered_first(gw):
