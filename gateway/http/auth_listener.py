@@ -310,6 +310,7 @@ class AuthProtocol(asyncio.Protocol):
             message = _message(method, target, headers, tuple(pairs), keep_alive)
             call = _Call(message, None, None, self.remote, "http", None)
         call.body = bytes(self._body)
+        call.head = method == "HEAD"  # the auth call's own method: its answer has no body
         self.queue.append(call)
 
     def _original(
@@ -370,7 +371,7 @@ class AuthProtocol(asyncio.Protocol):
             request[SEALED_KEY] = call.body
         response = await self.listener.entry(request, call.auth, call.client)
         try:
-            return encode(response, not call.message.should_close, self.listener.clock.date())
+            return encode(response, not call.message.should_close, self.listener.clock.date(), call.head)
         except ValueError:
             log.error("auth listener: an answer could not be encoded (status %s)", response.status)
             return _problem(500, "internal_error", "The answer could not be encoded.")
@@ -380,7 +381,7 @@ class _Call:
     """A parsed request: its message, and when the listener rebuilt the original request
     behind an auth call, the call's style and the client's address."""
 
-    __slots__ = ("auth", "body", "client", "host", "message", "remote", "scheme")
+    __slots__ = ("auth", "body", "client", "head", "host", "message", "remote", "scheme")
 
     def __init__(
         self,
@@ -398,6 +399,7 @@ class _Call:
         self.scheme = scheme
         self.host = host
         self.body = b""
+        self.head = False
 
 
 def _message(
@@ -417,8 +419,9 @@ def _message(
     )
 
 
-def encode(response: web.StreamResponse, keep_alive: bool, date: str) -> bytes:
-    """An answer's bytes: status line, headers, ``Content-Length``, body.
+def encode(response: web.StreamResponse, keep_alive: bool, date: str, head: bool = False) -> bytes:
+    """An answer's bytes: status line, headers, ``Content-Length``, body (``head``: not the body,
+    the answer to a HEAD request).
     ValueError for what cannot be sent (a streamed answer; CR or LF in a header)."""
     if not isinstance(response, web.Response):
         raise ValueError("a streamed answer on the auth listener")
@@ -439,7 +442,7 @@ def encode(response: web.StreamResponse, keep_alive: bool, date: str) -> bytes:
     lines.append(f"Date: {date}")
     lines.append(f"Content-Length: {len(body)}")
     lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + (b"" if head else body)
 
 
 def _malformed() -> _Refused:
