@@ -155,6 +155,34 @@ async def test_get_auth_call_for_a_head_request_gets_the_body(gw):
         assert await conn.eof()
 
 
+UPGRADE = {
+    "Connection": "Upgrade",
+    "Upgrade": "websocket",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+}
+
+
+@pytest.mark.parametrize("evidence", [False, True])
+async def test_call_carrying_the_clients_upgrade_headers_gets_one_answer(gw, evidence):
+    """A forward-auth call for a WebSocket handshake may carry the client's Upgrade headers:
+    it gets the main port's verdict (never a 101), one answer and no second one, then the
+    listener may close (the bytes after an upgrade are not HTTP to its parser)."""
+    extra = {"Authorization": f"PoP {human_session(gw)}"} if evidence else {}
+    call = call_bytes({**forwarded("/ws"), **extra, **UPGRADE})
+    answers = []
+    for port in (main_port(gw), lean_port(gw)):
+        conn = await Conn.open(port)
+        await conn.send(call)
+        answer = await conn.answer()
+        answers.append((answer.status, answer.headers.get("pop-class")))
+        if port == lean_port(gw):
+            assert await conn.eof(), "nothing after the one answer"
+        else:
+            conn.writer.close()
+    assert answers[0] == answers[1] == ((200, "human") if evidence else (402, None))
+
+
 async def test_pipelined_calls_before_a_malformed_one_are_answered_first(gw):
     """Good calls pipelined ahead of bytes that are not HTTP get their own answers, in order;
     then the 400 for the garbage, and the connection closes (a proxy must never read the
