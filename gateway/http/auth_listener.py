@@ -193,7 +193,7 @@ class AuthProtocol(asyncio.Protocol):
         self.remote = ""
         self.queue: deque[_Call | bytes] = deque()
         self.busy = False
-        self.refused = False  # a request was refused: answer what came before it, then close
+        self.refused = False  # nothing more is read (a refusal, an upgrade): answer the queue, close
         self.task: asyncio.Task[None] | None = None
         self.last = time.monotonic()
         self.head_started = 0.0  # monotonic time of a partial head's first byte; 0: none
@@ -243,7 +243,11 @@ class AuthProtocol(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             self._refuse(cause if isinstance(cause, _Refused) else _malformed())
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        except httptools.HttpParserUpgrade:
+            # a call carrying the client's Upgrade headers (a WebSocket handshake's auth call):
+            # answered like any other; what follows it is not HTTP to llhttp, so close after
+            self._close_after(b"")
+        except httptools.HttpParserError:
             self._refuse(_malformed())
         if self.queue and not self.busy and self.transport is not None:
             self.busy = True
@@ -254,12 +258,17 @@ class AuthProtocol(asyncio.Protocol):
         if self.transport is None:
             return
         if self.queue or self.busy:  # the calls before it are answered first, in order
-            self.refused = True  # nothing after it is read
-            self.transport.pause_reading()
-            self.queue.append(_Last(refusal.answer))
+            self._close_after(refusal.answer)
             return
         self.transport.write(refusal.answer)
         self.close()
+
+    def _close_after(self, last: bytes) -> None:
+        """Read nothing more; answer what is queued, then ``last``, then close."""
+        self.refused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self.queue.append(_Last(last))
 
     # llhttp callbacks -----------------------------------------------------------------
 
