@@ -359,3 +359,30 @@ async def test_call_in_flight_at_stop_gets_its_answer(upstream, tmp_path):
     finally:
         if stopping is None:
             await gw.stop()
+
+
+async def test_idle_connections_close_when_stop_begins(upstream, tmp_path):
+    """stop() closes idle kept-alive connections at once (a call the proxy sends on one while
+    another call drains would otherwise be read, started and cut without an answer); the call
+    in flight still gets its answer, then its connection closes."""
+    path = write_config(tmp_path, upstream, server_extra=listen_extra())
+    gw = await start(load_config(path))
+    stopping: asyncio.Task[None] | None = None
+    try:
+        token = session_token(gw)
+        idle = await Conn.open(lean_port(gw))
+        await idle.send(call_bytes(forwarded(Authorization=f"PoP {token}")))
+        assert (await idle.answer()).status == 200
+        entered = hold(gw, 1.0)
+        busy = await Conn.open(lean_port(gw))
+        await busy.send(call_bytes(forwarded(Authorization=f"PoP {token}")))
+        await asyncio.wait_for(entered.wait(), ANSWER_TIMEOUT)
+        stopping = asyncio.create_task(gw.stop())
+        assert await idle.eof(timeout=0.5), "closed while the held call still drains"
+        answer = await busy.answer()
+        assert (answer.status, answer.headers["pop-class"]) == (200, "human")
+        assert await busy.eof()
+        await asyncio.wait_for(stopping, ANSWER_TIMEOUT)
+    finally:
+        if stopping is None:
+            await gw.stop()
