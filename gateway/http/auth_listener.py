@@ -164,6 +164,8 @@ class AuthListener:
             self._sweeper.cancel()
         if self.server is not None:
             self.server.close()
+        for conn in list(self.connections):
+            conn.drain()
         tasks = [c.task for c in self.connections if c.task is not None and not c.task.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
@@ -224,6 +226,13 @@ class AuthProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
             self.transport = None
+
+    def drain(self) -> None:
+        """Stopping: read nothing more; answer what was read, then close (at once when idle)."""
+        if self.busy or self.queue:
+            self._close_after(b"")
+        else:
+            self.close()
 
     def check(self, now: float) -> None:
         """The sweep: a head not whole in time gets 408; an idle connection closes."""
