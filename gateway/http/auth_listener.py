@@ -128,7 +128,7 @@ class AuthListener:
         self.clock = _Clock()
         self.connections: set[AuthProtocol] = set()
         self._clients: dict[tuple[str, tuple[str, ...]], tuple[IPAddress, str]] = {}
-        self.server: asyncio.AbstractServer | None = None
+        self.server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
 
     def client(self, peer: str, xff: list[str]) -> tuple[IPAddress, str] | None:
@@ -221,6 +221,9 @@ class AuthProtocol(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.listener.connections.discard(self)
         self.transport = None
+
+    def _closed(self) -> bool:
+        return self.transport is None
 
     def close(self) -> None:
         if self.transport is not None:
@@ -342,7 +345,7 @@ class AuthProtocol(asyncio.Protocol):
             method, uri, host, proto = original_target(headers, method, target, "http")
         except GatewayError:
             return None
-        client = self.listener.client(self.remote, headers.getall("X-Forwarded-For", ()))
+        client = self.listener.client(self.remote, headers.getall("X-Forwarded-For", []))
         if client is None:
             return None
         original = original_headers(headers, host)
@@ -364,7 +367,7 @@ class AuthProtocol(asyncio.Protocol):
                         self.close()
                     continue
                 data = await self._answer(item)
-                if self.transport is None:
+                if self._closed():  # while it was being answered
                     return
                 self.transport.write(data)
                 if item.message.should_close:
