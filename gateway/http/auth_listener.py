@@ -86,6 +86,13 @@ UNTRUSTED = _problem(
 NOT_AUTH = _problem(404, "no_such_endpoint", "This port answers forward-auth calls only.", keep_alive=True)
 
 
+class _Last(bytes):
+    """An answer the listener wrote itself, after which the connection closes."""
+
+
+NOT_AUTH_CLOSE = _Last(_problem(404, "no_such_endpoint", "This port answers forward-auth calls only."))
+
+
 class _Refused(Exception):
     """A request the listener answers itself, then closes the connection."""
 
@@ -157,6 +164,8 @@ class AuthListener:
             self._sweeper.cancel()
         if self.server is not None:
             self.server.close()
+        for conn in list(self.connections):
+            conn.drain()
         tasks = [c.task for c in self.connections if c.task is not None and not c.task.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
@@ -186,6 +195,7 @@ class AuthProtocol(asyncio.Protocol):
         self.remote = ""
         self.queue: deque[_Call | bytes] = deque()
         self.busy = False
+        self.refused = False  # nothing more is read (a refusal, an upgrade): answer the queue, close
         self.task: asyncio.Task[None] | None = None
         self.last = time.monotonic()
         self.head_started = 0.0  # monotonic time of a partial head's first byte; 0: none
@@ -212,13 +222,20 @@ class AuthProtocol(asyncio.Protocol):
         self.listener.connections.discard(self)
         self.transport = None
 
-    def open(self) -> bool:
-        return self.transport is not None
+    def _closed(self) -> bool:
+        return self.transport is None
 
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
             self.transport = None
+
+    def drain(self) -> None:
+        """Stopping: read nothing more; answer what was read, then close (at once when idle)."""
+        if self.busy or self.queue:
+            self._close_after(b"")
+        else:
+            self.close()
 
     def check(self, now: float) -> None:
         """The sweep: a head not whole in time gets 408; an idle connection closes."""
@@ -230,7 +247,7 @@ class AuthProtocol(asyncio.Protocol):
             self.close()
 
     def data_received(self, data: bytes) -> None:
-        if self.transport is None:
+        if self.transport is None or self.refused:
             return
         self.last = time.monotonic()
         try:
@@ -238,20 +255,32 @@ class AuthProtocol(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             self._refuse(cause if isinstance(cause, _Refused) else _malformed())
-            return
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        except httptools.HttpParserUpgrade:
+            # a call carrying the client's Upgrade headers (a WebSocket handshake's auth call):
+            # answered like any other; what follows it is not HTTP to llhttp, so close after
+            self._close_after(b"")
+        except httptools.HttpParserError:
             self._refuse(_malformed())
-            return
-        if self.queue and not self.busy:
+        if self.queue and not self.busy and self.transport is not None:
             self.busy = True
             self.task = asyncio.get_running_loop().create_task(self._serve())
 
     def _refuse(self, refusal: _Refused) -> None:
         log.info("auth listener refused a request: %s", refusal.answer.split(b"\r\n", 1)[0].decode())
-        self.queue.clear()
-        if self.transport is not None:
-            self.transport.write(refusal.answer)
+        if self.transport is None:
+            return
+        if self.queue or self.busy:  # the calls before it are answered first, in order
+            self._close_after(refusal.answer)
+            return
+        self.transport.write(refusal.answer)
         self.close()
+
+    def _close_after(self, last: bytes) -> None:
+        """Read nothing more; answer what is queued, then ``last``, then close."""
+        self.refused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self.queue.append(_Last(last))
 
     # llhttp callbacks -----------------------------------------------------------------
 
@@ -287,7 +316,7 @@ class AuthProtocol(asyncio.Protocol):
             raise _Refused(400, "bad_target", "The request target is not a path.")
         path = target.partition("?")[0]
         if not is_auth_path(path):
-            self.queue.append(NOT_AUTH)
+            self.queue.append(NOT_AUTH if self.parser.should_keep_alive() else NOT_AUTH_CLOSE)
             return
         pairs = self._headers
         # names are tokens (llhttp refuses anything else): latin-1 decodes them as UTF-8 would
@@ -300,6 +329,7 @@ class AuthProtocol(asyncio.Protocol):
             message = _message(method, target, headers, tuple(pairs), keep_alive)
             call = _Call(message, None, None, self.remote, "http", None)
         call.body = bytes(self._body)
+        call.head = method == "HEAD"  # the auth call's own method: its answer has no body
         self.queue.append(call)
 
     def _original(
@@ -332,10 +362,12 @@ class AuthProtocol(asyncio.Protocol):
                 item = self.queue.popleft()
                 if isinstance(item, bytes):
                     self.transport.write(item)
+                    if isinstance(item, _Last):
+                        self.close()
                     continue
                 data = await self._answer(item)
-                if not self.open():
-                    return  # the proxy went away while popgate decided
+                if self._closed():  # the proxy went away while popgate decided
+                    return
                 self.transport.write(data)
                 if item.message.should_close:
                     self.close()
@@ -359,7 +391,7 @@ class AuthProtocol(asyncio.Protocol):
             request[SEALED_KEY] = call.body
         response = await self.listener.entry(request, call.auth, call.client)
         try:
-            return encode(response, not call.message.should_close, self.listener.clock.date())
+            return encode(response, not call.message.should_close, self.listener.clock.date(), call.head)
         except ValueError:
             log.error("auth listener: an answer could not be encoded (status %s)", response.status)
             return _problem(500, "internal_error", "The answer could not be encoded.")
@@ -369,7 +401,7 @@ class _Call:
     """A parsed request: its message, and when the listener rebuilt the original request
     behind an auth call, the call's style and the client's address."""
 
-    __slots__ = ("auth", "body", "client", "host", "message", "remote", "scheme")
+    __slots__ = ("auth", "body", "client", "head", "host", "message", "remote", "scheme")
 
     def __init__(
         self,
@@ -387,6 +419,7 @@ class _Call:
         self.scheme = scheme
         self.host = host
         self.body = b""
+        self.head = False
 
 
 def _message(
@@ -406,8 +439,9 @@ def _message(
     )
 
 
-def encode(response: web.StreamResponse, keep_alive: bool, date: str) -> bytes:
-    """An answer's bytes: status line, headers, ``Content-Length``, body.
+def encode(response: web.StreamResponse, keep_alive: bool, date: str, head: bool = False) -> bytes:
+    """An answer's bytes: status line, headers, ``Content-Length``, body (``head``: not the body,
+    the answer to a HEAD request).
     ValueError for what cannot be sent (a streamed answer; CR or LF in a header)."""
     if not isinstance(response, web.Response):
         raise ValueError("a streamed answer on the auth listener")
@@ -422,11 +456,11 @@ def encode(response: web.StreamResponse, keep_alive: bool, date: str) -> bytes:
     if block.count("\n") != len(lines) or block.count("\r") != len(lines):
         raise ValueError("CR or LF in a header")
     extra = f"Content-Type: {response.content_type}\r\n" if body and "Content-Type" not in headers else ""
-    head = (
+    text = (
         f"HTTP/1.1 {response.status} {response.reason}\r\n{block}{extra}Date: {date}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
     )
-    return head.encode("utf-8", "surrogateescape") + body
+    return text.encode("utf-8", "surrogateescape") + (b"" if head else body)
 
 
 def _malformed() -> _Refused:
