@@ -15,7 +15,7 @@ itself. Answers are the same as on the main port (tests run both).
 - Only the auth endpoint's paths (``/.well-known/popgate/auth[/...]``): others 404.
 - Keep-alive and pipelining (answers in order); limits as on the main port: a
   header line over ``max_header_bytes`` (at least 8 KiB) or more than
-  ``max_header_count`` headers: ``431``; a body (a render call's sealed verdict)
+  ``max_header_count`` + 1 headers (the main port's bound): ``431``; a body (a render call's sealed verdict)
   over 64 KiB: ``413``; a malformed request: ``400``; a head not whole within
   ``client_header_timeout``: ``408``; an idle connection closes after
   ``client_keepalive_timeout``. Every error closes the connection.
@@ -122,7 +122,7 @@ class AuthListener:
         self.entry = entry  # Gateway.handle
         self.trusted = trusted
         self.line_limit = max(limits.max_header_bytes, 8190)
-        self.header_count = limits.max_header_count
+        self.header_count = limits.max_header_count + 1  # as the main port (aiohttp): room for Host
         self.head_timeout = limits.client_header_timeout
         self.idle_timeout = limits.client_keepalive_timeout
         self.clock = _Clock()
