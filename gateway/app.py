@@ -21,7 +21,7 @@ from aiohttp import web
 
 from popgate.gateway.errors import GatewayError, StoreFailure
 from popgate.gateway.http.forward_auth import AuthCall, auth_call, is_auth_path, original_request
-from popgate.gateway.http.headers import client_address, parse_ip
+from popgate.gateway.http.headers import IPAddress, client_address, parse_ip
 from popgate.gateway.http.lean_upstream import LeanUpstream
 from popgate.gateway.http.proxy import Forwarder
 from popgate.gateway.http.shedding import Admission
@@ -148,34 +148,43 @@ class Gateway:
             client = peer
         return Context(request, self.clock(), client)
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Admit the request by class (or shed it), then :meth:`serve` it."""
+    async def handle(
+        self, request: web.BaseRequest, call: AuthCall | None = None, client: IPAddress | None = None
+    ) -> web.StreamResponse:
+        """Admit the request by class (or shed it), then :meth:`serve` it. ``call`` and
+        ``client``: ``request`` is already the original request behind that forward-auth
+        call from a trusted proxy, rebuilt by the auth listener (gateway.http.auth_listener)."""
         admission = self.admission
         if admission is None:
-            return await self.serve(request)
-        klass = admission.classify(request)
+            return await self.serve(request, call, client)
+        klass = admission.classify(request, auth=call is not None)
         if not await admission.enter(klass):
             return admission.shed(request, klass)
         try:
-            return await self.serve(request)
+            return await self.serve(request, call, client)
         finally:
             admission.leave(klass)
 
-    async def serve(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def serve(
+        self, request: web.BaseRequest, call: AuthCall | None = None, client: IPAddress | None = None
+    ) -> web.StreamResponse:
         """Run the pipeline, then proxy or answer. Never lets an error escape."""
         metrics = self.metrics
         metrics.inflight.inc()
         started = time.perf_counter()
-        ctx = self.context(request)
+        ctx = self.context(request) if client is None else Context(request, self.clock(), client)
         decision = "error"
         auth: AuthCall | None = None
         response: web.StreamResponse
         own = True  # False once the origin answers: its headers are its own
         try:
             path = ctx.target.path  # a bad target or host is a 400 (CONNECT a 405) before anything else
-            if is_upgrade(request):
+            if call is None and is_upgrade(request):
                 check_handshake(request)  # before any charge or upstream socket
-            if is_auth_path(path):
+            if call is not None:  # the auth listener rebuilt the original request already
+                auth = call
+                response, decision = await self._forward_auth(auth, ctx)
+            elif is_auth_path(path):
                 auth = auth_call(request, self.trusted)
                 if auth.style != "render":
                     ctx = Context(original_request(request, ctx.client_ip), ctx.now, ctx.client_ip)

@@ -34,6 +34,7 @@ from popgate.verifiers.errors import Malformed, VerificationError
 
 VERSION = "v1"
 MAX_TOKEN_LEN = 2048
+VERIFIED_MAX = 4096  # tokens remembered as verified (then the memory starts over)
 CLASSES = frozenset({"human", "account", "backed-agent", "verified-agent", "agent", "unknown"})
 
 
@@ -82,12 +83,15 @@ def _b64d(text: str) -> bytes:
 class SessionCodec:
     """Issues and verifies tokens with a keyring ``{kid: secret}``."""
 
-    __slots__ = ("_keys", "_prefixes", "_signing_key", "_signing_kid")
+    __slots__ = ("_keys", "_prefixes", "_signing_key", "_signing_kid", "_verified")
 
     def __init__(self, keys: dict[str, bytes], signing_kid: str) -> None:
         if signing_kid not in keys:
             raise ValueError(f"signing key id {signing_kid!r} is not in the keyring")
         self._keys = dict(keys)
+        # Tokens whose MAC and payload this codec has checked (its keyring never changes): a
+        # session holder's next request costs a lookup. Expiry is checked on every call.
+        self._verified: dict[str, Session] = {}
         self._signing_kid = signing_kid
         self._signing_key = keys[signing_kid]
 
@@ -137,6 +141,18 @@ class SessionCodec:
         unknown-key or tampered token, SessionExpired when it has expired.
         ``detail`` says which, for logs.
         """
+        session = self._verified.get(token)
+        if session is None:
+            session = self._check(token)
+            if len(self._verified) >= VERIFIED_MAX:
+                self._verified.clear()
+            self._verified[token] = session
+        if now >= session.expires:
+            raise SessionExpired(detail="expired")
+        return session
+
+    def _check(self, token: str) -> Session:
+        """The session in ``token`` when its MAC and claims are good (expiry aside)."""
         if len(token) > MAX_TOKEN_LEN:
             raise InvalidSession(detail="too long")
         parts = token.split(".")
@@ -149,7 +165,7 @@ class SessionCodec:
         signed_len = len(parts[0]) + len(kid) + len(parts[2]) + 2
         try:
             mac = _b64d(parts[3])
-            expected = hmac.new(key, token[:signed_len].encode("ascii"), hashlib.sha256).digest()
+            expected = hmac.digest(key, token[:signed_len].encode("ascii"), "sha256")
         except (binascii.Error, ValueError, UnicodeEncodeError):
             raise InvalidSession(detail="bad encoding") from None
         if not hmac.compare_digest(mac, expected):
@@ -174,8 +190,6 @@ class SessionCodec:
             raise Malformed(detail=f"payload: {exc}") from None
         if session.klass not in CLASSES or not isinstance(session.subject, str):
             raise Malformed(detail="claims")
-        if now >= session.expires:
-            raise SessionExpired(detail="expired")
         return session
 
 

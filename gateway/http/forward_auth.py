@@ -37,6 +37,7 @@ from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.responses import problem
 
 AUTH_PATH = "/.well-known/popgate/auth"
+SEALED_KEY = web.RequestKey("popgate.sealed", bytes)  # a render call's body, read by the auth listener
 STYLE_HEADER = "X-Popgate-Auth"  # "subrequest" (nginx auth_request) | "render" (nginx error_page)
 DECISION_HEADER = "X-Popgate-Decision"
 VERDICT_HEADER = "X-Popgate-Verdict"  # the sealed refusal nginx hands back to the render call
@@ -44,7 +45,7 @@ VERDICT_HEADER = "X-Popgate-Verdict"  # the sealed refusal nginx hands back to t
 CONTROL = frozenset(
     {"x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-popgate-auth", "content-length", "host"}
 )
-_DROP = CONTROL | HOP_BY_HOP  # names (lower case) the rebuilt request leaves out
+DROP = CONTROL | HOP_BY_HOP  # names (lower case) the rebuilt request leaves out
 METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
 URI = re.compile(r"/[\x21-\x7e]{0,8191}")  # origin-form: printable ASCII, no spaces
 HOST = re.compile(r"[0-9A-Za-z.\-_:\[\]]{1,300}")
@@ -102,8 +103,12 @@ class AuthCall:
     @staticmethod
     async def render(request: web.BaseRequest, sealer: Sealer, now: float) -> web.Response:
         """The answer the auth call sealed, unchanged; 503 (retry) when it is stale or not ours."""
-        length = request.content_length
-        token = b"" if length is None or length > MAX_SEALED else await request.read()
+        sealed = request.get(SEALED_KEY)
+        if sealed is not None:
+            token = sealed
+        else:
+            length = request.content_length
+            token = b"" if length is None or length > MAX_SEALED else await request.read()
         response = sealer.open(token.decode("ascii", "replace"), now) if token else None
         if response is not None:
             return response
@@ -155,16 +160,33 @@ def original_request(request: web.BaseRequest, client: IPAddress) -> web.BaseReq
     """The original request behind a trusted forward-auth call; BadRequest for
     headers that do not describe one."""
     headers = request.headers
+    method, uri, host, proto = original_target(headers, request.method, request.raw_path, request.scheme)
+    path, _, query = uri.partition("?")
+    return request.clone(
+        method=method,
+        rel_url=URL.build(path=path, query_string=query, encoded=True),
+        headers=original_headers(headers, host),
+        scheme=proto,
+        host=host,
+        remote=str(client),
+    )
+
+
+def original_target(
+    headers: CIMultiDictProxy[str], method: str, raw_path: str, scheme: str
+) -> tuple[str, str, str, str]:
+    """``(method, uri, host, proto)`` of the request behind an auth call (its
+    headers, method, target and scheme); BadRequest for headers that describe none."""
     style = headers.get(STYLE_HEADER, "").strip().lower()
     if style not in STYLES:
         raise BadRequest(
             f"{STYLE_HEADER}: {style!r}", reason="bad_forward_auth", public=f"Bad {STYLE_HEADER}."
         )
-    method = _one(headers, "X-Forwarded-Method") or request.method
-    suffix = request.raw_path[len(AUTH_PATH) :]
+    method = _one(headers, "X-Forwarded-Method") or method
+    suffix = raw_path[len(AUTH_PATH) :]
     uri = _one(headers, "X-Forwarded-Uri") or (suffix if suffix.startswith("/") else "")
     host = _one(headers, "X-Forwarded-Host") or headers.get("Host", "")
-    proto = (_one(headers, "X-Forwarded-Proto") or request.scheme).split(",")[0].strip().lower()
+    proto = (_one(headers, "X-Forwarded-Proto") or scheme).split(",")[0].strip().lower()
     if not uri:
         raise BadRequest("no X-Forwarded-Uri", reason="bad_forward_auth", public="X-Forwarded-Uri required.")
     for name, value, shape in (("Method", method, METHOD), ("Uri", uri, URI), ("Host", host, HOST)):
@@ -176,19 +198,16 @@ def original_request(request: web.BaseRequest, client: IPAddress) -> web.BaseReq
             )
     if proto not in ("http", "https"):
         raise BadRequest(f"proto {proto!r}", reason="bad_forward_auth", public="Malformed X-Forwarded-Proto.")
-    path, _, query = uri.partition("?")
+    return method.upper(), uri, host, proto
+
+
+def original_headers(headers: CIMultiDictProxy[str], host: str) -> CIMultiDict[str]:
+    """The client's own headers from an auth call's: what describes the call dropped."""
     original: CIMultiDict[str] = CIMultiDict(headers)  # a C copy, then drop what is not the client's
-    for name in _DROP:
+    for name in DROP:
         original.popall(name, None)
     original["Host"] = host
-    return request.clone(
-        method=method.upper(),
-        rel_url=URL.build(path=path, query_string=query, encoded=True),
-        headers=original,
-        scheme=proto,
-        host=host,
-        remote=str(client),
-    )
+    return original
 
 
 def _one(headers: CIMultiDictProxy[str], name: str) -> str:

@@ -31,6 +31,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from popgate.gateway.app import Gateway, build_app
 from popgate.gateway.extensions import default_extensions
+from popgate.gateway.http.auth_listener import AuthListener
 from popgate.gateway.ops.admin import build_admin
 from popgate.gateway.ops.config import Config
 from popgate.gateway.ops.metrics import Metrics
@@ -217,16 +218,30 @@ def proxy_server(gateway: Gateway, config: Config) -> web.Server:
 class Running:
     """A started gateway: its runners, sites and addresses."""
 
-    def __init__(self, gateway: Gateway, proxy: web.ServerRunner, admin: web.AppRunner) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        proxy: web.ServerRunner,
+        admin: web.AppRunner,
+        auth: AuthListener | None = None,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
         self.gateway = gateway
         self.proxy = proxy
         self.admin = admin
+        self.auth = auth  # the lean forward-auth listener, when [server] auth_listen is set
+        self.shutdown_timeout = shutdown_timeout
 
     def addresses(self) -> dict[str, Any]:
-        return {"proxy": self.proxy.addresses, "admin": self.admin.addresses}
+        out = {"proxy": self.proxy.addresses, "admin": self.admin.addresses}
+        if self.auth is not None:
+            out["auth"] = self.auth.addresses
+        return out
 
     async def stop(self) -> None:
         """Stop accepting, drain in-flight requests, then release everything."""
+        if self.auth is not None:
+            await self.auth.stop(self.shutdown_timeout)
         await self.proxy.cleanup()
         await self.admin.cleanup()
         await self.gateway.close()
@@ -252,13 +267,18 @@ async def start(config: Config, *, reuse_port: bool = False, gateway: Gateway | 
     admin_runner = web.AppRunner(build_admin(gateway), handle_signals=False, access_log=None)
     await admin_runner.setup()
     await web.TCPSite(admin_runner, config.admin.bind_host, config.admin.port, reuse_port=reuse_port).start()
+    auth = None
+    if config.auth_listen is not None:
+        auth = AuthListener(gateway.handle, config.limits, config.trusted_proxies)
+        await auth.start(config.auth_listen.bind_host, config.auth_listen.port, reuse_port=reuse_port)
+        log.info("forward-auth listener on %s", auth.addresses)
     log.info(
         "popgate %s on %s (admin on %s)",
         f"proxying {config.upstream.url}" if config.upstream else "in forward-auth mode",
         runner.addresses,
         admin_runner.addresses,
     )
-    return Running(gateway, runner, admin_runner)
+    return Running(gateway, runner, admin_runner, auth, config.shutdown_timeout)
 
 
 async def serve(

@@ -43,7 +43,7 @@ from typing import Any
 
 from aiohttp import web
 
-from popgate.gateway.http.forward_auth import is_auth_path
+from popgate.gateway.http.forward_auth import AUTH_PATH, is_auth_path
 from popgate.gateway.ops.metrics import Metrics
 from popgate.gateway.ops.validation import Collector
 
@@ -212,9 +212,10 @@ class Admission:
         self._json, self._html = _shed_bodies(config.retry_after)
         self._retry = str(config.retry_after)
 
-    def classify(self, request: web.BaseRequest) -> str:
+    def classify(self, request: web.BaseRequest, *, auth: bool = False) -> str:
+        """``auth``: ``request`` is the original behind a forward-auth call (classed as the call is)."""
         self.arrivals += 1
-        return admission_class(request.path, request.headers, self.cookie_prefix)
+        return admission_class(AUTH_PATH if auth else request.path, request.headers, self.cookie_prefix)
 
     async def enter(self, klass: str) -> bool:
         """Take a slot for ``klass`` (waiting up to its queue deadline); False: shed it."""

@@ -164,6 +164,7 @@ class Config:
     access_log: bool = False
     upstream_client: str = "lean"
     mode: str = "inline"  # "inline" (proxy; serves the auth endpoint too) | "auth" (forward-auth only)
+    auth_listen: HostPort | None = None  # the lean forward-auth listener (gateway.http.auth_listener)
     puzzle: PuzzleConfig | None = None
     features: Features = field(default_factory=Features)  # the feature tables, validated
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -238,6 +239,7 @@ def build_config(data: dict[str, Any], problems: list[str], env: Any) -> Config:
             "access_log",
             "upstream_client",
             "mode",
+            "auth_listen",
         },
     )
     client = server.get("upstream_client", "lean")
@@ -247,6 +249,14 @@ def build_config(data: dict[str, Any], problems: list[str], env: Any) -> Config:
     admin = _host_port(c, "server.admin", server.get("admin", "127.0.0.1:9090"))
     mode = server.get("mode", "inline")
     trusted = _networks(c, "server.trusted_proxies", server.get("trusted_proxies", []))
+    auth_listen = None
+    if "auth_listen" in server:
+        auth_listen = _host_port(c, "server.auth_listen", server["auth_listen"])
+        if not server.get("trusted_proxies"):
+            c.problem(
+                "server.trusted_proxies",
+                "required with auth_listen: the addresses of the proxy that makes the auth calls",
+            )
     upstream = None
     if mode == "inline":
         upstream = _upstream(c, "server.upstream", server.get("upstream"))
@@ -292,6 +302,7 @@ def build_config(data: dict[str, Any], problems: list[str], env: Any) -> Config:
         access_log=bool(server.get("access_log", False)),
         upstream_client=str(client),
         mode=str(mode),
+        auth_listen=auth_listen,
         puzzle=puzzle,
         features=features,
         raw=data,

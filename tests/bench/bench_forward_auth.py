@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.bench.bench_proxy import session_token
-from tests.bench.harness import PY, Result, free_port, nginx, start, table, tree, wrk
+from tests.bench.harness import PY, Result, free_port, nginx, start, table, tree, wait_port, wrk
 from tests.support.edges import nginx as nginx_edge
 
 REF = "nginx proxy_pass"
@@ -74,15 +74,24 @@ def section(seconds: int, rounds: int, conns: int) -> list[str]:
         inline_port, cmd = popgate(tmp, "inline", keyfile, f'upstream = "http://127.0.0.1:{up}"')
         inline = start(cmd, inline_port)
         procs.append(inline)
-        auth_port, cmd = popgate(tmp, "auth", keyfile, 'mode = "auth"\ntrusted_proxies = ["127.0.0.1/32"]')
+        lean = free_port()
+        auth_port, cmd = popgate(
+            tmp,
+            "auth",
+            keyfile,
+            f'mode = "auth"\ntrusted_proxies = ["127.0.0.1/32"]\nauth_listen = "127.0.0.1:{lean}"',
+        )
         auth = start(cmd, auth_port)
+        wait_port(lean)
         procs.append(auth)
         on, off = free_port(), free_port()
         (Path(tmp) / "on").mkdir()
         (Path(tmp) / "off").mkdir()
         with contextlib.ExitStack() as stack:
-            on_proc = stack.enter_context(nginx_edge(Path(tmp) / "on", on, auth_port, up))
-            off_proc = stack.enter_context(nginx_edge(Path(tmp) / "off", off, auth_port, up, cache=False))
+            on_proc = stack.enter_context(nginx_edge(Path(tmp) / "on", on, auth_port, up, auth=lean))
+            off_proc = stack.enter_context(
+                nginx_edge(Path(tmp) / "off", off, auth_port, up, cache=False, auth=lean)
+            )
             session = {"Authorization": f"PoP {session_token(keyfile)}"}
             with_auth = tree(auth.pid)
             cases = [

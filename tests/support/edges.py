@@ -47,14 +47,16 @@ def _run(cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iterat
 
 @contextlib.contextmanager
 def nginx(
-    tmp: Path, listen: int, popgate: int, origin: int, *, cache: bool = True
+    tmp: Path, listen: int, popgate: int, origin: int, *, cache: bool = True, auth: int | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Real nginx running the shipped config, its addresses pointed at the test's ports
-    (``cache=False``: the verdict cache turned off)."""
+    (``cache=False``: the verdict cache turned off; ``auth``: popgate's auth listener,
+    by default its main port, which answers auth calls too)."""
     conf = _pointed(
         NGINX_CONF.read_text(),
         (
             ("server 127.0.0.1:8080;", f"server 127.0.0.1:{popgate};"),
+            ("server 127.0.0.1:8081;", f"server 127.0.0.1:{auth or popgate};"),
             ("server 127.0.0.1:8000;", f"server 127.0.0.1:{origin};"),
             ("listen 80;", f"listen 127.0.0.1:{listen};"),
             ("/var/cache/nginx/popgate", str(tmp / "nginx" / "verdicts")),
@@ -79,12 +81,16 @@ def nginx(
 
 
 @contextlib.contextmanager
-def caddy(tmp: Path, listen: int, popgate: int, origin: int) -> Iterator[subprocess.Popen[bytes]]:
-    """Real Caddy running the shipped Caddyfile, its addresses pointed at the test's ports."""
+def caddy(
+    tmp: Path, listen: int, popgate: int, origin: int, *, auth: int | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Real Caddy running the shipped Caddyfile, its addresses pointed at the test's ports
+    (``auth``: popgate's auth listener, by default its main port)."""
     conf = _pointed(
         CADDYFILE.read_text(),
         (
             ("127.0.0.1:8080", f"127.0.0.1:{popgate}"),
+            ("127.0.0.1:8081", f"127.0.0.1:{auth or popgate}"),
             ("127.0.0.1:8000", f"127.0.0.1:{origin}"),
             (":80 {", f":{listen} {{\n\tbind 127.0.0.1"),
         ),
@@ -107,6 +113,12 @@ class Pair:
     def auth_port(self) -> int:
         return int(self.auth.proxy.addresses[0][1])
 
+    @property
+    def listener_port(self) -> int:
+        """The auth-mode popgate's forward-auth listener ([server] auth_listen)."""
+        assert self.auth.auth is not None
+        return int(self.auth.auth.addresses[0][1])
+
 
 async def popgate_pair(tmp: Path, upstream: str, factory: Any) -> Pair:
     """popgate in auth mode and inline, sharing session and puzzle keys and the test policy."""
@@ -115,8 +127,8 @@ async def popgate_pair(tmp: Path, upstream: str, factory: Any) -> Pair:
     )
     inline = await factory(upstream, config=load_config(inline_path))
     text = inline_path.read_text()
-    text = re.sub(r'upstream = "[^"]*"', 'mode = "auth"', text)
     text = re.sub(r'listen = "127\.0\.0\.1:\d+"', f'listen = "127.0.0.1:{free_port()}"', text)
+    text = re.sub(r'upstream = "[^"]*"', f'mode = "auth"\nauth_listen = "127.0.0.1:{free_port()}"', text)
     text = re.sub(r'admin = "127\.0\.0\.1:\d+"', f'admin = "127.0.0.1:{free_port()}"', text)
     auth_path = tmp / "auth.toml"
     auth_path.write_text(text)

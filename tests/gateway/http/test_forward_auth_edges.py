@@ -43,7 +43,7 @@ async def stack(request, tmp_path: Path, upstream: str, gateway_factory) -> Asyn
     pair = await popgate_pair(tmp_path, upstream, gateway_factory)
     listen = free_port()
     origin_port = int(upstream.rsplit(":", 1)[1])
-    with EDGES[name](tmp_path, listen, pair.auth_port, origin_port):
+    with EDGES[name](tmp_path, listen, pair.auth_port, origin_port, auth=pair.listener_port):
         yield Stack(f"http://127.0.0.1:{listen}", pair.auth, pair.inline)
 
 

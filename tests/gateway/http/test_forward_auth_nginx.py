@@ -60,8 +60,11 @@ async def edge(tmp_path: Path, gateway_factory: Any) -> AsyncIterator[Any]:
             path = write_config(
                 tmp_path, origin, extra=extra, server_extra='trusted_proxies = ["127.0.0.1/32"]'
             )
+            lean = free_port()
+            text = path.read_text().replace("[server]\n", f'[server]\nauth_listen = "127.0.0.1:{lean}"\n', 1)
             if not inline:
-                path.write_text(re.sub(r'upstream = "[^"]*"', 'mode = "auth"', path.read_text()))
+                text = re.sub(r'upstream = "[^"]*"', 'mode = "auth"', text)
+            path.write_text(text)
             gw = await gateway_factory("", config=load_config(path))
             e = Edge("", gw)
             gw.gateway.registry.observers.append(lambda ctx, response: e.calls.append(_call(ctx, response)))
@@ -69,7 +72,14 @@ async def edge(tmp_path: Path, gateway_factory: Any) -> AsyncIterator[Any]:
             (tmp_path / f"e{listen}").mkdir()
             popgate = int(gw.proxy.addresses[0][1])
             stack.enter_context(
-                nginx(tmp_path / f"e{listen}", listen, popgate, int(origin.rsplit(":", 1)[1]), cache=cache)
+                nginx(
+                    tmp_path / f"e{listen}",
+                    listen,
+                    popgate,
+                    int(origin.rsplit(":", 1)[1]),
+                    cache=cache,
+                    auth=lean,
+                )
             )
             e.url = f"http://127.0.0.1:{listen}"
             return e

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 
 import pytest
@@ -10,7 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from popgate.verifiers.errors import VerificationError
-from popgate.verifiers.session import InvalidSession, SessionCodec, SessionExpired, keyed_subject
+from popgate.verifiers.session import (
+    VERIFIED_MAX,
+    InvalidSession,
+    SessionCodec,
+    SessionExpired,
+    keyed_subject,
+)
 
 K1, K2 = b"1" * 32, b"2" * 32
 NOW = 1_800_000_000
@@ -121,3 +128,68 @@ def test_four_part_garbage_rejected(parts):
     token = ".".join(["v1", "k1", *parts[2:]])
     with pytest.raises(VerificationError):
         codec().verify(token, NOW)
+
+
+def test_remembered_token_still_expires():
+    """A token verified once (now remembered) is still refused at and after its expiry."""
+    c = codec()
+    token = c.issue(klass="human", subject="s", now=NOW, ttl=60)
+    assert c.verify(token, NOW).subject == "s"
+    assert c.verify(token, NOW + 59).subject == "s", "remembered: the same answer before expiry"
+    for later in (NOW + 60, NOW + 61, NOW + 10_000):
+        with pytest.raises(SessionExpired):
+            c.verify(token, later)
+
+
+def test_expired_token_first_seen_late_is_refused_then_too():
+    """Verified for the first time after its expiry: refused, and refused again (memory or not)."""
+    c = codec()
+    token = c.issue(klass="human", subject="s", now=NOW, ttl=60)
+    for _ in range(2):
+        with pytest.raises(SessionExpired):
+            c.verify(token, NOW + 61)
+
+
+def test_tampered_token_is_never_remembered():
+    """A token that fails its MAC is refused every time, however often it is shown, and a good
+    token remembered first does not make a tampered copy of it pass."""
+    c = codec()
+    good = c.issue(klass="agent", subject="s", now=NOW, ttl=60)
+    c.verify(good, NOW)
+    pieces = good.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(pieces[2] + "=="))
+    claims["c"] = "human"
+    pieces[2] = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    tampered = ".".join(pieces)
+    bad_mac = good[:-2] + ("AA" if good[-2:] != "AA" else "BB")
+    for token in (tampered, bad_mac, good + "x", "v1.k1.e30.AAAA"):
+        for _ in range(3):
+            with pytest.raises(InvalidSession):
+                c.verify(token, NOW)
+    assert c.verify(good, NOW).klass == "agent"
+    assert set(c._verified) == {good}
+
+
+def test_malformed_claims_under_a_good_mac_are_never_remembered():
+    """A valid MAC over claims that are not a session (a leaked key, our own bug) is refused each time."""
+    c = codec()
+    payload = base64.urlsafe_b64encode(b'{"c":"human"}').rstrip(b"=").decode()
+    signed = f"v1.k1.{payload}"
+    mac = base64.urlsafe_b64encode(hmac.digest(K1, signed.encode(), "sha256")).rstrip(b"=").decode()
+    for _ in range(2):
+        with pytest.raises(VerificationError):
+            c.verify(f"{signed}.{mac}", NOW)
+    assert c._verified == {}
+
+
+def test_verified_memory_is_bounded():
+    """However many distinct good tokens are shown, the memory holds at most VERIFIED_MAX,
+    and every token still verifies (and still expires) after it starts over."""
+    c = codec()
+    tokens = [c.issue(klass="human", subject=f"s{i}", now=NOW, ttl=60) for i in range(VERIFIED_MAX + 10)]
+    for i, token in enumerate(tokens):
+        assert c.verify(token, NOW).subject == f"s{i}"
+        assert len(c._verified) <= VERIFIED_MAX
+    assert c.verify(tokens[0], NOW).subject == "s0"
+    with pytest.raises(SessionExpired):
+        c.verify(tokens[-1], NOW + 60)
