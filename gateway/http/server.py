@@ -267,10 +267,15 @@ async def start(config: Config, *, reuse_port: bool = False, gateway: Gateway | 
     admin_runner = web.AppRunner(build_admin(gateway), handle_signals=False, access_log=None)
     await admin_runner.setup()
     await web.TCPSite(admin_runner, config.admin.bind_host, config.admin.port, reuse_port=reuse_port).start()
-    auth = None
+    running = Running(gateway, runner, admin_runner, None, config.shutdown_timeout)
     if config.auth_listen is not None:
         auth = AuthListener(gateway.handle, config.limits, config.trusted_proxies)
-        await auth.start(config.auth_listen.bind_host, config.auth_listen.port, reuse_port=reuse_port)
+        try:
+            await auth.start(config.auth_listen.bind_host, config.auth_listen.port, reuse_port=reuse_port)
+        except BaseException:
+            await running.stop()  # the port is taken (or worse): release what started
+            raise
+        running.auth = auth
         log.info("forward-auth listener on %s", auth.addresses)
     log.info(
         "popgate %s on %s (admin on %s)",
@@ -278,7 +283,7 @@ async def start(config: Config, *, reuse_port: bool = False, gateway: Gateway | 
         runner.addresses,
         admin_runner.addresses,
     )
-    return Running(gateway, runner, admin_runner, auth, config.shutdown_timeout)
+    return running
 
 
 async def serve(

@@ -5,6 +5,7 @@ the same keys as the reference. Each process is ended by the pid we started."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import subprocess
@@ -126,13 +127,19 @@ async def popgate_pair(tmp: Path, upstream: str, factory: Any) -> Pair:
         tmp, upstream, extra=puzzle_extra(tmp), server_extra='trusted_proxies = ["127.0.0.1/32"]'
     )
     inline = await factory(upstream, config=load_config(inline_path))
-    text = inline_path.read_text()
-    text = re.sub(r'listen = "127\.0\.0\.1:\d+"', f'listen = "127.0.0.1:{free_port()}"', text)
-    text = re.sub(r'upstream = "[^"]*"', f'mode = "auth"\nauth_listen = "127.0.0.1:{free_port()}"', text)
-    text = re.sub(r'admin = "127\.0\.0\.1:\d+"', f'admin = "127.0.0.1:{free_port()}"', text)
-    auth_path = tmp / "auth.toml"
-    auth_path.write_text(text)
-    auth = await factory("", config=load_config(auth_path))
+    for attempt in range(3):  # free_port() only picks ports: another socket may take one first
+        text = inline_path.read_text()
+        text = re.sub(r'listen = "127\.0\.0\.1:\d+"', f'listen = "127.0.0.1:{free_port()}"', text)
+        text = re.sub(r'upstream = "[^"]*"', f'mode = "auth"\nauth_listen = "127.0.0.1:{free_port()}"', text)
+        text = re.sub(r'admin = "127\.0\.0\.1:\d+"', f'admin = "127.0.0.1:{free_port()}"', text)
+        auth_path = tmp / "auth.toml"
+        auth_path.write_text(text)
+        try:
+            auth = await factory("", config=load_config(auth_path))
+            break
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or attempt == 2:
+                raise
     return Pair(auth, inline)
 
 

@@ -23,6 +23,7 @@ from tests.gateway.http.lean import (
     AUTH,
     HTML,
     SUB,
+    TRUST,
     Conn,
     call_bytes,
     forwarded,
@@ -386,3 +387,19 @@ async def test_idle_connections_close_when_stop_begins(upstream, tmp_path):
     finally:
         if stopping is None:
             await gw.stop()
+
+
+async def test_a_taken_auth_port_fails_the_start_and_releases_the_main_port(upstream, tmp_path):
+    """The auth listener's port already taken: start() raises, and the proxy and admin ports it
+    had bound are free again (nothing half-started is left listening)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        path = write_config(tmp_path, upstream, server_extra=f'{TRUST}\nauth_listen = "127.0.0.1:{busy}"')
+        config = load_config(path)
+        with pytest.raises(OSError):
+            await start(config)
+    for port in (config.listen.port, config.admin.port):
+        with socket.socket() as again:
+            again.bind(("127.0.0.1", port))  # would raise EADDRINUSE if still held
