@@ -22,9 +22,12 @@ late it wakes; smoothed, and over it for ``SUSTAIN`` probes in a row: a policy r
 a GC pause is no overload) beyond ``loop_lag_high`` while requests
 arrive at ``lag_min_rate`` per second or more and the process itself is busy (its CPU
 time at least ``busy_cpu`` of the wall time: a host that preempts the gateway makes it
-lag too, and shedding would not help), anonymous requests are refused at once:
-they are the flood, and a refusal costs less than their 402. The other classes
-are never refused for lag, only for their own bound.
+lag too, and shedding would not help), anonymous requests are refused at once, and
+their connection closed (what a flood pipelined behind them is dropped unread):
+they are the flood, and a refusal costs less than their 402. Shedding lowers the
+lag it reacts to, so it goes on until the lag has stayed under half of
+``loop_lag_high`` for ``CALM`` probes in a row (or the rate or the CPU falls under
+its bar). The other classes are never refused for lag, only for their own bound.
 
 ``popgate_shed_total{klass}`` counts refusals, ``popgate_admitted_inflight{klass}``
 shows the classes' in-flight counts, ``popgate_loop_lag_seconds`` the lag.
@@ -51,6 +54,7 @@ CLASSES = ("anonymous", "payer", "session", "proof")
 ENDPOINTS = "/.well-known/popgate/"
 PROBE = 0.01  # seconds between event-loop lag probes
 SUSTAIN = 5  # probes in a row over loop_lag_high before lag sheds (one long pause is no overload)
+CALM = 50  # probes in a row under loop_lag_high / 2 before lag shedding stops (hysteresis)
 _WORK = ("PoP-Puzzle", "X-Hashcash")
 _PAYER = ("PAYMENT-SIGNATURE", "X-PAYMENT", "Signature")
 _KEYS = {
@@ -205,6 +209,7 @@ class Admission:
         self.arrivals = 0
         self._busy = False  # lag over loop_lag_high while requests arrive at lag_min_rate
         self._over = 0  # probes in a row with the lag over loop_lag_high
+        self._calm = 0  # probes in a row with the lag under loop_lag_high / 2
         self.task: asyncio.Task[None] | None = None
         self._shed = {k: metrics.shed.labels(k) for k in CLASSES}
         self._gauge = {k: metrics.admitted.labels(k) for k in CLASSES}
@@ -259,15 +264,20 @@ class Admission:
         self.in_flight[klass] -= 1
 
     def shed(self, request: web.BaseRequest, klass: str) -> web.Response:
-        """The minimal refusal: 503 ``overloaded`` with Retry-After (a page for browsers)."""
+        """The minimal refusal: 503 ``overloaded`` with Retry-After (a page for browsers).
+        Refused for lag, the connection is closed too: the requests a flood pipelined behind
+        this one are dropped unread, and a new connection costs the client a handshake."""
         self._shed[klass].inc()
         html = "text/html" in request.headers.get("Accept", "")
-        return web.Response(
+        response = web.Response(
             status=503,
             body=self._html if html else self._json,
             content_type="text/html" if html else "application/problem+json",
             headers={"Retry-After": self._retry, "Cache-Control": "no-store"},
         )
+        if self._busy and klass == "anonymous":
+            response.force_close()
+        return response
 
     # -- the lag probe (a background task of the gateway) -------------------
     async def start(self) -> None:
@@ -292,7 +302,13 @@ class Admission:
         self.arrivals = 0
         c = self.config
         self._over = self._over + 1 if self.lag > c.loop_lag_high else 0
-        self._busy = self._over >= SUSTAIN and self.rate >= c.lag_min_rate and self.cpu >= c.busy_cpu
+        self._calm = self._calm + 1 if self.lag < c.loop_lag_high / 2 else 0
+        flood = self.rate >= c.lag_min_rate and self.cpu >= c.busy_cpu
+        if self._busy:
+            # shedding works, so the lag falls: keep at it until it has stayed low a while
+            self._busy = flood and self._calm < CALM
+        else:
+            self._busy = flood and self._over >= SUSTAIN
 
     async def _probe(self) -> None:
         loop = asyncio.get_running_loop()

@@ -180,8 +180,14 @@ async def test_loop_lag_sheds_anonymous_only(upstream, gateway_factory, http):
         await task
     assert anon.count(503) >= 8, anon
     assert mine == [200] * 10
-    await asyncio.sleep(0.3)
-    assert (await _get(http, url_of(gw, "/after")))[0] == 200
+    # shedding holds until the lag has stayed low for CALM probes (about half a second)
+    after = []
+    for i in range(40):
+        await asyncio.sleep(0.1)
+        after.append((await _get(http, url_of(gw, f"/after{i}")))[0])
+        if after[-1] == 200:
+            break
+    assert after[-1] == 200 and len(after) <= 20, after
 
 
 async def test_admission_off_admits_everything(upstream, gateway_factory, http):
