@@ -162,7 +162,7 @@ class Gateway:
     async def serve(self, request: web.BaseRequest) -> web.StreamResponse:
         """Run the pipeline, then proxy or answer. Never lets an error escape."""
         metrics = self.metrics
-        metrics.inflight.inc()
+        metrics.in_flight += 1
         started = time.perf_counter()
         ctx = self.context(request)
         decision = "error"
@@ -209,7 +209,7 @@ class Gateway:
             log.exception("unhandled error for %s %s", request.method, request.path)
             response = problem(ctx.request, 500, "internal_error", "Internal error")
         finally:
-            metrics.inflight.dec()
+            metrics.in_flight -= 1
         if auth is not None:
             response = auth.finish(response, decision, self.sealer, ctx.now)
         if own:
