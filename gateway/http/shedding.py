@@ -22,12 +22,15 @@ late it wakes; smoothed, and over it for ``SUSTAIN`` probes in a row: a policy r
 a GC pause is no overload) beyond ``loop_lag_high`` while requests
 arrive at ``lag_min_rate`` per second or more and the process itself is busy (its CPU
 time at least ``busy_cpu`` of the wall time: a host that preempts the gateway makes it
-lag too, and shedding would not help), anonymous requests are refused at once, and
-their connection closed (what a flood pipelined behind them is dropped unread):
-they are the flood, and a refusal costs less than their 402. Shedding lowers the
-lag it reacts to, so it goes on until the lag has stayed under half of
-``loop_lag_high`` for ``CALM`` probes in a row (or the rate or the CPU falls under
-its bar). The other classes are never refused for lag, only for their own bound.
+lag too, and shedding would not help), anonymous requests are *shed*: refused at once
+and their connection closed (what a flood pipelined behind them is dropped unread):
+they are the flood, and a refusal costs less than their 402. While shedding, a share
+of them is still admitted, at a rate steered by the lag (cut by a fifth per probe
+while it is over half of ``loop_lag_high``, raised a little per probe under it): the
+loop stays about that fast for everyone else and the spare capacity still answers
+anonymous clients. Shedding ends once that rate admits every anonymous arrival with
+the lag low for ``CALM`` probes in a row, or the request rate falls under its bar.
+The other classes are never refused for lag, only for their own bound.
 
 ``popgate_shed_total{klass}`` counts refusals, ``popgate_admitted_inflight{klass}``
 shows the classes' in-flight counts, ``popgate_loop_lag_seconds`` the lag.
@@ -54,7 +57,8 @@ CLASSES = ("anonymous", "payer", "session", "proof")
 ENDPOINTS = "/.well-known/popgate/"
 PROBE = 0.01  # seconds between event-loop lag probes
 SUSTAIN = 5  # probes in a row over loop_lag_high before lag sheds (one long pause is no overload)
-CALM = 50  # probes in a row under loop_lag_high / 2 before lag shedding stops (hysteresis)
+CALM = 50  # probes in a row admitting all anonymous arrivals, lag low, before shedding stops
+STEP = 2.0  # anonymous admits/s added per calm probe while shedding (at least; else 1 %)
 _WORK = ("PoP-Puzzle", "X-Hashcash")
 _PAYER = ("PAYMENT-SIGNATURE", "X-PAYMENT", "Signature")
 _KEYS = {
@@ -207,9 +211,13 @@ class Admission:
         self.rate = 0.0  # requests/s, smoothed like the lag
         self.cpu = 0.0  # the process's CPU time / wall time, smoothed like the lag
         self.arrivals = 0
+        self.anonymous = 0  # anonymous arrivals since the last probe
+        self.anon_rate = 0.0  # anonymous requests/s, smoothed like the lag
+        self.allow = 0.0  # anonymous requests/s admitted while shedding (AIMD on the lag)
+        self.tokens = 0.0  # admits left now (refilled at ``allow`` per second)
         self._busy = False  # lag over loop_lag_high while requests arrive at lag_min_rate
         self._over = 0  # probes in a row with the lag over loop_lag_high
-        self._calm = 0  # probes in a row with the lag under loop_lag_high / 2
+        self._calm = 0  # probes in a row admitting every anonymous arrival with the lag low
         self.task: asyncio.Task[None] | None = None
         self._shed = {k: metrics.shed.labels(k) for k in CLASSES}
         self._gauge = {k: metrics.admitted.labels(k) for k in CLASSES}
@@ -219,12 +227,17 @@ class Admission:
 
     def classify(self, request: web.BaseRequest) -> str:
         self.arrivals += 1
-        return admission_class(request.path, request.headers, self.cookie_prefix)
+        klass = admission_class(request.path, request.headers, self.cookie_prefix)
+        if klass == "anonymous":
+            self.anonymous += 1
+        return klass
 
     async def enter(self, klass: str) -> bool:
         """Take a slot for ``klass`` (waiting up to its queue deadline); False: shed it."""
         if klass == "anonymous" and self._busy:
-            return False
+            if self.tokens < 1.0:
+                return False
+            self.tokens -= 1.0
         limit = self.limits[klass]
         if self.in_flight[klass] < limit.in_flight and not self.waiting[klass]:
             self.in_flight[klass] += 1
@@ -299,16 +312,28 @@ class Admission:
         self.lag += 0.3 * (late - self.lag)
         self.rate += 0.3 * (self.arrivals / span - self.rate)
         self.cpu += 0.3 * (min(cpu / span, 1.0) - self.cpu)
-        self.arrivals = 0
+        self.anon_rate += 0.3 * (self.anonymous / span - self.anon_rate)
+        self.arrivals = self.anonymous = 0
         c = self.config
-        self._over = self._over + 1 if self.lag > c.loop_lag_high else 0
-        self._calm = self._calm + 1 if self.lag < c.loop_lag_high / 2 else 0
-        flood = self.rate >= c.lag_min_rate and self.cpu >= c.busy_cpu
-        if self._busy:
-            # shedding works, so the lag falls: keep at it until it has stayed low a while
-            self._busy = flood and self._calm < CALM
+        high = c.loop_lag_high
+        self._over = self._over + 1 if self.lag > high else 0
+        if not self._busy:
+            if self._over >= SUSTAIN and self.rate >= c.lag_min_rate and self.cpu >= c.busy_cpu:
+                self._busy, self._calm = True, 0
+                self.allow, self.tokens = self.anon_rate / 2, 0.0
+            return
+        # Shedding: admit anonymous requests at ``allow`` per second, cut by a fifth per
+        # probe while the lag is over half the bar, raised a little per probe under it
+        # (the shed ones cost less, so the lag falls and admits creep back up).
+        if self.lag > high / 2:
+            self.allow *= 0.8
         else:
-            self._busy = flood and self._over >= SUSTAIN
+            self.allow += max(STEP, 0.01 * self.allow)
+        self.tokens = min(self.tokens + self.allow * span, max(1.0, self.allow * 0.05))
+        # the end: every anonymous arrival admitted, the lag low, for CALM probes; or no flood
+        calm = self.allow >= self.anon_rate and self.lag < high / 2
+        self._calm = self._calm + 1 if calm else 0
+        self._busy = self._calm < CALM and self.rate >= c.lag_min_rate
 
     async def _probe(self) -> None:
         loop = asyncio.get_running_loop()
