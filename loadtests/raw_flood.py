@@ -1,22 +1,28 @@
-"""The anonymous part of a flood, raw: open-loop, pipelined HTTP/1.1 at a fixed offered rate.
+"""The anonymous part of a flood, raw: open-loop HTTP/1.1 on many connections at a fixed offered rate.
 
     python loadtests/raw_flood.py --url http://127.0.0.1:8080 --rate 30000 --duration 20
-                                  [--conns 64] [--networks 256] [--max-requests N] [--out flood.json]
+                                  [--conns 512] [--window 16] [--networks 256]
+                                  [--max-requests N] [--out flood.json]
 
 locust spends milliseconds of Python per request, so it cannot offer more than a
-gateway answers; this driver can. ``--conns`` connections each send their share of
-``--rate`` requests/s on a schedule (every ``TICK`` s, a batch written at once),
-whether or not the answers came back: an open loop, like a botnet that does not
-wait. Requests are ``GET /api/items/<n>`` with no credential, a flood user agent
+gateway answers; this driver can. Like a botnet, it keeps many connections
+(``--conns``, 512) and does not wait: every ``TICK`` s one scheduler deals the
+requests due at ``--rate`` round-robin to the connections, whether or not the
+answers came back (an open loop). A connection never has more than ``--window``
+(16) requests unanswered: past that, the schedule's requests are counted as *held
+back* (offered, never sent: the gateway was not reading). So up to conns × window
+requests wait *at the gateway* (each turn of its event loop reads every ready
+connection), not in a few of the driver's own pipelines. A connection the gateway
+closes is opened again at the next tick; what it had unanswered is counted *lost*.
+Requests are ``GET /api/items/<n>`` with no credential, a flood user agent
 and ``X-Forwarded-For`` from ``--networks`` client /24s (the gateway must trust
-the driver as a proxy, as the flood stack does). A connection never has more than
-``--window`` requests unanswered: past it the schedule's requests are counted as
-*held back* (offered, never sent: the gateway was not reading). Responses are
-counted by status line; latency is from a request's write to its status line.
+the driver as a proxy, as the flood stack does). Responses are counted by status
+line; latency is from a request's write to its status line.
 
 Bounded: ``--duration`` seconds and at most ``--max-requests`` requests sent.
 Prints one JSON summary (and writes it to ``--out``): offered, sent, answered,
-held back, per-status counts, p50/p99 latency, and a per-second series.
+held back, lost, per-status counts, p50/p99 latency, a per-second series, and the
+driver's own CPU (``cpu_share``: of one core; it shares the host with the gateway).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ lag too, and shedding would not help), anonymous requests are *shed*: refused at
 and their connection closed (what a flood pipelined behind them is dropped unread):
 they are the flood, and a refusal costs less than their 402. While shedding, a share
 of them is still admitted, at a rate steered by the lag (cut by a fifth per probe
-while it is over half of ``loop_lag_high``, raised a little per probe under it): the
+while it is over half of ``loop_lag_high``, raised 0.5 % per probe under it): the
 loop stays about that fast for everyone else and the spare capacity still answers
 anonymous clients. Shedding ends once that rate admits every anonymous arrival with
 the lag low for ``CALM`` probes in a row, or the request rate falls under its bar.
@@ -58,7 +58,7 @@ ENDPOINTS = "/.well-known/popgate/"
 PROBE = 0.01  # seconds between event-loop lag probes
 SUSTAIN = 5  # probes in a row over loop_lag_high before lag sheds (one long pause is no overload)
 CALM = 50  # probes in a row admitting all anonymous arrivals, lag low, before shedding stops
-STEP = 2.0  # anonymous admits/s added per calm probe while shedding (at least; else 1 %)
+STEP = 2.0  # anonymous admits/s added per calm probe while shedding (at least; else 0.5 %)
 _WORK = ("PoP-Puzzle", "X-Hashcash")
 _PAYER = ("PAYMENT-SIGNATURE", "X-PAYMENT", "Signature")
 _KEYS = {
@@ -318,7 +318,10 @@ class Admission:
         high = c.loop_lag_high
         self._over = self._over + 1 if self.lag > high else 0
         if not self._busy:
-            if self._over >= SUSTAIN and self.rate >= c.lag_min_rate and self.cpu >= c.busy_cpu:
+            # five probes over the bar, or two far over it (a flood's first turns of the loop
+            # take 100 ms and more each: five of them would be half a second of it)
+            sustained = self._over >= SUSTAIN or (self._over >= 2 and self.lag > 4 * high)
+            if sustained and self.rate >= c.lag_min_rate and self.cpu >= c.busy_cpu:
                 self._busy, self._calm = True, 0
                 self.allow, self.tokens = self.anon_rate / 2, 0.0
             return
@@ -328,7 +331,7 @@ class Admission:
         if self.lag > high / 2:
             self.allow *= 0.8
         else:
-            self.allow += max(STEP, 0.01 * self.allow)
+            self.allow += max(STEP, 0.005 * self.allow)
         self.tokens = min(self.tokens + self.allow * span, max(1.0, self.allow * 0.05))
         # the end: every anonymous arrival admitted, the lag low, for CALM probes; or no flood
         calm = self.allow >= self.anon_rate and self.lag < high / 2
