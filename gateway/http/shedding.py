@@ -8,7 +8,7 @@ the queue, never a pass):
 * ``proof``: popgate's own endpoints (``/.well-known/popgate/…``: session,
   puzzle, World ID, zkLogin, credits top-up; not the forward-auth endpoint, whose
   calls carry the client's own headers and are classed by them) and requests carrying work
-  (``PoP-Puzzle`` / ``X-Hashcash``);
+  or a token to redeem (``PoP-Puzzle`` / ``X-Hashcash``, ``Authorization: PrivateToken``);
 * ``session``: ``Authorization: PoP …`` or the session cookie;
 * ``payer``: a payment or a signed agent (``PAYMENT-SIGNATURE`` / ``X-PAYMENT``,
   ``Authorization: Bearer pgk_…``, an RFC 9421 ``Signature``);
@@ -161,7 +161,7 @@ def admission_class(path: str, headers: Mapping[str, str], cookie_prefix: str) -
         return "proof"  # a forward-auth call is classed by the client's headers it carries
     auth = headers.get("Authorization")
     if auth is not None:
-        if auth[:11].lower() == "pop-puzzle ":
+        if auth[:11].lower() == "pop-puzzle " or auth[:13].lower() == "privatetoken ":
             return "proof"
         if auth[:4].lower() == "pop ":
             return "session"

@@ -88,6 +88,7 @@ def test_overload_config_defaults_and_every_problem_with_its_key_path():
         ("/api", {"Signature": "sig1=:x:"}, "payer"),
         ("/api", {"Authorization": "PoP-Puzzle pz1.x"}, "proof"),
         ("/api", {"X-Hashcash": "1:20:x"}, "proof"),
+        ("/api", {"Authorization": 'PrivateToken token="x"'}, "proof"),  # a Privacy Pass redemption
         ("/.well-known/popgate/puzzle", {}, "proof"),
         ("/.well-known/popgate/auth", {}, "anonymous"),
         ("/.well-known/popgate/auth", {"Authorization": "PoP x"}, "session"),
