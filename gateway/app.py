@@ -170,7 +170,7 @@ class Gateway:
     ) -> web.StreamResponse:
         """Run the pipeline, then proxy or answer. Never lets an error escape."""
         metrics = self.metrics
-        metrics.inflight.inc()
+        metrics.in_flight += 1
         started = time.perf_counter()
         ctx = self.context(request) if client is None else Context(request, self.clock(), client)
         decision = "error"
@@ -220,7 +220,7 @@ class Gateway:
             log.exception("unhandled error for %s %s", request.method, request.path)
             response = problem(ctx.request, 500, "internal_error", "Internal error")
         finally:
-            metrics.inflight.dec()
+            metrics.in_flight -= 1
         if auth is not None:
             response = auth.finish(response, decision, self.sealer, ctx.now)
         if own:

@@ -24,9 +24,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
@@ -36,6 +38,7 @@ from loadtests.run_flood import ROOT, Scraper, class_rows, run_locust
 from loadtests.stack import start_stack
 
 CALIBRATE = 5.0
+TICK = os.sysconf("SC_CLK_TCK")
 PEOPLE = ("Human", "AccountUser", "WorldIdHuman")
 AGENTS = ("PayingAgent", "VerifiedAgent")
 OFF = "[overload]\nenabled = false\n"
@@ -61,6 +64,8 @@ def phase(name: str, extra: str, args: argparse.Namespace, out: Path, rate: floa
             return {"capacity": cal["answered_rps"], "calibration": cal}
         scraper = Scraper(stack, 1.0)
         scraper.start()
+        pids = _tree(stack.gateway.pid)
+        cpu0, host0 = _cpu(pids), _host()
         got: dict[str, Any] = {}
         flood = threading.Thread(
             target=lambda: got.update(raw_flood(stack.base_url, rate, args.duration, d / "raw_flood.json"))
@@ -70,10 +75,12 @@ def phase(name: str, extra: str, args: argparse.Namespace, out: Path, rate: floa
         args.full_history = True
         result["locust_exit"] = run_locust(stack, d, args, env)
         flood.join(args.duration + 90)
+        result["cpu"] = _cpu_report(cpu0, _cpu(pids), host0, _host())
         scraper.stop.set()
         scraper.join(10)
         last = scraper.sample()
         result["metrics"] = _shed(last["metrics"] if last else {})
+        result["lag_ms"] = [(round(x["t"]), round(1000 * x.get("lag", 0.0), 1)) for x in scraper.samples]
         result["raw"] = got
         result["facilitator"] = _facilitator(stack.facilitator_url)
     finally:
@@ -83,6 +90,48 @@ def phase(name: str, extra: str, args: argparse.Namespace, out: Path, rate: floa
     result["paid_success"] = paid_success(d)
     result["series"] = goodput_series(d / "locust_stats_history.csv")
     return result
+
+
+def _tree(pid: int) -> list[int]:
+    """pid and its children (the gateway's worker processes)."""
+    out = [pid]
+    try:
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            out.extend(_tree(int(child)))
+    except OSError:
+        pass
+    return out
+
+
+def _cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes used so far."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / TICK
+        except (OSError, IndexError):
+            pass
+    return total
+
+
+def _host() -> tuple[float, float, float]:
+    """(wall time, busy CPU seconds, all CPU seconds) of the host from /proc/stat."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = f[3] + f[4]
+    return time.monotonic(), (sum(f) - idle) / TICK, sum(f) / TICK
+
+
+def _cpu_report(
+    c0: float, c1: float, h0: tuple[float, float, float], h1: tuple[float, float, float]
+) -> dict[str, float]:
+    """The gateway's CPU share (of one core) and the host's busy share over the phase."""
+    wall = max(h1[0] - h0[0], 1e-6)
+    return {
+        "gateway_cores": round((c1 - c0) / wall, 2),
+        "host_busy": round((h1[1] - h0[1]) / max(h1[2] - h0[2], 1e-6), 2),
+        "host_cores": os.cpu_count() or 0,
+    }
 
 
 def _facilitator(url: str) -> dict[str, Any]:
@@ -218,6 +267,13 @@ def plot(results: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
+def _cpu_cell(res: dict[str, Any]) -> str:
+    raw, cpu = res.get("raw") or {}, res.get("cpu") or {}
+    busy = cpu.get("host_busy")
+    host = f"{busy:.0%} of {cpu.get('host_cores')}" if busy is not None else "?"
+    return f"{raw.get('cpu_share', '?')}, {cpu.get('gateway_cores', '?')}, {host}"
+
+
 def report(args: argparse.Namespace, capacity: float, rate: float, results: list[dict[str, Any]]) -> str:
     L = [
         "# popgate beyond capacity: admission control off and on",
@@ -246,15 +302,16 @@ def report(args: argparse.Namespace, capacity: float, rate: float, results: list
         "",
         "## The raw flood",
         "",
-        "| phase | offered/s | answered/s | held back | status | p50 / p99 ms |",
+        "| phase | offered/s | answered/s | held back | status | p50 / p99 ms "
+        "| CPU (cores): driver, popgate, host busy |",
     ]
-    L.append("|---|---|---|---|---|---|")
+    L.append("|---|---|---|---|---|---|---|")
     for res in results:
         raw = res.get("raw") or {}
         L.append(
             f"| {res['name']} | {raw.get('offered_rps', 0):,} | {raw.get('answered_rps', 0):,} | "
             f"{raw.get('held_back', 0):,} | {raw.get('status', {})} | "
-            f"{raw.get('p50_ms')} / {raw.get('p99_ms')} |"
+            f"{raw.get('p50_ms')} / {raw.get('p99_ms')} | {_cpu_cell(res)} |"
         )
     L += [
         "",

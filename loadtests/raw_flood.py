@@ -1,22 +1,28 @@
-"""The anonymous part of a flood, raw: open-loop, pipelined HTTP/1.1 at a fixed offered rate.
+"""The anonymous part of a flood, raw: open-loop HTTP/1.1 on many connections at a fixed offered rate.
 
     python loadtests/raw_flood.py --url http://127.0.0.1:8080 --rate 30000 --duration 20
-                                  [--conns 64] [--networks 256] [--max-requests N] [--out flood.json]
+                                  [--conns 512] [--window 16] [--networks 256]
+                                  [--max-requests N] [--out flood.json]
 
 locust spends milliseconds of Python per request, so it cannot offer more than a
-gateway answers; this driver can. ``--conns`` connections each send their share of
-``--rate`` requests/s on a schedule (every ``TICK`` s, a batch written at once),
-whether or not the answers came back: an open loop, like a botnet that does not
-wait. Requests are ``GET /api/items/<n>`` with no credential, a flood user agent
+gateway answers; this driver can. Like a botnet, it keeps many connections
+(``--conns``, 512) and does not wait: every ``TICK`` s one scheduler deals the
+requests due at ``--rate`` round-robin to the connections, whether or not the
+answers came back (an open loop). A connection never has more than ``--window``
+(16) requests unanswered: past that, the schedule's requests are counted as *held
+back* (offered, never sent: the gateway was not reading). So up to conns × window
+requests wait *at the gateway* (each turn of its event loop reads every ready
+connection), not in a few of the driver's own pipelines. A connection the gateway
+closes is opened again at the next tick; what it had unanswered is counted *lost*.
+Requests are ``GET /api/items/<n>`` with no credential, a flood user agent
 and ``X-Forwarded-For`` from ``--networks`` client /24s (the gateway must trust
-the driver as a proxy, as the flood stack does). A connection never has more than
-``--window`` requests unanswered: past it the schedule's requests are counted as
-*held back* (offered, never sent: the gateway was not reading). Responses are
-counted by status line; latency is from a request's write to its status line.
+the driver as a proxy, as the flood stack does). Responses are counted by status
+line; latency is from a request's write to its status line.
 
 Bounded: ``--duration`` seconds and at most ``--max-requests`` requests sent.
 Prints one JSON summary (and writes it to ``--out``): offered, sent, answered,
-held back, per-status counts, p50/p99 latency, and a per-second series.
+held back, lost, per-status counts, p50/p99 latency, a per-second series, and the
+driver's own CPU (``cpu_share``: of one core; it shares the host with the gateway).
 """
 
 from __future__ import annotations
@@ -27,10 +33,11 @@ import collections
 import json
 import random
 import re
+import resource
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 TICK = 0.01
@@ -84,74 +91,109 @@ def scan(tail: bytes, chunk: bytes) -> tuple[list[str], bytes]:
     return codes, buf[max(end, len(buf) - 16) :]
 
 
-class Conn:
-    """One connection: a writer on the schedule, a reader counting status lines."""
+class Conn(asyncio.Protocol):
+    """One connection: counts status lines as they arrive (a protocol, no task of its own)."""
 
-    def __init__(self, args: argparse.Namespace, heads: list[bytes], counts: Counts, share: float) -> None:
-        self.args, self.heads, self.counts, self.share = args, heads, counts, share
+    def __init__(self, counts: Counts, loop: asyncio.AbstractEventLoop) -> None:
+        self.counts, self.loop = counts, loop
+        self.transport: asyncio.Transport | None = None
         self.pending: collections.deque[float] = collections.deque()  # write time per unanswered request
+        self.tail = b""
 
-    async def run(self, deadline: float, budget: list[int]) -> None:
-        loop = asyncio.get_running_loop()
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        codes, self.tail = scan(self.tail, data)
+        now = self.loop.time()
+        for code in codes:
+            sent = self.pending.popleft() if self.pending else now
+            self.counts.answered(code, now, now - sent)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.counts.lost += len(self.pending)
+        self.pending.clear()
+        self.tail = b""
+
+
+class Flood:
+    """``--conns`` connections and one scheduler: every ``TICK`` s the requests due are dealt
+    round-robin to connections with room in their window (an open loop), the rest held back."""
+
+    def __init__(self, args: argparse.Namespace, heads: list[bytes], counts: Counts) -> None:
+        self.args, self.heads, self.counts = args, heads, counts
+        self.loop = asyncio.get_running_loop()
+        self.conns = [Conn(counts, self.loop) for _ in range(args.conns)]
+        self.cursor = 0
+        self.connecting: set[int] = set()
+
+    async def connect(self, i: int) -> None:
         u = urlsplit(self.args.url)
-        due = 0.0
-        while loop.time() < deadline:
-            try:
-                reader, writer = await asyncio.open_connection(u.hostname, u.port or 80)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            read = asyncio.ensure_future(self._read(reader))
-            try:
-                due = await self._write(writer, read, deadline, budget, due)
-            finally:
-                writer.close()
-                read.cancel()
-                self.counts.lost += len(self.pending)
-                self.pending.clear()
+        try:
+            await self.loop.create_connection(lambda: self.conns[i], u.hostname, u.port or 80)
+        except OSError:
+            await asyncio.sleep(0.05)
+        finally:
+            self.connecting.discard(i)
 
-    async def _write(
-        self,
-        writer: asyncio.StreamWriter,
-        read: asyncio.Future[None],
-        deadline: float,
-        budget: list[int],
-        due: float,
-    ) -> float:
-        loop = asyncio.get_running_loop()
-        last = loop.time()
-        while not read.done():
-            now = loop.time()
-            if now >= deadline:
-                await asyncio.sleep(min(2.0, self.args.drain))  # let the last answers come in
-                return due
-            due += (now - last) * self.share
+    def reconnect(self, tasks: set[asyncio.Task[None]]) -> None:
+        for i, c in enumerate(self.conns):
+            if c.transport is None and i not in self.connecting:
+                self.connecting.add(i)
+                t = self.loop.create_task(self.connect(i))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+
+    def deal(self, n: int, budget: list[int], now: float) -> None:
+        """Send ``n`` requests, one per connection with room, round-robin; count the rest held."""
+        conns, window, k = self.conns, self.args.window, len(self.conns)
+        batches: dict[int, int] = {}
+        tried = 0
+        while n > 0 and budget[0] > 0 and tried < k:
+            i = self.cursor
+            self.cursor = (i + 1) % k
+            c = conns[i]
+            if c.transport is None or len(c.pending) + batches.get(i, 0) >= window:
+                tried += 1
+                continue
+            tried = 0
+            batches[i] = batches.get(i, 0) + 1
+            n -= 1
+            budget[0] -= 1
+        self.counts.held += n
+        for i, m in batches.items():
+            c = conns[i]
+            assert c.transport is not None
+            c.transport.write(b"".join(random.choice(self.heads) for _ in range(m)))
+            c.pending.extend([now] * m)
+            self.counts.sent += m
+
+    async def run(self, duration: float, budget: list[int]) -> None:
+        tasks: set[asyncio.Task[None]] = set()
+        self.reconnect(tasks)
+        for _ in range(200):  # up to 2 s for the connections to open before the schedule starts
+            if not self.connecting:
+                break
+            await asyncio.sleep(0.01)
+        last = self.counts.t0 = self.loop.time()  # the schedule starts once the connections are open
+        deadline = last + duration
+        due = 0.0
+        while (now := self.loop.time()) < deadline:
+            due += (now - last) * self.args.rate
             last = now
             n = int(due)
             due -= n
             self.counts.offered += n
-            room = min(n, self.args.window - len(self.pending), budget[0])
-            self.counts.held += n - max(room, 0)
-            if room > 0:
-                budget[0] -= room
-                writer.write(b"".join(random.choice(self.heads) for _ in range(room)))
-                self.pending.extend([now] * room)
-                self.counts.sent += room
+            self.deal(n, budget, now)
+            self.reconnect(tasks)
             await asyncio.sleep(TICK)
-        return due
-
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        loop = asyncio.get_running_loop()
-        tail = b""
-        while True:
-            chunk = await reader.read(1 << 16)
-            if not chunk:
-                return
-            codes, tail = scan(tail, chunk)
-            now = loop.time()
-            for code in codes:
-                sent = self.pending.popleft() if self.pending else now
-                self.counts.answered(code, now, now - sent)
+        await asyncio.sleep(self.args.drain)  # let the last answers come in
+        for c in self.conns:
+            if c.transport is not None:
+                c.transport.close()
+        for t in tasks:
+            t.cancel()
 
 
 def summary(counts: Counts, duration: float) -> dict[str, Any]:
@@ -182,10 +224,7 @@ async def flood(args: argparse.Namespace) -> dict[str, Any]:
     heads = requests(u.netloc, args.networks)
     loop = asyncio.get_running_loop()
     counts = Counts(t0=loop.time())
-    deadline = loop.time() + args.duration
-    budget = [args.max_requests]
-    conns = [Conn(args, heads, counts, args.rate / args.conns) for _ in range(args.conns)]
-    await asyncio.gather(*(c.run(deadline, budget) for c in conns))
+    await Flood(args, heads, counts).run(args.duration, [args.max_requests])
     return summary(counts, args.duration)
 
 
@@ -194,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url", required=True)
     ap.add_argument("--rate", type=float, required=True, help="offered requests/s, all connections")
     ap.add_argument("--duration", type=float, default=20.0)
-    ap.add_argument("--conns", type=int, default=64)
+    ap.add_argument("--conns", type=int, default=512)
     ap.add_argument("--networks", type=int, default=256, help="client /24s the flood comes from")
-    ap.add_argument("--window", type=int, default=256, help="unanswered requests per connection, at most")
+    ap.add_argument("--window", type=int, default=16, help="unanswered requests per connection, at most")
     ap.add_argument("--max-requests", type=int, default=5_000_000)
     ap.add_argument("--drain", type=float, default=1.0, help="seconds to wait for answers at the end")
     ap.add_argument("--out", default="")
@@ -207,9 +246,14 @@ def main(argv: list[str] | None = None) -> int:
         run = uvloop.run
     except ImportError:
         run = asyncio.run
-    t0 = time.time()
+    t0, r0 = time.time(), resource.getrusage(resource.RUSAGE_SELF)
     result = run(flood(args))
-    result["wall_seconds"] = round(time.time() - t0, 1)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    wall = time.time() - t0
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    result["wall_seconds"] = round(wall, 1)
+    result["cpu_seconds"] = round(cpu, 1)  # the driver's own CPU (user + system): it shares the host
+    result["cpu_share"] = round(cpu / max(wall, 1e-6), 2)  # of one core
     text = json.dumps(result)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:

@@ -100,7 +100,8 @@ class Scraper(threading.Thread):
             return None
         reqs = sum(v for _l, v in m.get("popgate_requests_total", []))
         bits = {labels.get("scope", ""): v for labels, v in m.get("popgate_puzzle_difficulty_bits", [])}
-        return {"t": time.time() - self.t0, "requests": reqs, "bits": bits, "metrics": m}
+        lag = sum(v for _l, v in m.get("popgate_loop_lag_seconds", []))
+        return {"t": time.time() - self.t0, "requests": reqs, "bits": bits, "lag": lag, "metrics": m}
 
     def run(self) -> None:
         while not self.stop.is_set():

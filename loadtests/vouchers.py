@@ -32,7 +32,7 @@ from x402.mechanisms.evm.signers import EthAccountSigner
 from x402.schemas import PaymentRequirements
 
 from loadtests.attackers import Attacker
-from loadtests.users import upstream_json
+from loadtests.users import is_shed, upstream_json
 
 PATH = "/paid/vouchers"
 
@@ -50,10 +50,24 @@ class VoucherAgent(Attacker):
         self.charged = self.balance = 0
 
     def _offer(self) -> PaymentRequirements | None:
+        """The 402's batch-settlement offer. The ask is anonymous, so under overload popgate may
+        shed it (503 overloaded): wait (Retry-After, a second here) and ask again, 3 times."""
+        for _ in range(3):
+            got = self._ask()
+            if got != "shed":
+                return got
+            gevent.sleep(1.0)
+        return None
+
+    def _ask(self) -> PaymentRequirements | str | None:
         with self.client.get(
             PATH, name=self.name("GET /paid/* (402)"), catch_response=True, headers=self.headers()
         ) as resp:
             header = resp.headers.get("PAYMENT-REQUIRED")
+            if is_shed(resp):
+                resp.success()
+                self.tally.notes["payer_ask_shed"] += 1
+                return "shed"
             if resp.status_code != 402 or not header:
                 resp.failure(f"expected a 402 with PAYMENT-REQUIRED, got {resp.status_code}")
                 return None

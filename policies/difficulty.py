@@ -95,8 +95,9 @@ class Difficulty:
         count, at = hit if hit is not None else (0.0, now)
         return count * math.exp(-self._decay * max(0.0, now - at)) * self._decay
 
-    def rate_bits(self, network: str, now: float) -> int:
-        r = self.rate(network, now)
+    def rate_bits(self, network: str, now: float, rate: float | None = None) -> int:
+        """Bits for ``network``'s request rate (``rate``: already computed at ``now``)."""
+        r = self.rate(network, now) if rate is None else rate
         return int(math.log2(r / self.config.free_rate)) if r >= 2 * self.config.free_rate else 0
 
     def pressure_bits(self) -> int:
@@ -108,11 +109,13 @@ class Difficulty:
         )
         return c.pressure_bits * sum(signals)
 
-    def bits(self, klass: str, network: str, now: float, route_floor: int = 0) -> int:
+    def bits(
+        self, klass: str, network: str, now: float, route_floor: int = 0, rate: float | None = None
+    ) -> int:
         """Bits to ask of a client of ``klass`` from ``network`` on a route whose
-        policy floor is ``route_floor``."""
+        policy floor is ``route_floor`` (``rate``: the network's, already computed at ``now``)."""
         c = self.config
-        b = max(route_floor, c.class_floor.get(klass, 0)) + self.rate_bits(network, now)
+        b = max(route_floor, c.class_floor.get(klass, 0)) + self.rate_bits(network, now, rate)
         if klass in UNVERIFIED:
             b += self.pressure_bits()
         return min(b, c.ceiling)

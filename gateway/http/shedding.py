@@ -8,7 +8,7 @@ the queue, never a pass):
 * ``proof``: popgate's own endpoints (``/.well-known/popgate/…``: session,
   puzzle, World ID, zkLogin, credits top-up; not the forward-auth endpoint, whose
   calls carry the client's own headers and are classed by them) and requests carrying work
-  (``PoP-Puzzle`` / ``X-Hashcash``);
+  or a token to redeem (``PoP-Puzzle`` / ``X-Hashcash``, ``Authorization: PrivateToken``);
 * ``session``: ``Authorization: PoP …`` or the session cookie;
 * ``payer``: a payment or a signed agent (``PAYMENT-SIGNATURE`` / ``X-PAYMENT``,
   ``Authorization: Bearer pgk_…``, an RFC 9421 ``Signature``);
@@ -22,9 +22,15 @@ late it wakes; smoothed, and over it for ``SUSTAIN`` probes in a row: a policy r
 a GC pause is no overload) beyond ``loop_lag_high`` while requests
 arrive at ``lag_min_rate`` per second or more and the process itself is busy (its CPU
 time at least ``busy_cpu`` of the wall time: a host that preempts the gateway makes it
-lag too, and shedding would not help), anonymous requests are refused at once:
-they are the flood, and a refusal costs less than their 402. The other classes
-are never refused for lag, only for their own bound.
+lag too, and shedding would not help), anonymous requests are *shed*: refused at once
+and their connection closed (what a flood pipelined behind them is dropped unread):
+they are the flood, and a refusal costs less than their 402. While shedding, a share
+of them is still admitted, at a rate steered by the lag (cut by a fifth per probe
+while it is over half of ``loop_lag_high``, raised 0.5 % per probe under it): the
+loop stays about that fast for everyone else and the spare capacity still answers
+anonymous clients. Shedding ends once that rate admits every anonymous arrival with
+the lag low for ``CALM`` probes in a row, or the request rate falls under its bar.
+The other classes are never refused for lag, only for their own bound.
 
 ``popgate_shed_total{klass}`` counts refusals, ``popgate_admitted_inflight{klass}``
 shows the classes' in-flight counts, ``popgate_loop_lag_seconds`` the lag.
@@ -51,6 +57,8 @@ CLASSES = ("anonymous", "payer", "session", "proof")
 ENDPOINTS = "/.well-known/popgate/"
 PROBE = 0.01  # seconds between event-loop lag probes
 SUSTAIN = 5  # probes in a row over loop_lag_high before lag sheds (one long pause is no overload)
+CALM = 50  # probes in a row admitting all anonymous arrivals, lag low, before shedding stops
+STEP = 2.0  # anonymous admits/s added per calm probe while shedding (at least; else 0.5 %)
 _WORK = ("PoP-Puzzle", "X-Hashcash")
 _PAYER = ("PAYMENT-SIGNATURE", "X-PAYMENT", "Signature")
 _KEYS = {
@@ -153,7 +161,7 @@ def admission_class(path: str, headers: Mapping[str, str], cookie_prefix: str) -
         return "proof"  # a forward-auth call is classed by the client's headers it carries
     auth = headers.get("Authorization")
     if auth is not None:
-        if auth[:11].lower() == "pop-puzzle ":
+        if auth[:11].lower() == "pop-puzzle " or auth[:13].lower() == "privatetoken ":
             return "proof"
         if auth[:4].lower() == "pop ":
             return "session"
@@ -203,8 +211,13 @@ class Admission:
         self.rate = 0.0  # requests/s, smoothed like the lag
         self.cpu = 0.0  # the process's CPU time / wall time, smoothed like the lag
         self.arrivals = 0
+        self.anonymous = 0  # anonymous arrivals since the last probe
+        self.anon_rate = 0.0  # anonymous requests/s, smoothed like the lag
+        self.allow = 0.0  # anonymous requests/s admitted while shedding (AIMD on the lag)
+        self.tokens = 0.0  # admits left now (refilled at ``allow`` per second)
         self._busy = False  # lag over loop_lag_high while requests arrive at lag_min_rate
         self._over = 0  # probes in a row with the lag over loop_lag_high
+        self._calm = 0  # probes in a row admitting every anonymous arrival with the lag low
         self.task: asyncio.Task[None] | None = None
         self._shed = {k: metrics.shed.labels(k) for k in CLASSES}
         self._gauge = {k: metrics.admitted.labels(k) for k in CLASSES}
@@ -215,12 +228,17 @@ class Admission:
     def classify(self, request: web.BaseRequest, *, auth: bool = False) -> str:
         """``auth``: ``request`` is the original behind a forward-auth call (classed as the call is)."""
         self.arrivals += 1
-        return admission_class(AUTH_PATH if auth else request.path, request.headers, self.cookie_prefix)
+        klass = admission_class(AUTH_PATH if auth else request.path, request.headers, self.cookie_prefix)
+        if klass == "anonymous":
+            self.anonymous += 1
+        return klass
 
     async def enter(self, klass: str) -> bool:
         """Take a slot for ``klass`` (waiting up to its queue deadline); False: shed it."""
         if klass == "anonymous" and self._busy:
-            return False
+            if self.tokens < 1.0:
+                return False
+            self.tokens -= 1.0
         limit = self.limits[klass]
         if self.in_flight[klass] < limit.in_flight and not self.waiting[klass]:
             self.in_flight[klass] += 1
@@ -260,15 +278,20 @@ class Admission:
         self.in_flight[klass] -= 1
 
     def shed(self, request: web.BaseRequest, klass: str) -> web.Response:
-        """The minimal refusal: 503 ``overloaded`` with Retry-After (a page for browsers)."""
+        """The minimal refusal: 503 ``overloaded`` with Retry-After (a page for browsers).
+        Refused for lag, the connection is closed too: the requests a flood pipelined behind
+        this one are dropped unread, and a new connection costs the client a handshake."""
         self._shed[klass].inc()
         html = "text/html" in request.headers.get("Accept", "")
-        return web.Response(
+        response = web.Response(
             status=503,
             body=self._html if html else self._json,
             content_type="text/html" if html else "application/problem+json",
             headers={"Retry-After": self._retry, "Cache-Control": "no-store"},
         )
+        if self._busy and klass == "anonymous":
+            response.force_close()
+        return response
 
     # -- the lag probe (a background task of the gateway) -------------------
     async def start(self) -> None:
@@ -290,10 +313,31 @@ class Admission:
         self.lag += 0.3 * (late - self.lag)
         self.rate += 0.3 * (self.arrivals / span - self.rate)
         self.cpu += 0.3 * (min(cpu / span, 1.0) - self.cpu)
-        self.arrivals = 0
+        self.anon_rate += 0.3 * (self.anonymous / span - self.anon_rate)
+        self.arrivals = self.anonymous = 0
         c = self.config
-        self._over = self._over + 1 if self.lag > c.loop_lag_high else 0
-        self._busy = self._over >= SUSTAIN and self.rate >= c.lag_min_rate and self.cpu >= c.busy_cpu
+        high = c.loop_lag_high
+        self._over = self._over + 1 if self.lag > high else 0
+        if not self._busy:
+            # five probes over the bar, or two far over it (a flood's first turns of the loop
+            # take 100 ms and more each: five of them would be half a second of it)
+            sustained = self._over >= SUSTAIN or (self._over >= 2 and self.lag > 4 * high)
+            if sustained and self.rate >= c.lag_min_rate and self.cpu >= c.busy_cpu:
+                self._busy, self._calm = True, 0
+                self.allow, self.tokens = self.anon_rate / 2, 0.0
+            return
+        # Shedding: admit anonymous requests at ``allow`` per second, cut by a fifth per
+        # probe while the lag is over half the bar, raised a little per probe under it
+        # (the shed ones cost less, so the lag falls and admits creep back up).
+        if self.lag > high / 2:
+            self.allow *= 0.8
+        else:
+            self.allow += max(STEP, 0.005 * self.allow)
+        self.tokens = min(self.tokens + self.allow * span, max(1.0, self.allow * 0.05))
+        # the end: every anonymous arrival admitted, the lag low, for CALM probes; or no flood
+        calm = self.allow >= self.anon_rate and self.lag < high / 2
+        self._calm = self._calm + 1 if calm else 0
+        self._busy = self._calm < CALM and self.rate >= c.lag_min_rate
 
     async def _probe(self) -> None:
         loop = asyncio.get_running_loop()

@@ -32,6 +32,9 @@ class Metrics:
             registry=r,
         )
         self.inflight = Gauge("popgate_inflight_requests", "Requests being handled", registry=r)
+        # a plain count on the hot path (one event loop per process), read at scrape time
+        self.in_flight = 0
+        self.inflight.set_function(lambda: self.in_flight)
         self.upstream_errors = Counter(
             "popgate_upstream_errors_total", "Upstream failures", ["kind"], registry=r
         )
@@ -91,25 +94,23 @@ class Metrics:
         self.loop_lag = Gauge(
             "popgate_loop_lag_seconds", "Event-loop lag seen by admission control", registry=r
         )
-        self._req_children: dict[tuple[str, str], Counter] = {}
-        self._resp_children: dict[int, Counter] = {}
-        self._lat_children: dict[str, Histogram] = {}
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram, Counter]] = {}
 
     def count_request(self, klass: str, decision: str, status: int, seconds: float) -> None:
-        """Count one finished request (children cached: this is the hot path).
+        """Count one finished request (children cached per (class, decision, status
+        class): this is the hot path, one lookup).
 
         ``seconds`` is the time to the response object (for streamed bodies,
         to the last byte written)."""
-        child = self._req_children.get((klass, decision))
-        if child is None:
-            child = self._req_children[(klass, decision)] = self.requests.labels(klass, decision)
-        child.inc()
-        hist = self._lat_children.get(decision)
-        if hist is None:
-            hist = self._lat_children[decision] = self.latency.labels(decision)
-        hist.observe(seconds)
         code = status // 100
-        rchild = self._resp_children.get(code)
-        if rchild is None:
-            rchild = self._resp_children[code] = self.responses.labels(f"{code}xx")
-        rchild.inc()
+        children = self._children.get((klass, decision, code))
+        if children is None:
+            children = self._children[(klass, decision, code)] = (
+                self.requests.labels(klass, decision),
+                self.latency.labels(decision),
+                self.responses.labels(f"{code}xx"),
+            )
+        requests, latency, responses = children
+        requests.inc()
+        latency.observe(seconds)
+        responses.inc()

@@ -38,7 +38,7 @@ from popgate.gateway.errors import GatewayError
 from popgate.gateway.ops.deadends import dead_ends, with_policy
 from popgate.gateway.pipeline.challenge_cache import Windowed
 from popgate.gateway.pipeline.context import Context, Pending
-from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, Rendered, Throttle, WayOut
+from popgate.gateway.pipeline.decisions import Challenge, Charge, Decision, Deny, Throttle, WayOut
 from popgate.gateway.pipeline.pressure import PressureMonitor
 from popgate.gateway.pipeline.responses import HtmlChallenge, render_challenge, wants_html
 from popgate.gateway.registry import PaymentProbe, Registry, Services, WayOutProvider
@@ -123,7 +123,7 @@ class PolicyStage:
         # Asks the fee rails: does a request carry a payment they would take?
         self.payment_present = payment_present
         # 402s reused within a window (gateway/pipeline/challenge_cache.py); None: rendered per request
-        self.rendered: Windowed[Rendered] | None = (
+        self.rendered: Windowed[Challenge] | None = (
             Windowed(challenge_window) if challenge_window > 0 else None
         )
         self.share_rate = share_rate  # requests/s from a network before its 402s are reused
@@ -215,17 +215,21 @@ class PolicyStage:
         cache = self.rendered
         req = ctx.request
         html = wants_html(req)  # a browser's page follows its language: rendered per request
-        if cache is None or html or self.difficulty.rate(ctx.network, ctx.now) < self.share_rate:
+        if cache is None or html:
             return Challenge(reason=reason, ways_out=self.ways_out(ctx, action, route))
-        epoch = self.puzzles.epoch(ctx.network) if self.puzzles is not None else 0
-        bits = self._bits(ctx, action)
-        key = (ctx.klass, ctx.network, epoch, route, bits, reason, html, req.host, req.raw_path)
-        hit = cache.get(key, ctx.now)
+        network, now, d = ctx.network, ctx.now, self.difficulty
+        rate = d.rate(network, now)
+        if rate < self.share_rate:
+            return Challenge(reason=reason, ways_out=self.ways_out(ctx, action, route))
+        epoch = self.puzzles.epoch(network) if self.puzzles is not None else 0
+        bits = d.bits(ctx.klass, network, now, max(action.min_bits, self.default_bits), rate)
+        key = (ctx.klass, network, epoch, route, bits, reason, html, req.host, req.raw_path)
+        hit = cache.get(key, now)
         if hit is None:
             fresh = Challenge(reason=reason, ways_out=self.ways_out(ctx, action, route))
-            hit = render_challenge(req, fresh, self.page())
+            hit = Challenge(reason=reason, rendered=render_challenge(req, fresh, self.page()))
             cache.put(key, hit)
-        return Challenge(reason=reason, rendered=hit)
+        return hit
 
     def _satisfied(self, ctx: Context, action: Action, route: str) -> bool:
         ways = action.ways

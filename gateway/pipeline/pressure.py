@@ -132,7 +132,7 @@ class PressureMonitor:
         """One tick: fold in ``lag`` and the in-flight gauge, publish the global bits."""
         p = self.pressure
         p.loop_lag = max(lag, p.loop_lag * 0.5)
-        p.in_flight = int(self.metrics.inflight._value.get())
+        p.in_flight = self.metrics.in_flight
         c = self.difficulty.config
         self._global.set(min(c.ceiling, c.class_floor.get("unknown", 0) + self.difficulty.pressure_bits()))
 

@@ -1,12 +1,17 @@
 """The 402 path alone, before/after in one run: reused within a window vs minted per request.
 
-    python tests/bench/bench_402.py [--seconds 5] [--conns 32] [--rounds 7]
+    python tests/bench/bench_402.py [--seconds 5] [--conns 32] [--rounds 7] [--base REV]
 
 Two 1-worker popgate processes (the shipped policy, puzzles on, SQLite store, lag shedding
 off): ``[overload] challenge_window`` at its default (402s reused) and at 0 (each 402 minted
 and rendered per request, the "before"). wrk drives them in turns, round after round, and
 each round's CPU µs per request of the two gives one paired ratio; the report is the median
 ratio with its range (the machine's noise hits both cases of a round alike).
+
+``--base REV`` adds a third process: popgate as it was at git revision REV (``git archive``
+into a temporary directory, first on ``PYTHONPATH``) minting per request, so the reused 402
+is also compared with *that* code's 402, in the same rounds (speed-ups shared by both paths
+make the same-code ratio understate the gain over an older revision).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -32,6 +38,7 @@ def main() -> None:
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--policy", default=str(ROOT / "policies/default.toml"))
+    ap.add_argument("--base", default="", help="also a popgate at this git revision, minting per request")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pg-bench402-"))
     (tmp / "k1").write_bytes(os.urandom(32).hex().encode())
@@ -42,7 +49,15 @@ def main() -> None:
     reused, rport = popgate(tmp, origin, 1, policy, NO_LAG_SHED, "reused")
     minted, mport = popgate(tmp, origin, 1, policy, MINTED, "minted")
     cases = [("reused", rport, reused), ("minted", mport, minted)]
-    rows: dict[str, list[tuple[float, float]]] = {"reused": [], "minted": []}
+    if args.base:
+        src = tmp / "base" / "popgate"
+        src.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", args.base], cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+        env = {"PYTHONPATH": str(tmp / "base")}
+        base, bport = popgate(tmp, origin, 1, policy, MINTED, "base", env)
+        cases.append(("base", bport, base))
+    rows: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in cases}
     try:
         for rnd in range(args.rounds):
             order = cases if rnd % 2 == 0 else cases[::-1]
@@ -62,8 +77,9 @@ def main() -> None:
                     flush=True,
                 )
     finally:
-        for p in (reused, minted, origin_proc):
+        for _name, _port, p in cases:
             p.terminate()
+        origin_proc.terminate()
     ratios = [a[0] / b[0] for a, b in zip(rows["reused"], rows["minted"], strict=True)]
     for name, vals in rows.items():
         us = [v[0] for v in vals]
@@ -76,6 +92,12 @@ def main() -> None:
         f"ratio reused/minted (paired per round): median {statistics.median(ratios):.2f} "
         f"[{min(ratios):.2f}–{max(ratios):.2f}]  goal ≤ 0.6"
     )
+    if args.base:
+        vs = [a[0] / b[0] for a, b in zip(rows["reused"], rows["base"], strict=True)]
+        print(
+            f"ratio reused/minted at {args.base} (paired per round): median {statistics.median(vs):.2f} "
+            f"[{min(vs):.2f}–{max(vs):.2f}]  goal ≤ 0.6"
+        )
 
 
 if __name__ == "__main__":

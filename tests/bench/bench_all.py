@@ -112,7 +112,13 @@ def bare_proxies(n: int, origin: str) -> tuple[list[subprocess.Popen[bytes]], in
 
 
 def popgate(
-    tmp: Path, origin: str, workers: int, policy: Path, extra: str = "", tag: str = ""
+    tmp: Path,
+    origin: str,
+    workers: int,
+    policy: Path,
+    extra: str = "",
+    tag: str = "",
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
     port, admin = free_port(), free_port()
     (tmp / f"gw{workers}{tag}").mkdir(exist_ok=True)
@@ -148,6 +154,7 @@ keys = [{{kid = "p1", secret_file = "{tmp / "k1"}"}}]
             str(workers),
         ],
         port,
+        env,
     )
     time.sleep(1.0 if workers > 1 else 0.2)  # every worker listening
     return proc, port

@@ -187,6 +187,29 @@ def test_custom_policy(kw: dict, klass: str, kind: str, rule: str) -> None:  # t
     assert (m.action.kind, m.rule) == (kind, rule)
 
 
+@pytest.mark.parametrize("policy, table", [(CUSTOM, CUSTOM_TABLE), (DEFAULT, "default")])
+def test_a_targets_memoized_plan_gives_what_matching_rule_by_rule_does(policy, table) -> None:  # type: ignore[no-untyped-def]
+    """Per target the rules its path and host let through are kept (the plan); the table
+    asked twice in either order (every case after others on the same target with other
+    headers, user agents, networks, weights) gives what it gives asked alone, and what
+    matching rule by rule (the traced path, which keeps no plan) gives."""
+    from popgate.policies.model import Trace
+
+    cases = (
+        [(kw, k) for kw, k, _kind, _rule in CUSTOM_TABLE]
+        if table != "default"
+        else [({"path": p, "method": m, "ua": ua}, k) for p, m, k, ua, _kind, _rule in DEFAULT_TABLE]
+    )
+    policy.memo.clear()
+    for order in (cases, cases[::-1]) * 2:
+        for kw, klass in order:
+            for weight in (0, 10, 30):
+                got = policy.match(view(**kw), klass, weight)
+                want = policy.match(view(**kw), klass, weight, trace=Trace())
+                assert got == want, (kw, klass, weight)
+    assert policy.memo and len(policy.memo) <= len(cases)
+
+
 def test_match_carries_parameters() -> None:
     m = CUSTOM.match(view("/search"), "unknown")
     assert m.route == "search-route" and m.action.ways == ("puzzle", "hashcash") and m.action.min_bits == 20
