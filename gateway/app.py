@@ -159,7 +159,7 @@ class Gateway:
             return await self.serve(request, call, client)
         klass = admission.classify(request, auth=call is not None)
         if not await admission.enter(klass):
-            return admission.shed(request, klass)
+            return admission.shed(request, klass, proxy=call is not None or is_auth_path(request.path))
         try:
             return await self.serve(request, call, client)
         finally:

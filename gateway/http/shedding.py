@@ -277,10 +277,11 @@ class Admission:
                 return
         self.in_flight[klass] -= 1
 
-    def shed(self, request: web.BaseRequest, klass: str) -> web.Response:
+    def shed(self, request: web.BaseRequest, klass: str, *, proxy: bool = False) -> web.Response:
         """The minimal refusal: 503 ``overloaded`` with Retry-After (a page for browsers).
         Refused for lag, the connection is closed too: the requests a flood pipelined behind
-        this one are dropped unread, and a new connection costs the client a handshake."""
+        this one are dropped unread, and a new connection costs the client a handshake. Not a
+        forward-auth call's (``proxy``): that connection is the edge proxy's, shared by everyone."""
         self._shed[klass].inc()
         html = "text/html" in request.headers.get("Accept", "")
         response = web.Response(
@@ -289,7 +290,7 @@ class Admission:
             content_type="text/html" if html else "application/problem+json",
             headers={"Retry-After": self._retry, "Cache-Control": "no-store"},
         )
-        if self._busy and klass == "anonymous":
+        if self._busy and klass == "anonymous" and not proxy:
             response.force_close()
         return response
 

@@ -24,6 +24,7 @@ from popgate.gateway.http.shedding import (
 from popgate.gateway.ops.metrics import Metrics
 from popgate.gateway.ops.validation import Collector
 from tests.conftest import admin_url, session_token, url_of
+from tests.support.servers import free_port
 
 ALLOW = '[policy]\ndefault = "allow"\n'
 COOKIE = "popgate_session="
@@ -197,6 +198,32 @@ async def test_loop_lag_sheds_anonymous_only(upstream, gateway_factory, http):
         if after[-1] == 200:
             break
     assert after[-1] == 200 and len(after) <= 20, after
+
+
+async def test_a_shed_auth_call_keeps_the_proxys_connection(upstream, gateway_factory, http):
+    """Shedding for lag closes a flooder's connection, never the edge proxy's: an anonymous
+    forward-auth call shed 503 leaves its connection open, on the main port and on the auth
+    listener alike."""
+    extra = "[overload]\nloop_lag_high = 0.03\nlag_min_rate = 0\nbusy_cpu = 0\n"
+    lean = free_port()
+    trusted = f'trusted_proxies = ["127.0.0.1/32"]\nauth_listen = "127.0.0.1:{lean}"'
+    gw = await gateway_factory(upstream, extra=extra, server_extra=trusted)
+    call = {"X-Popgate-Auth": "subrequest", "X-Forwarded-Uri": "/x", "X-Forwarded-Host": "example.com"}
+    stop = asyncio.Event()
+    task = asyncio.create_task(hog(stop, 0.1))
+    await asyncio.sleep(1.0)  # the lag must last a few probes before it sheds
+    try:
+        seen = []
+        for base in (url_of(gw, ""), f"http://127.0.0.1:{lean}"):
+            for _ in range(10):
+                status, headers, _, _ = await _get(http, base + "/.well-known/popgate/auth", headers=call)
+                seen.append((status, headers.get("Connection", "keep-alive").lower()))
+    finally:
+        stop.set()
+        await task
+    shed = [c for status, c in seen if status == 503]
+    assert len(shed) >= 16, seen
+    assert "close" not in shed, seen
 
 
 async def test_admission_off_admits_everything(upstream, gateway_factory, http):
