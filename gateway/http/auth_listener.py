@@ -24,11 +24,9 @@ itself. Answers are the same as on the main port (tests run both).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
-from email.utils import formatdate
 from typing import Any, cast
 
 import httptools
@@ -39,6 +37,17 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from popgate.gateway.errors import GatewayError
+from popgate.gateway.http.auth_wire import (
+    NOT_AUTH,
+    NOT_AUTH_CLOSE,
+    UNTRUSTED,
+    Clock,
+    Last,
+    Refused,
+    encode,
+    malformed,
+    problem_bytes,
+)
 from popgate.gateway.http.forward_auth import (
     DROP,
     SEALED_KEY,
@@ -57,62 +66,6 @@ log = logging.getLogger("popgate.auth_listener")
 SWEEP = 1.0  # seconds between timeout sweeps (one timer for every connection)
 CLIENTS_MAX = 4096  # X-Forwarded-For values remembered with the client address they name
 _DROP_BYTES = frozenset(name.encode() for name in DROP) | {b"host"}
-_SKIP = frozenset({"content-length", "connection", "date", "transfer-encoding"})
-_REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout"}
-_REASONS |= {413: "Payload Too Large", 431: "Request Header Fields Too Large", 500: "Internal Server Error"}
-
-
-def _problem(status: int, reason: str, detail: str, keep_alive: bool = False) -> bytes:
-    body = json.dumps(
-        {
-            "type": f"urn:popgate:problem:{reason}",
-            "title": _REASONS[status],
-            "status": status,
-            "reason": reason,
-            "detail": detail,
-        }
-    ).encode()
-    head = (
-        f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: application/problem+json\r\n"
-        f"Cache-Control: no-store\r\nServer: popgate\r\nContent-Length: {len(body)}\r\n"
-        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-UNTRUSTED = _problem(
-    403, "untrusted_caller", "The forward-auth listener answers only the configured trusted proxies."
-)
-NOT_AUTH = _problem(404, "no_such_endpoint", "This port answers forward-auth calls only.", keep_alive=True)
-
-
-class _Last(bytes):
-    """An answer the listener wrote itself, after which the connection closes."""
-
-
-NOT_AUTH_CLOSE = _Last(_problem(404, "no_such_endpoint", "This port answers forward-auth calls only."))
-
-
-class _Refused(Exception):
-    """A request the listener answers itself, then closes the connection."""
-
-    def __init__(self, status: int, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.answer = _problem(status, reason, detail)
-
-
-class _Clock:
-    """The ``Date`` header, formatted once a second."""
-
-    def __init__(self) -> None:
-        self.second = -1
-        self.value = ""
-
-    def date(self) -> str:
-        now = int(time.time())
-        if now != self.second:
-            self.second, self.value = now, formatdate(now, usegmt=True)
-        return self.value
 
 
 class AuthListener:
@@ -125,7 +78,7 @@ class AuthListener:
         self.header_count = limits.max_header_count + 1  # as the main port (aiohttp): room for Host
         self.head_timeout = limits.client_header_timeout
         self.idle_timeout = limits.client_keepalive_timeout
-        self.clock = _Clock()
+        self.clock = Clock()
         self.connections: set[AuthProtocol] = set()
         self._clients: dict[tuple[str, tuple[str, ...]], tuple[IPAddress, str]] = {}
         self.server: asyncio.Server | None = None
@@ -242,7 +195,7 @@ class AuthProtocol(asyncio.Protocol):
         if self.transport is None or self.busy:
             return
         if self.head_started and now - self.head_started > self.listener.head_timeout:
-            self._refuse(_Refused(408, "request_timeout", "The request head did not arrive in time."))
+            self._refuse(Refused(408, "request_timeout", "The request head did not arrive in time."))
         elif not self.head_started and not self.queue and now - self.last > self.listener.idle_timeout:
             self.close()
 
@@ -254,18 +207,18 @@ class AuthProtocol(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            self._refuse(cause if isinstance(cause, _Refused) else _malformed())
+            self._refuse(cause if isinstance(cause, Refused) else malformed())
         except httptools.HttpParserUpgrade:
             # a call carrying the client's Upgrade headers (a WebSocket handshake's auth call):
             # answered like any other; what follows it is not HTTP to llhttp, so close after
             self._close_after(b"")
         except httptools.HttpParserError:
-            self._refuse(_malformed())
+            self._refuse(malformed())
         if self.queue and not self.busy and self.transport is not None:
             self.busy = True
             self.task = asyncio.get_running_loop().create_task(self._serve())
 
-    def _refuse(self, refusal: _Refused) -> None:
+    def _refuse(self, refusal: Refused) -> None:
         log.info("auth listener refused a request: %s", refusal.answer.split(b"\r\n", 1)[0].decode())
         if self.transport is None:
             return
@@ -280,7 +233,7 @@ class AuthProtocol(asyncio.Protocol):
         self.refused = True
         if self.transport is not None:
             self.transport.pause_reading()
-        self.queue.append(_Last(last))
+        self.queue.append(Last(last))
 
     # llhttp callbacks -----------------------------------------------------------------
 
@@ -293,27 +246,27 @@ class AuthProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > self.listener.line_limit:
-            raise _Refused(431, "headers_too_large", "The request line is too long.")
+            raise Refused(431, "headers_too_large", "The request line is too long.")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) + len(value) > self.listener.line_limit:
-            raise _Refused(431, "headers_too_large", "A header field is too long.")
+            raise Refused(431, "headers_too_large", "A header field is too long.")
         self._headers.append((name, value))
         if len(self._headers) > self.listener.header_count:
-            raise _Refused(431, "headers_too_large", "Too many header fields.")
+            raise Refused(431, "headers_too_large", "Too many header fields.")
 
     def on_headers_complete(self) -> None:
         self.head_started = 0.0
 
     def on_body(self, body: bytes) -> None:
         if len(self._body) + len(body) > MAX_SEALED:
-            raise _Refused(413, "body_too_large", "An auth call's body (a sealed verdict) is 64 KiB at most.")
+            raise Refused(413, "body_too_large", "An auth call's body (a sealed verdict) is 64 KiB at most.")
         self._body += body
 
     def on_message_complete(self) -> None:
         target = self._url.decode("utf-8", "surrogateescape")
         if not target.startswith("/"):
-            raise _Refused(400, "bad_target", "The request target is not a path.")
+            raise Refused(400, "bad_target", "The request target is not a path.")
         path = target.partition("?")[0]
         if not is_auth_path(path):
             self.queue.append(NOT_AUTH if self.parser.should_keep_alive() else NOT_AUTH_CLOSE)
@@ -362,7 +315,7 @@ class AuthProtocol(asyncio.Protocol):
                 item = self.queue.popleft()
                 if isinstance(item, bytes):
                     self.transport.write(item)
-                    if isinstance(item, _Last):
+                    if isinstance(item, Last):
                         self.close()
                     continue
                 data = await self._answer(item)
@@ -389,12 +342,16 @@ class AuthProtocol(asyncio.Protocol):
         )
         if call.body:
             request[SEALED_KEY] = call.body
-        response = await self.listener.entry(request, call.auth, call.client)
+        try:
+            response = await self.listener.entry(request, call.auth, call.client)
+        except Exception:  # the entry answers every error itself: this is a bug, never a hang
+            log.exception("auth listener: the gateway's entry failed")
+            return problem_bytes(500, "internal_error", "The verdict could not be made.")
         try:
             return encode(response, not call.message.should_close, self.listener.clock.date(), call.head)
         except ValueError:
             log.error("auth listener: an answer could not be encoded (status %s)", response.status)
-            return _problem(500, "internal_error", "The answer could not be encoded.")
+            return problem_bytes(500, "internal_error", "The answer could not be encoded.")
 
 
 class _Call:
@@ -433,35 +390,7 @@ def _message(
     try:
         url = URL.build(path=path, query_string=query, encoded=True)
     except ValueError:
-        raise _Refused(400, "bad_target", "The request target is malformed.") from None
+        raise Refused(400, "bad_target", "The request target is malformed.") from None
     return RawRequestMessage(
         method, target, HttpVersion11, headers, raw, not keep_alive, None, False, False, url
     )
-
-
-def encode(response: web.StreamResponse, keep_alive: bool, date: str, head: bool = False) -> bytes:
-    """An answer's bytes: status line, headers, ``Content-Length``, body (``head``: not the body,
-    the answer to a HEAD request).
-    ValueError for what cannot be sent (a streamed answer; CR or LF in a header)."""
-    if not isinstance(response, web.Response):
-        raise ValueError("a streamed answer on the auth listener")
-    body = response.body
-    if body is None:
-        body = b""
-    elif not isinstance(body, bytes):
-        raise ValueError("a non-bytes body")
-    headers = response.headers
-    lines = [f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() not in _SKIP]
-    block = "".join(lines)
-    if block.count("\n") != len(lines) or block.count("\r") != len(lines):
-        raise ValueError("CR or LF in a header")
-    extra = f"Content-Type: {response.content_type}\r\n" if body and "Content-Type" not in headers else ""
-    text = (
-        f"HTTP/1.1 {response.status} {response.reason}\r\n{block}{extra}Date: {date}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
-    )
-    return text.encode("utf-8", "surrogateescape") + (b"" if head else body)
-
-
-def _malformed() -> _Refused:
-    return _Refused(400, "malformed_request", "The request is not valid HTTP/1.1.")
