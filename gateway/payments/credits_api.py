@@ -288,17 +288,34 @@ def _topup_endpoint(services: Services, meter: Any, x402: Any, credits: Any) -> 
         except VerificationError as exc:
             res = getattr(exc, "result", None)
             return ask(exc.reason, {header_name: encode_payment_response(res)} if res else None)
+        # Settled: money moved. From here a store failure never refuses the
+        # top-up: the key and the credit (idempotent ref) are written when the
+        # store answers again (the settlement queue's deferred bookkeeping),
+        # and the client gets its key and receipt now, with 202 credit_pending.
         out: dict[str, Any] = {}
+        store = services.store
+        steps: list[Callable[[], Awaitable[object]]] = []
         if account is None:
             issued = issue_api_key()
-            await services.store.set(key("apikey", issued.key_id), issued.key_hash)
+            steps.append(lambda: store.set(key("apikey", issued.key_id), issued.key_hash))
             account = account_of_key(issued.key_id)
             out.update(api_key=issued.key, key_id=issued.key_id)
         ref = f"x402:{paid.network}:{paid.payer.lower()}:{paid.nonce}"
-        balance = await services.store.credit_ledger(account, paid.amount, "topup", ref, ctx.now)
+        balance: list[int | None] = [None]
+        to, amount, at = account, paid.amount, ctx.now
+
+        async def credit() -> None:
+            balance[0] = await store.credit_ledger(to, amount, "topup", ref, at)
+
+        steps.append(credit)
+        queue = await x402.queue()
+        credited = await queue.run_steps(f"top-up {result.transaction}", steps)
         services.metrics.payments.labels("x402", "topup").inc()
         await meter.record("x402", "credits-topup", f"x402:{paid.payer.lower()}", paid.amount)
-        out.update(account=account, credited=paid.amount, balance=balance)
-        return _json(out, 200, {header_name: encode_payment_response(result)})
+        out.update(account=account, credited=paid.amount, balance=balance[0])
+        if not credited:
+            services.metrics.store_errors.labels("payment_settled").inc()
+            out["credit_pending"] = True
+        return _json(out, 200 if credited else 202, {header_name: encode_payment_response(result)})
 
     return handler

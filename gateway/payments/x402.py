@@ -46,6 +46,7 @@ from popgate.gateway.payments.batch import BatchRail, batch_offers, payment_resp
 from popgate.gateway.payments.charges import route_price, with_ways
 from popgate.gateway.payments.debt import debt_keys, is_known, known_key, raise_debt
 from popgate.gateway.payments.facilitator import (
+    DEBT_WINDOW,
     FacilitatorClient,
     FacilitatorError,
     PendingSettlement,
@@ -292,7 +293,11 @@ class X402Rail:
         answer. A :class:`HeldPayment` resumes its record instead."""
         if isinstance(paid, HeldPayment):
             return await self._settle_held(paid, now)
-        item = await self._enqueue(paid, now)
+        try:
+            item = await self._enqueue(paid, now)
+        except StoreFailure:
+            await self._release(paid)  # nothing was sent: the same payment may come again
+            raise
         _, queue = await self._ready()
         try:
             outcome, result = await queue.settle_now(item, now)
@@ -341,12 +346,23 @@ class X402Rail:
                 if tx is None:
                     raise VerificationError("nonce_reused", "held payment's records expired")
                 result = SettleResult(True, tx, paid.network, paid.payer)
-            if not await queue.claim_served(paid.network, paid.payer, paid.nonce):
-                raise VerificationError("nonce_reused", "held payment already served")
-            return result
         except StoreUnavailable as exc:
             self.services.metrics.store_errors.labels("payment").inc()
             raise StoreFailure(str(exc)) from None
+        try:
+            won = await queue.claim_served(paid.network, paid.payer, paid.nonce)
+        except StoreUnavailable as exc:
+            # Settled, but whether another copy was served is unknown: refuse
+            # this copy with the receipt; the same payment is served once the
+            # store answers (the served claim is what keeps it to one request).
+            self.services.metrics.store_errors.labels("payment_settled").inc()
+            pending = SettlementPending(f"held #{paid.item_id} settled, served claim: {exc}")
+            header = PAYMENT_RESPONSE if paid.payment.version == 2 else X_PAYMENT_RESPONSE
+            pending.headers = ((header, encode_payment_response(result)),)
+            raise pending from None
+        if not won:
+            raise VerificationError("nonce_reused", "held payment already served")
+        return result
 
     async def _enqueue(
         self, paid: ExactPayment, now: float, debts: tuple[str, ...] = ()
@@ -370,14 +386,18 @@ class X402Rail:
             self.services.metrics.store_errors.labels("payment").inc()
             raise StoreFailure(str(exc)) from None
 
-    async def _release(self, paid: ExactPayment) -> None:
-        """Un-reserve a payment we refused after reserving it (never settled)."""
+    async def _release(self, paid: ExactPayment, debts: tuple[str, ...] = ()) -> None:
+        """Un-reserve a payment we refused after reserving it (never settled),
+        and lower the ``debts`` counters raised for it."""
         from_ = bytes.fromhex(paid.payer[2:])
         nonce = bytes.fromhex(paid.nonce[2:])
+        store = self.services.store
         try:
-            await self.services.store.delete(nonce_key(paid.network, from_, nonce))
+            for k in debts:
+                await store.incr(k, -paid.amount, DEBT_WINDOW)
+            await store.delete(nonce_key(paid.network, from_, nonce))
         except StoreUnavailable:
-            pass  # the reservation expires at validBefore anyway
+            pass  # the reservation expires at validBefore anyway, the debt with its window
 
     async def pay(self, ctx: Context, charge: Charge, payment: PaymentPayload) -> Decision | None:
         """Settle ``charge`` with ``payment``; None when paid (allowed)."""
@@ -531,7 +551,11 @@ class X402Rail:
             self.services.metrics.payments.labels("x402", exc.reason).inc()
             log.info("x402 new payer refused by the facilitator: %s", exc.reason)
             return exc.reason
-        item = await self._enqueue(paid, ctx.now, keys)
+        try:
+            item = await self._enqueue(paid, ctx.now, keys)
+        except StoreFailure:
+            await self._release(paid, keys)  # nothing was sent to the facilitator
+            raise
         task = asyncio.get_running_loop().create_task(self._settle_background(item))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
