@@ -248,6 +248,7 @@ class PendingSettlement:
     amount: int = 0  # what this settlement is worth (atomic units)
     ambiguous: bool = False  # a /settle for it may have reached the facilitator unanswered
     known_key: str = ""  # set when settled: the payer has paid (settle-after, debt.known_key)
+    credit: list[str] = field(default_factory=list)  # top-up: [account, ref, new key id, its sha256 hex]
 
     def dumps(self) -> bytes:
         return json.dumps({s: getattr(self, s) for s in self.__slots__}, separators=(",", ":")).encode()
@@ -361,6 +362,7 @@ class SettlementQueue:
         amount: int = 0,
         inline: bool = False,
         known_key: str = "",
+        credit: tuple[str, str, str, str] | None = None,
     ) -> PendingSettlement:
         """Write the pending record; await this before releasing a response.
 
@@ -368,7 +370,10 @@ class SettlementQueue:
         (:mod:`gateway.payments.debt`); a successful settlement lowers them
         again and sets ``known_key`` (the payer has paid). ``inline``:
         the caller attempts it at once, so workers leave it alone for a
-        lease (they then take it as an orphan whose call may have happened)."""
+        lease (they then take it as an orphan whose call may have happened).
+        ``credit`` (a credits top-up): ``amount`` is credited to that account
+        (idempotent ref) when the payment settles, whoever concludes it, and
+        the new key (when one was issued) stored."""
         seq = await self._store.incr(self._key(_Q, "head"), 1, _SEQ_WINDOW)
         item = PendingSettlement(
             seq,
@@ -383,6 +388,7 @@ class SettlementQueue:
             debt_keys=list(debt_keys),
             amount=amount,
             known_key=known_key,
+            credit=list(credit or ()),
         )
         await self._store.set(self._key(_Q, f"item:{seq}"), item.dumps())
         return item
@@ -464,14 +470,18 @@ class SettlementQueue:
         return "failed", result
 
     def _settled_steps(self, item: PendingSettlement, tx: str) -> list[Step]:
-        """Receipt first, then the record goes (it is the crash backstop until
-        the receipt is written), then the debt counters and the known mark."""
+        """Receipt and top-up credit first, then the record goes (it is the
+        crash backstop until they are written), then the debt counters and
+        the known mark."""
         store = self._store
         done = self._key(_Q, f"done:{item.network}:{item.payer.lower()}:{item.nonce}")
-        steps: list[Step] = [
-            lambda: store.set(done, tx.encode(), _RECEIPT_TTL),
-            lambda: store.delete(self._key(_Q, f"item:{item.id}")),
-        ]
+        steps: list[Step] = [lambda: store.set(done, tx.encode(), _RECEIPT_TTL)]
+        if len(item.credit) == 4 and item.amount > 0:
+            account, ref, key_id, key_hash = item.credit
+            if key_id:
+                steps.append(lambda: store.set(key("apikey", key_id), bytes.fromhex(key_hash)))
+            steps.append(lambda: store.credit_ledger(account, item.amount, "topup", ref, item.created))
+        steps.append(lambda: store.delete(self._key(_Q, f"item:{item.id}")))
         if item.amount:
             steps.extend(self._lower(k, item.amount) for k in filter(None, [item.debt_key, *item.debt_keys]))
         if item.known_key:

@@ -285,16 +285,19 @@ class X402Rail:
             payer, req.network, auth.value, nonce, auth.valid_before, req, payment, "held", spent, item_id
         )
 
-    async def settle_first(self, paid: ExactPayment, now: float) -> SettleResult:
+    async def settle_first(
+        self, paid: ExactPayment, now: float, credit: tuple[str, str, str, str] | None = None
+    ) -> SettleResult:
         """Durable record, then settle inline. Returns the result when
         settled or pending; VerificationError(``settlement_failed``) with
         ``.result`` when rejected; SettlementPending (record kept, payment
         held for a retry of the same payment) when the facilitator gave no
-        answer. A :class:`HeldPayment` resumes its record instead."""
+        answer. A :class:`HeldPayment` resumes its record instead. ``credit``:
+        a credits top-up the record carries (:meth:`SettlementQueue.enqueue`)."""
         if isinstance(paid, HeldPayment):
             return await self._settle_held(paid, now)
         try:
-            item = await self._enqueue(paid, now)
+            item = await self._enqueue(paid, now, credit=credit)
         except StoreFailure:
             await self._release(paid)  # nothing was sent: the same payment may come again
             raise
@@ -365,7 +368,11 @@ class X402Rail:
         return result
 
     async def _enqueue(
-        self, paid: ExactPayment, now: float, debts: tuple[str, ...] = ()
+        self,
+        paid: ExactPayment,
+        now: float,
+        debts: tuple[str, ...] = (),
+        credit: tuple[str, str, str, str] | None = None,
     ) -> PendingSettlement:
         _, queue = await self._ready()
         try:
@@ -381,6 +388,7 @@ class X402Rail:
                 amount=paid.amount,
                 inline=True,
                 known_key=known_key(paid.network, paid.payer) if debts else "",
+                credit=credit,
             )
         except StoreUnavailable as exc:
             self.services.metrics.store_errors.labels("payment").inc()

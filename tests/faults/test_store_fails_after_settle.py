@@ -215,3 +215,41 @@ async def test_held_payment_settled_while_store_locked_keeps_its_one_request(gat
             assert seen == ["10000"] and len(st.settled) == 1
     finally:
         locker.close()
+
+
+async def test_topup_credit_survives_a_gateway_dying_during_the_outage(gateway_factory, tmp_path):
+    """The top-up's settlement record carries the credit and the new key's
+    hash: with the in-process bookkeeping lost (the gateway died while the
+    store was locked), a worker past the lease closes the record as settled
+    and credits the key exactly once; no second transfer."""
+    db = tmp_path / "store.db"
+    seen: list[str] = []
+    locker = Locker(db)
+    try:
+        async with running(FacilitatorState()) as (fac, st), await counting_origin(seen) as oport:
+            up = f"http://127.0.0.1:{oport}"
+            r = await credits_gateway(gateway_factory, up, tmp_path, fac, store=f"sqlite:///{db}")
+            await rail(r).worker.stop()
+            st.on_settled = locker.lock
+            client = x402Client()
+            register_exact_evm_client(client, Account.from_key("0x" + "55" * 32))
+            async with x402HttpxClient(client) as h:
+                resp = await h.post(url_of(r, "/.well-known/popgate/credits/topup?amount=0.10"))
+                assert resp.status_code == 202, resp.text
+                got = resp.json()
+                queue = await rail(r).queue()
+                queue.followups.clear()  # as if the gateway died with them
+                locker.unlock()
+                store = r.gateway.services.store
+                assert await store.balance(got["account"]) == 0
+                [item] = await queue.pending()
+                await store.delete(key("x402q", f"lease:{item.id}:0"))  # a lease later
+                assert await queue.run_once(item.created + queue.lease + 1) == [(item.id, "settled")]
+                assert await queue.run_once(item.created + queue.lease + 2) == []
+                bearer = {"Authorization": f"Bearer {got['api_key']}"}
+                paid = await h.get(url_of(r, "/paid/x"), headers=bearer)
+                assert paid.status_code == 200, paid.text
+            assert await store.balance(got["account"]) == 90_000
+            assert len(st.settled) == 1 and seen == ["10000"]
+    finally:
+        locker.close()
