@@ -325,6 +325,7 @@ class SettlementQueue:
         self.backoff, self.backoff_max, self.lease = backoff, backoff_max, lease
         self.max_attempts, self.scan = max_attempts, scan
         self.followups: list[tuple[str, list[Step]]] = []
+        self._catching_up = False
 
     async def run_steps(self, what: str, steps: list[Step]) -> bool:
         """Run store ``steps`` in order; on StoreUnavailable keep the rest for
@@ -340,13 +341,25 @@ class SettlementQueue:
         return True
 
     async def catch_up(self) -> int:
-        """Retry deferred bookkeeping (oldest first); the number still deferred."""
-        todo, self.followups = self.followups, []
-        for n, (what, steps) in enumerate(todo):
-            if not await self.run_steps(what, steps):
-                self.followups.extend(todo[n + 1 :])  # the store is still away: keep the order
-                break
-        return len(self.followups)
+        """Retry deferred bookkeeping, oldest first, stopping at the first step
+        the store still refuses; returns how many entries are left. Entries
+        stay listed until written (one catch-up at a time)."""
+        if self._catching_up:
+            return len(self.followups)
+        self._catching_up = True
+        try:
+            while self.followups:
+                what, steps = self.followups[0]  # only this loop removes entries
+                for i, step in enumerate(steps):
+                    try:
+                        await step()
+                    except StoreUnavailable:
+                        self.followups[0] = (what, steps[i:])
+                        return len(self.followups)
+                self.followups.pop(0)
+            return 0
+        finally:
+            self._catching_up = False
 
     async def enqueue(
         self,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from x402.mechanisms.evm.exact import register_exact_evm_client
 
 from popgate.gateway.stores.base import key
 from tests.conftest import url_of
-from tests.faults.support import sample
+from tests.faults.support import durable_redis, sample
 from tests.gateway.payments.test_credits import credits_gateway
 from tests.gateway.payments.test_fees_x402 import paid_gateway, signed_header
 from tests.gateway.payments.test_x402_multiprocess import counting_origin
@@ -253,3 +254,44 @@ async def test_topup_credit_survives_a_gateway_dying_during_the_outage(gateway_f
             assert len(st.settled) == 1 and seen == ["10000"]
     finally:
         locker.close()
+
+
+async def test_settled_then_redis_frozen_is_served_and_booked_once(gateway_factory, http):
+    """The same on Redis: redis-server frozen (SIGSTOP) right after the settle,
+    thawed after the answer: 200 with PAYMENT-RESPONSE, bookkeeping written
+    later, the same payment again 402, one settlement, one origin hit."""
+    seen: list[str] = []
+    with durable_redis() as redis:
+        proc = redis.proc
+        assert proc is not None
+        frozen: list[bool] = []
+
+        def freeze() -> None:
+            proc.send_signal(signal.SIGSTOP)
+            frozen.append(True)
+
+        try:
+            async with (
+                running(FacilitatorState(on_settled=freeze)) as (fac, st),
+                await counting_origin(seen) as op,
+            ):
+                gw = await paid_gateway(gateway_factory, f"http://127.0.0.1:{op}", fac, store=redis.url)
+                header = await signed_header(url_of(gw, "/paid/x"))
+                async with http.get(url_of(gw, "/paid/x"), headers={"PAYMENT-SIGNATURE": header}) as r:
+                    status, text, headers = r.status, await r.text(), r.headers
+                queue = await rail(gw).queue()
+                assert status == 200, text
+                settle = decode_payment_response_header(headers["PAYMENT-RESPONSE"])
+                assert settle.success and seen == ["10000"] and queue.followups
+                proc.send_signal(signal.SIGCONT)
+                frozen.clear()
+                await drained(queue)
+                payer, nonce = payer_and_nonce(header)
+                assert await queue.receipt("eip155:84532", payer, nonce) == settle.transaction
+                assert await queue.pending() == []
+                async with http.get(url_of(gw, "/paid/x"), headers={"PAYMENT-SIGNATURE": header}) as r:
+                    assert r.status == 402
+                assert seen == ["10000"] and len(st.settled) == 1
+        finally:
+            if frozen:
+                proc.send_signal(signal.SIGCONT)
