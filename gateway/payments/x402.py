@@ -29,6 +29,13 @@ sharing the store, one goes on → a durable record in the
 
 The worker (:mod:`gateway.payments.settlement`) retries what is left in the store,
 so a crash or restart loses nothing owed.
+
+Once the facilitator has answered (money moved, or a tx is broadcast) no store
+failure refuses the request: the queue defers the bookkeeping to the worker
+(:class:`SettlementQueue`), the request is served with ``PAYMENT-RESPONSE``. A
+held payment whose ``served`` claim the store cannot take gets 503
+``settlement_pending`` carrying the successful ``PAYMENT-RESPONSE``. A store
+failure before the settle releases the nonce (503 ``store_unavailable``).
 """
 
 from __future__ import annotations
@@ -275,6 +282,9 @@ class X402Rail:
         _, queue = await self._ready()
         try:
             item_id = await queue.held(req.network, payer, nonce, payment.raw)
+            if item_id is None and queue.followups:  # its hold may be among the deferred writes
+                await queue.catch_up()
+                item_id = await queue.held(req.network, payer, nonce, payment.raw)
         except StoreUnavailable as exc:
             self.services.metrics.store_errors.labels("payment").inc()
             raise StoreFailure(str(exc)) from None
