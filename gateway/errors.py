@@ -14,6 +14,7 @@ class GatewayError(Exception):
     reason = "internal_error"
     title = "Internal error"
     retry_after: float | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # extra public headers on the answer
 
     def __init__(self, detail: str = "", *, reason: str | None = None, public: str | None = None) -> None:
         if reason is not None:

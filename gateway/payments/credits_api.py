@@ -283,22 +283,46 @@ def _topup_endpoint(services: Services, meter: Any, x402: Any, credits: Any) -> 
         except VerificationError as exc:
             return ask(exc.reason)
         header_name = PAYMENT_RESPONSE if payment.version == 2 else X_PAYMENT_RESPONSE
+        # The settlement record carries the credit (and the new key's hash):
+        # whoever concludes the settlement, this request or a worker after a
+        # crash, credits it (idempotent ref).
+        out: dict[str, Any] = {}
+        store = services.store
+        steps: list[Callable[[], Awaitable[object]]] = []
+        issued = issue_api_key() if account is None else None
+        to = account_of_key(issued.key_id) if issued is not None else str(account)
+        ref = f"x402:{paid.network}:{paid.payer.lower()}:{paid.nonce}"
+        if issued is not None:
+            new_key = issued
+            steps.append(lambda: store.set(key("apikey", new_key.key_id), new_key.key_hash))
+            credit = (to, ref, issued.key_id, issued.key_hash.hex())
+        else:
+            credit = (to, ref, "", "")
         try:
-            result = await x402.settle_first(paid, ctx.now)
+            result = await x402.settle_first(paid, ctx.now, credit)
         except VerificationError as exc:
             res = getattr(exc, "result", None)
             return ask(exc.reason, {header_name: encode_payment_response(res)} if res else None)
-        out: dict[str, Any] = {}
-        if account is None:
-            issued = issue_api_key()
-            await services.store.set(key("apikey", issued.key_id), issued.key_hash)
-            account = account_of_key(issued.key_id)
+        # Settled (or broadcast): money moved. From here a store failure never
+        # refuses the top-up: the client gets its key and receipt now (202
+        # credit_pending), the key and credit are written when the store answers.
+        if issued is not None:
             out.update(api_key=issued.key, key_id=issued.key_id)
-        ref = f"x402:{paid.network}:{paid.payer.lower()}:{paid.nonce}"
-        balance = await services.store.credit_ledger(account, paid.amount, "topup", ref, ctx.now)
+        balance: list[int | None] = [None]
+        amount, at = paid.amount, ctx.now
+
+        async def credit_now() -> None:
+            balance[0] = await store.credit_ledger(to, amount, "topup", ref, at)
+
+        steps.append(credit_now)
+        queue = await x402.queue()
+        credited = await queue.run_steps("top-up credit", steps)
         services.metrics.payments.labels("x402", "topup").inc()
         await meter.record("x402", "credits-topup", f"x402:{paid.payer.lower()}", paid.amount)
-        out.update(account=account, credited=paid.amount, balance=balance)
-        return _json(out, 200, {header_name: encode_payment_response(result)})
+        out.update(account=to, credited=paid.amount, balance=balance[0])
+        if not credited:
+            services.metrics.store_errors.labels("payment_settled").inc()
+            out["credit_pending"] = True
+        return _json(out, 200 if credited else 202, {header_name: encode_payment_response(result)})
 
     return handler

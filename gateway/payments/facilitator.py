@@ -22,17 +22,17 @@ Transport problems raise :class:`FacilitatorError` with reasons
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
-from popgate.gateway.stores.base import key
+from popgate.gateway.stores.base import StoreUnavailable, key
 from popgate.verifiers.errors import Malformed, VerificationError
 from popgate.verifiers.x402 import SettleResult
 from popgate.verifiers.x402_exact import map_invalid_reason
@@ -220,6 +220,9 @@ class FacilitatorClient:
 # With a native queue (Redis Stream XADD/XREADGROUP/XACK/XAUTOCLAIM, an
 # SQLite table) the same semantics need no scan; see the report.
 
+log = logging.getLogger("popgate.settlement")
+Step = Callable[[], Awaitable[object]]
+
 _Q = "x402q"
 _SEQ_WINDOW = 100 * 365 * 86400.0
 _RECEIPT_TTL = 7 * 86400.0
@@ -245,6 +248,7 @@ class PendingSettlement:
     amount: int = 0  # what this settlement is worth (atomic units)
     ambiguous: bool = False  # a /settle for it may have reached the facilitator unanswered
     known_key: str = ""  # set when settled: the payer has paid (settle-after, debt.known_key)
+    credit: list[str] = field(default_factory=list)  # top-up: [account, ref, new key id, its sha256 hex]
 
     def dumps(self) -> bytes:
         return json.dumps({s: getattr(self, s) for s in self.__slots__}, separators=(",", ":")).encode()
@@ -291,7 +295,19 @@ class SettlementQueue:
     then read as *settled*: the nonce is spent, and the only authorization
     we ever sent for it is this one (see :meth:`PendingSettlement.maybe_sent`).
     The same answer to a first send stays a rejection (a replay).
+
+    Once the facilitator has answered, the answer is final for the request
+    (money moved, or a tx is broadcast): the bookkeeping after it (receipt,
+    record, debt counters, hold) never raises :class:`StoreUnavailable`. A
+    step the store refused is kept in :attr:`followups` and retried, in
+    order, at the start of every :meth:`run_once` (the settlement worker);
+    the record written before the call (:meth:`enqueue`) stays in the store
+    until the receipt is written, so a gateway that dies meanwhile loses
+    nothing: a worker re-sends it after the lease and reads the facilitator's
+    "nonce already used" as settled (:meth:`PendingSettlement.maybe_sent`).
     """
+
+    MAX_FOLLOWUPS = 10_000  # beyond that the store records are the only copy
 
     def __init__(
         self,
@@ -308,6 +324,42 @@ class SettlementQueue:
         self._store, self._fac = store, facilitator
         self.backoff, self.backoff_max, self.lease = backoff, backoff_max, lease
         self.max_attempts, self.scan = max_attempts, scan
+        self.followups: list[tuple[str, list[Step]]] = []
+        self._catching_up = False
+
+    async def run_steps(self, what: str, steps: list[Step]) -> bool:
+        """Run store ``steps`` in order; on StoreUnavailable keep the rest for
+        :meth:`catch_up` (False). Never raises StoreUnavailable."""
+        for i, step in enumerate(steps):
+            try:
+                await step()
+            except StoreUnavailable as exc:
+                if len(self.followups) < self.MAX_FOLLOWUPS:
+                    self.followups.append((what, steps[i:]))
+                log.warning("settlement bookkeeping of %s deferred: store unavailable: %s", what, exc)
+                return False
+        return True
+
+    async def catch_up(self) -> int:
+        """Retry deferred bookkeeping, oldest first, stopping at the first step
+        the store still refuses; returns how many entries are left. Entries
+        stay listed until written (one catch-up at a time)."""
+        if self._catching_up:
+            return len(self.followups)
+        self._catching_up = True
+        try:
+            while self.followups:
+                what, steps = self.followups[0]  # only this loop removes entries
+                for i, step in enumerate(steps):
+                    try:
+                        await step()
+                    except StoreUnavailable:
+                        self.followups[0] = (what, steps[i:])
+                        return len(self.followups)
+                self.followups.pop(0)
+            return 0
+        finally:
+            self._catching_up = False
 
     async def enqueue(
         self,
@@ -323,6 +375,7 @@ class SettlementQueue:
         amount: int = 0,
         inline: bool = False,
         known_key: str = "",
+        credit: tuple[str, str, str, str] | None = None,
     ) -> PendingSettlement:
         """Write the pending record; await this before releasing a response.
 
@@ -330,7 +383,10 @@ class SettlementQueue:
         (:mod:`gateway.payments.debt`); a successful settlement lowers them
         again and sets ``known_key`` (the payer has paid). ``inline``:
         the caller attempts it at once, so workers leave it alone for a
-        lease (they then take it as an orphan whose call may have happened)."""
+        lease (they then take it as an orphan whose call may have happened).
+        ``credit`` (a credits top-up): ``amount`` is credited to that account
+        (idempotent ref) when the payment settles, whoever concludes it, and
+        the new key (when one was issued) stored."""
         seq = await self._store.incr(self._key(_Q, "head"), 1, _SEQ_WINDOW)
         item = PendingSettlement(
             seq,
@@ -345,6 +401,7 @@ class SettlementQueue:
             debt_keys=list(debt_keys),
             amount=amount,
             known_key=known_key,
+            credit=list(credit or ()),
         )
         await self._store.set(self._key(_Q, f"item:{seq}"), item.dumps())
         return item
@@ -352,15 +409,28 @@ class SettlementQueue:
     async def settle_now(self, item: PendingSettlement, now: float) -> tuple[str, SettleResult | None]:
         """Inline attempt (the SDK's flow: one immediate retry on
         ``settlement_pending``). Whatever happens, the record stays until an
-        outcome is final, so a worker finishes what this leaves."""
-        outcome, result = await self.attempt(item, now)
+        outcome is final, so a worker finishes what this leaves. Never raises
+        StoreUnavailable: the record is durable and this request alone holds
+        its nonce (workers keep off it for a lease), so a lease the store
+        cannot grant is taken as granted."""
+        outcome, result = await self.attempt(item, now, inline=True)
         if outcome == "pending":
-            outcome, result = await self.attempt(item, now)
+            again, answer = await self.attempt(item, now, inline=True)
+            if again != "busy":
+                outcome, result = again, answer
         return outcome, result
 
-    async def attempt(self, item: PendingSettlement, now: float) -> tuple[str, SettleResult | None]:
+    async def attempt(
+        self, item: PendingSettlement, now: float, *, inline: bool = False
+    ) -> tuple[str, SettleResult | None]:
         """One leased settle attempt for ``item`` (updated in place)."""
-        if not await self._store.claim(self._key(_Q, f"lease:{item.id}:{item.attempts}"), self.lease, 1):
+        try:
+            won = await self._store.claim(self._key(_Q, f"lease:{item.id}:{item.attempts}"), self.lease, 1)
+        except StoreUnavailable:
+            if not inline:
+                raise
+            won = True
+        if not won:
             return "busy", None
         maybe_sent = item.maybe_sent(now, self.lease)
         try:
@@ -387,9 +457,8 @@ class SettlementQueue:
                 item.last_error = exc.reason
                 return "retry", None
             return await self._conclude(item, now, result, maybe_sent, reschedule=False)
-        finally:
-            with contextlib.suppress(Exception):  # else it expires after the lease
-                await self._store.delete(lease)
+        finally:  # the next retry may probe at once (deferred if the store is away)
+            await self.run_steps(f"probe #{item.id}", [lambda: self._store.delete(lease)])
 
     async def _conclude(
         self, item: PendingSettlement, now: float, result: SettleResult, maybe_sent: bool, *, reschedule: bool
@@ -401,27 +470,43 @@ class SettlementQueue:
                 True, result.transaction or item.transaction, item.network, result.payer or item.payer
             )
         if result.success:
-            await self._store.set(
-                self._key(_Q, f"done:{item.network}:{item.payer.lower()}:{item.nonce}"),
-                result.transaction.encode(),
-                _RECEIPT_TTL,
-            )
-            await self._store.delete(self._key(_Q, f"item:{item.id}"))
-            if item.amount:
-                for k in filter(None, [item.debt_key, *item.debt_keys]):
-                    await self._store.incr(k, -item.amount, DEBT_WINDOW)
-            if item.known_key:
-                await self._store.set(item.known_key, b"1", DEBT_WINDOW)
+            await self.run_steps(f"settled #{item.id}", self._settled_steps(item, result.transaction))
             return "settled", result
         if result.error_reason == SETTLEMENT_PENDING and result.transaction:
             item.transaction, item.last_error = result.transaction, SETTLEMENT_PENDING
             if reschedule:
                 return await self._reschedule(item, now, "pending"), result
-            await self._store.set(self._key(_Q, f"item:{item.id}"), item.dumps())
+            await self.run_steps(f"pending #{item.id}", [self._save(item)])
             return "pending", result
         item.last_error = result.error_reason or "settle_failed"
         await self._bury(item)
         return "failed", result
+
+    def _settled_steps(self, item: PendingSettlement, tx: str) -> list[Step]:
+        """Receipt and top-up credit first, then the record goes (it is the
+        crash backstop until they are written), then the debt counters and
+        the known mark."""
+        store = self._store
+        done = self._key(_Q, f"done:{item.network}:{item.payer.lower()}:{item.nonce}")
+        steps: list[Step] = [lambda: store.set(done, tx.encode(), _RECEIPT_TTL)]
+        if len(item.credit) == 4 and item.amount > 0:
+            account, ref, key_id, key_hash = item.credit
+            if key_id:
+                steps.append(lambda: store.set(key("apikey", key_id), bytes.fromhex(key_hash)))
+            steps.append(lambda: store.credit_ledger(account, item.amount, "topup", ref, item.created))
+        steps.append(lambda: store.delete(self._key(_Q, f"item:{item.id}")))
+        if item.amount:
+            steps.extend(self._lower(k, item.amount) for k in filter(None, [item.debt_key, *item.debt_keys]))
+        if item.known_key:
+            steps.append(lambda: store.set(item.known_key, b"1", DEBT_WINDOW))
+        return steps
+
+    def _lower(self, counter: str, amount: int) -> Step:
+        return lambda: self._store.incr(counter, -amount, DEBT_WINDOW)
+
+    def _save(self, item: PendingSettlement) -> Step:
+        raw = item.dumps()  # the state now, not at a later retry
+        return lambda: self._store.set(self._key(_Q, f"item:{item.id}"), raw)
 
     async def _reschedule(self, item: PendingSettlement, now: float, outcome: str) -> str:
         item.attempts += 1
@@ -434,12 +519,14 @@ class SettlementQueue:
             else min(self.backoff_max, self.backoff * 2 ** (item.attempts - 1))
         )
         item.next_at = now + delay
-        await self._store.set(self._key(_Q, f"item:{item.id}"), item.dumps())
+        await self.run_steps(f"{outcome} #{item.id}", [self._save(item)])
         return outcome
 
     async def _bury(self, item: PendingSettlement) -> None:
-        await self._store.set(self._key(_Q, f"dead:{item.id}"), item.dumps())
-        await self._store.delete(self._key(_Q, f"item:{item.id}"))
+        raw = item.dumps()
+        dead, live = self._key(_Q, f"dead:{item.id}"), self._key(_Q, f"item:{item.id}")
+        store = self._store
+        await self.run_steps(f"failed #{item.id}", [lambda: store.set(dead, raw), lambda: store.delete(live)])
 
     async def receipt(self, network: str, payer: str, nonce: str) -> str | None:
         """The tx hash of a settled payment, kept for a week."""
@@ -457,10 +544,9 @@ class SettlementQueue:
     async def hold(self, item: PendingSettlement) -> None:
         """Remember that ``item``'s payer was told to come back with the same
         payment (settle-before, no answer from the facilitator)."""
-        value = json.dumps({"id": item.id, "digest": payment_digest(item.payload)})
-        await self._store.set(
-            self._held_key(item.network, item.payer, item.nonce), value.encode(), _RECEIPT_TTL
-        )
+        value = json.dumps({"id": item.id, "digest": payment_digest(item.payload)}).encode()
+        held = self._held_key(item.network, item.payer, item.nonce)
+        await self.run_steps(f"hold #{item.id}", [lambda: self._store.set(held, value, _RECEIPT_TTL)])
 
     async def held(self, network: str, payer: str, nonce: str, payload: Mapping[str, Any]) -> int | None:
         """The record id of a held payment when ``payload`` is that very
@@ -511,7 +597,9 @@ class SettlementQueue:
         return PendingSettlement.loads(raw) if raw is not None else None
 
     async def run_once(self, now: float, limit: int = 100) -> list[tuple[int, str]]:
-        """Attempt every due item (up to ``limit``); return (id, outcome)."""
+        """Deferred bookkeeping first, then attempt every due item (up to
+        ``limit``); return (id, outcome)."""
+        await self.catch_up()
         out: list[tuple[int, str]] = []
         for item in await self.pending():
             if len(out) >= limit:

@@ -29,6 +29,13 @@ sharing the store, one goes on → a durable record in the
 
 The worker (:mod:`gateway.payments.settlement`) retries what is left in the store,
 so a crash or restart loses nothing owed.
+
+Once the facilitator has answered (money moved, or a tx is broadcast) no store
+failure refuses the request: the queue defers the bookkeeping to the worker
+(:class:`SettlementQueue`), the request is served with ``PAYMENT-RESPONSE``. A
+held payment whose ``served`` claim the store cannot take gets 503
+``settlement_pending`` carrying the successful ``PAYMENT-RESPONSE``. A store
+failure before the settle releases the nonce (503 ``store_unavailable``).
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from popgate.gateway.payments.batch import BatchRail, batch_offers, payment_resp
 from popgate.gateway.payments.charges import route_price, with_ways
 from popgate.gateway.payments.debt import debt_keys, is_known, known_key, raise_debt
 from popgate.gateway.payments.facilitator import (
+    DEBT_WINDOW,
     FacilitatorClient,
     FacilitatorError,
     PendingSettlement,
@@ -274,6 +282,9 @@ class X402Rail:
         _, queue = await self._ready()
         try:
             item_id = await queue.held(req.network, payer, nonce, payment.raw)
+            if item_id is None and queue.followups:  # its hold may be among the deferred writes
+                await queue.catch_up()
+                item_id = await queue.held(req.network, payer, nonce, payment.raw)
         except StoreUnavailable as exc:
             self.services.metrics.store_errors.labels("payment").inc()
             raise StoreFailure(str(exc)) from None
@@ -284,15 +295,22 @@ class X402Rail:
             payer, req.network, auth.value, nonce, auth.valid_before, req, payment, "held", spent, item_id
         )
 
-    async def settle_first(self, paid: ExactPayment, now: float) -> SettleResult:
+    async def settle_first(
+        self, paid: ExactPayment, now: float, credit: tuple[str, str, str, str] | None = None
+    ) -> SettleResult:
         """Durable record, then settle inline. Returns the result when
         settled or pending; VerificationError(``settlement_failed``) with
         ``.result`` when rejected; SettlementPending (record kept, payment
         held for a retry of the same payment) when the facilitator gave no
-        answer. A :class:`HeldPayment` resumes its record instead."""
+        answer. A :class:`HeldPayment` resumes its record instead. ``credit``:
+        a credits top-up the record carries (:meth:`SettlementQueue.enqueue`)."""
         if isinstance(paid, HeldPayment):
             return await self._settle_held(paid, now)
-        item = await self._enqueue(paid, now)
+        try:
+            item = await self._enqueue(paid, now, credit=credit)
+        except StoreFailure:
+            await self._release(paid)  # nothing was sent: the same payment may come again
+            raise
         _, queue = await self._ready()
         try:
             outcome, result = await queue.settle_now(item, now)
@@ -341,15 +359,30 @@ class X402Rail:
                 if tx is None:
                     raise VerificationError("nonce_reused", "held payment's records expired")
                 result = SettleResult(True, tx, paid.network, paid.payer)
-            if not await queue.claim_served(paid.network, paid.payer, paid.nonce):
-                raise VerificationError("nonce_reused", "held payment already served")
-            return result
         except StoreUnavailable as exc:
             self.services.metrics.store_errors.labels("payment").inc()
             raise StoreFailure(str(exc)) from None
+        try:
+            won = await queue.claim_served(paid.network, paid.payer, paid.nonce)
+        except StoreUnavailable as exc:
+            # Settled, but whether another copy was served is unknown: refuse
+            # this copy with the receipt; the same payment is served once the
+            # store answers (the served claim is what keeps it to one request).
+            self.services.metrics.store_errors.labels("payment_settled").inc()
+            pending = SettlementPending(f"held #{paid.item_id} settled, served claim: {exc}")
+            header = PAYMENT_RESPONSE if paid.payment.version == 2 else X_PAYMENT_RESPONSE
+            pending.headers = ((header, encode_payment_response(result)),)
+            raise pending from None
+        if not won:
+            raise VerificationError("nonce_reused", "held payment already served")
+        return result
 
     async def _enqueue(
-        self, paid: ExactPayment, now: float, debts: tuple[str, ...] = ()
+        self,
+        paid: ExactPayment,
+        now: float,
+        debts: tuple[str, ...] = (),
+        credit: tuple[str, str, str, str] | None = None,
     ) -> PendingSettlement:
         _, queue = await self._ready()
         try:
@@ -365,19 +398,24 @@ class X402Rail:
                 amount=paid.amount,
                 inline=True,
                 known_key=known_key(paid.network, paid.payer) if debts else "",
+                credit=credit,
             )
         except StoreUnavailable as exc:
             self.services.metrics.store_errors.labels("payment").inc()
             raise StoreFailure(str(exc)) from None
 
-    async def _release(self, paid: ExactPayment) -> None:
-        """Un-reserve a payment we refused after reserving it (never settled)."""
+    async def _release(self, paid: ExactPayment, debts: tuple[str, ...] = ()) -> None:
+        """Un-reserve a payment we refused after reserving it (never settled),
+        and lower the ``debts`` counters raised for it."""
         from_ = bytes.fromhex(paid.payer[2:])
         nonce = bytes.fromhex(paid.nonce[2:])
+        store = self.services.store
         try:
-            await self.services.store.delete(nonce_key(paid.network, from_, nonce))
+            for k in debts:
+                await store.incr(k, -paid.amount, DEBT_WINDOW)
+            await store.delete(nonce_key(paid.network, from_, nonce))
         except StoreUnavailable:
-            pass  # the reservation expires at validBefore anyway
+            pass  # the reservation expires at validBefore anyway, the debt with its window
 
     async def pay(self, ctx: Context, charge: Charge, payment: PaymentPayload) -> Decision | None:
         """Settle ``charge`` with ``payment``; None when paid (allowed)."""
@@ -531,7 +569,11 @@ class X402Rail:
             self.services.metrics.payments.labels("x402", exc.reason).inc()
             log.info("x402 new payer refused by the facilitator: %s", exc.reason)
             return exc.reason
-        item = await self._enqueue(paid, ctx.now, keys)
+        try:
+            item = await self._enqueue(paid, ctx.now, keys)
+        except StoreFailure:
+            await self._release(paid, keys)  # nothing was sent to the facilitator
+            raise
         task = asyncio.get_running_loop().create_task(self._settle_background(item))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -93,6 +93,7 @@ def error_response(request: web.BaseRequest, exc: GatewayError) -> web.Response:
         headers["Connection"] = "close"
     if isinstance(exc, MethodNotAllowed):
         headers["Allow"] = exc.allow
+    headers.update(exc.headers)
     return problem(request, exc.status, exc.reason, exc.title, exc.public or "", headers=headers)
 
 

@@ -13,7 +13,8 @@ a settled nonce is spent, and high-s signatures are refused as USDC does.
 Fault switches on :class:`FacilitatorState`: ``latency`` (seconds before
 answering), ``verify_mode`` / ``settle_mode`` (``ok``, ``http500``,
 ``reject400`` for verify, ``fail``/``pending``/``hang`` for settle), and
-``funded`` (payers with a balance; others get ``insufficient_balance``, as a
+``on_settled`` (a callback run once the money moved, before the answer: a
+test breaks the store there), ``funded`` (payers with a balance; others get ``insufficient_balance``, as a
 fresh key would on chain), ``pending_rounds`` (how many settle calls for one payment, the broadcasting
 one included, are answered ``settlement_pending`` before the receipt is
 "seen"; later calls with the same payload reconcile to that one tx).
@@ -66,6 +67,9 @@ class FacilitatorState:
     chain: ChannelChain = field(default_factory=ChannelChain)  # batch-settlement channels
     no_permit2_allowance: set[str] = field(default_factory=set)  # lower-case payers (upto)
     answer_delay: float = 0.0  # upto: seconds between carrying out a settle and answering it
+    on_settled: Callable[[], None] | None = (
+        None  # exact: runs after a settle is carried out, before the answer
+    )
 
 
 def eip3009_typed_data(a: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
@@ -298,6 +302,8 @@ def _done(state: FacilitatorState, body: dict[str, Any], tx: str) -> web.Respons
             "signature": body["paymentPayload"]["payload"]["signature"].lower(),
         }
     )
+    if state.on_settled is not None:
+        state.on_settled()
     return _settle(True, tx, req["network"], a["from"])
 
 

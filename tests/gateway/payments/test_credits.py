@@ -45,7 +45,9 @@ async def origin():
         yield f"http://127.0.0.1:{port}", seen
 
 
-async def credits_gateway(factory, upstream: str, tmp_path, fac: str | None = None, more: str = ""):
+async def credits_gateway(
+    factory, upstream: str, tmp_path, fac: str | None = None, more: str = "", store: str = "memory://"
+):
     (tmp_path / "admin").write_text(TOKEN)
     extra = (
         more
@@ -62,7 +64,7 @@ networks = ["eip155:84532"]
 pay_to = "{PAY_TO}"
 facilitator = "{fac}"
 """
-    r = await factory(upstream, extra=extra)
+    r = await factory(upstream, extra=extra, store=store)
     r.gateway.policy.policy = ChargePolicy(10_000)
     return r
 
