@@ -41,13 +41,15 @@ class Domain:
         return domain_separator(self.name, self.version, self.chain_id, self.verifying_contract.lower())
 
 
-def _u256(value: int) -> bytes:
+def uint256_word(value: int) -> bytes:
+    """A uint256 as its 32-byte ABI word; ValueError out of range."""
     if not 0 <= value <= _UINT256_MAX:
         raise ValueError("uint256 out of range")
     return value.to_bytes(32, "big")
 
 
-def _addr(raw: bytes) -> bytes:
+def address_word(raw: bytes) -> bytes:
+    """A 20-byte address as its 32-byte ABI word; ValueError for another length."""
     if len(raw) != 20:
         raise ValueError("address must be 20 bytes")
     return b"\x00" * 12 + raw
@@ -60,8 +62,8 @@ def domain_separator(name: str, version: str, chain_id: int, verifying_contract:
         DOMAIN_TYPEHASH
         + keccak256(name.encode())
         + keccak256(version.encode())
-        + _u256(chain_id)
-        + _addr(parse_address(verifying_contract))
+        + uint256_word(chain_id)
+        + address_word(parse_address(verifying_contract))
     )
 
 
@@ -73,11 +75,11 @@ def transfer_struct_hash(
         raise ValueError("nonce must be 32 bytes")
     return keccak256(
         TRANSFER_TYPEHASH
-        + _addr(from_)
-        + _addr(to)
-        + _u256(value)
-        + _u256(valid_after)
-        + _u256(valid_before)
+        + address_word(from_)
+        + address_word(to)
+        + uint256_word(value)
+        + uint256_word(valid_after)
+        + uint256_word(valid_before)
         + nonce
     )
 

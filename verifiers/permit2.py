@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from popgate.verifiers.eip712 import typed_data_digest
+from popgate.verifiers.eip712 import address_word, typed_data_digest, uint256_word
 from popgate.verifiers.evm import keccak256, parse_address
 
 # Canonical Permit2 (same address on every EVM chain) and the x402 upto proxy
@@ -36,26 +36,16 @@ PERMIT_WITNESS = (
 TOKEN_PERMISSIONS_TYPEHASH = keccak256(TOKEN_PERMISSIONS)
 WITNESS_TYPEHASH = keccak256(UPTO_WITNESS)
 PERMIT_WITNESS_TYPEHASH = keccak256(PERMIT_WITNESS)
-_UINT256_MAX = (1 << 256) - 1
-
-
-def _u256(value: int) -> bytes:
-    if not 0 <= value <= _UINT256_MAX:
-        raise ValueError("uint256 out of range")
-    return value.to_bytes(32, "big")
-
-
-def _addr(raw: bytes) -> bytes:
-    if len(raw) != 20:
-        raise ValueError("address must be 20 bytes")
-    return b"\x00" * 12 + raw
 
 
 @lru_cache(maxsize=64)
 def permit2_separator(chain_id: int) -> bytes:
     """``hashStruct(EIP712Domain)`` of Permit2 on ``chain_id``."""
     return keccak256(
-        DOMAIN_TYPEHASH + keccak256(b"Permit2") + _u256(chain_id) + _addr(parse_address(PERMIT2_ADDRESS))
+        DOMAIN_TYPEHASH
+        + keccak256(b"Permit2")
+        + uint256_word(chain_id)
+        + address_word(parse_address(PERMIT2_ADDRESS))
     )
 
 
@@ -72,9 +62,16 @@ def upto_digest(
     valid_after: int,
 ) -> bytes:
     """The 32-byte digest an upto payer signs; raises ValueError on bad input."""
-    permitted = keccak256(TOKEN_PERMISSIONS_TYPEHASH + _addr(token) + _u256(amount))
-    witness = keccak256(WITNESS_TYPEHASH + _addr(to) + _addr(facilitator) + _u256(valid_after))
+    permitted = keccak256(TOKEN_PERMISSIONS_TYPEHASH + address_word(token) + uint256_word(amount))
+    witness = keccak256(
+        WITNESS_TYPEHASH + address_word(to) + address_word(facilitator) + uint256_word(valid_after)
+    )
     struct = keccak256(
-        PERMIT_WITNESS_TYPEHASH + permitted + _addr(spender) + _u256(nonce) + _u256(deadline) + witness
+        PERMIT_WITNESS_TYPEHASH
+        + permitted
+        + address_word(spender)
+        + uint256_word(nonce)
+        + uint256_word(deadline)
+        + witness
     )
     return typed_data_digest(permit2_separator(chain_id), struct)

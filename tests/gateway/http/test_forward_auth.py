@@ -18,23 +18,12 @@ from popgate.gateway.errors import BadRequest, Forbidden
 from popgate.gateway.http.forward_auth import AUTH_PATH, auth_call, original_request
 from popgate.gateway.ops.config import ConfigError, load_config
 from tests.conftest import admin_url, session_token, url_of
+from tests.gateway.http.lean import forwarded
 from tests.gateway.schemes.puzzle_support import puzzle_extra, way
 from tests.support.servers import free_port
 
 TRUST_LOOPBACK = 'trusted_proxies = ["127.0.0.1/32"]'
 AUTH = AUTH_PATH
-
-
-def forwarded(uri: str = "/api/x?q=1", method: str = "GET", **extra: str) -> dict[str, str]:
-    """The headers Traefik's forwardAuth and Caddy's forward_auth send (and the nginx config sets)."""
-    return {
-        "X-Forwarded-Method": method,
-        "X-Forwarded-Proto": "https",
-        "X-Forwarded-Host": "api.example",
-        "X-Forwarded-Uri": uri,
-        "X-Forwarded-For": "203.0.113.7",
-        **extra,
-    }
 
 
 async def test_untrusted_caller_is_refused_with_problem_json(upstream, gateway_factory, http):
