@@ -11,7 +11,8 @@ from popgate.gateway.http.forward_auth import AUTH_PATH, plain_answer
 from popgate.gateway.http.verdicts import SEAL_TTL, Sealer
 from popgate.gateway.ops.config import ConfigError, load_config
 from tests.conftest import session_token, url_of
-from tests.gateway.http.test_forward_auth import TRUST_LOOPBACK, forwarded
+from tests.gateway.http.lean import forwarded
+from tests.gateway.http.test_forward_auth import TRUST_LOOPBACK
 from tests.gateway.schemes.puzzle_support import POLICY, puzzle_extra
 from tests.support.servers import write_config
 
