@@ -24,12 +24,14 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from coincurve import PrivateKey
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from popgate.gateway.payments.claim_signer import ClaimSigner  # noqa: E402
 from tests.support.servers import free_port, wait_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -120,6 +122,11 @@ def write_keys(keys: Path) -> dict[str, str]:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     out["pp_token_key"] = base64.urlsafe_b64encode(spki).decode()
+    # the receiver authorizer that signs claim batches (VoucherAgent's channels name its address)
+    authorizer = PrivateKey().secret.hex()
+    (keys / "receiver-authorizer.key").write_text(authorizer)
+    (keys / "receiver-authorizer.key").chmod(0o600)
+    out["receiver_authorizer"] = ClaimSigner(authorizer.encode()).address
     return out
 
 
@@ -223,6 +230,7 @@ def start_stack(
             keys=out / "keys",
             policy=HERE / "flood-policy.toml",
             pp_token_key=secrets["pp_token_key"],
+            receiver_authorizer=secrets["receiver_authorizer"],
             delegation_quota=DELEGATION_QUOTA,
             facilitator=f"http://127.0.0.1:{fac}",
         )

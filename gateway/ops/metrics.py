@@ -35,6 +35,11 @@ class Metrics:
         # a plain count on the hot path (one event loop per process), read at scrape time
         self.in_flight = 0
         self.inflight.set_function(lambda: self.in_flight)
+        self.deferred_writes = Gauge(
+            "popgate_settlement_deferred_writes",
+            "Bookkeeping after a settled payment that the store refused, waiting to be retried",
+            registry=r,
+        )
         self.upstream_errors = Counter(
             "popgate_upstream_errors_total", "Upstream failures", ["kind"], registry=r
         )

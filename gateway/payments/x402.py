@@ -155,7 +155,9 @@ class X402Rail:
             code = CodeLookup(session, dict(self.settings.rpc)) if self.settings.rpc else None
             self._verifier = ExactVerifier(code_lookup=code, facilitator=fac)
             self._fac = fac
-            self._queue = SettlementQueue(self.services.store, fac, backoff=self.settings.retry_backoff)
+            queue = SettlementQueue(self.services.store, fac, backoff=self.settings.retry_backoff)
+            self._queue = queue
+            self.services.metrics.deferred_writes.set_function(lambda: len(queue.followups))
             if self.settings.batch is not None:
                 self._batch = BatchRail(self.settings, self.services.store, fac)
         return self._verifier, self._queue

@@ -97,9 +97,12 @@ async def test_settled_then_store_locked_is_served_and_booked_later(gateway_fact
             assert (
                 sample(gw.gateway.metrics.registry, "popgate_store_errors_total", {"action": "payment"}) == 0
             )
+            deferred = sample(gw.gateway.metrics.registry, "popgate_settlement_deferred_writes", {})
+            assert deferred == len(queue.followups) > 0
 
             locker.unlock()
             await drained(queue)
+            assert sample(gw.gateway.metrics.registry, "popgate_settlement_deferred_writes", {}) == 0
             payer, nonce = payer_and_nonce(header)
             assert await queue.receipt("eip155:84532", payer, nonce) == settle.transaction
             assert await queue.pending() == []
