@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from typing import Any
 
 from tests.support.batch import Payer, header, offer
+from tests.support.verify_cli import run_verify
 
 P = "invalid_batch_settlement_evm_"
 
 
 def run_cli(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "popgate.gateway.cli.main", "verify", "x402-batch"],
-        input="".join(json.dumps(c) + "\n" for c in cases) + "not json\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    out = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert out[-1] == {"valid": False, "reason": "malformed"}
-    return out[:-1]
+    return run_verify("x402-batch", cases)
 
 
 def test_cli_sequence() -> None:
