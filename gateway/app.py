@@ -33,7 +33,7 @@ from popgate.gateway.ops.logs import AccessLog
 from popgate.gateway.ops.metrics import Metrics
 from popgate.gateway.pipeline import stages
 from popgate.gateway.pipeline.context import Context, Pipeline, Stage
-from popgate.gateway.pipeline.decisions import Allow, Decision, WayOut
+from popgate.gateway.pipeline.decisions import Allow, Challenge, Decision, WayOut
 from popgate.gateway.pipeline.responses import decision_response, error_response, own_headers, problem
 from popgate.gateway.registry import Extension, Registry, Services
 from popgate.gateway.schemes import EvidenceScheme
@@ -248,6 +248,10 @@ class Gateway:
             verdict = await self.enforce(ctx) or verdict
             ctx.decision = verdict
         if not isinstance(verdict, Allow):
+            if isinstance(verdict, Challenge) and verdict.rendered is not None and not ctx.response_headers:
+                reused = auth.reused(verdict.rendered, verdict.kind)
+                if reused is not None:
+                    return reused, verdict.kind
             return self._refuse(ctx, verdict), verdict.kind
         reuse = reuse_seconds(ctx, self.cache_ttl, self.registry.target_decides)
         return auth.allow(ctx, reuse), verdict.kind

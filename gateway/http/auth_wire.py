@@ -81,11 +81,17 @@ def encode(response: web.StreamResponse, keep_alive: bool, date: str, head: bool
         body = b""
     elif not isinstance(body, bytes):
         raise ValueError("a non-bytes body")
-    headers = response.headers
-    lines = [f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() not in _SKIP]
-    block = "".join(lines)
-    if block.count("\n") != len(lines) or block.count("\r") != len(lines):
+    headers = h = response.headers
+    if "Content-Length" in h or "Connection" in h or "Date" in h or "Transfer-Encoding" in h:  # written below
+        items = [(k, v) for k, v in headers.items() if k.lower() not in _SKIP]
+    else:
+        items = list(headers.items())
+    block = "\r\n".join(map(": ".join, items))
+    breaks = max(len(items) - 1, 0)  # the joins': a CR or LF in a name or value adds to them
+    if block.count("\n") != breaks or block.count("\r") != breaks:
         raise ValueError("CR or LF in a header")
+    if block:
+        block += "\r\n"
     extra = f"Content-Type: {response.content_type}\r\n" if body and "Content-Type" not in headers else ""
     text = (
         f"HTTP/1.1 {response.status} {response.reason}\r\n{block}{extra}Date: {date}\r\n"

@@ -23,6 +23,7 @@ effect: nginx's ``error_page 403`` sends the request through popgate inline.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ from popgate.gateway.errors import BadRequest, Forbidden
 from popgate.gateway.http.headers import HOP_BY_HOP, IPAddress, Network, is_trusted, parse_ip
 from popgate.gateway.http.verdicts import MAX_SEALED, Sealer
 from popgate.gateway.pipeline.context import Context
+from popgate.gateway.pipeline.decisions import Rendered
 from popgate.gateway.pipeline.responses import problem
 
 AUTH_PATH = "/.well-known/popgate/auth"
@@ -85,7 +87,9 @@ class AuthCall:
         carrying the sealed answer for the render call (see :mod:`gateway.http.verdicts`)."""
         if self.style != "subrequest" or 200 <= response.status < 300 or decision == "inline":
             return response
-        headers = {"Cache-Control": "no-store", "X-Accel-Expires": "0", DECISION_HEADER: decision or "error"}
+        if isinstance(response, ForProxy):
+            return response
+        headers = _refusal_headers(decision)
         if isinstance(response, web.Response):
             plain = plain_answer(response)
             if plain is not None:
@@ -93,6 +97,13 @@ class AuthCall:
             else:
                 headers[VERDICT_HEADER] = sealer.seal(response, now)
         return web.Response(status=401, headers=headers)
+
+    def reused(self, rendered: Rendered, decision: str) -> web.Response | None:
+        """The subrequest's 401 for a 402 reused within its window (a flood's: see
+        gateway/pipeline/challenge_cache.py), its headers worked out once; None when
+        nginx cannot answer it itself (it goes sealed) or the call is not a subrequest."""
+        headers = _reused_headers(rendered, decision) if self.style == "subrequest" else None
+        return None if headers is None else ForProxy(status=401, headers=headers)
 
     @staticmethod
     def hand_off() -> web.Response:
@@ -120,6 +131,21 @@ class AuthCall:
             "The verdict for this request could not be rendered; retry the request.",
             headers={"Retry-After": "1"},
         )
+
+
+class ForProxy(web.Response):
+    """An answer already in the shape the proxy's call takes (:meth:`AuthCall.finish` leaves it)."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _reused_headers(rendered: Rendered, decision: str) -> dict[str, str] | None:
+    """The 401's headers for a reused 402 (a pure function of its bytes: remembered)."""
+    plain = plain_answer(web.Response(status=402, body=rendered.body, headers=rendered.headers))
+    return None if plain is None else _refusal_headers(decision) | plain
+
+
+def _refusal_headers(decision: str) -> dict[str, str]:
+    return {"Cache-Control": "no-store", "X-Accel-Expires": "0", DECISION_HEADER: decision or "error"}
 
 
 def plain_answer(response: web.Response) -> dict[str, str] | None:

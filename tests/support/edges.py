@@ -61,7 +61,7 @@ def nginx(
             ("server 127.0.0.1:8000;", f"server 127.0.0.1:{origin};"),
             ("listen 80;", f"listen 127.0.0.1:{listen};"),
             ("/var/cache/nginx/popgate", str(tmp / "nginx" / "verdicts")),
-            *((("proxy_cache popgate_verdicts;", "proxy_cache off;"),) if not cache else ()),
+            *((("proxy_cache $popgate_verdict_cache;", "proxy_cache off;"),) if not cache else ()),
         ),
     )
     d = tmp / "nginx"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import socket
 import time
 from pathlib import Path
@@ -223,6 +224,35 @@ async def test_refusal_while_a_call_is_in_flight_comes_after_its_answer(gw):
     first, second = [await conn.answer() for _ in range(2)]
     assert (first.status, first.headers.get("pop-class")) == (200, "human")
     assert (second.status, second.json()["reason"]) == (431, "headers_too_large")
+    assert await conn.eof()
+
+
+async def test_a_call_that_waits_keeps_its_place_and_its_context(gw):
+    """Calls are answered at once when nothing makes them wait; one that waits (held 0.2 s in
+    an enforcer that sets a context variable first) goes on in a task in the same context, and
+    the calls pipelined behind it, answered at once or not, come after it, in order."""
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("seen")
+    seen: list[tuple[str, str]] = []
+
+    async def slow(ctx: Any) -> None:
+        mine = ctx.request.headers.get("X-Mark", "")
+        var.set(mine)
+        await asyncio.sleep(0.2)
+        seen.append((mine, var.get()))
+
+    gw.gateway.enforce.enforcers.append(slow)  # type: ignore[attr-defined]
+    session = f"PoP {human_session(gw)}"
+    calls = [
+        call_bytes(forwarded(Authorization=session, **{"X-Mark": "a"})),
+        call_bytes(forwarded("/v1/x")),
+        call_bytes(forwarded(Authorization=session, **{"X-Mark": "b"})),
+        call_bytes(forwarded("/v1/x"), close=True),
+    ]
+    conn = await Conn.open(lean_port(gw))
+    await conn.send(b"".join(calls))
+    answers = [await conn.answer() for _ in calls]
+    assert [a.status for a in answers] == [200, 402, 200, 402]
+    assert seen == [("a", "a"), ("b", "b")]
     assert await conn.eof()
 
 

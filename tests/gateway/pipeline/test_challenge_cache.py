@@ -3,6 +3,8 @@ loopback; the shared puzzle is still spent once."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -108,3 +110,35 @@ async def test_a_quiet_network_gets_a_puzzle_of_its_own_per_402(upstream, gatewa
         post = {"solution": client.solve_puzzle(pz).headers["PoP-Puzzle"], "return_to": "/api/x"}
         async with http.post(url_of(gw, pz["submit"]), json=post, headers=UA) as r:
             assert r.status == 200
+
+
+async def test_nginx_subrequest_gets_the_reused_402_whole(upstream, gateway_factory, http, tmp_path):
+    """A flood's reused 402 through nginx's auth subrequest: every 401 carries exactly the
+    402 inline mode sends in that window (status, body, headers nginx returns), the first
+    and the ones after it (whose headers are worked out once)."""
+    extra = puzzle_extra(tmp_path, extra="[overload]\nchallenge_window = 30\nchallenge_min_rate = 0\n")
+    gw = await gateway_factory(upstream, extra=extra, server_extra=TRUSTED)
+    body, www, _ = await _402(http, url_of(gw, "/api/a"), xff("198.51.100.7"))
+    async with http.get(url_of(gw, "/api/a"), headers=xff("198.51.100.7")) as r:
+        inline = {k.lower(): v for k, v in r.headers.items() if k.lower() in NGINX_RETURNS}
+    call = {
+        **UA,
+        "X-Popgate-Auth": "subrequest",
+        "X-Forwarded-Method": "GET",
+        "X-Forwarded-Uri": "/api/a",
+        "X-Forwarded-Host": urlsplit(url_of(gw, "/")).netloc,
+        "X-Forwarded-Proto": "http",
+        "X-Forwarded-For": "198.51.100.7",
+    }
+    for _ in range(3):
+        async with http.get(url_of(gw, "/.well-known/popgate/auth"), headers=call) as r:
+            assert (r.status, r.headers["X-Popgate-Decision"]) == (401, "challenge")
+            assert (r.headers["X-Popgate-Status"], r.headers["X-Popgate-Body"].encode()) == ("402", body)
+            prefix = len("X-Popgate-R-")
+            returned = {k[prefix:].lower(): v for k, v in r.headers.items() if k.startswith("X-Popgate-R-")}
+            assert returned == inline and returned["www-authenticate"] == www
+
+
+NGINX_RETURNS = frozenset(
+    {"www-authenticate", "payment-required", "retry-after", "cache-control", "crawler-price"}
+)
