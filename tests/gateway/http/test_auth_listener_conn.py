@@ -228,9 +228,9 @@ async def test_refusal_while_a_call_is_in_flight_comes_after_its_answer(gw):
 
 
 async def test_a_call_that_waits_keeps_its_place_and_its_context(gw):
-    """Calls are answered at once when nothing makes them wait; one that waits (held 0.2 s in
-    an enforcer that sets a context variable first) goes on in a task in the same context, and
-    the calls pipelined behind it, answered at once or not, come after it, in order."""
+    """A call that waits (held 0.2 s in an enforcer that sets a context variable first) sees its
+    own value when it goes on, and the calls pipelined behind it (refusals that need no wait,
+    another held call) are answered after it, in order."""
     var: contextvars.ContextVar[str] = contextvars.ContextVar("seen")
     seen: list[tuple[str, str]] = []
 
