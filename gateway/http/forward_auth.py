@@ -74,11 +74,10 @@ class AuthCall:
         """200 with the identity headers the proxy copies onto the upstream request,
         and whether the edge may reuse it (``X-Accel-Expires``, seconds; 0: never)."""
         cache = f"private, max-age={reuse}" if reuse else "no-store"
-        headers = {"Cache-Control": cache, "X-Accel-Expires": str(reuse), DECISION_HEADER: "allow"}
-        response = web.Response(status=200, headers=headers)
-        response.headers.extend(ctx.origin_headers())
-        response.headers.extend(ctx.response_headers)
-        return response
+        headers = [("Cache-Control", cache), ("X-Accel-Expires", str(reuse)), (DECISION_HEADER, "allow")]
+        headers += ctx.origin_headers()
+        headers += ctx.response_headers
+        return web.Response(status=200, headers=headers)
 
     def finish(
         self, response: web.StreamResponse, decision: str, sealer: Sealer, now: float

@@ -14,6 +14,9 @@ cache off, each asking a different auth server:
 - ``popgate (auth listener)``: the same popgate on its forward-auth listener
   (``[server] auth_listen``, gateway/http/auth_listener.py).
 
+And nginx answering its own auth call (``return 200`` in the auth location, asking nobody):
+the least ``auth_request`` costs, the best a verdict-cache hit can do.
+
 And the floor of a refusal: an anonymous client answered 402 through the edge by the Python stub
 replaying popgate's own auth answer for it (the 401 carrying the 402, captured once from popgate),
 beside popgate inline answering the same 402 itself: what the nginx pattern costs before popgate
@@ -79,6 +82,7 @@ uvloop.run(main(int(sys.argv[1])))
 
 REFUSAL_FLOOR = "402: edge + python stub replaying popgate's answer"
 INLINE402 = "402: popgate inline"
+SELF_AUTH = "edge answering its own auth call"  # auth_request's floor: what a verdict-cache hit costs at best
 
 
 def refusal(port: int) -> bytes:
@@ -157,6 +161,10 @@ def section(seconds: int, rounds: int, conns: int) -> list[str]:
                     nginx_edge(tmp / name.replace(" ", "_"), port, auth, up, cache=False, auth=auth)
                 )
                 cases.append((name, port, tree(edge.pid), tree(proc.pid), headers))
+            port = free_port()
+            (tmp / "self").mkdir()
+            edge = stack.enter_context(nginx_edge(tmp / "self", port, auth_port, up, floor=True))
+            cases.append((SELF_AUTH, port, tree(edge.pid), [], session))
             cases.append((INLINE402, inline_port, [], tree(procs[6].pid), {}))
             runs: dict[str, list[tuple[float, float]]] = {c[0]: [] for c in cases}
             for _ in range(rounds):
@@ -194,8 +202,10 @@ def report(runs: dict[str, list[tuple[float, float]]], seconds: int, rounds: int
         "(uvloop + httptools, keep-alive, fixed 200: `python stub`), or popgate (on its aiohttp port, "
         "and on its forward-auth listener). The last two rows are an anonymous client's 402: through "
         "the edge with the Python stub replaying popgate's own auth answer for it (no decision at all), "
-        "and popgate inline deciding it. CPU µs per request over the edge nginx and the auth server, "
-        "median [min–max] over the rounds.",
+        "and popgate inline deciding it. `edge answering its own auth call`: the shipped config with "
+        "its auth location answering 200 itself (`return 200`, asking nobody): the least an "
+        "`auth_request` costs nginx, so the best a verdict-cache hit can do. CPU µs per request over "
+        "the edge nginx and the auth server, median [min–max] over the rounds.",
         "",
         "| case (cache off) | CPU µs/req, total | auth server's share | × nginx proxy_pass per core |",
         "|---|---|---|---|",

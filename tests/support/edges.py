@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from popgate.gateway.http.forward_auth import AUTH_PATH
 from popgate.gateway.http.server import Running
 from popgate.gateway.ops.config import load_config
 from tests.gateway.schemes.puzzle_support import puzzle_extra
@@ -48,11 +49,19 @@ def _run(cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iterat
 
 @contextlib.contextmanager
 def nginx(
-    tmp: Path, listen: int, popgate: int, origin: int, *, cache: bool = True, auth: int | None = None
+    tmp: Path,
+    listen: int,
+    popgate: int,
+    origin: int,
+    *,
+    cache: bool = True,
+    auth: int | None = None,
+    floor: bool = False,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Real nginx running the shipped config, its addresses pointed at the test's ports
     (``cache=False``: the verdict cache turned off; ``auth``: popgate's auth listener,
-    by default its main port, which answers auth calls too)."""
+    by default its main port, which answers auth calls too; ``floor``: the auth location
+    answers 200 itself, asking nobody: what ``auth_request`` costs nginx at the least)."""
     conf = _pointed(
         NGINX_CONF.read_text(),
         (
@@ -62,6 +71,7 @@ def nginx(
             ("listen 80;", f"listen 127.0.0.1:{listen};"),
             ("/var/cache/nginx/popgate", str(tmp / "nginx" / "verdicts")),
             *((("proxy_cache $popgate_verdict_cache;", "proxy_cache off;"),) if not cache else ()),
+            *(((f"proxy_pass http://popgate_auth{AUTH_PATH};", "return 200;"),) if floor else ()),
         ),
     )
     d = tmp / "nginx"
