@@ -17,6 +17,8 @@ for a voucher, ``extra.chargedAmount`` and ``extra.channelState`` (with
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
@@ -25,7 +27,7 @@ from typing import Any
 from popgate.gateway.payments.channels import ChannelBook
 from popgate.gateway.payments.claims import ClaimPolicy, ClaimQueue
 from popgate.gateway.payments.facilitator import FacilitatorClient
-from popgate.gateway.payments.voucher_cas import FastVouchers
+from popgate.gateway.payments.voucher_cas import FastVouchers, Tally
 from popgate.gateway.payments.vouchers import Begun, VoucherDesk
 from popgate.gateway.stores.base import StoreUnavailable
 from popgate.gateway.stores.redis import RedisStore
@@ -113,6 +115,25 @@ def payment_response(begun: Begun) -> SettleResult:
     )
 
 
+def payment_response_header(begun: Begun) -> str:
+    """``encode_payment_response(payment_response(begun))``, written straight
+    as JSON text (every voucher's answer carries one): the same bytes."""
+    d, v = begun.decision, begun.view
+    charged = "" if d.kind == "refund" else f',"chargedAmount":"{d.charged_after - d.charged_before}"'
+    text = (
+        f'{{"success":true,"payer":"{d.payer.lower()}","transaction":{_json(begun.transaction)},'
+        f'"network":{_json(d.requirements.network)},"amount":"","extra":{{"channelState":{{'
+        f'"channelId":"{d.channel_id}","balance":"{v.balance}","totalClaimed":"{v.total_claimed}",'
+        f'"withdrawRequestedAt":{v.withdraw_requested_at},"refundNonce":"{v.refund_nonce}",'
+        f'"chargedCumulativeAmount":"{d.charged_after}"}}{charged}}}}}'
+    )
+    return base64.b64encode(text.encode()).decode("ascii")
+
+
+def _json(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)
+
+
 class BatchRail:
     """Batch-settlement payments for the x402 rail, and their claim queue."""
 
@@ -160,10 +181,14 @@ class BatchRail:
             for o in offers
         ]
 
-    async def pay(self, payment: PaymentPayload, offers: list[Requirements], now: float) -> Begun:
-        """Lock, verify and charge; raises VerificationError (nothing charged)."""
+    async def pay(
+        self, payment: PaymentPayload, offers: list[Requirements], now: float, tally: Tally | None = None
+    ) -> Begun:
+        """Lock, verify and charge; raises VerificationError (nothing charged).
+        ``tally``: the payer's fee tally, written with a voucher's charge where
+        the store can (``Begun.tallied``)."""
         if self.fast is not None:  # Redis: one round trip for a plain voucher
-            return await self.fast.charge(payment, offers, now)
+            return await self.fast.charge(payment, offers, now, tally)
         begun = await self.desk.begin(payment, offers, now)
         if not await self.desk.finish(begun, True, now):
             raise VerificationError("invalid_batch_settlement_evm_channel_busy", "lock lost before commit")

@@ -99,10 +99,19 @@ class Meter:
     def __init__(self, services: Services) -> None:
         self.services = services
 
+    def tally(self, rail: str, subject: str) -> tuple[str, int]:
+        """The store key of ``subject``'s fee tally on ``rail``, and its window in
+        ms (for a store write that carries the tally itself: :meth:`count` then)."""
+        return key("spent", f"{subject}|{rail}"), int(SPENT_WINDOW * 1000)
+
+    def count(self, rail: str, route: str, amount: int) -> None:
+        """The fee metric alone (the tally was written with the charge)."""
+        self.services.metrics.fees.labels(rail, route or "default").inc(amount)
+
     async def record(self, rail: str, route: str, subject: str, amount: int, wait: bool = True) -> None:
         """Count a fee; ``wait=False``: the store's tally goes out with the next
         group commit (Redis) instead of costing the request a round trip."""
-        self.services.metrics.fees.labels(rail, route or "default").inc(amount)
+        self.count(rail, route, amount)
         k = key("spent", f"{subject}|{rail}")
         soon = getattr(self.services.store, "incr_soon", None) if not wait else None
         queued = soon(k, amount, SPENT_WINDOW) if soon is not None else None

@@ -49,7 +49,7 @@ from typing import Any
 from aiohttp import web
 
 from popgate.gateway.errors import Answered, GatewayError, StoreFailure
-from popgate.gateway.payments.batch import BatchRail, batch_offers, payment_response
+from popgate.gateway.payments.batch import BatchRail, batch_offers, payment_response_header
 from popgate.gateway.payments.charges import route_price, with_ways
 from popgate.gateway.payments.debt import debt_keys, is_known, known_key, raise_debt
 from popgate.gateway.payments.facilitator import (
@@ -487,7 +487,7 @@ class X402Rail:
         """A batch-settlement voucher/deposit/refund (:mod:`gateway.payments.batch`)."""
         batch = await self.batch()
         try:
-            begun = await batch.pay(payment, offers, ctx.now)
+            begun = await batch.pay(payment, offers, ctx.now, self._tally)
         except StoreUnavailable as exc:
             self.services.metrics.store_errors.labels("payment").inc()
             raise StoreFailure(str(exc)) from None
@@ -503,7 +503,7 @@ class X402Rail:
                 reason="payment_rejected",
                 detail=f"The payment was not accepted: {exc.reason}.",
             )
-        settled = encode_payment_response(payment_response(begun))
+        settled = payment_response_header(begun)
         self.services.metrics.payments.labels("x402-batch", "ok").inc()
         d = begun.decision
         if d.kind == "refund":  # acknowledged here: a refund never reaches the origin
@@ -516,9 +516,16 @@ class X402Rail:
         ctx.charged, ctx.charge = charged, None
         subject = f"x402:{d.payer.lower()}"
         ctx.subject = ctx.subject or subject
-        if charged:
+        if begun.tallied:
+            self.meter.count("x402", charge.route, charged)
+        elif charged:
             await self.meter.record("x402", charge.route, subject, charged, wait=False)
         return None
+
+    def _tally(self, payer: str) -> tuple[str, int]:
+        """A batch payer's fee tally (the key :meth:`Meter.record` writes)."""
+        result: tuple[str, int] = self.meter.tally("x402", f"x402:{payer}")
+        return result
 
     async def pay_upto(
         self, ctx: Context, charge: Charge, payment: PaymentPayload, upto: UptoRail

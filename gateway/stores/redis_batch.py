@@ -18,6 +18,7 @@ cluster errors become :class:`StoreUnavailable` for every caller of the batch.
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any, Protocol
 
 from redis.asyncio.connection import BlockingConnectionPool, ConnectionPool
@@ -119,13 +120,15 @@ class GroupCommit:
                 self._conn = pool.make_connection()
             conn = self._conn
             try:
-                await conn.send_packed_command(_pack(commands), check_health=False)
-                out = []
-                for _ in commands:
-                    try:
-                        out.append(await conn.read_response())
-                    except ResponseError as exc:  # that command's own error: the stream stays in step
-                        out.append(exc)
+                # one deadline for the whole batch (the socket timeout), not a timer per reply
+                async with asyncio.timeout(conn.socket_timeout):
+                    await conn.send_packed_command(_pack(commands), check_health=False)
+                    out = []
+                    for _ in commands:
+                        try:
+                            out.append(await conn.read_response(timeout=math.inf))
+                        except ResponseError as exc:  # that command's own error: the stream stays in step
+                            out.append(exc)
                 if any(isinstance(r, ReadOnlyError) for r in out):
                     # a demoted master: reconnect (with Sentinel, to the new one)
                     await conn.disconnect(nowait=True)
@@ -147,19 +150,32 @@ class GroupCommit:
 def _pack(commands: list[tuple[Any, ...]]) -> bytes:
     """RESP arrays of bulk strings (str, bytes and int arguments only)."""
     parts: list[bytes] = []
+    add = parts.append
     for command in commands:
-        parts.append(b"*%d\r\n" % len(command))
+        add(b"*%d\r\n" % len(command))
         for a in command:
-            if isinstance(a, bytes):
-                b = a
-            elif isinstance(a, str):
+            t = type(a)
+            if t is str:
                 b = a.encode()
-            elif isinstance(a, int) and not isinstance(a, bool):
+            elif t is bytes:
+                b = a
+            elif t is int:
                 b = b"%d" % a
             else:
-                raise TypeError(f"cannot send a {type(a).__name__} to redis")
-            parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
+                b = _arg(a)
+            add(b"$%d\r\n%s\r\n" % (len(b), b))
     return b"".join(parts)
+
+
+def _arg(a: Any) -> bytes:
+    """A str, bytes or int subclass as bytes; TypeError for anything else."""
+    if isinstance(a, bytes):
+        return bytes(a)
+    if isinstance(a, str):
+        return str(a).encode()
+    if isinstance(a, int) and not isinstance(a, bool):
+        return b"%d" % a
+    raise TypeError(f"cannot send a {type(a).__name__} to redis")
 
 
 def _transport(exc: BaseException) -> bool:
