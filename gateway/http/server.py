@@ -19,6 +19,7 @@ connection. Idle keep-alive connections close after
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -286,11 +287,21 @@ async def start(config: Config, *, reuse_port: bool = False, gateway: Gateway | 
     return running
 
 
+def freeze_heap() -> None:
+    """Once a serving process has started: what it built so far lives as long as
+    the process, so it is moved out of the garbage collector's sight; a full
+    collection (set off by requests' short-lived objects) then scans only what
+    requests made, not the whole application (tens of ms per collection)."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(
     config: Config, *, reuse_port: bool = False, on_started: Callable[[Running], None] | None = None
 ) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     running = await start(config, reuse_port=reuse_port)
+    freeze_heap()
     if on_started is not None:
         on_started(running)
     stop = asyncio.Event()

@@ -215,9 +215,27 @@ async def run(gw: Any, tmp: Path, profile: bool) -> None:
         best = min(best, await timed(r, serve))
         if prof is not None:
             prof.disable()
+    if "--cycles" in sys.argv:  # what the voucher path leaves to the garbage collector
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        await timed(paid(vs.round()), serve)
+        gc.collect()
+        gc.set_debug(0)
+        kinds: dict[str, int] = {}
+        for o in gc.garbage:
+            kinds[type(o).__name__] = kinds.get(type(o).__name__, 0) + 1
+        print(f"cycles left by {CHANNELS} vouchers:", sorted(kinds.items(), key=lambda kv: -kv[1])[:25])
+        errors = {str(o)[:80] for o in gc.garbage if isinstance(o, BaseException)}
+        print("exceptions in them:", errors)
+        gc.garbage.clear()
     gc.callbacks.remove(_gc_clock)
     gc_us = GC["spent"] / (ROUNDS * CHANNELS) * 1e6
     assert set(statuses) == {200}, statuses
+
+    async def free_carrier(r: Any) -> None:
+        ctx = Context(r, time.time(), PEER)
+        assert isinstance(await gw.pipeline.run(ctx), Allow)
+        decision_headers(ctx)
 
     async def free(r: Any) -> None:
         ctx = Context(r, time.time(), PEER)
@@ -226,6 +244,8 @@ async def run(gw: Any, tmp: Path, profile: bool) -> None:
 
     holders = [request("/free", {"Authorization": f"PoP {token}"}) for _ in range(CHANNELS)]
     free_best = min([await timed(holders, free) for _ in range(ROUNDS)])
+    carriers = [request("/free", {"PAYMENT-SIGNATURE": r.headers["PAYMENT-SIGNATURE"]}) for r in rounds[0]]
+    carry_best = min([await timed(carriers, free_carrier) for _ in range(ROUNDS)])
 
     # the pieces, alone
     rail = next(e.x402 for e in gw.enforcers if hasattr(e, "x402"))
@@ -263,6 +283,7 @@ async def run(gw: Any, tmp: Path, profile: bool) -> None:
     print(f"  voucher (/paid/x, charged on Redis)   {best:7.1f}")
     print(f"    of which the garbage collector        {gc_us:7.1f}  ({GC['runs']} runs)")
     print(f"  session holder (/free, PoP session)   {free_best:7.1f}")
+    print(f"  voucher header on /free (decoded, not charged) {carry_best:7.1f}")
     print(f"  BatchRail.pay alone (parsed payment; verify + Redis CAS)   {charge_best:6.1f}")
     print(f"  fee tally alone (store.incr_soon, group-committed)        {tally_best:6.1f}")
     print("pieces alone (CPU µs/call):")
