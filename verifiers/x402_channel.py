@@ -135,6 +135,7 @@ class BatchPayload:
         return "0x" + self.voucher.channel_id.hex()
 
 
+@lru_cache(maxsize=64)
 def domain(chain_id: int) -> bytes:
     """The batch-settlement EIP-712 domain separator on ``chain_id``."""
     return domain_separator(DOMAIN_NAME, DOMAIN_VERSION, chain_id, BATCH_SETTLEMENT_ADDRESS.lower())

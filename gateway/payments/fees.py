@@ -94,10 +94,11 @@ class Meter:
     """Fees as metrics (bounded labels: rail, route) and per-subject totals
     in the store (read through the admin API)."""
 
-    __slots__ = ("services",)
+    __slots__ = ("_fees", "services")
 
     def __init__(self, services: Services) -> None:
         self.services = services
+        self._fees: dict[tuple[str, str], Any] = {}  # (rail, route) -> its fee counter
 
     def tally(self, rail: str, subject: str) -> tuple[str, int]:
         """The store key of ``subject``'s fee tally on ``rail``, and its window in
@@ -106,7 +107,12 @@ class Meter:
 
     def count(self, rail: str, route: str, amount: int) -> None:
         """The fee metric alone (the tally was written with the charge)."""
-        self.services.metrics.fees.labels(rail, route or "default").inc(amount)
+        counter = self._fees.get((rail, route))
+        if counter is None:
+            counter = self.services.metrics.fees.labels(rail, route or "default")
+            if len(self._fees) < 1024:  # routes come from the policy: a small set
+                self._fees[(rail, route)] = counter
+        counter.inc(amount)
 
     async def record(self, rail: str, route: str, subject: str, amount: int, wait: bool = True) -> None:
         """Count a fee; ``wait=False``: the store's tally goes out with the next

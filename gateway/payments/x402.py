@@ -134,6 +134,7 @@ class X402Rail:
         self._batch: BatchRail | None = None
         self._fac: FacilitatorClient | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._batch_ok: Any = None  # popgate_payments_total{rail="x402-batch",result="ok"}, once used
         self.upto = UptoRail(settings, services, meter, self._facilitator) if settings.upto else None
         self.worker = SettlementWorker(self.queue, services.clock, settings.settle_interval, services.metrics)
         self.claim_worker = (
@@ -485,7 +486,7 @@ class X402Rail:
         self, ctx: Context, charge: Charge, payment: PaymentPayload, offers: list[Requirements]
     ) -> Decision | None:
         """A batch-settlement voucher/deposit/refund (:mod:`gateway.payments.batch`)."""
-        batch = await self.batch()
+        batch = self._batch or await self.batch()
         try:
             begun = await batch.pay(payment, offers, ctx.now, self._tally)
         except StoreUnavailable as exc:
@@ -504,7 +505,9 @@ class X402Rail:
                 detail=f"The payment was not accepted: {exc.reason}.",
             )
         settled = payment_response_header(begun)
-        self.services.metrics.payments.labels("x402-batch", "ok").inc()
+        if self._batch_ok is None:
+            self._batch_ok = self.services.metrics.payments.labels("x402-batch", "ok")
+        self._batch_ok.inc()
         d = begun.decision
         if d.kind == "refund":  # acknowledged here: a refund never reaches the origin
             body = {"message": "Refund acknowledged", "channelId": d.channel_id}

@@ -45,6 +45,7 @@ class GroupCommit:
         self._queue: list[Call] = []
         self._task: asyncio.Task[None] | None = None
         self._conn: Any = None  # our own connection from the client's pool settings
+        self._deadline: float | None = None  # its socket timeout, for a whole batch
         self.round_trips = 0  # for tests and the benchmark
 
     async def run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
@@ -117,11 +118,14 @@ class GroupCommit:
             out = list(await pipe.execute(raise_on_error=False))
         else:
             if self._conn is None:
-                self._conn = pool.make_connection()
+                conn = pool.make_connection()
+                # one deadline (the socket timeout) for a whole batch, connecting included;
+                # not a timer (and a task, for a write) per write and per reply
+                self._deadline, conn.socket_timeout = conn.socket_timeout, None
+                self._conn = conn
             conn = self._conn
             try:
-                # one deadline for the whole batch (the socket timeout), not a timer per reply
-                async with asyncio.timeout(conn.socket_timeout):
+                async with asyncio.timeout(self._deadline):
                     await conn.send_packed_command(_pack(commands), check_health=False)
                     out = []
                     for _ in commands:
