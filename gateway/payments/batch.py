@@ -27,7 +27,7 @@ from typing import Any
 from popgate.gateway.payments.channels import ChannelBook
 from popgate.gateway.payments.claims import ClaimPolicy, ClaimQueue
 from popgate.gateway.payments.facilitator import FacilitatorClient
-from popgate.gateway.payments.voucher_cas import FastVouchers, Tally
+from popgate.gateway.payments.voucher_cas import FastVouchers
 from popgate.gateway.payments.vouchers import Begun, VoucherDesk
 from popgate.gateway.stores.base import StoreUnavailable
 from popgate.gateway.stores.redis import RedisStore
@@ -181,14 +181,10 @@ class BatchRail:
             for o in offers
         ]
 
-    async def pay(
-        self, payment: PaymentPayload, offers: list[Requirements], now: float, tally: Tally | None = None
-    ) -> Begun:
-        """Lock, verify and charge; raises VerificationError (nothing charged).
-        ``tally``: the payer's fee tally, written with a voucher's charge where
-        the store can (``Begun.tallied``)."""
+    async def pay(self, payment: PaymentPayload, offers: list[Requirements], now: float) -> Begun:
+        """Lock, verify and charge; raises VerificationError (nothing charged)."""
         if self.fast is not None:  # Redis: one round trip for a plain voucher
-            return await self.fast.charge(payment, offers, now, tally)
+            return await self.fast.charge(payment, offers, now)
         begun = await self.desk.begin(payment, offers, now)
         if not await self.desk.finish(begun, True, now):
             raise VerificationError("invalid_batch_settlement_evm_channel_busy", "lock lost before commit")

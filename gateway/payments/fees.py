@@ -100,13 +100,8 @@ class Meter:
         self.services = services
         self._fees: dict[tuple[str, str], Any] = {}  # (rail, route) -> its fee counter
 
-    def tally(self, rail: str, subject: str) -> tuple[str, int]:
-        """The store key of ``subject``'s fee tally on ``rail``, and its window in
-        ms (for a store write that carries the tally itself: :meth:`count` then)."""
-        return key("spent", f"{subject}|{rail}"), int(SPENT_WINDOW * 1000)
-
     def count(self, rail: str, route: str, amount: int) -> None:
-        """The fee metric alone (the tally was written with the charge)."""
+        """The fee metric (its labelled counter looked up once per rail and route)."""
         counter = self._fees.get((rail, route))
         if counter is None:
             counter = self.services.metrics.fees.labels(rail, route or "default")

@@ -26,7 +26,7 @@ mirrors take the locked path.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from popgate.gateway.payments.channels import INDEX, READ_FIELDS, Fields, Reservation, _s
 from popgate.gateway.payments.vouchers import Begun, VoucherDesk, fresh_for, view_of
@@ -43,7 +43,6 @@ _LUA_FIELDS = "{" + ", ".join(f"'{f}'" for f in FIELDS) + "}"
 READ = f"return redis.call('HMGET', KEYS[1], unpack({_LUA_FIELDS}))"
 
 # ARGV: ver, now_ms, charged, smax, sig, since, cfg ('' = already set), net
-# [KEYS[2], ARGV: fee, window_ms]: the payer's fee tally (as the store's INCR), same slot only
 VOUCH = f"""
 local pend = redis.call('HGET', KEYS[1], 'pend')
 local live = pend and tonumber(redis.call('HGET', KEYS[1], 'pexp') or '0') > tonumber(ARGV[2])
@@ -58,19 +57,11 @@ if ARGV[7] ~= '' then
   redis.call('HSETNX', KEYS[1], 'cfg', ARGV[7])
   redis.call('HSETNX', KEYS[1], 'net', ARGV[8])
 end
-if KEYS[2] then
-  local n = redis.call('INCRBY', KEYS[2], ARGV[9])
-  if n == tonumber(ARGV[9]) or redis.call('PTTL', KEYS[2]) < 0 then
-    redis.call('PEXPIRE', KEYS[2], ARGV[10])
-  end
-end
 return {{1, redis.call('HINCRBY', KEYS[1], 'ver', 1)}}
 """
 
 CACHE_MAX = 65536
 ATTEMPTS = 3
-# payer (0x + 40 lower-case hex) -> (store key, window ms) of the payer's fee tally
-Tally = Callable[[str], tuple[str, int]]
 
 
 def _fields(values: list[object]) -> Fields:
@@ -89,12 +80,9 @@ class FastVouchers:
         self._read, self._vouch = _Script(store.client, READ), _Script(store.client, VOUCH)
         self._cache: dict[str, Fields] = {}  # channel id → the record as last seen
 
-    async def charge(
-        self, payment: PaymentPayload, offers: list[Requirements], now: float, tally: Tally | None = None
-    ) -> Begun:
+    async def charge(self, payment: PaymentPayload, offers: list[Requirements], now: float) -> Begun:
         """Verify and charge (``begin`` + ``finish(served)``); raises
-        VerificationError with nothing charged. ``tally``: where the fee is
-        counted, in the same script (not on a Redis Cluster: another slot)."""
+        VerificationError with nothing charged."""
         p = parse_payload(payment.payload)
         if p.kind != "voucher" or p.config.payer_authorizer == ZERO_ADDRESS:
             return await self._locked_path(payment, offers, now, p.channel_id)
@@ -129,20 +117,14 @@ class FastVouchers:
             args = [rec.get("ver", "0"), now_ms, charged, smax, sig, since]
             cfg = json.dumps(p.config.to_json(), sort_keys=True) if first else ""
             args += [cfg, d.requirements.network if first else ""]
-            keys = [k]
-            fee = d.charged_after - d.charged_before
-            if tally is not None and fee and not self.store.cluster:
-                tally_key, window_ms = tally("0x" + p.config.payer.hex())
-                keys.append(tally_key)
-                args += [fee, window_ms]
-            out = await self.store.run_script(self._vouch, keys, args)
+            out = await self.store.run_script(self._vouch, [k], args)
             status = int(out[0])
             if status == 1:
                 done = dict(rec, charged=charged, smax=smax, sig=sig, ver=str(int(out[1])))
                 done.setdefault("since", since)
                 done.setdefault("cfg", "1")  # only whether it is set matters here
                 self._remember(cid, done)
-                return Begun(d, Reservation(cid, "", done), view, False, tallied=len(keys) > 1)
+                return Begun(d, Reservation(cid, "", done), view, False)
             if status == 0:
                 self._cache.pop(cid, None)
                 raise VerificationError(ERR_CHANNEL_BUSY, "another request holds the channel")

@@ -45,7 +45,6 @@ class Begun:
     view: ChainView
     synced: bool  # the view came from the chain just now
     transaction: str = ""  # the facilitator's tx (deposit, refund)
-    tallied: bool = False  # the payer's fee tally was written with the charge
 
 
 def view_of(fields: Mapping[str, str], now: float, fresh_for: float) -> ChainView | None:

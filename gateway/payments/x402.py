@@ -488,7 +488,7 @@ class X402Rail:
         """A batch-settlement voucher/deposit/refund (:mod:`gateway.payments.batch`)."""
         batch = self._batch or await self.batch()
         try:
-            begun = await batch.pay(payment, offers, ctx.now, self._tally)
+            begun = await batch.pay(payment, offers, ctx.now)
         except StoreUnavailable as exc:
             self.services.metrics.store_errors.labels("payment").inc()
             raise StoreFailure(str(exc)) from None
@@ -519,16 +519,9 @@ class X402Rail:
         ctx.charged, ctx.charge = charged, None
         subject = f"x402:{d.payer.lower()}"
         ctx.subject = ctx.subject or subject
-        if begun.tallied:
-            self.meter.count("x402", charge.route, charged)
-        elif charged:
+        if charged:  # the tally goes out with the next group commit
             await self.meter.record("x402", charge.route, subject, charged, wait=False)
         return None
-
-    def _tally(self, payer: str) -> tuple[str, int]:
-        """A batch payer's fee tally (the key :meth:`Meter.record` writes)."""
-        result: tuple[str, int] = self.meter.tally("x402", f"x402:{payer}")
-        return result
 
     async def pay_upto(
         self, ctx: Context, charge: Charge, payment: PaymentPayload, upto: UptoRail

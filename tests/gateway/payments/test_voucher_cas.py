@@ -163,30 +163,3 @@ async def test_garbage_leaves_nothing_in_the_store(redis_url: str) -> None:
         assert await gw.store.client.keys("*chan*") == []
     finally:
         await close([gw])
-
-
-async def test_the_fee_tally_is_written_with_the_charge_and_only_then(redis_url: str) -> None:
-    """With a tally, each accepted voucher adds its fee to the payer's tally
-    key in the same script; a refused voucher (replay, forged) adds nothing."""
-    chain, req, payer = ChannelChain(), offer(PRICE), Payer()
-    (gw,) = gateways(redis_url, chain, 1)
-    seen: list[str] = []
-
-    def tally(who: str) -> tuple[str, int]:
-        seen.append(who)
-        return "test-tally", 60_000
-
-    async def pay(payload: dict[str, Any]) -> Any:
-        return await gw.charge(parse_payment_signature(header(req, payload)), [req], time.time(), tally)
-
-    try:
-        assert not (await pay(payer.sdk_payload(req))).tallied  # a deposit: the locked path
-        for n in range(2, 5):
-            assert (await pay(payer.voucher(req, n * PRICE))).tallied
-        with pytest.raises(VerificationError, match="cumulative_amount_mismatch"):
-            await pay(payer.voucher(req, 4 * PRICE))
-        assert await gw.store.client.get("test-tally") == str(3 * PRICE).encode()
-        assert 0 < await gw.store.client.pttl("test-tally") <= 60_000
-        assert set(seen) == {payer.account.address.lower()}
-    finally:
-        await close([gw])
