@@ -18,7 +18,6 @@ cluster errors become :class:`StoreUnavailable` for every caller of the batch.
 from __future__ import annotations
 
 import asyncio
-import math
 from typing import Any, Protocol
 
 from redis.asyncio.connection import BlockingConnectionPool, ConnectionPool
@@ -130,7 +129,7 @@ class GroupCommit:
                     out = []
                     for _ in commands:
                         try:
-                            out.append(await conn.read_response(timeout=math.inf))
+                            out.append(await conn.read_response())  # no socket timeout: no timer
                         except ResponseError as exc:  # that command's own error: the stream stays in step
                             out.append(exc)
                 if any(isinstance(r, ReadOnlyError) for r in out):
