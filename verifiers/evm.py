@@ -111,8 +111,8 @@ def recover_address(digest: bytes, sig: bytes) -> bytes:
     Raises VerificationError (``bad_signature`` or ``high_s``); never returns
     a value for a signature it could not recover.
     """
-    r, s, v = split_signature(sig)
-    compact = r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([v])
+    _, _, v = split_signature(sig)
+    compact = sig[:64] + bytes((v,))  # r || s as they came (32-byte big-endian each)
     try:
         pub = PublicKey.from_signature_and_message(compact, digest, hasher=None)
     except Exception as exc:  # coincurve raises ValueError / its own errors

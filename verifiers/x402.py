@@ -152,7 +152,7 @@ class Requirements:
             and self.asset == accepted.asset
             and self.pay_to == accepted.pay_to
             and self.max_timeout_seconds == accepted.max_timeout_seconds
-            and all(k in accepted.extra and accepted.extra[k] == v for k, v in self.extra.items())
+            and self.extra.items() <= accepted.extra.items()  # every (key, value) of ours in theirs
         )
 
 
@@ -218,12 +218,18 @@ def _reject_constant(name: str) -> Any:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
+    out = dict(pairs)  # built in C; a duplicate makes it shorter
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise ValueError(f"duplicate key {k!r}")
+            seen.add(k)
     return out
+
+
+# made once (json.loads with hooks builds a decoder per call)
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
 
 
 def decode_header(value: str, max_len: int = MAX_HEADER_LEN) -> dict[str, Any]:
@@ -232,9 +238,7 @@ def decode_header(value: str, max_len: int = MAX_HEADER_LEN) -> dict[str, Any]:
         raise Malformed(detail=f"header longer than {max_len}")
     try:
         raw = base64.b64decode(value.strip().encode("ascii"), validate=True)
-        obj = json.loads(
-            raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
-        )
+        obj = _DECODER.decode(raw.decode("utf-8"))
     except (binascii.Error, UnicodeError) as exc:
         raise Malformed(detail=f"bad base64/utf-8: {exc}") from exc
     except (ValueError, RecursionError) as exc:

@@ -69,7 +69,7 @@ ERR_WITHDRAW_WINDOW = _P + "withdraw_window_expired"
 
 _ADDR = re.compile(r"0[xX][0-9a-fA-F]{40}")
 _B32 = re.compile(r"0[xX][0-9a-fA-F]{64}")
-_SIG = re.compile(r"0[xX](?:[0-9a-fA-F]{2}){1,4096}")
+_SIG = re.compile(r"0[xX][0-9a-fA-F]{2,8192}")  # and an even number of digits (parse_voucher)
 _UINT = re.compile(r"(?:0|[1-9][0-9]{0,38})")
 
 
@@ -135,6 +135,7 @@ class BatchPayload:
         return "0x" + self.voucher.channel_id.hex()
 
 
+@lru_cache(maxsize=64)
 def domain(chain_id: int) -> bytes:
     """The batch-settlement EIP-712 domain separator on ``chain_id``."""
     return domain_separator(DOMAIN_NAME, DOMAIN_VERSION, chain_id, BATCH_SETTLEMENT_ADDRESS.lower())
@@ -232,6 +233,8 @@ def parse_voucher(o: Any, err: str) -> Voucher:
     if amount > _UINT128_MAX:
         raise VerificationError(err, "maxClaimableAmount exceeds uint128")
     sig = _field(o, "signature", _SIG, err)
+    if len(sig) % 2:
+        raise VerificationError(err, "signature missing or badly formed")
     return Voucher(bytes.fromhex(cid[2:]), amount, bytes.fromhex(sig[2:]))
 
 

@@ -19,6 +19,7 @@ connection. Idle keep-alive connections close after
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -286,11 +287,24 @@ async def start(config: Config, *, reuse_port: bool = False, gateway: Gateway | 
     return running
 
 
+def tune_collector() -> None:
+    """Once a serving process has started: what it built so far lives as long as
+    the process, so it is moved out of the garbage collector's sight (a full
+    collection then scans only what requests made, not the whole application:
+    tens of ms each); and a young-generation collection waits for 7,000 new
+    objects, not 700 (concurrent requests awaiting the store or the origin keep
+    a few thousand alive at once, which every collection would scan again)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(7000, *gc.get_threshold()[1:])
+
+
 async def serve(
     config: Config, *, reuse_port: bool = False, on_started: Callable[[Running], None] | None = None
 ) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     running = await start(config, reuse_port=reuse_port)
+    tune_collector()
     if on_started is not None:
         on_started(running)
     stop = asyncio.Event()

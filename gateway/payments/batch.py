@@ -17,6 +17,8 @@ for a voucher, ``extra.chargedAmount`` and ``extra.channelState`` (with
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
@@ -111,6 +113,25 @@ def payment_response(begun: Begun) -> SettleResult:
     return SettleResult(
         True, begun.transaction, d.requirements.network, d.payer.lower(), amount="", extra=extra
     )
+
+
+def payment_response_header(begun: Begun) -> str:
+    """``encode_payment_response(payment_response(begun))``, written straight
+    as JSON text (every voucher's answer carries one): the same bytes."""
+    d, v = begun.decision, begun.view
+    charged = "" if d.kind == "refund" else f',"chargedAmount":"{d.charged_after - d.charged_before}"'
+    text = (
+        f'{{"success":true,"payer":"{d.payer.lower()}","transaction":{_json(begun.transaction)},'
+        f'"network":{_json(d.requirements.network)},"amount":"","extra":{{"channelState":{{'
+        f'"channelId":"{d.channel_id}","balance":"{v.balance}","totalClaimed":"{v.total_claimed}",'
+        f'"withdrawRequestedAt":{v.withdraw_requested_at},"refundNonce":"{v.refund_nonce}",'
+        f'"chargedCumulativeAmount":"{d.charged_after}"}}{charged}}}}}'
+    )
+    return base64.b64encode(text.encode()).decode("ascii")
+
+
+def _json(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)
 
 
 class BatchRail:

@@ -94,15 +94,25 @@ class Meter:
     """Fees as metrics (bounded labels: rail, route) and per-subject totals
     in the store (read through the admin API)."""
 
-    __slots__ = ("services",)
+    __slots__ = ("_fees", "services")
 
     def __init__(self, services: Services) -> None:
         self.services = services
+        self._fees: dict[tuple[str, str], Any] = {}  # (rail, route) -> its fee counter
+
+    def count(self, rail: str, route: str, amount: int) -> None:
+        """The fee metric (its labelled counter looked up once per rail and route)."""
+        counter = self._fees.get((rail, route))
+        if counter is None:
+            counter = self.services.metrics.fees.labels(rail, route or "default")
+            if len(self._fees) < 1024:  # routes come from the policy: a small set
+                self._fees[(rail, route)] = counter
+        counter.inc(amount)
 
     async def record(self, rail: str, route: str, subject: str, amount: int, wait: bool = True) -> None:
         """Count a fee; ``wait=False``: the store's tally goes out with the next
         group commit (Redis) instead of costing the request a round trip."""
-        self.services.metrics.fees.labels(rail, route or "default").inc(amount)
+        self.count(rail, route, amount)
         k = key("spent", f"{subject}|{rail}")
         soon = getattr(self.services.store, "incr_soon", None) if not wait else None
         queued = soon(k, amount, SPENT_WINDOW) if soon is not None else None

@@ -88,7 +88,7 @@ class FastVouchers:
             return await self._locked_path(payment, offers, now, p.channel_id)
         # Nothing is written before verify_batch passed (a read creates no record):
         # garbage never leaves anything in Redis.
-        cid, now_ms = p.channel_id.lower(), int(now * 1000)
+        cid, now_ms = p.channel_id, int(now * 1000)  # 0x + lower-case hex
         k = key("chan", cid)
         rec, fresh = self._cache.get(cid), False
         if rec is None:
@@ -113,18 +113,19 @@ class FastVouchers:
             if first:  # first charge: index it before writing (the claim worker's list)
                 await self.store._do(self.store.client.sadd(INDEX, cid))
             sig = "0x" + p.voucher.signature.hex()
-            smax = str(p.voucher.max_claimable)
-            args = [rec.get("ver", "0"), now_ms, str(d.charged_after), smax, sig, str(now)]
+            smax, charged, since = str(p.voucher.max_claimable), str(d.charged_after), str(now)
+            args = [rec.get("ver", "0"), now_ms, charged, smax, sig, since]
             cfg = json.dumps(p.config.to_json(), sort_keys=True) if first else ""
             args += [cfg, d.requirements.network if first else ""]
             out = await self.store.run_script(self._vouch, [k], args)
-            if int(out[0]) == 1:
-                done = dict(rec, charged=str(d.charged_after), smax=smax, sig=sig, ver=str(int(out[1])))
-                done.setdefault("since", str(now))
+            status = int(out[0])
+            if status == 1:
+                done = dict(rec, charged=charged, smax=smax, sig=sig, ver=str(int(out[1])))
+                done.setdefault("since", since)
                 done.setdefault("cfg", "1")  # only whether it is set matters here
                 self._remember(cid, done)
-                return Begun(d, Reservation(p.channel_id, "", done), view, False)
-            if int(out[0]) == 0:
+                return Begun(d, Reservation(cid, "", done), view, False)
+            if status == 0:
                 self._cache.pop(cid, None)
                 raise VerificationError(ERR_CHANNEL_BUSY, "another request holds the channel")
             rec, fresh = _fields(list(out[1])), True

@@ -49,7 +49,7 @@ from typing import Any
 from aiohttp import web
 
 from popgate.gateway.errors import Answered, GatewayError, StoreFailure
-from popgate.gateway.payments.batch import BatchRail, batch_offers, payment_response
+from popgate.gateway.payments.batch import BatchRail, batch_offers, payment_response_header
 from popgate.gateway.payments.charges import route_price, with_ways
 from popgate.gateway.payments.debt import debt_keys, is_known, known_key, raise_debt
 from popgate.gateway.payments.facilitator import (
@@ -134,6 +134,7 @@ class X402Rail:
         self._batch: BatchRail | None = None
         self._fac: FacilitatorClient | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._batch_ok: Any = None  # popgate_payments_total{rail="x402-batch",result="ok"}, once used
         self.upto = UptoRail(settings, services, meter, self._facilitator) if settings.upto else None
         self.worker = SettlementWorker(self.queue, services.clock, settings.settle_interval, services.metrics)
         self.claim_worker = (
@@ -485,7 +486,7 @@ class X402Rail:
         self, ctx: Context, charge: Charge, payment: PaymentPayload, offers: list[Requirements]
     ) -> Decision | None:
         """A batch-settlement voucher/deposit/refund (:mod:`gateway.payments.batch`)."""
-        batch = await self.batch()
+        batch = self._batch or await self.batch()
         try:
             begun = await batch.pay(payment, offers, ctx.now)
         except StoreUnavailable as exc:
@@ -503,8 +504,10 @@ class X402Rail:
                 reason="payment_rejected",
                 detail=f"The payment was not accepted: {exc.reason}.",
             )
-        settled = encode_payment_response(payment_response(begun))
-        self.services.metrics.payments.labels("x402-batch", "ok").inc()
+        settled = payment_response_header(begun)
+        if self._batch_ok is None:
+            self._batch_ok = self.services.metrics.payments.labels("x402-batch", "ok")
+        self._batch_ok.inc()
         d = begun.decision
         if d.kind == "refund":  # acknowledged here: a refund never reaches the origin
             body = {"message": "Refund acknowledged", "channelId": d.channel_id}
@@ -516,7 +519,7 @@ class X402Rail:
         ctx.charged, ctx.charge = charged, None
         subject = f"x402:{d.payer.lower()}"
         ctx.subject = ctx.subject or subject
-        if charged:
+        if charged:  # the tally goes out with the next group commit
             await self.meter.record("x402", charge.route, subject, charged, wait=False)
         return None
 

@@ -44,6 +44,7 @@ class GroupCommit:
         self._queue: list[Call] = []
         self._task: asyncio.Task[None] | None = None
         self._conn: Any = None  # our own connection from the client's pool settings
+        self._deadline: float | None = None  # its socket timeout, for a whole batch
         self.round_trips = 0  # for tests and the benchmark
 
     async def run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
@@ -116,16 +117,21 @@ class GroupCommit:
             out = list(await pipe.execute(raise_on_error=False))
         else:
             if self._conn is None:
-                self._conn = pool.make_connection()
+                conn = pool.make_connection()
+                # one deadline (the socket timeout) for a whole batch, connecting included;
+                # not a timer (and a task, for a write) per write and per reply
+                self._deadline, conn.socket_timeout = conn.socket_timeout, None
+                self._conn = conn
             conn = self._conn
             try:
-                await conn.send_packed_command(_pack(commands), check_health=False)
-                out = []
-                for _ in commands:
-                    try:
-                        out.append(await conn.read_response())
-                    except ResponseError as exc:  # that command's own error: the stream stays in step
-                        out.append(exc)
+                async with asyncio.timeout(self._deadline):
+                    await conn.send_packed_command(_pack(commands), check_health=False)
+                    out = []
+                    for _ in commands:
+                        try:
+                            out.append(await conn.read_response())  # no socket timeout: no timer
+                        except ResponseError as exc:  # that command's own error: the stream stays in step
+                            out.append(exc)
                 if any(isinstance(r, ReadOnlyError) for r in out):
                     # a demoted master: reconnect (with Sentinel, to the new one)
                     await conn.disconnect(nowait=True)
@@ -147,19 +153,32 @@ class GroupCommit:
 def _pack(commands: list[tuple[Any, ...]]) -> bytes:
     """RESP arrays of bulk strings (str, bytes and int arguments only)."""
     parts: list[bytes] = []
+    add = parts.append
     for command in commands:
-        parts.append(b"*%d\r\n" % len(command))
+        add(b"*%d\r\n" % len(command))
         for a in command:
-            if isinstance(a, bytes):
-                b = a
-            elif isinstance(a, str):
+            t = type(a)
+            if t is str:
                 b = a.encode()
-            elif isinstance(a, int) and not isinstance(a, bool):
+            elif t is bytes:
+                b = a
+            elif t is int:
                 b = b"%d" % a
             else:
-                raise TypeError(f"cannot send a {type(a).__name__} to redis")
-            parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
+                b = _arg(a)
+            add(b"$%d\r\n%s\r\n" % (len(b), b))
     return b"".join(parts)
+
+
+def _arg(a: Any) -> bytes:
+    """A str, bytes or int subclass as bytes; TypeError for anything else."""
+    if isinstance(a, bytes):
+        return bytes(a)
+    if isinstance(a, str):
+        return str(a).encode()
+    if isinstance(a, int) and not isinstance(a, bool):
+        return b"%d" % a
+    raise TypeError(f"cannot send a {type(a).__name__} to redis")
 
 
 def _transport(exc: BaseException) -> bool:

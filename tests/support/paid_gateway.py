@@ -36,7 +36,7 @@ class ChargePolicy:
 async def main(path: str, price: int, others_by_policy: bool = False) -> None:
     from popgate.gateway.app import build_app
     from popgate.gateway.extensions import default_extensions
-    from popgate.gateway.http.server import start
+    from popgate.gateway.http.server import start, tune_collector
     from popgate.gateway.ops.config import load_config
     from popgate.gateway.ops.metrics import Metrics
     from popgate.gateway.stores import open_store
@@ -46,6 +46,7 @@ async def main(path: str, price: int, others_by_policy: bool = False) -> None:
     gateway = build_app(config, store=store, metrics=Metrics(), extensions=default_extensions())
     gateway.policy.policy = ChargePolicy(price, fallback=gateway.policy.policy if others_by_policy else None)
     running = await start(config, gateway=gateway)
+    tune_collector()  # as `popgate run` does once started
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

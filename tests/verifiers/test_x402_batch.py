@@ -91,6 +91,16 @@ def test_negatives() -> None:
     )
 
 
+@pytest.mark.parametrize("hexdigits", ["", "a", "abc", "ab" * 65 + "c", "ab" * 4096 + "ab", "zz" * 65])
+def test_a_badly_formed_signature_is_the_payload_error(hexdigits: str) -> None:
+    """Odd, empty, over-long or non-hex signatures: the payload's own error, not a crash."""
+    payload = Payer().voucher(offer(1000), 3000)
+    payload["voucher"]["signature"] = "0x" + hexdigits
+    with pytest.raises(VerificationError) as err:
+        parse_payload(payload)
+    assert err.value.reason == "invalid_batch_settlement_evm_voucher_payload"
+
+
 def test_wrong_domain_chain_and_offer() -> None:
     req, payer = offer(1000), Payer()
     other_chain = offer(1000, network="eip155:8453")

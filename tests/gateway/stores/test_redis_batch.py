@@ -5,6 +5,8 @@ cache and a dead server behave as when each call is sent alone."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 
 import pytest
 
@@ -80,3 +82,25 @@ async def test_one_failing_call_does_not_fail_its_batch(redis_url: str) -> None:
         assert await store.incr(key("t", "a"), 1, 60) == 3  # the connection is still in step
     finally:
         await store.close()
+
+
+async def test_a_server_that_stops_answering_fails_the_batch_within_its_deadline() -> None:
+    """One deadline (the store's timeout) covers a batch's write and every reply:
+    a server that takes the calls and then says nothing fails them all closed in
+    about that time; once it answers again, so does the store (a new connection)."""
+    with redis_server() as (url, proc):
+        store = RedisStore(url, timeout=0.3)
+        try:
+            assert await store.incr(key("t", "x"), 1, 60) == 1
+            proc.send_signal(signal.SIGSTOP)
+            t0 = time.monotonic()
+            results = await asyncio.gather(
+                *(store.incr(key("t", "x"), 1, 60) for _ in range(5)), return_exceptions=True
+            )
+            assert all(isinstance(r, StoreUnavailable) for r in results), results
+            assert time.monotonic() - t0 < 1.5
+            proc.send_signal(signal.SIGCONT)
+            assert await store.incr(key("t", "x"), 1, 60) >= 2  # the stopped calls may have run
+        finally:
+            proc.send_signal(signal.SIGCONT)
+            await store.close()
