@@ -8,7 +8,11 @@ each. wrk drives every case from a separate process; CPU µs per request is summ
 every process involved (nginx master + worker, popgate). Cases alternate within each round;
 medians and ranges over the rounds.
 
-    python tests/bench/bench_forward_auth.py [--seconds 5] [--rounds 5] [--conns 32]
+    python tests/bench/bench_forward_auth.py [--seconds 5] [--rounds 5] [--conns 32] [--base REV]
+
+``--base REV`` adds popgate as it was at git revision REV (``git archive``), behind its own
+edge (cache off), and reports popgate's share of an auth call (session, 402) against it, round
+by round: the before/after of a change, side by side in one run.
 
 ``make bench`` (tests/bench/bench_all.py) runs :func:`section` in the same run as the rest.
 """
@@ -20,6 +24,7 @@ import contextlib
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.bench.bench_proxy import session_token
-from tests.bench.harness import PY, Result, free_port, nginx, start, table, tree, wait_port, wrk
+from tests.bench.harness import PY, ROOT, Result, free_port, nginx, start, table, tree, wait_port, wrk
 from tests.support.edges import nginx as nginx_edge
 
 REF = "nginx proxy_pass"
@@ -37,6 +42,12 @@ INLINE = "popgate inline session"
 FA402 = "nginx+popgate-auth 402"
 INLINE402 = "popgate inline 402"
 SHARE = "  popgate's share, cache off"
+SHARE402 = "  popgate's share, 402"
+
+
+def at(base: str, what: str) -> str:
+    """The case name of popgate's share at git revision ``base``."""
+    return f"  popgate's share at {base}, {what}"
 
 
 def popgate(tmp: str, name: str, keyfile: str, server: str) -> tuple[int, list[str]]:
@@ -59,8 +70,18 @@ keys = [{{kid = "p1", secret_file = "{keyfile}"}}]
     return port, cmd
 
 
-def section(seconds: int, rounds: int, conns: int) -> list[str]:
-    """Run every case; the markdown section for loadtests/BENCHMARKS.md."""
+def base_tree(rev: str, tmp: str) -> dict[str, str]:
+    """popgate as it was at git revision ``rev`` (``git archive``): the environment that runs it."""
+    src = Path(tmp, "base", "popgate")
+    src.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+    return {"PYTHONPATH": str(src.parent)}
+
+
+def section(seconds: int, rounds: int, conns: int, base: str = "") -> list[str]:
+    """Run every case; the markdown section for loadtests/BENCHMARKS.md (``base``: popgate's
+    shares at that git revision too, side by side)."""
     tmp = tempfile.mkdtemp(prefix="pg-fa-bench-")
     keyfile = os.path.join(tmp, "k1")
     Path(keyfile).write_bytes(os.urandom(32).hex().encode())
@@ -84,6 +105,17 @@ def section(seconds: int, rounds: int, conns: int) -> list[str]:
         auth = start(cmd, auth_port)
         wait_port(lean)
         procs.append(auth)
+        if base:
+            base_lean = free_port()
+            base_port, cmd = popgate(
+                tmp,
+                "base",
+                keyfile,
+                f'mode = "auth"\ntrusted_proxies = ["127.0.0.1/32"]\nauth_listen = "127.0.0.1:{base_lean}"',
+            )
+            base_proc = start(cmd, base_port, base_tree(base, tmp))
+            wait_port(base_lean)
+            procs.append(base_proc)
         on, off = free_port(), free_port()
         (Path(tmp) / "on").mkdir()
         (Path(tmp) / "off").mkdir()
@@ -94,12 +126,25 @@ def section(seconds: int, rounds: int, conns: int) -> list[str]:
             )
             session = {"Authorization": f"PoP {session_token(keyfile)}"}
             with_auth = tree(auth.pid)
+            extra = []
+            if base:
+                (Path(tmp) / "base-edge").mkdir()
+                edge = free_port()
+                stack.enter_context(
+                    nginx_edge(Path(tmp) / "base-edge", edge, base_port, up, cache=False, auth=base_lean)
+                )
+                extra = [
+                    (at(base, "cache off"), edge, tree(base_proc.pid), session),
+                    (at(base, "402"), edge, tree(base_proc.pid), {}),
+                ]
             cases = [
                 (REF, ref, tree(ref_proc.pid), {}),
                 (CACHED, on, [*tree(on_proc.pid), *with_auth], session),
                 (UNCACHED, off, [*tree(off_proc.pid), *with_auth], session),
                 (INLINE, inline_port, tree(inline.pid), session),
                 (SHARE, off, with_auth, session),
+                (SHARE402, off, with_auth, {}),
+                *extra,
                 (FA402, on, [*tree(on_proc.pid), *with_auth], {}),
                 (INLINE402, inline_port, tree(inline.pid), {}),
             ]
@@ -115,7 +160,7 @@ def section(seconds: int, rounds: int, conns: int) -> list[str]:
         for p in procs:
             p.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
-    return report(runs, seconds, rounds, conns)
+    return report(runs, seconds, rounds, conns, base)
 
 
 def median_round(rs: list[Result]) -> Result:
@@ -128,7 +173,7 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.2f}× [{min(values):.2f}–{max(values):.2f}]"
 
 
-def report(runs: dict[str, list[Result]], seconds: int, rounds: int, conns: int) -> list[str]:
+def report(runs: dict[str, list[Result]], seconds: int, rounds: int, conns: int, base: str = "") -> list[str]:
     def per_core(x: str, y: str) -> str:  # x's per CPU second against y's, round by round (side by side)
         return spread([ry.cpu_us / rx.cpu_us for rx, ry in zip(runs[x], runs[y], strict=True)])
 
@@ -140,7 +185,8 @@ def report(runs: dict[str, list[Result]], seconds: int, rounds: int, conns: int)
     return [
         "## Forward-auth (nginx in front, popgate deciding)",
         "",
-        f"`python tests/bench/bench_forward_auth.py --seconds {seconds} --rounds {rounds} --conns {conns}`"
+        f"`python tests/bench/bench_forward_auth.py --seconds {seconds} --rounds {rounds} --conns {conns}"
+        f"{f' --base {base}' if base else ''}`"
         " (also part of `make bench`): one worker each (nginx `worker_processes 1`, popgate 1 process), "
         "memory store, no policy file; CPU µs per request summed over every process involved "
         "(nginx master + worker, popgate). Cases alternate within each round; the table shows each "
@@ -164,6 +210,17 @@ def report(runs: dict[str, list[Result]], seconds: int, rounds: int, conns: int)
         f"| 402 through nginx + popgate / popgate inline 402 | {per_core(FA402, INLINE402)} | ≥ 1× |",
         f"| popgate inline session / nginx alone (beside) | {per_core(INLINE, REF)} | — |",
         "",
+        *(
+            [
+                f"| popgate's share of an auth call, CPU µs: this code / {base} | median [min–max] |",
+                "|---|---|",
+                f"| session, cache off | {per_core(at(base, 'cache off'), SHARE)} |",
+                f"| anonymous 402 | {per_core(at(base, '402'), SHARE402)} |",
+                "",
+            ]
+            if base
+            else []
+        ),
     ]
 
 
@@ -172,8 +229,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--conns", type=int, default=32)
+    ap.add_argument("--base", default="", help="also popgate's shares at this git revision, side by side")
     args = ap.parse_args()
-    print("\n".join(section(args.seconds, args.rounds, args.conns)))
+    print("\n".join(section(args.seconds, args.rounds, args.conns, args.base)))
 
 
 if __name__ == "__main__":
