@@ -54,7 +54,8 @@ MAX_FAST_EXITS = 5
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def _loop_runner() -> asyncio.Runner:
+def loop_runner() -> asyncio.Runner:
+    """The event loop a serving process runs on: uvloop when installed."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - optional speed-up
@@ -63,7 +64,7 @@ def _loop_runner() -> asyncio.Runner:
 
 
 def _run_one(config: Config, reuse_port: bool) -> None:
-    with _loop_runner() as runner:
+    with loop_runner() as runner:
         runner.run(serve(config, reuse_port=reuse_port))
 
 

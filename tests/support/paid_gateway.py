@@ -56,6 +56,8 @@ async def main(path: str, price: int, others_by_policy: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(
-        main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 10_000, "--others-by-policy" in sys.argv)
-    )
+    from popgate.gateway.ops.workers import loop_runner
+
+    price = int(sys.argv[2]) if len(sys.argv) > 2 else 10_000
+    with loop_runner() as runner:  # the event loop `popgate run` serves on (uvloop when installed)
+        runner.run(main(sys.argv[1], price, "--others-by-policy" in sys.argv))
