@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.bench.bench_all import MINTED, NO_LAG_SHED, popgate  # noqa: E402
-from tests.bench.harness import nginx, tree, wrk  # noqa: E402
+from tests.bench.harness import nginx, revision_env, tree, wrk  # noqa: E402
 from tests.support.servers import free_port  # noqa: E402
 
 
@@ -50,11 +49,7 @@ def main() -> None:
     minted, mport = popgate(tmp, origin, 1, policy, MINTED, "minted")
     cases = [("reused", rport, reused), ("minted", mport, minted)]
     if args.base:
-        src = tmp / "base" / "popgate"
-        src.mkdir(parents=True)
-        archive = subprocess.run(["git", "archive", args.base], cwd=ROOT, check=True, capture_output=True)
-        subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
-        env = {"PYTHONPATH": str(tmp / "base")}
+        env = revision_env(args.base, tmp)
         base, bport = popgate(tmp, origin, 1, policy, MINTED, "base", env)
         cases.append(("base", bport, base))
     rows: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in cases}

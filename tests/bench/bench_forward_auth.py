@@ -24,7 +24,6 @@ import contextlib
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -32,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.bench.bench_proxy import session_token
-from tests.bench.harness import PY, ROOT, Result, free_port, nginx, start, table, tree, wait_port, wrk
+from tests.bench.harness import PY, Result, free_port, nginx, revision_env, start, table, tree, wait_port, wrk
 from tests.support.edges import nginx as nginx_edge
 
 REF = "nginx proxy_pass"
@@ -70,15 +69,6 @@ keys = [{{kid = "p1", secret_file = "{keyfile}"}}]
     return port, cmd
 
 
-def base_tree(rev: str, tmp: str) -> dict[str, str]:
-    """popgate as it was at git revision ``rev`` (``git archive``): the environment that runs it."""
-    src = Path(tmp, "base", "popgate")
-    src.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True)
-    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
-    return {"PYTHONPATH": str(src.parent)}
-
-
 def section(seconds: int, rounds: int, conns: int, base: str = "") -> list[str]:
     """Run every case; the markdown section for loadtests/BENCHMARKS.md (``base``: popgate's
     shares at that git revision too, side by side)."""
@@ -113,7 +103,7 @@ def section(seconds: int, rounds: int, conns: int, base: str = "") -> list[str]:
                 keyfile,
                 f'mode = "auth"\ntrusted_proxies = ["127.0.0.1/32"]\nauth_listen = "127.0.0.1:{base_lean}"',
             )
-            base_proc = start(cmd, base_port, base_tree(base, tmp))
+            base_proc = start(cmd, base_port, revision_env(base, tmp))
             wait_port(base_lean)
             procs.append(base_proc)
         on, off = free_port(), free_port()

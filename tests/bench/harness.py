@@ -104,6 +104,16 @@ def wrk(name: str, url: str, pids: list[int], *, seconds: int, conns: int, heade
     )
 
 
+def revision_env(rev: str, tmp: str | Path) -> dict[str, str]:
+    """The environment that runs popgate as it was at git revision ``rev`` (``git archive``
+    into ``tmp``): for benchmarks of old code beside new, in the same run."""
+    src = Path(tmp, "base", "popgate")
+    src.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+    return {"PYTHONPATH": str(src.parent)}
+
+
 def start(args: list[str], port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         args,

@@ -39,7 +39,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from aiohttp.test_utils import make_mocked_request
-from coincurve import PrivateKey
 
 from popgate.gateway.app import build_app
 from popgate.gateway.extensions import default_extensions
@@ -57,6 +56,7 @@ from popgate.verifiers.session import SessionCodec
 from popgate.verifiers.x402 import Requirements, encode_payment_response, parse_payment_signature
 from popgate.verifiers.x402_batch import ChainView, verify_batch
 from popgate.verifiers.x402_channel import parse_payload, voucher_digest
+from tests.bench.bench_vouchers import encode, voucher_header
 from tests.bench.harness import PY, free_port, start
 from tests.support.batch import Payer
 from tests.support.facilitator import running
@@ -77,11 +77,6 @@ receiver_authorizer = "0x5CbDd86a2FA8Dc4bDdd8a8f69dBa48572EeC07FB"
 min_deposit = "100.00"
 claim_interval = 3600
 """
-
-
-def encode(offer: dict[str, Any], payload: dict[str, Any]) -> str:
-    body = {"x402Version": 2, "payload": payload, "accepted": offer, "resource": {"url": "/paid/x"}}
-    return base64.b64encode(json.dumps(body, separators=(",", ":")).encode()).decode()
 
 
 def request(path: str, headers: dict[str, str]) -> Any:
@@ -111,14 +106,7 @@ class Vouchers:
         k, self.next = self.next, self.next + 1
         out = []
         for p, cfg, cid in self.seeds:
-            digest = voucher_digest(cid, k * PRICE, self.chain_id)
-            sig = PrivateKey(p.account.key).sign_recoverable(digest, None)
-            voucher = {
-                "channelId": "0x" + cid.hex(),
-                "maxClaimableAmount": str(k * PRICE),
-                "signature": "0x" + sig[:64].hex() + bytes([sig[64] + 27]).hex(),
-            }
-            out.append(encode(self.offer, {"type": "voucher", "channelConfig": cfg, "voucher": voucher}))
+            out.append(voucher_header(self.offer, p, cfg, cid, k * PRICE))
         return out
 
 
