@@ -20,6 +20,7 @@ from concurrent.futures import Executor
 from aiohttp import web
 
 from popgate.gateway.errors import GatewayError, StoreFailure
+from popgate.gateway.http.auth_wire import Encoded
 from popgate.gateway.http.forward_auth import AuthCall, auth_call, is_auth_path, original_request
 from popgate.gateway.http.headers import IPAddress, client_address, parse_ip
 from popgate.gateway.http.lean_upstream import LeanUpstream
@@ -223,8 +224,8 @@ class Gateway:
             metrics.in_flight -= 1
         if auth is not None:
             response = auth.finish(response, decision, self.sealer, ctx.now)
-        if own:
-            own_headers(response)
+        if own and not isinstance(response, Encoded):  # an encoded answer has them already
+            own_headers(response, browsers=auth is None or not auth.to_proxy(response))
         for hook in ctx.after_response:
             hook(response)
         for observe in self.registry.observers:

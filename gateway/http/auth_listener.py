@@ -54,7 +54,6 @@ from popgate.gateway.http.forward_auth import (
     STYLE_HEADER,
     AuthCall,
     is_auth_path,
-    original_headers,
     original_target,
 )
 from popgate.gateway.http.headers import IPAddress, Network, client_address, is_trusted, parse_ip
@@ -65,7 +64,8 @@ log = logging.getLogger("popgate.auth_listener")
 
 SWEEP = 1.0  # seconds between timeout sweeps (one timer for every connection)
 CLIENTS_MAX = 4096  # X-Forwarded-For values remembered with the client address they name
-_DROP_BYTES = frozenset(name.encode() for name in DROP) | {b"host"}
+_DROP_BYTES = frozenset(name.encode() for name in DROP)  # names (lower case) the rebuilt request leaves out
+_DESCRIBE = _DROP_BYTES | {b"x-forwarded-proto"}  # what original_target reads
 
 
 class AuthListener:
@@ -271,39 +271,51 @@ class AuthProtocol(asyncio.Protocol):
         if not is_auth_path(path):
             self.queue.append(NOT_AUTH if self.parser.should_keep_alive() else NOT_AUTH_CLOSE)
             return
-        pairs = self._headers
-        # names are tokens (llhttp refuses anything else): latin-1 decodes them as UTF-8 would
-        decoded = [(n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in pairs]
-        headers = CIMultiDictProxy(CIMultiDict(decoded))
         method = self.parser.get_method().decode("ascii", "replace")
         keep_alive = self.parser.should_keep_alive()
-        call = self._original(headers, method, target, keep_alive)
+        call = self._original(method, target, keep_alive)
         if call is None:  # a render call, or headers that describe no request: the whole entry decides
+            pairs = self._headers
+            decoded = [(n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in pairs]
+            headers = CIMultiDictProxy(CIMultiDict(decoded))
             message = _message(method, target, headers, tuple(pairs), keep_alive)
             call = _Call(message, None, None, self.remote, "http", None)
         call.body = bytes(self._body)
         call.head = method == "HEAD"  # the auth call's own method: its answer has no body
         self.queue.append(call)
 
-    def _original(
-        self, headers: CIMultiDictProxy[str], method: str, target: str, keep_alive: bool
-    ) -> _Call | None:
-        """The original request behind this auth call, rebuilt (None: let the entry do it)."""
-        style = headers.get(STYLE_HEADER, "").strip().lower()
+    def _original(self, method: str, target: str, keep_alive: bool) -> _Call | None:
+        """The original request behind this auth call, rebuilt in one pass over the call's
+        headers: those that describe the call set apart, the client's own kept (None: let
+        the entry do it)."""
+        described: list[tuple[str, str]] = []
+        kept: list[tuple[str, str]] = []
+        raw: list[tuple[bytes, bytes]] = []
+        for name, value in self._headers:
+            low = name.lower()
+            # names are tokens (llhttp refuses anything else): latin-1 decodes them as UTF-8 would
+            pair = (name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+            if low in _DESCRIBE:
+                described.append(pair)
+                if low in _DROP_BYTES:
+                    continue
+            kept.append(pair)
+            raw.append((name, value))
+        call = CIMultiDictProxy(CIMultiDict(described))
+        style = call.get(STYLE_HEADER, "").strip().lower()
         if style == "render":
             return None
         try:
-            method, uri, host, proto = original_target(headers, method, target, "http")
+            method, uri, host, proto = original_target(call, method, target, "http")
         except GatewayError:
             return None
-        client = self.listener.client(self.remote, headers.getall("X-Forwarded-For", []))
+        original = CIMultiDict(kept)
+        client = self.listener.client(self.remote, original.getall("X-Forwarded-For", []))
         if client is None:
             return None
-        original = original_headers(headers, host)
-        raw = tuple(
-            [(n, v) for n, v in self._headers if n.lower() not in _DROP_BYTES] + [(b"Host", host.encode())]
-        )
-        message = _message(method, uri, CIMultiDictProxy(original), raw, keep_alive)
+        original["Host"] = host
+        raw.append((b"Host", host.encode()))
+        message = _message(method, uri, CIMultiDictProxy(original), tuple(raw), keep_alive)
         return _Call(message, AuthCall(style), client[0], client[1], proto, host)
 
     # answers -------------------------------------------------------------------------

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import time
 from email.utils import formatdate
+from typing import TypeVar
 
 from aiohttp import web
 
+E = TypeVar("E", bound="Encoded")
 _SKIP = frozenset({"content-length", "connection", "date", "transfer-encoding"})
 _REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout"}
 _REASONS |= {413: "Payload Too Large", 431: "Request Header Fields Too Large", 500: "Internal Server Error"}
@@ -70,6 +72,28 @@ class Clock:
         return self.value
 
 
+class Encoded(web.Response):
+    """An answer that repeats, made whole once (popgate's own headers included): its status
+    line and headers as bytes (``head``, from :meth:`fix`), which :func:`encode` writes as
+    they are. Its headers must not change after :meth:`fix` (encode checks their number,
+    and encodes anew if it changed); :meth:`again` makes the copies to send."""
+
+    head = b""
+    count = -1
+
+    def fix(self: E) -> E:
+        """Encode the status line and headers now (the answer has no body)."""
+        self.head = _top(self, b"")
+        self.count = len(self.headers)
+        return self
+
+    def again(self: E) -> E:
+        """A fresh answer like this one (a response object is sent once), its bytes shared."""
+        response = type(self)(status=self.status, headers=self.headers)
+        response.head, response.count = self.head, self.count
+        return response
+
+
 def encode(response: web.StreamResponse, keep_alive: bool, date: str, head: bool = False) -> bytes:
     """An answer's bytes: status line, headers, ``Content-Length``, body (``head``: not the body,
     the answer to a HEAD request).
@@ -81,8 +105,21 @@ def encode(response: web.StreamResponse, keep_alive: bool, date: str, head: bool
         body = b""
     elif not isinstance(body, bytes):
         raise ValueError("a non-bytes body")
+    if isinstance(response, Encoded) and len(response.headers) == response.count and not body:
+        top = response.head
+    else:
+        top = _top(response, body)
+    connection = "keep-alive" if keep_alive else "close"
+    tail = f"Date: {date}\r\nContent-Length: {len(body)}\r\nConnection: {connection}\r\n\r\n"
+    return top + tail.encode() + (b"" if head else body)
+
+
+def _top(response: web.Response, body: bytes) -> bytes:
+    """The status line and the answer's own headers (``Content-Type`` added for a body
+    that names none); ValueError for a CR or LF in a header."""
     headers = h = response.headers
-    if "Content-Length" in h or "Connection" in h or "Date" in h or "Transfer-Encoding" in h:  # written below
+    # written by encode itself:
+    if "Content-Length" in h or "Connection" in h or "Date" in h or "Transfer-Encoding" in h:
         items = [(k, v) for k, v in headers.items() if k.lower() not in _SKIP]
     else:
         items = list(headers.items())
@@ -93,11 +130,8 @@ def encode(response: web.StreamResponse, keep_alive: bool, date: str, head: bool
     if block:
         block += "\r\n"
     extra = f"Content-Type: {response.content_type}\r\n" if body and "Content-Type" not in headers else ""
-    text = (
-        f"HTTP/1.1 {response.status} {response.reason}\r\n{block}{extra}Date: {date}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
-    )
-    return text.encode("utf-8", "surrogateescape") + (b"" if head else body)
+    text = f"HTTP/1.1 {response.status} {response.reason}\r\n{block}{extra}"
+    return text.encode("utf-8", "surrogateescape")
 
 
 def malformed() -> Refused:

@@ -32,11 +32,12 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from popgate.gateway.errors import BadRequest, Forbidden
+from popgate.gateway.http.auth_wire import Encoded
 from popgate.gateway.http.headers import HOP_BY_HOP, IPAddress, Network, is_trusted, parse_ip
 from popgate.gateway.http.verdicts import MAX_SEALED, Sealer
 from popgate.gateway.pipeline.context import Context
 from popgate.gateway.pipeline.decisions import Rendered
-from popgate.gateway.pipeline.responses import problem
+from popgate.gateway.pipeline.responses import own_headers, problem
 
 AUTH_PATH = "/.well-known/popgate/auth"
 SEALED_KEY = web.RequestKey("popgate.sealed", bytes)  # a render call's body, read by the auth listener
@@ -101,8 +102,15 @@ class AuthCall:
         """The subrequest's 401 for a 402 reused within its window (a flood's: see
         gateway/pipeline/challenge_cache.py), its headers worked out once; None when
         nginx cannot answer it itself (it goes sealed) or the call is not a subrequest."""
-        headers = _reused_headers(rendered, decision) if self.style == "subrequest" else None
-        return None if headers is None else ForProxy(status=401, headers=headers)
+        answer = _reused_answer(rendered, decision) if self.style == "subrequest" else None
+        return None if answer is None else answer.again()
+
+    def to_proxy(self, response: web.StreamResponse) -> bool:
+        """True for an answer only the proxy reads, never a client: an allow (every proxy
+        copies named headers from it onto the upstream request) and whatever nginx's
+        subrequest gets (variables for its own locations; a sealed refusal reaches the
+        client through the render call): it needs none of the headers meant for browsers."""
+        return self.style == "subrequest" or 200 <= response.status < 300
 
     @staticmethod
     def hand_off() -> web.Response:
@@ -132,15 +140,19 @@ class AuthCall:
         )
 
 
-class ForProxy(web.Response):
+class ForProxy(Encoded):
     """An answer already in the shape the proxy's call takes (:meth:`AuthCall.finish` leaves it)."""
 
 
 @functools.lru_cache(maxsize=1024)
-def _reused_headers(rendered: Rendered, decision: str) -> dict[str, str] | None:
-    """The 401's headers for a reused 402 (a pure function of its bytes: remembered)."""
+def _reused_answer(rendered: Rendered, decision: str) -> ForProxy | None:
+    """The 401 for a reused 402, encoded (a pure function of its bytes: remembered)."""
     plain = plain_answer(web.Response(status=402, body=rendered.body, headers=rendered.headers))
-    return None if plain is None else _refusal_headers(decision) | plain
+    if plain is None:
+        return None
+    answer = ForProxy(status=401, headers=_refusal_headers(decision) | plain)
+    own_headers(answer, browsers=False)
+    return answer.fix()
 
 
 def _refusal_headers(decision: str) -> dict[str, str]:

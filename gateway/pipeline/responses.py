@@ -33,14 +33,16 @@ TITLES = {
 }
 
 
-def own_headers(response: web.StreamResponse) -> None:
-    """popgate's own answers: no version in ``Server``, ``nosniff``, no referrer
-    (set unless the response already chose; a response already sent is left alone)."""
+def own_headers(response: web.StreamResponse, browsers: bool = True) -> None:
+    """popgate's own answers: no version in ``Server``; for an answer a browser may see,
+    ``nosniff`` and no referrer too (set unless the response already chose; a response
+    already sent is left alone)."""
     if response.prepared:
         return
     response.headers["Server"] = OWN_HEADERS["Server"]
-    for name in ("X-Content-Type-Options", "Referrer-Policy"):
-        response.headers.setdefault(name, OWN_HEADERS[name])
+    if browsers:
+        for name in ("X-Content-Type-Options", "Referrer-Policy"):
+            response.headers.setdefault(name, OWN_HEADERS[name])
 
 
 def wants_html(request: web.BaseRequest) -> bool:

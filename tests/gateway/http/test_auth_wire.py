@@ -10,7 +10,7 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from popgate.gateway.http.auth_wire import encode
+from popgate.gateway.http.auth_wire import Encoded, encode
 
 TOKEN = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_", min_size=1, max_size=20)
 VALUE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40).map(str.strip)
@@ -69,3 +69,20 @@ def test_a_header_with_cr_or_lf_is_refused(name, before, after, brk):
 def test_a_head_answer_has_no_body_but_its_length():
     data = encode(web.Response(status=200, body=b"hello"), True, "D", head=True)
     assert data.endswith(b"Content-Length: 5\r\nConnection: keep-alive\r\n\r\n")
+
+
+@given(st.dictionaries(TOKEN, VALUE, max_size=8), st.sampled_from([200, 401, 403]), st.booleans(), TOKEN)
+def test_an_answer_encoded_once_is_sent_as_any_other(headers, status, keep_alive, late):
+    """A repeating answer (the reused 402's 401) keeps its bytes: each copy sent is exactly
+    what encoding it anew gives; a copy whose headers changed after is encoded anew."""
+    headers = {n: v for n, v in headers.items() if n.lower() not in OWN}
+    date = "Thu, 03 Dec 2026 13:00:00 GMT"
+    once = Encoded(status=status, headers=headers).fix()
+    fresh = web.Response(status=status, headers=headers)
+    assert encode(once.again(), keep_alive, date) == encode(fresh, keep_alive, date)
+    assert encode(once.again(), keep_alive, date, head=True) == encode(fresh, keep_alive, date, head=True)
+    changed = once.again()
+    changed.headers.add(f"X-Late-{late}", "1")
+    fresh.headers.add(f"X-Late-{late}", "1")
+    assert encode(changed, keep_alive, date) == encode(fresh, keep_alive, date)
+    assert encode(once.again(), keep_alive, date) != encode(changed, keep_alive, date)

@@ -58,6 +58,9 @@ async def test_session_holder_is_allowed_with_identity_headers(upstream, gateway
         assert r.headers["Cache-Control"] == "private, max-age=30", "[forward_auth] cache_ttl's default"
         assert r.headers["X-Accel-Expires"] == "30"
         assert await r.read() == b""
+        assert r.headers["Server"] == "popgate", "no versions, even to the proxy"
+        no_browser = ("X-Content-Type-Options", "Referrer-Policy")
+        assert not any(h in r.headers for h in no_browser), "only the proxy reads an allow"
     short = session_token(gw, "human", ttl=7)
     async with http.get(url_of(gw, AUTH), headers=forwarded(Authorization=f"PoP {short}")) as r:
         assert r.headers["X-Accel-Expires"] in ("6", "7"), "never past the session's expiry"
@@ -107,6 +110,7 @@ async def test_browser_gets_the_html_page(upstream, gateway_factory, http):
         assert r.status == 402
         assert r.headers["Content-Type"].startswith("text/html")
         assert "<html" in await r.text()
+        assert r.headers["X-Content-Type-Options"] == "nosniff", "Traefik and Caddy hand it to the client"
 
 
 async def test_nginx_subrequest_gets_401_and_the_whole_answer(upstream, gateway_factory, http, tmp_path):
@@ -120,6 +124,7 @@ async def test_nginx_subrequest_gets_401_and_the_whole_answer(upstream, gateway_
     async with http.get(url_of(gw, AUTH), headers=forwarded("/v1/x", **sub)) as r:
         assert (r.status, r.headers["X-Popgate-Decision"]) == (401, "challenge")
         assert r.headers["X-Accel-Expires"] == "0" and await r.read() == b""
+        assert "X-Content-Type-Options" not in r.headers, "nginx reads it; the client never sees it"
         assert "X-Popgate-Verdict" not in r.headers
         plain = CIMultiDict(
             (k[len("X-Popgate-R-") :], v) for k, v in r.headers.items() if k.startswith("X-Popgate-R-")
