@@ -344,3 +344,23 @@ def test_auth_listen_needs_trusted_proxies(tmp_path):
     path = write_config(tmp_path, "http://127.0.0.1:1", server_extra=f'{TRUST}\nauth_listen = "nowhere"')
     with pytest.raises(ConfigError, match=r"server\.auth_listen"):
         load_config(path)
+
+
+async def test_a_flood_s_reused_402_is_the_same_401_on_both_ports(
+    upstream: str, gateway_factory: Any, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """In a flood's window the 402 is reused, and the 401 carrying it to nginx's subrequest
+    is made and encoded once (auth_wire.Encoded): every copy the listener sends, the first
+    and those after it, is what the main port sends."""
+    extra = puzzle_extra(tmp_path, extra="[overload]\nchallenge_window = 30\nchallenge_min_rate = 0\n")
+    running = await gateway_factory(upstream, server_extra=listen_extra(), extra=extra)
+    headers = forwarded("/api/a", **SUB)
+    answers = []
+    for _ in range(3):
+        main, lean = await both(http, running, "GET", AUTH, headers)
+        assert main == lean
+        answers.append(lean)
+    status, kept, _ = answers[0]
+    assert status == 401 and ("x-popgate-status", "402") in kept
+    assert ("x-content-type-options", "nosniff") not in kept, "nginx reads it; no browser does"
+    assert answers[1] == answers[0] and answers[2] == answers[0]
