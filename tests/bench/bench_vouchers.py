@@ -92,10 +92,15 @@ def prepare(url: str, path: Path) -> None:
         dep = p.sdk_payload(req)
         paid(url, encode(offer, dep))
         seeds.append((p, dep["channelConfig"], bytes.fromhex(dep["voucher"]["channelId"][2:])))
-    with path.open("w") as f:
-        for k in range(2, PER_CHANNEL + 2):
-            for p, cfg, cid in seeds:
-                f.write(voucher_header(offer, p, cfg, cid, k * PRICE) + "\n")
+    lines = [
+        voucher_header(offer, p, cfg, cid, k * PRICE)
+        for k in range(2, PER_CHANNEL + 2)
+        for p, cfg, cid in seeds
+    ]
+    # wrk (4.1) calls the script's request() once on its first thread before the run, to check
+    # it: that call takes the first line, which is therefore a copy of the first voucher (or
+    # the first channel's vouchers would all arrive one ahead of its charged total).
+    path.write_text("".join(line + "\n" for line in [lines[0], *lines]))
 
 
 def main(seconds: int = 5) -> None:
