@@ -52,6 +52,7 @@ from popgate.gateway.http.forward_auth import (
     DROP,
     SEALED_KEY,
     STYLE_HEADER,
+    TARGET,
     AuthCall,
     is_auth_path,
     original_target,
@@ -64,8 +65,8 @@ log = logging.getLogger("popgate.auth_listener")
 
 SWEEP = 1.0  # seconds between timeout sweeps (one timer for every connection)
 CLIENTS_MAX = 4096  # X-Forwarded-For values remembered with the client address they name
-_DROP_BYTES = frozenset(name.encode() for name in DROP)  # names (lower case) the rebuilt request leaves out
-_DESCRIBE = _DROP_BYTES | {b"x-forwarded-proto"}  # what original_target reads
+_DROP_BYTES = frozenset(name.encode() for name in DROP)
+_TARGET_BYTES = frozenset(name.encode() for name in TARGET)
 
 
 class AuthListener:
@@ -295,10 +296,10 @@ class AuthProtocol(asyncio.Protocol):
             low = name.lower()
             # names are tokens (llhttp refuses anything else): latin-1 decodes them as UTF-8 would
             pair = (name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
-            if low in _DESCRIBE:
+            if low in _TARGET_BYTES:
                 described.append(pair)
-                if low in _DROP_BYTES:
-                    continue
+            if low in _DROP_BYTES:
+                continue
             kept.append(pair)
             raw.append((name, value))
         call = CIMultiDictProxy(CIMultiDict(described))

@@ -49,6 +49,7 @@ CONTROL = frozenset(
     {"x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-popgate-auth", "content-length", "host"}
 )
 DROP = CONTROL | HOP_BY_HOP  # names (lower case) the rebuilt request leaves out
+TARGET = CONTROL | {"x-forwarded-proto"}  # the names original_target reads (lower case)
 METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
 URI = re.compile(r"/[\x21-\x7e]{0,8191}")  # origin-form: printable ASCII, no spaces
 HOST = re.compile(r"[0-9A-Za-z.\-_:\[\]]{1,300}")
@@ -100,7 +101,7 @@ class AuthCall:
 
     def reused(self, rendered: Rendered, decision: str) -> web.Response | None:
         """The subrequest's 401 for a 402 reused within its window (a flood's: see
-        gateway/pipeline/challenge_cache.py), its headers worked out once; None when
+        gateway/pipeline/challenge_cache.py), made and encoded once; None when
         nginx cannot answer it itself (it goes sealed) or the call is not a subrequest."""
         answer = _reused_answer(rendered, decision) if self.style == "subrequest" else None
         return None if answer is None else answer.again()
